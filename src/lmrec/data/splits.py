@@ -1,0 +1,145 @@
+"""Split protocols: interaction log -> :class:`SplitData` (train / valid / test), and k-core filtering.
+
+Every protocol is deterministic given its seed. Validation and test never share a (user, item) pair
+with training; a pair repeated in the log goes to a single split (its first assigned row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from lmrec.data.interactions import Interactions, SplitData, to_csr
+
+
+def kcore(data: Interactions, k_user: int = 5, k_item: int = 5) -> Interactions:
+    """Repeatedly drop users with < ``k_user`` and items with < ``k_item`` distinct interactions, then compact."""
+    pairs = np.unique(np.stack([data.users, data.items], axis=1), axis=0, return_index=True)[1]
+    data = data.select(np.isin(np.arange(len(data)), pairs))
+    while True:
+        user_counts = np.bincount(data.users, minlength=data.n_users)
+        item_counts = np.bincount(data.items, minlength=data.n_items)
+        keep = (user_counts[data.users] >= k_user) & (item_counts[data.items] >= k_item)
+        if keep.all():
+            return data.compact()
+        data = data.select(keep)
+
+
+def _dedupe(data: Interactions, order: np.ndarray) -> np.ndarray:
+    """Row positions in ``order`` keeping only the first occurrence of each (user, item) pair."""
+    keys = data.users[order] * data.n_items + data.items[order]
+    _, first = np.unique(keys, return_index=True)
+    return order[np.sort(first)]
+
+
+def _assemble(data: Interactions, rows: Sequence[np.ndarray], protocol: str) -> SplitData:
+    train, valid, test = (to_csr(data.users[r], data.items[r], data.n_users, data.n_items) for r in rows)
+    return SplitData(data.name, data.user_ids, data.catalog, train, valid, test, protocol)
+
+
+def _per_user_cut(data: Interactions, order: np.ndarray, ratios: Sequence[float]) -> list[np.ndarray]:
+    """Cut each user's rows (in ``order``) into consecutive parts of the given ratios.
+
+    A user with n rows gets ``round(n*r_valid)`` valid and ``round(n*r_test)`` test rows, and always keeps
+    at least one training row; the test part is the last, validation before it.
+    """
+    order = _dedupe(data, order)
+    order = order[np.argsort(data.users[order], kind="stable")]  # group by user, keep inner order
+    users = data.users[order]
+    starts = np.searchsorted(users, np.arange(data.n_users), side="left")
+    ends = np.searchsorted(users, np.arange(data.n_users), side="right")
+    sizes = ends - starts
+    _, r_valid, r_test = (float(r) / sum(ratios) for r in ratios)
+    available = np.maximum(sizes - 1, 0)  # every user keeps at least one training row
+    n_test = np.minimum(np.floor(sizes * r_test + 0.5).astype(np.int64), available)
+    n_valid = np.minimum(np.floor(sizes * r_valid + 0.5).astype(np.int64), available - n_test)
+    position = np.arange(len(order)) - np.repeat(starts, sizes)  # rank within the user's rows
+    n_train = np.repeat(sizes - n_valid - n_test, sizes)
+    n_val_rep = np.repeat(n_valid, sizes)
+    part = np.where(position < n_train, 0, np.where(position < n_train + n_val_rep, 1, 2))
+    return [order[part == p] for p in range(3)]
+
+
+def ratio_split(
+    data: Interactions, ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 2024
+) -> SplitData:
+    """Per-user random split: each user's distinct items are shuffled and cut by ``ratios`` (train, valid, test).
+
+    AlphaRec's released files are a per-user random 4:3:3 split (``ratios=(0.4, 0.3, 0.3)``).
+    """
+    rng = np.random.default_rng(seed)
+    rows = _per_user_cut(data, rng.permutation(len(data)), ratios)
+    return _assemble(data, rows, f"per-user random {':'.join(f'{r:g}' for r in ratios)} (seed {seed})")
+
+
+def temporal_user_split(data: Interactions, ratios: Sequence[float] = (0.8, 0.1, 0.1)) -> SplitData:
+    """Per-user chronological split: each user's oldest items train, the newest test."""
+    rows = _per_user_cut(data, _chronological(data), ratios)
+    return _assemble(data, rows, f"per-user temporal {':'.join(f'{r:g}' for r in ratios)}")
+
+
+def leave_one_out(data: Interactions) -> SplitData:
+    """Per-user leave-one-out by time: last item test, second to last valid (users need >= 3 items for both)."""
+    order = _dedupe(data, _chronological(data))
+    order = order[np.argsort(data.users[order], kind="stable")]
+    users = data.users[order]
+    ends = np.searchsorted(users, users, side="right")
+    from_end = ends - np.arange(len(order))  # 1 for a user's last row
+    sizes = np.bincount(users, minlength=data.n_users)[users]
+    test = (from_end == 1) & (sizes >= 2)
+    valid = (from_end == 2) & (sizes >= 3)
+    rows = [order[~(test | valid)], order[valid], order[test]]
+    return _assemble(data, rows, "leave-one-out (temporal)")
+
+
+def temporal_global_split(data: Interactions, ratios: Sequence[float] = (0.8, 0.1, 0.1)) -> SplitData:
+    """Global time cut: the oldest ``ratios[0]`` share of interactions train, then valid, then test.
+
+    Pairs of a user seen only after the cut are evaluated as they come (cold users have empty training rows).
+    """
+    order = _dedupe(data, _chronological(data))
+    total = sum(ratios)
+    cut1 = int(round(len(order) * ratios[0] / total))
+    cut2 = int(round(len(order) * (ratios[0] + ratios[1]) / total))
+    rows = [order[:cut1], order[cut1:cut2], order[cut2:]]
+    return _assemble(data, rows, f"global temporal {':'.join(f'{r:g}' for r in ratios)}")
+
+
+def carve_validation(split: SplitData, fraction: float = 0.1, seed: int = 2024) -> SplitData:
+    """Move a random ``fraction`` of each user's training items to validation (for sources without valid)."""
+    train = split.train.tocoo()
+    part = Interactions(train.row, train.col, split.user_ids, split.catalog, name=split.name)
+    rows = _per_user_cut(part, np.random.default_rng(seed).permutation(len(part)), (1 - fraction, fraction, 0))
+    new_train = to_csr(part.users[rows[0]], part.items[rows[0]], split.n_users, split.n_items)
+    new_valid = to_csr(part.users[rows[1]], part.items[rows[1]], split.n_users, split.n_items)
+    protocol = f"{split.protocol}; validation carved from train ({fraction:g}, seed {seed})"
+    return SplitData(split.name, split.user_ids, split.catalog, new_train, new_valid, split.test, protocol)
+
+
+def _chronological(data: Interactions) -> np.ndarray:
+    if data.timestamps is None:
+        raise ValueError(f"{data.name}: a temporal split needs timestamps, and this source has none")
+    return np.argsort(data.timestamps, kind="stable")
+
+
+SPLITS = {
+    "ratio": ratio_split,
+    "temporal-user": temporal_user_split,
+    "temporal-global": temporal_global_split,
+    "loo": leave_one_out,
+}
+
+
+def parse_split(spec: str, data: Interactions, seed: int = 2024) -> SplitData:
+    """Apply a split given as text: ``ratio:0.4,0.3,0.3``, ``temporal-user:0.8,0.1,0.1``, ``temporal-global``, ``loo``."""
+    name, _, args = spec.partition(":")
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {spec!r}: expected one of {', '.join(SPLITS)} (e.g. ratio:0.8,0.1,0.1)")
+    ratios = [float(x) for x in args.split(",")] if args else None
+    if name == "loo":
+        return leave_one_out(data)
+    kwargs: dict = {} if ratios is None else {"ratios": ratios}
+    if name == "ratio":
+        kwargs["seed"] = seed
+    return SPLITS[name](data, **kwargs)
