@@ -1,0 +1,207 @@
+"""Conversational-recommendation data: conversations, turns and per-turn recommendation samples.
+
+A :class:`Conversation` is a list of :class:`Turn` (``"user"`` = seeker, ``"system"`` = recommender), each with the
+catalog indices of the movies it mentions. :func:`make_samples` turns a conversation into RTA / zero-shot-CRS
+samples: one per system turn that mentions at least one item, with everything said before it as context.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from lmrec.data.catalog import ItemCatalog
+from lmrec.errors import DataFormatError
+
+Role = Literal["user", "system"]
+ROLE_PREFIX: dict[str, str] = {"user": "User", "system": "System"}
+
+
+@dataclass
+class Turn:
+    """One turn: ``text`` with movie mentions already rendered as titles; ``items`` = the catalog indices it
+    mentions, distinct, in order of first mention."""
+
+    role: Role
+    text: str
+    items: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLE_PREFIX:
+            raise ValueError(f"turn role must be 'user' or 'system', got {self.role!r}")
+
+
+@dataclass
+class Conversation:
+    conv_id: str
+    turns: list[Turn]
+
+
+@dataclass
+class CRSSample:
+    """One recommendation turn.
+
+    ``turn_id`` is the position of the target turn in its conversation (= the number of context turns);
+    ``context`` the previous turns, one ``"User: ..."`` / ``"System: ..."`` line each (never the target turn);
+    ``mentioned`` the distinct items of the previous turns (order of first mention); ``targets`` the distinct items
+    of the target turn; ``target_is_new[i]`` is true when ``targets[i]`` is not in ``mentioned``.
+    """
+
+    conv_id: str
+    turn_id: int
+    context: str
+    mentioned: list[int]
+    targets: list[int]
+    target_is_new: list[bool]
+
+
+class Pair(NamedTuple):
+    """One (turn, ground-truth item) evaluation unit: ``sample`` indexes the list given to :func:`expand_pairs`."""
+
+    sample: int
+    target: int
+    is_new: bool
+
+
+@dataclass
+class CRSData:
+    """A conversational dataset: the catalog, conversations per split, and what the loader skipped
+    (``skipped[reason] = count``; e.g. ``"empty_conversation"``, ``"unknown_movie"``)."""
+
+    name: str
+    catalog: ItemCatalog
+    train: list[Conversation]
+    valid: list[Conversation]
+    test: list[Conversation]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def split(self, name: str) -> list[Conversation]:
+        if name not in ("train", "valid", "test"):
+            raise ValueError(f"split must be 'train', 'valid' or 'test', got {name!r}")
+        return getattr(self, name)
+
+    def samples(self, split: str, max_context_chars: int | None = None) -> list[CRSSample]:
+        """All samples of a split, conversation by conversation (see :func:`make_samples`)."""
+        return [s for conv in self.split(split) for s in make_samples(conv, max_context_chars)]
+
+
+def render_turn(turn: Turn) -> str:
+    """``"User: text"`` / ``"System: text"`` on one line (newlines inside the text become spaces)."""
+    return f"{ROLE_PREFIX[turn.role]}: {' '.join(turn.text.split())}"
+
+
+def truncate_context(lines: Sequence[str], max_chars: int | None) -> str:
+    """Join ``lines`` with newlines keeping the most recent whole lines within ``max_chars`` characters; when even the
+    last line is longer, its last ``max_chars`` characters. ``None`` keeps everything."""
+    if max_chars is None:
+        return "\n".join(lines)
+    if max_chars < 0:
+        raise ValueError(f"max_context_chars must be >= 0, got {max_chars}")
+    kept: list[str] = []
+    total = -1  # no newline before the first kept line
+    for line in reversed(lines):
+        if total + 1 + len(line) > max_chars:
+            break
+        kept.append(line)
+        total += 1 + len(line)
+    if not kept and lines:
+        return lines[-1][len(lines[-1]) - max_chars:] if max_chars else ""
+    return "\n".join(reversed(kept))
+
+
+def _distinct(items: Iterable[int]) -> list[int]:
+    return list(dict.fromkeys(items))
+
+
+def make_samples(conv: Conversation, max_context_chars: int | None = None) -> list[CRSSample]:
+    """One :class:`CRSSample` per system turn that mentions at least one item.
+
+    Example: turns ``User: I liked Heat (1995)`` [Heat], ``System: Try Ronin (1998) or Heat (1995)`` [Ronin, Heat]
+    give one sample with context ``"User: I liked Heat (1995)"``, mentioned [Heat], targets [Ronin, Heat],
+    target_is_new [True, False]. ``max_context_chars`` keeps only the most recent context (see
+    :func:`truncate_context`); ``mentioned`` always covers the whole history.
+    """
+    samples: list[CRSSample] = []
+    lines: list[str] = []
+    mentioned: dict[int, None] = {}
+    for turn_id, turn in enumerate(conv.turns):
+        targets = _distinct(turn.items)
+        if turn.role == "system" and targets:
+            samples.append(CRSSample(
+                conv_id=conv.conv_id,
+                turn_id=turn_id,
+                context=truncate_context(lines, max_context_chars),
+                mentioned=list(mentioned),
+                targets=targets,
+                target_is_new=[t not in mentioned for t in targets],
+            ))
+        lines.append(render_turn(turn))
+        mentioned.update(dict.fromkeys(turn.items))
+    return samples
+
+
+def expand_pairs(samples: Sequence[CRSSample]) -> list[Pair]:
+    """One :class:`Pair` per (sample, target), in sample then target order: RTA evaluates per (turn, label)."""
+    return [
+        Pair(i, target, is_new)
+        for i, sample in enumerate(samples)
+        for target, is_new in zip(sample.targets, sample.target_is_new)
+    ]
+
+
+def training_mentions(convs: Iterable[Conversation], n_items: int | None = None) -> np.ndarray:
+    """Mention counts per item (int64, length ``n_items``, default max index + 1): the number of turns of ``convs``
+    that mention the item (a turn counts once per item). Use training conversations only, for popularity and the
+    cold / warm / popular buckets."""
+    counts: dict[int, int] = {}
+    for conv in convs:
+        for turn in conv.turns:
+            for item in _distinct(turn.items):
+                counts[item] = counts.get(item, 0) + 1
+    size = n_items if n_items is not None else (max(counts) + 1 if counts else 0)
+    out = np.zeros(size, dtype=np.int64)
+    for item, count in counts.items():
+        if item >= size:
+            raise ValueError(f"item index {item} out of range for n_items={size}")
+        out[item] = count
+    return out
+
+
+def split_conversations(
+    convs: list[Conversation], valid_fraction: float, seed: int
+) -> tuple[list[Conversation], list[Conversation]]:
+    """Random (train, valid) split by conversation: ``round(n * valid_fraction)`` conversations drawn with
+    ``numpy.random.default_rng(seed)`` go to valid; both parts keep file order."""
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    n_valid = int(round(len(convs) * valid_fraction))
+    valid_idx = set(np.random.default_rng(seed).permutation(len(convs))[:n_valid].tolist())
+    train = [c for i, c in enumerate(convs) if i not in valid_idx]
+    valid = [c for i, c in enumerate(convs) if i in valid_idx]
+    return train, valid
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for each non-blank line of a jsonl file (``.gz`` read transparently);
+    a line that is not valid JSON raises :class:`DataFormatError` naming the file and the line."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataFormatError(path, line_no, f"invalid JSON ({e.msg} at column {e.colno})") from None
+
+
+def check_policy(on_unknown: str) -> None:
+    if on_unknown not in ("error", "skip"):
+        raise ValueError(f"on_unknown must be 'error' or 'skip', got {on_unknown!r}")
