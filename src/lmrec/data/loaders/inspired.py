@@ -53,7 +53,8 @@ def _read_unicrs(path: Path) -> list[tuple[int, list[dict[str, Any]]]]:
             if not isinstance(turn, dict) or not isinstance(turn.get("text"), str):
                 raise DataFormatError(path, line, f"turn {k} has no text")
             if turn.get("role") not in _ROLES:
-                raise DataFormatError(path, line, f"turn {k}: role must be RECOMMENDER or SEEKER, got {turn.get('role')!r}")
+                got = turn.get("role")
+                raise DataFormatError(path, line, f"turn {k}: role must be RECOMMENDER or SEEKER, got {got!r}")
             if not isinstance(turn.get("movie", []), list):
                 raise DataFormatError(path, line, f"turn {k}: 'movie' must be a list of titles")
         dialogs.append((line, raw))
@@ -130,7 +131,8 @@ def _read_tsv(path: Path) -> list[tuple[int, dict[str, str]]]:
         rows = []
         for row in reader:
             if None in row or any(row[c] is None for c in TSV_COLUMNS):
-                raise DataFormatError(path, reader.line_num, f"expected {len(reader.fieldnames or [])} tab-separated columns")
+                n_columns = len(reader.fieldnames or [])
+                raise DataFormatError(path, reader.line_num, f"expected {n_columns} tab-separated columns")
             rows.append((reader.line_num, row))
     return rows
 
@@ -161,7 +163,8 @@ def read_inspired_tsv(
             done.add(dialog_id)
             convs.append(Conversation(dialog_id, []))
         text = row["text"].replace("QUOTATION_MARK", '"')
-        items = _items(_tsv_titles(row["movies"]) if row["movies"].strip() else [], catalog, on_unknown, skipped, path, line)
+        titles = _tsv_titles(row["movies"]) if row["movies"].strip() else []
+        items = _items(titles, catalog, on_unknown, skipped, path, line)
         _append(convs[-1].turns, role, text, items)
     return convs
 

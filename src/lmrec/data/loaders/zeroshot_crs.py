@@ -76,7 +76,8 @@ def load_zeroshot_catalog(folder: str | Path) -> ItemCatalog:
     missing = [i for i in item_ids if str(i) not in names]
     if missing:
         raise DataFormatError(
-            folder / "item_ids.json", None, f"{len(missing)} item ids have no name in entity2id.json, e.g. {missing[0]!r}"
+            folder / "item_ids.json", None,
+            f"{len(missing)} item ids have no name in entity2id.json, e.g. {missing[0]!r}",
         )
     ids = [str(i) for i in item_ids]
     return ItemCatalog(ids=ids, titles=[entity_title(names[i]) for i in ids])
