@@ -1,0 +1,293 @@
+"""Content-addressed embedding cache: one vector per (encoder identity, text), stored on disk once.
+
+Layout under the cache root::
+
+    <root>/<sha256(identity)>/identity.txt      the identity in clear, for humans
+    <root>/<sha256(identity)>/shard-*.npz       append-only shards: ``keys`` (n,) S32, ``vectors`` (n, dim) float32
+
+A key is ``sha256(identity + "\\x00" + text)``. Every shard is written to a temporary file in the same folder and
+then renamed, so a crash never leaves a half-written shard and never touches the shards already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+import uuid
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lmrec.errors import EmbeddingError, LmrecError
+from lmrec.text.encoders import TextEncoder
+
+__all__ = [
+    "CachedEncoder",
+    "EmbeddingCache",
+    "cache_key",
+    "default_cache_root",
+    "encode_catalog",
+    "validate_embeddings",
+]
+
+_KEY_DTYPE = np.dtype("S32")  # raw sha256 digests
+
+
+def default_cache_root() -> Path:
+    """``$LMREC_CACHE/embeddings`` if LMREC_CACHE is set, else ``~/.cache/lmrec/embeddings``."""
+    base = os.environ.get("LMREC_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "lmrec") / "embeddings"
+
+
+def cache_key(identity: str, text: str) -> bytes:
+    """The 32-byte sha256 digest of ``identity + "\\x00" + text`` (UTF-8)."""
+    return hashlib.sha256(f"{identity}\x00{text}".encode("utf-8", "surrogatepass")).digest()
+
+
+def validate_embeddings(vectors: object, texts: Sequence[str], encoder: TextEncoder) -> np.ndarray:
+    """Return ``vectors`` as float32 of shape ``(len(texts), encoder.dim)``, all finite.
+
+    Raises EmbeddingError naming the encoder identity and the expected and received shape, or the index (and
+    start) of the first text whose vector holds NaN / inf.
+    """
+    expected = (len(texts), int(encoder.dim))
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise EmbeddingError(
+            f"encoder {encoder.identity!r} returned something that is not a numeric array "
+            f"({type(vectors).__name__}); expected shape {expected}: {exc}"
+        ) from exc
+    if array.shape != expected:
+        raise EmbeddingError(
+            f"encoder {encoder.identity!r} returned embeddings of shape {array.shape}, expected {expected} "
+            f"({expected[0]} texts x dim {expected[1]})"
+        )
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        raise EmbeddingError(
+            f"encoder {encoder.identity!r} returned non-finite values (NaN or inf) for text {i} "
+            f"({texts[i][:80]!r}); {int((~finite).sum())} of {expected[0]} vectors are affected"
+        )
+    return array
+
+
+class _Store:
+    """In-memory view of one identity's shards: key -> row of a list of vector blocks."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.index: dict[bytes, tuple[int, int]] = {}  # key -> (block, row)
+        self.blocks: list[np.ndarray] = []
+        self.dim: int | None = None
+        for shard in sorted(folder.glob("shard-*.npz")):
+            try:
+                with np.load(shard, allow_pickle=False) as data:
+                    keys, vectors = data["keys"], data["vectors"]
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+                warnings.warn(f"lmrec embedding cache: skipping unreadable shard {shard}: {exc}", stacklevel=3)
+                continue
+            if vectors.ndim != 2 or len(keys) != len(vectors):
+                warnings.warn(f"lmrec embedding cache: skipping malformed shard {shard}", stacklevel=3)
+                continue
+            self._add(keys, vectors, shard)
+
+    def _add(self, keys: np.ndarray, vectors: np.ndarray, where: object) -> None:
+        if self.dim is None:
+            self.dim = int(vectors.shape[1])
+        elif vectors.shape[1] != self.dim:
+            raise EmbeddingError(
+                f"{where}: vectors of dim {vectors.shape[1]}, but this identity's cache holds dim {self.dim}"
+            )
+        block = len(self.blocks)
+        self.blocks.append(vectors)
+        for row, key in enumerate(keys.tolist()):
+            self.index[key] = (block, row)
+
+
+class EmbeddingCache:
+    """Disk cache of text embeddings, keyed by ``sha256(identity + "\\x00" + text)``; safe to reopen any time.
+
+    Shards are only ever added (atomically), so concurrent writers may duplicate work but never corrupt it.
+    """
+
+    def __init__(self, root: Path | str | None = None):
+        self.root = Path(root) if root is not None else default_cache_root()
+        self._stores: dict[str, _Store] = {}
+
+    def folder(self, identity: str) -> Path:
+        """The folder that holds this identity's shards."""
+        return self.root / hashlib.sha256(identity.encode("utf-8")).hexdigest()
+
+    def _store(self, identity: str) -> _Store:
+        store = self._stores.get(identity)
+        if store is None:
+            folder = self.folder(identity)
+            id_file = folder / "identity.txt"
+            if id_file.exists():
+                stored = id_file.read_text(encoding="utf-8")
+                if stored != identity:
+                    raise LmrecError(f"{id_file}: holds identity {stored!r}, expected {identity!r}")
+            store = self._stores[identity] = _Store(folder)
+        return store
+
+    def get(self, identity: str, texts: Sequence[str]) -> list[np.ndarray | None]:
+        """The cached vector of each text (float32, read-only view), or None where it is not cached."""
+        store = self._store(identity)
+        out: list[np.ndarray | None] = []
+        for text in texts:
+            hit = store.index.get(cache_key(identity, text))
+            out.append(None if hit is None else store.blocks[hit[0]][hit[1]])
+        return out
+
+    def put(self, identity: str, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Store ``vectors`` (len(texts), dim) as one new shard, written atomically (temp file + rename)."""
+        vectors = np.array(vectors, dtype=np.float32, copy=True)  # ours, read-only once stored
+        if vectors.ndim != 2 or len(vectors) != len(texts):
+            raise EmbeddingError(
+                f"cache put for {identity!r}: vectors of shape {vectors.shape} for {len(texts)} texts"
+            )
+        if not len(texts):
+            return
+        store = self._store(identity)
+        keys = np.array([cache_key(identity, t) for t in texts], dtype=_KEY_DTYPE)
+        if store.dim is not None and vectors.shape[1] != store.dim:
+            raise EmbeddingError(
+                f"cache put for {identity!r}: vectors of dim {vectors.shape[1]}, the cache holds dim {store.dim}"
+            )
+        folder = store.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        id_file = folder / "identity.txt"
+        if not id_file.exists():
+            _atomic_write(id_file, identity.encode("utf-8"))
+        name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
+        _atomic_write(folder / name, _npz_bytes(keys, vectors))
+        vectors.setflags(write=False)
+        store._add(keys, vectors, folder / name)
+
+    def count(self, identity: str) -> int:
+        """How many distinct texts are cached for this identity."""
+        return len(self._store(identity).index)
+
+    def compact(self, identity: str) -> None:
+        """Merge this identity's shards into one (new shard written first, then the old ones removed)."""
+        store = self._store(identity)
+        old = sorted(store.folder.glob("shard-*.npz"))
+        if len(old) < 2:
+            return
+        keys = np.array(list(store.index), dtype=_KEY_DTYPE)
+        vectors = np.stack([store.blocks[b][r] for b, r in store.index.values()]).astype(np.float32)
+        name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
+        _atomic_write(store.folder / name, _npz_bytes(keys, vectors))
+        for shard in old:
+            shard.unlink(missing_ok=True)
+        self._stores.pop(identity, None)
+
+
+def _npz_bytes(keys: np.ndarray, vectors: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, keys=keys, vectors=vectors)
+    return buffer.getvalue()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder, fsync, then rename over it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class CachedEncoder:
+    """A TextEncoder that reads vectors from an EmbeddingCache and encodes only the texts it lacks.
+
+    Same ``identity`` and ``dim`` as the wrapped encoder (cached vectors equal freshly encoded ones). Missing texts
+    are deduplicated, encoded in chunks of ``chunk_size``, validated and stored chunk by chunk, so an interrupted
+    run keeps what it finished. ``last_encoded`` / ``last_hits`` count the texts of the last ``encode`` call.
+    """
+
+    def __init__(self, encoder: TextEncoder, cache: EmbeddingCache | None = None, chunk_size: int = 1024):
+        self.encoder = encoder
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.chunk_size = int(chunk_size)
+        self.last_encoded = 0
+        self.last_hits = 0
+
+    @property
+    def identity(self) -> str:
+        return self.encoder.identity
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """float32 ``(len(texts), dim)`` in input order; encodes each missing distinct text once."""
+        texts = list(texts)
+        identity, dim = self.identity, int(self.dim)
+        out = np.empty((len(texts), dim), dtype=np.float32)
+        cached = self.cache.get(identity, texts)
+        missing: dict[str, list[int]] = {}
+        for i, (text, vector) in enumerate(zip(texts, cached)):
+            if vector is None:
+                missing.setdefault(text, []).append(i)
+            elif vector.shape != (dim,):
+                raise EmbeddingError(
+                    f"cache {self.cache.folder(identity)} holds vectors of shape {vector.shape} for encoder "
+                    f"{identity!r}, expected ({dim},)"
+                )
+            else:
+                out[i] = vector
+        self.last_hits = len(texts) - sum(len(v) for v in missing.values())
+        self.last_encoded = 0
+        todo = list(missing)
+        bar = None
+        if progress and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc=f"encoding ({identity})", unit="text")
+        try:
+            for start in range(0, len(todo), self.chunk_size):
+                chunk = todo[start : start + self.chunk_size]
+                vectors = validate_embeddings(
+                    self.encoder.encode(chunk, batch_size=batch_size, progress=False), chunk, self.encoder
+                )
+                self.cache.put(identity, chunk, vectors)
+                for text, vector in zip(chunk, vectors):
+                    out[missing[text]] = vector
+                self.last_encoded += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
+
+
+def encode_catalog(
+    texts: Sequence[str],
+    encoder: TextEncoder,
+    cache: EmbeddingCache | None = None,
+    progress: bool = True,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Encode a catalog's texts through the cache (default root if ``cache`` is None); float32 ``(n, dim)``."""
+    if not isinstance(encoder, CachedEncoder):
+        encoder = CachedEncoder(encoder, cache)
+    elif cache is not None and cache is not encoder.cache:
+        encoder = CachedEncoder(encoder.encoder, cache, encoder.chunk_size)
+    return encoder.encode(texts, batch_size=batch_size, progress=progress)
