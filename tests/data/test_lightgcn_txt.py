@@ -1,0 +1,90 @@
+"""LightGCN / AlphaRec text format: fixed splits, .gz files, carved validation, item texts, malformed lines."""
+
+import gzip
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmrec.data.loaders.lightgcn_txt import load_lightgcn_interactions, load_lightgcn_txt
+from lmrec.errors import DataFormatError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "lightgcn"
+
+
+def rows(matrix) -> list[list[int]]:
+    return [matrix.indices[matrix.indptr[u] : matrix.indptr[u + 1]].tolist() for u in range(matrix.shape[0])]
+
+
+def test_fixed_split_as_in_the_files():
+    data = load_lightgcn_txt(FIXTURE)
+    assert data.user_ids == ["0", "1", "2", "3"] and data.catalog.ids == [str(i) for i in range(6)]
+    assert rows(data.train) == [[1, 2, 3], [0, 4], [], [2, 4, 5]]  # user 2 has no training items
+    assert rows(data.valid) == [[4], [1], [], [0]]
+    assert rows(data.test) == [[5], [2, 3], [1], [1]]
+    assert data.catalog.titles[4] == "Collateral (2004)"
+    assert data.protocol == "fixed files (train.txt, valid.txt, test.txt)"
+    assert data.name == "lightgcn"
+
+
+def test_gz_without_valid_and_items_carves_validation(tmp_path):
+    for name in ("train.txt", "test.txt"):
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress((FIXTURE / name).read_bytes()))
+    data = load_lightgcn_txt(tmp_path, valid_fraction=0.5, seed=7)
+    assert data.catalog.titles == data.catalog.ids  # no items.tsv: the ids are the titles
+    original = np.array([len(r) for r in [[1, 2, 3], [0, 4], [], [2, 4, 5]]])
+    assert (np.diff(data.train.indptr) + np.diff(data.valid.indptr)).tolist() == original.tolist()
+    assert data.train.multiply(data.valid).nnz == 0
+    assert (np.diff(data.train.indptr)[original > 0] >= 1).all()
+    assert rows(data.test) == [[5], [2, 3], [1], [1]]
+    assert "validation carved from train (0.5, seed 7)" in data.protocol
+    again = load_lightgcn_txt(tmp_path, valid_fraction=0.5, seed=7)
+    assert (again.valid != data.valid).nnz == 0
+
+
+def test_interactions_union():
+    data = load_lightgcn_interactions(FIXTURE)
+    assert len(data) == 8 + 3 + 5 and data.timestamps is None
+    assert data.to_csr().nnz == 16
+
+
+def test_ids_index_rows_and_columns(tmp_path):
+    (tmp_path / "train.txt").write_text("2 7\n")
+    (tmp_path / "test.txt").write_text("0 3\n")
+    data = load_lightgcn_txt(tmp_path)
+    assert data.n_users == 3 and data.n_items == 8  # ids 0..max: dense index == file id
+    assert rows(data.train)[2] == [7]
+
+
+@pytest.mark.parametrize(
+    "file, text, line, expected",
+    [
+        ("train.txt", "0 1 2 3\n1 0 x4\n", 2, "expected an integer item id, got 'x4'"),
+        ("test.txt", "0 5\n-1 2\n", 2, "expected a non-negative user id"),
+        ("test.txt", "0 5\n1 9\n", 2, "expected an item id listed in"),  # 9 is not in items.tsv
+        ("items.tsv", "id\ttext\n0\tToy Story\n", 1, "expected the header 'item_id<TAB>text'"),
+        ("items.tsv", "item_id\ttext\n0\n", 2, "expected 2 tab-separated columns"),
+    ],
+)
+def test_malformed(tmp_path, file, text, line, expected):
+    shutil.copytree(FIXTURE, tmp_path / "d")
+    (tmp_path / "d" / file).write_text(text)
+    with pytest.raises(DataFormatError, match=expected) as err:
+        load_lightgcn_txt(tmp_path / "d")
+    assert (Path(err.value.path).name, err.value.line) == (file, line)
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+    payload = gzip.compress(("".join(f"{u} " + " ".join(map(str, range(50))) + "\n" for u in range(200))).encode())
+    (tmp_path / "train.txt.gz").write_bytes(payload[: len(payload) // 2])
+    (tmp_path / "test.txt").write_text("0 1\n")
+    with pytest.raises(DataFormatError, match="truncated or corrupt") as err:
+        load_lightgcn_txt(tmp_path)
+    assert Path(err.value.path).name == "train.txt.gz" and err.value.line is not None
+
+
+def test_missing_train_is_named(tmp_path):
+    (tmp_path / "test.txt").write_text("0 1\n")
+    with pytest.raises(FileNotFoundError, match="train.txt"):
+        load_lightgcn_txt(tmp_path)
