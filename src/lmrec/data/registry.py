@@ -142,11 +142,11 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 def find_dataset_dir(name: str, data_dir: str | Path | None = None) -> Path:
-    """The folder of a registered dataset: the first ``root/folder`` (or ``root/<alias>``) that exists."""
+    """The folder of a registered dataset: the first ``root/<spec.folder>`` or ``root/<alias>`` that exists."""
     spec = get_spec(name)
     searched = []
     for root in data_roots(data_dir):
-        for folder in dict.fromkeys((spec.folder, spec.name, *spec.aliases)):
+        for folder in dict.fromkeys((spec.folder, *spec.aliases)):
             candidate = root / folder
             if candidate.is_dir():
                 return candidate

@@ -20,7 +20,6 @@ metadata record of the same asin (the 2018 files have some) keeps the first.
 from __future__ import annotations
 
 import ast
-import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
