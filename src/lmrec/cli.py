@@ -1,0 +1,226 @@
+"""The ``lmrec`` command: data, embed, train, evaluate, recommend (``lmrec --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lmrec.errors import LmrecError
+
+
+def _value(text: str) -> Any:
+    """A ``--set`` value: JSON when it parses (numbers, true/false, lists), the plain string otherwise."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _pairs(items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise LmrecError(f"--set expects key=value, got {item!r}")
+        out[key.replace("-", "_")] = _value(value)
+    return out
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
+
+
+def format_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A plain aligned text table."""
+    cells = [[str(c) for c in columns]] + [[_fmt(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict) and "mean" in value:
+        return f"{value['mean']:.4f} ± {value['se']:.4f}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def metrics_table(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
+    names = list(next(iter(metrics.values())).keys())
+    rows = [{"split": split, **values} for split, values in metrics.items()]
+    return format_table(rows, ["split", *names])
+
+
+# -- commands -----------------------------------------------------------------------------------------
+def cmd_data_list(args: argparse.Namespace) -> None:
+    from lmrec.data.registry import find_dataset_dir, list_datasets
+
+    rows = []
+    for spec in list_datasets():
+        try:
+            where = str(find_dataset_dir(spec.name))
+        except LmrecError:
+            where = "(not found)"
+        rows.append({"name": spec.name, "format": spec.format, "split": spec.split, "found at": where})
+    print(format_table(rows, ["name", "format", "split", "found at"]))
+
+
+def cmd_data_stats(args: argparse.Namespace) -> None:
+    from lmrec.data.registry import load_dataset
+
+    data = load_dataset(args.dataset, format=args.format, split=args.split, seed=args.seed)
+    stats = data.stats()
+    width = max(map(len, stats))
+    for key, value in stats.items():
+        print(f"{key.ljust(width)}  {_fmt(value)}")
+    print(f"{'checksum'.ljust(width)}  {data.checksum()}")
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from lmrec.data.registry import load_interactions
+    from lmrec.io import atomic_write
+    from lmrec.text import encode_catalog, get_encoder
+
+    catalog = load_interactions(args.dataset, format=args.format).catalog
+    texts = catalog.text(tuple(args.fields.split(",")))
+    start = time.perf_counter()
+    vectors = encode_catalog(texts, get_encoder(args.encoder), progress=True)
+    print(f"{len(texts)} item texts -> {vectors.shape} with {args.encoder} in {time.perf_counter() - start:.1f} s "
+          f"(cached: a second run encodes nothing)")
+    if args.out:
+        atomic_write(Path(args.out), lambda f: np.save(f, vectors), binary=True)
+        print(f"wrote {args.out}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from lmrec.experiments.runner import DataRef, train_and_evaluate
+
+    model_overrides = _pairs(args.set)
+    if args.encoder:
+        model_overrides["encoder"] = args.encoder
+    train_overrides = _pairs(args.train_set)
+    for key in ("epochs", "seed", "lr", "batch_size", "eval_every", "patience"):
+        if getattr(args, key) is not None:
+            train_overrides[key] = getattr(args, key)
+    if args.no_progress:
+        train_overrides["progress"] = False
+    ref = DataRef(args.dataset, args.format, args.split, args.data_seed)
+    result = train_and_evaluate(args.model, ref, model_overrides, train_overrides, Path(args.out))
+    print(metrics_table(result.metrics))
+    print(f"fit {result.config['fit_seconds']:.1f} s, best epoch {result.config['best_epoch']}; wrote {args.out}/")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from lmrec.eval.ranking import evaluate
+    from lmrec.experiments.runner import REPORT_METRICS, load_run
+
+    model, data, config = load_run(Path(args.run))
+    result = evaluate(model.score, data, args.split, ks=_ints(args.k), metrics=REPORT_METRICS, batch_size=args.batch_size)
+    print(metrics_table({args.split: result.to_dict()}))
+    print(f"full ranking over {data.n_items} items, masked: {', '.join(result.protocol['masked']) or 'nothing'}; "
+          f"ties: {result.protocol['ties']}")
+
+
+def cmd_recommend(args: argparse.Namespace) -> None:
+    from lmrec.experiments.runner import load_run
+
+    model, data, _ = load_run(Path(args.run))
+    user = data.user_index(args.user)
+    history = data.train_items(user)  # raises a clear error for a user without training items
+    print(f"user {args.user}: {len(history)} training items, e.g. "
+          + "; ".join(data.catalog.titles[i] for i in history[:3]))
+    for rank, (item, score) in enumerate(model.recommend(user, args.k), start=1):
+        print(f"{rank:3d}. {data.catalog.titles[item]}  [{data.catalog.ids[item]}]  {score:.4f}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from lmrec.models.base import get_model, list_models
+
+    for name in list_models():
+        doc = (get_model(name).__doc__ or "").strip().splitlines()[0]
+        print(f"{name:12s} {doc}")
+
+
+# -- parser -------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmrec", description="Recommendation with language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def dataset_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--format", help="source format of a folder (auto-detected when omitted)")
+        p.add_argument("--split", help="split protocol, e.g. ratio:0.4,0.3,0.3 | loo | temporal-user | fixed")
+        p.add_argument("--data-seed", dest="data_seed", type=int, default=2024, help="seed of a random split")
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    data.add_parser("list", help="registered datasets and where they were found").set_defaults(func=cmd_data_list)
+    stats = data.add_parser("stats", help="counts of a dataset and its split")
+    stats.add_argument("dataset")
+    stats.add_argument("--format")
+    stats.add_argument("--split")
+    stats.add_argument("--seed", type=int, default=2024)
+    stats.set_defaults(func=cmd_data_stats)
+
+    embed = sub.add_parser("embed", help="encode a dataset's item texts into the embedding cache")
+    embed.add_argument("dataset")
+    embed.add_argument("--format")
+    embed.add_argument("--encoder", default="minilm", help="minilm | mpnet | smollm2-135m | openai:MODEL | st:PATH | hf:PATH")
+    embed.add_argument("--fields", default="title", help="comma-separated catalog fields, e.g. title,genres")
+    embed.add_argument("--out", help="also save the matrix as .npy")
+    embed.set_defaults(func=cmd_embed)
+
+    train = sub.add_parser("train", help="train a model, select on validation, report test")
+    train.add_argument("model", help="a registered model (see `lmrec models`)")
+    train.add_argument("--dataset", required=True, help="registry name or folder")
+    dataset_args(train)
+    train.add_argument("--encoder", help="text encoder of LM-based models")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--batch-size", dest="batch_size", type=int)
+    train.add_argument("--eval-every", dest="eval_every", type=int)
+    train.add_argument("--patience", type=int)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model setting")
+    train.add_argument("--train-set", dest="train_set", action="append", default=[], metavar="KEY=VALUE",
+                       help="training-loop setting (see lmrec.train.TrainConfig)")
+    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--out", required=True, help="run folder to write")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained run folder")
+    ev.add_argument("run")
+    ev.add_argument("--split", default="test", choices=["valid", "test"])
+    ev.add_argument("--k", default="10,20", help="comma-separated cut-offs")
+    ev.add_argument("--batch-size", dest="batch_size", type=int, default=1024)
+    ev.set_defaults(func=cmd_evaluate)
+
+    rec = sub.add_parser("recommend", help="top-k titles for a user of a trained run")
+    rec.add_argument("run")
+    rec.add_argument("--user", required=True, help="external user id")
+    rec.add_argument("-k", type=int, default=10)
+    rec.set_defaults(func=cmd_recommend)
+
+    sub.add_parser("models", help="registered models").set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (LmrecError, ValueError, FileNotFoundError) as error:
+        print(f"lmrec: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Batched full ranking with explicit masking and a stated tie policy.
+
+Tie policy: items with equal scores are ordered by a random item priority drawn once per evaluation
+from ``seed``. Ties are therefore broken uniformly at random, independently of item ids and of the batch
+size, and a constant scorer scores at random level. Implementation: keys = score + priority·ε(score) in
+float64, with ε(s) = |s|·2⁻²⁵ + 2⁻¹⁶⁰ smaller than half a float32 ulp, so distinct float32 scores keep
+their order.
+
+Masking: for the test split the user's train and valid items are removed from the ranking (for valid,
+the train items), except items that are themselves targets. The masked splits are recorded in the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from lmrec.data.interactions import SplitData
+from lmrec.errors import LmrecError
+from lmrec.eval import metrics as M
+from lmrec.eval.stats import Estimate, summarize
+
+Scorer = Callable[[np.ndarray], torch.Tensor]  # dense user indices (b,) -> scores (b, n_items)
+
+DEFAULT_MASK = {"valid": ("train",), "test": ("train", "valid"), "train": ()}
+TIE_POLICY = "random (seeded item priority, batch-size invariant)"
+
+
+@dataclass
+class RankingResult:
+    """Per-user metric values of one evaluation, and how it was made."""
+
+    split: str
+    users: np.ndarray  # dense indices of the evaluated users (those with >= 1 target)
+    per_user: dict[str, np.ndarray]
+    protocol: dict[str, object] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Estimate]:
+        return summarize(self.per_user)
+
+    def to_dict(self) -> dict[str, dict[str, float | int]]:
+        """``{"recall@20": {"mean": m, "se": s, "n": n}, ...}``."""
+        return {name: est.as_dict() for name, est in self.summary().items()}
+
+
+def tie_break_keys(scores: torch.Tensor, priority: torch.Tensor) -> torch.Tensor:
+    """float64 keys ordering like ``scores`` (as float32) with ties ordered by ``priority`` in [0, 1)."""
+    s = scores.to(torch.float32).to(torch.float64)
+    return s + priority.to(torch.float64) * (s.abs() * 2.0**-25 + 2.0**-160)
+
+
+def top_k(
+    scores: torch.Tensor, k: int, priority: torch.Tensor, exclude: sp.csr_matrix | None = None
+) -> torch.Tensor:
+    """Indices (b, k) of the k best items per row, ties by ``priority``, ``exclude``d entries never returned."""
+    if torch.isnan(scores).any():
+        row = int(torch.isnan(scores).any(dim=1).nonzero()[0])
+        raise LmrecError(f"the model returned NaN scores (batch row {row}); cannot rank")
+    keys = tie_break_keys(scores, priority)
+    if exclude is not None and exclude.nnz:
+        rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
+        keys[torch.from_numpy(rows), torch.from_numpy(exclude.indices.astype(np.int64))] = -torch.inf
+    return torch.topk(keys, k, dim=1).indices
+
+
+def mask_matrix(data: SplitData, split: str, mask: Sequence[str] | None) -> tuple[sp.csr_matrix | None, tuple]:
+    """Union of the masked splits minus the evaluated split's own targets."""
+    mask = DEFAULT_MASK[split] if mask is None else tuple(mask)
+    if not mask:
+        return None, ()
+    exclude = sum(data.split(name) for name in mask)
+    exclude = sp.csr_matrix(exclude)
+    exclude.data[:] = 1.0
+    exclude = exclude - exclude.multiply(data.split(split))
+    exclude.eliminate_zeros()
+    return sp.csr_matrix(exclude), mask
+
+
+def evaluate(
+    scorer: Scorer,
+    data: SplitData,
+    split: str = "test",
+    ks: Sequence[int] = (20,),
+    metrics: Sequence[str] = ("recall", "ndcg", "hr"),
+    mask: Sequence[str] | None = None,
+    batch_size: int = 1024,
+    seed: int = 0,
+    users: np.ndarray | None = None,
+    progress: bool = False,
+) -> RankingResult:
+    """Rank every item for every user with targets in ``split`` and compute per-user metrics.
+
+    ``mask`` lists the splits whose items are removed from the ranking (default: train for valid,
+    train + valid for test). ``users`` restricts the evaluation to a subset (still only users with targets).
+    """
+    targets = data.split(split)
+    has_targets = np.diff(targets.indptr) > 0
+    candidates = np.flatnonzero(has_targets) if users is None else np.asarray(users)[has_targets[users]]
+    exclude, used_mask = mask_matrix(data, split, mask)
+    k_max = max(ks)
+    if k_max > data.n_items:
+        raise ValueError(f"K={k_max} exceeds the catalog size {data.n_items}")
+    priority = torch.rand(data.n_items, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    all_hits = []
+    batches = range(0, len(candidates), batch_size)
+    for start in tqdm(batches, desc=f"rank {split}", disable=not progress, leave=False):
+        batch = candidates[start : start + batch_size]
+        with torch.no_grad():
+            scores = scorer(batch)
+        if scores.shape != (len(batch), data.n_items):
+            raise LmrecError(f"scorer returned shape {tuple(scores.shape)}, expected {(len(batch), data.n_items)}")
+        top = top_k(scores, k_max, priority, None if exclude is None else exclude[batch]).numpy()
+        truth = targets[batch].toarray() > 0  # (b, n_items)
+        all_hits.append(np.take_along_axis(truth, top, axis=1))
+    hits = np.concatenate(all_hits) if all_hits else np.zeros((0, k_max), bool)
+    n_targets = np.diff(targets.indptr)[candidates]
+    per_user = M.compute(hits, n_targets, tuple(metrics), tuple(ks))
+    protocol = {
+        "split": split,
+        "ranking": "full catalog",
+        "masked": list(used_mask),
+        "ties": TIE_POLICY,
+        "seed": seed,
+        "users": int(len(candidates)),
+        "items": int(data.n_items),
+    }
+    return RankingResult(split, candidates, per_user, protocol)

@@ -1,0 +1,65 @@
+"""Means with standard errors, confidence intervals and paired tests over per-user (per-turn) values."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean of n values with standard error SE = s / sqrt(n), s the sample std (ddof=1)."""
+
+    mean: float
+    se: float
+    n: int
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        """Normal-approximation 95% interval: mean ± 1.96·SE."""
+        return self.mean - 1.96 * self.se, self.mean + 1.96 * self.se
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"mean": self.mean, "se": self.se, "n": self.n}
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4f} ± {self.se:.4f}"
+
+
+def estimate(values: np.ndarray) -> Estimate:
+    """Mean and SE of ``values`` (SE is 0 for a single value, NaN for none)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    if n == 0:
+        return Estimate(math.nan, math.nan, 0)
+    se = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    return Estimate(float(values.mean()), se, n)
+
+
+def summarize(per_user: dict[str, np.ndarray]) -> dict[str, Estimate]:
+    return {name: estimate(values) for name, values in per_user.items()}
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Paired comparison of two systems on the same users: mean difference (b - a), its SE and p-values."""
+
+    diff: Estimate
+    t_pvalue: float
+    wilcoxon_pvalue: float
+
+
+def paired_test(a: np.ndarray, b: np.ndarray) -> PairedTest:
+    """Two-sided paired t-test and Wilcoxon signed-rank test of b against a (same users, same order)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired test needs values for the same users: shapes {a.shape} and {b.shape}")
+    diff = b - a
+    if not diff.any():
+        return PairedTest(estimate(diff), 1.0, 1.0)
+    t_p = float(sps.ttest_rel(b, a).pvalue)
+    w_p = float(sps.wilcoxon(b, a, zero_method="zsplit").pvalue)
+    return PairedTest(estimate(diff), t_p, w_p)

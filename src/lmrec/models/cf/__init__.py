@@ -1,0 +1,3 @@
+"""Collaborative-filtering models; importing this package registers them by name."""
+
+from lmrec.models.cf import alpharec, lightgcn, pop  # noqa: F401

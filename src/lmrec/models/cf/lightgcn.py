@@ -1,0 +1,86 @@
+"""LightGCN (He et al., SIGIR 2020) and matrix factorization with BPR (its zero-layer case)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from lmrec.data.interactions import SplitData
+from lmrec.models.base import ModelConfig, register
+from lmrec.models.nn.graph import normalized_adjacency, propagate
+from lmrec.models.nn.losses import bpr_loss
+from lmrec.models.nn.sampling import Sampler
+from lmrec.models.torch_base import TorchRecommender
+
+
+@dataclass
+class LightGCNConfig(ModelConfig):
+    emb_dim: int = 64
+    n_layers: int = 2
+    reg: float = 1e-4  # L2 on the layer-0 embeddings of the batch
+    init_std: float = 0.1
+    seed: int = 2024
+
+
+class _Embeddings(nn.Module):
+    def __init__(self, n_users: int, n_items: int, dim: int, std: float):
+        super().__init__()
+        self.users = nn.Parameter(torch.randn(n_users, dim) * std)
+        self.items = nn.Parameter(torch.randn(n_items, dim) * std)
+
+
+@register("lightgcn")
+class LightGCN(TorchRecommender):
+    """E = mean(E⁽⁰⁾, ÂE⁽⁰⁾, …, ÂᴸE⁽⁰⁾) over the training graph; score(u, i) = e_u·e_i.
+
+    Loss = BPR(e_u·e_i⁺, e_u·e_i⁻) + reg·(‖e⁰_u‖² + ‖e⁰_i⁺‖² + ‖e⁰_i⁻‖²)/(2b), one negative per positive,
+    drawn uniformly among the user's non-training items; users sampled uniformly (LightGCN's sampler).
+    """
+
+    Config = LightGCNConfig
+    train_defaults = {"lr": 1e-3, "batch_size": 4096, "epochs": 1000, "eval_every": 5, "patience": 20}
+
+    def build(self, data: SplitData) -> nn.Module:
+        self.sampler = Sampler(data.train)
+        self.adj = normalized_adjacency(data.train) if self.config.n_layers > 0 else None
+        return _Embeddings(data.n_users, data.n_items, self.config.emb_dim, self.config.init_std)
+
+    def _propagated(self) -> tuple[torch.Tensor, torch.Tensor]:
+        ego = torch.cat([self.net.users, self.net.items])
+        out = propagate(self.adj, ego, self.config.n_layers) if self.adj is not None else ego
+        return out[: self.data.n_users], out[self.data.n_users :]
+
+    def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        n = self.data.train.nnz
+        for _ in range(max(1, round(n / batch_size))):
+            users, pos = self.sampler.user_positive(batch_size, rng)
+            neg = self.sampler.negatives(users, 1, rng)[:, 0]
+            yield tuple(torch.from_numpy(a) for a in (users, pos, neg))
+
+    def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        users, pos, neg = batch
+        user_emb, item_emb = self._propagated()
+        u, i, j = user_emb[users], item_emb[pos], item_emb[neg]
+        rank_loss = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
+        ego = self.net.users[users].pow(2).sum() + self.net.items[pos].pow(2).sum() + self.net.items[neg].pow(2).sum()
+        return rank_loss + self.config.reg * ego / (2 * len(users))
+
+    def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._propagated()
+
+
+@dataclass
+class MFConfig(LightGCNConfig):
+    n_layers: int = 0
+
+
+@register("mf")
+class MF(LightGCN):
+    """Matrix factorization with BPR (Rendle et al., 2009): LightGCN with zero propagation layers,
+    score(u, i) = p_u·q_i."""
+
+    Config = MFConfig

@@ -1,0 +1,44 @@
+"""Most-popular baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmrec.data.interactions import SplitData
+from lmrec.models.base import ModelConfig, Recommender, register
+
+
+@dataclass
+class PopConfig(ModelConfig):
+    pass
+
+
+@register("pop")
+class Popularity(Recommender):
+    """score(u, i) = number of training users of item i — the same ranking for every user.
+
+    Counts come from the training split only; items with equal counts are tied (the evaluator breaks
+    ties at random).
+    """
+
+    Config = PopConfig
+
+    def fit(self, data: SplitData, train_config: Any = None) -> None:
+        self.prepare(data)
+
+    def prepare(self, data: SplitData) -> None:
+        super().prepare(data)
+        self.counts = torch.from_numpy(data.item_popularity().astype(np.float32))
+
+    def score(self, users: np.ndarray) -> torch.Tensor:
+        return self.counts.expand(len(users), -1)
+
+    def state(self) -> dict[str, Any]:
+        return {"counts": self.counts}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.counts = state["counts"]

@@ -1,0 +1,58 @@
+"""LightGCN graph propagation over the user-item bipartite graph of the TRAINING split."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
+    """Â = D^-½ A D^-½ for A = [[0, R], [Rᵀ, 0]] (users first, then items), no self-loops, as torch CSR.
+
+    Nodes without edges get a zero row (their degree term is taken as 0, not inf).
+    """
+    n_users, n_items = train.shape
+    r = sp.csr_matrix(train, dtype=np.float32)
+    adj = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)
+    degree = np.asarray(adj.sum(axis=1)).ravel()
+    inv_sqrt = np.zeros_like(degree)
+    inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
+    norm = sp.diags(inv_sqrt) @ adj @ sp.diags(inv_sqrt)
+    norm = sp.csr_matrix(norm, dtype=np.float32)
+    norm.sort_indices()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product we use is stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(norm.indptr.astype(np.int64)),
+            torch.from_numpy(norm.indices.astype(np.int64)),
+            torch.from_numpy(norm.data),
+            size=norm.shape,
+            check_invariants=False,
+        )
+
+
+class _SymmetricSpMM(torch.autograd.Function):
+    """y = Â x for a symmetric sparse Â; the backward is Âᵀ g = Â g, as cheap as the forward.
+
+    (torch's generic backward for sparse CSR products is ~20x slower than the forward on CPU.)
+    """
+
+    @staticmethod
+    def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.adj = adj
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return None, ctx.adj @ grad
+
+
+def propagate(adj: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """LightGCN: mean of the layer outputs E⁽⁰⁾..E⁽ᴸ⁾ with E⁽ˡ⁺¹⁾ = Â E⁽ˡ⁾ (E⁽⁰⁾ = x; L = 0 returns x)."""
+    layers = [x]
+    for _ in range(n_layers):
+        layers.append(_SymmetricSpMM.apply(adj, layers[-1]))
+    return torch.stack(layers).mean(dim=0)

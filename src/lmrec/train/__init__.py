@@ -1,0 +1,3 @@
+from lmrec.train.trainer import EpochRecord, TorchTrainable, TrainConfig, Trainer, TrainLog
+
+__all__ = ["EpochRecord", "TorchTrainable", "TrainConfig", "TrainLog", "Trainer"]
