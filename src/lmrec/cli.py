@@ -142,6 +142,12 @@ def cmd_recommend(args: argparse.Namespace) -> None:
         print(f"{rank:3d}. {data.catalog.titles[item]}  [{data.catalog.ids[item]}]  {score:.4f}")
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from lmrec.experiments.demo import run_demo
+
+    run_demo(Path(args.out), args.dataset, args.user)
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     from lmrec.models.base import get_model, list_models
 
@@ -209,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec.set_defaults(func=cmd_recommend)
 
     sub.add_parser("models", help="registered models").set_defaults(func=cmd_models)
+
+    demo = sub.add_parser("demo", help="Pop, LightGCN and AlphaRec on the bundled MovieLens, with titles")
+    demo.add_argument("--dataset", default="movielens-latest-small")
+    demo.add_argument("--user", default="1")
+    demo.add_argument("--out", default="runs/demo")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

