@@ -41,6 +41,7 @@ class TextEncoder(Protocol):
 
     ``identity`` names the model and every setting that changes the vectors (pooling, dtype, normalization...):
     two encoders with the same identity must return the same vectors, since the embedding cache is keyed by it.
+    ``dim`` may be a property that loads the model; ``isinstance(x, TextEncoder)`` reads it on Python < 3.12.
     """
 
     identity: str
@@ -180,6 +181,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         (tmp / "lmrec-source.txt").write_text(f"{gguf}\n{gguf.stat().st_size} bytes\n", encoding="utf-8")
+        tmp.chmod(0o755)  # mkdtemp makes it private
         try:
             os.replace(tmp, target)
         except OSError:
@@ -264,7 +266,8 @@ class HFPooledEncoder:
 
     ``model`` is either a loaded transformers model (then ``tokenizer`` is required and ``dtype`` must be None or
     the model's dtype: a shared model is never cast) or anything ``resolve_causal_lm`` accepts, loaded on first
-    use in ``dtype`` (default float32; bfloat16 is 3-4x faster on CPUs with AMX). The hidden states are those of
+    use in ``dtype`` (default float32; bfloat16 is 3-4x faster on CPUs with AMX, but several times slower on
+    AVX2-only CPUs). The hidden states are those of
     the base model (``model.base_model``, after its final norm); no LM head is computed.
     """
 
