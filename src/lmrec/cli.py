@@ -148,6 +148,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.out), args.dataset, args.user)
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from lmrec.experiments.compare import markdown, run_comparison
+
+    models = args.models.split(",")
+    train = {m: {"progress": not args.no_progress, **_pairs(args.train_set)} for m in models}
+    if args.epochs:
+        for m in models:
+            train[m]["epochs"] = args.epochs
+    results = run_comparison(models, args.datasets.split(","), Path(args.out), train, seed=args.data_seed)
+    print(markdown(results))
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     from lmrec.models.base import get_model, list_models
 
@@ -215,6 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     rec.set_defaults(func=cmd_recommend)
 
     sub.add_parser("models", help="registered models").set_defaults(func=cmd_models)
+
+    cmp = sub.add_parser("compare", help="several models x datasets -> one table (resumes finished runs)")
+    cmp.add_argument("--models", default="pop,mf,lightgcn,linear_map,alpharec")
+    cmp.add_argument("--datasets", default="movielens-latest-small,movielens-100k,amazon-industrial-scientific-2018")
+    cmp.add_argument("--epochs", type=int)
+    cmp.add_argument("--train-set", dest="train_set", action="append", default=[], metavar="KEY=VALUE")
+    cmp.add_argument("--data-seed", dest="data_seed", type=int, default=2024)
+    cmp.add_argument("--no-progress", action="store_true")
+    cmp.add_argument("--out", required=True)
+    cmp.set_defaults(func=cmd_compare)
 
     demo = sub.add_parser("demo", help="Pop, LightGCN and AlphaRec on the bundled MovieLens, with titles")
     demo.add_argument("--dataset", default="movielens-latest-small")

@@ -36,7 +36,7 @@ class AlphaRecConfig(ModelConfig):
     n_layers: int = 2
     tau: float = 0.15
     n_negatives: int = 256
-    negatives: str = "per_row"  # "per_row" (paper: each row its own 256) or "shared" (one set per batch, faster)
+    negatives: str = "shared"  # "shared": one set per batch (2x faster on CPU); "per_row": the paper's sampler
     seed: int = 2024
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -66,9 +66,9 @@ class AlphaRec(TorchRecommender):
     Loss = InfoNCE with temperature τ over the positive and ``n_negatives`` items drawn uniformly among the
     user's non-training items: −log[e^{s⁺/τ} / (e^{s⁺/τ} + Σ e^{s⁻/τ})]. Adam, lr 5e-4, batch 4096, no L2.
 
-    Negatives: ``per_row`` draws each row's own set (the paper's sampler) and gathers their scores from one
-    (batch, n_items) product; ``shared`` draws one set per batch and masks, per row, negatives that are
-    training items of that user.
+    Negatives: ``shared`` (default) draws one set per batch and masks, per row, the negatives that are training
+    items of that user (so the positive never counts as a negative); ``per_row`` draws each row's own set, as
+    the official sampler does, and gathers their scores from one (batch, n_items) product.
 
     Differences from the official code: epochs are selected on VALIDATION Recall@20 (the official code
     selects on test). The MLP width defaults to the paper's m for its LM sizes and to m = 2 for other

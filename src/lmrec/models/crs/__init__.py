@@ -1,0 +1,1 @@
+"""Conversational recommenders (importing this package registers them)."""
