@@ -278,3 +278,30 @@ def test_smollm2_last_token_encoder():
     np.testing.assert_allclose(together, alone, atol=1e-3)
     folder = resolve_causal_lm("smollm2-135m")
     assert (folder / "config.json").exists() and list(folder.glob("*.safetensors"))
+
+
+def test_hf_encoder_loads_a_local_folder_lazily(tiny_lm, tmp_path):
+    model, tokenizer = tiny_lm
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    enc = get_encoder(f"hf:{tmp_path / 'tiny'}:mean")
+    assert enc._model is None and str((tmp_path / "tiny").resolve()) in enc.identity
+    out = enc.encode(["Heat (1995)"])
+    shared = HFPooledEncoder(model, pooling="mean", tokenizer=tokenizer).encode(["Heat (1995)"])
+    np.testing.assert_allclose(out, shared, atol=1e-5)
+
+
+def test_failed_gguf_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.setenv("LMREC_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "broken.gguf"
+    gguf.write_bytes(b"GGUF")
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash while converting")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        resolve_causal_lm(gguf)
+    models = tmp_path / "cache" / "models"
+    assert list(models.iterdir()) == []  # no half model, no temp folder
