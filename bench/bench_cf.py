@@ -1,0 +1,75 @@
+"""Speed and memory of the CF layer: seconds per training epoch (LightGCN, AlphaRec) and full-ranking
+users per second, with the process's peak resident memory. Run alone: other processes on the same cores
+distort every figure.
+
+    python bench/bench_cf.py [--datasets movielens-100k,movielens-latest-small] [--epochs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from lmrec.cli import format_table
+from lmrec.data.registry import load_dataset
+from lmrec.eval.ranking import evaluate
+from lmrec.models.base import get_model
+from lmrec.text import encode_catalog, get_encoder
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_model(name: str, data, epochs: int, features: np.ndarray | None, **settings) -> dict:
+    model = get_model(name)(**settings) if features is None else get_model(name)(features=features, **settings)
+    model.prepare(data)
+    config = model.resolve_train_config({"progress": False})
+    optimizer = torch.optim.Adam(list(model.parameters()), lr=config.lr)
+    rng = np.random.default_rng(0)
+    times = []
+    for _ in range(epochs):
+        model.set_training(True)
+        start = time.perf_counter()
+        for batch in model.batches(rng, config.batch_size):
+            optimizer.zero_grad()
+            model.loss(batch).backward()
+            optimizer.step()
+        times.append(time.perf_counter() - start)
+    model.set_training(False)
+    evaluate(model.score, data, "test")  # warm-up (builds the inference embeddings once)
+    model.set_training(False)
+    start = time.perf_counter()
+    result = evaluate(model.score, data, "test")
+    seconds = time.perf_counter() - start
+    return {"epoch s (median)": statistics.median(times), "eval s": seconds,
+            "users/s": result.protocol["users"] / seconds, "peak MB": peak_rss_mb()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="movielens-100k,movielens-latest-small")
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    rows = []
+    for dataset in args.datasets.split(","):
+        data = load_dataset(dataset)
+        features = encode_catalog(data.catalog.text(("title",)), get_encoder("minilm"), progress=False)
+        for name, feats, settings in (("lightgcn", None, {}), ("alpharec", features, {}),
+                                      ("alpharec", features, {"negatives": "per_row"})):
+            label = name + ("" if not settings else f" ({', '.join(f'{k}={v}' for k, v in settings.items())})")
+            row = bench_model(name, data, args.epochs, feats, **settings)
+            rows.append({"dataset": dataset, "model": label, "train nnz": data.train.nnz,
+                         **{k: f"{v:.3g}" for k, v in row.items()}})
+            print(format_table(rows[-1:], list(rows[-1])), flush=True)
+    print("\n" + format_table(rows, list(rows[0])))
+
+
+if __name__ == "__main__":
+    main()
