@@ -180,3 +180,14 @@ def test_parse_split(spec, protocol):
 def test_parse_split_unknown():
     with pytest.raises(ValueError, match="unknown split"):
         parse_split("random:0.5", synthetic())
+
+
+@pytest.mark.parametrize("spec", ["ratio:0.4,0.3", "ratio:a,b,c", "loo:0.5", "ratio:0,0.5,0.5", "nope"])
+def test_parse_split_rejects_bad_specs_naming_them(spec):
+    from lmrec.data.splits import parse_split
+
+    users = np.repeat(np.arange(3), 4)
+    items = np.tile(np.arange(4), 3)
+    data = Interactions(users, items, ["a", "b", "c"], ItemCatalog([str(i) for i in range(4)], ["t"] * 4))
+    with pytest.raises(ValueError, match=spec.split(":")[0]):
+        parse_split(spec, data)

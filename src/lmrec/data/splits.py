@@ -136,10 +136,17 @@ def parse_split(spec: str, data: Interactions, seed: int = 2024) -> SplitData:
     name, _, args = spec.partition(":")
     if name not in SPLITS:
         raise ValueError(f"unknown split {spec!r}: expected one of {', '.join(SPLITS)} (e.g. ratio:0.8,0.1,0.1)")
-    ratios = [float(x) for x in args.split(",")] if args else None
     if name == "loo":
+        if args:
+            raise ValueError(f"split {spec!r}: leave-one-out takes no ratios")
         return leave_one_out(data)
-    kwargs: dict = {} if ratios is None else {"ratios": ratios}
-    if name == "ratio":
-        kwargs["seed"] = seed
+    kwargs: dict = {"seed": seed} if name == "ratio" else {}
+    if args:
+        try:
+            ratios = [float(x) for x in args.split(",")]
+        except ValueError:
+            raise ValueError(f"split {spec!r}: ratios must be three numbers, e.g. {name}:0.8,0.1,0.1") from None
+        if len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0:
+            raise ValueError(f"split {spec!r}: expected three non-negative ratios (train > 0), e.g. {name}:0.8,0.1,0.1")
+        kwargs["ratios"] = ratios
     return SPLITS[name](data, **kwargs)
