@@ -98,7 +98,7 @@ def write_lightgcn_folder(data: SplitData, folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def single_thread():
     """Import into a test module to run its torch code on one thread (the test machines are shared)."""
     before = torch.get_num_threads()

@@ -1,0 +1,225 @@
+"""Every registered model: learns the planted structure, saves and loads, recommends; model-specific checks."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from helpers import (N_ITEMS, make_split, planted_data, planted_features, random_level,  # noqa: F401
+                     single_thread)
+
+from lmrec.errors import EmbeddingError, LmrecError
+from lmrec.eval.ranking import evaluate
+from lmrec.models.base import Recommender, get_model, list_models
+from lmrec.models.cf.alpharec import AlphaRec, LinearMap
+from lmrec.models.cf.lightgcn import MF, LightGCN
+from lmrec.models.cf.pop import Popularity
+
+BPR = dict(epochs=60, lr=0.05, eval_every=10, batch_size=256, progress=False)
+NCE = dict(epochs=20, lr=0.01, eval_every=5, batch_size=256, progress=False)
+RANDOM_FEATURES = np.random.default_rng(1).normal(size=(N_ITEMS, 24)).astype(np.float32)
+
+# name -> (registered name, model factory, train config)
+SPECS = {
+    "pop": ("pop", lambda: Popularity(), None),
+    "mf": ("mf", lambda: MF(emb_dim=16), BPR),
+    "lightgcn": ("lightgcn", lambda: LightGCN(emb_dim=16), BPR),
+    "alpharec": ("alpharec", lambda: AlphaRec(features=planted_features(), n_negatives=32), NCE),
+    "alpharec-shared": ("alpharec", lambda: AlphaRec(features=planted_features(), n_negatives=32,
+                                                     negatives="shared"), NCE),
+    "alpharec-random-features": ("alpharec", lambda: AlphaRec(features=RANDOM_FEATURES, n_negatives=32), NCE),
+    "linear_map": ("linear_map", lambda: LinearMap(features=planted_features(), n_negatives=32), NCE),
+}
+LEARNERS = ["pop", "mf", "lightgcn", "alpharec", "alpharec-shared", "linear_map"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return planted_data()
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    """Each spec fitted once on the planted data."""
+    models = {}
+    for key, (_, make, train) in SPECS.items():
+        model = make()
+        model.fit(data, train) if train else model.fit(data)
+        models[key] = model
+    return models
+
+
+def all_scores(model, data) -> torch.Tensor:
+    return model.score(np.arange(data.n_users)).detach().clone()
+
+
+# -- registry ------------------------------------------------------------------------------------------------
+def test_registry_lists_the_five_models():
+    assert list_models() == ["alpharec", "lightgcn", "linear_map", "mf", "pop"]
+    assert get_model("lightgcn") is LightGCN and get_model("linear_map") is LinearMap
+    for key, (name, make, _) in SPECS.items():
+        assert isinstance(make(), get_model(name)) and make().name == name, key
+    with pytest.raises(LmrecError, match="no_such_model.*alpharec"):
+        get_model("no_such_model")
+
+
+# -- learning ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key", LEARNERS)
+def test_model_beats_random_on_valid(key, fitted, data):
+    result = evaluate(fitted[key].score, data, "valid", ks=(5,), metrics=("recall",))
+    recall = result.summary()["recall@5"].mean
+    chance = random_level(data, "valid", 5)  # ~0.135
+    assert recall > chance + 0.08 and recall > 1.5 * chance, (key, recall, chance)
+
+
+@pytest.mark.parametrize("key", list(SPECS))
+def test_scores_shape_and_finite(key, fitted, data):
+    scores = all_scores(fitted[key], data)
+    assert scores.shape == (data.n_users, data.n_items)
+    assert torch.isfinite(scores).all()
+    sub = fitted[key].score(np.array([4, 2]))
+    torch.testing.assert_close(sub, scores[[4, 2]])
+
+
+def test_alpharec_scores_are_cosines(fitted, data):
+    for key in ("alpharec", "linear_map"):
+        scores = all_scores(fitted[key], data)
+        assert scores.abs().max() <= 1 + 1e-5
+
+
+# -- persistence ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key", list(SPECS))
+def test_save_load_gives_identical_scores(key, fitted, data, tmp_path):
+    model = fitted[key]
+    model.save(tmp_path / "model.pt")
+    loaded = Recommender.load(tmp_path / "model.pt", data)
+    assert type(loaded) is type(model) and loaded.config == model.config
+    assert torch.equal(all_scores(loaded, data), all_scores(model, data))
+
+
+def test_alpharec_features_travel_with_the_model(fitted, data, tmp_path):
+    model = fitted["alpharec-random-features"]
+    model.save(tmp_path / "model.pt")
+    loaded = Recommender.load(tmp_path / "model.pt", data)
+    np.testing.assert_array_equal(loaded.features, RANDOM_FEATURES)
+
+
+@pytest.mark.parametrize("key", ["pop", "mf", "alpharec"])
+def test_load_on_different_data_raises(key, fitted, data, tmp_path):
+    fitted[key].save(tmp_path / "model.pt")
+    other = planted_data(seed=1)
+    assert other.checksum() != data.checksum()
+    with pytest.raises(LmrecError, match="checksum"):
+        Recommender.load(tmp_path / "model.pt", other)
+
+
+# -- recommend -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key", ["pop", "mf", "lightgcn", "alpharec"])
+def test_recommend_excludes_seen_and_never_minus_inf(key, fitted, data):
+    model = fitted[key]
+    for user in (0, 7, 29):
+        seen = set(data.train_items(user).tolist())
+        recs = model.recommend(user, k=data.n_items)
+        items = [i for i, _ in recs]
+        assert len(recs) == data.n_items - len(seen)  # the -inf (seen) entries are dropped
+        assert not seen & set(items) and len(set(items)) == len(items)
+        values = [s for _, s in recs]
+        assert all(np.isfinite(values)) and values == sorted(values, reverse=True)
+        scores = all_scores(model, data)[user]
+        assert [s for _, s in model.recommend(user, k=5)] == pytest.approx(values[:5], abs=1e-6)
+        np.testing.assert_allclose([scores[i].item() for i, _ in recs], values, atol=1e-6)
+        assert len(model.recommend(user, k=data.n_items, exclude_seen=False)) == data.n_items
+
+
+# -- popularity ----------------------------------------------------------------------------------------------
+def test_popularity_counts_come_from_train_only():
+    # item 9 is in every user's test (and item 8 in every valid), item 3 in two users' train
+    train = [(0, 3), (1, 3), (2, 5)]
+    valid = [(u, 8) for u in range(4)]
+    test = [(u, 9) for u in range(4)]
+    data = make_split(train, valid, test, 4, 25)
+    model = Popularity()
+    model.fit(data)
+    scores = model.score(np.arange(4))
+    assert scores[0, 3] == 2 and scores[0, 5] == 1 and scores[0, 9] == 0 and scores[0, 8] == 0
+    assert (scores == scores[0]).all()  # one ranking for everyone
+    assert model.recommend(3, k=2) == [(3, 2.0), (5, 1.0)]
+    assert [i for i, _ in model.recommend(0, k=1)] == [5]  # item 3 is user 0's own training item
+
+
+# -- AlphaRec inputs -----------------------------------------------------------------------------------------
+def test_user_features_are_mean_of_training_item_features():
+    rng = np.random.default_rng(0)
+    dense = (rng.random((5, 12)) < 0.4).astype(np.float32)
+    dense[2] = 0  # a user without training items
+    dense[4, :] = 0
+    dense[4, 7] = 1  # a user with a single item
+    items = rng.normal(size=(12, 6)).astype(np.float32)
+    z = AlphaRec.user_features(sp.csr_matrix(dense), items)
+    assert z.shape == (5, 6) and z.dtype == np.float32
+    for u in range(5):
+        expected = items[dense[u] > 0].mean(axis=0) if dense[u].any() else np.zeros(6)
+        np.testing.assert_allclose(z[u], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(z[2], 0.0)
+    np.testing.assert_allclose(z[4], items[7], rtol=1e-6)
+
+
+def test_alpharec_user_inputs_use_train_only(data):
+    model = AlphaRec(features=planted_features(), n_negatives=8)
+    model.prepare(data)
+    expected = AlphaRec.user_features(data.train, planted_features())
+    np.testing.assert_allclose(model.z_users.numpy(), expected)
+
+
+def test_alpharec_nan_features_name_the_item(data):
+    features = planted_features()
+    features[17, 3] = np.nan
+    with pytest.raises(EmbeddingError, match="'i17'"):
+        AlphaRec(features=features).fit(data, dict(NCE, epochs=1))
+    features = planted_features()
+    features[5, 0] = np.inf
+    with pytest.raises(EmbeddingError, match="'i5'"):
+        AlphaRec(features=features).fit(data, dict(NCE, epochs=1))
+
+
+@pytest.mark.parametrize("shape", [(N_ITEMS - 1, 16), (N_ITEMS + 1, 16), (N_ITEMS,)])
+def test_alpharec_wrong_feature_shape(shape, data):
+    with pytest.raises(EmbeddingError, match=str(N_ITEMS)):
+        AlphaRec(features=np.zeros(shape, np.float32)).fit(data, dict(NCE, epochs=1))
+
+
+def test_linear_map_is_a_bias_free_linear_map_without_graph(fitted):
+    model = fitted["linear_map"]
+    assert model.config.mapping == "linear" and model.config.n_layers == 0
+    layers = list(model.net.modules())
+    linears = [m for m in layers if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 1 and linears[0].bias is None and linears[0].out_features == model.config.emb_dim
+    # score = cos(W z_u, W z_i)
+    w = linears[0].weight.detach()
+    u = torch.nn.functional.normalize(model.z_users @ w.T, dim=-1)
+    i = torch.nn.functional.normalize(model.z_items @ w.T, dim=-1)
+    torch.testing.assert_close(model.score(np.arange(5)), (u @ i.T)[:5])
+
+
+def test_alpharec_mlp_width_rule():
+    from lmrec.models.cf.alpharec import AlphaRecConfig, _Mapper
+
+    def hidden(dim, **kw):
+        return _Mapper(dim, AlphaRecConfig(**kw)).f[0].out_features
+
+    assert hidden(768) == 8 * 768 and hidden(3072) == 1536 and hidden(384) == 768
+    assert hidden(384, mlp_ratio=0.5) == 192
+    with pytest.raises(ValueError, match="mapping"):
+        _Mapper(16, AlphaRecConfig(mapping="conv"))
+
+
+def test_mf_scores_are_dot_products_of_its_embeddings(fitted, data):
+    model = fitted["mf"]
+    expected = model.net.users.detach() @ model.net.items.detach().T
+    torch.testing.assert_close(all_scores(model, data), expected)
+
+
+def test_lightgcn_loss_uses_training_pairs_and_decreases(data):
+    model = LightGCN(emb_dim=8)
+    log = model.fit(data, dict(BPR, epochs=30, eval_every=30))
+    losses = [r.loss for r in log.records]
+    assert losses[-1] < losses[0] < np.log(2) + 0.01  # BPR starts near log 2 with small init
