@@ -18,10 +18,16 @@ def atomic_write(path: Path, write: Callable[[IO], Any], binary: bool = False) -
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data), binary=True)
 
 
 def write_json(path: Path, obj: Any) -> None:

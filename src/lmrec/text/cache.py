@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 import uuid
 import warnings
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lmrec.errors import EmbeddingError, LmrecError
+from lmrec.io import write_bytes
 from lmrec.text.encoders import TextEncoder
 
 __all__ = [
@@ -165,9 +165,9 @@ class EmbeddingCache:
         folder.mkdir(parents=True, exist_ok=True)
         id_file = folder / "identity.txt"
         if not id_file.exists():
-            _atomic_write(id_file, identity.encode("utf-8"))
+            write_bytes(id_file, identity.encode("utf-8"))
         name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
-        _atomic_write(folder / name, _npz_bytes(keys, vectors))
+        write_bytes(folder / name, _npz_bytes(keys, vectors))
         vectors.setflags(write=False)
         store._add(keys, vectors, folder / name)
 
@@ -184,7 +184,7 @@ class EmbeddingCache:
         keys = np.array(list(store.index), dtype=_KEY_DTYPE)
         vectors = np.stack([store.blocks[b][r] for b, r in store.index.values()]).astype(np.float32)
         name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
-        _atomic_write(store.folder / name, _npz_bytes(keys, vectors))
+        write_bytes(store.folder / name, _npz_bytes(keys, vectors))
         for shard in old:
             shard.unlink(missing_ok=True)
         self._stores.pop(identity, None)
@@ -196,20 +196,6 @@ def _npz_bytes(keys: np.ndarray, vectors: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, keys=keys, vectors=vectors)
     return buffer.getvalue()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder, fsync, then rename over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class CachedEncoder:
