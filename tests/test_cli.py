@@ -1,0 +1,248 @@
+"""The lmrec command line: train / evaluate / recommend / data stats / models, and its error handling."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from helpers import planted_data, single_thread, write_lightgcn_folder  # noqa: F401
+
+from lmrec.cli import main
+from lmrec.data.registry import load_dataset
+from lmrec.models.base import Recommender
+
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
+METRIC_NAMES = {f"{m}@{k}" for m in ("recall", "ndcg", "hr", "mrr") for k in (10, 20)}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """The planted data as a LightGCN text folder, plus user 30 with test items but no training items."""
+    path = write_lightgcn_folder(planted_data(), tmp_path_factory.mktemp("cli") / "planted")
+    with open(path / "train.txt", "a") as f:
+        f.write("30\n")
+    with open(path / "test.txt", "a") as f:
+        f.write("30 5 6\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "lightgcn"
+    code = main(["train", "lightgcn", "--dataset", str(folder), "--format", "lightgcn", "--epochs", "2",
+                 "--eval-every", "1", "--no-progress", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def table_cells(text: str) -> dict[str, dict[str, str]]:
+    """{split: {column: cell}} of a metrics table printed by the CLI."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = lines[0].split()
+    rows = {}
+    for line in lines[2:]:
+        parts = re.split(r"\s{2,}", line.strip())
+        if parts[0] in ("valid", "test"):
+            rows[parts[0]] = dict(zip(header, parts))
+    return rows
+
+
+# -- train ---------------------------------------------------------------------------------------------------
+def test_train_writes_metrics_json(run, folder):
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"valid", "test"}
+    for split, n_users in (("valid", 30), ("test", 31)):
+        assert set(metrics[split]) == METRIC_NAMES
+        for name, value in metrics[split].items():
+            assert set(value) == {"mean", "se", "n"}, name
+            assert 0 <= value["mean"] <= 1 and value["se"] >= 0 and value["n"] == n_users
+
+
+def test_train_writes_config_json(run, folder):
+    config = json.loads((run / "config.json").read_text())
+    data = load_dataset(folder, format="lightgcn")
+    assert config["model"] == "lightgcn"
+    assert config["data_checksum"] == data.checksum()
+    assert config["data"]["dataset"] == str(folder) and config["data"]["format"] == "lightgcn"
+    assert config["train_config"]["epochs"] == 2 and config["train_config"]["eval_every"] == 1
+    assert config["train_config"]["progress"] is False
+    assert config["model_config"]["n_layers"] == 2
+    assert {"lmrec", "torch", "numpy", "scipy", "python"} <= set(config["versions"])
+    assert config["best_epoch"] in (1, 2)
+    assert config["evaluation"]["test_masks"] == ["train", "valid"]
+    assert config["data_stats"]["users"] == 31 and config["data_stats"]["items"] == 40
+
+
+def test_train_writes_log_and_loadable_model(run, folder):
+    lines = (run / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert all(json.loads(line)["valid"] for line in lines)
+    model = Recommender.load(run / "model.pt", load_dataset(folder, format="lightgcn"))
+    assert model.name == "lightgcn"
+
+
+def test_train_prints_the_metrics_table(folder, tmp_path, capsys):
+    assert main(["train", "pop", "--dataset", str(folder), "--no-progress", "--out", str(tmp_path / "pop")]) == 0
+    out = capsys.readouterr().out
+    rows = table_cells(out)
+    metrics = json.loads((tmp_path / "pop" / "metrics.json").read_text())
+    for split in ("valid", "test"):
+        m = metrics[split]["recall@20"]
+        assert rows[split]["recall@20"] == f"{m['mean']:.4f} ± {m['se']:.4f}"
+    assert "best epoch None" in out and str(tmp_path / "pop") in out
+
+
+def test_train_overrides_reach_the_model(folder, tmp_path):
+    out = tmp_path / "mf"
+    assert main(["train", "mf", "--dataset", str(folder), "--epochs", "1", "--no-progress", "--set", "emb_dim=8",
+                 "--set", "init-std=0.5", "--train-set", "metric=ndcg@10", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_config"]["emb_dim"] == 8 and config["model_config"]["init_std"] == 0.5
+    assert config["train_config"]["metric"] == "ndcg@10" and config["train_config"]["epochs"] == 1
+
+
+# -- evaluate / recommend ------------------------------------------------------------------------------------
+def test_evaluate_prints_a_table_matching_metrics_json(run, capsys):
+    assert main(["evaluate", str(run)]) == 0
+    out = capsys.readouterr().out
+    rows = table_cells(out)
+    assert set(rows) == {"test"}
+    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    for name in METRIC_NAMES:  # LightGCN scores have no ties, so the tie seed does not matter
+        assert rows["test"][name] == f"{metrics[name]['mean']:.4f} ± {metrics[name]['se']:.4f}"
+    assert "full ranking over 40 items" in out and "masked: train, valid" in out
+
+
+def test_evaluate_valid_with_other_ks(run, capsys):
+    assert main(["evaluate", str(run), "--split", "valid", "--k", "5,10", "--batch-size", "3"]) == 0
+    out = capsys.readouterr().out
+    rows = table_cells(out)
+    assert set(rows) == {"valid"} and {"recall@5", "ndcg@10", "mrr@5"} <= set(rows["valid"])
+    assert "recall@20" not in out and "masked: train;" in out
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: `lmrec evaluate` ranks with seed 0 while the run's metrics.json "
+                                          "used the training seed (2024): tied scores (pop) give other numbers")
+def test_evaluate_reproduces_metrics_json_with_ties(folder, tmp_path, capsys):
+    out = tmp_path / "pop"
+    assert main(["train", "pop", "--dataset", str(folder), "--no-progress", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    rows = table_cells(capsys.readouterr().out)
+    metrics = json.loads((out / "metrics.json").read_text())["test"]
+    for name in METRIC_NAMES:
+        assert rows["test"][name] == f"{metrics[name]['mean']:.4f} ± {metrics[name]['se']:.4f}", name
+
+
+def test_recommend_prints_titles_not_seen(run, folder, capsys):
+    assert main(["recommend", str(run), "--user", "3", "-k", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    data = load_dataset(folder, format="lightgcn")
+    seen = {data.catalog.ids[i] for i in data.train_items(data.user_index("3"))}
+    assert out[0].startswith("user 3: 3 training items") and "Movie number" in out[0]
+    recs = [re.match(r"\s*(\d+)\. (.+)  \[(\w+)\]  (-?[\d.]+)$", line) for line in out[1:]]
+    assert len(recs) == 5 and all(recs)
+    assert [int(m.group(1)) for m in recs] == [1, 2, 3, 4, 5]
+    for m in recs:
+        assert m.group(2) == f"Movie number {m.group(3)}"  # the title, with the id beside it
+        assert m.group(3) not in seen
+    scores = [float(m.group(4)) for m in recs]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_recommend_unknown_user(run, capsys):
+    assert main(["recommend", str(run), "--user", "99999"]) == 2
+    err = capsys.readouterr().err
+    assert "99999" in err and "unknown user" in err and "Traceback" not in err
+
+
+def test_recommend_user_without_training_items(run, capsys):
+    assert main(["recommend", str(run), "--user", "30"]) == 2
+    err = capsys.readouterr().err
+    assert "'30'" in err and "no training interactions" in err
+
+
+def test_recommend_missing_run_folder(tmp_path, capsys):
+    assert main(["recommend", str(tmp_path / "nothing"), "--user", "1"]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+# -- errors --------------------------------------------------------------------------------------------------
+def test_unknown_model_setting_names_the_field(folder, tmp_path, capsys):
+    code = main(["train", "lightgcn", "--dataset", str(folder), "--epochs", "1", "--no-progress",
+                 "--set", "no_such_field=1", "--out", str(tmp_path / "x")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no_such_field" in err and "emb_dim" in err  # names the field and lists the valid ones
+
+
+def test_malformed_set_value(folder, tmp_path, capsys):
+    assert main(["train", "mf", "--dataset", str(folder), "--set", "emb_dim", "--out", str(tmp_path / "x")]) == 2
+    assert "key=value" in capsys.readouterr().err
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: an unknown --train-set key raises an uncaught TypeError from "
+                                          "TrainConfig(**overrides) instead of exit code 2 naming the key")
+def test_unknown_train_setting_names_the_field(folder, tmp_path, capsys):
+    code = main(["train", "mf", "--dataset", str(folder), "--epochs", "1", "--no-progress",
+                 "--train-set", "no_such_setting=1", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "no_such_setting" in capsys.readouterr().err
+
+
+def test_unknown_model_and_dataset(folder, tmp_path, capsys):
+    assert main(["train", "no_such_model", "--dataset", str(folder), "--out", str(tmp_path / "x")]) == 2
+    assert "no_such_model" in capsys.readouterr().err
+    assert main(["train", "mf", "--dataset", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_catalog_smaller_than_k_is_a_clean_error(tmp_path, capsys):
+    code = main(["train", "pop", "--dataset", str(FIXTURES / "lightgcn"), "--no-progress", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "catalog size 6" in capsys.readouterr().err
+
+
+def test_missing_required_argument_exits_2():
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "mf"])
+    assert exc.value.code == 2
+
+
+# -- data stats / models -------------------------------------------------------------------------------------
+def test_data_stats_on_fixture(capsys):
+    assert main(["data", "stats", str(FIXTURES / "lightgcn")]) == 0
+    lines = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in capsys.readouterr().out.splitlines())
+    data = load_dataset(FIXTURES / "lightgcn")
+    assert lines["users"] == "4" and lines["items"] == "6"
+    assert lines["train"] == str(data.train.nnz) and lines["test"] == str(data.test.nnz)
+    assert lines["checksum"] == data.checksum()
+    assert lines["protocol"].startswith("fixed files")
+
+
+def test_data_stats_with_split(capsys):
+    assert main(["data", "stats", str(FIXTURES / "ml-100k"), "--split", "loo"]) == 0
+    out = capsys.readouterr().out
+    assert "leave-one-out" in out and re.search(r"users\s+3\b", out)
+
+
+def test_models_lists_the_five_models(capsys):
+    assert main(["models"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["alpharec", "lightgcn", "linear_map", "mf", "pop"]
+
+
+# -- real data -----------------------------------------------------------------------------------------------
+def test_train_mf_on_real_movielens_100k(real_dataset, tmp_path, capsys):
+    folder = real_dataset("movielens-100k")
+    out = tmp_path / "mf"
+    assert main(["train", "mf", "--dataset", str(folder), "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert config["data_stats"]["users"] == 943 and config["data_stats"]["items"] == 1682
+    assert config["data"]["split"] is None and "0.4:0.3:0.3" in config["data_stats"]["protocol"]
+    n_test = config["data_stats"]["users_with_test"]
+    assert metrics["test"]["recall@20"]["n"] == n_test > 900
+    assert 0 < metrics["test"]["recall@20"]["mean"] < 1
+    assert table_cells(capsys.readouterr().out)["test"]["recall@20"].startswith(
+        f"{metrics['test']['recall@20']['mean']:.4f}")
