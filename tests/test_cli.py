@@ -190,6 +190,15 @@ def test_unknown_train_setting_names_the_field(folder, tmp_path, capsys):
     assert "no_such_setting" in capsys.readouterr().err
 
 
+@pytest.mark.xfail(strict=True, reason="BUG: --eval-every 0 is not validated: `epoch % cfg.eval_every` raises an "
+                                          "uncaught ZeroDivisionError instead of exit code 2")
+def test_eval_every_zero_is_a_clean_error(folder, tmp_path, capsys):
+    code = main(["train", "mf", "--dataset", str(folder), "--epochs", "1", "--eval-every", "0", "--no-progress",
+                 "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "eval_every" in capsys.readouterr().err
+
+
 def test_unknown_model_and_dataset(folder, tmp_path, capsys):
     assert main(["train", "no_such_model", "--dataset", str(folder), "--out", str(tmp_path / "x")]) == 2
     assert "no_such_model" in capsys.readouterr().err

@@ -223,3 +223,22 @@ def test_lightgcn_loss_uses_training_pairs_and_decreases(data):
     log = model.fit(data, dict(BPR, epochs=30, eval_every=30))
     losses = [r.loss for r in log.records]
     assert losses[-1] < losses[0] < np.log(2) + 0.01  # BPR starts near log 2 with small init
+
+
+@pytest.mark.parametrize("mode", ["per_row", "shared"])
+def test_alpharec_negative_batches(mode, data):
+    model = AlphaRec(features=planted_features(), n_negatives=16, negatives=mode)
+    model.prepare(data)
+    batches = list(model.batches(np.random.default_rng(0), 64))
+    assert len(batches) == round(data.train.nnz / 64)
+    users, pos, neg, keep = (t.numpy() if t is not None else None for t in batches[0])
+    train = data.train.toarray() > 0
+    assert train[users, pos].all()  # positives are training pairs
+    if mode == "per_row":
+        assert keep is None and neg.shape == (64, 16)
+        assert not train[users[:, None], neg].any()  # each row's own unseen items
+    else:
+        assert neg.shape == (16,) and keep.shape == (64, 16)
+        np.testing.assert_array_equal(keep, ~train[users][:, neg])  # a user's own items are masked out
+    loss = model.loss(tuple(torch.from_numpy(a) if a is not None else None for a in (users, pos, neg, keep)))
+    assert torch.isfinite(loss) and loss.requires_grad
