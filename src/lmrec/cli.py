@@ -124,7 +124,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from lmrec.experiments.runner import REPORT_METRICS, load_run
 
     model, data, config = load_run(Path(args.run))
-    result = evaluate(model.score, data, args.split, ks=_ints(args.k), metrics=REPORT_METRICS, batch_size=args.batch_size)
+    result = evaluate(model.score, data, args.split, ks=_ints(args.k), metrics=REPORT_METRICS,
+                      batch_size=args.batch_size, seed=config.get("eval_seed", 0))
     print(metrics_table({args.split: result.to_dict()}))
     print(f"full ranking over {data.n_items} items, masked: {', '.join(result.protocol['masked']) or 'nothing'}; "
           f"ties: {result.protocol['ties']}")

@@ -111,6 +111,7 @@ def train_and_evaluate(
         "evaluation": {"ranking": "full catalog", "valid_masks": ["train"], "test_masks": ["train", "valid"],
                        "ties": TIE_POLICY, "ks": list(ks), "selection": "validation " + (
                            train_config.metric if train_config else "(no training)")},
+        "eval_seed": seed,
         "fit_seconds": fit_seconds,
         "best_epoch": getattr(log, "best_epoch", None),
         "versions": versions(),

@@ -56,7 +56,7 @@ class TorchRecommender(Recommender):
         """The model's paper defaults (``train_defaults``) overridden by the given values."""
         if isinstance(overrides, TrainConfig):
             return overrides
-        return TrainConfig(**{**cls.train_defaults, **(overrides or {})})
+        return TrainConfig.with_overrides(cls.train_defaults, overrides)
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         return self.net.parameters()

@@ -41,6 +41,23 @@ class TrainConfig:
     max_minutes: float | None = None
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_every", "patience", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"training setting {name} must be >= 1, got {getattr(self, name)!r}")
+        if self.lr < 0 or self.weight_decay < 0:
+            raise ValueError(f"lr and weight_decay must be >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
+        _parse_metric(self.metric)
+
+    @classmethod
+    def with_overrides(cls, defaults: dict[str, Any], overrides: dict[str, Any] | None) -> TrainConfig:
+        """Defaults updated with overrides; an unknown setting is an error that names it."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides or {}) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; the settings are {sorted(known)}")
+        return cls(**{**defaults, **(overrides or {})})
+
 
 @dataclass
 class EpochRecord:
