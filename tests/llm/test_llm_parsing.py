@@ -80,8 +80,16 @@ CATALOG = [
     "The Dark Knight (2008)",  # 6
     "Star Wars (1977)",  # 7
 ]
-TITLES = ["inceptoin", "dark knight", "heat", "star wars episode iv a new hope", "The Matrix (1999)", "the matrix",
-          "the matrix reloaded", ""]
+TITLES = [
+    "inceptoin",
+    "dark knight",
+    "heat",
+    "star wars episode iv a new hope",
+    "The Matrix (1999)",
+    "the matrix",
+    "the matrix reloaded",
+    "",
+]
 
 
 def test_map_to_catalog_nearest_with_cutoff():

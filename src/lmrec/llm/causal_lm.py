@@ -152,7 +152,7 @@ class CausalLM:
         return ids
 
     def _batches(self, ids: list[list[int]], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-        """Left-padded batches of similar length: (row indices into ``ids``, input_ids / attention_mask / position_ids)."""
+        """Left-padded batches of similar length: (rows of ``ids``, input_ids / attention_mask / position_ids)."""
         order = np.argsort([len(seq) for seq in ids], kind="stable")
         pad = int(self.tokenizer.pad_token_id)
         for start in range(0, len(ids), batch_size):
@@ -181,7 +181,7 @@ class CausalLM:
         prompts = [self.prompt(c, n_items=n_items, domain=domain) for c in contexts]
         if completions is None:
             return [p + ANSWER_PREFIX for p in prompts]
-        return [cut_after_first_item(p, c) for p, c in zip(prompts, completions)]
+        return [cut_after_first_item(p, c) for p, c in zip(prompts, completions, strict=True)]
 
     def encode_texts(
         self, texts: Sequence[str], batch_size: int = 8, max_length: int | None = 512, progress: bool = False
@@ -243,7 +243,8 @@ class CausalLM:
 
     def token_embeddings(self) -> torch.Tensor:
         """The input embedding table ``(vocab, hidden)``, detached, float32 (a view of the weights when the model
-        is float32: do not modify it in place)."""
+        is float32: do not modify it in place). It is the raw table: models that scale embeddings inside their
+        forward (Gemma multiplies by sqrt(hidden)) apply that scale after the lookup, not here."""
         return self.model.get_input_embeddings().weight.detach().float()
 
     def tokenize_titles(
@@ -262,7 +263,7 @@ class CausalLM:
         ids = torch.zeros((len(titles), max_tokens), dtype=torch.long)
         lengths = torch.zeros(len(titles), dtype=torch.long)
         cut = 0
-        for i, (title, seq) in enumerate(zip(titles, full)):
+        for i, (title, seq) in enumerate(zip(titles, full, strict=True)):
             if seq[: len(head)] == head:
                 seq = seq[len(head) :]
             else:  # the prefix merged with the title's first token: tokenize the title alone, with a space
@@ -334,7 +335,7 @@ class CausalLM:
                 )
                 new = generated[:, inputs["input_ids"].shape[1] :].cpu()
                 texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-                for r, text in zip(rows, texts):
+                for r, text in zip(rows, texts, strict=True):
                     out[int(r)] = answer_prefix + text
         return out
 

@@ -1,4 +1,4 @@
-"""RTA's zero-shot recommendation prompt (tools/1_bulk_inference.py) and the answer prefix that context encoding cuts at.
+"""RTA's zero-shot recommendation prompt (tools/1_bulk_inference.py) and the answer prefix where q is taken.
 
 With ``n_items=20, domain="movie"`` the system and user texts are the paper's, character for character. The prompt is
 built with the tokenizer's chat template (generation prompt appended, so it ends exactly where the answer starts); a
