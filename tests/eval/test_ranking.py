@@ -114,15 +114,12 @@ def test_tie_break_keys_break_exact_ties_by_priority():
     assert top_k(scores, 4, priority)[0].tolist() == [2, 0, 1, 3]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: tie_break_keys turns a -inf score into NaN (-inf + p*inf), "
-                                          "and torch.topk ranks NaN first")
 def test_minus_inf_scores_rank_last():
     scores = torch.tensor([[1.0, -torch.inf, 0.5, 2.0]])
     priority = torch.tensor([0.5, 0.5, 0.5, 0.5], dtype=torch.float64)
     assert top_k(scores, 2, priority)[0].tolist() == [3, 0]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a scorer giving -inf to a non-target puts it at rank 1")
 def test_evaluate_with_minus_inf_scores():
     data = make_split([], [(0, 0)], [], 1, 30)
     table = np.zeros((1, 30), np.float32)

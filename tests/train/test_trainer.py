@@ -179,16 +179,14 @@ def test_selection_metric_is_used_and_recorded():
         Trainer(TrainConfig(metric="recall", progress=False)).fit(Scripted(data, [1.0]), data)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Trainer always adds K=20 to the validation cut-offs "
-                                          "(ks=sorted({k, 20})), so a catalog of < 20 items fails even "
-                                          "when the selection metric is recall@5")
 def test_small_catalog_with_small_selection_k():
     rng = np.random.default_rng(0)
     pairs = [(u, int(i)) for u in range(8) for i in rng.choice(10, 4, replace=False)]
     data = make_split(pairs[0::4] + pairs[1::4], pairs[2::4], pairs[3::4], 8, 10)
     log = Trainer(TrainConfig(epochs=2, eval_every=1, metric="recall@5", progress=False)).fit(
-        Scripted(data, [1.0, 2.0]), data)
+        Scripted(data, [0.0, 2.0]), data)  # epoch 1 ranks by noise only, epoch 2 puts every target first
     assert log.best_epoch == 2
+    assert log.records[1].valid["recall@5"] == 1.0 and "recall@10" in log.records[1].valid
 
 
 # -- log file and divergence ---------------------------------------------------------------------------------

@@ -166,6 +166,7 @@ class SplitData:
     def checksum(self) -> str:
         """sha256 over the three splits and the catalog: recorded with every run."""
         digest = hashlib.sha256(self.catalog.checksum().encode())
+        digest.update("\n".join(self.user_ids).encode())
         for matrix in (self.train, self.valid, self.test):
             digest.update(matrix.indptr.tobytes())
             digest.update(matrix.indices.astype(np.int64).tobytes())

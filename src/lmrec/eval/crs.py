@@ -121,16 +121,16 @@ def evaluate_crs(
         for b, sample_id in enumerate(batch_ids):
             rows = by_sample[sample_id]
             targets = torch.as_tensor(pairs[rows, 1])
-            row_scores = scores[b]
+            target_scores = scores[b, targets][:, None]  # (t, 1): each pair keeps its own target's score
+            ranked = scores[b]
+            own_masked = torch.zeros(len(rows), dtype=torch.long)
             if remove_mentioned and samples[sample_id].mentioned:
-                row_scores = row_scores.clone()
                 mentioned = torch.as_tensor(samples[sample_id].mentioned)
-                keep = row_scores[targets].clone()
-                row_scores[mentioned] = -torch.inf
-                row_scores[targets] = keep
-            target_scores = row_scores[targets][:, None]  # (t, 1)
-            greater[rows] = (row_scores[None, :] > target_scores).sum(dim=1).numpy()
-            equal[rows] = (row_scores[None, :] == target_scores).sum(dim=1).numpy()
+                ranked = ranked.clone()
+                ranked[mentioned] = -torch.inf
+                own_masked = torch.isin(targets, mentioned).long()  # a repeated target still counts itself
+            greater[rows] = (ranked[None, :] > target_scores).sum(dim=1).numpy()
+            equal[rows] = ((ranked[None, :] == target_scores).sum(dim=1) + own_masked).numpy()
     per_pair = pair_metrics(greater, equal, ks, ties)
     ranks = (2 * greater + np.maximum(equal, 1)) // 2
     protocol = {"ranking": "full catalog" if candidates is None else f"{len(candidates)} candidate items",

@@ -51,7 +51,8 @@ class RankingResult:
 def tie_break_keys(scores: torch.Tensor, priority: torch.Tensor) -> torch.Tensor:
     """float64 keys ordering like ``scores`` (as float32) with ties ordered by ``priority`` in [0, 1)."""
     s = scores.to(torch.float32).to(torch.float64)
-    return s + priority.to(torch.float64) * (s.abs() * 2.0**-25 + 2.0**-160)
+    jitter = priority.to(torch.float64) * (s.abs() * 2.0**-25 + 2.0**-160)
+    return s + torch.where(torch.isfinite(s), jitter, 0.0)  # ±inf stay ±inf (never inf - inf = NaN)
 
 
 def top_k(

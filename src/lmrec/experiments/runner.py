@@ -97,6 +97,7 @@ def train_and_evaluate(
         log = model.fit(data)
     fit_seconds = time.perf_counter() - start
     seed = train_config.seed if train_config else data_ref.seed
+    ks = tuple(sorted({min(k, data.n_items) for k in ks}))
     metrics = {
         split: evaluate(model.score, data, split, ks=ks, metrics=REPORT_METRICS, seed=seed).to_dict()
         for split in ("valid", "test")

@@ -132,9 +132,11 @@ class Trainer:
                 n_batches += 1
             model.set_training(False)
             record = EpochRecord(epoch, total / max(n_batches, 1), time.perf_counter() - t0)
-            last = epoch == cfg.epochs or (cfg.max_minutes and time.perf_counter() - start > 60 * cfg.max_minutes)
+            out_of_time = cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
+            last = epoch == cfg.epochs or out_of_time
             if epoch % cfg.eval_every == 0 or last:
-                result = evaluate(model.score, data, "valid", ks=sorted({k, 20}), batch_size=cfg.eval_batch_size,
+                result = evaluate(model.score, data, "valid", ks=sorted({k, min(20, data.n_items)}),
+                                  batch_size=cfg.eval_batch_size,
                                   metrics=tuple(dict.fromkeys((metric_name, "recall", "ndcg", "hr"))), seed=cfg.seed)
                 record.valid = {name: est.mean for name, est in result.summary().items()}
                 score = record.valid[cfg.metric]

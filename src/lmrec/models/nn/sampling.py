@@ -33,13 +33,16 @@ class Sampler:
     def negatives(self, users: np.ndarray, n_neg: int, rng: np.random.Generator, max_rounds: int = 100) -> np.ndarray:
         """(len(users), n_neg) items uniform with replacement among items NOT in each user's training set."""
         negatives = rng.integers(0, self.n_items, (len(users), n_neg))
+        bad = self.seen(users, negatives)
         for _ in range(max_rounds):
-            bad = self.seen(users, negatives)
             if not bad.any():
                 return negatives
             negatives[bad] = rng.integers(0, self.n_items, int(bad.sum()))
-        stuck = np.unique(users[bad.any(axis=1)])
-        raise LmrecError(f"cannot sample unseen items for users {stuck[:5].tolist()}: they have (almost) every item")
+            bad = self.seen(users, negatives)
+        if bad.any():
+            stuck = np.unique(users[bad.any(axis=1)])
+            raise LmrecError(f"cannot sample unseen items for users {stuck[:5].tolist()}: they have (almost) every item")
+        return negatives
 
     def seen(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """True where ``items[r, ...]`` is a training item of ``users[r]`` (same shape as ``items``)."""
