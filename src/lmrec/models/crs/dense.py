@@ -1,0 +1,71 @@
+"""Dense retriever: the conversation's recent text vs the item titles, both embedded by a sentence encoder.
+
+    score(turn, i) = cos(f(context_tail), f(title_i))
+
+f = MiniLM (``all-MiniLM-L6-v2``) by default. ``context_tail`` keeps the most recent whole lines of the context
+within ``context_chars`` = 1000 characters (:func:`lmrec.data.conversations.truncate_context`): MiniLM reads at
+most 256 word pieces (≈ 1000 characters of English) and would otherwise keep the *oldest* part of a long
+conversation. No training: ``fit`` encodes the titles through the embedding cache; contexts are encoded on the
+fly (not cached: they change with every probe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmrec.data.conversations import CRSData, CRSSample, truncate_context
+from lmrec.errors import LmrecError
+from lmrec.models.crs.base import CRSRecommender, register_crs
+from lmrec.text import EmbeddingCache, TextEncoder, encode_catalog, get_encoder
+
+
+@dataclass
+class DenseConfig:
+    encoder: str = "minilm"  # lmrec.text.get_encoder spec
+    context_chars: int = 1000
+    batch_size: int = 64
+    progress: bool = False
+
+
+def _unit(x: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    return t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+@register_crs("dense")
+class DenseRetriever(CRSRecommender):
+    """Cosine similarity of the encoded context tail and the encoded titles. ``encoder`` (optional) overrides
+    ``config.encoder`` (e.g. a fake encoder in tests); ``cache`` is the embedding cache (default root if None)."""
+
+    def __init__(self, config: DenseConfig | None = None, encoder: TextEncoder | None = None,
+                 cache: EmbeddingCache | None = None, **overrides: Any):
+        self.config = replace(config or DenseConfig(), **overrides)
+        self.encoder = encoder
+        self.cache = cache
+        self.items: torch.Tensor | None = None
+
+    def _encoder(self) -> TextEncoder:
+        if self.encoder is None:
+            self.encoder = get_encoder(self.config.encoder)
+        return self.encoder
+
+    def fit(self, data: CRSData, train: Sequence[CRSSample], valid: Sequence[CRSSample]) -> None:
+        vectors = encode_catalog(data.catalog.titles, self._encoder(), self.cache, progress=self.config.progress,
+                                 batch_size=self.config.batch_size)
+        self.items = _unit(vectors)
+
+    def context_text(self, sample: CRSSample) -> str:
+        """The part of the context that is encoded."""
+        return truncate_context(sample.context.split("\n"), self.config.context_chars)
+
+    def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
+        if self.items is None:
+            raise LmrecError("dense: call fit before score")
+        texts = [self.context_text(s) for s in samples]
+        queries = self._encoder().encode(texts, batch_size=self.config.batch_size, progress=False)
+        return _unit(queries) @ self.items.T
