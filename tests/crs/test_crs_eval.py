@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import single_thread  # noqa: F401
 
+from helpers import single_thread  # noqa: F401
 from lmrec.data.conversations import CRSSample
 from lmrec.errors import LmrecError
 from lmrec.eval.crs import evaluate_crs

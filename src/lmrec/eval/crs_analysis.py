@@ -1,0 +1,232 @@
+"""Analyses of conversational recommenders: results tables, popularity buckets and the title-masking probe.
+
+- :func:`crs_table`: one markdown row per model, HR@{1,5,10,50} and NDCG@{10,50} as mean ± SE over pairs.
+- :func:`popularity_buckets`: items split by their number of training mentions c — cold c ∈ [0, 10),
+  warm [10, 100), popular [100, ∞) (RTA's buckets) — with #items, #occurrences (Σ c), #test pairs whose target is
+  in the bucket and each model's HR@10 over those pairs.
+- :func:`masking_probe` / :func:`probe_delta`: rewrite the contexts so the titles of the mentioned items are
+  masked (``"[MASK]"``) or replaced by random other titles, keep ``mentioned`` unchanged (item-based models are
+  unaffected, text models see the change), and compare HR@10 before / after with a paired test.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from lmrec.data.catalog import ItemCatalog
+from lmrec.data.conversations import CRSSample
+from lmrec.eval.crs import CRSResult, CRSScorer, evaluate_crs
+from lmrec.eval.stats import Estimate, PairedTest, estimate, paired_test
+
+TABLE_METRICS = ("hr@1", "hr@5", "hr@10", "hr@50", "ndcg@10", "ndcg@50")
+MASK = "[MASK]"
+
+
+def _fmt(est: Estimate) -> str:
+    return f"{est.mean:.4f} ± {est.se:.4f}" if est.n else "–"
+
+
+def crs_table(results: Mapping[str, CRSResult], metrics: Sequence[str] = TABLE_METRICS) -> str:
+    """Markdown table ``model | HR@1 | HR@5 | HR@10 | HR@50 | NDCG@10 | NDCG@50``, cells ``mean ± SE``."""
+    header = "| model | " + " | ".join(m.upper() for m in metrics) + " |"
+    lines = [header, "|" + "---|" * (len(metrics) + 1)]
+    for name, result in results.items():
+        summary = result.summary()
+        cells = [_fmt(summary[m]) if m in summary else "–" for m in metrics]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# -- popularity buckets -----------------------------------------------------------------------------------------
+BUCKET_NAMES = ("cold", "warm", "popular")
+
+
+def bucket_of(counts: np.ndarray, bounds: Sequence[int] = (10, 100)) -> np.ndarray:
+    """Bucket index of each item: 0 for c < bounds[0], 1 for bounds[0] ≤ c < bounds[1], …"""
+    return np.searchsorted(np.asarray(bounds), np.asarray(counts), side="right")
+
+
+@dataclass
+class BucketRow:
+    """One popularity bucket [lo, hi) of training-mention counts."""
+
+    bucket: str
+    lo: int
+    hi: float  # inf for the last bucket
+    n_items: int  # catalog items in the bucket
+    n_occurrences: int  # their training mentions, summed
+    n_pairs: int  # evaluated (turn, target) pairs whose target is in the bucket
+    hr: dict[str, Estimate]  # model -> HR@k over those pairs
+
+    def as_dict(self) -> dict[str, object]:
+        return {"bucket": self.bucket, "range": [self.lo, self.hi], "items": self.n_items,
+                "occurrences": self.n_occurrences, "pairs": self.n_pairs,
+                "hr": {m: e.as_dict() for m, e in self.hr.items()}}
+
+
+def popularity_buckets(
+    results: CRSResult | Mapping[str, CRSResult],
+    train_counts: np.ndarray,
+    bounds: Sequence[int] = (10, 100),
+    k: int = 10,
+) -> list[BucketRow]:
+    """Rows cold [0, b0), warm [b0, b1), popular [b1, ∞) (names beyond three buckets: ``"[lo, hi)"``).
+
+    ``train_counts[i]`` = training mentions of item i (:func:`training_mentions`, length n_items);
+    ``results`` one result or ``{model: result}`` evaluated on the same pairs.
+    """
+    if isinstance(results, CRSResult):
+        results = {"model": results}
+    if not results:
+        raise ValueError("popularity_buckets needs at least one result")
+    counts = np.asarray(train_counts, dtype=np.int64)
+    first = next(iter(results.values()))
+    for name, result in results.items():
+        if not np.array_equal(result.pairs, first.pairs):
+            raise ValueError(f"result {name!r} was evaluated on other (turn, target) pairs than the first")
+    item_bucket = bucket_of(counts, bounds)
+    pair_bucket = item_bucket[first.pairs[:, 1]]
+    edges = [0, *bounds, np.inf]
+    names = BUCKET_NAMES if len(bounds) == 2 else [f"[{lo}, {hi})" for lo, hi in zip(edges, edges[1:], strict=False)]
+    rows = []
+    for b, name in enumerate(names):
+        in_bucket = item_bucket == b
+        pairs = pair_bucket == b
+        rows.append(BucketRow(
+            bucket=name, lo=int(edges[b]), hi=float(edges[b + 1]),
+            n_items=int(in_bucket.sum()), n_occurrences=int(counts[in_bucket].sum()), n_pairs=int(pairs.sum()),
+            hr={m: estimate(r.per_pair[f"hr@{k}"][pairs]) for m, r in results.items()},
+        ))
+    return rows
+
+
+def buckets_table(rows: Sequence[BucketRow], k: int = 10) -> str:
+    """Markdown: ``bucket | #items | #occurrences | #test pairs | <model> HR@k …``."""
+    models = list(rows[0].hr) if rows else []
+    lines = ["| bucket | #items | #occurrences | #test pairs | " + " | ".join(f"{m} HR@{k}" for m in models) + " |",
+             "|" + "---|" * (4 + len(models))]
+    for r in rows:
+        hi = "∞" if r.hi == np.inf else str(int(r.hi))
+        cells = [_fmt(r.hr[m]) for m in models]
+        lines.append(f"| {r.bucket} [{r.lo}, {hi}) | {r.n_items} | {r.n_occurrences} | {r.n_pairs} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# -- masking probe ----------------------------------------------------------------------------------------------
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+SHORT_TITLE = 4  # bare titles shorter than this ("It", "Up", "Her") only match with their exact case
+
+
+def title_variants(title: str) -> list[str]:
+    """How a title may appear in a context: ``"Heat (1995)"`` → ``["Heat (1995)", "Heat"]`` (full first)."""
+    title = " ".join(title.split())
+    bare = _YEAR.sub("", title).strip()
+    return [title, bare] if bare and bare != title else [title] if title else []
+
+
+def _pattern(variants: Mapping[str, int]) -> re.Pattern[str] | None:
+    """One regex for all variants, longest first, whole words only; case-insensitive except short bare titles."""
+    if not variants:
+        return None
+    parts = []
+    for v in sorted(variants, key=len, reverse=True):
+        body = re.escape(v)
+        parts.append(body if len(v) < SHORT_TITLE else f"(?i:{body})")
+    return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)")
+
+
+def replace_titles(text: str, titles: Mapping[int, str], replacement: Mapping[int, str] | None = None) -> str:
+    """Replace every occurrence of each ``titles[item]`` ("Title (Year)" or bare "Title", whole words; case-
+    insensitive unless the bare title is shorter than 4 characters) by ``"[MASK]"``, or by
+    ``replacement[item]`` (a full title; its bare form replaces a bare occurrence)."""
+    variants: dict[str, int] = {}  # variant -> item (the first item wins a shared bare title)
+    for item, title in titles.items():
+        for v in title_variants(title):
+            variants.setdefault(v, item)
+    pattern = _pattern(variants)
+    if pattern is None:
+        return text
+    lookup = {v.lower(): i for v, i in variants.items() if len(v) >= SHORT_TITLE}
+
+    def sub(m: re.Match[str]) -> str:
+        found = m.group(0)
+        if replacement is None:
+            return MASK
+        item = variants[found] if found in variants else lookup[found.lower()]
+        new = title_variants(replacement[item])
+        return new[0] if _YEAR.search(found) else new[-1]
+
+    return pattern.sub(sub, text)
+
+
+def masking_probe(samples: Sequence[CRSSample], catalog: ItemCatalog, mode: str = "mask",
+                  seed: int = 0) -> list[CRSSample]:
+    """New samples whose contexts have the titles of their ``mentioned`` items masked (``mode="mask"``) or each
+    replaced by one random title of an item not mentioned in that sample (``mode="replace"``, the same stand-in
+    for every occurrence of an item; drawn with ``numpy.random.default_rng(seed)``); everything else unchanged."""
+    if mode not in ("mask", "replace"):
+        raise ValueError(f"mode must be 'mask' or 'replace', got {mode!r}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in samples:
+        titles = {i: catalog.titles[i] for i in s.mentioned}
+        replacement = None
+        if mode == "replace" and titles:
+            excluded = set(s.mentioned)
+            replacement = {}
+            for i in s.mentioned:
+                while True:
+                    j = int(rng.integers(len(catalog)))
+                    if j not in excluded or len(excluded) >= len(catalog):
+                        break
+                replacement[i] = catalog.titles[j]
+        out.append(replace(s, context=replace_titles(s.context, titles, replacement),
+                           mentioned=list(s.mentioned), targets=list(s.targets),
+                           target_is_new=list(s.target_is_new)))
+    return out
+
+
+@dataclass
+class ProbeResult:
+    """HR@k before and after rewriting the contexts, and the paired test of after − before over the pairs."""
+
+    before: CRSResult
+    after: CRSResult
+    test: PairedTest
+    n_changed: int  # samples whose context the rewrite changed
+    metric: str
+
+    def as_dict(self) -> dict[str, object]:
+        b, a = self.before.summary()[self.metric], self.after.summary()[self.metric]
+        return {"metric": self.metric, "before": b.as_dict(), "after": a.as_dict(),
+                "delta": self.test.diff.as_dict(), "t_pvalue": self.test.t_pvalue,
+                "wilcoxon_pvalue": self.test.wilcoxon_pvalue, "changed_samples": self.n_changed}
+
+
+def probe_delta(
+    scorer: CRSScorer,
+    samples: Sequence[CRSSample],
+    catalog: ItemCatalog,
+    mode: str = "mask",
+    seed: int = 0,
+    k: int = 10,
+    new_only: bool = False,
+    remove_mentioned: bool = False,
+    ties: str = "expected",
+    batch_size: int = 64,
+) -> ProbeResult:
+    """Evaluate ``scorer`` on ``samples`` and on their :func:`masking_probe` rewrite (same pairs, same
+    :func:`evaluate_crs` options) and test HR@k after vs before, paired over the (turn, target) pairs."""
+    probed = masking_probe(samples, catalog, mode, seed)
+    options = dict(ks=(k,), ties=ties, new_only=new_only, remove_mentioned=remove_mentioned, batch_size=batch_size)
+    before = evaluate_crs(scorer, samples, len(catalog), **options)  # type: ignore[arg-type]
+    after = evaluate_crs(scorer, probed, len(catalog), **options)  # type: ignore[arg-type]
+    metric = f"hr@{k}"
+    test = paired_test(before.per_pair[metric], after.per_pair[metric])
+    changed = sum(a.context != b.context for a, b in zip(samples, probed, strict=True))
+    return ProbeResult(before, after, test, changed, metric)
