@@ -67,6 +67,7 @@ def test_popularity_buckets_single_result_empty_bucket_and_mismatch():
 def test_title_variants():
     assert title_variants("Heat (1995)") == ["Heat (1995)", "Heat"]
     assert title_variants("Heat") == ["Heat"]
+    assert title_variants("Akira ()") == ["Akira"]
     assert title_variants("  Blade  Runner (1982) ") == ["Blade Runner (1982)", "Blade Runner"]
 
 
@@ -77,6 +78,10 @@ def test_mask_titles_with_and_without_year_and_leave_other_text():
     # a short bare title ("It") only matches with its exact case; long ones ignore case
     assert replace_titles("It was It.", {1: "It (2017)"}) == f"{MASK} was {MASK}."
     assert replace_titles("Nothing here", {0: "Heat (1995)"}) == "Nothing here"
+    # punctuation between the words and around the title is optional; "()" is an empty year
+    titles = {0: "Mission: Impossible - Fallout (2018)", 1: "Shazam! (2019)", 2: "Akira ()"}
+    text = "Mission Impossible: Fallout, SHAZAM and Shazam! (2019), Akira? Shazamming."
+    assert replace_titles(text, titles) == f"{MASK}, {MASK} and {MASK}, {MASK}? Shazamming."
     assert replace_titles("Heat", {}) == "Heat"
 
 

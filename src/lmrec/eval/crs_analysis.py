@@ -118,48 +118,62 @@ def buckets_table(rows: Sequence[BucketRow], k: int = 10) -> str:
 
 
 # -- masking probe ----------------------------------------------------------------------------------------------
-_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+_YEAR = re.compile(r"\s*\((\d{4})?\)\s*$")  # "(1995)", or "()" as some INSPIRED titles have
+_WORD = re.compile(r"\w+")
 SHORT_TITLE = 4  # bare titles shorter than this ("It", "Up", "Her") only match with their exact case
 
 
+def _key(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
 def title_variants(title: str) -> list[str]:
-    """How a title may appear in a context: ``"Heat (1995)"`` → ``["Heat (1995)", "Heat"]`` (full first)."""
+    """How a title may appear in a context: ``"Heat (1995)"`` → ``["Heat (1995)", "Heat"]`` (full first);
+    ``"Akira ()"`` → ``["Akira"]``."""
     title = " ".join(title.split())
     bare = _YEAR.sub("", title).strip()
-    return [title, bare] if bare and bare != title else [title] if title else []
+    if not bare or _key(bare) == _key(title):
+        return [bare] if _key(bare) else []
+    return [title, bare]
 
 
-def _pattern(variants: Mapping[str, int]) -> re.Pattern[str] | None:
-    """One regex for all variants, longest first, whole words only; case-insensitive except short bare titles."""
-    if not variants:
-        return None
-    parts = []
-    for v in sorted(variants, key=len, reverse=True):
-        body = re.escape(v)
-        parts.append(body if len(v) < SHORT_TITLE else f"(?i:{body})")
-    return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)")
+def _variant_regex(variant: str) -> str:
+    """The variant's words with any non-word characters between them, its leading / trailing punctuation
+    optional: ``"Mad Max: Fury Road"`` matches "Mad Max Fury Road", ``"Heat (1995)"`` "Heat 1995" and
+    ``"Shazam!"`` "Shazam"; case-insensitive unless the variant is short."""
+    body = r"\W+".join(re.escape(w) for w in _WORD.findall(variant))
+    head, tail = re.match(r"^(\W*)", variant).group(1), re.search(r"(\W*)$", variant).group(1).strip()
+    body = (f"(?:{re.escape(head)})?" if head else "") + body + (f"(?:{re.escape(tail)})?" if tail else "")
+    return body if len(variant) < SHORT_TITLE else f"(?i:{body})"
 
 
 def replace_titles(text: str, titles: Mapping[int, str], replacement: Mapping[int, str] | None = None) -> str:
-    """Replace every occurrence of each ``titles[item]`` ("Title (Year)" or bare "Title", whole words; case-
-    insensitive unless the bare title is shorter than 4 characters) by ``"[MASK]"``, or by
-    ``replacement[item]`` (a full title; its bare form replaces a bare occurrence)."""
-    variants: dict[str, int] = {}  # variant -> item (the first item wins a shared bare title)
+    """Replace every occurrence of each ``titles[item]`` by ``"[MASK]"``, or by ``replacement[item]`` (a full
+    title where the occurrence had the year, else its bare form).
+
+    An occurrence is "Title (Year)" or the bare "Title", as whole words, ignoring punctuation between the words
+    (so "Mission Impossible: Fallout" is "Mission: Impossible - Fallout") and case, except for bare titles shorter
+    than 4 characters, which must match exactly. Longer variants win; a bare title shared by two items goes to
+    the first. Limits: spelling variants ("Queen and Slim" for "Queen & Slim", typos) are not found, and a bare
+    title inside a longer unmentioned title is replaced ("The Heat" when "Heat (1995)" is mentioned).
+    """
+    variants: dict[str, tuple[int, bool]] = {}  # key of the variant -> (item, whether it has the year)
     for item, title in titles.items():
-        for v in title_variants(title):
-            variants.setdefault(v, item)
-    pattern = _pattern(variants)
-    if pattern is None:
+        forms = title_variants(title)
+        for j, v in enumerate(forms):
+            variants.setdefault(_key(v), (item, j == 0 and len(forms) == 2))
+    if not variants:
         return text
-    lookup = {v.lower(): i for v, i in variants.items() if len(v) >= SHORT_TITLE}
+    forms = [v for title in titles.values() for v in title_variants(title)]
+    parts = [_variant_regex(v) for v in sorted(set(forms), key=len, reverse=True)]
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)")
 
     def sub(m: re.Match[str]) -> str:
-        found = m.group(0)
         if replacement is None:
             return MASK
-        item = variants[found] if found in variants else lookup[found.lower()]
-        new = title_variants(replacement[item])
-        return new[0] if _YEAR.search(found) else new[-1]
+        item, with_year = variants[_key(m.group(0))]
+        new = title_variants(replacement[item]) or [replacement[item]]
+        return new[0] if with_year else new[-1]
 
     return pattern.sub(sub, text)
 
