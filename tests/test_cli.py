@@ -200,10 +200,13 @@ def test_unknown_model_and_dataset(folder, tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
 
 
-def test_catalog_smaller_than_k_is_a_clean_error(tmp_path, capsys):
-    code = main(["train", "pop", "--dataset", str(FIXTURES / "lightgcn"), "--no-progress", "--out", str(tmp_path / "x")])
-    assert code == 2
-    assert "catalog size 6" in capsys.readouterr().err
+def test_cut_offs_are_capped_at_a_small_catalog(tmp_path):
+    out = tmp_path / "x"
+    code = main(["train", "pop", "--dataset", str(FIXTURES / "lightgcn"), "--no-progress", "--out", str(out)])
+    assert code == 0
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert "recall@6" in test and "recall@20" not in test  # 6 items: K=10 and K=20 become K=6
+    assert test["hr@6"]["mean"] == 1.0  # every item is ranked, so every user with a target is hit
 
 
 def test_missing_required_argument_exits_2():
