@@ -139,7 +139,14 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     history = data.train_items(user)  # raises a clear error for a user without training items
     print(f"user {args.user}: {len(history)} training items, e.g. "
           + "; ".join(data.catalog.titles[i] for i in history[:3]))
-    for rank, (item, score) in enumerate(model.recommend(user, args.k), start=1):
+    if args.intent:
+        from lmrec.experiments.intention import recommend_with_intent
+
+        print(f"intention (alpha {args.alpha}): {args.intent}")
+        top = recommend_with_intent(model, data, user, args.intent, args.alpha, args.k)  # type: ignore[arg-type]
+    else:
+        top = model.recommend(user, args.k)
+    for rank, (item, score) in enumerate(top, start=1):
         print(f"{rank:3d}. {data.catalog.titles[item]}  [{data.catalog.ids[item]}]  {score:.4f}")
 
 
@@ -159,6 +166,46 @@ def cmd_compare(args: argparse.Namespace) -> None:
             train[m]["epochs"] = args.epochs
     results = run_comparison(models, args.datasets.split(","), Path(args.out), train, seed=args.data_seed)
     print(markdown(results))
+
+
+def cmd_zeroshot(args: argparse.Namespace) -> None:
+    from lmrec.experiments import zeroshot
+    from lmrec.experiments.runner import DataRef
+
+    sources = [DataRef(name, args.format, args.split, args.data_seed) for name in args.train.split(",") if name]
+    target = DataRef(args.target, args.format, args.split, args.data_seed)
+    model_overrides = _pairs(args.set)
+    if args.encoder:
+        model_overrides["encoder"] = args.encoder
+    train = {"progress": not args.no_progress, **_pairs(args.train_set)}
+    for key in ("epochs", "eval_every", "patience", "lr", "seed"):
+        if getattr(args, key) is not None:
+            train[key] = getattr(args, key)
+    lightgcn = {"epochs": args.lightgcn_epochs, "eval_every": args.eval_every or 5}
+    comparison = zeroshot.run_zeroshot([r.load() for r in sources], target.load(), Path(args.out), train,
+                                       model_overrides, lightgcn, features=zeroshot.lm_features,
+                                       target_ref=target, source_refs=sources)
+    print(zeroshot.markdown(comparison))
+    print(f"wrote {args.out}/metrics.json and comparison.md")
+
+
+def cmd_intention(args: argparse.Namespace) -> None:
+    from lmrec.experiments.intention import markdown, run_intention
+    from lmrec.experiments.runner import load_run
+
+    model, data, _ = load_run(Path(args.run))
+    result = run_intention(model, data, Path(args.out), args.alpha, n_users=args.users,  # type: ignore[arg-type]
+                           seed=args.seed, run=args.run)
+    print(markdown(result))
+    print(f"wrote {args.out}/intention.json, intention.md, alpha.png")
+
+
+def cmd_convergence(args: argparse.Namespace) -> None:
+    from lmrec.experiments.convergence import markdown, run_convergence
+
+    rows = run_convergence(Path(args.runs), Path(args.out))
+    print(markdown(rows))
+    print(f"wrote {args.out}/convergence.md and convergence.png")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -225,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("run")
     rec.add_argument("--user", required=True, help="external user id")
     rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("--intent", help="a sentence stating what the user wants now (AlphaRec models)")
+    rec.add_argument("--alpha", type=float, default=0.5, help="weight of the intention: (1-a)*user + a*intention")
     rec.set_defaults(func=cmd_recommend)
 
     sub.add_parser("models", help="registered models").set_defaults(func=cmd_models)
@@ -238,6 +287,37 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--no-progress", action="store_true")
     cmp.add_argument("--out", required=True)
     cmp.set_defaults(func=cmd_compare)
+
+    zs = sub.add_parser("zeroshot", help="train AlphaRec on mixed sources, apply it untrained to a target dataset")
+    zs.add_argument("--train", required=True, help="comma-separated source datasets, mixed into one training set")
+    zs.add_argument("--target", required=True, help="unseen dataset to evaluate on (no training there)")
+    dataset_args(zs)
+    zs.add_argument("--encoder", help="text encoder (default: AlphaRec's, minilm)")
+    zs.add_argument("--epochs", type=int, help="AlphaRec epoch budget on the mix")
+    zs.add_argument("--eval-every", dest="eval_every", type=int)
+    zs.add_argument("--patience", type=int)
+    zs.add_argument("--lr", type=float)
+    zs.add_argument("--seed", type=int)
+    zs.add_argument("--lightgcn-epochs", dest="lightgcn_epochs", type=int, default=100,
+                    help="epoch budget of the LightGCN trained on the target")
+    zs.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="AlphaRec setting")
+    zs.add_argument("--train-set", dest="train_set", action="append", default=[], metavar="KEY=VALUE")
+    zs.add_argument("--no-progress", action="store_true")
+    zs.add_argument("--out", required=True)
+    zs.set_defaults(func=cmd_zeroshot)
+
+    it = sub.add_parser("intention", help="HR@5/NDCG@5 of held-out targets with and without a stated intention")
+    it.add_argument("run", help="an AlphaRec run folder")
+    it.add_argument("--alpha", type=float, default=0.5, help="the alpha reported as 'with intention'")
+    it.add_argument("--users", type=int, help="evaluate this many users drawn at random (default: all)")
+    it.add_argument("--seed", type=int, default=2024)
+    it.add_argument("--out", required=True)
+    it.set_defaults(func=cmd_intention)
+
+    cv = sub.add_parser("convergence", help="epochs and seconds to the best validation score, from run folders")
+    cv.add_argument("runs", help="folder of run folders, e.g. runs/table1")
+    cv.add_argument("--out", required=True)
+    cv.set_defaults(func=cmd_convergence)
 
     demo = sub.add_parser("demo", help="Pop, LightGCN and AlphaRec on the bundled MovieLens, with titles")
     demo.add_argument("--dataset", default="movielens-latest-small")
