@@ -1,0 +1,175 @@
+"""User intention: template sentences that never name the target, exact layer-0 mixing through the propagation,
+single-target HR@5/NDCG@5, the report files and the CLI, on planted data (no LM is loaded)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import N_ITEMS, item_cluster, planted_data, planted_features, single_thread  # noqa: F401
+from lmrec import cli
+from lmrec.data.catalog import ItemCatalog
+from lmrec.data.interactions import SplitData
+from lmrec.experiments import intention as I
+from lmrec.experiments import runner
+from lmrec.models.cf.alpharec import AlphaRec
+from lmrec.models.nn.graph import propagate
+
+FAST = {"epochs": 10, "eval_every": 5, "batch_size": 64, "lr": 1e-2, "progress": False}
+
+
+def _catalog(titles: list[str], genres: list[str], tags: list[str] | None = None) -> ItemCatalog:
+    fields = {"genres": genres} | ({"tags": tags} if tags is not None else {})
+    return ItemCatalog([str(i) for i in range(len(titles))], titles, fields)
+
+
+def movie_data() -> SplitData:
+    """The planted data with MovieLens-like titles and genres (cluster c -> 'genre c' words)."""
+    data = planted_data()
+    names = ["western", "musical", "horror", "documentary", "mystery", "animation"]
+    titles = [f"Picture {i} ({1970 + 10 * (i % 4)})" for i in range(N_ITEMS)]
+    genres = ["action, blockbuster" if item_cluster(i) < 0 else f"{names[item_cluster(i)]}, drama"
+              for i in range(N_ITEMS)]
+    return SplitData(data.name, data.user_ids, _catalog(titles, genres), data.train, data.valid, data.test, "planted")
+
+
+@pytest.fixture(scope="module")
+def data() -> SplitData:
+    return movie_data()
+
+
+@pytest.fixture(scope="module")
+def model(data) -> AlphaRec:
+    m = AlphaRec(features=planted_features(), n_negatives=16)
+    m.fit(data, FAST)
+    return m
+
+
+def encode_targets(data: SplitData):
+    """A fake LM: a sentence is embedded as the features of the item it was written for."""
+    by_text = {I.intention_sentence(data.catalog, i): planted_features()[i] for i in range(N_ITEMS)}
+    return lambda texts: np.stack([by_text[t] for t in texts])
+
+
+# -- sentences ---------------------------------------------------------------------------------------------
+def test_sentence_uses_genres_decade_and_tags_but_no_title_word():
+    catalog = _catalog(["Toy Story (1995)"], ["Adventure, Animation, Children, Comedy"], ["pixar, fun, toy, story"])
+    sentence = I.intention_sentence(catalog, 0)
+    assert sentence == ("I'm in the mood for a 1990s adventure, animation, children and comedy movie, "
+                        "something people call pixar, fun.")
+    assert not I.leaks_title(sentence, "Toy Story (1995)")
+
+
+def test_genre_or_tag_sharing_a_title_word_is_dropped():
+    catalog = _catalog(["True Romance (1993)", "Romance (1999)"], ["Crime, Romance", "Romance"], ["true love", ""])
+    assert I.intention_sentence(catalog, 0) == "I'm in the mood for a 1990s crime movie."
+    assert I.intention_sentence(catalog, 1) is None  # nothing left that does not name it
+
+
+def test_template_word_in_the_title_switches_template_or_drops_the_item():
+    catalog = _catalog(["Scary Movie (2000)", "In the Mood for a Film (2000)", "Heat"], ["Comedy", "Drama", "Action"])
+    assert I.intention_sentence(catalog, 0) == "Recommend me a 2000s comedy film."
+    assert I.intention_sentence(catalog, 1) is None
+    assert I.intention_sentence(catalog, 2) == "I'm in the mood for an action movie."  # no year, 'an'
+
+
+def test_stopwords_may_be_shared_with_the_title():
+    assert not I.leaks_title("I'm in the mood for a comedy", "The Man in the Moon (1995)")
+    assert I.leaks_title("a film about the moon", "The Man in the Moon (1995)")
+    assert I.leaks_title("something like schindler's", "Schindler's List (1993)")
+
+
+def test_cases_one_per_user_target_in_test_and_never_named(data):
+    cases = I.make_cases(data)
+    assert len(cases) == len(np.flatnonzero(np.diff(data.test.indptr)))
+    for c in cases:
+        assert c.target in data.test[c.user].indices
+        assert not I.leaks_title(c.text, data.catalog.titles[c.target])
+    assert I.make_cases(data, n_users=7, seed=1) == I.make_cases(data, n_users=7, seed=1)
+    assert len(I.make_cases(data, n_users=7)) == 7
+
+
+# -- scoring ----------------------------------------------------------------------------------------------
+def test_alpha_zero_gives_the_models_own_scores(model, data):
+    scorer = I.IntentScorer(model)
+    e = scorer.map_intent(planted_features()[5])[0]
+    for user in (0, 13):
+        torch.testing.assert_close(scorer.scores(user, e, [0.0])[0], model.score(np.array([user]))[0])
+
+
+def test_mixing_is_exactly_replacing_the_users_layer0_row(model, data):
+    scorer = I.IntentScorer(model)
+    user, alpha = 7, 0.3
+    e = scorer.map_intent(planted_features()[20])[0]
+    with torch.no_grad():
+        e0 = model.net(torch.cat([model.z_users, model.z_items])).clone()
+        e0[user] = (1 - alpha) * e0[user] + alpha * e
+        out = propagate(model.adj, e0, model.config.n_layers)
+        users, items = F.normalize(out[: data.n_users], dim=-1), F.normalize(out[data.n_users :], dim=-1)
+    torch.testing.assert_close(scorer.scores(user, e, [alpha])[0], items @ users[user], rtol=1e-5, atol=1e-6)
+
+
+def test_target_rank_ignores_masked_items_and_breaks_ties_by_priority():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.5, 0.8]])
+    priority = torch.tensor([0.0, 0.0, 0.9, 0.1, 0.0], dtype=torch.float64)
+    assert I.target_ranks(scores, 2, np.array([], dtype=np.int64), priority)[0] == 2  # below 0.9 and 0.8
+    assert I.target_ranks(scores, 3, np.array([1]), priority)[0] == 2  # 0.8, then the tied 2 (higher priority)
+    hit, ndcg = I.hit_and_ndcg(np.array([0, 4, 5]))
+    np.testing.assert_allclose(hit, [1, 1, 0])
+    np.testing.assert_allclose(ndcg, [1, 1 / np.log2(6), 0])
+
+
+def test_an_intention_describing_the_target_lifts_it(model, data):
+    cases = I.make_cases(data)
+    ranks = I.evaluate_intention(model, data, cases, encode_targets(data), alphas=(0.0, 1.0))
+    without, with_ = I.hit_and_ndcg(ranks[0.0])[0].mean(), I.hit_and_ndcg(ranks[1.0])[0].mean()
+    assert with_ > without + 0.1
+
+
+def test_run_intention_writes_json_markdown_and_plot(model, data, tmp_path):
+    result = I.run_intention(model, data, tmp_path, alpha=0.5, alphas=(0.0, 0.5, 1.0), encode=encode_targets(data))
+    saved = json.loads((tmp_path / "intention.json").read_text())
+    assert saved["users"] == result["users"] > 0
+    assert list(saved["per_alpha"]) == ["0.0", "0.5", "1.0"]
+    assert saved["without"] == saved["per_alpha"]["0.0"] and saved["with"] == saved["per_alpha"]["0.5"]
+    assert saved["examples"][0]["intention"].endswith(".")
+    text = (tmp_path / "intention.md").read_text()
+    assert "without intention" in text and "α = 0.5" in text
+    assert (tmp_path / "alpha.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_model_without_lm_inputs_is_refused(data):
+    from lmrec.models.cf.pop import Popularity
+
+    pop = Popularity()
+    pop.fit(data)
+    with pytest.raises(Exception, match="AlphaRec"):
+        I.IntentScorer(pop)  # type: ignore[arg-type]
+
+
+# -- command line -----------------------------------------------------------------------------------------
+@pytest.fixture
+def patched_run(model, data, monkeypatch):
+    monkeypatch.setattr(runner, "load_run", lambda path: (model, data, {}))
+    monkeypatch.setattr(I, "lm_encoder", lambda m: encode_targets(data))
+
+
+def test_cli_recommend_with_intent(patched_run, data, capsys):
+    text = I.intention_sentence(data.catalog, 28)  # an item of cluster 4
+    assert cli.main(["recommend", "RUN", "--user", "u0", "--intent", text, "--alpha", "1.0", "-k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "intention (alpha 1.0)" in out
+    top = [line.split(". ", 1)[1].split("  [")[0] for line in out.splitlines() if line[:3].strip().isdigit()]
+    assert len(top) == 5
+    clusters = [item_cluster(data.catalog.titles.index(t)) for t in top]
+    assert clusters.count(4) >= 3  # steered to the described cluster (user 0 is in cluster 0)
+
+
+def test_cli_intention(patched_run, tmp_path, capsys):
+    assert cli.main(["intention", "RUN", "--out", str(tmp_path), "--users", "12"]) == 0
+    assert "HR@5" in capsys.readouterr().out
+    assert json.loads((tmp_path / "intention.json").read_text())["users"] == 12
