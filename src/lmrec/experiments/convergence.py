@@ -1,0 +1,152 @@
+"""Convergence (paper §2.8): how many epochs and seconds each model needs to reach its best validation score.
+
+Reads run folders (``<root>/<dataset>/<model>/`` with ``log.jsonl`` and, once finished, ``config.json``; see
+:mod:`lmrec.experiments.runner`). For each run, from the validation points in its log:
+
+    best = max_t v_t,  epoch to best = first evaluated epoch t with v_t = best,
+    epoch to 95% = first evaluated epoch t with v_t ≥ 0.95·best,
+    seconds to t = Σ_{epochs ≤ t} training seconds of the epoch (validation time excluded).
+
+The selection metric is the run's own (``train_config.metric``, Recall@20 by default). A run without
+``config.json`` is still training and is marked as such (its numbers may change). Models without a training
+loop (Pop) have no log and no row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmrec.errors import LmrecError
+from lmrec.io import atomic_write, write_json
+
+FOCUS = "alpharec"
+
+
+@dataclass
+class Curve:
+    """The validation curve of one run."""
+
+    dataset: str
+    model: str
+    metric: str
+    epochs: np.ndarray  # evaluated epochs
+    values: np.ndarray  # validation metric at those epochs
+    seconds: np.ndarray  # cumulative training seconds at those epochs
+    epochs_run: int
+    seconds_run: float
+    finished: bool
+    folder: Path
+
+    def summary(self, fraction: float = 0.95) -> dict[str, Any]:
+        """Best value, epochs and seconds to reach it and to reach ``fraction`` of it."""
+        if not len(self.values):
+            return {"dataset": self.dataset, "model": self.model, "finished": self.finished, "evaluations": 0,
+                    "epochs_run": self.epochs_run}
+        best = float(self.values.max())
+        at_best = int(np.argmax(self.values >= best))
+        at_frac = int(np.argmax(self.values >= fraction * best))
+        return {
+            "dataset": self.dataset, "model": self.model, "metric": self.metric, "finished": self.finished,
+            "best_valid": best, "epoch_to_best": int(self.epochs[at_best]),
+            "seconds_to_best": float(self.seconds[at_best]),
+            f"epoch_to_{round(100 * fraction)}pct": int(self.epochs[at_frac]),
+            f"seconds_to_{round(100 * fraction)}pct": float(self.seconds[at_frac]),
+            "epochs_run": self.epochs_run, "seconds_run": self.seconds_run,
+            "seconds_per_epoch": self.seconds_run / max(self.epochs_run, 1), "evaluations": int(len(self.values)),
+        }
+
+
+def read_run(folder: Path) -> Curve | None:
+    """The curve of a run folder, or None when it has no ``log.jsonl``."""
+    log = folder / "log.jsonl"
+    if not log.exists():
+        return None
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    metric = (config.get("train_config") or {}).get("metric", "recall@20")
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    seconds = np.cumsum([r["seconds"] for r in records]) if records else np.zeros(0)
+    points = [(r["epoch"], r["valid"][metric], seconds[i]) for i, r in enumerate(records)
+              if r.get("valid") and metric in r["valid"]]
+    epochs, values, secs = (np.array(c) for c in zip(*points, strict=True)) if points else (np.zeros(0),) * 3
+    dataset = (config.get("data") or {}).get("dataset") or folder.parent.name
+    return Curve(dataset, config.get("model") or folder.name, metric, epochs.astype(int), values.astype(float),
+                 secs.astype(float), len(records), float(seconds[-1]) if len(seconds) else 0.0,
+                 config_path.exists(), folder)
+
+
+def find_curves(root: Path) -> list[Curve]:
+    """Every run under ``root`` (any depth) that has a log, sorted by dataset then model."""
+    if not root.is_dir():
+        raise LmrecError(f"{root}: not a folder of runs")
+    curves = [c for log in sorted(root.rglob("log.jsonl")) if (c := read_run(log.parent)) is not None]
+    if not curves:
+        raise LmrecError(f"{root}: no run folder with a log.jsonl below it")
+    return sorted(curves, key=lambda c: (c.dataset, c.model != FOCUS, c.model))
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        block = [r for r in rows if r["dataset"] == dataset]
+        metric = next((r["metric"] for r in block if "metric" in r), "recall@20")
+        lines += [f"### {dataset}", "",
+                  f"Validation {metric}; seconds are training seconds (validation excluded), summed over epochs.", "",
+                  "| model | best valid | epoch to best | s to best | epoch to 95% | s to 95% | epochs run | s/epoch |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in block:
+            name = r["model"] + ("" if r["finished"] else " (still training)")
+            if not r["evaluations"]:
+                lines.append(f"| {name} | - | - | - | - | - | {r['epochs_run']} | - |")
+                continue
+            lines.append(
+                f"| {name} | {r['best_valid']:.4f} | {r['epoch_to_best']} | {r['seconds_to_best']:.0f} | "
+                f"{r['epoch_to_95pct']} | {r['seconds_to_95pct']:.0f} | {r['epochs_run']} | "
+                f"{r['seconds_per_epoch']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(curves: list[Curve], path: Path) -> None:
+    """Validation metric against epoch (left) and training seconds (right), one row per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(c.dataset for c in curves))
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 3.4 * len(datasets)), squeeze=False)
+    for row, dataset in enumerate(datasets):
+        for curve in (c for c in curves if c.dataset == dataset and len(c.values)):
+            style = {"linewidth": 2.5, "color": "black"} if curve.model == FOCUS else {"linewidth": 1.2}
+            label = curve.model + ("" if curve.finished else " (running)")
+            for col, x in enumerate((curve.epochs, curve.seconds)):
+                axes[row, col].plot(x, curve.values, label=label, **style)
+                best = int(np.argmax(curve.values))
+                axes[row, col].scatter([x[best]], [curve.values[best]], s=18, color=style.get("color"))
+        for col, xlabel in enumerate(("epoch", "training seconds")):
+            ax = axes[row, col]
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"valid {curves[0].metric}")
+            ax.set_title(dataset)
+            ax.grid(alpha=0.3)
+        axes[row, 0].legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
+    plt.close(fig)
+
+
+def run_convergence(root: Path, out: Path) -> list[dict[str, Any]]:
+    """Write ``out/convergence.{md,json,png}`` for every run under ``root``; returns the table rows."""
+    curves = find_curves(root)
+    rows = [c.summary() for c in curves]
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "convergence.json", rows)
+    atomic_write(out / "convergence.md", lambda f: f.write(markdown(rows)))
+    plot(curves, out / "convergence.png")
+    return rows

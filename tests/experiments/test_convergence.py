@@ -1,0 +1,87 @@
+"""Convergence table and plot from run folders (hand-made logs with known answers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lmrec import cli
+from lmrec.errors import LmrecError
+from lmrec.experiments import convergence as C
+
+
+def write_run(folder: Path, valid: dict[int, float], seconds: float = 2.0, n_epochs: int | None = None,
+              finished: bool = True, model: str | None = None, dataset: str | None = None) -> None:
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"epoch": e, "loss": 1.0, "seconds": seconds,
+                         "valid": {"recall@20": valid[e], "ndcg@20": 0.0} if e in valid else None})
+             for e in range(1, (n_epochs or max(valid)) + 1)]
+    (folder / "log.jsonl").write_text("\n".join(lines) + "\n")
+    if finished:
+        config = {"model": model or folder.name, "data": {"dataset": dataset or folder.parent.name},
+                  "train_config": {"metric": "recall@20"}}
+        (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    root = tmp_path / "table"
+    write_run(root / "ds1" / "alpharec", {5: 0.10, 10: 0.19, 15: 0.20, 20: 0.18}, seconds=3.0)
+    write_run(root / "ds1" / "lightgcn", {5: 0.05, 10: 0.10, 15: 0.15, 20: 0.20, 25: 0.21}, seconds=1.0, n_epochs=27)
+    write_run(root / "ds1" / "mf", {5: 0.02, 10: 0.04}, finished=False)
+    (root / "ds1" / "pop").mkdir()
+    (root / "ds1" / "pop" / "config.json").write_text(json.dumps({"model": "pop", "train_config": None}))
+    write_run(root / "ds2" / "alpharec", {1: 0.3, 2: 0.3}, seconds=0.5)
+    return root
+
+
+def test_summary_counts_epochs_and_training_seconds(runs):
+    rows = {(r["dataset"], r["model"]): r for r in (c.summary() for c in C.find_curves(runs))}
+    a = rows["ds1", "alpharec"]
+    assert (a["best_valid"], a["epoch_to_best"], a["seconds_to_best"]) == (0.20, 15, 45.0)
+    assert (a["epoch_to_95pct"], a["seconds_to_95pct"]) == (10, 30.0)  # 0.19 >= 0.95 * 0.20
+    assert (a["epochs_run"], a["seconds_run"], a["seconds_per_epoch"]) == (20, 60.0, 3.0)
+    g = rows["ds1", "lightgcn"]
+    assert (g["epoch_to_best"], g["seconds_to_best"], g["epoch_to_95pct"], g["epochs_run"]) == (25, 25.0, 20, 27)
+    assert rows["ds2", "alpharec"]["epoch_to_best"] == 1  # the first epoch reaching the best
+    assert not rows["ds1", "mf"]["finished"] and rows["ds1", "mf"]["dataset"] == "ds1"
+    assert ("ds1", "pop") not in rows  # no training loop, no curve
+
+
+def test_focus_model_first_within_a_dataset(runs):
+    order = [(c.dataset, c.model) for c in C.find_curves(runs)]
+    assert order == [("ds1", "alpharec"), ("ds1", "lightgcn"), ("ds1", "mf"), ("ds2", "alpharec")]
+
+
+def test_run_convergence_writes_table_and_plot(runs, tmp_path):
+    out = tmp_path / "out"
+    C.run_convergence(runs, out)
+    text = (out / "convergence.md").read_text()
+    assert "### ds1" in text and "### ds2" in text
+    assert "| alpharec | 0.2000 | 15 | 45 | 10 | 30 | 20 | 3.00 |" in text
+    assert "mf (still training)" in text
+    assert (out / "convergence.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(json.loads((out / "convergence.json").read_text())) == 4
+
+
+def test_log_without_validation_points(tmp_path):
+    folder = tmp_path / "r" / "d" / "m"
+    folder.mkdir(parents=True)
+    (folder / "log.jsonl").write_text(json.dumps({"epoch": 1, "loss": 1.0, "seconds": 1.0, "valid": None}) + "\n")
+    (row,) = [c.summary() for c in C.find_curves(tmp_path / "r")]
+    assert row["evaluations"] == 0 and row["epochs_run"] == 1
+    assert "| m (still training) | - |" in C.markdown([row])
+
+
+def test_empty_or_missing_folder_is_a_clean_error(tmp_path, capsys):
+    with pytest.raises(LmrecError, match="no run folder"):
+        C.find_curves(tmp_path)
+    assert cli.main(["convergence", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_cli_convergence(runs, tmp_path, capsys):
+    assert cli.main(["convergence", str(runs), "--out", str(tmp_path / "o")]) == 0
+    assert "epoch to best" in capsys.readouterr().out
