@@ -244,7 +244,8 @@ def markdown(r: dict[str, Any]) -> str:
     p = r["paired_with_minus_without"]
     lines = [
         f"### User intention on {r['dataset']}", "",
-        f"{r['users']} users, one held-out test target each; {r['protocol']}. Mixing: {r['method']}.", "",
+        f"Run {r['run'] or '(in memory)'}; {r['users']} users; {r['protocol']}. Mixing: {r['method']}. "
+        "Intentions are template sentences (an LLM-written version is a later extension).", "",
         "| | HR@5 | NDCG@5 |", "|---|---|---|",
         f"| AlphaRec without intention | {cell(r['without']['hr@5'])} | {cell(r['without']['ndcg@5'])} |",
         f"| AlphaRec with intention (α = {r['alpha']}) | {cell(r['with']['hr@5'])} | {cell(r['with']['ndcg@5'])} |",

@@ -369,6 +369,10 @@ def markdown(c: dict[str, Any]) -> str:
     for name, row in c["rows"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[m]['mean']:.4f} ± {row[m]['se']:.4f}" for m in COLUMNS) + " |")
     lines.append("")
+    if c.get("lightgcn_train_config"):
+        g = c["lightgcn_train_config"]
+        lines += [f"LightGCN trained on {t['name']}'s train split: budget {g['epochs']} epochs, validation every "
+                  f"{g['eval_every']}, patience {g['patience']} (selection on valid {g['metric']}).", ""]
     for name, p in c["paired_recall@20_vs"].items():
         lines.append(f"- zero-shot − {name}, Recall@20: {p['diff']['mean']:+.4f} ± {p['diff']['se']:.4f} "
                      f"(paired t p = {p['t_pvalue']:.2g})")
