@@ -11,7 +11,7 @@ import dataclasses
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,6 @@ class RunResult:
     config: dict[str, Any]
     log: Any = None
     out: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def versions() -> dict[str, str]:

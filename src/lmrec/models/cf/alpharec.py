@@ -4,7 +4,7 @@ paper's linear-mapping probe (RQ1)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,6 @@ class AlphaRecConfig(ModelConfig):
     n_negatives: int = 256
     negatives: str = "shared"  # "shared": one set per batch (2x faster on CPU); "per_row": the paper's sampler
     seed: int = 2024
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _Mapper(nn.Module):
