@@ -13,7 +13,8 @@ from lmrec.experiments import convergence as C
 
 
 def write_run(folder: Path, valid: dict[int, float], seconds: float = 2.0, n_epochs: int | None = None,
-              finished: bool = True, model: str | None = None, dataset: str | None = None) -> None:
+              finished: bool = True, model: str | None = None, dataset: str | None = None,
+              train: dict | None = None) -> None:
     folder.mkdir(parents=True)
     lines = [json.dumps({"epoch": e, "loss": 1.0, "seconds": seconds,
                          "valid": {"recall@20": valid[e], "ndcg@20": 0.0} if e in valid else None})
@@ -21,19 +22,22 @@ def write_run(folder: Path, valid: dict[int, float], seconds: float = 2.0, n_epo
     (folder / "log.jsonl").write_text("\n".join(lines) + "\n")
     if finished:
         config = {"model": model or folder.name, "data": {"dataset": dataset or folder.parent.name},
-                  "train_config": {"metric": "recall@20"}}
+                  "train_config": {"metric": "recall@20", "epochs": 100, "eval_every": 5, "patience": 2,
+                                   "max_minutes": None, **(train or {})}}
         (folder / "config.json").write_text(json.dumps(config))
 
 
 @pytest.fixture
 def runs(tmp_path: Path) -> Path:
     root = tmp_path / "table"
-    write_run(root / "ds1" / "alpharec", {5: 0.10, 10: 0.19, 15: 0.20, 20: 0.18}, seconds=3.0)
-    write_run(root / "ds1" / "lightgcn", {5: 0.05, 10: 0.10, 15: 0.15, 20: 0.20, 25: 0.21}, seconds=1.0, n_epochs=27)
+    write_run(root / "ds1" / "alpharec", {5: 0.10, 10: 0.19, 15: 0.20, 20: 0.18}, seconds=3.0,
+              train={"patience": 1})
+    write_run(root / "ds1" / "lightgcn", {5: 0.05, 10: 0.10, 15: 0.15, 20: 0.20, 25: 0.21}, seconds=1.0, n_epochs=27,
+              train={"max_minutes": 1})
     write_run(root / "ds1" / "mf", {5: 0.02, 10: 0.04}, finished=False)
     (root / "ds1" / "pop").mkdir()
     (root / "ds1" / "pop" / "config.json").write_text(json.dumps({"model": "pop", "train_config": None}))
-    write_run(root / "ds2" / "alpharec", {1: 0.3, 2: 0.3}, seconds=0.5)
+    write_run(root / "ds2" / "alpharec", {1: 0.3, 2: 0.3}, seconds=0.5, train={"epochs": 2})
     return root
 
 
@@ -46,6 +50,8 @@ def test_summary_counts_epochs_and_training_seconds(runs):
     g = rows["ds1", "lightgcn"]
     assert (g["epoch_to_best"], g["seconds_to_best"], g["epoch_to_95pct"], g["epochs_run"]) == (25, 25.0, 20, 27)
     assert rows["ds2", "alpharec"]["epoch_to_best"] == 1  # the first epoch reaching the best
+    assert [rows[k]["stop"] for k in (("ds1", "alpharec"), ("ds1", "lightgcn"), ("ds1", "mf"), ("ds2", "alpharec"))] \
+        == ["early stop", "time budget", "running", "max epochs"]
     assert not rows["ds1", "mf"]["finished"] and rows["ds1", "mf"]["dataset"] == "ds1"
     assert ("ds1", "pop") not in rows  # no training loop, no curve
 
@@ -60,7 +66,7 @@ def test_run_convergence_writes_table_and_plot(runs, tmp_path):
     C.run_convergence(runs, out)
     text = (out / "convergence.md").read_text()
     assert "### ds1" in text and "### ds2" in text
-    assert "| alpharec | 0.2000 | 15 | 45 | 10 | 30 | 20 | 3.00 |" in text
+    assert "| alpharec | 0.2000 | 15 | 45 | 10 | 30 | 20 | early stop | 3.00 |" in text
     assert "mf (still training)" in text
     assert (out / "convergence.png").read_bytes()[:4] == b"\x89PNG"
     assert len(json.loads((out / "convergence.json").read_text())) == 4

@@ -41,12 +41,25 @@ class Curve:
     seconds_run: float
     finished: bool
     folder: Path
+    train_config: dict[str, Any] | None = None
+
+    def stop_reason(self) -> str:
+        """'early stop', 'max epochs', 'time budget' (finished runs, from the training settings) or 'running'."""
+        cfg = self.train_config or {}
+        if not self.finished:
+            return "running"
+        if self.epochs_run >= cfg.get("epochs", np.inf):
+            return "max epochs"
+        if len(self.epochs) and self.epochs_run - self.epochs[np.argmax(self.values)] >= \
+                cfg.get("patience", np.inf) * cfg.get("eval_every", 1):
+            return "early stop"
+        return "time budget" if cfg.get("max_minutes") else "unknown"
 
     def summary(self, fraction: float = 0.95) -> dict[str, Any]:
         """Best value, epochs and seconds to reach it and to reach ``fraction`` of it."""
         if not len(self.values):
             return {"dataset": self.dataset, "model": self.model, "finished": self.finished, "evaluations": 0,
-                    "epochs_run": self.epochs_run}
+                    "epochs_run": self.epochs_run, "stop": self.stop_reason()}
         best = float(self.values.max())
         at_best = int(np.argmax(self.values >= best))
         at_frac = int(np.argmax(self.values >= fraction * best))
@@ -58,6 +71,7 @@ class Curve:
             f"seconds_to_{round(100 * fraction)}pct": float(self.seconds[at_frac]),
             "epochs_run": self.epochs_run, "seconds_run": self.seconds_run,
             "seconds_per_epoch": self.seconds_run / max(self.epochs_run, 1), "evaluations": int(len(self.values)),
+            "stop": self.stop_reason(),
         }
 
 
@@ -68,7 +82,8 @@ def read_run(folder: Path) -> Curve | None:
         return None
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
-    metric = (config.get("train_config") or {}).get("metric", "recall@20")
+    train_config = config.get("train_config") or None
+    metric = (train_config or {}).get("metric", "recall@20")
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     seconds = np.cumsum([r["seconds"] for r in records]) if records else np.zeros(0)
     points = [(r["epoch"], r["valid"][metric], seconds[i]) for i, r in enumerate(records)
@@ -77,7 +92,7 @@ def read_run(folder: Path) -> Curve | None:
     dataset = (config.get("data") or {}).get("dataset") or folder.parent.name
     return Curve(dataset, config.get("model") or folder.name, metric, epochs.astype(int), values.astype(float),
                  secs.astype(float), len(records), float(seconds[-1]) if len(seconds) else 0.0,
-                 config_path.exists(), folder)
+                 config_path.exists(), folder, train_config)
 
 
 def find_curves(root: Path) -> list[Curve]:
@@ -97,16 +112,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         metric = next((r["metric"] for r in block if "metric" in r), "recall@20")
         lines += [f"### {dataset}", "",
                   f"Validation {metric}; seconds are training seconds (validation excluded), summed over epochs.", "",
-                  "| model | best valid | epoch to best | s to best | epoch to 95% | s to 95% | epochs run | s/epoch |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| model | best valid | epoch to best | s to best | epoch to 95% | s to 95% | epochs run | stop | "
+                  "s/epoch |", "|---|---|---|---|---|---|---|---|---|"]
         for r in block:
             name = r["model"] + ("" if r["finished"] else " (still training)")
             if not r["evaluations"]:
-                lines.append(f"| {name} | - | - | - | - | - | {r['epochs_run']} | - |")
+                lines.append(f"| {name} | - | - | - | - | - | {r['epochs_run']} | {r['stop']} | - |")
                 continue
             lines.append(
                 f"| {name} | {r['best_valid']:.4f} | {r['epoch_to_best']} | {r['seconds_to_best']:.0f} | "
-                f"{r['epoch_to_95pct']} | {r['seconds_to_95pct']:.0f} | {r['epochs_run']} | "
+                f"{r['epoch_to_95pct']} | {r['seconds_to_95pct']:.0f} | {r['epochs_run']} | {r['stop']} | "
                 f"{r['seconds_per_epoch']:.2f} |")
         lines.append("")
     return "\n".join(lines)
