@@ -1,0 +1,209 @@
+"""Adapt step: fit the reindexed LLM's scores to the platform's items (papers.md 1.5).
+
+With s_i = λ · q·e_i the reindexed LLM score (λ = 1 unless ``llm_scale="learned"``, see below):
+
+- bias variants      logits_i = (s_i + b_i) · w_i       ``b``: w fixed to 1; ``gW``: b fixed to 0; ``gW+b``: both
+                                                          (b init 0, w init 1: training starts from the LLM scores;
+                                                          the official scripts always run with both)
+- gating             logits_i = σ(c)·s_i + (1 − σ(c))·r_i   c a scalar init 0 (σ = 0.5), r = FISM or SASRec over the
+                                                          items mentioned so far (:mod:`lmrec.models.crs.fism`,
+                                                          :mod:`lmrec.models.crs.sasrec`), trained jointly from scratch
+- ``none``           logits_i = s_i (the reindexed LLM alone; nothing to train)
+
+The aggregator is frozen (its item table computed once) or trained further (``freeze_aggregator=False``: the table is
+recomputed at every step, which costs a full aggregator pass over the catalog). The LLM embeddings always stay frozen.
+
+Training is :func:`lmrec.models.crs.training.fit_crs_module` on the ground-truth (turn, target) pairs of the TRAINING
+split: AdamW — the official configs say ``optimizer: sgd`` but compare ``self.args.optimizer.lower == "sgd"`` (a
+method to a string, always False), so AdamW is what ran —, batch 256, gradient clip 5, cross-entropy over the
+target and 1000 negatives drawn once per batch without replacement from the dataset's items (collisions with a row's
+target masked; ``n_negatives=None``: full softmax over the catalog), early stopping on VALIDATION HR@10 with the best
+state restored. Learning rates: 1e-4 for the bias variants, 1e-3 for gating (the official grids).
+
+Scale: SmolLM2's q has norm ≈ 48, so q·e can be far larger than a FISM/SASRec logit (≈ 0.01 at init); the official
+code trains the raw dot product. ``llm_scale="learned"`` multiplies s by a learned λ = exp(t), t init 0 (so the
+starting scores are unchanged): the gate can then balance the two sources without driving σ(c) to an extreme.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmrec.data.conversations import CRSData, CRSSample
+from lmrec.errors import LmrecError
+from lmrec.models.crs.base import CRSRecommender, register_crs
+from lmrec.models.crs.rta.reindex import ItemIndexer, QSource
+from lmrec.models.crs.training import MAX_HISTORY, CRSTrainConfig, fit_crs_module, history_tensor
+from lmrec.train.trainer import TrainLog
+
+__all__ = ["BIAS_VARIANTS", "GATE_VARIANTS", "VARIANTS", "AdaptConfig", "AdaptModule", "RTAAdapt", "build_recsys"]
+
+BIAS_VARIANTS = ("b", "gW", "gW+b")
+GATE_VARIANTS = ("gate-fism", "gate-sasrec")
+VARIANTS = ("none", *BIAS_VARIANTS, *GATE_VARIANTS)
+
+
+@dataclass
+class AdaptConfig:
+    """Adapt settings; ``lr=None`` picks 1e-4 for the bias variants and 1e-3 for gating (official)."""
+
+    variant: str = "gW+b"
+    freeze_aggregator: bool = True
+    llm_scale: str = "none"  # none | learned
+    lr: float | None = None
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    n_negatives: int | None = 1000
+    epochs: int = 200
+    eval_every: int = 1
+    patience: int = 10
+    grad_clip: float | None = 5.0
+    max_minutes: float | None = None
+    seed: int = 2024
+    recsys_dim: int = 64
+    max_history: int = MAX_HISTORY
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown adapt variant {self.variant!r}: expected one of {', '.join(VARIANTS)}")
+        if self.llm_scale not in ("none", "learned"):
+            raise ValueError(f"llm_scale must be 'none' or 'learned', got {self.llm_scale!r}")
+
+    @property
+    def resolved_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 1e-3 if self.variant in GATE_VARIANTS else 1e-4
+
+
+def build_recsys(kind: str, n_items: int, dim: int = 64, max_len: int = MAX_HISTORY) -> nn.Module:
+    """FISM or SASRec over the mentioned items (``forward(history (b, L)) -> (b, n_items)``)."""
+    if kind == "fism":
+        from lmrec.models.crs.fism import FISM
+
+        return FISM(n_items, dim)
+    if kind == "sasrec":
+        from lmrec.models.crs.sasrec import SASRec
+
+        return SASRec(n_items, dim, max_len=max_len)
+    raise ValueError(f"unknown recsys {kind!r}: expected 'fism' or 'sasrec'")
+
+
+class AdaptModule(nn.Module):
+    """``forward(q (b, d), history (b, L)) -> (b, n_items)`` logits; see the module docstring."""
+
+    def __init__(self, indexer: ItemIndexer, variant: str = "gW+b", freeze_aggregator: bool = True,
+                 recsys: nn.Module | None = None, llm_scale: str = "none"):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown adapt variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+        if (variant in GATE_VARIANTS) != (recsys is not None):
+            raise ValueError(f"variant {variant!r} {'needs' if variant in GATE_VARIANTS else 'takes no'} recsys")
+        self.variant = variant
+        self.indexer = indexer
+        self.freeze_aggregator = freeze_aggregator
+        n = indexer.n_items
+        if freeze_aggregator:
+            for p in indexer.parameters():
+                p.requires_grad_(False)
+            self.register_buffer("frozen_table", indexer.item_table())
+        else:
+            self.frozen_table = None
+        self.bias = nn.Parameter(torch.zeros(n)) if variant in ("b", "gW+b") else None
+        self.weight = nn.Parameter(torch.ones(n)) if variant in ("gW", "gW+b") else None
+        self.log_scale = nn.Parameter(torch.zeros(())) if llm_scale == "learned" else None
+        self.gate = nn.Parameter(torch.zeros(())) if recsys is not None else None
+        self.recsys = recsys
+
+    def item_table(self) -> torch.Tensor:
+        return self.frozen_table if self.frozen_table is not None else self.indexer.embed()
+
+    def llm_logits(self, q: torch.Tensor) -> torch.Tensor:
+        """(b, n_items) λ · q·e_i."""
+        s = q @ self.item_table().T
+        return s * self.log_scale.exp() if self.log_scale is not None else s
+
+    def forward(self, q: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        s = self.llm_logits(q)
+        if self.bias is not None:
+            s = s + self.bias
+        if self.weight is not None:
+            s = s * self.weight
+        if self.gate is not None:
+            g = torch.sigmoid(self.gate)
+            s = g * s + (1 - g) * self.recsys(history)
+        return s
+
+
+@register_crs("rta_adapt")
+class RTAAdapt(CRSRecommender):
+    """The reindexed LLM adapted to the platform (bias terms or RecSys gating), trained on ground truth."""
+
+    def __init__(self, indexer: ItemIndexer, q_source: QSource, config: AdaptConfig | None = None):
+        self.config = config or AdaptConfig()
+        self.q_source = q_source
+        c = self.config
+        torch.manual_seed(c.seed)
+        recsys = build_recsys(c.variant.removeprefix("gate-"), indexer.n_items, c.recsys_dim, c.max_history) \
+            if c.variant in GATE_VARIANTS else None
+        self.module = AdaptModule(indexer, c.variant, c.freeze_aggregator, recsys, c.llm_scale)
+        self.log: TrainLog | None = None
+
+    @property
+    def n_items(self) -> int:
+        return self.module.indexer.n_items
+
+    def inputs(self, samples: Sequence[CRSSample]) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.q_source([s.context for s in samples]).float()
+        return q, history_tensor([s.mentioned for s in samples], self.config.max_history)
+
+    def train_config(self) -> CRSTrainConfig:
+        c = self.config
+        return CRSTrainConfig(epochs=c.epochs, lr=c.resolved_lr, weight_decay=c.weight_decay,
+                              batch_size=c.batch_size, n_negatives=c.n_negatives, eval_every=c.eval_every,
+                              patience=c.patience, grad_clip=c.grad_clip, max_minutes=c.max_minutes, seed=c.seed,
+                              progress=c.progress)
+
+    def fit(self, data: CRSData | None, train: Sequence[CRSSample], valid: Sequence[CRSSample],
+            log_path: Path | None = None) -> TrainLog:
+        if data is not None and len(data.catalog) != self.n_items:
+            raise LmrecError(f"rta_adapt: {self.n_items} items indexed, the data has {len(data.catalog)}")
+        if not any(p.requires_grad for p in self.module.parameters()):
+            self.log = TrainLog(stopped="nothing to train (variant 'none' with a frozen aggregator)")
+            return self.log
+        self.log = fit_crs_module(self.module, self.inputs, train, valid, self.n_items, self.train_config(),
+                                  log_path, name=f"rta_adapt {self.config.variant}")
+        return self.log
+
+    def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
+        self.module.eval()
+        with torch.no_grad():
+            return self.module(*self.inputs(samples))
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Learned gate σ(c), scale λ and bias / weight summaries."""
+        m = self.module
+        out: dict[str, Any] = {"variant": m.variant, "freeze_aggregator": m.freeze_aggregator}
+        if m.gate is not None:
+            out["sigma_c"] = float(torch.sigmoid(m.gate.detach()))
+        if m.log_scale is not None:
+            out["llm_scale"] = float(m.log_scale.detach().exp())
+        if m.bias is not None:
+            out["bias_mean_abs"] = float(m.bias.detach().abs().mean())
+        if m.weight is not None:
+            out["weight_mean"], out["weight_std"] = float(m.weight.detach().mean()), float(m.weight.detach().std())
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"config": dataclasses.asdict(self.config), "module": self.module.state_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])

@@ -1,0 +1,424 @@
+"""What RTA needs from the LLM, computed once per (dataset, LLM) and cached: q, title tokens, generations.
+
+``prepare_features`` writes into a folder::
+
+    features.pt            q (n, d) and the sample keys of every split; the catalog's title token ids (local ids,
+                           right-padded) and lengths; the token-embedding rows those titles use (not the whole table)
+    generations-<split>.jsonl   the LLM's own answer for each sampled turn: completion, parsed titles, catalog items
+    prepare.json           settings, counts, seconds per sample, share of generated titles that mapped
+
+q for a context is the LLM's final hidden state at the last token of ``prompt(context) + "1."``
+(:meth:`lmrec.llm.CausalLM.encode_contexts`), stored in an :class:`lmrec.text.EmbeddingCache` keyed by
+(LLM identity + max_length, prompt text): a rerun, or another folder with the same LLM, encodes nothing.
+``q_mode="completion"`` encodes the prompt plus the model's own answer cut after its first "1." as the official
+tools/3_context_encoding.py does; the default ``"prefix"`` needs no generation, so training and serving see the
+same input and a new conversation is one forward pass.
+
+Generations are cached in the jsonl files by ``key = sha256(identity, max_new_tokens, answer_prefix, prompt)``:
+a rerun generates only the missing turns (each batch is written atomically as it finishes).
+``max_samples`` limits each split to a seeded random subsample (sorted, reported) because generation on a CPU takes
+seconds per turn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmrec.data.catalog import ItemCatalog
+from lmrec.data.conversations import CRSData, CRSSample
+from lmrec.errors import LmrecError
+from lmrec.io import atomic_write, write_json
+
+__all__ = ["SPLITS", "ContextFeatures", "GenerationRecord", "LLMFeatures", "PrepareConfig", "TitleTokens",
+           "generation_key", "load_features", "map_completion", "prepare_features", "subsample", "title_tokens"]
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of ``prepare_features``. ``max_samples``: per split (missing or None = all samples);
+    ``generate_splits``: the splits whose turns the LLM answers (reindex labels come from train and valid,
+    the zero-shot baseline needs test); ``max_generate``: per split, answer only a seeded subsample of the kept
+    turns (generation is the slow part)."""
+
+    llm: str = "smollm2-135m"
+    dtype: str = "auto"
+    max_samples: dict[str, int | None] = field(default_factory=dict)
+    generate_splits: tuple[str, ...] = SPLITS
+    max_generate: dict[str, int | None] = field(default_factory=dict)  # per split, a subsample of the kept turns
+    seed: int = 2024
+    q_mode: str = "prefix"  # "prefix": prompt + "1."; "completion": prompt + own answer cut after "1." (official)
+    max_length: int = 512  # tokens kept (the last ones) of an encoded prompt
+    encode_batch_size: int = 8
+    generate_batch_size: int = 16
+    max_new_tokens: int = 160
+    answer_prefix: str = "1."  # forced start of the answer; "" is the paper's setting
+    n_titles: int = 20
+    max_title_tokens: int = 32
+    domain: str = "movie"
+
+    def __post_init__(self) -> None:
+        if self.q_mode not in ("prefix", "completion"):
+            raise ValueError(f"q_mode must be 'prefix' or 'completion', got {self.q_mode!r}")
+        for name in ("max_samples", "max_generate"):
+            unknown = set(getattr(self, name)) - set(SPLITS)
+            if unknown:
+                raise ValueError(f"{name} has unknown splits {sorted(unknown)}; expected {SPLITS}")
+        for split in self.generate_splits:
+            if split not in SPLITS:
+                raise ValueError(f"unknown split {split!r} in generate_splits; expected {SPLITS}")
+
+
+@dataclass
+class GenerationRecord:
+    """One generated answer: ``items`` = the catalog indices of its titles in order (unique; unmapped titles
+    dropped), ``n_titles`` the parsed titles considered (≤ n_titles), ``n_mapped`` how many of them mapped."""
+
+    key: str
+    context: str
+    completion: str
+    titles: list[str]
+    items: list[int]
+    n_titles: int
+    n_mapped: int
+    conv_id: str = ""
+    turn_id: int = -1
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> GenerationRecord:
+        return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
+
+
+@dataclass
+class TitleTokens:
+    """Catalog titles as LLM tokens: ``ids`` (n_items, T) index rows of ``table`` (right-padded with 0, see
+    ``lengths``), ``table`` (V_used, d) = the LLM input-embedding rows of ``vocab`` (V_used,) original token ids."""
+
+    ids: torch.Tensor
+    lengths: torch.Tensor
+    table: torch.Tensor
+    vocab: torch.Tensor
+
+    def embeddings(self, items: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens (k, T, d), lengths (k,)) of ``items`` (all items when None)."""
+        ids = self.ids if items is None else self.ids[items]
+        lengths = self.lengths if items is None else self.lengths[items]
+        return self.table[ids], lengths
+
+
+def title_tokens(lm: Any, titles: Sequence[str], max_tokens: int = 32) -> TitleTokens:
+    """Tokenize titles with ``lm.tokenize_titles`` and gather only the embedding rows they use."""
+    ids, lengths = lm.tokenize_titles(list(titles), max_tokens=max_tokens)
+    mask = torch.arange(ids.shape[1])[None, :] < lengths[:, None]
+    vocab = torch.unique(ids[mask])
+    local = torch.searchsorted(vocab, ids).clamp(max=len(vocab) - 1).masked_fill(~mask, 0)
+    table = lm.token_embeddings()[vocab].clone().float()
+    return TitleTokens(local, lengths, table, vocab)
+
+
+def subsample(n: int, max_samples: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of ``min(n, max_samples)`` of ``range(n)`` drawn without replacement (all when None)."""
+    if max_samples is None or max_samples >= n:
+        return np.arange(n)
+    if max_samples < 0:
+        raise ValueError(f"max_samples must be >= 0, got {max_samples}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
+
+
+def generation_key(identity: str, max_new_tokens: int, answer_prefix: str, prompt: str) -> str:
+    text = f"{identity}\x00{max_new_tokens}\x00{answer_prefix}\x00{prompt}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def map_completion(completion: str, matcher: Any, n_titles: int = 20) -> tuple[list[str], list[int], int]:
+    """(parsed display titles, catalog items in order, number of titles that mapped) of one completion, keeping
+    its first ``n_titles`` titles (:func:`lmrec.llm.parse_completion` then ``TitleMatcher.map``, no ground truth)."""
+    from lmrec.llm import parse_completion
+
+    parsed = parse_completion(completion)[:n_titles]
+    mapping = matcher.map([t.key for t in parsed])
+    return [t.display for t in parsed], mapping.indices, sum(m is not None for m in mapping.matched)
+
+
+def _read_records(path: Path) -> dict[str, GenerationRecord]:
+    out: dict[str, GenerationRecord] = {}
+    if not path.exists():
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = GenerationRecord.from_dict(json.loads(line))
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise LmrecError(f"{path}, line {line_no}: not a generation record ({exc})") from None
+            out[record.key] = record
+    return out
+
+
+def _write_records(path: Path, records: Sequence[GenerationRecord]) -> None:
+    atomic_write(path, lambda f: f.writelines(json.dumps(asdict(r)) + "\n" for r in records))
+
+
+class LLMFeatures:
+    """A prepared folder: per split the kept samples, their q (n, d) and the LLM's generations, plus title tokens.
+
+    ``samples[split]`` are the kept :class:`CRSSample` (in dataset order), ``q[split]`` their rows;
+    ``generations[split]`` maps a context to its :class:`GenerationRecord` (only generated splits).
+    """
+
+    def __init__(self, folder: Path, data: CRSData, payload: dict[str, Any], meta: dict[str, Any]):
+        self.folder = Path(folder)
+        self.data = data
+        self.meta = meta
+        self.identity: str = payload["identity"]
+        self.tokens = TitleTokens(payload["title_ids"], payload["title_lengths"], payload["token_table"],
+                                  payload["vocab"])
+        self.samples: dict[str, list[CRSSample]] = {}
+        self.q: dict[str, torch.Tensor] = {}
+        for split in SPLITS:
+            entry = payload["splits"].get(split)
+            if entry is None:
+                continue
+            all_samples = data.samples(split)
+            kept = [all_samples[int(i)] for i in entry["indices"]]
+            for s, (conv, turn) in zip(kept, entry["keys"]):
+                if (s.conv_id, s.turn_id) != (conv, turn):
+                    raise LmrecError(f"{self.folder}: the {split} samples changed since prepare "
+                                     f"(expected turn {conv}/{turn}, found {s.conv_id}/{s.turn_id}); run prepare again")
+            self.samples[split], self.q[split] = kept, entry["q"]
+        self.generations: dict[str, dict[str, GenerationRecord]] = {}
+        for split in SPLITS:
+            path = self.folder / f"generations-{split}.jsonl"
+            if path.exists():
+                self.generations[split] = {r.context: r for r in _read_records(path).values()}
+
+    @property
+    def dim(self) -> int:
+        return int(self.tokens.table.shape[1])
+
+    @property
+    def n_items(self) -> int:
+        return len(self.data.catalog)
+
+    def q_table(self) -> dict[str, torch.Tensor]:
+        """context -> q over every prepared split."""
+        return {s.context: row for split in self.samples for s, row in zip(self.samples[split], self.q[split])}
+
+    def completions(self) -> dict[str, str]:
+        """context -> generated completion over every generated split."""
+        return {ctx: r.completion for records in self.generations.values() for ctx, r in records.items()}
+
+    def generated_samples(self, split: str) -> list[CRSSample]:
+        """The kept samples of ``split`` that have a generation."""
+        records = self.generations.get(split, {})
+        return [s for s in self.samples.get(split, []) if s.context in records]
+
+    def llm_label_samples(self, split: str, top_k: int = 5, label_source: str = "llm") -> list[CRSSample]:
+        """Samples whose targets are reindex labels: the LLM's top-``top_k`` mapped items (``"llm"``), the ground
+        truth (``"ground_truth"``) or both (``"both"``, LLM items first, duplicates removed). Samples left with no
+        label are dropped. ``target_is_new`` is recomputed against ``mentioned``."""
+        if label_source not in ("llm", "ground_truth", "both"):
+            raise ValueError(f"label_source must be 'llm', 'ground_truth' or 'both', got {label_source!r}")
+        records = self.generations.get(split, {})
+        if label_source != "ground_truth" and not records:
+            raise LmrecError(f"{self.folder}: no generations for split {split!r}: prepare with it in generate_splits")
+        out = []
+        pool = self.samples.get(split, []) if label_source == "ground_truth" else self.generated_samples(split)
+        for s in pool:
+            labels: list[int] = []
+            if label_source in ("llm", "both"):
+                labels += records[s.context].items[:top_k]
+            if label_source in ("ground_truth", "both"):
+                labels += s.targets
+            labels = list(dict.fromkeys(labels))
+            if labels:
+                mentioned = set(s.mentioned)
+                out.append(CRSSample(s.conv_id, s.turn_id, s.context, s.mentioned, labels,
+                                     [t not in mentioned for t in labels]))
+        return out
+
+
+def load_features(folder: str | Path, data: CRSData) -> LLMFeatures:
+    """Open a folder written by :func:`prepare_features` for ``data`` (the same dataset and split)."""
+    folder = Path(folder)
+    path = folder / "features.pt"
+    if not path.exists():
+        raise LmrecError(f"{folder}: no features.pt; run `lmrec crs prepare --out {folder}` first")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    meta = json.loads((folder / "prepare.json").read_text(encoding="utf-8"))
+    if meta.get("dataset") not in (None, data.name):
+        raise LmrecError(f"{folder} was prepared for dataset {meta.get('dataset')!r}, not {data.name!r}")
+    return LLMFeatures(folder, data, payload, meta)
+
+
+def prepare_features(
+    data: CRSData,
+    lm: Any,
+    folder: str | Path,
+    config: PrepareConfig | None = None,
+    cache: Any = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> LLMFeatures:
+    """Encode q for the (sub)sampled turns of every split, generate for ``generate_splits``, tokenize titles.
+
+    ``lm``: a :class:`lmrec.llm.CausalLM`; ``cache``: an :class:`lmrec.text.EmbeddingCache` for q (None: the
+    default cache root). Writes the folder described in the module docstring and returns it opened.
+    """
+    from lmrec.llm import TitleMatcher
+    from lmrec.text.cache import EmbeddingCache
+
+    cfg = config or PrepareConfig()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cache = cache if cache is not None else EmbeddingCache()
+    matcher = TitleMatcher(data.catalog.titles)
+    meta: dict[str, Any] = {"dataset": data.name, "llm": cfg.llm, "identity": lm.identity, "config": asdict(cfg),
+                            "splits": {}}
+    splits: dict[str, Any] = {}
+    for k, split in enumerate(SPLITS):
+        samples = data.samples(split)
+        keep = subsample(len(samples), cfg.max_samples.get(split), cfg.seed + k)
+        kept = [samples[int(i)] for i in keep]
+        info: dict[str, Any] = {"samples": len(samples), "kept": len(kept),
+                                "subsample": None if len(kept) == len(samples) else f"seed {cfg.seed + k}"}
+        completions = None
+        if split in cfg.generate_splits and kept:
+            answer = subsample(len(kept), cfg.max_generate.get(split), cfg.seed + 100 + k)
+            if cfg.q_mode == "completion" and len(answer) < len(kept):
+                raise LmrecError("q_mode='completion' needs a generation for every kept turn: drop max_generate")
+            records, info["generation"] = _generate(lm, [kept[int(i)] for i in answer],
+                                                    folder / f"generations-{split}.jsonl", cfg, matcher, progress,
+                                                    log, split)
+            info["generation"]["turns"] = len(answer)
+            if cfg.q_mode == "completion":
+                completions = [records[s.context].completion for s in kept]
+        elif cfg.q_mode == "completion" and kept:
+            raise LmrecError(f"q_mode='completion' needs generations for split {split!r}")
+        start = time.perf_counter()
+        q = lm.encode_contexts([s.context for s in kept], batch_size=cfg.encode_batch_size, max_length=cfg.max_length,
+                               progress=progress, completions=completions, cache=cache, domain=cfg.domain,
+                               n_items=cfg.n_titles) if kept else torch.empty(0, lm.hidden_size)
+        seconds = time.perf_counter() - start
+        info["encoding"] = {"seconds": seconds, "seconds_per_sample": seconds / max(len(kept), 1),
+                            "note": "includes cache hits (0 s each)"}
+        log(f"{split}: {len(kept)}/{len(samples)} turns; q {tuple(q.shape)} in {seconds:.1f} s")
+        splits[split] = {"indices": torch.as_tensor(keep, dtype=torch.long), "q": q.float().contiguous(),
+                         "keys": [(s.conv_id, s.turn_id) for s in kept]}
+        meta["splits"][split] = info
+    tokens = title_tokens(lm, data.catalog.titles, cfg.max_title_tokens)
+    meta["titles"] = {"items": len(data.catalog), "mean_tokens": float(tokens.lengths.float().mean()),
+                      "max_tokens": int(tokens.lengths.max()), "vocab_rows": len(tokens.vocab)}
+    payload = {"identity": lm.identity, "splits": splits, "title_ids": tokens.ids, "title_lengths": tokens.lengths,
+               "token_table": tokens.table, "vocab": tokens.vocab}
+    atomic_write(folder / "features.pt", lambda f: torch.save(payload, f), binary=True)
+    write_json(folder / "prepare.json", meta)
+    return LLMFeatures(folder, data, payload, meta)
+
+
+def _generate(
+    lm: Any, samples: Sequence[CRSSample], path: Path, cfg: PrepareConfig, matcher: Any, progress: bool,
+    log: Callable[[str], None], split: str,
+) -> tuple[dict[str, GenerationRecord], dict[str, Any]]:
+    """Generations for ``samples`` (cached in ``path``), keyed by context; and timing / mapping statistics."""
+    cached = _read_records(path)
+    prompts = [lm.prompt(s.context, n_items=cfg.n_titles, domain=cfg.domain) for s in samples]
+    keys = [generation_key(lm.identity, cfg.max_new_tokens, cfg.answer_prefix, p) for p in prompts]
+    todo = [i for i, key in enumerate(keys) if key not in cached]
+    chunk = max(cfg.generate_batch_size, 1)
+    seconds = 0.0
+    for start in range(0, len(todo), chunk):
+        rows = todo[start : start + chunk]
+        t0 = time.perf_counter()
+        texts = lm.generate([prompts[i] for i in rows], max_new_tokens=cfg.max_new_tokens,
+                            batch_size=cfg.generate_batch_size, formatted=True, answer_prefix=cfg.answer_prefix,
+                            progress=False)
+        seconds += time.perf_counter() - t0
+        for i, text in zip(rows, texts):
+            titles, items, n_mapped = map_completion(text, matcher, cfg.n_titles)
+            s = samples[i]
+            cached[keys[i]] = GenerationRecord(keys[i], s.context, text, titles, items, len(titles), n_mapped,
+                                               s.conv_id, s.turn_id)
+        _write_records(path, list(cached.values()))
+        if progress:
+            done = start + len(rows)
+            log(f"  generated {done}/{len(todo)} {split} turns ({seconds / done:.1f} s/turn)")
+    records = {samples[i].context: cached[key] for i, key in enumerate(keys)}
+    n_titles = sum(r.n_titles for r in records.values())
+    n_mapped = sum(r.n_mapped for r in records.values())
+    stats = {"generated_now": len(todo), "cached": len(samples) - len(todo), "seconds": seconds,
+             "seconds_per_sample": seconds / len(todo) if todo else None,
+             "titles_per_turn": n_titles / len(records), "mapped_share": n_mapped / n_titles if n_titles else 0.0,
+             "items_per_turn": sum(len(r.items) for r in records.values()) / len(records)}
+    log(f"{split}: {len(records)} generations ({len(todo)} new), {stats['titles_per_turn']:.1f} titles/turn, "
+        f"{100 * stats['mapped_share']:.1f}% mapped to the catalog")
+    return records, stats
+
+
+class ContextFeatures:
+    """q vectors and completions for contexts: prepared tables first, the LLM (loaded lazily) for the rest.
+
+    Used at evaluation and serving time: a new conversation (or a masked probe of a known one) is encoded by the
+    LLM through the embedding cache; ``completion`` generates with the prepare settings. ``lm_loader`` returns a
+    :class:`lmrec.llm.CausalLM` (e.g. ``lambda: CausalLM.load(name, dtype)``).
+    """
+
+    def __init__(
+        self,
+        q_table: Mapping[str, torch.Tensor] | None = None,
+        completions: Mapping[str, str] | None = None,
+        lm_loader: Callable[[], Any] | None = None,
+        config: PrepareConfig | None = None,
+        cache: Any = None,
+        catalog: ItemCatalog | None = None,
+    ):
+        self.q_table = dict(q_table or {})
+        self.completion_table = dict(completions or {})
+        self.lm_loader = lm_loader
+        self.config = config or PrepareConfig()
+        self.cache = cache
+        self._lm: Any = None
+
+    @property
+    def lm(self) -> Any:
+        if self._lm is None:
+            if self.lm_loader is None:
+                raise LmrecError("this context was not prepared and no LLM is configured to encode it")
+            self._lm = self.lm_loader()
+        return self._lm
+
+    def q(self, contexts: Sequence[str]) -> torch.Tensor:
+        """(len(contexts), d) float32."""
+        missing = list(dict.fromkeys(c for c in contexts if c not in self.q_table))
+        if missing:
+            cfg = self.config
+            completions = self.completions(missing) if cfg.q_mode == "completion" else None
+            from lmrec.text.cache import EmbeddingCache
+
+            cache = self.cache if self.cache is not None else EmbeddingCache()
+            vectors = self.lm.encode_contexts(missing, batch_size=cfg.encode_batch_size, max_length=cfg.max_length,
+                                              completions=completions, cache=cache, domain=cfg.domain,
+                                              n_items=cfg.n_titles)
+            self.q_table.update(zip(missing, vectors.float()))
+        return torch.stack([self.q_table[c] for c in contexts]) if contexts else torch.empty(0, 0)
+
+    def completions(self, contexts: Sequence[str]) -> list[str]:
+        missing = list(dict.fromkeys(c for c in contexts if c not in self.completion_table))
+        if missing:
+            cfg = self.config
+            texts = self.lm.generate(missing, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generate_batch_size,
+                                     answer_prefix=cfg.answer_prefix, progress=False, n_items=cfg.n_titles,
+                                     domain=cfg.domain)
+            self.completion_table.update(zip(missing, texts))
+        return [self.completion_table[c] for c in contexts]

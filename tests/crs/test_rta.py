@@ -1,0 +1,232 @@
+"""RTA: aggregators (shapes, masking), the reindex loss and training on a planted problem, the adapt variants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmrec.data.conversations import CRSSample
+from lmrec.models.crs.rta.adapt import AdaptConfig, AdaptModule, RTAAdapt
+from lmrec.models.crs.rta.aggregators import AGGREGATORS, build_aggregator
+from lmrec.models.crs.rta.features import ContextFeatures, TitleTokens, subsample
+from lmrec.models.crs.rta.reindex import (
+    ItemIndexer,
+    ReindexConfig,
+    RTAReindex,
+    negative_mask,
+    sample_negatives,
+    sampled_softmax_loss,
+)
+from lmrec.models.crs.training import history_tensor
+
+D = 16
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster on a CPU shared with other jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_tokens(n_items: int = 30, vocab: int = 50, width: int = 6, seed: int = 0) -> TitleTokens:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, width + 1, (n_items,), generator=g)
+    ids = torch.randint(0, vocab, (n_items, width), generator=g)
+    ids = ids.masked_fill(torch.arange(width)[None, :] >= lengths[:, None], 0)
+    return TitleTokens(ids, lengths, torch.randn(vocab, D, generator=g), torch.arange(vocab))
+
+
+def sample(i: int, targets: list[int], mentioned: list[int] | None = None) -> CRSSample:
+    mentioned = mentioned or []
+    return CRSSample(f"c{i}", 1, f"context {i}", mentioned, targets, [t not in mentioned for t in targets])
+
+
+# -- aggregators -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(AGGREGATORS))
+def test_aggregator_output_shape(name: str) -> None:
+    agg = build_aggregator(name, D, max_tokens=8).eval()
+    out = agg(torch.randn(5, 8, D), torch.tensor([1, 3, 8, 2, 5]))
+    assert out.shape == (5, D)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", list(AGGREGATORS))
+def test_padding_never_changes_the_result(name: str) -> None:
+    torch.manual_seed(0)
+    agg = build_aggregator(name, D, max_tokens=32).eval()
+    title = torch.randn(3, D)
+    others = torch.randn(2, 5, D)
+    results = []
+    for width in (8, 32):
+        tokens = torch.randn(3, width, D) * 100  # garbage in the padding
+        tokens[0, :3] = title
+        tokens[1:, :5] = others
+        with torch.no_grad():
+            results.append(agg(tokens, torch.tensor([3, 5, 5]))[0])
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-5)
+
+
+def test_sum_equals_the_manual_masked_sum() -> None:
+    tokens = torch.randn(4, 6, D)
+    lengths = torch.tensor([1, 6, 3, 2])
+    out = build_aggregator("sum", D)(tokens, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(out[i], tokens[i, :n].sum(0))
+
+
+def test_aggregator_bad_input() -> None:
+    with pytest.raises(ValueError, match="unknown aggregator"):
+        build_aggregator("mean", D)
+    with pytest.raises(ValueError, match="lengths"):
+        build_aggregator("sum", D)(torch.randn(2, 4, D), torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="nhead"):
+        build_aggregator("transformer", 20)  # 8 heads do not divide 20
+
+
+# -- reindex -----------------------------------------------------------------------------------------------
+def test_negatives_never_equal_the_positive() -> None:
+    negatives = sample_negatives(10, 10, torch.Generator().manual_seed(0))
+    assert sorted(negatives.tolist()) == list(range(10))  # without replacement
+    positives = torch.tensor([3, 7])
+    mask = negative_mask(positives, negatives)
+    assert mask.sum(1).tolist() == [1, 1]
+    assert (negatives[mask[0]] == 3).all() and (negatives[mask[1]] == 7).all()
+
+    table = torch.randn(10, D)
+    q = torch.randn(2, D)
+    loss = sampled_softmax_loss(q, positives, negatives, lambda items: table[items])
+    scores = q @ table.T
+    manual = torch.stack([
+        -F.log_softmax(torch.cat([scores[r, p : p + 1], scores[r, [i for i in negatives.tolist() if i != p]]]), 0)[0]
+        for r, p in enumerate(positives.tolist())
+    ]).mean()
+    torch.testing.assert_close(loss, manual)
+    # the official behaviour keeps the collision: the positive also appears among the negatives
+    unfiltered = sampled_softmax_loss(q, positives, negatives, lambda items: table[items], filter_collisions=False)
+    assert unfiltered > loss
+
+
+def planted_problem(n_items: int = 30, n_train: int = 400, n_valid: int = 60, seed: int = 0):
+    """q = A·mean(title tokens of the label) + noise: an aggregator that learns A's transpose ranks the label first."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = random_tokens(n_items, seed=seed)
+    mean = torch.stack([tokens.table[tokens.ids[i, : tokens.lengths[i]]].mean(0) for i in range(n_items)])
+    mix = torch.randn(D, D, generator=g)
+    labels = torch.randint(0, n_items, (n_train + n_valid,), generator=g)
+    q = (mean[labels] @ mix.T) + 0.05 * torch.randn(n_train + n_valid, D, generator=g)
+    samples = [sample(i, [int(labels[i])]) for i in range(n_train + n_valid)]
+    source = ContextFeatures(q_table={s.context: q[i] for i, s in enumerate(samples)})
+    return tokens, source, samples[:n_train], samples[n_train:]
+
+
+def hit_at_1(model, samples) -> float:
+    scores = model.score(samples)
+    return float((scores.argmax(1) == torch.tensor([s.targets[0] for s in samples])).float().mean())
+
+
+def test_reindex_learns_to_rank_the_planted_item_first() -> None:
+    tokens, source, train, valid = planted_problem(n_train=300)
+    config = ReindexConfig(aggregator="weighted", lr=2e-2, epochs=30, eval_every=10, n_negatives=10, batch_size=100,
+                           progress=False, patience=100)
+    model = RTAReindex(tokens, source.q, config)
+    before = hit_at_1(model, valid)
+    log = model.fit(None, train, valid)
+    after = hit_at_1(model, valid)
+    assert after > 0.8 > before + 0.5
+    assert log.best_epoch > 0 and log.records[log.best_epoch - 1].valid is not None
+    # the ranking is one matrix product with the item table
+    torch.testing.assert_close(model.score(valid[:3]), source.q([s.context for s in valid[:3]]) @ model.item_table().T)
+
+
+def test_reindex_restores_the_best_validation_state() -> None:
+    tokens, source, train, valid = planted_problem(n_train=200, n_valid=40, seed=1)
+    config = ReindexConfig(aggregator="weighted", lr=5e-2, epochs=12, eval_every=1, n_negatives=10, batch_size=64,
+                           progress=False)
+    model = RTAReindex(tokens, source.q, config)
+    log = model.fit(None, train, valid)
+    best = max(r.valid["hr@10"] for r in log.records if r.valid)
+    from lmrec.eval.crs import evaluate_crs
+
+    final = evaluate_crs(model.score, valid, model.n_items, ks=(10,)).summary()["hr@10"].mean
+    assert final == pytest.approx(best)
+
+
+def test_sum_aggregator_has_nothing_to_train() -> None:
+    tokens, source, train, valid = planted_problem(n_train=20, n_valid=5)
+    model = RTAReindex(tokens, source.q, ReindexConfig(aggregator="sum", progress=False))
+    log = model.fit(None, train, valid)
+    assert "no parameters" in log.stopped
+    manual = torch.stack([tokens.table[tokens.ids[i, : tokens.lengths[i]]].sum(0) for i in range(30)])
+    torch.testing.assert_close(model.item_table(), manual)
+
+
+# -- adapt -------------------------------------------------------------------------------------------------
+def indexer(n_items: int = 30, name: str = "gru") -> ItemIndexer:
+    torch.manual_seed(0)
+    return ItemIndexer(random_tokens(n_items), build_aggregator(name, D))
+
+
+@pytest.mark.parametrize("variant", ["b", "gW", "gW+b"])
+def test_bias_init_leaves_scores_unchanged(variant: str) -> None:
+    idx = indexer()
+    module = AdaptModule(idx, variant).eval()
+    q = torch.randn(4, D)
+    torch.testing.assert_close(module(q, history_tensor([[]] * 4)), q @ idx.item_table().T)
+
+
+@pytest.mark.parametrize("kind", ["fism", "sasrec"])
+def test_gate_at_zero_is_the_average_of_llm_and_recsys(kind: str) -> None:
+    from lmrec.models.crs.rta.adapt import build_recsys
+
+    idx = indexer()
+    module = AdaptModule(idx, f"gate-{kind}", recsys=build_recsys(kind, 30)).eval()
+    assert float(module.gate.detach()) == 0.0
+    q = torch.randn(3, D)
+    history = history_tensor([[1, 2], [], [5]])
+    with torch.no_grad():
+        expected = 0.5 * (q @ idx.item_table().T) + 0.5 * module.recsys(history)
+        torch.testing.assert_close(module(q, history), expected)
+
+
+def test_frozen_aggregator_does_not_change_while_bias_and_gate_train() -> None:
+    idx = indexer(name="gru")
+    frozen = {k: v.clone() for k, v in idx.aggregator.state_dict().items()}
+    tokens, source, train, valid = planted_problem(n_train=120, n_valid=20, seed=2)
+    history = {s.context: [i % 30, (i * 7) % 30] for i, s in enumerate(train + valid)}
+    train = [CRSSample(s.conv_id, s.turn_id, s.context, history[s.context], s.targets, [True]) for s in train]
+    valid = [CRSSample(s.conv_id, s.turn_id, s.context, history[s.context], s.targets, [True]) for s in valid]
+    for variant in ("gW+b", "gate-fism"):
+        model = RTAAdapt(idx, source.q, AdaptConfig(variant=variant, epochs=3, lr=1e-2, n_negatives=None,
+                                                    progress=False, llm_scale="learned"))
+        model.fit(None, train, valid)
+        for key, value in idx.aggregator.state_dict().items():
+            assert torch.equal(value, frozen[key]), key
+        trained = model.module.bias if variant == "gW+b" else model.module.gate
+        assert not torch.all(trained == (0.0 if variant == "gW+b" else 0.0))
+
+
+def test_trainable_aggregator_changes() -> None:
+    idx = indexer(name="weighted")
+    before = {k: v.clone() for k, v in idx.aggregator.state_dict().items()}
+    _, source, train, valid = planted_problem(n_train=64, n_valid=8, seed=3)
+    model = RTAAdapt(idx, source.q, AdaptConfig(variant="b", freeze_aggregator=False, epochs=2, lr=1e-2,
+                                                progress=False))
+    model.fit(None, train, valid)
+    assert any(not torch.equal(v, before[k]) for k, v in idx.aggregator.state_dict().items())
+
+
+def test_adapt_config_validation() -> None:
+    with pytest.raises(ValueError, match="unknown adapt variant"):
+        AdaptConfig(variant="gate-gru")
+    assert AdaptConfig(variant="gate-fism").resolved_lr == 1e-3
+    assert AdaptConfig(variant="gW+b").resolved_lr == 1e-4
+
+
+def test_subsample_is_seeded_and_sorted() -> None:
+    a, b = subsample(100, 10, 5), subsample(100, 10, 5)
+    assert a.tolist() == b.tolist() == sorted(a.tolist()) and len(set(a.tolist())) == 10
+    assert subsample(5, None, 0).tolist() == list(range(5))
