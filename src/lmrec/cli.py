@@ -216,6 +216,175 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{name:12s} {doc}")
 
 
+# -- conversational recommendation (RTA): lmrec crs ... ----------------------------------------------------------
+def _max_samples(text: str | None) -> dict[str, int | None]:
+    """``--max-samples``: ``N`` (every split) or ``train=N,valid=M,test=K`` (``all`` = no limit)."""
+    if not text:
+        return {}
+    if "=" not in text:
+        n = None if text == "all" else int(text)
+        return {"train": n, "valid": n, "test": n}
+    out: dict[str, int | None] = {}
+    for part in text.split(","):
+        split, _, value = part.partition("=")
+        out[split.strip()] = None if value.strip() == "all" else int(value)
+    return out
+
+
+def _crs_threads(args: argparse.Namespace) -> None:
+    """``--threads N``: torch intra-op threads (1 is often faster on a CPU shared with other jobs)."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _crs_metrics(metrics: dict[str, Any], out: Path) -> None:
+    keep = ("hr@1", "hr@10", "hr@50", "ndcg@10", "mrr")
+    print(metrics_table({split: {k: v for k, v in block.items() if k in keep} for split, block in metrics.items()}))
+    print(f"wrote {out}/metrics.json")
+
+
+def cmd_crs_prepare(args: argparse.Namespace) -> None:
+    from lmrec.experiments.crs import run_prepare
+    from lmrec.models.crs.rta.features import PrepareConfig
+
+    _crs_threads(args)
+    config = PrepareConfig(llm=args.llm, dtype=args.dtype, max_samples=_max_samples(args.max_samples),
+                           generate_splits=tuple(s for s in args.generate.split(",") if s), seed=args.seed,
+                           max_generate=_max_samples(args.max_generate),
+                           max_new_tokens=args.max_new_tokens, answer_prefix=args.answer_prefix,
+                           generate_batch_size=args.batch_size, encode_batch_size=args.batch_size, q_mode=args.q_mode)
+    features = run_prepare(args.dataset, Path(args.out), config, cache_root=args.cache, progress=not args.no_progress)
+    for split, info in features.meta["splits"].items():
+        gen = info.get("generation")
+        line = f"{split}: {info['kept']}/{info['samples']} turns, encode {info['encoding']['seconds_per_sample']:.2f} s/turn"
+        if gen:
+            per = gen["seconds_per_sample"]
+            line += (f"; generated {gen['generated_now']} new ({'%.1f s/turn' % per if per else 'all cached'}), "
+                     f"{100 * gen['mapped_share']:.1f}% of {gen['titles_per_turn']:.1f} titles/turn mapped")
+        print(line)
+    print(f"wrote {args.out}/")
+
+
+def cmd_crs_zero_shot(args: argparse.Namespace) -> None:
+    _crs_threads(args)
+    from lmrec.experiments.crs import run_zero_shot
+
+    _crs_metrics(run_zero_shot(Path(args.features), Path(args.out)), Path(args.out))
+
+
+def cmd_crs_reindex(args: argparse.Namespace) -> None:
+    _crs_threads(args)
+    from lmrec.experiments.crs import run_reindex
+    from lmrec.models.crs.rta.reindex import ReindexConfig
+
+    options = {k: getattr(args, k) for k in ("lr", "epochs", "max_minutes", "n_negatives", "patience", "seed",
+                                             "eval_every", "weight_decay") if getattr(args, k) is not None}
+    config = ReindexConfig(aggregator=args.aggregator, label_source=args.label_source, progress=not args.no_progress,
+                           **options, **_pairs(args.set))
+    _crs_metrics(run_reindex(Path(args.features), Path(args.out), config), Path(args.out))
+
+
+def cmd_crs_adapt(args: argparse.Namespace) -> None:
+    _crs_threads(args)
+    from lmrec.experiments.crs import run_adapt
+    from lmrec.models.crs.rta.adapt import AdaptConfig
+
+    options = {k: getattr(args, k) for k in ("lr", "epochs", "max_minutes", "patience", "seed", "weight_decay")
+               if getattr(args, k) is not None}
+    if args.n_negatives is not None:
+        options["n_negatives"] = None if args.n_negatives <= 0 else args.n_negatives
+    config = AdaptConfig(variant=args.variant, freeze_aggregator=args.freeze_aggregator, llm_scale=args.llm_scale,
+                         progress=not args.no_progress, **options, **_pairs(args.set))
+    _crs_metrics(run_adapt(Path(args.reindex), Path(args.out), config), Path(args.out))
+
+
+def cmd_crs_evaluate(args: argparse.Namespace) -> None:
+    _crs_threads(args)
+    from lmrec.experiments.crs import evaluate_run
+
+    _crs_metrics(evaluate_run(Path(args.run)), Path(args.run))
+
+
+def _read_lines(source: str) -> tuple[list[str], str]:
+    if source == "-":
+        return sys.stdin.read().splitlines(), "<stdin>"
+    path = Path(source)
+    if not path.is_file():
+        raise LmrecError(f"{source}: no such conversation file")
+    return path.read_text(encoding="utf-8").splitlines(), str(path)
+
+
+def _print_recommendations(run: Any, sample: Any, k: int, exclude: bool) -> list[int]:
+    from lmrec.experiments.crs import recommend
+
+    titles = run.catalog.titles
+    if sample.mentioned:
+        print("mentioned: " + "; ".join(titles[i] for i in sample.mentioned))
+    top = recommend(run, sample, k, exclude)
+    for rank, (item, score) in enumerate(top, start=1):
+        print(f"{rank:3d}. {titles[item]}  {score:.3f}")
+    sys.stdout.flush()
+    return [item for item, _ in top]
+
+
+def cmd_crs_recommend(args: argparse.Namespace) -> None:
+    _crs_threads(args)
+    from lmrec.experiments.crs import MentionFinder, conversation_sample, load_crs_run, parse_conversation
+
+    lines, source = _read_lines(args.conversation)
+    turns = parse_conversation(lines, source)
+    run = load_crs_run(Path(args.run))
+    _print_recommendations(run, conversation_sample(turns, MentionFinder(run.catalog.titles)), args.k,
+                           not args.keep_mentioned)
+
+
+def cmd_crs_chat(args: argparse.Namespace) -> None:
+    """Each input line is a user turn (``System: ...`` adds a system turn); top-k titles after each user turn,
+    and a system turn naming the first three is added to the conversation. ``/reset`` clears it, ``/quit`` ends."""
+    _crs_threads(args)
+    from lmrec.data.conversations import Turn
+    from lmrec.experiments.crs import MentionFinder, conversation_sample, load_crs_run, parse_conversation
+
+    run = load_crs_run(Path(args.run))
+    finder = MentionFinder(run.catalog.titles)
+    interactive = sys.stdin.isatty()
+    print(f"lmrec crs chat ({run.config['kind']} on {run.config['dataset']}): type what you like; /reset, /quit")
+    turns: list[Turn] = []
+    while True:
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/quit":
+            break
+        if text == "/reset":
+            turns = []
+            print("(conversation cleared)")
+            continue
+        if text.startswith("/"):
+            print(f"unknown command {text!r}: /reset or /quit")
+            continue
+        if not text.lower().startswith(("user:", "system:")):
+            text = f"User: {text}"
+        turn = parse_conversation([text], "<chat>")[0]
+        turns.append(turn)
+        if turn.role == "system":
+            continue
+        if not interactive:
+            print(f"> {turn.text}")
+        top = _print_recommendations(run, conversation_sample(turns, finder), args.k, not args.keep_mentioned)
+        if top:
+            reply = "How about " + ", ".join(run.catalog.titles[i] for i in top[:3]) + "?"
+            turns.append(Turn("system", reply))
+            print(f"System: {reply}")
+
+
 # -- parser -------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmrec", description="Recommendation with language models.")
@@ -324,6 +493,80 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--user", default="1")
     demo.add_argument("--out", default="runs/demo")
     demo.set_defaults(func=cmd_demo)
+
+    crs = sub.add_parser("crs", help="conversational recommendation with an LLM (Reindex-Then-Adapt)")
+    crs.add_argument("--threads", type=int, help="torch CPU threads (1 is often faster on a shared CPU)")
+    crs_sub = crs.add_subparsers(dest="crs_command", required=True)
+    prep = crs_sub.add_parser("prepare", help="encode q, tokenize titles and generate with the LLM (cached)")
+    prep.add_argument("--dataset", required=True, help="inspired | redial (found under $LMREC_DATA)")
+    prep.add_argument("--llm", default="smollm2-135m", help="registered name, local folder, .gguf file or hub id")
+    prep.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (auto: bf16 only with AMX/AVX512-BF16)")
+    prep.add_argument("--max-samples", dest="max_samples", help="N or train=N,valid=M,test=K (seeded subsample)")
+    prep.add_argument("--generate", default="train,valid,test", help="splits the LLM answers (comma-separated)")
+    prep.add_argument("--max-generate", dest="max_generate",
+                      help="N or train=N,valid=M,test=K: answer only a seeded subsample of the kept turns")
+    prep.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=160)
+    prep.add_argument("--answer-prefix", dest="answer_prefix", default="1.",
+                      help='forced start of the answer ("" = the paper\'s setting)')
+    prep.add_argument("--q-mode", dest="q_mode", default="prefix", choices=["prefix", "completion"])
+    prep.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    prep.add_argument("--seed", type=int, default=2024)
+    prep.add_argument("--cache", help="embedding cache root (default $LMREC_CACHE/embeddings)")
+    prep.add_argument("--no-progress", action="store_true")
+    prep.add_argument("--out", required=True)
+    prep.set_defaults(func=cmd_crs_prepare)
+
+    zsl = crs_sub.add_parser("zero-shot", help="score the LLM's own generated titles")
+    zsl.add_argument("--features", required=True, help="a folder written by `lmrec crs prepare`")
+    zsl.add_argument("--out", required=True)
+    zsl.set_defaults(func=cmd_crs_zero_shot)
+
+    def crs_train_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--lr", type=float)
+        p.add_argument("--weight-decay", dest="weight_decay", type=float)
+        p.add_argument("--epochs", type=int)
+        p.add_argument("--patience", type=int)
+        p.add_argument("--max-minutes", dest="max_minutes", type=float)
+        p.add_argument("--n-negatives", dest="n_negatives", type=int)
+        p.add_argument("--seed", type=int)
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config field")
+        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--out", required=True)
+
+    rx = crs_sub.add_parser("reindex", help="train an aggregator: single-token item embeddings the LLM can score")
+    rx.add_argument("--features", required=True)
+    rx.add_argument("--aggregator", default="gru", choices=["sum", "weighted", "gru", "transformer"])
+    rx.add_argument("--label-source", dest="label_source", default="llm", choices=["llm", "ground_truth", "both"])
+    rx.add_argument("--eval-every", dest="eval_every", type=int)
+    crs_train_args(rx)
+    rx.set_defaults(func=cmd_crs_reindex)
+
+    ad = crs_sub.add_parser("adapt", help="bias terms or RecSys gating on top of a reindex run")
+    ad.add_argument("--reindex", required=True, help="a reindex run folder")
+    ad.add_argument("--variant", default="gW+b", choices=["none", "b", "gW", "gW+b", "gate-fism", "gate-sasrec"])
+    ad.add_argument("--freeze-aggregator", dest="freeze_aggregator", action=argparse.BooleanOptionalAction,
+                    default=True, help="keep the reindexed item table fixed (default) or train the aggregator too")
+    ad.add_argument("--llm-scale", dest="llm_scale", default="none", choices=["none", "learned"])
+    crs_train_args(ad)
+    ad.set_defaults(func=cmd_crs_adapt)
+
+    cev = crs_sub.add_parser("evaluate", help="recompute a CRS run's metrics.json")
+    cev.add_argument("run")
+    cev.set_defaults(func=cmd_crs_evaluate)
+
+    crec = crs_sub.add_parser("recommend", help="top-k titles for a conversation (lines 'User: ...' / 'System: ...')")
+    crec.add_argument("run")
+    crec.add_argument("--conversation", required=True, help="a text file, or - for stdin")
+    crec.add_argument("-k", type=int, default=10)
+    crec.add_argument("--keep-mentioned", dest="keep_mentioned", action="store_true",
+                      help="also list movies already named in the conversation")
+    crec.set_defaults(func=cmd_crs_recommend)
+
+    chat = crs_sub.add_parser("chat", help="interactive: recommends after every line you type (/reset, /quit)")
+    chat.add_argument("run")
+    chat.add_argument("-k", type=int, default=5)
+    chat.add_argument("--keep-mentioned", dest="keep_mentioned", action="store_true")
+    chat.set_defaults(func=cmd_crs_chat)
     return parser
 
 
