@@ -7,7 +7,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +40,8 @@ class TrainConfig:
     eval_batch_size: int = 1024
     max_minutes: float | None = None
     progress: bool = True
+    optimizer: str = "adam"  # "adam" | "adamw"
+    grad_clip: float | None = None  # max global gradient norm
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every", "patience", "eval_batch_size"):
@@ -48,6 +50,8 @@ class TrainConfig:
         if self.lr < 0 or self.weight_decay < 0:
             raise ValueError(f"lr and weight_decay must be >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
         _parse_metric(self.metric)
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
 
     @classmethod
     def with_overrides(cls, defaults: dict[str, Any], overrides: dict[str, Any] | None) -> TrainConfig:
@@ -101,17 +105,38 @@ class TorchTrainable(Protocol):
         """Switch train/eval mode and drop cached inference embeddings."""
 
 
+Validate = Callable[[], dict[str, float]]  # metrics of the current state on VALIDATION data
+
+
 class Trainer:
+    """The training loop shared by every gradient-trained model of lmrec (CF, CRS, RTA, zero-shot)."""
+
     def __init__(self, config: TrainConfig | None = None, log_path: Path | None = None):
         self.config = config or TrainConfig()
         self.log_path = log_path
 
     def fit(self, model: TorchTrainable, data: SplitData) -> TrainLog:
+        """Train a CF model, validating by full ranking of ``data.valid`` (train items masked)."""
+        cfg = self.config
+        metric_name, k = _parse_metric(cfg.metric)
+
+        def validate() -> dict[str, float]:
+            result = evaluate(model.score, data, "valid", ks=sorted({k, min(20, data.n_items)}),
+                              batch_size=cfg.eval_batch_size, seed=cfg.seed,
+                              metrics=tuple(dict.fromkeys((metric_name, "recall", "ndcg", "hr"))))
+            return {name: est.mean for name, est in result.summary().items()}
+
+        return self.run(model, validate)
+
+    def run(self, model: TorchTrainable, validate: Validate | None) -> TrainLog:
+        """Epochs of ``model.batches`` with ``cfg.optimizer``; every ``eval_every`` epochs ``validate()`` must
+        return ``cfg.metric``; the best state is kept and restored. Without ``validate`` the last state is kept."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
-        metric_name, k = _parse_metric(cfg.metric)
-        optimizer = torch.optim.Adam(list(model.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+        optimizer = optimizer_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         log = TrainLog()
         best_state: dict[str, Any] | None = None
         bad_evals = 0
@@ -127,6 +152,8 @@ class Trainer:
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower the learning rate")
                 loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
                 total += loss.item()
                 n_batches += 1
@@ -134,11 +161,8 @@ class Trainer:
             record = EpochRecord(epoch, total / max(n_batches, 1), time.perf_counter() - t0)
             out_of_time = cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
             last = epoch == cfg.epochs or out_of_time
-            if epoch % cfg.eval_every == 0 or last:
-                result = evaluate(model.score, data, "valid", ks=sorted({k, min(20, data.n_items)}),
-                                  batch_size=cfg.eval_batch_size,
-                                  metrics=tuple(dict.fromkeys((metric_name, "recall", "ndcg", "hr"))), seed=cfg.seed)
-                record.valid = {name: est.mean for name, est in result.summary().items()}
+            if validate is not None and (epoch % cfg.eval_every == 0 or last):
+                record.valid = validate()
                 score = record.valid[cfg.metric]
                 if score > log.best_score:
                     log.best_score, log.best_epoch = score, epoch

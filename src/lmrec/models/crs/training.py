@@ -16,29 +16,27 @@ stops after ``patience`` evaluations without improvement. The test split is neve
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
-import time
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from lmrec.data.conversations import CRSData, CRSSample, expand_pairs
 from lmrec.errors import LmrecError
 from lmrec.eval.crs import evaluate_crs
 from lmrec.models.crs.base import CRSRecommender
-from lmrec.train.trainer import EpochRecord, TrainLog
+from lmrec.train.trainer import TrainConfig, Trainer, TrainLog
 
 PAD = -1  # padding value of history tensors (right padding)
 MAX_HISTORY = 128  # the official RecSys input keeps the last 128 mentioned items
+Inputs = Callable[[Sequence[CRSSample]], tuple[torch.Tensor, ...]]  # samples -> the module's arguments
 
 
 def history_tensor(histories: Sequence[Sequence[int]], max_len: int = MAX_HISTORY) -> torch.Tensor:
@@ -67,22 +65,20 @@ def item_tokens(history: torch.Tensor, n_items: int) -> torch.Tensor:
 
 
 @dataclass
-class CRSTrainConfig:
-    """Training settings (defaults: the official adapt step's AdamW lr 1e-3, batch 256, gradient clip 5)."""
+class CRSTrainConfig(TrainConfig):
+    """:class:`lmrec.train.TrainConfig` with the official adapt step's defaults (AdamW, lr 1e-3, batch 256,
+    gradient clip 5, validation HR@10 every epoch) and the choice of loss."""
 
     epochs: int = 200
     lr: float = 1e-3
-    weight_decay: float = 0.0
     batch_size: int = 256
-    n_negatives: int | None = None  # None: full softmax over the catalog; else sampled negatives per batch
     eval_every: int = 1
     patience: int = 10
     metric: str = "hr@10"
-    grad_clip: float | None = 5.0
-    max_minutes: float | None = None
-    seed: int = 2024
     eval_batch_size: int = 256
-    progress: bool = True
+    optimizer: str = "adamw"
+    grad_clip: float | None = 5.0
+    n_negatives: int | None = None  # None: full softmax over the catalog; else sampled negatives per batch
 
 
 def sampled_cross_entropy(
@@ -102,9 +98,49 @@ def sampled_cross_entropy(
     return F.cross_entropy(sel, torch.zeros_like(targets))
 
 
+class _PairObjective:
+    """The trainer's view of a CRS module: batches of training (turn, target) rows and their CE loss."""
+
+    def __init__(self, module: nn.Module, inputs: Inputs, train: Sequence[CRSSample], cfg: CRSTrainConfig, name: str):
+        pairs = expand_pairs(train)
+        if not pairs:
+            raise LmrecError("no training (turn, target) pairs: the training samples have no targets")
+        self.module, self.inputs, self.train, self.name = module, inputs, train, name
+        self.sample_of = [p.sample for p in pairs]
+        self.target_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long)
+        self.n_negatives = cfg.n_negatives
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # sampled negatives
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.module.parameters()
+
+    def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[np.ndarray]:
+        order = rng.permutation(len(self.sample_of))
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+
+    def loss(self, rows: np.ndarray) -> torch.Tensor:
+        batch = [self.train[self.sample_of[r]] for r in rows]
+        logits = self.module(*self.inputs(batch))
+        return sampled_cross_entropy(logits, self.target_of[torch.from_numpy(rows)], self.n_negatives, self.generator)
+
+    def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
+        with torch.no_grad():
+            return self.module(*self.inputs(samples))
+
+    def state(self) -> dict[str, Any]:
+        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state)
+
+    def set_training(self, training: bool) -> None:
+        self.module.train(training)
+
+
 def fit_crs_module(
     module: nn.Module,
-    inputs: Callable[[Sequence[CRSSample]], tuple[torch.Tensor, ...]],
+    inputs: Inputs,
     train: Sequence[CRSSample],
     valid: Sequence[CRSSample],
     n_items: int,
@@ -115,82 +151,18 @@ def fit_crs_module(
     """Train ``module`` so that ``module(*inputs(samples))`` -> (len(samples), n_items) logits scores the targets.
 
     ``inputs`` turns a batch of samples (one per training pair, a sample repeated per target) into the module's
-    arguments, e.g. ``lambda s: (history_tensor([x.mentioned for x in s]),)``. Without validation samples the last
-    state is kept. Returns a :class:`lmrec.train.trainer.TrainLog`.
+    arguments, e.g. ``lambda s: (history_tensor([x.mentioned for x in s]),)``. Runs :class:`lmrec.train.Trainer`,
+    validating with :func:`evaluate_crs` on ``valid``; without validation samples the last state is kept.
     """
     cfg = config or CRSTrainConfig()
-    pairs = expand_pairs(train)
-    if not pairs:
-        raise LmrecError("no training (turn, target) pairs: the training samples have no targets")
-    sample_of = torch.as_tensor([p.sample for p in pairs], dtype=torch.long)
-    target_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long)
     k = _metric_k(cfg.metric)
-    torch.manual_seed(cfg.seed)  # dropout
-    generator = torch.Generator().manual_seed(cfg.seed)  # batches and negatives
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scorer = _scorer(module, inputs)
-    log = TrainLog()
-    best_state: dict[str, Any] | None = None
-    bad_evals = 0
-    start = time.perf_counter()
-    epochs = tqdm(range(1, cfg.epochs + 1), desc=f"train {name}", disable=not cfg.progress)
-    for epoch in epochs:
-        t0 = time.perf_counter()
-        module.train()
-        total, n_batches = 0.0, 0
-        order = torch.randperm(len(pairs), generator=generator)
-        for b in range(0, len(order), cfg.batch_size):
-            rows = order[b : b + cfg.batch_size]
-            batch = [train[i] for i in sample_of[rows].tolist()]
-            optimizer.zero_grad(set_to_none=True)
-            loss = sampled_cross_entropy(module(*inputs(batch)), target_of[rows], cfg.n_negatives, generator)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower the learning rate")
-            loss.backward()
-            if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            total += loss.item()
-            n_batches += 1
-        module.eval()
-        record = EpochRecord(epoch, total / max(n_batches, 1), time.perf_counter() - t0)
-        over_time = cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
-        last = epoch == cfg.epochs or over_time
-        if valid and (epoch % cfg.eval_every == 0 or last):
-            result = evaluate_crs(scorer, valid, n_items, ks=(k,), batch_size=cfg.eval_batch_size)
-            record.valid = {m: est.mean for m, est in result.summary().items()}
-            score = record.valid[cfg.metric]
-            if score > log.best_score:
-                log.best_score, log.best_epoch = score, epoch
-                log.seconds_to_best = time.perf_counter() - start
-                best_state = copy.deepcopy(module.state_dict())
-                bad_evals = 0
-            else:
-                bad_evals += 1
-            epochs.set_postfix(loss=f"{record.loss:.4f}", **{cfg.metric: f"{score:.4f}"},
-                               best=f"{log.best_score:.4f}@{log.best_epoch}")
-        log.records.append(record)
-        _append_record(log_path, record)
-        if bad_evals >= cfg.patience:
-            log.stopped = f"early stop: no validation improvement in {cfg.patience} evaluations"
-            break
-        if over_time and epoch != cfg.epochs:
-            log.stopped = f"time budget of {cfg.max_minutes} minutes"
-            break
-    log.total_seconds = time.perf_counter() - start
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    module.eval()
-    return log
+    objective = _PairObjective(module, inputs, train, cfg, name)
 
+    def validate() -> dict[str, float]:
+        result = evaluate_crs(objective.score, valid, n_items, ks=(k,), batch_size=cfg.eval_batch_size)
+        return {m: est.mean for m, est in result.summary().items()}
 
-def _scorer(module: nn.Module, inputs: Callable[[Sequence[CRSSample]], tuple[torch.Tensor, ...]]):
-    def score(samples: Sequence[CRSSample]) -> torch.Tensor:
-        with torch.no_grad():
-            return module(*inputs(samples))
-
-    return score
+    return Trainer(cfg, log_path).run(objective, validate if valid else None)
 
 
 def _metric_k(metric: str) -> int:
@@ -198,14 +170,6 @@ def _metric_k(metric: str) -> int:
     if name not in ("hr", "ndcg") or not k.isdigit():
         raise ValueError(f"selection metric {metric!r} must look like 'hr@10' or 'ndcg@10'")
     return int(k)
-
-
-def _append_record(path: Path | None, record: EpochRecord) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(dataclasses.asdict(record)) + "\n")
 
 
 class HistoryRecommender(CRSRecommender):
