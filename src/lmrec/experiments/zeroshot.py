@@ -16,9 +16,7 @@ Random scorer (uniform noise).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ from lmrec.experiments.runner import REPORT_KS, REPORT_METRICS, DataRef, train_a
 from lmrec.io import atomic_write, write_json
 from lmrec.models.cf.alpharec import AlphaRec, AlphaRecConfig
 from lmrec.models.nn.graph import normalized_adjacency
-from lmrec.train import EpochRecord, TrainConfig, TrainLog
+from lmrec.train import TrainConfig, Trainer, TrainLog
 
 FeatureFn = Callable[[SplitData, AlphaRecConfig], np.ndarray]  # dataset -> (n_items, d) LM item features
 COLUMNS = ("recall@20", "ndcg@20", "hr@20")
@@ -160,65 +158,16 @@ def mixed_validation(model: AlphaRec, mixed: MixedData, ks: Sequence[int] = (20,
 
 
 def fit_mixed(model: MixedAlphaRec, train_config: TrainConfig, log_path: Path | None = None) -> TrainLog:
-    """The shared trainer's loop (Adam, eval every ``eval_every`` epochs, patience, best state restored) with
-    validation = mean over sources of per-source valid ``train_config.metric``.
-
-    (:class:`lmrec.train.Trainer` ranks the union as one dataset, a user-weighted mean dominated by the
-    source with most users, and ranks every source's users over all domains.)
-    """
+    """:class:`lmrec.train.Trainer` with validation = mean over sources of the per-source valid
+    ``train_config.metric`` (ranking the union as one dataset would weight sources by their users and rank
+    every source's users over all domains)."""
     cfg, mixed = train_config, model.mixed
     model.prepare(mixed.data)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     k = int(cfg.metric.partition("@")[2])
-    optimizer = torch.optim.Adam(list(model.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    log, best_state, bad_evals, start = TrainLog(), None, 0, time.perf_counter()
     if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.unlink(missing_ok=True)
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        model.set_training(True)
-        losses = []
-        for batch in model.batches(rng, cfg.batch_size):
-            optimizer.zero_grad(set_to_none=True)
-            loss = model.loss(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower the learning rate")
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        model.set_training(False)
-        record = EpochRecord(epoch, float(np.mean(losses)), time.perf_counter() - t0)
-        out_of_time = cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
-        last = epoch == cfg.epochs or out_of_time
-        if epoch % cfg.eval_every == 0 or last:
-            record.valid = mixed_validation(model, mixed, sorted({k, 20}), cfg.seed, cfg.eval_batch_size)
-            score = record.valid[cfg.metric]
-            if score > log.best_score:
-                log.best_score, log.best_epoch = score, epoch
-                log.seconds_to_best = time.perf_counter() - start
-                best_state, bad_evals = copy.deepcopy(model.state()), 0
-            else:
-                bad_evals += 1
-            if cfg.progress:
-                print(f"epoch {epoch}: loss {record.loss:.4f}, valid {cfg.metric} {score:.4f} "
-                      f"(best {log.best_score:.4f}@{log.best_epoch})", flush=True)
-        log.records.append(record)
-        if log_path is not None:
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(dataclasses.asdict(record)) + "\n")
-        if bad_evals >= cfg.patience:
-            log.stopped = f"early stop: no validation improvement in {cfg.patience} evaluations"
-            break
-        if last and epoch != cfg.epochs:
-            log.stopped = f"time budget of {cfg.max_minutes} minutes"
-            break
-    log.total_seconds = time.perf_counter() - start
-    if best_state is not None:
-        model.load_state(best_state)
-    model.set_training(False)
-    return log
+    validate = lambda: mixed_validation(model, mixed, sorted({k, 20}), cfg.seed, cfg.eval_batch_size)  # noqa: E731
+    return Trainer(cfg, log_path).run(model, validate)
 
 
 # -- zero-shot application -------------------------------------------------------------------------------
