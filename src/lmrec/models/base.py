@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -15,35 +14,12 @@ import torch
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.io import atomic_write
+from lmrec.registry import Registry
 
-_REGISTRY: dict[str, type[Recommender]] = {}
-R = TypeVar("R", bound="type[Recommender]")
-
-
-def register(name: str) -> Callable[[R], R]:
-    """Class decorator: make a recommender available as ``get_model(name)`` and on the command line."""
-
-    def decorate(cls: R) -> R:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def get_model(name: str) -> type[Recommender]:
-    import lmrec.models.cf  # noqa: F401  (registers the models)
-
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise LmrecError(f"unknown model {name!r}: expected one of {', '.join(sorted(_REGISTRY))}") from None
-
-
-def list_models() -> list[str]:
-    import lmrec.models.cf  # noqa: F401
-
-    return sorted(_REGISTRY)
+MODELS: Registry[type[Recommender]] = Registry("model", "lmrec.models.cf")
+register = MODELS.register
+get_model = MODELS.get
+list_models = MODELS.names
 
 
 @dataclasses.dataclass

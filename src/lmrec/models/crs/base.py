@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 
 from lmrec.data.conversations import CRSData, CRSSample
-from lmrec.errors import LmrecError
+from lmrec.registry import Registry
 
-_CRS_REGISTRY: dict[str, type[CRSRecommender]] = {}
-C = TypeVar("C", bound="type[CRSRecommender]")
-
-
-def register_crs(name: str) -> Callable[[C], C]:
-    """Class decorator: make a conversational recommender available as ``get_crs_model(name)``."""
-
-    def decorate(cls: C) -> C:
-        cls.name = name
-        _CRS_REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def get_crs_model(name: str) -> type[CRSRecommender]:
-    import lmrec.models.crs  # noqa: F401  (registers the models)
-
-    try:
-        return _CRS_REGISTRY[name]
-    except KeyError:
-        raise LmrecError(f"unknown CRS model {name!r}: expected one of {', '.join(sorted(_CRS_REGISTRY))}") from None
+CRS_MODELS: Registry[type[CRSRecommender]] = Registry("CRS model", "lmrec.models.crs")
+register_crs = CRS_MODELS.register
+get_crs_model = CRS_MODELS.get
 
 
 class CRSRecommender(ABC):
