@@ -243,3 +243,15 @@ def test_alpharec_negative_batches(mode, data):
         np.testing.assert_array_equal(keep, ~train[users][:, neg])  # a user's own items are masked out
     loss = model.loss(tuple(torch.from_numpy(a) if a is not None else None for a in (users, pos, neg, keep)))
     assert torch.isfinite(loss) and loss.requires_grad
+
+
+def test_load_names_unknown_saved_settings(data, tmp_path):
+    model = MF(emb_dim=8)
+    model.fit(data, dict(epochs=1, eval_every=1, progress=False))
+    path = tmp_path / "model.pt"
+    model.save(path)
+    payload = torch.load(path, weights_only=False)
+    payload["config"]["retired_setting"] = 1
+    torch.save(payload, path)
+    with pytest.raises(LmrecError, match="retired_setting"):
+        Recommender.load(path, data)

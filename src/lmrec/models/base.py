@@ -97,6 +97,11 @@ class Recommender(ABC):
         """Rebuild a saved model on the same dataset (checked by checksum)."""
         payload = torch.load(Path(path), map_location="cpu", weights_only=False)
         cls = get_model(payload["name"])
+        known = {f.name for f in dataclasses.fields(cls.Config)}
+        unknown = sorted(set(payload["config"]) - known)
+        if unknown:
+            raise LmrecError(f"{path}: saved settings {unknown} are unknown to this lmrec's {cls.name!r} "
+                             f"(saved by another version?); known settings: {sorted(known)}")
         model = cls(cls.Config(**payload["config"]))
         if payload["data_checksum"] not in (None, data.checksum()):
             raise LmrecError(
