@@ -129,7 +129,8 @@ def test_recommend_from_a_file_with_the_adapted_model(tiny_runs: dict[str, Path]
 
 
 def test_chat_with_piped_input(tiny_runs: dict[str, Path], monkeypatch, capsys) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO("I like Toy Story (1995)\nsomething scarier\n/reset\nhi\n/quit\nnever"))
+    typed = "I like Toy Story (1995)\nsomething scarier\n/reset\nhi\n/quit\nnever"
+    monkeypatch.setattr("sys.stdin", io.StringIO(typed))
     assert main(["crs", "chat", str(tiny_runs["reindex"]), "-k", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("  1. ") == 3 and "(conversation cleared)" in out

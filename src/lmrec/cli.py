@@ -258,10 +258,11 @@ def cmd_crs_prepare(args: argparse.Namespace) -> None:
     features = run_prepare(args.dataset, Path(args.out), config, cache_root=args.cache, progress=not args.no_progress)
     for split, info in features.meta["splits"].items():
         gen = info.get("generation")
-        line = f"{split}: {info['kept']}/{info['samples']} turns, encode {info['encoding']['seconds_per_sample']:.2f} s/turn"
+        encode = info["encoding"]["seconds_per_sample"]
+        line = f"{split}: {info['kept']}/{info['samples']} turns, encode {encode:.2f} s/turn"
         if gen:
-            per = gen["seconds_per_sample"]
-            line += (f"; generated {gen['generated_now']} new ({'%.1f s/turn' % per if per else 'all cached'}), "
+            per = f"{gen['seconds_per_sample']:.1f} s/turn" if gen["seconds_per_sample"] else "all cached"
+            line += (f"; generated {gen['generated_now']} new ({per}), "
                      f"{100 * gen['mapped_share']:.1f}% of {gen['titles_per_turn']:.1f} titles/turn mapped")
         print(line)
     print(f"wrote {args.out}/")
@@ -500,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep = crs_sub.add_parser("prepare", help="encode q, tokenize titles and generate with the LLM (cached)")
     prep.add_argument("--dataset", required=True, help="inspired | redial (found under $LMREC_DATA)")
     prep.add_argument("--llm", default="smollm2-135m", help="registered name, local folder, .gguf file or hub id")
-    prep.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (auto: bf16 only with AMX/AVX512-BF16)")
+    prep.add_argument("--dtype", default="auto",
+                      help="auto | float32 | bfloat16 (auto: bf16 only with AMX / AVX512-BF16)")
     prep.add_argument("--max-samples", dest="max_samples", help="N or train=N,valid=M,test=K (seeded subsample)")
     prep.add_argument("--generate", default="train,valid,test", help="splits the LLM answers (comma-separated)")
     prep.add_argument("--max-generate", dest="max_generate",

@@ -322,7 +322,8 @@ def parse_conversation(lines: Iterable[str], source: str = "<conversation>") -> 
             continue
         match = _LINE.match(line)
         if match is None:
-            raise LmrecError(f"{source}, line {line_no}: expected 'User: ...' or 'System: ...', got {line.strip()[:60]!r}")
+            got = line.strip()[:60]
+            raise LmrecError(f"{source}, line {line_no}: expected 'User: ...' or 'System: ...', got {got!r}")
         text = " ".join(match.group(2).split())
         if not text:
             raise LmrecError(f"{source}, line {line_no}: nothing after '{match.group(1)}:'")

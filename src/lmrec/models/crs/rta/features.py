@@ -42,6 +42,7 @@ __all__ = ["SPLITS", "ContextFeatures", "GenerationRecord", "LLMFeatures", "Prep
            "generation_key", "load_features", "map_completion", "prepare_features", "subsample", "title_tokens"]
 
 SPLITS = ("train", "valid", "test")
+ENCODE_CHUNK = 64  # contexts encoded (and written to the cache) at a time
 
 
 @dataclass
@@ -225,19 +226,20 @@ class LLMFeatures:
         return [s for s in self.samples.get(split, []) if s.context in records]
 
     def llm_label_samples(self, split: str, top_k: int = 5, label_source: str = "llm") -> list[CRSSample]:
-        """Samples whose targets are reindex labels: the LLM's top-``top_k`` mapped items (``"llm"``), the ground
-        truth (``"ground_truth"``) or both (``"both"``, LLM items first, duplicates removed). Samples left with no
+        """Samples whose targets are reindex labels: the LLM's top-``top_k`` mapped items (``"llm"``: the turns with
+        a generation), the ground truth (``"ground_truth"``: every kept turn) or both (``"both"``: every kept turn,
+        its LLM items first where it has a generation, then its targets, duplicates removed). Samples left with no
         label are dropped. ``target_is_new`` is recomputed against ``mentioned``."""
         if label_source not in ("llm", "ground_truth", "both"):
             raise ValueError(f"label_source must be 'llm', 'ground_truth' or 'both', got {label_source!r}")
         records = self.generations.get(split, {})
-        if label_source != "ground_truth" and not records:
+        if label_source == "llm" and not records:
             raise LmrecError(f"{self.folder}: no generations for split {split!r}: prepare with it in generate_splits")
         out = []
-        pool = self.samples.get(split, []) if label_source == "ground_truth" else self.generated_samples(split)
+        pool = self.generated_samples(split) if label_source == "llm" else self.samples.get(split, [])
         for s in pool:
             labels: list[int] = []
-            if label_source in ("llm", "both"):
+            if label_source in ("llm", "both") and s.context in records:
                 labels += records[s.context].items[:top_k]
             if label_source in ("ground_truth", "both"):
                 labels += s.targets
@@ -307,9 +309,16 @@ def prepare_features(
         elif cfg.q_mode == "completion" and kept:
             raise LmrecError(f"q_mode='completion' needs generations for split {split!r}")
         start = time.perf_counter()
-        q = lm.encode_contexts([s.context for s in kept], batch_size=cfg.encode_batch_size, max_length=cfg.max_length,
-                               progress=progress, completions=completions, cache=cache, domain=cfg.domain,
-                               n_items=cfg.n_titles) if kept else torch.empty(0, lm.hidden_size)
+        parts = [torch.empty(0, lm.hidden_size)]
+        for lo in range(0, len(kept), ENCODE_CHUNK):  # chunks reach the cache as they finish: a rerun resumes
+            contexts = [s.context for s in kept[lo : lo + ENCODE_CHUNK]]
+            answers = None if completions is None else completions[lo : lo + ENCODE_CHUNK]
+            parts.append(lm.encode_contexts(contexts, batch_size=cfg.encode_batch_size, max_length=cfg.max_length,
+                                            completions=answers, cache=cache, domain=cfg.domain, n_items=cfg.n_titles))
+            if progress and len(kept) > ENCODE_CHUNK:
+                log(f"  encoded {min(lo + ENCODE_CHUNK, len(kept))}/{len(kept)} {split} turns "
+                    f"({time.perf_counter() - start:.0f} s)")
+        q = torch.cat(parts)
         seconds = time.perf_counter() - start
         info["encoding"] = {"seconds": seconds, "seconds_per_sample": seconds / max(len(kept), 1),
                             "note": "includes cache hits (0 s each)"}
