@@ -37,7 +37,9 @@ def run_demo(out: Path = Path("runs/demo"), dataset: str = "movielens-latest-sma
         rows.append({"model": name, "best epoch": result.config["best_epoch"] or "-",
                      "fit s": f"{result.config['fit_seconds']:.0f}",
                      **{m: test[m] for m in ("recall@20", "ndcg@20", "hr@20")}})
-    print("\nTest, full ranking, train+valid items masked, mean ± SE over users:")
+    budgets = ", ".join(f"{m} {t['epochs']} epochs" for m, t in DEMO_MODELS.items() if t)
+    print(f"\nTest, full ranking, train+valid items masked, mean ± SE over users (demo budgets: {budgets}; "
+          "converged numbers: `lmrec compare`):")
     print(format_table(rows, ["model", "best epoch", "fit s", "recall@20", "ndcg@20", "hr@20"]))
     a = evaluate(results["lightgcn"].model.score, data, "test", metrics=("recall",)).per_user["recall@20"]
     b = evaluate(results["alpharec"].model.score, data, "test", metrics=("recall",)).per_user["recall@20"]
