@@ -292,8 +292,8 @@ def cmd_crs_adapt(args: argparse.Namespace) -> None:
     from lmrec.experiments.crs import run_adapt
     from lmrec.models.crs.rta.adapt import AdaptConfig
 
-    options = {k: getattr(args, k) for k in ("lr", "epochs", "max_minutes", "patience", "seed", "weight_decay")
-               if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in ("lr", "epochs", "max_minutes", "patience", "seed", "weight_decay",
+                                             "eval_every") if getattr(args, k) is not None}
     if args.n_negatives is not None:
         options["n_negatives"] = None if args.n_negatives <= 0 else args.n_negatives
     config = AdaptConfig(variant=args.variant, freeze_aggregator=args.freeze_aggregator, llm_scale=args.llm_scale,
@@ -527,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--lr", type=float)
         p.add_argument("--weight-decay", dest="weight_decay", type=float)
         p.add_argument("--epochs", type=int)
-        p.add_argument("--patience", type=int)
+        p.add_argument("--patience", type=int, help="evaluations without improvement before stopping")
+        p.add_argument("--eval-every", dest="eval_every", type=int, help="validate every N epochs")
         p.add_argument("--max-minutes", dest="max_minutes", type=float)
         p.add_argument("--n-negatives", dest="n_negatives", type=int)
         p.add_argument("--seed", type=int)
@@ -539,7 +540,6 @@ def build_parser() -> argparse.ArgumentParser:
     rx.add_argument("--features", required=True)
     rx.add_argument("--aggregator", default="gru", choices=["sum", "weighted", "gru", "transformer"])
     rx.add_argument("--label-source", dest="label_source", default="llm", choices=["llm", "ground_truth", "both"])
-    rx.add_argument("--eval-every", dest="eval_every", type=int)
     crs_train_args(rx)
     rx.set_defaults(func=cmd_crs_reindex)
 

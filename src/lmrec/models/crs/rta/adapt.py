@@ -17,8 +17,9 @@ Training is :func:`lmrec.models.crs.training.fit_crs_module` on the ground-truth
 split: AdamW — the official configs say ``optimizer: sgd`` but compare ``self.args.optimizer.lower == "sgd"`` (a
 method to a string, always False), so AdamW is what ran —, batch 256, gradient clip 5, cross-entropy over the
 target and 1000 negatives drawn once per batch without replacement from the dataset's items (collisions with a row's
-target masked; ``n_negatives=None``: full softmax over the catalog), early stopping on VALIDATION HR@10 with the best
-state restored. Learning rates: 1e-4 for the bias variants, 1e-3 for gating (the official grids).
+target masked; ``n_negatives=None``: full softmax over the catalog), VALIDATION HR@10 every 10 epochs, stop after 10
+evaluations without improvement, at most 200 epochs, best state restored (the official INSPIRED / ReDIAL schedule).
+Learning rates: 1e-4 for the bias variants, 1e-3 for gating (the official grids).
 
 Scale: SmolLM2's q has norm ≈ 48, so q·e can be far larger than a FISM/SASRec logit (≈ 0.01 at init); the official
 code trains the raw dot product. ``llm_scale="learned"`` multiplies s by a learned λ = exp(t), t init 0 (so the
@@ -62,7 +63,7 @@ class AdaptConfig:
     batch_size: int = 256
     n_negatives: int | None = 1000
     epochs: int = 200
-    eval_every: int = 1
+    eval_every: int = 10
     patience: int = 10
     grad_clip: float | None = 5.0
     max_minutes: float | None = None
