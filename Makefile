@@ -32,6 +32,9 @@ test-slow: setup
 
 bench: setup
 	$(PY) bench/bench_cf.py
+	bash bench/setup_recbole.sh
+	$(PY) bench/recbole_compare.py movielens-100k movielens-latest-small
+	$(PY) bench/scaling.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

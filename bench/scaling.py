@@ -1,8 +1,9 @@
 """How LightGCN and AlphaRec (MiniLM titles, cached) scale with the data: seconds per training epoch and per
 full-ranking evaluation at several sizes of one dataset (a random share of its users, split as the registry
 splits the whole), and the growth exponent b of t ≈ a·n^b fitted by least squares on log t = log a + b log n,
-n = training interactions. Timings come from bench_cf.bench_model (median epoch; evaluation after a warm-up,
-i.e. ranking with the propagated embeddings cached). Run alone: other processes distort every figure.
+n = training interactions. Timings come from bench_cf.bench_model: the median epoch, and one full-ranking test
+evaluation that includes computing the representations once (bench_model clears the cache after its warm-up).
+Run alone: other processes distort every figure.
 
     python bench/scaling.py [--dataset movielens-latest-small] [--fractions 0.125,0.25,0.5,1] [--epochs 3]
 """
