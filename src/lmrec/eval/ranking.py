@@ -2,9 +2,8 @@
 
 Tie policy: items with equal scores are ordered by a random item priority drawn once per evaluation
 from ``seed``. Ties are therefore broken uniformly at random, independently of item ids and of the batch
-size, and a constant scorer scores at random level. Implementation: keys = score + priority·ε(score) in
-float64, with ε(s) = |s|·2⁻²⁵ + 2⁻¹⁶⁰ smaller than half a float32 ulp, so distinct float32 scores keep
-their order.
+size, and a constant scorer scores at random level. Implementation: one int64 key per item, the float32
+score's order-preserving bits in the high half and the priority's rank in the low half.
 
 Masking: for the test split the user's train and valid items are removed from the ranking (for valid,
 the train items), except items that are themselves targets. The masked splits are recorded in the result.
@@ -48,11 +47,19 @@ class RankingResult:
         return {name: est.as_dict() for name, est in self.summary().items()}
 
 
+MASKED_KEY = torch.iinfo(torch.int64).min  # the key of an item removed from the ranking
+
+
 def tie_break_keys(scores: torch.Tensor, priority: torch.Tensor) -> torch.Tensor:
-    """float64 keys ordering like ``scores`` (as float32) with ties ordered by ``priority`` in [0, 1)."""
-    s = scores.to(torch.float32).to(torch.float64)
-    jitter = priority.to(torch.float64) * (s.abs() * 2.0**-25 + 2.0**-160)
-    return s + torch.where(torch.isfinite(s), jitter, 0.0)  # ±inf stay ±inf (never inf - inf = NaN)
+    """int64 keys ordering like ``scores`` (as float32), ties ordered by ``priority`` (higher first).
+
+    key = (order-preserving int of the float32 score) · 2³² + rank of the item's priority: exact, no float
+    arithmetic, and ±inf keep their place.
+    """
+    bits = (scores.to(torch.float32) + 0.0).view(torch.int32).to(torch.int64)  # + 0.0 turns -0.0 into +0.0
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # negative floats: reverse their bit order
+    rank = torch.argsort(torch.argsort(priority, dim=-1), dim=-1).to(torch.int64)
+    return (ordered << 32) | rank
 
 
 def top_k(
@@ -65,7 +72,7 @@ def top_k(
     keys = tie_break_keys(scores, priority)
     if exclude is not None and exclude.nnz:
         rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
-        keys[torch.from_numpy(rows), torch.from_numpy(exclude.indices.astype(np.int64))] = -torch.inf
+        keys[torch.from_numpy(rows), torch.from_numpy(exclude.indices.astype(np.int64))] = MASKED_KEY
     return torch.topk(keys, k, dim=1).indices
 
 

@@ -34,7 +34,7 @@ from scipy.stats import ttest_rel
 from lmrec.data.catalog import ItemCatalog, normalize_title
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
-from lmrec.eval.ranking import tie_break_keys
+from lmrec.eval.ranking import MASKED_KEY, tie_break_keys
 from lmrec.eval.stats import estimate
 from lmrec.io import atomic_write, write_json
 from lmrec.models.cf.alpharec import AlphaRec
@@ -158,7 +158,7 @@ class IntentScorer:
 def target_ranks(scores: torch.Tensor, target: int, masked: np.ndarray, priority: torch.Tensor) -> np.ndarray:
     """0-based rank of ``target`` in each row of ``scores`` among the unmasked items (ties by ``priority``)."""
     keys = tie_break_keys(scores, priority.expand_as(scores))
-    keys[:, torch.from_numpy(np.asarray(masked, dtype=np.int64))] = -torch.inf
+    keys[:, torch.from_numpy(np.asarray(masked, dtype=np.int64))] = MASKED_KEY
     return (keys > keys[:, target : target + 1]).sum(dim=1).numpy()
 
 
