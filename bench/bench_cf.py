@@ -42,8 +42,7 @@ def bench_model(name: str, data, epochs: int, features: np.ndarray | None, **set
             optimizer.step()
         times.append(time.perf_counter() - start)
     model.set_training(False)
-    evaluate(model.score, data, "test")  # warm-up (builds the inference embeddings once)
-    model.set_training(False)
+    evaluate(model.score, data, "test")  # warm-up: builds the inference embeddings once, as a server would
     start = time.perf_counter()
     result = evaluate(model.score, data, "test")
     seconds = time.perf_counter() - start
