@@ -150,3 +150,13 @@ def test_malformed_line_and_empty_conversation(tiny_runs: dict[str, Path], monke
 def test_unknown_dataset_lists_the_names(tmp_path: Path, capsys) -> None:
     assert main(["crs", "prepare", "--dataset", "movielens", "--out", str(tmp_path / "x")]) == 2
     assert "known names are inspired, redial" in capsys.readouterr().err
+
+
+def test_mention_finder() -> None:
+    from lmrec.experiments.crs import MentionFinder
+
+    finder = MentionFinder(["Heat (1995)", "Scary Movie (2000)", "The Matrix (1999)", "The Matrix Reloaded (2003)"])
+    assert finder.find("I loved Heat (1995) and The Matrix Reloaded!") == [0, 3]
+    assert finder.find("the matrix (1999), then heat") == [2]  # with the year any case; one-word bare titles never
+    assert finder.find("I want a scary movie tonight") == []  # lowercase words are not a bare title
+    assert finder.find("Scary Movie was fun, so was The Matrix") == [1, 2]

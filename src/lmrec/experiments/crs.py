@@ -334,36 +334,43 @@ def parse_conversation(lines: Iterable[str], source: str = "<conversation>") -> 
 
 
 class MentionFinder:
-    """Catalog items named in free text: ``"Title (Year)"`` anywhere, or the bare title when it has two or more
-    words (one-word titles like "Heat" or "Up" are too often plain words), matched on lowercase words (punctuation
-    ignored), longest match first, left to right."""
+    """Catalog items named in free text, matched on words (punctuation ignored), longest match first, left to right:
+    ``"Title (Year)"`` in any case, or the bare title when it has two or more words and is written capitalized
+    (first and last word start with a capital or a digit: "The Conjuring", not "a scary movie"). One-word bare
+    titles ("Heat", "Up") are too often plain words and need their year."""
 
     def __init__(self, titles: Sequence[str]):
-        self.keys: dict[tuple[str, ...], int] = {}
+        self.keys: dict[tuple[str, ...], tuple[int, bool]] = {}  # words -> (item, must be capitalized)
         for item, title in enumerate(titles):
             title = " ".join(title.split())
             words = tuple(_WORDS.findall(title.lower()))
-            if words:
-                self.keys.setdefault(words, item)
             bare = tuple(_WORDS.findall(_YEAR.sub("", title).lower()))
+            if words:
+                self.keys.setdefault(words, (item, words == bare))
             if len(bare) >= 2:
-                self.keys.setdefault(bare, item)
+                self.keys.setdefault(bare, (item, True))
         self.longest = max((len(k) for k in self.keys), default=0)
 
     def find(self, text: str) -> list[int]:
-        words = _WORDS.findall(text.lower())
+        original = _WORDS.findall(text)
+        words = [w.lower() for w in original]
         found: dict[int, None] = {}
         i = 0
         while i < len(words):
             for n in range(min(self.longest, len(words) - i), 0, -1):
-                item = self.keys.get(tuple(words[i : i + n]))
-                if item is not None:
-                    found[item] = None
+                hit = self.keys.get(tuple(words[i : i + n]))
+                written = _capitalized(original[i]) and _capitalized(original[i + n - 1])
+                if hit is not None and (not hit[1] or written):
+                    found[hit[0]] = None
                     i += n
                     break
             else:
                 i += 1
         return list(found)
+
+
+def _capitalized(word: str) -> bool:
+    return word[:1].isupper() or word[:1].isdigit()
 
 
 def conversation_sample(turns: Sequence[Turn], finder: MentionFinder) -> CRSSample:
