@@ -14,6 +14,8 @@ q for a context is the LLM's final hidden state at the last token of ``prompt(co
 tools/3_context_encoding.py does; the default ``"prefix"`` needs no generation, so training and serving see the
 same input and a new conversation is one forward pass.
 
+Generation is greedy with the answer forced to start with ``answer_prefix="1."`` (the paper: no prefix, 512 new tokens;
+without the prefix SmolLM2-135M mostly continues the dialogue instead of listing titles) and ``max_new_tokens=160``.
 Generations are cached in the jsonl files by ``key = sha256(identity, max_new_tokens, answer_prefix, prompt)``:
 a rerun generates only the missing turns (each batch is written atomically as it finishes).
 ``max_samples`` limits each split to a seeded random subsample (sorted, reported) because generation on a CPU takes
