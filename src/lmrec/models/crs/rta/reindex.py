@@ -18,19 +18,16 @@ are a frozen buffer. The ``sum`` aggregator has no parameters: it is used as is.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from lmrec.data.conversations import CRSData, CRSSample, expand_pairs
 from lmrec.errors import LmrecError
@@ -38,7 +35,7 @@ from lmrec.eval.crs import evaluate_crs
 from lmrec.models.crs.base import CRSRecommender, register_crs
 from lmrec.models.crs.rta.aggregators import Aggregator, build_aggregator
 from lmrec.models.crs.rta.features import TitleTokens
-from lmrec.train.trainer import EpochRecord, TrainLog
+from lmrec.train.trainer import TrainConfig, Trainer, TrainLog
 
 __all__ = ["ItemIndexer", "QSource", "RTAReindex", "ReindexConfig", "negative_mask", "sample_negatives",
            "sampled_softmax_loss", "train_reindex"]
@@ -47,7 +44,7 @@ QSource = Callable[[Sequence[str]], torch.Tensor]  # contexts -> (n, d) q vector
 
 
 @dataclass
-class ReindexConfig:
+class ReindexConfig(TrainConfig):
     """Reindex settings; defaults are the official best_reindex.yaml (papers.md 1.4) except ``patience``, which
     counts evaluations (official: 100 with 200 epochs, i.e. effectively none)."""
 
@@ -57,17 +54,15 @@ class ReindexConfig:
     n_negatives: int = 1000
     filter_collisions: bool = True
     lr: float = 1e-4
-    weight_decay: float = 0.0
     batch_size: int = 256
     epochs: int = 200
     eval_every: int = 2
     patience: int = 100
     metric: str = "hr@10"
+    optimizer: str = "adamw"
     grad_clip: float | None = 5.0
-    max_minutes: float | None = None
-    seed: int = 2024
+    eval_batch_size: int = 512
     max_title_tokens: int = 32
-    progress: bool = True
 
 
 class ItemIndexer(nn.Module):
@@ -135,6 +130,40 @@ def sampled_softmax_loss(
     return F.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros(len(q), dtype=torch.long, device=q.device))
 
 
+class _ReindexObjective:
+    """The trainer's view of reindexing: batches of (turn, label) rows, sampled-softmax loss, the aggregator's state."""
+
+    name = "reindex"
+
+    def __init__(self, indexer: ItemIndexer, q_train: torch.Tensor, pairs: list, cfg: ReindexConfig):
+        self.indexer, self.q_train, self.cfg = indexer, q_train, cfg
+        self.sample_of = torch.as_tensor([p.sample for p in pairs], dtype=torch.long)
+        self.label_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long)
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # sampled negatives
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.indexer.parameters()
+
+    def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[torch.Tensor]:
+        order = torch.from_numpy(rng.permutation(len(self.label_of)))
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+
+    def loss(self, rows: torch.Tensor) -> torch.Tensor:
+        negatives = sample_negatives(self.indexer.n_items, self.cfg.n_negatives, self.generator)
+        return sampled_softmax_loss(self.q_train[self.sample_of[rows]], self.label_of[rows], negatives,
+                                    self.indexer.embed, self.cfg.filter_collisions)
+
+    def state(self) -> dict[str, Any]:
+        return {k: v.detach().clone() for k, v in self.indexer.aggregator.state_dict().items()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.indexer.aggregator.load_state_dict(state)
+
+    def set_training(self, training: bool) -> None:
+        self.indexer.train(training)
+
+
 def train_reindex(
     indexer: ItemIndexer,
     q_source: QSource,
@@ -144,85 +173,25 @@ def train_reindex(
     log_path: Path | None = None,
 ) -> TrainLog:
     """Fit ``indexer.aggregator`` on the (turn, label) pairs of ``train`` (labels = ``targets``), selecting on the
-    pairs of ``valid``; see the module docstring. Returns a :class:`lmrec.train.trainer.TrainLog`."""
+    pairs of ``valid`` with :class:`lmrec.train.Trainer`; see the module docstring."""
     cfg = config or ReindexConfig()
     pairs = expand_pairs(train)
-    params = [p for p in indexer.parameters() if p.requires_grad]
-    log = TrainLog()
-    if not params:
+    if not any(p.requires_grad for p in indexer.parameters()):
+        log = TrainLog()
         log.stopped = f"{indexer.aggregator.kind} aggregator has no parameters: nothing to train"
         return log
     if not pairs:
         raise LmrecError("reindex: no (turn, label) training pairs (did the LLM's answers map to no catalog item?)")
-    q_train = q_source([s.context for s in train]).float()  # (n_samples, d)
-    sample_of = torch.as_tensor([p.sample for p in pairs], dtype=torch.long)
-    label_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long)
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    objective = _ReindexObjective(indexer, q_source([s.context for s in train]).float(), pairs, cfg)
     k = int(cfg.metric.partition("@")[2])
-    table_cache: dict[str, torch.Tensor] = {}
 
-    def scorer(samples: Sequence[CRSSample]) -> torch.Tensor:
-        return q_source([s.context for s in samples]).float() @ table_cache["table"].T
+    def validate() -> dict[str, float]:
+        table = indexer.item_table()
+        scorer = lambda samples: q_source([s.context for s in samples]).float() @ table.T  # noqa: E731
+        result = evaluate_crs(scorer, valid, indexer.n_items, ks=(k,), batch_size=cfg.eval_batch_size)
+        return {m: est.mean for m, est in result.summary().items()}
 
-    best_state: dict[str, Any] | None = None
-    bad_evals = 0
-    start = time.perf_counter()
-    epochs = tqdm(range(1, cfg.epochs + 1), desc=f"reindex {indexer.aggregator.kind}", disable=not cfg.progress)
-    for epoch in epochs:
-        t0 = time.perf_counter()
-        indexer.train()
-        total, n_batches = 0.0, 0
-        order = torch.randperm(len(pairs), generator=generator)
-        for b in range(0, len(order), cfg.batch_size):
-            rows = order[b : b + cfg.batch_size]
-            negatives = sample_negatives(indexer.n_items, cfg.n_negatives, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss = sampled_softmax_loss(q_train[sample_of[rows]], label_of[rows], negatives, indexer.embed,
-                                        cfg.filter_collisions)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"reindex loss became {loss.item()} at epoch {epoch}; lower the learning rate")
-            loss.backward()
-            if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            total += loss.item()
-            n_batches += 1
-        indexer.eval()
-        record = EpochRecord(epoch, total / max(n_batches, 1), time.perf_counter() - t0)
-        over_time = cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
-        last = epoch == cfg.epochs or over_time
-        if valid and (epoch % cfg.eval_every == 0 or last):
-            table_cache["table"] = indexer.item_table()
-            result = evaluate_crs(scorer, valid, indexer.n_items, ks=(k,), batch_size=512)
-            record.valid = {m: est.mean for m, est in result.summary().items()}
-            score = record.valid[cfg.metric]
-            if score > log.best_score:
-                log.best_score, log.best_epoch = score, epoch
-                log.seconds_to_best = time.perf_counter() - start
-                best_state = copy.deepcopy(indexer.aggregator.state_dict())
-                bad_evals = 0
-            else:
-                bad_evals += 1
-            epochs.set_postfix(loss=f"{record.loss:.4f}", **{cfg.metric: f"{score:.4f}"},
-                               best=f"{log.best_score:.4f}@{log.best_epoch}")
-        log.records.append(record)
-        if log_path is not None:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(dataclasses.asdict(record)) + "\n")
-        if bad_evals >= cfg.patience:
-            log.stopped = f"early stop: no validation improvement in {cfg.patience} evaluations"
-            break
-        if over_time and epoch != cfg.epochs:
-            log.stopped = f"time budget of {cfg.max_minutes} minutes"
-            break
-    log.total_seconds = time.perf_counter() - start
-    if best_state is not None:
-        indexer.aggregator.load_state_dict(best_state)
-    indexer.eval()
-    return log
+    return Trainer(cfg, log_path).run(objective, validate if valid else None)
 
 
 @register_crs("rta_reindex")
