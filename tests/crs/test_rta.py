@@ -230,3 +230,22 @@ def test_subsample_is_seeded_and_sorted() -> None:
     a, b = subsample(100, 10, 5), subsample(100, 10, 5)
     assert a.tolist() == b.tolist() == sorted(a.tolist()) and len(set(a.tolist())) == 10
     assert subsample(5, None, 0).tolist() == list(range(5))
+
+
+def test_context_features_without_cache_encodes_every_new_context(tmp_path) -> None:
+    """cache=False: the LLM gets cache=None (nothing read or written); an EmbeddingCache is passed through."""
+    from lmrec.text.cache import EmbeddingCache
+
+    class FakeLM:
+        def __init__(self):
+            self.caches = []
+
+        def encode_contexts(self, contexts, cache=None, **_):
+            self.caches.append(cache)
+            return torch.ones(len(contexts), D)
+
+    lm = FakeLM()
+    assert ContextFeatures(lm_loader=lambda: lm, cache=False).q(["a", "b"]).shape == (2, D)
+    store = EmbeddingCache(tmp_path)
+    ContextFeatures(lm_loader=lambda: lm, cache=store).q(["a"])
+    assert lm.caches == [None, store]

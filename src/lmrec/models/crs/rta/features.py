@@ -382,7 +382,9 @@ class ContextFeatures:
 
     Used at evaluation and serving time: a new conversation (or a masked probe of a known one) is encoded by the
     LLM through the embedding cache; ``completion`` generates with the prepare settings. ``lm_loader`` returns a
-    :class:`lmrec.llm.CausalLM` (e.g. ``lambda: CausalLM.load(name, dtype)``).
+    :class:`lmrec.llm.CausalLM` (e.g. ``lambda: CausalLM.load(name, dtype)``). ``cache``: an
+    :class:`lmrec.text.EmbeddingCache` for new q vectors; None = the default cache root; False = no cache (every
+    new context runs the LLM, as for timing).
     """
 
     def __init__(
@@ -417,7 +419,7 @@ class ContextFeatures:
             completions = self.completions(missing) if cfg.q_mode == "completion" else None
             from lmrec.text.cache import EmbeddingCache
 
-            cache = self.cache if self.cache is not None else EmbeddingCache()
+            cache = None if self.cache is False else self.cache if self.cache is not None else EmbeddingCache()
             vectors = self.lm.encode_contexts(missing, batch_size=cfg.encode_batch_size, max_length=cfg.max_length,
                                               completions=completions, cache=cache, domain=cfg.domain,
                                               n_items=cfg.n_titles)
