@@ -159,13 +159,24 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from lmrec.experiments.compare import markdown, run_comparison
 
-    models = args.models.split(",")
-    train = {m: {"progress": not args.no_progress, **_pairs(args.train_set)} for m in models}
+    train = {"progress": not args.no_progress, **_pairs(args.train_set)}
     if args.epochs:
-        for m in models:
-            train[m]["epochs"] = args.epochs
-    results = run_comparison(models, args.datasets.split(","), Path(args.out), train, seed=args.data_seed)
+        train["epochs"] = args.epochs
+    results = run_comparison(args.models.split(","), args.datasets.split(","), Path(args.out), train,
+                             seed=args.data_seed)
     print(markdown(results))
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from lmrec.experiments.reproduce import publish, reproduce
+
+    out = Path(args.out or f"runs/reproduce/{args.paper}{'-quick' if args.quick else ''}")
+    only = [o for o in (args.only or "").split(",") if o]
+    start = time.perf_counter()
+    report = reproduce(args.paper, Path(args.configs), out, args.quick, only)
+    print(f"report: {report / 'report.md'} ({(time.perf_counter() - start) / 60:.1f} min)")
+    if args.publish:
+        print(f"published to {publish(report, Path(args.publish))}")
 
 
 def cmd_zeroshot(args: argparse.Namespace) -> None:
@@ -457,6 +468,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--no-progress", action="store_true")
     cmp.add_argument("--out", required=True)
     cmp.set_defaults(func=cmd_compare)
+
+    rep = sub.add_parser("reproduce", help="run a paper's configured tables and write a report folder")
+    rep.add_argument("paper", choices=["alpharec", "rta"])
+    rep.add_argument("--quick", action="store_true", help="the configs' [quick] settings: a few minutes in all")
+    rep.add_argument("--configs", default="configs", help="folder with <paper>/*.toml (default ./configs)")
+    rep.add_argument("--only", help="comma-separated table names (file stems, with or without the number)")
+    rep.add_argument("--out", help="work folder (default runs/reproduce/<paper>[-quick]); finished runs are reused")
+    rep.add_argument("--publish", help="also copy the report folder here, e.g. docs/results/<date>-<paper>")
+    rep.set_defaults(func=cmd_reproduce)
 
     zs = sub.add_parser("zeroshot", help="train AlphaRec on mixed sources, apply it untrained to a target dataset")
     zs.add_argument("--train", required=True, help="comma-separated source datasets, mixed into one training set")

@@ -1,17 +1,21 @@
 """Train several models on several datasets and write one comparison table (markdown + json).
 
-Each (dataset, model) is an ordinary run folder (``out/<dataset>/<model>/``); a finished run is reused, so an
-interrupted comparison resumes where it stopped. The table reports test mean ± SE, the epoch selected on
-validation, and the paired difference of a chosen model against the best other model.
+Each (dataset, run) is an ordinary run folder (``out/<dataset>/<run name>/``); a finished run is reused when its
+saved settings agree with the requested ones (and is an error naming the folder when they do not), so an
+interrupted comparison resumes where it stopped. A run is a :class:`RunSpec`: a registered model with settings, so
+one model can appear several times (e.g. ``linear_map`` with each text encoder). The table reports test
+mean ± SE, the epoch selected on validation, and the paired difference of a chosen run against the best other one.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmrec.errors import LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.eval.stats import paired_test
 from lmrec.experiments.runner import DataRef, load_run, train_and_evaluate
@@ -20,36 +24,80 @@ from lmrec.io import atomic_write, write_json
 COLUMNS = ("recall@20", "ndcg@20", "hr@20")
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """One row of a comparison: ``name`` (the folder and the table label) runs registered ``model`` with
+    ``model_overrides`` (its config fields) and ``train_overrides`` (:class:`lmrec.train.TrainConfig` fields)."""
+
+    name: str
+    model: str
+    model_overrides: Mapping[str, Any] = field(default_factory=dict)
+    train_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, spec: str | RunSpec) -> RunSpec:
+        return spec if isinstance(spec, RunSpec) else cls(spec, spec)
+
+
+def _check_reusable(run_dir: Path, spec: RunSpec, ref: DataRef, config: dict[str, Any]) -> None:
+    """A finished run may stand for ``spec`` only if it trained that model on that data with those settings."""
+    saved_model, saved_train = config.get("model_config") or {}, config.get("train_config") or {}
+    wanted = {"model": (config.get("model"), spec.model), "data": (config.get("data"), vars(ref))}
+    wanted.update({f"model setting {k}": (saved_model.get(k), v) for k, v in spec.model_overrides.items()})
+    if saved_train:
+        wanted.update({f"training setting {k}": (saved_train.get(k), v) for k, v in spec.train_overrides.items()
+                       if k != "progress"})
+    differ = {key: pair for key, pair in wanted.items() if _normal(pair[0]) != _normal(pair[1])}
+    if differ:
+        detail = "; ".join(f"{k}: saved {a!r}, requested {b!r}" for k, (a, b) in differ.items())
+        raise LmrecError(f"{run_dir} holds a finished run with other settings ({detail}); "
+                         "remove that folder or write the comparison to another --out")
+
+
+def _normal(value: Any) -> Any:
+    """JSON round trip, so tuples and lists (and ints and floats written as JSON) compare equal."""
+    return json.loads(json.dumps(value))
+
+
 def run_comparison(
-    models: Sequence[str],
+    runs: Sequence[str | RunSpec],
     datasets: Sequence[str],
     out: Path,
-    train_overrides: dict[str, dict[str, Any]] | None = None,
-    model_overrides: dict[str, dict[str, Any]] | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
     focus: str | None = "alpharec",
     seed: int = 2024,
+    dataset_train_overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run every model on every dataset (``train_overrides[model]`` / ``model_overrides[model]`` apply)."""
+    """Run every spec on every dataset. Training settings, later ones winning: ``train_overrides`` (all runs),
+    ``dataset_train_overrides[dataset]``, the spec's own."""
+    specs = [RunSpec.of(r) for r in runs]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run names must be unique, got {names}")
     results: dict[str, Any] = {}
     for dataset in datasets:
         ref = DataRef(dataset, seed=seed)
         data = ref.load()
-        results[dataset] = {"stats": data.stats(), "models": {}}
-        for name in models:
-            run_dir = out / dataset / name
+        results[dataset] = {"stats": data.stats(), "checksum": data.checksum(), "models": {}}
+        for spec in specs:
+            train = {**(train_overrides or {}), **(dataset_train_overrides or {}).get(dataset, {}),
+                     **spec.train_overrides}
+            spec = RunSpec(spec.name, spec.model, spec.model_overrides, train)
+            run_dir = out / dataset / spec.name
             if (run_dir / "metrics.json").exists():
                 metrics = json.loads((run_dir / "metrics.json").read_text())
                 config = json.loads((run_dir / "config.json").read_text())
+                _check_reusable(run_dir, spec, ref, config)
             else:
-                run = train_and_evaluate(name, ref, (model_overrides or {}).get(name),
-                                         (train_overrides or {}).get(name), run_dir, data=data)
+                run = train_and_evaluate(spec.model, ref, dict(spec.model_overrides), dict(spec.train_overrides),
+                                         run_dir, data=data)
                 metrics, config = run.metrics, run.config
-            results[dataset]["models"][name] = {
-                "test": metrics["test"], "valid": metrics["valid"],
+            results[dataset]["models"][spec.name] = {
+                "model": spec.model, "test": metrics["test"], "valid": metrics["valid"],
                 "best_epoch": config["best_epoch"], "fit_seconds": config["fit_seconds"],
             }
-        if focus in models and len(models) > 1:
-            results[dataset]["focus"] = _focus_vs_best(focus, models, out / dataset, results[dataset]["models"])
+        if focus in names and len(names) > 1:
+            results[dataset]["focus"] = _focus_vs_best(focus, names, out / dataset, results[dataset]["models"])
     write_json(out / "results.json", results)
     atomic_write(out / "results.md", lambda f: f.write(markdown(results)))
     return results
@@ -81,11 +129,13 @@ def markdown(results: dict[str, Any]) -> str:
                   "|---|" + "---|" * (len(COLUMNS) + 2)]
         for name, row in block["models"].items():
             cells = [f"{row['test'][c]['mean']:.4f} ± {row['test'][c]['se']:.4f}" for c in COLUMNS]
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['best_epoch'] or '-'} | {row['fit_seconds']:.0f} |")
+            tail = f" | {row['best_epoch'] or '-'} | {row['fit_seconds']:.0f} |"
+            lines.append(f"| {name} | " + " | ".join(cells) + tail)
         if "focus" in block:
             f = block["focus"]
             lines += ["", f"Recall@20 vs the best baseline on validation ({f['best_baseline']}): "
-                          f"{100 * f['relative_gain']:+.1f}% (difference {f['diff']['mean']:+.4f} ± {f['diff']['se']:.4f}, "
+                          f"{100 * f['relative_gain']:+.1f}% "
+                          f"(difference {f['diff']['mean']:+.4f} ± {f['diff']['se']:.4f}, "
                           f"paired t p = {f['t_pvalue']:.2g}, Wilcoxon p = {f['wilcoxon_pvalue']:.2g})"]
         lines.append("")
     return "\n".join(lines)
