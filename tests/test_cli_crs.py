@@ -9,53 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import write_inspired, write_tiny_llm
 from lmrec.cli import main
-
-MOVIES = ["Toy Story (1995)", "Heat (1995)", "The Matrix (1999)", "Alien (1979)", "Jaws (1975)",
-          "Up (2009)", "Inception (2010)", "Titanic (1997)", "Ronin (1998)", "Fargo (1996)"]
-WORDS = ["User", "System", "I", "like", "watch", "try", "movies", "action", "you", "should", "what", "about"]
-
-
-def dialog(k: int) -> list[dict]:
-    a, b, c = MOVIES[k % 10], MOVIES[(k + 3) % 10], MOVIES[(k + 5) % 10]
-    return [
-        {"text": "Hi! what movies do you like?", "role": "RECOMMENDER", "movie": []},
-        {"text": f"I like {a} and action", "role": "SEEKER", "movie": [a]},
-        {"text": f"you should watch {b}", "role": "RECOMMENDER", "movie": [b]},
-        {"text": "what about another?", "role": "SEEKER", "movie": []},
-        {"text": f"try {c} or {a}", "role": "RECOMMENDER", "movie": [c, a]},
-    ]
-
-
-def write_inspired(root: Path) -> None:
-    folder = root / "inspired" / "unicrs_processed"
-    folder.mkdir(parents=True)
-    for split, ks in (("train", range(12)), ("valid", range(12, 15)), ("test", range(15, 18))):
-        with open(folder / f"{split}_data_dbpedia.jsonl", "w", encoding="utf-8") as f:
-            for k in ks:
-                f.write(json.dumps(dialog(k)) + "\n")
-
-
-def write_tiny_llm(folder: Path) -> None:
-    """A 1-layer, 16-d random Llama with a whitespace word-level tokenizer (no chat template: Llama-2 prompt)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab: dict[str, int] = {"[UNK]": 0, "[PAD]": 1, "</s>": 2, "<s>": 3}
-    import re
-
-    for word in WORDS + [w for m in MOVIES for w in re.findall(r"\w+|[^\w\s]+", m)] + ["1", ".", "2", ":"]:
-        vocab.setdefault(word, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>",
-                                   bos_token="<s>")
-    fast.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
-                         bos_token_id=3, eos_token_id=2, pad_token_id=1, tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(folder)
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from lmrec.models.crs.rta.features import ContextFeatures, LLMFeatures, PrepareC
 from lmrec.models.crs.rta.reindex import ReindexConfig, RTAReindex
 from lmrec.models.crs.zero_shot_llm import ZeroShotLLM
 
-__all__ = ["CRS_DATASETS", "CRSRun", "MentionFinder", "conversation_sample", "evaluate_crs_model",
+__all__ = ["CRS_DATASETS", "CRSRun", "MentionFinder", "conversation_sample", "crs_metrics", "evaluate_crs_model",
            "load_crs_dataset", "load_crs_run", "parse_conversation", "run_adapt", "run_prepare", "run_reindex",
            "run_zero_shot"]
 
@@ -91,7 +91,7 @@ def evaluate_crs_model(scorer: Callable[[Sequence[CRSSample]], torch.Tensor], sa
     return out
 
 
-def _metrics(scorer: Callable[[Sequence[CRSSample]], torch.Tensor], features: LLMFeatures,
+def crs_metrics(scorer: Callable[[Sequence[CRSSample]], torch.Tensor], features: LLMFeatures,
              generated_only: bool = False) -> dict[str, Any]:
     """The metrics.json blocks of a model (see the module docstring)."""
     n = features.n_items
@@ -175,7 +175,7 @@ def run_zero_shot(features_dir: Path, out: Path, data_dir: str | Path | None = N
     features = _open(features_dir, data_dir)
     context = context_features(features)
     model = ZeroShotLLM(features.data.catalog.titles, context.completions, n_titles=_prepare_config(features).n_titles)
-    metrics = _metrics(model.score, features, generated_only=True)
+    metrics = crs_metrics(model.score, features, generated_only=True)
     config = _run_config("zero_shot_llm", features, mapping=model.stats())
     _write_run(out, config, metrics)
     return metrics
@@ -195,7 +195,7 @@ def run_reindex(features_dir: Path, out: Path, config: ReindexConfig | None = No
     start = time.perf_counter()
     log = model.fit(features.data, train, valid, log_path=out / "log.jsonl")
     fit_seconds = time.perf_counter() - start
-    metrics = _metrics(model.score, features)
+    metrics = crs_metrics(model.score, features)
     q = context.q([s.context for s in features.samples["test"][:64]])
     scores = q @ model.item_table().T
     run_config = _run_config(
@@ -229,7 +229,7 @@ def run_adapt(reindex_run: Path, out: Path, config: AdaptConfig | None = None,
     log = model.fit(features.data, features.samples["train"], features.samples.get("valid", []),
                     log_path=out / "log.jsonl")
     fit_seconds = time.perf_counter() - start
-    metrics = _metrics(model.score, features)
+    metrics = crs_metrics(model.score, features)
     run_config = _run_config(
         "rta_adapt", features, reindex_run=str(Path(reindex_run).resolve()), adapt_config=dataclasses.asdict(cfg),
         lr=cfg.resolved_lr, fit_seconds=fit_seconds, best_epoch=log.best_epoch, stopped=log.stopped,
@@ -301,7 +301,7 @@ def load_crs_run(run: Path, data_dir: str | Path | None = None) -> CRSRun:
 def evaluate_run(run: Path, data_dir: str | Path | None = None) -> dict[str, Any]:
     """Recompute a run's metrics (same turns as when it was made); rewrites its metrics.json."""
     loaded = load_crs_run(run, data_dir)
-    metrics = _metrics(loaded.model.score, loaded.features, generated_only=loaded.config["kind"] == "zero_shot_llm")
+    metrics = crs_metrics(loaded.model.score, loaded.features, generated_only=loaded.config["kind"] == "zero_shot_llm")
     write_json(Path(run) / "metrics.json", metrics)
     return metrics
 

@@ -1,0 +1,271 @@
+"""The Reindex-Then-Adapt results of one conversational dataset: every model on the same prepared test turns,
+the popularity buckets and the title-masking probe, from one settings mapping (a ``configs/rta/*.toml`` table).
+
+Folder::
+
+    prepare/            lmrec crs prepare (LLM q vectors, title tokens, generations)
+    zero-shot/ reindex/ adapt-<name>/     run folders of lmrec crs zero-shot / reindex / adapt
+    table.json table.md buckets.png       the results
+
+Steps whose ``spec.json`` equals the requested settings are reused; a folder with other settings is an error
+naming it (see :func:`lmrec.experiments.steps.cached_step`). The classic baselines are cheap and refit every time.
+Rows: the baselines (popularity, FISM, SASRec trained on ALL training turns and, with ``baseline_train =
+"both"``, also on the prepared subsample the LLM models learn from, plus the dense retriever), the zero-shot LLM,
+the reindexed LLM and each adapt variant. Test blocks: all prepared test pairs; new targets only with the
+mentioned items removed; the subsample the LLM generated for (where the zero-shot LLM is scored, paired).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmrec.data.conversations import CRSSample, training_mentions
+from lmrec.errors import LmrecError
+from lmrec.eval.crs import CRSResult, evaluate_crs
+from lmrec.eval.crs_analysis import buckets_table, popularity_buckets, probe_delta
+from lmrec.eval.stats import paired_test
+from lmrec.experiments.crs import (
+    KS,
+    crs_metrics,
+    load_crs_dataset,
+    load_crs_run,
+    run_adapt,
+    run_prepare,
+    run_reindex,
+    run_zero_shot,
+)
+from lmrec.experiments.steps import cached_step
+from lmrec.io import atomic_write, write_json
+from lmrec.models.crs.base import get_crs_model
+from lmrec.models.crs.rta.adapt import AdaptConfig
+from lmrec.models.crs.rta.features import LLMFeatures, PrepareConfig, load_features
+from lmrec.models.crs.rta.reindex import ReindexConfig
+from lmrec.models.crs.training import CRSTrainConfig
+
+Scorer = Callable[[Sequence[CRSSample]], torch.Tensor]
+BLOCKS = ("test", "test_new", "test_generated")
+PROBE_DEFAULTS = {"models": [], "modes": ["mask", "replace"], "max_samples": None, "seed": 0}
+
+
+@dataclasses.dataclass
+class Row:
+    """One model of the table: its scorer and its metric blocks (``valid``, ``test``, ``test_new``, …)."""
+
+    name: str
+    kind: str  # baseline | llm
+    scorer: Scorer
+    metrics: dict[str, Any]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+
+
+def _prepare(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool) -> LLMFeatures:
+    config = PrepareConfig(**{k: tuple(v) if k == "generate_splits" else v for k, v in settings.items()})
+    spec = {"dataset": dataset, **dataclasses.asdict(config)}
+    cached_step(folder, spec, lambda: run_prepare(dataset, folder, config, progress=progress))
+    return load_features(folder, load_crs_dataset(dataset))
+
+
+def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any]], train_on: str = "all") -> list[Row]:
+    """Fit each ``settings[name]`` (model fields; ``model`` = registered name, default ``name``; ``train`` =
+    :class:`CRSTrainConfig` fields). Trained models learn from all training turns (``train_on="all"``), from
+    the prepared subsample the LLM models learn from (``"prepared"``) or once from each (``"both"``)."""
+    train_sets = {"all": [features.data.samples("train")], "prepared": [features.samples["train"]]}
+    train_sets["both"] = train_sets["all"] + train_sets["prepared"]
+    if train_on not in train_sets:
+        raise ValueError(f"baseline_train must be one of {sorted(train_sets)}, got {train_on!r}")
+    valid = features.samples.get("valid", [])
+    rows = []
+    for name, options in settings.items():
+        options = dict(options)
+        train_settings = options.pop("train", {})
+        cls = get_crs_model(options.pop("model", name))
+        trained = hasattr(cls, "train_defaults")
+        for train in train_sets[train_on] if trained else train_sets["all"][:1]:
+            if trained:
+                config = CRSTrainConfig(**{**cls.train_defaults, "progress": False, **train_settings})
+                model = cls(train_config=config, **options)
+            else:
+                model = cls(**options)
+            model.fit(features.data, train, valid)
+            label = f"{name} ({len(train)} train turns)" if trained else name
+            rows.append(Row(label, "baseline", model.score, crs_metrics(model.score, features)))
+    return rows
+
+
+def llm_rows(features_dir: Path, folder: Path, settings: Mapping[str, Any], zero_shot: bool) -> list[Row]:
+    """Zero-shot LLM, reindexed LLM and the adapt variants, each a run folder reused when its settings match."""
+    rows = []
+    if zero_shot:
+        out = folder / "zero-shot"
+        cached_step(out, {"features": str(features_dir)}, lambda: run_zero_shot(features_dir, out))
+        rows.append(_run_row("zero-shot LLM", out))
+    reindex = ReindexConfig(**{"progress": False, **settings["reindex"]})
+    out = folder / "reindex"
+    cached_step(out, {"features": str(features_dir), **dataclasses.asdict(reindex)},
+                lambda: run_reindex(features_dir, out, reindex))
+    rows.append(_run_row(f"reindexed ({reindex.aggregator})", out))
+    for name, options in settings.get("adapt", {}).items():
+        adapt = AdaptConfig(**{"progress": False, **options})
+        run = folder / f"adapt-{_slug(name)}"
+        cached_step(run, {"reindex": str(out), **dataclasses.asdict(adapt)},
+                    lambda run=run, adapt=adapt: run_adapt(out, run, adapt))
+        rows.append(_run_row(name, run))
+    return rows
+
+
+def _run_row(name: str, run: Path) -> Row:
+    loaded = load_crs_run(run)
+    return Row(name, "llm", loaded.model.score, json.loads((run / "metrics.json").read_text()))
+
+
+def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool = False) -> dict[str, Any]:
+    """Prepare, fit / reuse every model, then write ``table.{json,md}`` and ``buckets.png``; returns the table."""
+    folder.mkdir(parents=True, exist_ok=True)
+    features_dir = (folder / "prepare").resolve()
+    features = _prepare(dataset, features_dir, settings.get("prepare", {}), progress)
+    rows = fit_baselines(features, settings.get("baselines", {}), settings.get("baseline_train", "all"))
+    rows += llm_rows(features_dir, folder, settings, settings.get("zero_shot", True))
+    test = features.samples["test"]
+    n_items = features.n_items
+    results = {r.name: evaluate_crs(r.scorer, test, n_items, ks=KS) for r in rows if r.name != "zero-shot LLM"}
+    counts = training_mentions(features.data.train, n_items)
+    buckets = popularity_buckets(results, counts)
+    probe = _probe(rows, features, {**PROBE_DEFAULTS, **settings.get("probe", {})})
+    table = {
+        "dataset": dataset,
+        "data_checksum": samples_checksum(features.samples),
+        "turns": {split: len(s) for split, s in features.samples.items()},
+        "generated_test_turns": len(features.generated_samples("test")),
+        "catalog": n_items,
+        "rows": {r.name: {"kind": r.kind, **{b: r.metrics[b] for b in ("valid", *BLOCKS) if b in r.metrics}}
+                 for r in rows},
+        "best_vs_best": _best_vs_best(rows, results),
+        "buckets": [b.as_dict() for b in buckets],
+        "probe": probe,
+    }
+    write_json(folder / "table.json", table)
+    atomic_write(folder / "table.md", lambda f: f.write(markdown(table, buckets_table(buckets))))
+    plot_buckets(table, folder / "buckets.png")
+    return table
+
+
+def samples_checksum(samples: Mapping[str, Sequence[CRSSample]]) -> str:
+    """16 hex digits of SHA-256 over every prepared sample's split, context, mentioned and target items."""
+    digest = hashlib.sha256()
+    for split in sorted(samples):
+        for s in samples[split]:
+            digest.update(json.dumps([split, s.context, list(s.mentioned), list(s.targets)]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _best_vs_best(rows: Sequence[Row], results: Mapping[str, CRSResult]) -> dict[str, Any] | None:
+    """The LLM row and the baseline row with the best VALIDATION HR@10, paired on test HR@10 (LLM − baseline)."""
+    def best(kind: str) -> Row | None:
+        scored = [r for r in rows if r.kind == kind and r.name in results and "valid" in r.metrics]
+        return max(scored, key=lambda r: r.metrics["valid"]["hr@10"]["mean"], default=None)
+
+    llm, base = best("llm"), best("baseline")
+    if llm is None or base is None:
+        return None
+    test = paired_test(results[base.name].per_pair["hr@10"], results[llm.name].per_pair["hr@10"])
+    return {"llm": llm.name, "baseline": base.name, "diff": test.diff.as_dict(), "t_pvalue": test.t_pvalue,
+            "wilcoxon_pvalue": test.wilcoxon_pvalue}
+
+
+def _probe(rows: Sequence[Row], features: LLMFeatures, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    by_name = {r.name: r for r in rows}
+    unknown = [m for m in settings["models"] if m not in by_name]
+    if unknown:
+        raise LmrecError(f"probe models {unknown} are not rows of the table; rows: {list(by_name)}")
+    samples = features.samples["test"]
+    if settings["max_samples"]:
+        keep = np.random.default_rng(settings["seed"]).permutation(len(samples))[: settings["max_samples"]]
+        samples = [samples[i] for i in sorted(keep)]
+    out = []
+    for name in settings["models"]:
+        for mode in settings["modes"]:
+            result = probe_delta(by_name[name].scorer, samples, features.data.catalog, mode, settings["seed"])
+            out.append({"model": name, "mode": mode, "samples": len(samples), **result.as_dict()})
+    return out
+
+
+def _cell(block: Mapping[str, Any] | None, metric: str) -> str:
+    if not block or metric not in block:
+        return "–"
+    return f"{block[metric]['mean']:.4f} ± {block[metric]['se']:.4f}"
+
+
+def markdown(table: Mapping[str, Any], buckets_md: str) -> str:
+    turns = table["turns"]
+    first = next(iter(table["rows"].values()))
+    lines = [
+        f"Dataset {table['dataset']}: {table['catalog']} items; prepared turns "
+        + ", ".join(f"{k} {v}" for k, v in turns.items())
+        + f"; the LLM generated for {table['generated_test_turns']} test turns. Full ranking, ties by expectation, "
+          "mean ± SE over (turn, target) pairs.", "",
+        f"| model | HR@10 ({first['test']['hr@10']['n']} pairs) | NDCG@10 | HR@50 | HR@10 new, mentioned removed "
+        f"| HR@10 on the generated turns |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in table["rows"].items():
+        test = row.get("test") if name != "zero-shot LLM" else None
+        generated = row.get("test_generated") or (row.get("test") if name == "zero-shot LLM" else None)
+        lines.append(f"| {name} | {_cell(test, 'hr@10')} | {_cell(test, 'ndcg@10')} | {_cell(test, 'hr@50')} | "
+                     f"{_cell(row.get('test_new') if test else None, 'hr@10')} | {_cell(generated, 'hr@10')} |")
+    best = table.get("best_vs_best")
+    if best:
+        lines += ["", f"Best LLM row on validation ({best['llm']}) − best baseline on validation ({best['baseline']}),"
+                      f" test HR@10: {best['diff']['mean']:+.4f} ± {best['diff']['se']:.4f} "
+                      f"(paired t p = {best['t_pvalue']:.2g}, Wilcoxon p = {best['wilcoxon_pvalue']:.2g})."]
+    lines += ["", "Popularity buckets (training mentions), HR@10 on the test pairs whose target is in the bucket:", "",
+              buckets_md]
+    if table["probe"]:
+        lines += ["", "Masking probe: the mentioned titles in the context masked or replaced by random titles "
+                      "(item lists unchanged); HR@10 after − before, paired over pairs:", "",
+                  "| model | rewrite | turns | HR@10 before | after | Δ | p (t) |", "|---|---|---|---|---|---|---|"]
+        for p in table["probe"]:
+            lines.append(f"| {p['model']} | {p['mode']} | {p['samples']} | {p['before']['mean']:.4f} | "
+                         f"{p['after']['mean']:.4f} | {p['delta']['mean']:+.4f} ± {p['delta']['se']:.4f} | "
+                         f"{p['t_pvalue']:.2g} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_buckets(table: Mapping[str, Any], path: Path) -> None:
+    """Grouped bars: HR@10 per popularity bucket per model, with ± SE whiskers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    buckets = table["buckets"]
+    models = list(buckets[0]["hr"]) if buckets else []
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(models) * len(buckets) / 2), 3.6))
+    width = 0.8 / max(1, len(models))
+    for m, model in enumerate(models):
+        x = np.arange(len(buckets)) + m * width
+        means = [b["hr"][model]["mean"] if b["hr"][model]["n"] else 0.0 for b in buckets]
+        errs = [b["hr"][model]["se"] if b["hr"][model]["n"] else 0.0 for b in buckets]
+        ax.bar(x, means, width, yerr=errs, label=model, capsize=2)
+    ax.set_xticks(np.arange(len(buckets)) + 0.4 - width / 2)
+    ax.set_xticklabels([f"{b['bucket']}\n{b['pairs']} pairs" for b in buckets])
+    ax.set_ylabel("HR@10")
+    ax.set_title(f"{table['dataset']}: HR@10 by training popularity")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
+    plt.close(fig)
+
+
+__all__ = ["Row", "fit_baselines", "llm_rows", "markdown", "plot_buckets", "run_rta_table"]
