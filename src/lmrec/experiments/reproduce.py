@@ -1,0 +1,279 @@
+"""``lmrec reproduce alpharec|rta``: run every configured table of a paper and write one report folder.
+
+A paper's tables are ``configs/<paper>/*.toml``, one file per table, run in file-name order::
+
+    title = "Table 3: AlphaRec against the CF baselines"
+    experiment = "compare"        # compare | zeroshot | intention | convergence | crs
+    paper = '''markdown: the paper's numbers, printed beside ours'''
+    notes = '''markdown: how our setting differs from the paper's'''
+    [run]                         # the experiment's settings (see the runner functions below)
+    [quick]                       # with --quick, its keys replace [run]'s (whole values; a few minutes in all)
+
+Output ``OUT/``: ``report/`` (``report.md``, ``environment.json`` with machine, versions, git commit, seeds and
+data checksums, ``configs/`` as run, ``figures/``, ``tables/``: small enough to commit, see ``--publish``) and one
+work folder per table with the run folders. Finished runs are reused when their settings match (an interrupted
+reproduction resumes); a folder made with other settings is an error naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lmrec.errors import LmrecError
+from lmrec.experiments.runner import DataRef, versions
+from lmrec.experiments.steps import cached_step
+from lmrec.io import atomic_write, write_json
+
+PAPERS = {"alpharec": "AlphaRec (Sheng et al., 2024): language representations for collaborative filtering",
+          "rta": "Reindex-Then-Adapt (RTA): LLM-based conversational recommendation"}
+
+
+@dataclasses.dataclass
+class Table:
+    """One config file: what to run and what to print beside it."""
+
+    key: str  # file stem, also the work folder name
+    title: str
+    experiment: str
+    settings: dict[str, Any]
+    paper: str = ""
+    notes: str = ""
+    source: Path | None = None
+
+
+def load_table(path: Path, quick: bool = False) -> Table:
+    """Read one config; unknown top-level keys and unknown experiments are errors naming the file."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise LmrecError(f"{path}: not valid TOML: {exc}") from exc
+    unknown = sorted(set(raw) - {"title", "experiment", "paper", "notes", "run", "quick"})
+    if unknown:
+        raise LmrecError(f"{path}: unknown key(s) {unknown}; expected title, experiment, paper, notes, run, quick")
+    if raw.get("experiment") not in EXPERIMENTS:
+        raise LmrecError(f"{path}: experiment must be one of {sorted(EXPERIMENTS)}, got {raw.get('experiment')!r}")
+    settings = {**raw.get("run", {}), **(raw.get("quick", {}) if quick else {})}
+    return Table(path.stem, raw.get("title", path.stem), raw["experiment"], settings, raw.get("paper", ""),
+                 raw.get("notes", ""), path)
+
+
+def load_tables(folder: Path, quick: bool = False, only: list[str] | None = None) -> list[Table]:
+    paths = sorted(Path(folder).glob("*.toml"))
+    if not paths:
+        raise LmrecError(f"no table configs (*.toml) in {folder}")
+    tables = [load_table(p, quick) for p in paths]
+    if only:
+        missing = [o for o in only if not any(o in (t.key, t.key.split("-", 1)[-1]) for t in tables)]
+        if missing:
+            raise LmrecError(f"--only {missing}: no such table in {folder} (tables: {[t.key for t in tables]})")
+        tables = [t for t in tables if any(o in (t.key, t.key.split("-", 1)[-1]) for o in only)]
+    return tables
+
+
+# -- one runner per experiment kind: (settings, work folder, output root) -> markdown ----------------------------
+def _compare(s: Mapping[str, Any], folder: Path, root: Path) -> str:
+    from lmrec.experiments.compare import RunSpec, markdown, run_comparison
+
+    specs = [RunSpec(name, entry.get("model", name), entry.get("set", {}), entry.get("train", {}))
+             for name, entry in s["models"].items()]
+    results = run_comparison(specs, s["datasets"], folder, {"progress": False, **s.get("train", {})},
+                             focus=s.get("focus", "alpharec"), seed=s.get("seed", 2024),
+                             dataset_train_overrides=s.get("train_by_dataset", {}))
+    return markdown(results)
+
+
+def _zeroshot(s: Mapping[str, Any], folder: Path, root: Path) -> str:
+    from lmrec.experiments import zeroshot
+
+    parts = []
+    seed = s.get("seed", 2024)
+    for transfer in s["transfers"]:
+        sources = [DataRef(name, seed=seed) for name in transfer["train"]]
+        target = DataRef(transfer["target"], seed=seed)
+        out = folder / f"{transfer['target']}-from-{'+'.join(transfer['train'])}"
+        spec = {"transfer": transfer, "train": s.get("train", {}), "set": s.get("set", {}),
+                "lightgcn": s.get("lightgcn", {}), "seed": seed}
+        cached_step(out, spec, lambda out=out, sources=sources, target=target: zeroshot.run_zeroshot(
+            [r.load() for r in sources], target.load(), out, {"progress": False, **s.get("train", {})},
+            s.get("set", {}), s.get("lightgcn", {}), features=zeroshot.lm_features, target_ref=target,
+            source_refs=sources))
+        parts.append(f"#### {' + '.join(transfer['train'])} → {transfer['target']}\n\n"
+                     + (out / "comparison.md").read_text(encoding="utf-8"))
+    return "\n".join(parts)
+
+
+def _intention(s: Mapping[str, Any], folder: Path, root: Path) -> str:
+    from lmrec.experiments import intention
+    from lmrec.experiments.runner import load_run
+
+    run = root / s["run"]
+    if not (run / "model.pt").exists():
+        raise LmrecError(f"intention: {run} is not a finished run (configure the table that trains it first)")
+    spec = {"run": s["run"], "alpha": s.get("alpha", 0.5), "alphas": s.get("alphas", list(intention.ALPHAS)),
+            "n_users": s.get("n_users"), "seed": s.get("seed", 2024)}
+
+    def go() -> None:
+        model, data, _ = load_run(run)
+        intention.run_intention(model, data, folder, spec["alpha"], spec["alphas"], spec["n_users"], spec["seed"],
+                                run=s["run"])
+
+    cached_step(folder, spec, go)
+    return (folder / "intention.md").read_text(encoding="utf-8")
+
+
+def _convergence(s: Mapping[str, Any], folder: Path, root: Path) -> str:
+    from lmrec.experiments.convergence import markdown, run_convergence
+
+    return markdown(run_convergence(root / s["runs"], folder))
+
+
+def _crs(s: Mapping[str, Any], folder: Path, root: Path) -> str:
+    from lmrec.experiments.rta_table import run_rta_table
+
+    run_rta_table(s["dataset"], folder, s)
+    return (folder / "table.md").read_text(encoding="utf-8")
+
+
+EXPERIMENTS: dict[str, Callable[[Mapping[str, Any], Path, Path], str]] = {
+    "compare": _compare, "zeroshot": _zeroshot, "intention": _intention, "convergence": _convergence, "crs": _crs,
+}
+
+
+# -- the report ----------------------------------------------------------------------------------------------
+def environment(tables: list[Table], out: Path, quick: bool) -> dict[str, Any]:
+    """Machine, library versions, git commit, seeds and the data checksums found in the run folders."""
+    names = [line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor()
+    checksums: dict[str, str] = {}
+    for path in sorted(out.rglob("config.json")):
+        config = json.loads(path.read_text(encoding="utf-8"))
+        if "data_checksum" in config:
+            checksums[config["data"]["dataset"]] = config["data_checksum"]
+        if "target_checksum" in config:
+            checksums[config["target"]["dataset"]] = config["target_checksum"]
+    for path in sorted(out.rglob("table.json")):
+        table = json.loads(path.read_text(encoding="utf-8"))
+        checksums[table["dataset"]] = table.get("data_checksum", "")
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if quick else "full",
+        "machine": {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+                    "torch_threads": _torch_threads(), "load_average": list(os.getloadavg())},
+        "versions": versions(),
+        "git": _git(),
+        "seeds": {t.key: t.settings.get("seed", 2024) for t in tables},
+        "data_checksums": checksums,
+    }
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _git() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: list[str] | None = None,
+              log: Callable[[str], None] = print) -> Path:
+    """Run the tables of ``configs/<paper>`` into ``out``; returns the report folder ``out/report``."""
+    if paper not in PAPERS:
+        raise LmrecError(f"unknown paper {paper!r}; expected one of {sorted(PAPERS)}")
+    tables = load_tables(Path(configs) / paper, quick, only)
+    report = out / "report"
+    for sub in ("configs", "figures", "tables"):
+        (report / sub).mkdir(parents=True, exist_ok=True)
+    sections = []
+    for table in tables:
+        log(f"[{table.key}] {table.title} ...")
+        start = time.perf_counter()
+        folder = out / table.key
+        folder.mkdir(parents=True, exist_ok=True)
+        ours = EXPERIMENTS[table.experiment](table.settings, folder, out)
+        seconds = time.perf_counter() - start
+        log(f"[{table.key}] done in {seconds / 60:.1f} min")
+        assert table.source is not None
+        shutil.copyfile(table.source, report / "configs" / table.source.name)
+        figures = _collect(folder, report, table.key)
+        sections.append(_section(table, ours, seconds, figures))
+    env = environment(tables, out, quick)
+    write_json(report / "environment.json", env)
+    atomic_write(report / "report.md", lambda f: f.write(_report(paper, env, sections)))
+    return report
+
+
+def _collect(folder: Path, report: Path, key: str) -> list[str]:
+    """Copy the table's figures and result json into the report; returns the figures' report-relative paths."""
+    figures = []
+    for png in sorted(folder.rglob("*.png")):
+        rel = png.relative_to(folder)
+        name = f"{key}--{'--'.join(rel.parts)}"
+        shutil.copyfile(png, report / "figures" / name)
+        figures.append(f"figures/{name}")
+    for name in ("results.json", "table.json", "convergence.json", "intention.json"):
+        if (folder / name).exists():
+            shutil.copyfile(folder / name, report / "tables" / f"{key}.json")
+    for comparison in sorted(folder.glob("*/comparison.json")):
+        shutil.copyfile(comparison, report / "tables" / f"{key}--{comparison.parent.name}.json")
+    return figures
+
+
+def _section(table: Table, ours: str, seconds: float, figures: list[str]) -> str:
+    lines = [f"## {table.title}", "",
+             f"Config `configs/{table.source.name if table.source else table.key}`; {seconds / 60:.1f} min "
+             "(runs finished earlier are reused).", ""]
+    if table.notes:
+        lines += [table.notes.strip(), ""]
+    if table.paper:
+        lines += ["### The paper", "", table.paper.strip(), ""]
+    nested = "\n".join("#" + line if line.startswith("#") else line for line in ours.strip().splitlines())
+    lines += ["### lmrec", "", nested, ""]
+    lines += [f"![{Path(f).stem}]({f})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def _report(paper: str, env: Mapping[str, Any], sections: list[str]) -> str:
+    m = env["machine"]
+    git = env["git"]
+    head = [f"# {PAPERS[paper]}: lmrec reproduction ({env['mode']})", "",
+            f"{env['date']} on {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads), "
+            f"{m['platform']}; lmrec {env['versions']['lmrec']}, torch {env['versions']['torch']}, "
+            f"git {git.get('commit') or 'unknown'}{' (dirty)' if git.get('dirty') else ''}. "
+            "Seeds, data checksums and versions: `environment.json`; the configs as run: `configs/`.", "",
+            "Evaluation: model selection and early stopping on validation only; test once at the end; full ranking; "
+            "mean ± SE (ddof = 1) with every mean.", ""]
+    return "\n".join(head) + "\n" + "\n".join(sections)
+
+
+def publish(report: Path, dest: Path) -> Path:
+    """Copy a report folder (small files only) to ``dest`` (e.g. ``docs/results/<date>-<paper>``)."""
+    if dest.exists():
+        raise LmrecError(f"{dest} exists; publish into a new folder")
+    shutil.copytree(report, dest)
+    return dest

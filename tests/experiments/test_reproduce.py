@@ -1,0 +1,178 @@
+"""`lmrec reproduce`: resumable steps, comparison run reuse, table configs, and whole reports on planted data
+(AlphaRec side) and on a tiny INSPIRED-format dataset with a tiny random Llama (RTA side)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import planted_data, single_thread, write_inspired, write_tiny_llm  # noqa: F401
+from lmrec import cli
+from lmrec.errors import LmrecError
+from lmrec.experiments import compare, reproduce
+from lmrec.experiments.compare import RunSpec, run_comparison
+from lmrec.experiments.runner import DataRef
+from lmrec.experiments.steps import cached_step
+
+FAST = {"epochs": 2, "eval_every": 1, "patience": 2, "batch_size": 128, "progress": False}
+
+
+@pytest.fixture
+def planted(monkeypatch):
+    datasets = {"p": planted_data(0, name="p"), "q": planted_data(1, name="q")}
+    monkeypatch.setattr(DataRef, "load", lambda self: datasets[self.dataset])
+    return datasets
+
+
+def test_cached_step_reuses_reruns_after_failure_and_refuses_other_settings(tmp_path):
+    calls = []
+    assert cached_step(tmp_path / "s", {"a": 1, "b": (1, 2)}, lambda: calls.append(1)) is True
+    assert cached_step(tmp_path / "s", {"a": 1, "b": [1, 2]}, lambda: calls.append(2)) is False
+    assert calls == [1]
+    with pytest.raises(LmrecError, match=r"s was made with other settings \(a: saved 1, requested 2\)"):
+        cached_step(tmp_path / "s", {"a": 2, "b": [1, 2]}, lambda: calls.append(3))
+
+    def crash():
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        cached_step(tmp_path / "t", {"a": 1}, crash)
+    assert not (tmp_path / "t" / "spec.json").exists()
+    assert cached_step(tmp_path / "t", {"a": 1}, lambda: calls.append(4)) is True and calls == [1, 4]
+
+
+def test_comparison_reuses_finished_runs_and_refuses_changed_settings(tmp_path, planted, monkeypatch):
+    specs = ["pop", RunSpec("lgcn-2", "lightgcn", {"emb_dim": 8}, FAST)]
+    first = run_comparison(specs, ["p"], tmp_path, focus="lgcn-2")
+    assert list(first["p"]["models"]) == ["pop", "lgcn-2"] and first["p"]["models"]["lgcn-2"]["model"] == "lightgcn"
+    assert first["p"]["focus"]["best_baseline"] == "pop" and first["p"]["checksum"] == planted["p"].checksum()
+    monkeypatch.setattr(compare, "train_and_evaluate", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    again = run_comparison(specs, ["p"], tmp_path, focus="lgcn-2")
+    assert again["p"]["models"]["lgcn-2"]["test"] == first["p"]["models"]["lgcn-2"]["test"]
+    changed = [RunSpec("lgcn-2", "lightgcn", {"emb_dim": 16}, FAST)]
+    with pytest.raises(LmrecError, match=r"lgcn-2 holds a finished run with other settings \(model setting emb_dim"):
+        run_comparison(changed, ["p"], tmp_path)
+    with pytest.raises(LmrecError, match="training setting epochs: saved 2, requested 3"):
+        run_comparison([RunSpec("lgcn-2", "lightgcn", {}, {**FAST, "epochs": 3})], ["p"], tmp_path)
+    with pytest.raises(ValueError, match="unique"):
+        run_comparison(["pop", RunSpec("pop", "mf")], ["p"], tmp_path)
+
+
+def test_dataset_training_settings_sit_between_the_global_and_the_run_settings(tmp_path, planted):
+    run_comparison([RunSpec("mf", "mf", {}, {"epochs": 1})], ["p", "q"], tmp_path, {**FAST, "epochs": 3},
+                   dataset_train_overrides={"p": {"epochs": 2, "eval_every": 2}, "q": {"eval_every": 2}})
+    saved = {d: json.loads((tmp_path / d / "mf" / "config.json").read_text())["train_config"] for d in ("p", "q")}
+    assert saved["p"]["epochs"] == saved["q"]["epochs"] == 1 and saved["p"]["eval_every"] == 2
+
+
+def write_config(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text, encoding="utf-8")
+    return folder / name
+
+
+def test_table_config_quick_replaces_keys_and_bad_configs_name_the_file(tmp_path):
+    path = write_config(tmp_path, "01-x.toml", 'title = "T"\nexperiment = "compare"\n[run]\ndatasets = ["a", "b"]\n'
+                                               'models = { pop = {} }\n[quick]\ndatasets = ["a"]\n')
+    assert reproduce.load_table(path).settings == {"datasets": ["a", "b"], "models": {"pop": {}}}
+    assert reproduce.load_table(path, quick=True).settings == {"datasets": ["a"], "models": {"pop": {}}}
+    bad = write_config(tmp_path, "02-y.toml", 'experiment = "compare"\nrun_settings = {}\n')
+    with pytest.raises(LmrecError, match=r"02-y.toml: unknown key\(s\) \['run_settings'\]"):
+        reproduce.load_table(bad)
+    bad.write_text('experiment = "train-everything"\n')
+    with pytest.raises(LmrecError, match="02-y.toml: experiment must be one of"):
+        reproduce.load_table(bad)
+    bad.write_text("experiment = \n")
+    with pytest.raises(LmrecError, match="02-y.toml: not valid TOML"):
+        reproduce.load_table(bad)
+    bad.unlink()
+    with pytest.raises(LmrecError, match=r"--only \['nothing'\]"):
+        reproduce.load_tables(tmp_path, only=["nothing"])
+
+
+ALPHAREC_TABLES = {
+    "01-comparison.toml": '''title = "Comparison"
+experiment = "compare"
+paper = "| Model | X |\\n|---|---|\\n| AlphaRec | .1221 |"
+[run]
+datasets = ["p"]
+train = { epochs = 3, eval_every = 1, patience = 3, batch_size = 128 }
+[run.models]
+pop = {}
+"mf (8-d)" = { model = "mf", set = { emb_dim = 8 } }
+lightgcn = { set = { emb_dim = 8 } }
+[quick]
+train = { epochs = 2, eval_every = 1, patience = 2, batch_size = 128 }
+''',
+    "02-convergence.toml": 'title = "Convergence"\nexperiment = "convergence"\n[run]\nruns = "01-comparison"\n',
+}
+
+
+def test_reproduce_writes_a_report_and_publishes_it(tmp_path, planted, capsys):
+    for name, text in ALPHAREC_TABLES.items():
+        write_config(tmp_path / "configs" / "alpharec", name, text)
+    out = tmp_path / "out"
+    code = cli.main(["reproduce", "alpharec", "--quick", "--configs", str(tmp_path / "configs"), "--out", str(out),
+                     "--publish", str(tmp_path / "docs" / "report")])
+    assert code == 0 and "report:" in capsys.readouterr().out
+    report = (out / "report" / "report.md").read_text()
+    assert "## Comparison" in report and "### The paper" in report and "| AlphaRec | .1221 |" in report
+    assert "| mf (8-d) |" in report and "±" in report and "## Convergence" in report
+    assert "figures/02-convergence--convergence.png" in report
+    env = json.loads((out / "report" / "environment.json").read_text())
+    assert env["mode"] == "quick" and env["data_checksums"] == {"p": planted["p"].checksum()}
+    assert env["versions"]["torch"] == torch.__version__ and "commit" in env["git"]
+    published = tmp_path / "docs" / "report"
+    assert (published / "configs" / "01-comparison.toml").exists()
+    assert (published / "figures" / "02-convergence--convergence.png").stat().st_size > 0
+    assert json.loads((published / "tables" / "01-comparison.json").read_text())["p"]["models"]["pop"]
+    with pytest.raises(LmrecError, match="exists"):
+        reproduce.publish(out / "report", published)
+
+
+RTA_TABLE = '''title = "Tiny INSPIRED"
+experiment = "crs"
+[run]
+dataset = "inspired"
+baseline_train = "both"
+baselines = {{ pop = {{}}, fism = {{ train = {{ epochs = 2 }} }} }}
+reindex = {{ aggregator = "weighted", label_source = "both", lr = 1e-2, epochs = 2, eval_every = 1 }}
+adapt = {{ "+ gate FISM" = {{ variant = "gate-fism", epochs = 2 }} }}
+probe = {{ models = ["reindexed (weighted)", "fism (24 train turns)"], modes = ["mask"] }}
+[run.prepare]
+llm = "{llm}"
+dtype = "float32"
+max_new_tokens = 6
+max_samples = {{ train = 8 }}
+max_generate = {{ test = 3 }}
+'''
+
+
+def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
+    write_inspired(tmp_path / "data")
+    write_tiny_llm(tmp_path / "llm")
+    monkeypatch.setenv("LMREC_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("LMREC_CACHE", str(tmp_path / "cache"))
+    write_config(tmp_path / "configs" / "rta", "01-inspired.toml", RTA_TABLE.format(llm=tmp_path / "llm"))
+    out = tmp_path / "out"
+    reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
+    table = json.loads((out / "01-inspired" / "table.json").read_text())
+    rows = table["rows"]
+    assert list(rows) == ["pop", "fism (24 train turns)", "fism (8 train turns)", "zero-shot LLM",
+                          "reindexed (weighted)", "+ gate FISM"]
+    assert table["turns"] == {"train": 8, "valid": 6, "test": 6} and table["generated_test_turns"] == 3
+    assert 3 <= rows["zero-shot LLM"]["test"]["hr@10"]["n"] <= 6  # only the 3 answered turns (1 or 2 targets each)
+    assert all(rows[r]["test"]["hr@10"]["n"] == 9 for r in rows if r != "zero-shot LLM")
+    assert [b["bucket"] for b in table["buckets"]] == ["cold", "warm", "popular"]
+    assert sum(b["pairs"] for b in table["buckets"]) == 9
+    probe = {p["model"]: p for p in table["probe"]}
+    assert probe["fism (24 train turns)"]["delta"]["mean"] == 0.0  # item-based: the context text is not read
+    assert probe["reindexed (weighted)"]["changed_samples"] > 0
+    assert "Popularity buckets" in (out / "report" / "report.md").read_text()
+    assert (out / "report" / "figures" / "01-inspired--buckets.png").exists()
+    # a second reproduction reuses every LLM step (spec.json) and gives the same table
+    reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
+    assert json.loads((out / "01-inspired" / "table.json").read_text())["rows"] == rows
