@@ -186,6 +186,25 @@ def test_masking_test_removes_train_and_valid_but_never_a_target():
     assert only_train.per_user["hr@1"][0] == 0.0  # valid items (score 2) now outrank the test item
 
 
+@pytest.mark.parametrize("levels", [3, 50, None])  # heavy ties, some ties, continuous scores
+def test_fast_path_equals_the_exact_key_ranking(levels):
+    """The float topk shortcut (rows whose k + 1 best scores are distinct) changes no row's top k or order."""
+    rng = np.random.default_rng(levels or 0)
+    n_users, n_items, k = 300, 60, 10
+    raw = rng.random((n_users, n_items))
+    table = torch.from_numpy((np.floor(raw * levels) if levels else raw).astype(np.float32))
+    table[0] = -torch.inf  # a row of -inf ties
+    exclude = sp.random(n_users, n_items, density=0.2, format="lil", random_state=1)
+    exclude[1, :] = 1.0  # a row with every item masked
+    exclude = exclude.tocsr()
+    priority = torch.rand(n_items, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    keys = tie_break_keys(table, priority)
+    dense = torch.from_numpy(exclude.toarray() > 0)
+    keys[dense] = torch.iinfo(torch.int64).min
+    expected = torch.topk(keys, k, dim=1).indices
+    assert torch.equal(top_k(table, k, priority, exclude), expected)
+
+
 def test_masked_items_never_in_top_k():
     data = planted_data()
     rng = np.random.default_rng(5)

@@ -65,15 +65,36 @@ def tie_break_keys(scores: torch.Tensor, priority: torch.Tensor) -> torch.Tensor
 def top_k(
     scores: torch.Tensor, k: int, priority: torch.Tensor, exclude: sp.csr_matrix | None = None
 ) -> torch.Tensor:
-    """Indices (b, k) of the k best items per row, ties by ``priority``, ``exclude``d entries never returned."""
+    """Indices (b, k) of the k best items per row, ties by ``priority``, ``exclude``d entries never returned
+    (unless a row has fewer than k other items; they then come last).
+
+    Fast path: when a row's k + 1 best float32 scores are all distinct, no tie-break can change its top k or
+    their order, so the float ``topk`` is the answer. Rows with a tie among them (and only those) are ranked
+    by the exact :func:`tie_break_keys`.
+    """
     if torch.isnan(scores).any():
         row = int(torch.isnan(scores).any(dim=1).nonzero()[0])
         raise LmrecError(f"the model returned NaN scores (batch row {row}); cannot rank")
-    keys = tie_break_keys(scores, priority)
+    scores = scores.to(torch.float32)
+    entries = None
     if exclude is not None and exclude.nnz:
         rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
-        keys[torch.from_numpy(rows), torch.from_numpy(exclude.indices.astype(np.int64))] = MASKED_KEY
-    return torch.topk(keys, k, dim=1).indices
+        entries = (torch.from_numpy(rows), torch.from_numpy(exclude.indices.astype(np.int64)))
+    ranked = scores.clone() if entries is not None else scores
+    if entries is not None:
+        ranked[entries] = -torch.inf
+    values, top = torch.topk(ranked, min(k + 1, scores.shape[1]), dim=1)
+    top = top[:, :k]
+    tied = (values[:, 1:] == values[:, :-1]).any(dim=1).nonzero().squeeze(1)
+    if len(tied):
+        keys = tie_break_keys(scores[tied], priority)
+        if entries is not None:
+            in_tied = torch.zeros(scores.shape[0], dtype=torch.long)
+            in_tied[tied] = torch.arange(len(tied))
+            keep = torch.isin(entries[0], tied)
+            keys[in_tied[entries[0][keep]], entries[1][keep]] = MASKED_KEY
+        top[tied] = torch.topk(keys, k, dim=1).indices
+    return top
 
 
 def mask_matrix(data: SplitData, split: str, mask: Sequence[str] | None) -> tuple[sp.csr_matrix | None, tuple]:
