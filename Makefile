@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow bench reproduce-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: setup
 	bash bench/setup_recbole.sh
 	$(PY) bench/recbole_compare.py movielens-100k movielens-latest-small
 	$(PY) bench/scaling.py
+
+# every configured table of both papers on small settings (minutes); drop --quick for the full reports (hours)
+reproduce-quick: setup
+	$(VENV)/bin/lmrec reproduce alpharec --quick
+	$(VENV)/bin/lmrec reproduce rta --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
