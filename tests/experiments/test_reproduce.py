@@ -57,6 +57,9 @@ def test_comparison_reuses_finished_runs_and_refuses_changed_settings(tmp_path, 
         run_comparison(changed, ["p"], tmp_path)
     with pytest.raises(LmrecError, match="training setting epochs: saved 2, requested 3"):
         run_comparison([RunSpec("lgcn-2", "lightgcn", {}, {**FAST, "epochs": 3})], ["p"], tmp_path)
+    dropped = [RunSpec("lgcn-2", "lightgcn", {"emb_dim": 8}, {k: v for k, v in FAST.items() if k != "epochs"})]
+    with pytest.raises(LmrecError, match="training setting epochs: saved 2, requested 1000"):  # back to the default
+        run_comparison(dropped, ["p"], tmp_path)
     with pytest.raises(ValueError, match="unique"):
         run_comparison(["pop", RunSpec("pop", "mf")], ["p"], tmp_path)
 
@@ -90,7 +93,16 @@ def test_table_config_quick_replaces_keys_and_bad_configs_name_the_file(tmp_path
         reproduce.load_table(bad)
     bad.unlink()
     with pytest.raises(LmrecError, match=r"--only \['nothing'\]"):
-        reproduce.load_tables(tmp_path, only=["nothing"])
+        reproduce.select(reproduce.load_tables(tmp_path), only=["nothing"])
+    bad.write_text('experiment = "compare"\n[run]\ndatasets = ["a"]\nmodels = { mf = { sett = {} } }\n')
+    with pytest.raises(LmrecError, match=r"02-y.toml: \[run.models\] 'mf': unknown \['sett'\]"):
+        reproduce.load_table(bad)
+    bad.write_text('experiment = "crs"\n[run]\ndataset = "inspired"\nreindex = { aggregator = "gru", lrr = 1 }\n')
+    with pytest.raises(LmrecError, match=r"02-y.toml: \[run.reindex\].*lrr"):
+        reproduce.load_table(bad)
+    bad.write_text('experiment = "intention"\n[run]\nalpha = 0.5\n')
+    with pytest.raises(LmrecError, match=r"02-y.toml: \[run\]: missing \['run'\]"):
+        reproduce.load_table(bad)
 
 
 ALPHAREC_TABLES = {
@@ -131,6 +143,9 @@ def test_reproduce_writes_a_report_and_publishes_it(tmp_path, planted, capsys):
     assert json.loads((published / "tables" / "01-comparison.json").read_text())["p"]["models"]["pop"]
     with pytest.raises(LmrecError, match="exists"):
         reproduce.publish(out / "report", published)
+    # --only reruns one table; the report keeps every finished table's section
+    reproduce.reproduce("alpharec", tmp_path / "configs", out, quick=True, only=["convergence"], log=lambda _: None)
+    assert "## Comparison" in (out / "report" / "report.md").read_text()
 
 
 RTA_TABLE = '''title = "Tiny INSPIRED"

@@ -9,17 +9,21 @@ mean ± SE, the epoch selected on validation, and the paired difference of a cho
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.eval.stats import paired_test
-from lmrec.experiments.runner import DataRef, load_run, train_and_evaluate
+from lmrec.experiments.runner import DataRef, build_model, load_run, train_and_evaluate
+from lmrec.experiments.steps import normalised
 from lmrec.io import atomic_write, write_json
+from lmrec.models.torch_base import TorchRecommender
 
 COLUMNS = ("recall@20", "ndcg@20", "hr@20")
 
@@ -39,24 +43,31 @@ class RunSpec:
         return spec if isinstance(spec, RunSpec) else cls(spec, spec)
 
 
-def _check_reusable(run_dir: Path, spec: RunSpec, ref: DataRef, config: dict[str, Any]) -> None:
-    """A finished run may stand for ``spec`` only if it trained that model on that data with those settings."""
-    saved_model, saved_train = config.get("model_config") or {}, config.get("train_config") or {}
-    wanted = {"model": (config.get("model"), spec.model), "data": (config.get("data"), vars(ref))}
-    wanted.update({f"model setting {k}": (saved_model.get(k), v) for k, v in spec.model_overrides.items()})
-    if saved_train:
-        wanted.update({f"training setting {k}": (saved_train.get(k), v) for k, v in spec.train_overrides.items()
-                       if k != "progress"})
-    differ = {key: pair for key, pair in wanted.items() if _normal(pair[0]) != _normal(pair[1])}
+def resolved_settings(spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The full model config and training config ``spec`` trains with (code defaults + overrides)."""
+    model = build_model(spec.model, dict(spec.model_overrides))
+    train = None
+    if isinstance(model, TorchRecommender):
+        train = dataclasses.asdict(model.resolve_train_config(dict(spec.train_overrides)))
+    return dataclasses.asdict(model.config), train
+
+
+def _check_reusable(run_dir: Path, spec: RunSpec, data: SplitData, config: dict[str, Any]) -> None:
+    """A finished run may stand for ``spec`` only if it trained that model on the same data (checksum) with the
+    same resolved settings: every field the saved config and today's code both know (``progress`` aside)."""
+    model_config, train_config = resolved_settings(spec)
+    wanted = {"model": (config.get("model"), spec.model),
+              "data checksum": (config.get("data_checksum"), data.checksum())}
+    for label, saved, now in (("model setting", config.get("model_config") or {}, model_config),
+                              ("training setting", config.get("train_config") or {}, train_config or {})):
+        wanted.update({f"{label} {k}": (saved[k], v) for k, v in now.items() if k in saved and k != "progress"})
+    if (config.get("train_config") is None) != (train_config is None):
+        wanted["training"] = (config.get("train_config"), train_config)
+    differ = {key: pair for key, pair in wanted.items() if normalised(pair[0]) != normalised(pair[1])}
     if differ:
         detail = "; ".join(f"{k}: saved {a!r}, requested {b!r}" for k, (a, b) in differ.items())
         raise LmrecError(f"{run_dir} holds a finished run with other settings ({detail}); "
                          "remove that folder or write the comparison to another --out")
-
-
-def _normal(value: Any) -> Any:
-    """JSON round trip, so tuples and lists (and ints and floats written as JSON) compare equal."""
-    return json.loads(json.dumps(value))
 
 
 def run_comparison(
@@ -87,7 +98,7 @@ def run_comparison(
             if (run_dir / "metrics.json").exists():
                 metrics = json.loads((run_dir / "metrics.json").read_text())
                 config = json.loads((run_dir / "config.json").read_text())
-                _check_reusable(run_dir, spec, ref, config)
+                _check_reusable(run_dir, spec, data, config)
             else:
                 run = train_and_evaluate(spec.model, ref, dict(spec.model_overrides), dict(spec.train_overrides),
                                          run_dir, data=data)
@@ -109,10 +120,11 @@ def _focus_vs_best(focus: str, models: Sequence[str], folder: Path, rows: dict[s
     best = max(others, key=lambda m: rows[m]["valid"]["recall@20"]["mean"])
     per_user = {}
     for name in (best, focus):
-        model, data, _ = load_run(folder / name)
-        per_user[name] = evaluate(model.score, data, "test", metrics=("recall",)).per_user["recall@20"]
+        model, data, config = load_run(folder / name)
+        result = evaluate(model.score, data, "test", metrics=("recall",), seed=config.get("eval_seed", 0))
+        per_user[name] = result.per_user["recall@20"]
     test = paired_test(per_user[best], per_user[focus])
-    base = rows[best]["test"]["recall@20"]["mean"]
+    base = float(per_user[best].mean())
     return {"best_baseline": best, "relative_gain": test.diff.mean / base if base else float("nan"),
             "diff": test.diff.as_dict(), "t_pvalue": test.t_pvalue, "wilcoxon_pvalue": test.wilcoxon_pvalue}
 

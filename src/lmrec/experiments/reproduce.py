@@ -35,6 +35,7 @@ from lmrec.experiments.runner import DataRef, versions
 from lmrec.experiments.steps import cached_step
 from lmrec.io import atomic_write, write_json
 
+SECTION = "section.md"  # a finished table's report section, kept in its work folder
 PAPERS = {"alpharec": "AlphaRec (Sheng et al., 2024): language representations for collaborative filtering",
           "rta": "Reindex-Then-Adapt (RTA): LLM-based conversational recommendation"}
 
@@ -64,21 +65,77 @@ def load_table(path: Path, quick: bool = False) -> Table:
     if raw.get("experiment") not in EXPERIMENTS:
         raise LmrecError(f"{path}: experiment must be one of {sorted(EXPERIMENTS)}, got {raw.get('experiment')!r}")
     settings = {**raw.get("run", {}), **(raw.get("quick", {}) if quick else {})}
+    try:
+        validate_settings(raw["experiment"], settings)
+    except (LmrecError, TypeError, ValueError) as exc:
+        raise LmrecError(f"{path}: {exc}") from exc
     return Table(path.stem, raw.get("title", path.stem), raw["experiment"], settings, raw.get("paper", ""),
                  raw.get("notes", ""), path)
 
 
-def load_tables(folder: Path, quick: bool = False, only: list[str] | None = None) -> list[Table]:
+#: experiment -> (required [run] keys, optional [run] keys)
+SETTINGS = {
+    "compare": ({"datasets", "models"}, {"train", "train_by_dataset", "focus", "seed"}),
+    "zeroshot": ({"transfers"}, {"train", "set", "lightgcn", "seed"}),
+    "intention": ({"run"}, {"alpha", "alphas", "n_users", "seed"}),
+    "convergence": ({"runs"}, set()),
+    "crs": ({"dataset", "reindex"}, {"prepare", "baselines", "baseline_train", "zero_shot", "adapt", "probe"}),
+}
+
+
+def _keys(where: str, given: Mapping[str, Any], required: set[str], optional: set[str]) -> None:
+    missing, unknown = sorted(required - set(given)), sorted(set(given) - required - optional)
+    if missing or unknown:
+        raise LmrecError(f"{where}: " + "; ".join(
+            part for part in (f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else "")
+            if part) + f" (allowed: {sorted(required | optional)})")
+
+
+def validate_settings(experiment: str, s: Mapping[str, Any]) -> None:
+    """Every key known and every nested config constructible, before anything runs (errors name the section)."""
+    _keys("[run]", s, *SETTINGS[experiment])
+    if experiment == "compare":
+        for name, entry in s["models"].items():
+            _keys(f"[run.models] {name!r}", entry, set(), {"model", "set", "train"})
+    elif experiment == "zeroshot":
+        for transfer in s["transfers"]:
+            _keys("[run] transfers entry", transfer, {"train", "target"}, set())
+    elif experiment == "crs":
+        from lmrec.models.crs.rta.adapt import AdaptConfig
+        from lmrec.models.crs.rta.features import PrepareConfig
+        from lmrec.models.crs.rta.reindex import ReindexConfig
+        from lmrec.models.crs.training import CRSTrainConfig
+
+        sections = [("[run.prepare]", PrepareConfig, s.get("prepare", {})), ("[run.reindex]", ReindexConfig,
+                                                                               s["reindex"])]
+        sections += [(f"[run.adapt] {name!r}", AdaptConfig, o) for name, o in s.get("adapt", {}).items()]
+        sections += [(f"[run.baselines] {name!r} train", CRSTrainConfig, o.get("train", {}))
+                     for name, o in s.get("baselines", {}).items()]
+        for where, cls, options in sections:
+            try:
+                cls(**options)
+            except (TypeError, ValueError) as exc:
+                raise LmrecError(f"{where}: {exc}") from exc
+        _keys("[run.probe]", s.get("probe", {}), set(), {"models", "modes", "max_samples", "seed"})
+
+
+def load_tables(folder: Path, quick: bool = False) -> list[Table]:
+    """Every table config of ``folder`` (all validated before anything runs)."""
     paths = sorted(Path(folder).glob("*.toml"))
     if not paths:
         raise LmrecError(f"no table configs (*.toml) in {folder}")
-    tables = [load_table(p, quick) for p in paths]
-    if only:
-        missing = [o for o in only if not any(o in (t.key, t.key.split("-", 1)[-1]) for t in tables)]
-        if missing:
-            raise LmrecError(f"--only {missing}: no such table in {folder} (tables: {[t.key for t in tables]})")
-        tables = [t for t in tables if any(o in (t.key, t.key.split("-", 1)[-1]) for o in only)]
-    return tables
+    return [load_table(p, quick) for p in paths]
+
+
+def select(tables: list[Table], only: list[str] | None) -> list[Table]:
+    """The tables named in ``only`` (file stem, with or without its number prefix); all when empty."""
+    if not only:
+        return tables
+    matches = lambda t, o: o in (t.key, t.key.split("-", 1)[-1])
+    missing = [o for o in only if not any(matches(t, o) for t in tables)]
+    if missing:
+        raise LmrecError(f"--only {missing}: no such table (tables: {[t.key for t in tables]})")
+    return [t for t in tables if any(matches(t, o) for o in only)]
 
 
 # -- one runner per experiment kind: (settings, work folder, output root) -> markdown ----------------------------
@@ -120,8 +177,11 @@ def _intention(s: Mapping[str, Any], folder: Path, root: Path) -> str:
     run = root / s["run"]
     if not (run / "model.pt").exists():
         raise LmrecError(f"intention: {run} is not a finished run (configure the table that trains it first)")
+    saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
     spec = {"run": s["run"], "alpha": s.get("alpha", 0.5), "alphas": s.get("alphas", list(intention.ALPHAS)),
-            "n_users": s.get("n_users"), "seed": s.get("seed", 2024)}
+            "n_users": s.get("n_users"), "seed": s.get("seed", 2024),
+            "run_config": {k: saved.get(k) for k in ("model_config", "train_config", "data_checksum", "best_epoch",
+                                                     "fit_seconds")}}
 
     def go() -> None:
         model, data, _ = load_run(run)
@@ -172,7 +232,8 @@ def environment(tables: list[Table], out: Path, quick: bool) -> dict[str, Any]:
                     "torch_threads": _torch_threads(), "load_average": list(os.getloadavg())},
         "versions": versions(),
         "git": _git(),
-        "seeds": {t.key: t.settings.get("seed", 2024) for t in tables},
+        "split_seeds": {t.key: t.settings.get("seed", 2024) for t in tables if "seed" in SETTINGS[t.experiment][1]},
+        "training_seed": "each model's TrainConfig.seed (default 2024; in each run's config.json)",
         "data_checksums": checksums,
     }
 
@@ -205,12 +266,11 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
     """Run the tables of ``configs/<paper>`` into ``out``; returns the report folder ``out/report``."""
     if paper not in PAPERS:
         raise LmrecError(f"unknown paper {paper!r}; expected one of {sorted(PAPERS)}")
-    tables = load_tables(Path(configs) / paper, quick, only)
+    tables = load_tables(Path(configs) / paper, quick)
     report = out / "report"
     for sub in ("configs", "figures", "tables"):
         (report / sub).mkdir(parents=True, exist_ok=True)
-    sections = []
-    for table in tables:
+    for table in select(tables, only):
         log(f"[{table.key}] {table.title} ...")
         start = time.perf_counter()
         folder = out / table.key
@@ -221,7 +281,9 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
         assert table.source is not None
         shutil.copyfile(table.source, report / "configs" / table.source.name)
         figures = _collect(folder, report, table.key)
-        sections.append(_section(table, ours, seconds, figures))
+        section = _section(table, ours, seconds, figures)
+        atomic_write(folder / SECTION, lambda f: f.write(section))
+    sections = [(out / t.key / SECTION).read_text(encoding="utf-8") for t in tables if (out / t.key / SECTION).exists()]
     env = environment(tables, out, quick)
     write_json(report / "environment.json", env)
     atomic_write(report / "report.md", lambda f: f.write(_report(paper, env, sections)))

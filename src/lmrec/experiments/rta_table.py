@@ -104,30 +104,36 @@ def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any
     return rows
 
 
-def llm_rows(features_dir: Path, folder: Path, settings: Mapping[str, Any], zero_shot: bool) -> list[Row]:
-    """Zero-shot LLM, reindexed LLM and the adapt variants, each a run folder reused when its settings match."""
+def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], zero_shot: bool) -> list[Row]:
+    """Zero-shot LLM, reindexed LLM and the adapt variants: run folders reused when their settings AND their
+    inputs match (each spec holds the features' identity, and an adapt spec its reindex spec)."""
+    features_dir = features.folder.resolve()
+    inputs = {"features": str(features_dir), "samples": samples_checksum(features.samples),
+              "llm": features.identity, "prepare": features.meta["config"]}
     rows = []
     if zero_shot:
         out = folder / "zero-shot"
-        cached_step(out, {"features": str(features_dir)}, lambda: run_zero_shot(features_dir, out))
-        rows.append(_run_row("zero-shot LLM", out))
+        cached_step(out, inputs, lambda: run_zero_shot(features_dir, out))
+        rows.append(_run_row("zero-shot LLM", out, features))
     reindex = ReindexConfig(**{"progress": False, **settings["reindex"]})
+    reindex_spec = {**inputs, "reindex": dataclasses.asdict(reindex)}
     out = folder / "reindex"
-    cached_step(out, {"features": str(features_dir), **dataclasses.asdict(reindex)},
-                lambda: run_reindex(features_dir, out, reindex))
-    rows.append(_run_row(f"reindexed ({reindex.aggregator})", out))
+    cached_step(out, reindex_spec, lambda: run_reindex(features_dir, out, reindex))
+    rows.append(_run_row(f"reindexed ({reindex.aggregator})", out, features))
     for name, options in settings.get("adapt", {}).items():
         adapt = AdaptConfig(**{"progress": False, **options})
         run = folder / f"adapt-{_slug(name)}"
-        cached_step(run, {"reindex": str(out), **dataclasses.asdict(adapt)},
+        cached_step(run, {**reindex_spec, "adapt": dataclasses.asdict(adapt)},
                     lambda run=run, adapt=adapt: run_adapt(out, run, adapt))
-        rows.append(_run_row(name, run))
+        rows.append(_run_row(name, run, features))
     return rows
 
 
-def _run_row(name: str, run: Path) -> Row:
+def _run_row(name: str, run: Path, features: LLMFeatures) -> Row:
+    """A run folder's model, its metrics recomputed now (the same evaluation code as every other row)."""
     loaded = load_crs_run(run)
-    return Row(name, "llm", loaded.model.score, json.loads((run / "metrics.json").read_text()))
+    generated_only = loaded.config["kind"] == "zero_shot_llm"
+    return Row(name, "llm", loaded.model.score, crs_metrics(loaded.model.score, features, generated_only))
 
 
 def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool = False) -> dict[str, Any]:
@@ -136,7 +142,7 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
     features_dir = (folder / "prepare").resolve()
     features = _prepare(dataset, features_dir, settings.get("prepare", {}), progress)
     rows = fit_baselines(features, settings.get("baselines", {}), settings.get("baseline_train", "all"))
-    rows += llm_rows(features_dir, folder, settings, settings.get("zero_shot", True))
+    rows += llm_rows(features, folder, settings, settings.get("zero_shot", True))
     test = features.samples["test"]
     n_items = features.n_items
     results = {r.name: evaluate_crs(r.scorer, test, n_items, ks=KS) for r in rows if r.name != "zero-shot LLM"}
@@ -209,7 +215,7 @@ def _cell(block: Mapping[str, Any] | None, metric: str) -> str:
 
 def markdown(table: Mapping[str, Any], buckets_md: str) -> str:
     turns = table["turns"]
-    first = next(iter(table["rows"].values()))
+    first = next(row for name, row in table["rows"].items() if name != "zero-shot LLM")
     lines = [
         f"Dataset {table['dataset']}: {table['catalog']} items; prepared turns "
         + ", ".join(f"{k} {v}" for k, v in turns.items())
