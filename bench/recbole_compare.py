@@ -215,9 +215,10 @@ def compare(args: argparse.Namespace, dataset: str, work: Path) -> dict[str, Any
                  ratio_row(dataset, label, mine, other)]
         print(format_table(rows[-3:], COLUMNS), flush=True)
     budget, every = args.budget, args.eval_every
-    for command, label in ((recbole_command(args, work, dataset, "LightGCN", budget, every), "LightGCN"),
-                           (lmrec_command(args, dataset, "lightgcn", budget, every), "lightgcn"),
-                           (lmrec_command(args, dataset, "alpharec", budget, every), "alpharec")):
+    time_to_best = ((recbole_command(args, work, dataset, "LightGCN", budget, every), "LightGCN"),
+                    (lmrec_command(args, dataset, "lightgcn", budget, every), "lightgcn"),
+                    (lmrec_command(args, dataset, "alpharec", budget, every), "alpharec"))
+    for command, label in time_to_best if budget > 0 else ():
         run = run_child(command, args.threads, work)
         run["kind"] = "time to best"
         runs.append(run)
@@ -256,15 +257,12 @@ def render(report: dict[str, Any]) -> str:
         format_table(rows, COLUMNS),
         "```",
         "",
-        f"## Time to the best validation Recall@20 (budget {s['budget']} epochs, validation every "
-        f"{s['eval_every']}, patience {s['patience']} validations)",
-        "",
-        "```",
-        format_table(best, BEST_COLUMNS),
-        "```",
-        "",
-        NOTES,
     ]
+    if best:
+        lines += [f"## Time to the best validation Recall@20 (budget {s['budget']} epochs, validation every "
+                  f"{s['eval_every']}, patience {s['patience']} validations)", "",
+                  "```", format_table(best, BEST_COLUMNS), "```", ""]
+    lines.append(NOTES)
     return "\n".join(lines)
 
 
@@ -272,7 +270,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("datasets", nargs="+", help="registered dataset names")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of the per-epoch comparison")
-    parser.add_argument("--budget", type=int, default=300, help="epoch budget of the time-to-best runs")
+    parser.add_argument("--budget", type=int, default=300, help="epoch budget of the time-to-best runs (0: skip them)")
     parser.add_argument("--eval-every", type=int, default=5, help="validation every N epochs (time to best)")
     parser.add_argument("--patience", type=int, default=10, help="validations without improvement before stopping")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every process")
