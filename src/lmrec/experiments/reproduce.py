@@ -165,8 +165,7 @@ def _zeroshot(s: Mapping[str, Any], folder: Path, root: Path) -> str:
             [r.load() for r in sources], target.load(), out, {"progress": False, **s.get("train", {})},
             s.get("set", {}), s.get("lightgcn", {}), features=zeroshot.lm_features, target_ref=target,
             source_refs=sources))
-        parts.append(f"#### {' + '.join(transfer['train'])} → {transfer['target']}\n\n"
-                     + (out / "comparison.md").read_text(encoding="utf-8"))
+        parts.append((out / "comparison.md").read_text(encoding="utf-8"))
     return "\n".join(parts)
 
 
