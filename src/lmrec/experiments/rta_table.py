@@ -70,10 +70,19 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
 
 
+def prepare_config(settings: Mapping[str, Any]) -> PrepareConfig:
+    return PrepareConfig(**{k: tuple(v) if k == "generate_splits" else v for k, v in settings.items()})
+
+
+def prepare_spec(dataset: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What a prepared folder records in ``spec.json``: the dataset and the full :class:`PrepareConfig`."""
+    return {"dataset": dataset, **dataclasses.asdict(prepare_config(settings))}
+
+
 def _prepare(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool) -> LLMFeatures:
-    config = PrepareConfig(**{k: tuple(v) if k == "generate_splits" else v for k, v in settings.items()})
-    spec = {"dataset": dataset, **dataclasses.asdict(config)}
-    cached_step(folder, spec, lambda: run_prepare(dataset, folder, config, progress=progress))
+    config = prepare_config(settings)
+    cached_step(folder, prepare_spec(dataset, settings), lambda: run_prepare(dataset, folder, config,
+                                                                              progress=progress))
     return load_features(folder, load_crs_dataset(dataset))
 
 
