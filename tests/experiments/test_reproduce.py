@@ -181,6 +181,7 @@ def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
     assert table["turns"] == {"train": 8, "valid": 6, "test": 6} and table["generated_test_turns"] == 3
     assert 3 <= rows["zero-shot LLM"]["test"]["hr@10"]["n"] <= 6  # only the 3 answered turns (1 or 2 targets each)
     assert all(rows[r]["test"]["hr@10"]["n"] == 9 for r in rows if r != "zero-shot LLM")
+    assert rows["pop"]["distinct_top10"] == 10 and rows["zero-shot LLM"]["distinct_top10"] is None
     assert [b["bucket"] for b in table["buckets"]] == ["cold", "warm", "popular"]
     assert sum(b["pairs"] for b in table["buckets"]) == 9
     probe = {p["model"]: p for p in table["probe"]}
@@ -191,3 +192,13 @@ def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
     # a second reproduction reuses every LLM step (spec.json) and gives the same table
     reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
     assert json.loads((out / "01-inspired" / "table.json").read_text())["rows"] == rows
+
+
+def test_distinct_top_items_counts_catalog_coverage():
+    from lmrec.experiments.rta_table import distinct_top_items
+
+    samples = list(range(30))
+    constant = lambda batch: torch.arange(50.0).expand(len(batch), -1)
+    rotating = lambda batch: torch.stack([torch.roll(torch.arange(50.0), 3 * s) for s in batch])
+    assert distinct_top_items(constant, samples, k=10, batch_size=7) == 10
+    assert distinct_top_items(rotating, samples, k=10, batch_size=7) == 50

@@ -164,7 +164,8 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
         "turns": {split: len(s) for split, s in features.samples.items()},
         "generated_test_turns": len(features.generated_samples("test")),
         "catalog": n_items,
-        "rows": {r.name: {"kind": r.kind, **{b: r.metrics[b] for b in ("valid", *BLOCKS) if b in r.metrics}}
+        "rows": {r.name: {"kind": r.kind, **{b: r.metrics[b] for b in ("valid", *BLOCKS) if b in r.metrics},
+                          "distinct_top10": distinct_top_items(r.scorer, test) if r.name in results else None}
                  for r in rows},
         "best_vs_best": _best_vs_best(rows, results),
         "buckets": [b.as_dict() for b in buckets],
@@ -174,6 +175,15 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
     atomic_write(folder / "table.md", lambda f: f.write(markdown(table, buckets_table(buckets))))
     plot_buckets(table, folder / "buckets.png")
     return table
+
+
+def distinct_top_items(scorer: Scorer, samples: Sequence[CRSSample], k: int = 10, batch_size: int = 64) -> int:
+    """How many different items appear in the top-k lists of all ``samples`` (a constant ranking gives k)."""
+    seen: set[int] = set()
+    for start in range(0, len(samples), batch_size):
+        with torch.no_grad():
+            seen.update(torch.topk(scorer(samples[start : start + batch_size]), k, dim=1).indices.flatten().tolist())
+    return len(seen)
 
 
 def samples_checksum(samples: Mapping[str, Sequence[CRSSample]]) -> str:
@@ -231,14 +241,15 @@ def markdown(table: Mapping[str, Any], buckets_md: str) -> str:
         + f"; the LLM generated for {table['generated_test_turns']} test turns. Full ranking, ties by expectation, "
           "mean ± SE over (turn, target) pairs.", "",
         f"| model | HR@10 ({first['test']['hr@10']['n']} pairs) | NDCG@10 | HR@50 | HR@10 new, mentioned removed "
-        f"| HR@10 on the generated turns |",
-        "|---|---|---|---|---|---|",
+        f"| HR@10 on the generated turns | distinct items in the top-10 lists |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, row in table["rows"].items():
         test = row.get("test") if name != "zero-shot LLM" else None
         generated = row.get("test_generated") or (row.get("test") if name == "zero-shot LLM" else None)
         lines.append(f"| {name} | {_cell(test, 'hr@10')} | {_cell(test, 'ndcg@10')} | {_cell(test, 'hr@50')} | "
-                     f"{_cell(row.get('test_new') if test else None, 'hr@10')} | {_cell(generated, 'hr@10')} |")
+                     f"{_cell(row.get('test_new') if test else None, 'hr@10')} | {_cell(generated, 'hr@10')} | "
+                     f"{row.get('distinct_top10') or '–'} |")
     best = table.get("best_vs_best")
     if best:
         lines += ["", f"Best LLM row on validation ({best['llm']}) − best baseline on validation ({best['baseline']}),"
