@@ -56,7 +56,9 @@ def test_prepare_rerun_encodes_and_generates_nothing(tiny_runs: dict[str, Path],
                  "float32", "--max-new-tokens", "6", "--no-progress", "--out", str(tiny_runs["prep"])]) == 0
     prepared = json.loads((tiny_runs["prep"] / "prepare.json").read_text())
     assert all(info["generation"]["generated_now"] == 0 for info in prepared["splits"].values())
-    assert "all cached" in capsys.readouterr().out
+    assert prepared["loader_skipped"] == {"empty_conversation": 0, "empty_title": 0}
+    printed = capsys.readouterr().out
+    assert "all cached" in printed and "loader skipped: 0 empty_conversation" in printed
 
 
 def test_evaluate_reproduces_the_metrics(tiny_runs: dict[str, Path]) -> None:

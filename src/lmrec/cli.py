@@ -276,6 +276,8 @@ def cmd_crs_prepare(args: argparse.Namespace) -> None:
             line += (f"; generated {gen['generated_now']} new ({per}), "
                      f"{100 * gen['mapped_share']:.1f}% of {gen['titles_per_turn']:.1f} titles/turn mapped")
         print(line)
+    skipped = features.meta["loader_skipped"]
+    print("loader skipped: " + (", ".join(f"{n} {reason}" for reason, n in skipped.items()) if skipped else "nothing"))
     print(f"wrote {args.out}/")
 
 

@@ -179,6 +179,7 @@ def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
     assert list(rows) == ["pop", "fism (24 train turns)", "fism (8 train turns)", "zero-shot LLM",
                           "reindexed (weighted)", "+ gate FISM"]
     assert table["turns"] == {"train": 8, "valid": 6, "test": 6} and table["generated_test_turns"] == 3
+    assert table["loader_skipped"] == {"empty_conversation": 0, "empty_title": 0}
     assert 3 <= rows["zero-shot LLM"]["test"]["hr@10"]["n"] <= 6  # only the 3 answered turns (1 or 2 targets each)
     assert all(rows[r]["test"]["hr@10"]["n"] == 9 for r in rows if r != "zero-shot LLM")
     assert rows["pop"]["distinct_top10"] == 10 and rows["zero-shot LLM"]["distinct_top10"] is None

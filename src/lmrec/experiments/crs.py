@@ -146,6 +146,7 @@ def run_prepare(dataset: str, out: Path, config: PrepareConfig | None = None, da
     load_seconds = time.perf_counter() - start
     features = prepare_features(data, lm, out, cfg, EmbeddingCache(cache_root) if cache_root else None, progress)
     features.meta["llm_load_seconds"] = load_seconds
+    features.meta["loader_skipped"] = dict(data.skipped)
     features.meta["torch_threads"] = torch.get_num_threads()
     write_json(Path(out) / "prepare.json", features.meta)
     return features

@@ -162,6 +162,7 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
         "dataset": dataset,
         "data_checksum": samples_checksum(features.samples),
         "turns": {split: len(s) for split, s in features.samples.items()},
+        "loader_skipped": dict(features.data.skipped),
         "generated_test_turns": len(features.generated_samples("test")),
         "catalog": n_items,
         "rows": {r.name: {"kind": r.kind, **{b: r.metrics[b] for b in ("valid", *BLOCKS) if b in r.metrics},
@@ -239,7 +240,9 @@ def markdown(table: Mapping[str, Any], buckets_md: str) -> str:
         f"Dataset {table['dataset']}: {table['catalog']} items; prepared turns "
         + ", ".join(f"{k} {v}" for k, v in turns.items())
         + f"; the LLM generated for {table['generated_test_turns']} test turns. Full ranking, ties by expectation, "
-          "mean ± SE over (turn, target) pairs.", "",
+          "mean ± SE over (turn, target) pairs. The loader skipped: "
+        + (", ".join(f"{n} {reason}" for reason, n in table.get("loader_skipped", {}).items()) or "nothing") + ".",
+        "",
         f"| model | HR@10 ({first['test']['hr@10']['n']} pairs) | NDCG@10 | HR@50 | HR@10 new, mentioned removed "
         f"| HR@10 on the generated turns | distinct items in the top-10 lists |",
         "|---|---|---|---|---|---|---|",
