@@ -36,9 +36,9 @@ from lmrec.models.crs.rta.features import ContextFeatures, LLMFeatures, PrepareC
 from lmrec.models.crs.rta.reindex import ReindexConfig, RTAReindex
 from lmrec.models.crs.zero_shot_llm import ZeroShotLLM
 
-__all__ = ["CRS_DATASETS", "CRSRun", "MentionFinder", "conversation_sample", "crs_metrics", "evaluate_crs_model",
-           "load_crs_dataset", "load_crs_run", "parse_conversation", "run_adapt", "run_prepare", "run_reindex",
-           "run_zero_shot"]
+__all__ = ["CRS_DATASETS", "CRSRun", "MentionFinder", "conversation_sample", "crs_metrics", "crs_results",
+           "evaluate_crs_model", "load_crs_dataset", "load_crs_run", "parse_conversation", "run_adapt", "run_prepare",
+           "run_reindex", "run_zero_shot"]
 
 KS = (1, 5, 10, 50)
 
@@ -91,29 +91,34 @@ def evaluate_crs_model(scorer: Callable[[Sequence[CRSSample]], torch.Tensor], sa
     return out
 
 
-def crs_metrics(scorer: Callable[[Sequence[CRSSample]], torch.Tensor], features: LLMFeatures,
-             generated_only: bool = False) -> dict[str, Any]:
-    """The metrics.json blocks of a model (see the module docstring)."""
+def crs_results(scorer: Callable[[Sequence[CRSSample]], torch.Tensor], features: LLMFeatures,
+                generated_only: bool = False) -> dict[str, CRSResult]:
+    """A model's evaluations on the prepared turns, keyed like the metrics.json blocks (see the module docstring)."""
     n = features.n_items
     pick = features.generated_samples if generated_only else (lambda split: features.samples.get(split, []))
-    metrics: dict[str, Any] = {}
+    out: dict[str, CRSResult] = {}
     valid = pick("valid")
     if valid:
-        metrics["valid"] = evaluate_crs(scorer, valid, n, ks=KS).to_dict()
+        out["valid"] = evaluate_crs(scorer, valid, n, ks=KS)
     test = pick("test")
     if not test:
         raise LmrecError(f"{features.folder}: no prepared test turns{' with generations' if generated_only else ''}")
-    results = evaluate_crs_model(scorer, test, n)
-    metrics["test"] = results["all"].to_dict()
-    if "new" in results:
-        metrics["test_new"] = results["new"].to_dict()
+    blocks = [("test", test)]
     generated = features.generated_samples("test")
     if not generated_only and generated and len(generated) < len(test):
-        sub = evaluate_crs_model(scorer, generated, n)
-        metrics["test_generated"] = sub["all"].to_dict()
-        if "new" in sub:
-            metrics["test_generated_new"] = sub["new"].to_dict()
-    return metrics
+        blocks.append(("test_generated", generated))
+    for name, samples in blocks:
+        results = evaluate_crs_model(scorer, samples, n)
+        out[name] = results["all"]
+        if "new" in results:
+            out[f"{name}_new"] = results["new"]
+    return out
+
+
+def crs_metrics(scorer: Callable[[Sequence[CRSSample]], torch.Tensor], features: LLMFeatures,
+                generated_only: bool = False) -> dict[str, Any]:
+    """The metrics.json blocks of a model: :func:`crs_results` as mean / SE / n."""
+    return {name: result.to_dict() for name, result in crs_results(scorer, features, generated_only).items()}
 
 
 # -- features and runs -------------------------------------------------------------------------------------
@@ -302,7 +307,8 @@ def load_crs_run(run: Path, data_dir: str | Path | None = None) -> CRSRun:
 def evaluate_run(run: Path, data_dir: str | Path | None = None) -> dict[str, Any]:
     """Recompute a run's metrics (same turns as when it was made); rewrites its metrics.json."""
     loaded = load_crs_run(run, data_dir)
-    metrics = crs_metrics(loaded.model.score, loaded.features, generated_only=loaded.config["kind"] == "zero_shot_llm")
+    zero_shot = loaded.config["kind"] == "zero_shot_llm"
+    metrics = crs_metrics(loaded.model.score, loaded.features, generated_only=zero_shot)
     write_json(Path(run) / "metrics.json", metrics)
     return metrics
 

@@ -30,12 +30,11 @@ import torch
 
 from lmrec.data.conversations import CRSSample, training_mentions
 from lmrec.errors import LmrecError
-from lmrec.eval.crs import CRSResult, evaluate_crs
+from lmrec.eval.crs import CRSResult
 from lmrec.eval.crs_analysis import buckets_table, popularity_buckets, probe_delta
 from lmrec.eval.stats import paired_test
 from lmrec.experiments.crs import (
-    KS,
-    crs_metrics,
+    crs_results,
     load_crs_dataset,
     load_crs_run,
     run_adapt,
@@ -58,12 +57,17 @@ PROBE_DEFAULTS = {"models": [], "modes": ["mask", "replace"], "max_samples": Non
 
 @dataclasses.dataclass
 class Row:
-    """One model of the table: its scorer and its metric blocks (``valid``, ``test``, ``test_new``, …)."""
+    """One model of the table: its scorer and its evaluations (``valid``, ``test``, ``test_new``, …)."""
 
     name: str
     kind: str  # baseline | llm
     scorer: Scorer
-    metrics: dict[str, Any]
+    results: dict[str, CRSResult]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The metrics.json blocks (mean / SE / n per metric)."""
+        return {block: result.to_dict() for block, result in self.results.items()}
 
 
 def _slug(name: str) -> str:
@@ -109,7 +113,7 @@ def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any
                 model = cls(**options)
             model.fit(features.data, train, valid)
             label = f"{name} ({len(train)} train turns)" if trained else name
-            rows.append(Row(label, "baseline", model.score, crs_metrics(model.score, features)))
+            rows.append(Row(label, "baseline", model.score, crs_results(model.score, features)))
     return rows
 
 
@@ -142,7 +146,7 @@ def _run_row(name: str, run: Path, features: LLMFeatures) -> Row:
     """A run folder's model, its metrics recomputed now (the same evaluation code as every other row)."""
     loaded = load_crs_run(run)
     generated_only = loaded.config["kind"] == "zero_shot_llm"
-    return Row(name, "llm", loaded.model.score, crs_metrics(loaded.model.score, features, generated_only))
+    return Row(name, "llm", loaded.model.score, crs_results(loaded.model.score, features, generated_only))
 
 
 def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool = False) -> dict[str, Any]:
@@ -154,7 +158,7 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
     rows += llm_rows(features, folder, settings, settings.get("zero_shot", True))
     test = features.samples["test"]
     n_items = features.n_items
-    results = {r.name: evaluate_crs(r.scorer, test, n_items, ks=KS) for r in rows if r.name != "zero-shot LLM"}
+    results = {r.name: r.results["test"] for r in rows if r.name != "zero-shot LLM"}  # every test turn
     counts = training_mentions(features.data.train, n_items)
     buckets = popularity_buckets(results, counts)
     probe = _probe(rows, features, {**PROBE_DEFAULTS, **settings.get("probe", {})})
@@ -165,7 +169,7 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
         "loader_skipped": dict(features.data.skipped),
         "generated_test_turns": len(features.generated_samples("test")),
         "catalog": n_items,
-        "rows": {r.name: {"kind": r.kind, **{b: r.metrics[b] for b in ("valid", *BLOCKS) if b in r.metrics},
+        "rows": {r.name: {"kind": r.kind, **{b: m for b, m in r.metrics.items() if b in ("valid", *BLOCKS)},
                           "distinct_top10": distinct_top_items(r.scorer, test) if r.name in results else None}
                  for r in rows},
         "best_vs_best": _best_vs_best(rows, results),
@@ -199,8 +203,8 @@ def samples_checksum(samples: Mapping[str, Sequence[CRSSample]]) -> str:
 def _best_vs_best(rows: Sequence[Row], results: Mapping[str, CRSResult]) -> dict[str, Any] | None:
     """The LLM row and the baseline row with the best VALIDATION HR@10, paired on test HR@10 (LLM − baseline)."""
     def best(kind: str) -> Row | None:
-        scored = [r for r in rows if r.kind == kind and r.name in results and "valid" in r.metrics]
-        return max(scored, key=lambda r: r.metrics["valid"]["hr@10"]["mean"], default=None)
+        scored = [r for r in rows if r.kind == kind and r.name in results and "valid" in r.results]
+        return max(scored, key=lambda r: float(r.results["valid"].per_pair["hr@10"].mean()), default=None)
 
     llm, base = best("llm"), best("baseline")
     if llm is None or base is None:
