@@ -42,6 +42,7 @@ from lmrec.cli import format_table
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import load_dataset
 from lmrec.eval.ranking import evaluate
+from lmrec.experiments.runner import cpu_name
 from lmrec.io import atomic_write, write_json
 from lmrec.models.base import get_model
 from lmrec.text import encode_catalog, get_encoder
@@ -230,11 +231,7 @@ def compare(args: argparse.Namespace, dataset: str, work: Path) -> dict[str, Any
 
 def machine() -> str:
     """CPU model and core count, e.g. 'Intel(R) Xeon(R) ... (2 cores, Linux x86_64)'."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []
-    cpu = names[0] if names else platform.processor()
-    return f"{cpu} ({os.cpu_count()} cores, {platform.system()} {platform.machine()})"
+    return f"{cpu_name()} ({os.cpu_count()} cores, {platform.system()} {platform.machine()})"
 
 
 def render(report: dict[str, Any]) -> str:

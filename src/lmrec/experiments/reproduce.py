@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lmrec.errors import LmrecError
-from lmrec.experiments.runner import DataRef, versions
+from lmrec.experiments.runner import DataRef, cpu_name, versions
 from lmrec.experiments.steps import cached_step
 from lmrec.io import atomic_write, write_json
 
@@ -212,8 +212,6 @@ EXPERIMENTS: dict[str, Callable[[Mapping[str, Any], Path, Path], str]] = {
 # -- the report ----------------------------------------------------------------------------------------------
 def environment(tables: list[Table], out: Path, quick: bool) -> dict[str, Any]:
     """Machine, library versions, git commit, seeds and the data checksums found in the run folders."""
-    names = [line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")]
-    cpu = names[0] if names else platform.processor()
     checksums: dict[str, str] = {}
     for path in sorted(out.rglob("config.json")):
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -227,7 +225,7 @@ def environment(tables: list[Table], out: Path, quick: bool) -> dict[str, Any]:
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "torch_threads": _torch_threads(), "load_average": list(os.getloadavg())},
         "versions": versions(),
         "git": _git(),
@@ -235,13 +233,6 @@ def environment(tables: list[Table], out: Path, quick: bool) -> dict[str, Any]:
         "training_seed": "each model's TrainConfig.seed (default 2024; in each run's config.json)",
         "data_checksums": checksums,
     }
-
-
-def _read_lines(path: str) -> list[str]:
-    try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
 
 
 def _torch_threads() -> int:

@@ -59,6 +59,16 @@ def versions() -> dict[str, str]:
             "numpy": numpy.__version__, "scipy": scipy.__version__, "machine": platform.machine()}
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (e.g. 'AMD EPYC'), else ``platform.processor()``."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor()
+
+
 def build_model(name: str, model_overrides: dict[str, Any] | None = None) -> Recommender:
     """A registered model with its config fields overridden; unknown fields are an error naming them."""
     cls = get_model(name)
