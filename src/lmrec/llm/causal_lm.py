@@ -98,7 +98,7 @@ class CausalLM:
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from lmrec.text.encoders import resolve_causal_lm
+        from lmrec.text.weights import resolve_causal_lm
 
         torch_dtype = resolve_dtype(dtype, device)
         folder = resolve_causal_lm(name_or_path, gguf_file=gguf_file)

@@ -8,15 +8,12 @@ from lmrec.text.cache import (
     encode_catalog,
     validate_embeddings,
 )
-from lmrec.text.encoders import (
-    HFPooledEncoder,
-    OpenAIEmbeddingEncoder,
-    SentenceTransformerEncoder,
-    TextEncoder,
-    default_models_dir,
-    get_encoder,
-    resolve_causal_lm,
-)
+from lmrec.text.factory import get_encoder
+from lmrec.text.hf_pooled import HFPooledEncoder
+from lmrec.text.openai_api import OpenAIEmbeddingEncoder
+from lmrec.text.protocol import TextEncoder
+from lmrec.text.st_encoder import SentenceTransformerEncoder
+from lmrec.text.weights import default_models_dir, resolve_causal_lm
 
 __all__ = [
     "CachedEncoder",

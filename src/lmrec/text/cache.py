@@ -3,10 +3,13 @@
 Layout under the cache root::
 
     <root>/<sha256(identity)>/identity.txt      the identity in clear, for humans
-    <root>/<sha256(identity)>/shard-*.npz       append-only shards: ``keys`` (n,) S32, ``vectors`` (n, dim) float32
+    <root>/<sha256(identity)>/shard-*.npz       append-only shards: ``keys`` (n,) V32, ``vectors`` (n, dim) float32
 
 A key is ``sha256(identity + "\\x00" + text)``. Every shard is written to a temporary file in the same folder and
 then renamed, so a crash never leaves a half-written shard and never touches the shards already there.
+
+Keys are raw 32-byte digests stored as ``V32`` (opaque bytes, kept exactly). Shards written before stored them as
+``S32``, which drops trailing NUL bytes; they are read back by padding each key with NULs to 32 bytes.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 
 from lmrec.errors import EmbeddingError, LmrecError
 from lmrec.io import write_bytes
-from lmrec.text.encoders import TextEncoder
+from lmrec.text.protocol import TextEncoder
 
 __all__ = [
     "CachedEncoder",
@@ -35,7 +38,8 @@ __all__ = [
     "validate_embeddings",
 ]
 
-_KEY_DTYPE = np.dtype("S32")  # raw sha256 digests
+_KEY_BYTES = 32  # a sha256 digest
+_KEY_DTYPE = np.dtype(f"V{_KEY_BYTES}")  # raw digests, every byte kept (S32 drops trailing NULs)
 
 
 def default_cache_root() -> Path:
@@ -78,27 +82,58 @@ def validate_embeddings(vectors: object, texts: Sequence[str], encoder: TextEnco
     return array
 
 
-class _Store:
-    """In-memory view of one identity's shards: key -> row of a list of vector blocks."""
+def _shard_paths(folder: Path) -> list[Path]:
+    """The shards now in ``folder``, oldest name first (temp files of writers in progress are not matched)."""
+    return sorted(folder.glob("shard-*.npz"))
 
-    def __init__(self, folder: Path):
+
+def _read_keys(keys: np.ndarray) -> list[bytes] | None:
+    """The 32-byte keys in a shard's ``keys`` (V32, or old S32 with its trailing NULs restored); None if neither."""
+    if keys.ndim != 1:
+        return None
+    if keys.dtype == _KEY_DTYPE:
+        return keys.tolist()
+    if keys.dtype.kind == "S" and keys.dtype.itemsize <= _KEY_BYTES:  # old shards: S32 strips trailing NULs only
+        return [key.ljust(_KEY_BYTES, b"\0") for key in keys.tolist()]
+    return None
+
+
+def _read_shard(shard: Path) -> tuple[list[bytes], np.ndarray] | None:
+    """``(keys, vectors)`` of one shard file; None (with a warning) when it is unreadable or malformed."""
+    try:
+        with np.load(shard, allow_pickle=False) as data:
+            keys, vectors = data["keys"], data["vectors"]
+    except FileNotFoundError:  # removed since it was listed (another process compacted)
+        return None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        warnings.warn(f"lmrec embedding cache: skipping unreadable shard {shard}: {exc}", stacklevel=4)
+        return None
+    key_list = _read_keys(keys)
+    if key_list is None or vectors.ndim != 2 or len(key_list) != len(vectors):
+        warnings.warn(f"lmrec embedding cache: skipping malformed shard {shard}", stacklevel=4)
+        return None
+    return key_list, vectors
+
+
+class _Store:
+    """In-memory view of shards of one identity: key -> row of a list of vector blocks.
+
+    Reads ``shards`` (default: every shard now in ``folder``); ``loaded`` lists those that were read.
+    """
+
+    def __init__(self, folder: Path, shards: Sequence[Path] | None = None):
         self.folder = folder
         self.index: dict[bytes, tuple[int, int]] = {}  # key -> (block, row)
         self.blocks: list[np.ndarray] = []
         self.dim: int | None = None
-        for shard in sorted(folder.glob("shard-*.npz")):
-            try:
-                with np.load(shard, allow_pickle=False) as data:
-                    keys, vectors = data["keys"], data["vectors"]
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-                warnings.warn(f"lmrec embedding cache: skipping unreadable shard {shard}: {exc}", stacklevel=3)
-                continue
-            if vectors.ndim != 2 or len(keys) != len(vectors):
-                warnings.warn(f"lmrec embedding cache: skipping malformed shard {shard}", stacklevel=3)
-                continue
-            self._add(keys, vectors, shard)
+        self.loaded: list[Path] = []
+        for shard in _shard_paths(folder) if shards is None else shards:
+            read = _read_shard(shard)
+            if read is not None:
+                self._add(*read, shard)
+                self.loaded.append(shard)
 
-    def _add(self, keys: np.ndarray, vectors: np.ndarray, where: object) -> None:
+    def _add(self, keys: Sequence[bytes], vectors: np.ndarray, where: object) -> None:
         if self.dim is None:
             self.dim = int(vectors.shape[1])
         elif vectors.shape[1] != self.dim:
@@ -107,7 +142,7 @@ class _Store:
             )
         block = len(self.blocks)
         self.blocks.append(vectors)
-        for row, key in enumerate(keys.tolist()):
+        for row, key in enumerate(keys):
             self.index[key] = (block, row)
 
 
@@ -125,16 +160,20 @@ class EmbeddingCache:
         """The folder that holds this identity's shards."""
         return self.root / hashlib.sha256(identity.encode("utf-8")).hexdigest()
 
+    def _checked_folder(self, identity: str) -> Path:
+        """``folder(identity)``, after checking that its identity.txt (if any) names this identity."""
+        folder = self.folder(identity)
+        id_file = folder / "identity.txt"
+        if id_file.exists():
+            stored = id_file.read_text(encoding="utf-8")
+            if stored != identity:
+                raise LmrecError(f"{id_file}: holds identity {stored!r}, expected {identity!r}")
+        return folder
+
     def _store(self, identity: str) -> _Store:
         store = self._stores.get(identity)
         if store is None:
-            folder = self.folder(identity)
-            id_file = folder / "identity.txt"
-            if id_file.exists():
-                stored = id_file.read_text(encoding="utf-8")
-                if stored != identity:
-                    raise LmrecError(f"{id_file}: holds identity {stored!r}, expected {identity!r}")
-            store = self._stores[identity] = _Store(folder)
+            store = self._stores[identity] = _Store(self._checked_folder(identity))
         return store
 
     def get(self, identity: str, texts: Sequence[str]) -> list[np.ndarray | None]:
@@ -156,7 +195,8 @@ class EmbeddingCache:
         if not len(texts):
             return
         store = self._store(identity)
-        keys = np.array([cache_key(identity, t) for t in texts], dtype=_KEY_DTYPE)
+        key_list = [cache_key(identity, t) for t in texts]
+        keys = np.array(key_list, dtype=_KEY_DTYPE)
         if store.dim is not None and vectors.shape[1] != store.dim:
             raise EmbeddingError(
                 f"cache put for {identity!r}: vectors of dim {vectors.shape[1]}, the cache holds dim {store.dim}"
@@ -169,23 +209,31 @@ class EmbeddingCache:
         name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
         write_bytes(folder / name, _npz_bytes(keys, vectors))
         vectors.setflags(write=False)
-        store._add(keys, vectors, folder / name)
+        store._add(key_list, vectors, folder / name)
 
     def count(self, identity: str) -> int:
         """How many distinct texts are cached for this identity."""
         return len(self._store(identity).index)
 
     def compact(self, identity: str) -> None:
-        """Merge this identity's shards into one (new shard written first, then the old ones removed)."""
-        store = self._store(identity)
-        old = sorted(store.folder.glob("shard-*.npz"))
-        if len(old) < 2:
+        """Merge this identity's shards into one; safe while other processes write to the same cache.
+
+        The shards on disk now are listed and read afresh (not this object's in-memory index), merged into one new
+        shard written atomically, and then exactly the listed shards that were read are removed. A shard another
+        process adds meanwhile is neither merged nor removed; an unreadable one is left in place (with a warning).
+        """
+        folder = self._checked_folder(identity)
+        listed = _shard_paths(folder)
+        if len(listed) < 2:
             return
-        keys = np.array(list(store.index), dtype=_KEY_DTYPE)
-        vectors = np.stack([store.blocks[b][r] for b, r in store.index.values()]).astype(np.float32)
+        merged = _Store(folder, listed)
+        if len(merged.loaded) < 2:
+            return
+        keys = np.array(list(merged.index), dtype=_KEY_DTYPE)
+        vectors = np.stack([merged.blocks[b][r] for b, r in merged.index.values()]).astype(np.float32)
         name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
-        write_bytes(store.folder / name, _npz_bytes(keys, vectors))
-        for shard in old:
+        write_bytes(folder / name, _npz_bytes(keys, vectors))
+        for shard in merged.loaded:
             shard.unlink(missing_ok=True)
         self._stores.pop(identity, None)
 
