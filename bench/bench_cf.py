@@ -15,9 +15,9 @@ import time
 import numpy as np
 import torch
 
-from lmrec.cli import format_table
 from lmrec.data.registry import load_dataset
 from lmrec.eval.ranking import evaluate
+from lmrec.eval.report import text_table as format_table
 from lmrec.models.base import get_model
 from lmrec.text import encode_catalog, get_encoder
 

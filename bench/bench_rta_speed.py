@@ -40,12 +40,12 @@ import numpy as np
 import torch
 from recbole_compare import machine
 
-from lmrec.cli import format_table
-from lmrec.experiments.crs import load_crs_run, recommend
+from lmrec.eval.report import text_table as format_table
 from lmrec.io import atomic_write, write_json
 from lmrec.llm import CausalLM
-from lmrec.models.crs.rta.features import ContextFeatures
+from lmrec.models.crs.rta.features import ContextFeatures, load_features
 from lmrec.models.crs.zero_shot_llm import ZeroShotLLM
+from lmrec.run import Run
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -101,6 +101,14 @@ def timed(fn: Callable[[Sequence[str]], Any], calls: list[tuple[float, float]]) 
     return call
 
 
+def recommend(model: Any, sample: Any, k: int) -> list[int]:
+    """Top-k items for one conversation turn, the mentioned items left out (what `lmrec recommend` does)."""
+    scores = model.score([sample])[0].clone()
+    if sample.mentioned:
+        scores[torch.as_tensor(sample.mentioned)] = -torch.inf
+    return torch.topk(scores, k).indices.tolist()
+
+
 def mean_se(values: Sequence[float]) -> str:
     se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
     return f"{statistics.fmean(values):.3g} ± {se:.2g}"
@@ -121,12 +129,13 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); load average {load_start:.2f}", flush=True)
 
-    run = load_crs_run(args.run)
-    if not hasattr(run.model, "q_source"):
-        raise SystemExit(f"{args.run} is a {run.config['kind']} run; give a reindex or adapt run")
-    cfg = run.context.config
+    run = Run.load(args.run)
+    if run.model.name not in ("rta_reindex", "rta_adapt"):
+        raise SystemExit(f"{args.run} is a {run.model.name} run; give a reindex or adapt run")
+    cfg = run.model.context.config
     lm = CausalLM.load(cfg.llm, dtype=cfg.dtype)
-    pool = run.features.generated_samples("test") or run.features.samples["test"]
+    features = load_features((args.run / run.manifest["features"]).resolve(), run.data)
+    pool = features.generated_samples("test") or features.samples["test"]
     if len(pool) < args.n + args.warmup:
         raise SystemExit(f"only {len(pool)} prepared test conversations, asked for {args.n} + {args.warmup} warm-up")
     order = np.random.default_rng(args.seed).permutation(len(pool))
@@ -139,15 +148,18 @@ def main() -> None:
     gen_calls: list[tuple[float, float]] = []
 
     def models(config: Any) -> tuple[Any, Any, ContextFeatures, ContextFeatures]:
-        """Fresh uncached context sources (nothing memoized from an earlier pass) and both runs over them."""
+        """Fresh uncached context sources (nothing memoized from an earlier pass) and both models over them."""
         q_source = ContextFeatures(lm_loader=lambda: lm, config=config, cache=False)
         gen_source = ContextFeatures(lm_loader=lambda: lm, config=config, cache=False)
-        run.model.q_source = timed(q_source.q, q_calls)
-        zero_shot = ZeroShotLLM(run.catalog.titles, timed(gen_source.completions, gen_calls), n_titles=cfg.n_titles)
-        return run, dataclasses.replace(run, model=zero_shot), q_source, gen_source
+        timed_q = ContextFeatures(lm_loader=lambda: lm, config=config, cache=False)
+        timed_q.q = timed(q_source.q, q_calls)  # type: ignore[method-assign]
+        run.model.context = timed_q
+        zero_shot = ZeroShotLLM(n_titles=cfg.n_titles, completions=timed(gen_source.completions, gen_calls))
+        zero_shot.restore({}, run.data, None)
+        return run.model, zero_shot, q_source, gen_source
 
     reindexed_run, zero_shot_run, q_source, gen_source = models(cfg)
-    run.model.item_table()  # the catalog's item table is built offline, once
+    run.model.score(warmup[:1])  # builds what the model keeps between requests (the item table), once
     mem = RSSPeak()
     rss_loaded = mem.rss()
     for sample in warmup:
@@ -178,7 +190,7 @@ def main() -> None:
               f"forwards), ratio {row['ratio']:.1f}, load {os.getloadavg()[0]:.2f}", flush=True)
 
     # checks: the LLM really ran, with the prepare settings
-    prepared_q, prepared_text = run.features.q_table(), run.features.completions()
+    prepared_q, prepared_text = features.q_table(), features.completions()
     q_diff = max(float((q_source.q_table[s.context] - prepared_q[s.context]).abs().max()) for s in samples)
     q_norm = statistics.fmean(float(prepared_q[s.context].norm()) for s in samples)
     same_text = sum(gen_source.completion_table[s.context] == prepared_text.get(s.context) for s in samples)
@@ -228,7 +240,7 @@ def main() -> None:
         for path, path_run in zip(PATHS, models(config)[:2]):
             with mem.phase(f"{path} batched"):
                 start = time.perf_counter()
-                torch.topk(path_run.model.score(samples), args.k, dim=1)
+                torch.topk(path_run.score(samples), args.k, dim=1)
                 seconds = time.perf_counter() - start
             batched.append({"path": path, "batch size": args.batch_size, "conversations": len(samples),
                             "s": f"{seconds:.3g}", "conversations/s": f"{len(samples) / seconds:.3g}",

@@ -38,11 +38,11 @@ import numpy as np
 import torch
 from bench_cf import peak_rss_mb
 
-from lmrec.cli import format_table
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import load_dataset
+from lmrec.environment import cpu_name
 from lmrec.eval.ranking import evaluate
-from lmrec.experiments.runner import cpu_name
+from lmrec.eval.report import text_table as format_table
 from lmrec.io import atomic_write, write_json
 from lmrec.models.base import get_model
 from lmrec.text import encode_catalog, get_encoder

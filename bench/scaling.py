@@ -24,10 +24,10 @@ import torch
 from bench_cf import bench_model
 from recbole_compare import machine
 
-from lmrec.cli import format_table
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import DEFAULT_SEED, get_spec, load_interactions
 from lmrec.data.splits import parse_split
+from lmrec.eval.report import text_table as format_table
 from lmrec.io import atomic_write, write_bytes, write_json
 from lmrec.text import encode_catalog, get_encoder
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from lmrec.data.catalog import ItemCatalog
-from lmrec.errors import DataFormatError
+from lmrec.errors import DataFormatError, LmrecError
 
 Role = Literal["user", "system"]
 ROLE_PREFIX: dict[str, str] = {"user": "User", "system": "System"}
@@ -85,6 +86,18 @@ class CRSData:
         if name not in ("train", "valid", "test"):
             raise ValueError(f"split must be 'train', 'valid' or 'test', got {name!r}")
         return getattr(self, name)
+
+    def checksum(self) -> str:
+        """sha256 over the catalog and every conversation's turns (roles, texts, items): recorded with every run."""
+        import hashlib
+
+        digest = hashlib.sha256(self.catalog.checksum().encode())
+        for split in ("train", "valid", "test"):
+            for conv in self.split(split):
+                digest.update(f"{split}\x00{conv.conv_id}\x00".encode())
+                for turn in conv.turns:
+                    digest.update(f"{turn.role}\x00{turn.text}\x00{turn.items}\x00".encode())
+        return digest.hexdigest()[:16]
 
     def samples(self, split: str, max_context_chars: int | None = None) -> list[CRSSample]:
         """All samples of a split, conversation by conversation (see :func:`make_samples`)."""
@@ -205,3 +218,79 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
 def check_policy(on_unknown: str) -> None:
     if on_unknown not in ("error", "skip"):
         raise ValueError(f"on_unknown must be 'error' or 'skip', got {on_unknown!r}")
+
+
+# -- conversations written by a user ------------------------------------------------------------------------------
+_LINE = re.compile(r"^\s*(user|system)\s*:(.*)$", re.IGNORECASE)
+_WORDS = re.compile(r"\w+")
+_YEAR = re.compile(r"\s*\((\d{4})?\)\s*$")
+
+
+def parse_conversation(lines: Iterable[str], source: str = "<conversation>") -> list[Turn]:
+    """Turns of a conversation written one utterance per line, ``User: ...`` or ``System: ...`` (case-insensitive);
+    blank lines are skipped. A line without that prefix, or with nothing after it, raises LmrecError naming the line;
+    so does a conversation with no turn."""
+    turns: list[Turn] = []
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        match = _LINE.match(line)
+        if match is None:
+            got = line.strip()[:60]
+            raise LmrecError(f"{source}, line {line_no}: expected 'User: ...' or 'System: ...', got {got!r}")
+        text = " ".join(match.group(2).split())
+        if not text:
+            raise LmrecError(f"{source}, line {line_no}: nothing after '{match.group(1)}:'")
+        turns.append(Turn(match.group(1).lower(), text))  # type: ignore[arg-type]
+    if not turns:
+        raise LmrecError(f"{source}: the conversation is empty; write at least one line 'User: ...'")
+    return turns
+
+
+class MentionFinder:
+    """Catalog items named in free text, matched on words (punctuation ignored), longest match first, left to right:
+    ``"Title (Year)"`` in any case, or the bare title when it has two or more words and is written capitalized
+    (first and last word start with a capital or a digit: "The Conjuring", not "a scary movie"). One-word bare
+    titles ("Heat", "Up") are too often plain words and need their year."""
+
+    def __init__(self, titles: Sequence[str]):
+        self.keys: dict[tuple[str, ...], tuple[int, bool]] = {}  # words -> (item, must be capitalized)
+        for item, title in enumerate(titles):
+            title = " ".join(title.split())
+            words = tuple(_WORDS.findall(title.lower()))
+            bare = tuple(_WORDS.findall(_YEAR.sub("", title).lower()))
+            if words:
+                self.keys.setdefault(words, (item, words == bare))
+            if len(bare) >= 2:
+                self.keys.setdefault(bare, (item, True))
+        self.longest = max((len(k) for k in self.keys), default=0)
+
+    def find(self, text: str) -> list[int]:
+        original = _WORDS.findall(text)
+        words = [w.lower() for w in original]
+        found: dict[int, None] = {}
+        i = 0
+        while i < len(words):
+            for n in range(min(self.longest, len(words) - i), 0, -1):
+                hit = self.keys.get(tuple(words[i : i + n]))
+                written = _capitalized(original[i]) and _capitalized(original[i + n - 1])
+                if hit is not None and (not hit[1] or written):
+                    found[hit[0]] = None
+                    i += n
+                    break
+            else:
+                i += 1
+        return list(found)
+
+
+def _capitalized(word: str) -> bool:
+    return word[:1].isupper() or word[:1].isdigit()
+
+
+def conversation_sample(turns: Sequence[Turn], finder: MentionFinder) -> CRSSample:
+    """A sample for the next system turn: context = the rendered turns, mentioned = the items named in them."""
+    mentioned: dict[int, None] = {}
+    for turn in turns:
+        mentioned.update(dict.fromkeys(finder.find(turn.text)))
+    context = "\n".join(render_turn(t) for t in turns)
+    return CRSSample("user", len(turns), context, list(mentioned), [], [])

@@ -143,6 +143,10 @@ class SplitData:
             raise EmptyUserError(f"user {self.user_ids[user]!r} of {self.name!r} has no training interactions")
         return row
 
+    def train_items_or_empty(self, user: int) -> np.ndarray:
+        """Training items of a dense user index (possibly none)."""
+        return self.train.indices[self.train.indptr[user] : self.train.indptr[user + 1]]
+
     def item_popularity(self) -> np.ndarray:
         """(n_items,) number of training users per item (training data only)."""
         return np.asarray(self.train.sum(axis=0)).ravel()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmrec.data.conversations import CRSData
 from lmrec.data.interactions import Interactions, SplitData
 from lmrec.data.loaders import amazon, lightgcn_txt, movielens
 from lmrec.data.splits import parse_split
@@ -44,6 +45,7 @@ class DatasetSpec:
     url: str = ""
     note: str = ""
     aliases: tuple[str, ...] = ()
+    task: str = "cf"  # "cf": interactions -> SplitData; "crs": conversations -> CRSData
 
 
 _GROUPLENS = "GroupLens usage licence: research use, acknowledge in publications, no commercial use"
@@ -88,6 +90,17 @@ DATASETS: dict[str, DatasetSpec] = {
             url="https://github.com/RUCAIBox/UniSRec",
             note="own leave-one-out split available with split='fixed'; ids are asins and reviewer ids",
         ),
+        DatasetSpec(
+            "inspired", "inspired", "inspired", split="fixed", task="crs",
+            description="INSPIRED movie-recommendation dialogues, UniCRS split: 801 / 99 / 99 conversations",
+            licence="not stated by its authors (sweetpeach/Inspired)", url="https://github.com/sweetpeach/Inspired",
+        ),
+        DatasetSpec(
+            "redial", "redial", "redial", split="fixed", task="crs",
+            description="ReDIAL dialogues: the official test split; train / valid from the 901 training "
+            "conversations available here (see lmrec.data.loaders.redial)",
+            licence="CC BY 4.0", url="https://redialdata.github.io/website/",
+        ),
     )
 }
 _ALIASES = {alias: spec.name for spec in DATASETS.values() for alias in (spec.name, *spec.aliases)}
@@ -114,6 +127,20 @@ FORMATS: dict[str, Loader] = {
     "amazon-2018": amazon.load_amazon_2018,
     "unisrec": _no_ratings(amazon.load_unisrec_interactions, "unisrec"),
     "lcrec": _no_ratings(amazon.load_lcrec, "lcrec"),
+}
+def _crs_loader(module: str, function: str) -> Callable[[Path], CRSData]:
+    def load(folder: Path) -> CRSData:
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(folder)
+
+    return load
+
+
+#: conversational formats: folder -> CRSData (always their own split).
+CRS_FORMATS: dict[str, Callable[[Path], CRSData]] = {
+    "inspired": _crs_loader("lmrec.data.loaders.inspired", "load_inspired"),
+    "redial": _crs_loader("lmrec.data.loaders.redial", "load_redial"),
 }
 #: formats whose files carry their own split, loadable with ``split="fixed"``.
 FIXED_SPLITS: dict[str, Callable[[Path, str, int], SplitData]] = {
@@ -165,6 +192,10 @@ def detect_format(folder: str | Path) -> str:
         raise DatasetNotFoundError(f"{folder}: not a folder")
     names = {p.name for p in folder.iterdir() if p.is_file()}
     has = lambda *options: any(n in names for n in options)  # noqa: E731
+    if (folder / "unicrs_processed").is_dir():
+        return "inspired"
+    if has("movies_with_mentions.csv"):
+        return "redial"
     if has("train.txt", "train.txt.gz"):
         return "lightgcn"
     if has("u.data"):
@@ -207,7 +238,8 @@ def load_interactions(
     """All interactions of a registered dataset or a folder (before any split)."""
     folder, fmt, name, _ = _resolve(name_or_path, format, data_dir)
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)} "
+                         f"(conversational: {', '.join(CRS_FORMATS)}, loaded by load_dataset)")
     return FORMATS[fmt](folder, name=name, min_rating=min_rating)
 
 
@@ -218,13 +250,19 @@ def load_dataset(
     seed: int = DEFAULT_SEED,
     data_dir: str | Path | None = None,
     min_rating: float | None = None,
-) -> SplitData:
+) -> SplitData | CRSData:
     """A registered dataset or a folder, split by ``split`` (None: the dataset's default, see module docstring).
 
-    ``split="fixed"`` needs a format with its own split (lightgcn, unisrec); any other split string is
-    applied by :func:`lmrec.data.splits.parse_split` with ``seed`` to :func:`load_interactions`' result.
+    Interaction data gives a :class:`SplitData`; conversational data (``inspired``, ``redial``) a
+    :class:`CRSData` with its own split. ``split="fixed"`` needs a format with its own split (lightgcn, unisrec);
+    any other split string is applied by :func:`lmrec.data.splits.parse_split` with ``seed`` to
+    :func:`load_interactions`' result.
     """
     folder, fmt, name, spec = _resolve(name_or_path, format, data_dir)
+    if fmt in CRS_FORMATS:
+        if split not in (None, "fixed") or min_rating is not None:
+            raise ValueError(f"conversational dataset {name!r} has its own split: split and min_rating must be None")
+        return CRS_FORMATS[fmt](folder)
     if split is None:
         split = spec.split if spec else ("fixed" if fmt == "lightgcn" else DEFAULT_SPLIT)
     if split == "fixed":
@@ -236,3 +274,28 @@ def load_dataset(
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
     return parse_split(split, FORMATS[fmt](folder, name=name, min_rating=min_rating), seed)
+
+
+@dataclass
+class DataRef:
+    """How to load a dataset again: a registry name or a folder path, with its format, split and seed.
+
+    A run folder records its DataRef; a registered name loads anywhere its data is found, a path where it exists.
+    """
+
+    dataset: str
+    format: str | None = None
+    split: str | None = None
+    seed: int = DEFAULT_SEED
+
+    def load(self) -> SplitData | CRSData:
+        return load_dataset(self.dataset, format=self.format, split=self.split, seed=self.seed)
+
+    @classmethod
+    def of(cls, dataset: str | Path, format: str | None = None, split: str | None = None,
+           seed: int = DEFAULT_SEED) -> DataRef:
+        """A reference that loads the same data from any working folder (a path is made absolute)."""
+        name = str(dataset)
+        if name not in _ALIASES and Path(name).expanduser().is_dir():
+            name = str(Path(name).expanduser().resolve())
+        return cls(name, format, split, seed)

@@ -138,3 +138,14 @@ def evaluate_crs(
                 "mentioned_items": "removed from the ranking" if remove_mentioned else "kept in the ranking",
                 "pairs": int(len(pairs)), "samples": int(len(needed))}
     return CRSResult(per_pair, pairs, ranks, protocol)
+
+
+def evaluate_turns(scorer: CRSScorer, samples: Sequence[CRSSample], n_items: int, ks: Sequence[int] = DEFAULT_KS,
+                   batch_size: int = 64) -> dict[str, CRSResult]:
+    """``{"all": ..., "new": ...}``: every (turn, target) pair over the full catalog (the official protocol), and
+    the new targets only with the items mentioned earlier removed from the ranking (when there are new targets)."""
+    out = {"all": evaluate_crs(scorer, samples, n_items, ks=ks, batch_size=batch_size)}
+    if any(any(s.target_is_new) for s in samples):
+        out["new"] = evaluate_crs(scorer, samples, n_items, ks=ks, new_only=True, remove_mentioned=True,
+                                  batch_size=batch_size)
+    return out

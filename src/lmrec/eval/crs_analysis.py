@@ -20,14 +20,11 @@ import numpy as np
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.conversations import CRSSample
 from lmrec.eval.crs import CRSResult, CRSScorer, evaluate_crs
+from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import Estimate, PairedTest, estimate, paired_test
 
 TABLE_METRICS = ("hr@1", "hr@5", "hr@10", "hr@50", "ndcg@10", "ndcg@50")
 MASK = "[MASK]"
-
-
-def _fmt(est: Estimate) -> str:
-    return f"{est.mean:.4f} ± {est.se:.4f}" if est.n else "–"
 
 
 def crs_table(results: Mapping[str, CRSResult], metrics: Sequence[str] = TABLE_METRICS) -> str:
@@ -36,7 +33,7 @@ def crs_table(results: Mapping[str, CRSResult], metrics: Sequence[str] = TABLE_M
     lines = [header, "|" + "---|" * (len(metrics) + 1)]
     for name, result in results.items():
         summary = result.summary()
-        cells = [_fmt(summary[m]) if m in summary else "–" for m in metrics]
+        cells = [estimate_cell(summary[m]) if m in summary else "–" for m in metrics]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -111,7 +108,7 @@ def buckets_table(rows: Sequence[BucketRow], k: int = 10) -> str:
              "|" + "---|" * (4 + len(models))]
     for r in rows:
         hi = "∞" if r.hi == np.inf else str(int(r.hi))
-        cells = [_fmt(r.hr[m]) for m in models]
+        cells = [estimate_cell(r.hr[m]) for m in models]
         lines.append(f"| {r.bucket} [{r.lo}, {hi}) | {r.n_items} | {r.n_occurrences} | {r.n_pairs} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -26,7 +26,9 @@ class Estimate:
         return {"mean": self.mean, "se": self.se, "n": self.n}
 
     def __str__(self) -> str:
-        return f"{self.mean:.4f} ± {self.se:.4f}"
+        from lmrec.eval.report import estimate_cell
+
+        return estimate_cell(self)
 
 
 def estimate(values: np.ndarray) -> Estimate:

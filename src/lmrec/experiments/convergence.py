@@ -1,14 +1,14 @@
 """Convergence (paper §2.8): how many epochs and seconds each model needs to reach its best validation score.
 
-Reads run folders (``<root>/<dataset>/<model>/`` with ``log.jsonl`` and, once finished, ``config.json``; see
-:mod:`lmrec.experiments.runner`). For each run, from the validation points in its log:
+Reads run folders (``<root>/<dataset>/<model>/`` with ``log.jsonl`` and ``manifest.json``; see :mod:`lmrec.run`).
+For each run, from the validation points in its log:
 
     best = max_t v_t,  epoch to best = first evaluated epoch t with v_t = best,
     epoch to 95% = first evaluated epoch t with v_t ≥ 0.95·best,
     seconds to t = Σ_{epochs ≤ t} training seconds of the epoch (validation time excluded).
 
-The selection metric is the run's own (``train_config.metric``, Recall@20 by default). A run without
-``config.json`` is still training and is marked as such (its numbers may change). Models without a training
+The selection metric is the run's own (``train_config.metric``, Recall@20 by default). A run whose manifest is not
+complete is still training and is marked as such (its numbers may change). Models without a training
 loop (Pop) have no log and no row.
 """
 
@@ -80,7 +80,7 @@ def read_run(folder: Path) -> Curve | None:
     log = folder / "log.jsonl"
     if not log.exists():
         return None
-    config_path = folder / "config.json"
+    config_path = folder / "manifest.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
     train_config = config.get("train_config") or None
     metric = (train_config or {}).get("metric", "recall@20")
@@ -89,10 +89,10 @@ def read_run(folder: Path) -> Curve | None:
     points = [(r["epoch"], r["valid"][metric], seconds[i]) for i, r in enumerate(records)
               if r.get("valid") and metric in r["valid"]]
     epochs, values, secs = (np.array(c) for c in zip(*points, strict=True)) if points else (np.zeros(0),) * 3
-    dataset = (config.get("data") or {}).get("dataset") or folder.parent.name
+    dataset = Path((config.get("data") or {}).get("dataset") or folder.parent.name).name
     return Curve(dataset, config.get("model") or folder.name, metric, epochs.astype(int), values.astype(float),
                  secs.astype(float), len(records), float(seconds[-1]) if len(seconds) else 0.0,
-                 config_path.exists(), folder, train_config)
+                 config.get("status") == "complete", folder, train_config)
 
 
 def find_curves(root: Path) -> list[Curve]:

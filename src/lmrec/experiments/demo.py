@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lmrec.cli import format_table
-from lmrec.eval.ranking import evaluate
+from lmrec.data.registry import DataRef
+from lmrec.eval.report import text_table
 from lmrec.eval.stats import paired_test
-from lmrec.experiments.runner import DataRef, train_and_evaluate
+from lmrec.run import fit
 
 DEMO_MODELS = {
     "pop": {},
@@ -24,31 +24,28 @@ DEMO_MODELS = {
 
 def run_demo(out: Path = Path("runs/demo"), dataset: str = "movielens-latest-small", user: str = "1") -> None:
     start = time.perf_counter()
-    ref = DataRef(dataset)
+    ref = DataRef.of(dataset)
     data = ref.load()
     stats = data.stats()
     print(f"dataset {dataset}: {stats['users']} users, {stats['items']} items, "
           f"train/valid/test {stats['train']}/{stats['valid']}/{stats['test']} ({stats['protocol']})")
     rows, results = [], {}
     for name, train in DEMO_MODELS.items():
-        result = train_and_evaluate(name, ref, None, train, out / name, data=data)
-        results[name] = result
-        test = result.metrics["test"]
-        rows.append({"model": name, "best epoch": result.config["best_epoch"] or "-",
-                     "fit s": f"{result.config['fit_seconds']:.0f}",
+        run = fit(name, data, {"progress": False, **train}, out=out / name, overwrite=True, ref=ref)
+        results[name] = run
+        test, fitted = run.metrics["test"], run.manifest["fit"]
+        rows.append({"model": name, "best epoch": fitted.get("best_epoch") or "-", "fit s": f"{fitted['seconds']:.0f}",
                      **{m: test[m] for m in ("recall@20", "ndcg@20", "hr@20")}})
     budgets = ", ".join(f"{m} {t['epochs']} epochs" for m, t in DEMO_MODELS.items() if t)
     print(f"\nTest, full ranking, train+valid items masked, mean ± SE over users (demo budgets: {budgets}; "
           "converged numbers: `lmrec compare`):")
-    print(format_table(rows, ["model", "best epoch", "fit s", "recall@20", "ndcg@20", "hr@20"]))
-    a = evaluate(results["lightgcn"].model.score, data, "test", metrics=("recall",)).per_user["recall@20"]
-    b = evaluate(results["alpharec"].model.score, data, "test", metrics=("recall",)).per_user["recall@20"]
+    print(text_table(rows, ["model", "best epoch", "fit s", "recall@20", "ndcg@20", "hr@20"]))
+    a, b = (results[m].evaluate("test").per_user["recall@20"] for m in ("lightgcn", "alpharec"))
     test = paired_test(a, b)
     print(f"\nAlphaRec - LightGCN recall@20: {test.diff}  (paired t-test p = {test.t_pvalue:.2g})")
-    model = results["alpharec"].model
     index = data.user_index(user)
     print(f"\nAlphaRec's top 10 for user {user} (who rated e.g. "
           f"{'; '.join(data.catalog.titles[i] for i in data.train_items(index)[:3])}):")
-    for rank, (item, score) in enumerate(model.recommend(index, 10), start=1):
-        print(f"{rank:3d}. {data.catalog.titles[item]}  ({score:.3f})")
+    for r in results["alpharec"].recommend(user, k=10):
+        print(f"{r.rank:3d}. {r.title}  ({r.score:.3f})")
     print(f"\nruns written to {out}/ ; demo took {time.perf_counter() - start:.0f} s")

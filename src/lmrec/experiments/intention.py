@@ -28,17 +28,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.stats import ttest_rel
 
 from lmrec.data.catalog import ItemCatalog, normalize_title
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.eval.ranking import MASKED_KEY, tie_break_keys
+from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import estimate
 from lmrec.io import atomic_write, write_json
-from lmrec.models.cf.alpharec import AlphaRec
-from lmrec.models.nn.graph import propagate
+from lmrec.models.cf.alpharec import AlphaRec, IntentScorer
 
 Encode = Callable[[Sequence[str]], np.ndarray]  # texts -> (n, d) LM vectors (the model's encoder)
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -120,41 +119,6 @@ def make_cases(data: SplitData, n_users: int | None = None, seed: int = 2024) ->
     return cases
 
 
-# -- scoring with an intention -----------------------------------------------------------------------------
-class IntentScorer:
-    """Scores of a trained AlphaRec with user u's layer-0 embedding mixed with an intention (exact, see module)."""
-
-    def __init__(self, model: AlphaRec):
-        if not all(hasattr(model, a) for a in ("net", "z_users", "z_items", "adj")):
-            raise LmrecError(f"intention needs an AlphaRec-family model with LM inputs, got {model.name!r}")
-        self.model = model
-        model.set_training(False)
-        with torch.no_grad():
-            self.e0 = model.net(torch.cat([model.z_users, model.z_items]))  # E⁽⁰⁾ (n_users + n_items, d)
-            self.final = propagate(model.adj, self.e0, model.config.n_layers)  # E = P·E⁽⁰⁾
-        self.n_users = len(model.z_users)
-
-    def map_intent(self, z_intent: np.ndarray) -> torch.Tensor:
-        """e^Intention = MLP(LM(sentence)), (n, d) for (n, d_lm) LM vectors."""
-        z = np.asarray(z_intent, dtype=np.float32).reshape(-1, self.model.z_items.shape[1])
-        with torch.no_grad():
-            return self.model.net(torch.from_numpy(z))
-
-    def scores(self, user: int, e_intent: torch.Tensor, alphas: Sequence[float]) -> torch.Tensor:
-        """(len(alphas), n_items) cosine scores with ẽ_u⁽⁰⁾ = (1 − α)·e_u⁽⁰⁾ + α·e_intent for each α."""
-        with torch.no_grad():
-            onehot = torch.zeros(len(self.e0), 1)
-            onehot[user] = 1.0
-            p = propagate(self.model.adj, onehot, self.model.config.n_layers)[:, 0]  # P[:, u] (P is symmetric)
-            a = torch.tensor(list(alphas), dtype=torch.float32)[:, None]
-            delta = a * (e_intent.reshape(1, -1) - self.e0[user])  # (n_alpha, d)
-            users = F.normalize(self.final[user] + p[user] * delta, dim=-1)  # (n_alpha, d)
-            p_items = p[self.n_users :]  # P[i, u] for every item i
-            items = F.normalize(self.final[self.n_users :][None] + p_items[None, :, None] * delta[:, None, :],
-                                dim=-1)  # (n_alpha, n_items, d)
-            return torch.einsum("ad,aid->ai", users, items)
-
-
 def target_ranks(scores: torch.Tensor, target: int, masked: np.ndarray, priority: torch.Tensor) -> np.ndarray:
     """0-based rank of ``target`` in each row of ``scores`` among the unmasked items (ties by ``priority``)."""
     keys = tie_break_keys(scores, priority.expand_as(scores))
@@ -197,10 +161,7 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 # -- the experiment ----------------------------------------------------------------------------------------
 def lm_encoder(model: AlphaRec) -> Encode:
     """The model's own text encoder (through the embedding cache)."""
-    from lmrec.text import CachedEncoder, get_encoder
-
-    encoder = CachedEncoder(get_encoder(model.config.encoder))
-    return lambda texts: encoder.encode(list(texts), progress=False)
+    return lambda texts: model.encode_texts(list(texts)).cpu().numpy()
 
 
 def run_intention(model: AlphaRec, data: SplitData, out: Path, alpha: float = 0.5, alphas: Sequence[float] = ALPHAS,
@@ -240,7 +201,7 @@ def run_intention(model: AlphaRec, data: SplitData, out: Path, alpha: float = 0.
 
 
 def markdown(r: dict[str, Any]) -> str:
-    cell = lambda e: f"{e['mean']:.4f} ± {e['se']:.4f}"  # noqa: E731
+    cell = estimate_cell
     p = r["paired_with_minus_without"]
     lines = [
         f"### User intention on {r['dataset']}", "",
@@ -250,8 +211,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"| AlphaRec without intention | {cell(r['without']['hr@5'])} | {cell(r['without']['ndcg@5'])} |",
         f"| AlphaRec with intention (α = {r['alpha']}) | {cell(r['with']['hr@5'])} | {cell(r['with']['ndcg@5'])} |",
         "",
-        f"Paired difference (with − without): HR@5 {p['hr@5']['mean']:+.4f} ± {p['hr@5']['se']:.4f} "
-        f"(t p = {p['hr@5']['t_pvalue']:.2g}), NDCG@5 {p['ndcg@5']['mean']:+.4f} ± {p['ndcg@5']['se']:.4f} "
+        f"Paired difference (with − without): HR@5 {estimate_cell(p['hr@5'], signed=True)} "
+        f"(t p = {p['hr@5']['t_pvalue']:.2g}), NDCG@5 {estimate_cell(p['ndcg@5'], signed=True)} "
         f"(t p = {p['ndcg@5']['t_pvalue']:.2g}).", "",
         "Effect of α (the α grid is evaluated on the same test cases: its best value is an optimistic choice):", "",
         "| α | HR@5 | NDCG@5 |", "|---|---|---|",
@@ -285,14 +246,3 @@ def plot_alpha(r: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), binary=True)
     plt.close(fig)
-
-
-def recommend_with_intent(model: AlphaRec, data: SplitData, user: int, text: str, alpha: float = 0.5, k: int = 10,
-                          encode: Encode | None = None) -> list[tuple[int, float]]:
-    """Top-k (item, score) for ``user`` steered by the sentence ``text``; training items excluded."""
-    scorer = IntentScorer(model)
-    e_intent = scorer.map_intent((encode or lm_encoder(model))([text]))[0]
-    scores = scorer.scores(user, e_intent, [alpha])[0]
-    scores[torch.from_numpy(data.train_items(user).astype(np.int64))] = -torch.inf
-    top = torch.topk(scores, min(k, len(scores)))
-    return [(int(i), float(s)) for i, s in zip(top.indices, top.values, strict=True) if s > -torch.inf]

@@ -30,8 +30,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from lmrec.data.registry import DataRef
+from lmrec.environment import cpu_name, versions
 from lmrec.errors import LmrecError
-from lmrec.experiments.runner import DataRef, cpu_name, versions
 from lmrec.experiments.steps import cached_step
 from lmrec.io import atomic_write, write_json
 
@@ -93,30 +94,38 @@ def _keys(where: str, given: Mapping[str, Any], required: set[str], optional: se
 
 def validate_settings(experiment: str, s: Mapping[str, Any]) -> None:
     """Every key known and every nested config constructible, before anything runs (errors name the section)."""
+    from lmrec.models.base import get_model
+    from lmrec.settings import build
+    from lmrec.train import TrainConfig
+
     _keys("[run]", s, *SETTINGS[experiment])
+    sections: list[tuple[str, type, Mapping[str, Any]]] = []
     if experiment == "compare":
+        sections.append(("[run] train", TrainConfig, s.get("train", {})))
         for name, entry in s["models"].items():
             _keys(f"[run.models] {name!r}", entry, set(), {"model", "set", "train"})
+            sections += [(f"[run.models] {name!r} set", get_model(entry.get("model", name), "cf").Config,
+                          entry.get("set", {})), (f"[run.models] {name!r} train", TrainConfig, entry.get("train", {}))]
     elif experiment == "zeroshot":
         for transfer in s["transfers"]:
             _keys("[run] transfers entry", transfer, {"train", "target"}, set())
     elif experiment == "crs":
-        from lmrec.models.crs.rta.adapt import AdaptConfig
         from lmrec.models.crs.rta.features import PrepareConfig
-        from lmrec.models.crs.rta.reindex import ReindexConfig
-        from lmrec.models.crs.training import CRSTrainConfig
 
-        sections = [("[run.prepare]", PrepareConfig, s.get("prepare", {})), ("[run.reindex]", ReindexConfig,
-                                                                               s["reindex"])]
-        sections += [(f"[run.adapt] {name!r}", AdaptConfig, o) for name, o in s.get("adapt", {}).items()]
-        sections += [(f"[run.baselines] {name!r} train", CRSTrainConfig, o.get("train", {}))
-                     for name, o in s.get("baselines", {}).items()]
-        for where, cls, options in sections:
-            try:
-                cls(**options)
-            except (TypeError, ValueError) as exc:
-                raise LmrecError(f"{where}: {exc}") from exc
+        sections.append(("[run.prepare]", PrepareConfig, s.get("prepare", {})))
+        models = [("[run.reindex]", "rta_reindex", s["reindex"])]
+        models += [(f"[run.adapt] {name!r}", "rta_adapt", o) for name, o in s.get("adapt", {}).items()]
+        models += [(f"[run.baselines] {name!r}", o.get("model", name), o) for name, o in s.get("baselines", {}).items()]
+        for where, model, options in models:
+            settings = {k: v for k, v in options.items() if k not in ("train", "model")}
+            sections += [(where, get_model(model, "crs").Config, settings),
+                         (f"{where} train", TrainConfig, options.get("train", {}))]
         _keys("[run.probe]", s.get("probe", {}), set(), {"models", "modes", "max_samples", "seed"})
+    for where, cls, options in sections:
+        try:
+            build(cls, options)
+        except LmrecError as exc:
+            raise LmrecError(f"{where}: {exc}") from exc
 
 
 def load_tables(folder: Path, quick: bool = False) -> list[Table]:
@@ -156,8 +165,8 @@ def _zeroshot(s: Mapping[str, Any], folder: Path, root: Path) -> str:
     parts = []
     seed = s.get("seed", 2024)
     for transfer in s["transfers"]:
-        sources = [DataRef(name, seed=seed) for name in transfer["train"]]
-        target = DataRef(transfer["target"], seed=seed)
+        sources = [DataRef.of(name, seed=seed) for name in transfer["train"]]
+        target = DataRef.of(transfer["target"], seed=seed)
         out = folder / f"{transfer['target']}-from-{'+'.join(transfer['train'])}"
         spec = {"transfer": transfer, "train": s.get("train", {}), "set": s.get("set", {}),
                 "lightgcn": s.get("lightgcn", {}), "seed": seed}
@@ -171,21 +180,20 @@ def _zeroshot(s: Mapping[str, Any], folder: Path, root: Path) -> str:
 
 def _intention(s: Mapping[str, Any], folder: Path, root: Path) -> str:
     from lmrec.experiments import intention
-    from lmrec.experiments.runner import load_run
+    from lmrec.run import Run, read_manifest
 
     run = root / s["run"]
-    if not (run / "model.pt").exists():
+    saved = read_manifest(run)
+    if saved.get("status") != "complete":
         raise LmrecError(f"intention: {run} is not a finished run (configure the table that trains it first)")
-    saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
     spec = {"run": s["run"], "alpha": s.get("alpha", 0.5), "alphas": s.get("alphas", list(intention.ALPHAS)),
             "n_users": s.get("n_users"), "seed": s.get("seed", 2024),
-            "run_config": {k: saved.get(k) for k in ("model_config", "train_config", "data_checksum", "best_epoch",
-                                                     "fit_seconds")}}
+            "run_config": {k: saved.get(k) for k in ("model_config", "train_config", "data_checksum", "fit")}}
 
     def go() -> None:
-        model, data, _ = load_run(run)
-        intention.run_intention(model, data, folder, spec["alpha"], spec["alphas"], spec["n_users"], spec["seed"],
-                                run=s["run"])
+        loaded = Run.load(run)
+        intention.run_intention(loaded.model, loaded.data, folder, spec["alpha"], spec["alphas"], spec["n_users"],
+                                spec["seed"], run=s["run"])
 
     cached_step(folder, spec, go)
     return (folder / "intention.md").read_text(encoding="utf-8")
@@ -213,12 +221,12 @@ EXPERIMENTS: dict[str, Callable[[Mapping[str, Any], Path, Path], str]] = {
 def environment(tables: list[Table], out: Path, quick: bool) -> dict[str, Any]:
     """Machine, library versions, git commit, seeds and the data checksums found in the run folders."""
     checksums: dict[str, str] = {}
-    for path in sorted(out.rglob("config.json")):
+    for path in sorted([*out.rglob("manifest.json"), *out.rglob("experiment.json")]):
         config = json.loads(path.read_text(encoding="utf-8"))
         if "data_checksum" in config:
-            checksums[config["data"]["dataset"]] = config["data_checksum"]
+            checksums[Path(config["data"]["dataset"]).name] = config["data_checksum"]
         if "target_checksum" in config:
-            checksums[config["target"]["dataset"]] = config["target_checksum"]
+            checksums[Path(config["target"]["dataset"]).name] = config["target_checksum"]
     for path in sorted(out.rglob("table.json")):
         table = json.loads(path.read_text(encoding="utf-8"))
         checksums[table["dataset"]] = table.get("data_checksum", "")
@@ -230,7 +238,7 @@ def environment(tables: list[Table], out: Path, quick: bool) -> dict[str, Any]:
         "versions": versions(),
         "git": _git(),
         "split_seeds": {t.key: t.settings.get("seed", 2024) for t in tables if "seed" in SETTINGS[t.experiment][1]},
-        "training_seed": "each model's TrainConfig.seed (default 2024; in each run's config.json)",
+        "training_seed": "each model's TrainConfig.seed (default 2024; in each run's manifest.json)",
         "data_checksums": checksums,
     }
 

@@ -4,7 +4,7 @@ the popularity buckets and the title-masking probe, from one settings mapping (a
 Folder::
 
     prepare/            lmrec crs prepare (LLM q vectors, title tokens, generations)
-    zero-shot/ reindex/ adapt-<name>/     run folders of lmrec crs zero-shot / reindex / adapt
+    zero-shot/ reindex/ adapt-<name>/     run folders (lmrec train zero_shot_llm / rta_reindex / rta_adapt)
     table.json table.md buckets.png       the results
 
 Steps whose ``spec.json`` equals the requested settings are reused; a folder with other settings is an error
@@ -32,23 +32,15 @@ from lmrec.data.conversations import CRSSample, training_mentions
 from lmrec.errors import LmrecError
 from lmrec.eval.crs import CRSResult
 from lmrec.eval.crs_analysis import buckets_table, popularity_buckets, probe_delta
+from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import paired_test
-from lmrec.experiments.crs import (
-    crs_results,
-    load_crs_dataset,
-    load_crs_run,
-    run_adapt,
-    run_prepare,
-    run_reindex,
-    run_zero_shot,
-)
+from lmrec.experiments.crs import crs_results, load_crs_dataset, run_prepare
 from lmrec.experiments.steps import cached_step
 from lmrec.io import atomic_write, write_json
-from lmrec.models.crs.base import get_crs_model
-from lmrec.models.crs.rta.adapt import AdaptConfig
+from lmrec.models.base import get_model
 from lmrec.models.crs.rta.features import LLMFeatures, PrepareConfig, load_features
-from lmrec.models.crs.rta.reindex import ReindexConfig
-from lmrec.models.crs.training import CRSTrainConfig
+from lmrec.run import Run, fit
+from lmrec.settings import as_dict, build
 
 Scorer = Callable[[Sequence[CRSSample]], torch.Tensor]
 BLOCKS = ("test", "test_new", "test_generated")
@@ -75,12 +67,12 @@ def _slug(name: str) -> str:
 
 
 def prepare_config(settings: Mapping[str, Any]) -> PrepareConfig:
-    return PrepareConfig(**{k: tuple(v) if k == "generate_splits" else v for k, v in settings.items()})
+    return build(PrepareConfig, settings, what="prepare setting")
 
 
 def prepare_spec(dataset: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """What a prepared folder records in ``spec.json``: the dataset and the full :class:`PrepareConfig`."""
-    return {"dataset": dataset, **dataclasses.asdict(prepare_config(settings))}
+    return {"dataset": dataset, **as_dict(prepare_config(settings))}
 
 
 def _prepare(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool) -> LLMFeatures:
@@ -91,61 +83,61 @@ def _prepare(dataset: str, folder: Path, settings: Mapping[str, Any], progress: 
 
 
 def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any]], train_on: str = "all") -> list[Row]:
-    """Fit each ``settings[name]`` (model fields; ``model`` = registered name, default ``name``; ``train`` =
-    :class:`CRSTrainConfig` fields). Trained models learn from all training turns (``train_on="all"``), from
-    the prepared subsample the LLM models learn from (``"prepared"``) or once from each (``"both"``)."""
-    train_sets = {"all": [features.data.samples("train")], "prepared": [features.samples["train"]]}
-    train_sets["both"] = train_sets["all"] + train_sets["prepared"]
-    if train_on not in train_sets:
-        raise ValueError(f"baseline_train must be one of {sorted(train_sets)}, got {train_on!r}")
-    valid = features.samples.get("valid", [])
+    """Fit each ``settings[name]`` (model settings; ``model`` = registered name, default ``name``; ``train`` =
+    :class:`lmrec.train.TrainConfig` fields). Trained models learn from all training turns (``train_on="all"``,
+    selected on all validation turns), from the prepared subsample the LLM models learn from (``"prepared"``)
+    or once from each (``"both"``)."""
+    if train_on not in ("all", "prepared", "both"):
+        raise ValueError(f"baseline_train must be one of all, prepared, both; got {train_on!r}")
     rows = []
     for name, options in settings.items():
         options = dict(options)
-        train_settings = options.pop("train", {})
-        cls = get_crs_model(options.pop("model", name))
-        trained = hasattr(cls, "train_defaults")
-        for train in train_sets[train_on] if trained else train_sets["all"][:1]:
-            if trained:
-                config = CRSTrainConfig(**{**cls.train_defaults, "progress": False, **train_settings})
-                model = cls(train_config=config, **options)
-            else:
-                model = cls(**options)
-            model.fit(features.data, train, valid)
-            label = f"{name} ({len(train)} train turns)" if trained else name
-            rows.append(Row(label, "baseline", model.score, crs_results(model.score, features)))
+        train = {"progress": False, **options.pop("train", {})}
+        cls = get_model(options.pop("model", name), "crs")
+        sources = {"all": [None], "prepared": [features], "both": [None, features]}[train_on] if cls.trainable \
+            else [None]
+        for source in sources:
+            run = fit(cls(**options), features.data, train if cls.trainable else None, features=source)
+            n_turns = len(source.samples["train"]) if source else len(features.data.samples("train"))
+            label = f"{name} ({n_turns} train turns)" if cls.trainable else name
+            rows.append(Row(label, "baseline", run.model.score, crs_results(run.model.score, features)))
     return rows
 
 
 def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], zero_shot: bool) -> list[Row]:
     """Zero-shot LLM, reindexed LLM and the adapt variants: run folders reused when their settings AND their
     inputs match (each spec holds the features' identity, and an adapt spec its reindex spec)."""
-    features_dir = features.folder.resolve()
-    inputs = {"features": str(features_dir), "samples": samples_checksum(features.samples),
+    inputs = {"features": str(features.folder.resolve()), "samples": samples_checksum(features.samples),
               "llm": features.identity, "prepare": features.meta["config"]}
+    data = features.data
     rows = []
     if zero_shot:
         out = folder / "zero-shot"
-        cached_step(out, inputs, lambda: run_zero_shot(features_dir, out))
+        cached_step(out, inputs, lambda: fit("zero_shot_llm", data, features=features, out=out, resume=True))
         rows.append(_run_row("zero-shot LLM", out, features))
-    reindex = ReindexConfig(**{"progress": False, **settings["reindex"]})
-    reindex_spec = {**inputs, "reindex": dataclasses.asdict(reindex)}
+    options = dict(settings["reindex"])
+    train = {"progress": False, **options.pop("train", {})}
+    reindex = build(get_model("rta_reindex").Config, options, what="rta_reindex setting")
+    reindex_spec = {**inputs, "reindex": as_dict(reindex), "train": train}
     out = folder / "reindex"
-    cached_step(out, reindex_spec, lambda: run_reindex(features_dir, out, reindex))
+    cached_step(out, reindex_spec, lambda: fit("rta_reindex", data, train, features=features, out=out, resume=True,
+                                               **options))
     rows.append(_run_row(f"reindexed ({reindex.aggregator})", out, features))
-    for name, options in settings.get("adapt", {}).items():
-        adapt = AdaptConfig(**{"progress": False, **options})
+    for name, adapt_options in settings.get("adapt", {}).items():
+        adapt_options = dict(adapt_options)
+        adapt_train = {"progress": False, **adapt_options.pop("train", {})}
         run = folder / f"adapt-{_slug(name)}"
-        cached_step(run, {**reindex_spec, "adapt": dataclasses.asdict(adapt)},
-                    lambda run=run, adapt=adapt: run_adapt(out, run, adapt))
+        spec = {**reindex_spec, "adapt": adapt_options, "adapt_train": adapt_train}
+        cached_step(run, spec, lambda run=run, o=adapt_options, t=adapt_train: fit(
+            "rta_adapt", data, t, features=features, base=Run.load(out, data=data), out=run, resume=True, **o))
         rows.append(_run_row(name, run, features))
     return rows
 
 
 def _run_row(name: str, run: Path, features: LLMFeatures) -> Row:
     """A run folder's model, its metrics recomputed now (the same evaluation code as every other row)."""
-    loaded = load_crs_run(run)
-    generated_only = loaded.config["kind"] == "zero_shot_llm"
+    loaded = Run.load(run, data=features.data)
+    generated_only = loaded.model.name == "zero_shot_llm"
     return Row(name, "llm", loaded.model.score, crs_results(loaded.model.score, features, generated_only))
 
 
@@ -234,7 +226,7 @@ def _probe(rows: Sequence[Row], features: LLMFeatures, settings: Mapping[str, An
 def _cell(block: Mapping[str, Any] | None, metric: str) -> str:
     if not block or metric not in block:
         return "–"
-    return f"{block[metric]['mean']:.4f} ± {block[metric]['se']:.4f}"
+    return estimate_cell(block[metric])
 
 
 def markdown(table: Mapping[str, Any], buckets_md: str) -> str:
@@ -260,7 +252,7 @@ def markdown(table: Mapping[str, Any], buckets_md: str) -> str:
     best = table.get("best_vs_best")
     if best:
         lines += ["", f"Best LLM row on validation ({best['llm']}) − best baseline on validation ({best['baseline']}),"
-                      f" test HR@10: {best['diff']['mean']:+.4f} ± {best['diff']['se']:.4f} "
+                      f" test HR@10: {estimate_cell(best['diff'], signed=True)} "
                       f"(paired t p = {best['t_pvalue']:.2g}, Wilcoxon p = {best['wilcoxon_pvalue']:.2g})."]
     lines += ["", "Popularity buckets (training mentions), HR@10 on the test pairs whose target is in the bucket:", "",
               buckets_md]
@@ -270,7 +262,7 @@ def markdown(table: Mapping[str, Any], buckets_md: str) -> str:
                   "| model | rewrite | turns | HR@10 before | after | Δ | p (t) |", "|---|---|---|---|---|---|---|"]
         for p in table["probe"]:
             lines.append(f"| {p['model']} | {p['mode']} | {p['samples']} | {p['before']['mean']:.4f} | "
-                         f"{p['after']['mean']:.4f} | {p['delta']['mean']:+.4f} ± {p['delta']['se']:.4f} | "
+                         f"{p['after']['mean']:.4f} | {estimate_cell(p['delta'], signed=True)} | "
                          f"{p['t_pvalue']:.2g} |")
     return "\n".join(lines) + "\n"
 

@@ -29,12 +29,18 @@ import torch
 
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.interactions import SplitData
+from lmrec.data.registry import DataRef
+from lmrec.environment import versions
 from lmrec.eval.ranking import RankingResult, Scorer, evaluate
+from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import paired_test
-from lmrec.experiments.runner import REPORT_KS, REPORT_METRICS, DataRef, train_and_evaluate, versions
 from lmrec.io import atomic_write, write_json
 from lmrec.models.cf.alpharec import AlphaRec, AlphaRecConfig
 from lmrec.models.nn.graph import normalized_adjacency
+from lmrec.models.nn.lm_inputs import user_profiles
+from lmrec.run import REPORT_KS, REPORT_METRICS, fit
+from lmrec.settings import as_dict, build
+from lmrec.tensorfile import save_tensors, tensor_dict
 from lmrec.train import TrainConfig, Trainer, TrainLog
 
 FeatureFn = Callable[[SplitData, AlphaRecConfig], np.ndarray]  # dataset -> (n_items, d) LM item features
@@ -157,17 +163,15 @@ def mixed_validation(model: AlphaRec, mixed: MixedData, ks: Sequence[int] = (20,
     return out
 
 
-def fit_mixed(model: MixedAlphaRec, train_config: TrainConfig, log_path: Path | None = None) -> TrainLog:
+def fit_mixed(model: MixedAlphaRec, train_config: TrainConfig, folder: Path | None = None) -> TrainLog:
     """:class:`lmrec.train.Trainer` with validation = mean over sources of the per-source valid
     ``train_config.metric`` (ranking the union as one dataset would weight sources by their users and rank
-    every source's users over all domains)."""
+    every source's users over all domains). ``folder``: the per-epoch log and the checkpoint (resumed when there)."""
     cfg, mixed = train_config, model.mixed
-    model.prepare(mixed.data)
-    k = int(cfg.metric.partition("@")[2])
-    if log_path is not None:
-        log_path.unlink(missing_ok=True)
-    validate = lambda: mixed_validation(model, mixed, sorted({k, 20}), cfg.seed, cfg.eval_batch_size)  # noqa: E731
-    return Trainer(cfg, log_path).run(model, validate)
+    model.prepare(mixed.data, cfg.seed)
+    validate = lambda: mixed_validation(model, mixed, sorted({cfg.metric_k, 20}), cfg.seed,  # noqa: E731
+                                        cfg.eval_batch_size)
+    return Trainer.in_folder(cfg, folder).run(model, validate, resume=True)
 
 
 # -- zero-shot application -------------------------------------------------------------------------------
@@ -184,7 +188,7 @@ def zero_shot_scorer(model: AlphaRec, target: SplitData, item_features: np.ndarr
     if item_features.shape[0] != target.n_items:
         raise ValueError(f"item features have {item_features.shape[0]} rows, the target has {target.n_items} items")
     z_items = torch.from_numpy(np.asarray(item_features, dtype=np.float32))
-    z_users = torch.from_numpy(AlphaRec.user_features(target.train, item_features))
+    z_users = torch.from_numpy(user_profiles(target.train, item_features))
     model.set_training(False)
     with torch.no_grad():
         users, items = model.represent(z_users, z_items, normalized_adjacency(target.train))
@@ -211,9 +215,9 @@ def run_zeroshot(
 ) -> dict[str, Any]:
     """Train mixed AlphaRec on ``sources``, apply it zero-shot to ``target``, compare with target-side baselines.
 
-    Writes ``out/metrics.json`` ({"valid", "test"} of the zero-shot model on the target), ``out/config.json``,
-    ``out/log.jsonl`` and ``out/model.pt`` (mixed training), ``out/comparison.{json,md}`` and the baseline run
-    folders ``out/pop``, ``out/lightgcn``. ``features(dataset, config)`` gives item LM features (default: the
+    Writes ``out/metrics.json`` ({"valid", "test"} of the zero-shot model on the target), ``out/experiment.json``,
+    ``out/log.jsonl`` and ``out/model.safetensors`` (mixed training), ``out/comparison.{json,md}`` and the baseline
+    run folders ``out/pop``, ``out/lightgcn``. ``features(dataset, config)`` gives item LM features (default: the
     config's encoder on the config's text fields). Returns the comparison.
     """
     if target.name in {s.name for s in sources}:
@@ -221,12 +225,13 @@ def run_zeroshot(
     features = features or lm_features
     out.mkdir(parents=True, exist_ok=True)
     mixed = mix_datasets(sources)
-    config = AlphaRecConfig(**(model_overrides or {}))
+    config = build(AlphaRecConfig, model_overrides, what="alpharec setting")
     source_features = np.concatenate([features(s, config) for s in sources])
     model = MixedAlphaRec(mixed, config, features=source_features)
-    train_config = TrainConfig.with_overrides(AlphaRec.train_defaults, train_overrides)
-    log = fit_mixed(model, train_config, out / "log.jsonl")
-    model.save(out / "model.pt")
+    train_config = AlphaRec.train_config(train_overrides)
+    log = fit_mixed(model, train_config, out)
+    save_tensors(out / "model.safetensors", {**tensor_dict(model.state(), "state."),
+                                             **tensor_dict(model.artifacts(), "artifacts.")})
 
     start = time.perf_counter()
     scorer = zero_shot_scorer(model, target, features(target, config))
@@ -240,19 +245,20 @@ def run_zeroshot(
     ref = target_ref or DataRef(target.name)
     lightgcn_train = {"progress": False, **(lightgcn_overrides or {})}
     baselines: dict[str, Scorer] = {
-        "Pop (target train)": train_and_evaluate("pop", ref, out=out / "pop", data=target).model.score,
+        "Pop (target train)": fit("pop", target, out=out / "pop", resume=True, ref=ref).model.score,
         "Random": random_scorer(target.n_items, seed),
     }
-    lightgcn = train_and_evaluate("lightgcn", ref, None, lightgcn_train, out / "lightgcn", data=target)
-    baselines[f"LightGCN (trained on target, best epoch {lightgcn.config['best_epoch']})"] = lightgcn.model.score
+    lightgcn = fit("lightgcn", target, lightgcn_train, out=out / "lightgcn", resume=True, ref=ref)
+    baselines[f"LightGCN (trained on target, best epoch {lightgcn.manifest['fit']['best_epoch']})"] = \
+        lightgcn.model.score
     rows = {"AlphaRec zero-shot": results["test"]}
     rows.update({name: evaluate(s, target, "test", ks=ks, metrics=REPORT_METRICS, seed=seed)
                  for name, s in baselines.items()})
     comparison = _comparison(rows, target, mixed, log, train_config, apply_seconds)
-    comparison["lightgcn_train_config"] = lightgcn.config["train_config"]
+    comparison["lightgcn_train_config"] = lightgcn.manifest["train_config"]
     write_json(out / "comparison.json", comparison)
     atomic_write(out / "comparison.md", lambda f: f.write(markdown(comparison)))
-    write_json(out / "config.json", {
+    write_json(out / "experiment.json", {
         "experiment": "zeroshot",
         "sources": [dataclasses.asdict(r) for r in (source_refs or [DataRef(s.name) for s in sources])],
         "source_stats": [s.stats() for s in sources],
@@ -260,8 +266,8 @@ def run_zeroshot(
         "target_stats": target.stats(),
         "target_checksum": target.checksum(),
         "model": "alpharec (mixed training, in-domain negatives)",
-        "model_config": dataclasses.asdict(config),
-        "train_config": dataclasses.asdict(train_config),
+        "model_config": as_dict(config),
+        "train_config": as_dict(train_config),
         "selection": f"mean over sources of per-source valid {train_config.metric}",
         "best_epoch": log.best_epoch,
         "best_valid": log.best_score,
@@ -316,13 +322,13 @@ def markdown(c: dict[str, Any]) -> str:
         "| model | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS),
     ]
     for name, row in c["rows"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[m]['mean']:.4f} ± {row[m]['se']:.4f}" for m in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(estimate_cell(row[m]) for m in COLUMNS) + " |")
     lines.append("")
     if c.get("lightgcn_train_config"):
         g = c["lightgcn_train_config"]
         lines += [f"LightGCN trained on {t['name']}'s train split: budget {g['epochs']} epochs, validation every "
                   f"{g['eval_every']}, patience {g['patience']} (selection on valid {g['metric']}).", ""]
     for name, p in c["paired_recall@20_vs"].items():
-        lines.append(f"- zero-shot − {name}, Recall@20: {p['diff']['mean']:+.4f} ± {p['diff']['se']:.4f} "
+        lines.append(f"- zero-shot − {name}, Recall@20: {estimate_cell(p['diff'], signed=True)} "
                      f"(paired t p = {p['t_pvalue']:.2g})")
     return "\n".join(lines) + "\n"

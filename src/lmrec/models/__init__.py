@@ -1,0 +1,1 @@
+"""Models: every model of lmrec is registered by name in :data:`lmrec.models.base.MODELS`."""

@@ -1,10 +1,16 @@
-"""The recommender contract: fit / score / recommend / save / load, and the registry of models by name."""
+"""The model contract shared by every model of lmrec, and the one registry of models by name.
+
+:class:`Model` (every model): a typed ``Config`` (see :mod:`lmrec.settings`), the paper's training values in
+``train_defaults`` (turned into a :class:`lmrec.train.TrainConfig` by :meth:`Model.train_config`), and its learned
+state as a flat dict of tensors (saved as safetensors by :class:`lmrec.run.Run`; nothing is pickled).
+:class:`Recommender` (collaborative filtering, task ``"cf"``) adds fit / score over the users of a
+:class:`SplitData`; :class:`lmrec.models.crs.base.CRSRecommender` (task ``"crs"``) scores conversation turns.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,103 +19,103 @@ import torch
 
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
-from lmrec.io import atomic_write
 from lmrec.registry import Registry
+from lmrec.settings import as_dict, build, settings
+from lmrec.train.trainer import TrainConfig, TrainLog
 
-MODELS: Registry[type[Recommender]] = Registry("model", "lmrec.models.cf")
+MODELS: Registry[type[Model]] = Registry("model", ("lmrec.models.cf", "lmrec.models.crs"))
 register = MODELS.register
 get_model = MODELS.get
 list_models = MODELS.names
 
 
-@dataclasses.dataclass
+@settings
 class ModelConfig:
     """Base of every model's typed config; subclasses add fields whose defaults are the paper's values."""
 
 
-class Recommender(ABC):
-    """A top-N recommender over the items of one :class:`SplitData`.
+class Model:
+    """Any lmrec model. ``name`` and ``task`` identify it in the registry and in run folders."""
 
-    Subclasses set ``Config`` (a dataclass of hyper-parameters) and implement :meth:`fit` and :meth:`score`.
-    ``train_defaults`` overrides :class:`lmrec.train.TrainConfig` defaults with the paper's training values.
-    """
-
-    name: ClassVar[str] = "recommender"
+    name: ClassVar[str] = "model"
+    task: ClassVar[str] = ""
     Config: ClassVar[type[ModelConfig]] = ModelConfig
-    train_defaults: ClassVar[dict[str, Any]] = {}
+    train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig values of the paper; empty for untrained models
+    trainable: ClassVar[bool] = False  # fitted by lmrec.train.Trainer (takes a TrainConfig)
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
-        base = config if config is not None else self.Config()
-        self.config = dataclasses.replace(base, **overrides)
+        if config is not None and not isinstance(config, self.Config):
+            raise LmrecError(f"{self.name} takes a {self.Config.__name__}, got a {type(config).__name__}")
+        self.config = build(self.Config, overrides, base=config, what=f"{self.name} setting")
+        self.device = torch.device("cpu")
+
+    @classmethod
+    def train_config(cls, overrides: TrainConfig | dict[str, Any] | None = None,
+                     config: ModelConfig | None = None) -> TrainConfig:
+        """The paper's training values (``train_defaults``) overridden by ``overrides``; validated."""
+        return TrainConfig.with_overrides(cls.train_defaults, overrides)
+
+    def settings(self) -> dict[str, Any]:
+        return as_dict(self.config)
+
+    # -- learned state (safetensors) -----------------------------------------------------------------------
+    def state(self) -> dict[str, torch.Tensor]:
+        """Learned state to save: a flat dict of tensors."""
+        return {}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state` returned."""
+
+    def describe(self) -> str:
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.settings().items())})"
+
+
+class Recommender(Model, ABC):
+    """A top-N recommender over the items of one :class:`SplitData` (task ``"cf"``).
+
+    Subclasses implement :meth:`fit` and :meth:`score`; models that can score a user who was not in the training
+    data (from a list of items, without retraining) implement :meth:`score_new_user`.
+    """
+
+    task: ClassVar[str] = "cf"
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any):
+        super().__init__(config, **overrides)
         self.data: SplitData | None = None
 
     @abstractmethod
-    def fit(self, data: SplitData, train_config: Any = None) -> Any:
-        """Learn from ``data.train`` (select on ``data.valid``); returns a training log or None."""
+    def fit(self, data: SplitData, train: TrainConfig | dict | None = None, *, folder: Path | None = None,
+            resume: bool = False) -> TrainLog | None:
+        """Learn from ``data.train`` (select on ``data.valid``); returns the training log (None if untrained).
+        ``folder``: where the per-epoch log and the resumable checkpoint go; ``resume``: continue from it."""
 
     @abstractmethod
     def score(self, users: np.ndarray) -> torch.Tensor:
         """Scores (len(users), n_items) for dense user indices; higher is better."""
 
+    def score_new_user(self, items: Sequence[int]) -> torch.Tensor:
+        """(n_items,) scores for a user who was not in the training data and interacted with ``items``."""
+        raise LmrecError(f"{self.name} cannot score a user it was not trained on (it learns one vector per "
+                         "training user); models that can: pop, multvae, alpharec, linear_map")
+
     def recommend(self, user: int, k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:
         """Top-k (item index, score) for one dense user index; training items removed when ``exclude_seen``."""
-        scores = self.score(np.array([user]))[0].detach().clone()
+        scores = self.score(np.array([user]))[0].detach().to("cpu").clone()
         if exclude_seen and self.data is not None:
-            seen = self.data.train.indices[self.data.train.indptr[user] : self.data.train.indptr[user + 1]]
-            scores[torch.from_numpy(seen.astype(np.int64))] = -torch.inf
+            scores[torch.from_numpy(self.data.train_items_or_empty(user).astype(np.int64))] = -torch.inf
         top = torch.topk(scores, min(k, len(scores)))
         return [(int(i), float(s)) for i, s in zip(top.indices, top.values) if s > -torch.inf]
 
-    # -- persistence -------------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        """Learned state to save (tensors or arrays)."""
-        return {}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state` returned (after :meth:`prepare` rebuilt data-derived buffers)."""
-
-    def artifacts(self) -> dict[str, Any]:
+    # -- persistence -------------------------------------------------------------------------------------
+    def artifacts(self) -> dict[str, torch.Tensor]:
         """Inputs saved beside the state that are not derived from the data (e.g. LM item features)."""
         return {}
 
-    def restore(self, state: dict[str, Any], artifacts: dict[str, Any], data: SplitData) -> None:
+    def restore(self, state: dict[str, torch.Tensor], artifacts: dict[str, torch.Tensor], data: SplitData) -> None:
         """Rebuild on ``data`` and load a saved state (subclasses first take back their artifacts)."""
         self.prepare(data)
         self.load_state(state)
 
-    def prepare(self, data: SplitData) -> None:
-        """Build what the model derives from training data (graph, profiles); called by fit and load."""
+    def prepare(self, data: SplitData, seed: int = 0) -> None:
+        """Build what the model derives from training data (graph, profiles); called by fit and restore."""
         self.data = data
-
-    def save(self, path: str | Path) -> None:
-        """Write ``model.pt`` with name, config, data checksum and state (atomically)."""
-        payload = {
-            "name": self.name,
-            "config": dataclasses.asdict(self.config),
-            "data_checksum": None if self.data is None else self.data.checksum(),
-            "state": self.state(),
-            "artifacts": self.artifacts(),
-        }
-        atomic_write(Path(path), lambda f: torch.save(payload, f), binary=True)
-
-    @staticmethod
-    def load(path: str | Path, data: SplitData) -> Recommender:
-        """Rebuild a saved model on the same dataset (checked by checksum)."""
-        payload = torch.load(Path(path), map_location="cpu", weights_only=False)
-        cls = get_model(payload["name"])
-        known = {f.name for f in dataclasses.fields(cls.Config)}
-        unknown = sorted(set(payload["config"]) - known)
-        if unknown:
-            raise LmrecError(f"{path}: saved settings {unknown} are unknown to this lmrec's {cls.name!r} "
-                             f"(saved by another version?); known settings: {sorted(known)}")
-        model = cls(cls.Config(**payload["config"]))
-        if payload["data_checksum"] not in (None, data.checksum()):
-            raise LmrecError(
-                f"{path}: model was trained on data with checksum {payload['data_checksum']}, "
-                f"but the given dataset {data.name!r} has checksum {data.checksum()} (different data or split)"
-            )
-        model.restore(payload["state"], payload.get("artifacts", {}), data)
-        return model
-
-    def describe(self) -> str:
-        return f"{self.name}({json.dumps(dataclasses.asdict(self.config))})"

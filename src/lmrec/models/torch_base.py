@@ -4,24 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from lmrec.data.interactions import SplitData
-from lmrec.models.base import Recommender
-from lmrec.train import TrainConfig, Trainer, TrainLog
+from lmrec.eval.ranking import evaluate
+from lmrec.models.base import ModelConfig, Recommender
+from lmrec.train import TrainConfig, Trainer, TrainLog, resolve_device
 
 
 class TorchRecommender(Recommender):
     """A recommender whose parameters live in ``self.net`` (built by :meth:`prepare`) and are fitted by
     :class:`lmrec.train.Trainer`. Subclasses implement :meth:`build`, :meth:`batches`, :meth:`loss` and
-    :meth:`embed` (user and item representations used for scoring)."""
+    :meth:`embed` (user and item representations used for scoring).
 
+    Device: tensors that :meth:`build` stores on the model (graphs, LM features) and the module are moved to
+    the training config's ``device``; batches are moved by the trainer.
+    """
+
+    trainable: ClassVar[bool] = True
     net: torch.nn.Module
 
-    def __init__(self, config: Any = None, **overrides: Any):
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
         self._inference: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -40,23 +46,37 @@ class TorchRecommender(Recommender):
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------------------
-    def prepare(self, data: SplitData) -> None:
+    def prepare(self, data: SplitData, seed: int = 0) -> None:
+        """Build the module on ``data``, initialised from ``seed`` (the training seed; a restored state replaces it)."""
         super().prepare(data)
-        torch.manual_seed(getattr(self.config, "seed", 0))
+        torch.manual_seed(seed)
         self.net = self.build(data)
+        self.to(self.device)
+
+    def to(self, device: torch.device | str) -> TorchRecommender:
+        """Move the module and every tensor the model holds to ``device``."""
+        self.device = torch.device(device)
+        for name, value in list(vars(self).items()):
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(self.device))
+        self.net.to(self.device)
         self._inference = None
+        return self
 
-    def fit(self, data: SplitData, train_config: TrainConfig | dict | None = None,
-            log_path: Path | None = None) -> TrainLog:
-        self.prepare(data)
-        return Trainer(self.resolve_train_config(train_config), log_path).fit(self, data)
+    def fit(self, data: SplitData, train: TrainConfig | dict | None = None, *, folder: Path | None = None,
+            resume: bool = False) -> TrainLog:
+        cfg = self.train_config(train, self.config)
+        self.device = resolve_device(cfg.device)
+        self.prepare(data, cfg.seed)
 
-    @classmethod
-    def resolve_train_config(cls, overrides: TrainConfig | dict | None) -> TrainConfig:
-        """The model's paper defaults (``train_defaults``) overridden by the given values."""
-        if isinstance(overrides, TrainConfig):
-            return overrides
-        return TrainConfig.with_overrides(cls.train_defaults, overrides)
+        def validate() -> dict[str, float]:
+            """Full ranking of ``data.valid`` (train items masked) at the selection metric and @20."""
+            result = evaluate(self.score, data, "valid", ks=sorted({cfg.metric_k, min(20, data.n_items)}),
+                              batch_size=cfg.eval_batch_size, seed=cfg.seed,
+                              metrics=tuple(dict.fromkeys((cfg.metric_name, "recall", "ndcg", "hr"))))
+            return {name: est.mean for name, est in result.summary().items()}
+
+        return Trainer.in_folder(cfg, folder).run(self, validate, resume=resume)
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         return self.net.parameters()
@@ -70,11 +90,11 @@ class TorchRecommender(Recommender):
             with torch.no_grad():
                 self._inference = tuple(t.detach() for t in self.embed())  # type: ignore[assignment]
         user_emb, item_emb = self._inference  # type: ignore[misc]
-        return user_emb[torch.as_tensor(users, dtype=torch.long)] @ item_emb.T
+        return user_emb[torch.as_tensor(users, dtype=torch.long, device=user_emb.device)] @ item_emb.T
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
 
-    def load_state(self, state: dict[str, Any]) -> None:
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.net.load_state_dict(state)
         self.set_training(False)

@@ -1,3 +1,3 @@
-from lmrec.train.trainer import EpochRecord, TorchTrainable, TrainConfig, Trainer, TrainLog
+from lmrec.train.trainer import EpochRecord, TorchTrainable, TrainConfig, Trainer, TrainLog, resolve_device
 
-__all__ = ["EpochRecord", "TorchTrainable", "TrainConfig", "TrainLog", "Trainer"]
+__all__ = ["EpochRecord", "TorchTrainable", "TrainConfig", "TrainLog", "Trainer", "resolve_device"]

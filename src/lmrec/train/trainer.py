@@ -1,4 +1,5 @@
-"""One trainer for every gradient-trained model: epochs, validation-only model selection, early stopping."""
+"""One trainer for every gradient-trained model: epochs, validation-only model selection, early stopping,
+atomic checkpoints and resumption."""
 
 from __future__ import annotations
 
@@ -10,57 +11,84 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 import torch
+from pydantic import Field
 from tqdm.auto import tqdm
 
-from lmrec.data.interactions import SplitData
-from lmrec.eval.ranking import evaluate
+from lmrec import tensorfile
+from lmrec.errors import LmrecError
+from lmrec.settings import as_dict, build, settings
+from lmrec.train import checkpoint as ckpt
+
+Device = Literal["cpu", "cuda", "mps"]
+LOG_FILE = "log.jsonl"  # one JSON line per epoch, in a run folder
+CHECKPOINT_FILE = "checkpoint.safetensors"  # the resumable training state, in a run folder
+METRIC_PATTERN = r"^(recall|ndcg|hr|mrr|precision)@[1-9][0-9]*$"
 
 
-@dataclass
+@settings
 class TrainConfig:
-    """Training loop settings. Models override the defaults with their paper's values (``train_defaults``).
+    """Training loop settings, one set for every model (CF, CRS, reindex, adapt); each model states its paper's
+    values in ``train_defaults``, which the user's settings override.
 
-    Selection: every ``eval_every`` epochs the model is ranked on the VALIDATION split; the state with the
-    best ``metric`` is kept and restored at the end; training stops after ``patience`` evaluations
-    without improvement. The test split is never looked at here.
+    Selection: every ``eval_every`` epochs the model is ranked on the VALIDATION split; the state with the best
+    ``metric`` is kept and restored at the end; training stops after ``patience`` evaluations without
+    improvement. The test split is never looked at here. Every ``checkpoint_every`` epochs (and at the end) the
+    whole training state is written atomically when the run has a folder, so a killed run resumes exactly.
     """
 
-    epochs: int = 500
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 4096
-    eval_every: int = 5
-    patience: int = 20
-    metric: str = "recall@20"
-    seed: int = 2024
-    eval_batch_size: int = 1024
-    max_minutes: float | None = None
-    progress: bool = True
-    optimizer: str = "adam"  # "adam" | "adamw"
-    grad_clip: float | None = None  # max global gradient norm
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_every", "patience", "eval_batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"training setting {name} must be >= 1, got {getattr(self, name)!r}")
-        if self.lr < 0 or self.weight_decay < 0:
-            raise ValueError(f"lr and weight_decay must be >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
-        _parse_metric(self.metric)
-        if self.optimizer not in ("adam", "adamw"):
-            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+    epochs: Annotated[int, Field(ge=1, description="maximum number of epochs")] = 500
+    lr: Annotated[float, Field(ge=0, description="learning rate")] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0, description="optimizer weight decay")] = 0.0
+    batch_size: Annotated[int, Field(ge=1, description="training batch size")] = 4096
+    eval_every: Annotated[int, Field(ge=1, description="validate every N epochs")] = 5
+    patience: Annotated[int, Field(ge=1, description="stop after N validations without improvement")] = 20
+    metric: Annotated[str, Field(pattern=METRIC_PATTERN, description="selection metric on validation")] = "recall@20"
+    seed: Annotated[int, Field(description="seed of sampling, initialisation and tie-breaking")] = 2024
+    eval_batch_size: Annotated[int, Field(ge=1, description="users (turns) ranked per batch")] = 1024
+    max_minutes: Annotated[float | None, Field(gt=0, description="stop after this many minutes")] = None
+    progress: Annotated[bool, Field(description="show a progress bar")] = True
+    optimizer: Annotated[Literal["adam", "adamw"], Field(description="optimizer")] = "adam"
+    grad_clip: Annotated[float | None, Field(gt=0, description="max global gradient norm")] = None
+    device: Annotated[Device, Field(description="where tensors live: cpu, cuda or mps")] = "cpu"
+    checkpoint_every: Annotated[int, Field(ge=1, description="write a resumable checkpoint every N epochs")] = 5
 
     @classmethod
-    def with_overrides(cls, defaults: dict[str, Any], overrides: dict[str, Any] | None) -> TrainConfig:
-        """Defaults updated with overrides; an unknown setting is an error that names it."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides or {}) - known)
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}; the settings are {sorted(known)}")
-        return cls(**{**defaults, **(overrides or {})})
+    def with_overrides(cls, defaults: dict[str, Any] | None, overrides: TrainConfig | dict[str, Any] | None
+                       ) -> TrainConfig:
+        """``defaults`` updated with ``overrides`` (a TrainConfig is taken as is); errors name the key."""
+        if isinstance(overrides, TrainConfig):
+            return overrides
+        return build(cls, {**(defaults or {}), **(overrides or {})}, what="training setting")
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric.partition("@")[0]
+
+    @property
+    def metric_k(self) -> int:
+        return int(self.metric.partition("@")[2])
+
+
+def resolve_device(device: str) -> torch.device:
+    """``torch.device(device)`` after checking that this machine has it."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LmrecError("device 'cuda' was asked for, but torch sees no CUDA GPU on this machine (use device=cpu)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise LmrecError("device 'mps' was asked for, but torch sees no Apple MPS device here (use device=cpu)")
+    return torch.device(device)
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """Tensors (inside tuples / lists) moved to ``device``; anything else unchanged."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_device(v, device) for v in value)
+    return value
 
 
 @dataclass
@@ -79,13 +107,28 @@ class TrainLog:
     seconds_to_best: float = 0.0  # training + validation seconds until the best epoch was reached
     total_seconds: float = 0.0
     stopped: str = "max epochs"
+    resumed_at: int | None = None  # the epoch of the checkpoint a resumed run started from
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainLog:
+        records = [EpochRecord(**r) for r in raw.get("records", [])]
+        return cls(**{**raw, "records": records})
+
+    @property
+    def converged(self) -> bool:
+        """False when the best validation epoch is the last epoch run (the run was still improving)."""
+        return not self.records or self.best_epoch != self.records[-1].epoch
+
 
 class TorchTrainable(Protocol):
-    """What the trainer needs from a model: parameters, one epoch of batches, a loss, a scorer, its state."""
+    """What the trainer needs from a model: parameters, one epoch of batches, a loss, its state.
+
+    Optional: ``extra_state() -> dict[str, Tensor]`` / ``load_extra_state(dict)`` for training state outside the
+    parameters (e.g. a private random generator), saved in checkpoints.
+    """
 
     name: str
 
@@ -95,11 +138,9 @@ class TorchTrainable(Protocol):
 
     def loss(self, batch: Any) -> torch.Tensor: ...
 
-    def score(self, users: np.ndarray) -> torch.Tensor: ...
+    def state(self) -> dict[str, torch.Tensor]: ...
 
-    def state(self) -> dict[str, Any]: ...
-
-    def load_state(self, state: dict[str, Any]) -> None: ...
+    def load_state(self, state: dict[str, torch.Tensor]) -> None: ...
 
     def set_training(self, training: bool) -> None:
         """Switch train/eval mode and drop cached inference embeddings."""
@@ -109,28 +150,29 @@ Validate = Callable[[], dict[str, float]]  # metrics of the current state on VAL
 
 
 class Trainer:
-    """The training loop shared by every gradient-trained model of lmrec (CF, CRS, RTA, zero-shot)."""
+    """The training loop shared by every gradient-trained model of lmrec (CF, CRS, RTA, zero-shot).
 
-    def __init__(self, config: TrainConfig | None = None, log_path: Path | None = None):
+    ``log_path``: one JSON line per epoch; ``checkpoint_path``: the resumable state (see :mod:`.checkpoint`),
+    removed when training ends normally.
+    """
+
+    def __init__(self, config: TrainConfig | None = None, log_path: Path | None = None,
+                 checkpoint_path: Path | None = None):
         self.config = config or TrainConfig()
         self.log_path = log_path
+        self.checkpoint_path = checkpoint_path
 
-    def fit(self, model: TorchTrainable, data: SplitData) -> TrainLog:
-        """Train a CF model, validating by full ranking of ``data.valid`` (train items masked)."""
-        cfg = self.config
-        metric_name, k = _parse_metric(cfg.metric)
+    @classmethod
+    def in_folder(cls, config: TrainConfig, folder: Path | None) -> Trainer:
+        """A trainer writing its per-epoch log and checkpoint into the run folder ``folder`` (nowhere when None)."""
+        if folder is None:
+            return cls(config)
+        return cls(config, Path(folder) / LOG_FILE, Path(folder) / CHECKPOINT_FILE)
 
-        def validate() -> dict[str, float]:
-            result = evaluate(model.score, data, "valid", ks=sorted({k, min(20, data.n_items)}),
-                              batch_size=cfg.eval_batch_size, seed=cfg.seed,
-                              metrics=tuple(dict.fromkeys((metric_name, "recall", "ndcg", "hr"))))
-            return {name: est.mean for name, est in result.summary().items()}
-
-        return self.run(model, validate)
-
-    def run(self, model: TorchTrainable, validate: Validate | None) -> TrainLog:
+    def run(self, model: TorchTrainable, validate: Validate | None, resume: bool = False) -> TrainLog:
         """Epochs of ``model.batches`` with ``cfg.optimizer``; every ``eval_every`` epochs ``validate()`` must
-        return ``cfg.metric``; the best state is kept and restored. Without ``validate`` the last state is kept."""
+        return ``cfg.metric``; the best state is kept and restored. Without ``validate`` the last state is kept.
+        ``resume``: continue from ``checkpoint_path`` (same settings), giving the same result as an unbroken run."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
@@ -139,16 +181,25 @@ class Trainer:
         optimizer = optimizer_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         log = TrainLog()
         best_state: dict[str, Any] | None = None
-        bad_evals = 0
-        start = time.perf_counter()
-        epochs = tqdm(range(1, cfg.epochs + 1), desc=f"train {getattr(model, 'name', '')}", disable=not cfg.progress)
+        bad_evals, first_epoch, elapsed = 0, 1, 0.0
+        if resume:
+            restored = self._restore(model, optimizer, rng)
+            if restored is not None:
+                log, best_state, bad_evals, elapsed = restored
+                first_epoch = log.records[-1].epoch + 1 if log.records else 1
+                log.resumed_at = first_epoch - 1
+        self._rewrite_log(log)
+        device = resolve_device(cfg.device)
+        start = time.perf_counter() - elapsed
+        epochs = tqdm(range(first_epoch, cfg.epochs + 1), desc=f"train {getattr(model, 'name', '')}",
+                      disable=not cfg.progress, initial=first_epoch - 1, total=cfg.epochs)
         for epoch in epochs:
             t0 = time.perf_counter()
             model.set_training(True)
             total, n_batches = 0.0, 0
             for batch in model.batches(rng, cfg.batch_size):
                 optimizer.zero_grad(set_to_none=True)
-                loss = model.loss(batch)
+                loss = model.loss(to_device(batch, device))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower the learning rate")
                 loss.backward()
@@ -163,6 +214,8 @@ class Trainer:
             last = epoch == cfg.epochs or out_of_time
             if validate is not None and (epoch % cfg.eval_every == 0 or last):
                 record.valid = validate()
+                if cfg.metric not in record.valid:
+                    raise LmrecError(f"validation returned {sorted(record.valid)}, not the selection metric {cfg.metric}")
                 score = record.valid[cfg.metric]
                 if score > log.best_score:
                     log.best_score, log.best_epoch = score, epoch
@@ -174,29 +227,87 @@ class Trainer:
                 epochs.set_postfix(loss=f"{record.loss:.4f}", **{cfg.metric: f"{score:.4f}"},
                                    best=f"{log.best_score:.4f}@{log.best_epoch}")
             log.records.append(record)
-            self._write(record)
+            self._append_log(record)
+            stop = None
             if bad_evals >= cfg.patience:
-                log.stopped = f"early stop: no validation improvement in {cfg.patience} evaluations"
-                break
-            if last and epoch != cfg.epochs:
-                log.stopped = f"time budget of {cfg.max_minutes} minutes"
+                stop = f"early stop: no validation improvement in {cfg.patience} evaluations"
+            elif last and epoch != cfg.epochs:
+                stop = f"time budget of {cfg.max_minutes} minutes"
+            if stop is None and not last and epoch % cfg.checkpoint_every == 0:
+                self._checkpoint(model, optimizer, rng, log, best_state, bad_evals, time.perf_counter() - start)
+            if stop is not None:
+                log.stopped = stop
                 break
         log.total_seconds = time.perf_counter() - start
         if best_state is not None:
             model.load_state(best_state)
         model.set_training(False)
+        if self.checkpoint_path is not None:
+            Path(self.checkpoint_path).unlink(missing_ok=True)
         return log
 
-    def _write(self, record: EpochRecord) -> None:
+    # -- checkpoints -----------------------------------------------------------------------------------------
+    def _checkpoint(self, model: TorchTrainable, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+                    log: TrainLog, best_state: dict[str, Any] | None, bad_evals: int, elapsed: float) -> None:
+        if self.checkpoint_path is None:
+            return
+        tensors = tensorfile.tensor_dict(model.state(), "model.")
+        if best_state is not None:
+            tensors.update(tensorfile.tensor_dict(best_state, "best."))
+        optim_tensors, optim_meta = ckpt.optimizer_state(optimizer)
+        tensors.update(optim_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        extra = getattr(model, "extra_state", None)
+        if extra is not None:
+            tensors.update(tensorfile.tensor_dict(extra(), "extra."))
+        meta = {"config": as_dict(self.config), "log": log.to_dict(), "bad_evals": bad_evals, "elapsed": elapsed,
+                "has_best": best_state is not None, "numpy_rng": rng.bit_generator.state, "optimizer": optim_meta}
+        tensorfile.save_tensors(Path(self.checkpoint_path), tensors, json.loads(json.dumps(meta, default=_json_default)))
+
+    def _restore(self, model: TorchTrainable, optimizer: torch.optim.Optimizer, rng: np.random.Generator
+                 ) -> tuple[TrainLog, dict[str, Any] | None, int, float] | None:
+        path = self.checkpoint_path
+        if path is None or not Path(path).exists():
+            return None
+        tensors, meta = tensorfile.load_tensors(Path(path))
+        saved = {k: v for k, v in meta["config"].items() if k not in ("progress", "epochs", "device")}
+        wanted = {k: v for k, v in as_dict(self.config).items() if k not in ("progress", "epochs", "device")}
+        if saved != wanted:
+            diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
+            raise LmrecError(f"{path}: the checkpoint was made with other training settings ({', '.join(diff)}); "
+                             "resume with the same settings, or start again with --overwrite")
+        model.load_state(tensorfile.with_prefix(tensors, "model."))
+        best = tensorfile.with_prefix(tensors, "best.") if meta["has_best"] else None
+        ckpt.load_optimizer_state(optimizer, tensors, meta["optimizer"])
+        torch.set_rng_state(tensors["rng.torch"])
+        rng.bit_generator.state = meta["numpy_rng"]
+        load_extra = getattr(model, "load_extra_state", None)
+        if load_extra is not None:
+            load_extra(tensorfile.with_prefix(tensors, "extra."))
+        return TrainLog.from_dict(meta["log"]), best, int(meta["bad_evals"]), float(meta["elapsed"])
+
+    # -- the per-epoch log -----------------------------------------------------------------------------------
+    def _rewrite_log(self, log: TrainLog) -> None:
+        """Start ``log_path`` afresh with the records so far (none, or those of a resumed checkpoint)."""
         if self.log_path is None:
             return
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        from lmrec.io import atomic_write
+
+        lines = "".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in log.records)
+        atomic_write(Path(self.log_path), lambda f: f.write(lines))
+
+    def _append_log(self, record: EpochRecord) -> None:
+        if self.log_path is None:
+            return
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(dataclasses.asdict(record)) + "\n")
 
 
-def _parse_metric(metric: str) -> tuple[str, int]:
-    name, _, k = metric.partition("@")
-    if not k.isdigit():
-        raise ValueError(f"selection metric {metric!r} must look like 'recall@20'")
-    return name, int(k)
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} into a checkpoint header")

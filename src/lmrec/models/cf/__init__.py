@@ -1,4 +1,3 @@
 """Collaborative-filtering models; importing this package registers them by name."""
 
-from lmrec.models.cf import alpharec, lightgcn, pop  # noqa: F401
-from lmrec.models.cf import bc_loss, kar, multvae, rlmrec, sgl, xsimgcl  # noqa: F401
+from lmrec.models.cf import alpharec, bc_loss, kar, lightgcn, multvae, pop, rlmrec, sgl, xsimgcl  # noqa: F401  # noqa: F401

@@ -3,41 +3,42 @@ paper's linear-mapping probe (RQ1)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
 from lmrec.data.interactions import SplitData
-from lmrec.errors import EmbeddingError
+from lmrec.errors import LmrecError
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.nn.graph import normalized_adjacency, propagate
+from lmrec.models.nn.lm_inputs import LMFeatures
 from lmrec.models.nn.losses import info_nce
 from lmrec.models.nn.sampling import Sampler
 from lmrec.models.torch_base import TorchRecommender
+from lmrec.settings import settings
 
 # The paper picks the MLP width per LM to keep ~4.7M MLP parameters: hidden = m·d with m = 1/2 for
 # text-embedding-3-large (3072-d), 2 for ada-002 (1536-d), 8 for BERT (768-d), 9/32 for 4096-d LLMs.
 PAPER_MLP_RATIO = {3072: 0.5, 1536: 2.0, 768: 8.0, 4096: 9 / 32}
 
 
-@dataclass
+@settings
 class AlphaRecConfig(ModelConfig):
     encoder: str = "minilm"  # text encoder spec (lmrec.text.get_encoder)
     text_fields: tuple[str, ...] = ("title",)  # the paper embeds the title only
-    mapping: str = "mlp"  # "mlp": Linear(d, m·d) -> LeakyReLU -> Linear(m·d, emb_dim); "linear": Linear(d, emb_dim, bias=False)
-    mlp_ratio: float | None = None  # None: the paper's m for its LM dimensions, else 2 (CPU-friendly; see docstring)
-    emb_dim: int = 64
-    n_layers: int = 2
-    tau: float = 0.15
-    n_negatives: int = 256
-    negatives: str = "shared"  # "shared": one set per batch (2x faster on CPU); "per_row": the paper's sampler
-    seed: int = 2024
+    mapping: Literal["mlp", "linear"] = "mlp"  # "mlp": Linear(d, m·d) -> LeakyReLU -> Linear(m·d, emb_dim); "linear": Linear(d, emb_dim, bias=False)
+    mlp_ratio: PositiveFloat | None = None  # None: the paper's m for its LM dimensions, else 2 (CPU-friendly; see docstring)
+    emb_dim: PositiveInt = 64
+    n_layers: NonNegativeInt = 2
+    tau: PositiveFloat = 0.15
+    n_negatives: PositiveInt = 256
+    negatives: Literal["shared", "per_row"] = "shared"  # "shared": one set per batch (2x faster on CPU); "per_row": the paper's sampler
 
 
 class _Mapper(nn.Module):
@@ -57,7 +58,7 @@ class _Mapper(nn.Module):
 
 
 @register("alpharec")
-class AlphaRec(TorchRecommender):
+class AlphaRec(LMFeatures, TorchRecommender):
     """Item i: z_i = LM(title_i); user u: z_u = mean of z_i over u's TRAINING items.
     E⁽⁰⁾ = MLP([z_users; z_items]) (one MLP shared by users and items), E = LightGCN(E⁽⁰⁾) over the training
     graph with L layers, s(u, i) = cos(e_u, e_i).
@@ -69,6 +70,10 @@ class AlphaRec(TorchRecommender):
     items of that user (so the positive never counts as a negative); ``per_row`` draws each row's own set, as
     the official sampler does, and gathers their scores from one (batch, n_items) product.
 
+    New users (:meth:`score_new_user`, no retraining): the user joins the training graph with edges to the given
+    items, z_u = mean of their z_i, and the graph is propagated again (exact for the new graph). User intention
+    (:meth:`score_with_intent`): ẽ_u⁽⁰⁾ = (1 − α)·e_u⁽⁰⁾ + α·MLP(LM(text)) (paper §2.7, see :class:`IntentScorer`).
+
     Differences from the official code: epochs are selected on VALIDATION Recall@20 (the official code
     selects on test). The MLP width defaults to the paper's m for its LM sizes and to m = 2 for other
     dimensions (MiniLM 384-d, SmolLM2 576-d), where the paper's ~4.7M-parameter rule would make the MLP
@@ -78,44 +83,19 @@ class AlphaRec(TorchRecommender):
     Config = AlphaRecConfig
     train_defaults = {"lr": 5e-4, "batch_size": 4096, "epochs": 500, "eval_every": 5, "patience": 20}
 
-    def __init__(self, config: AlphaRecConfig | None = None, features: np.ndarray | None = None, **overrides: Any):
-        super().__init__(config, **overrides)
-        self.features = features  # (n_items, d) LM embeddings; encoded from the catalog when None
-
-    # -- inputs ----------------------------------------------------------------------------------------
-    def item_features(self, data: SplitData) -> np.ndarray:
-        if self.features is None:
-            from lmrec.text import encode_catalog, get_encoder
-
-            texts = data.catalog.text(self.config.text_fields)
-            self.features = encode_catalog(texts, get_encoder(self.config.encoder))
-        features = np.asarray(self.features, dtype=np.float32)
-        if features.ndim != 2 or features.shape[0] != data.n_items:
-            raise EmbeddingError(f"item features have shape {features.shape}, expected ({data.n_items}, dim)")
-        if not np.isfinite(features).all():
-            bad = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
-            raise EmbeddingError(f"item features of item {data.catalog.ids[bad]!r} (row {bad}) are not finite")
-        return features
-
-    @staticmethod
-    def user_features(interactions: sp.csr_matrix, item_features: np.ndarray) -> np.ndarray:
-        """z_u = mean of the item features of u's items (a zero vector for a user without items)."""
-        counts = np.asarray(interactions.sum(axis=1)).ravel()
-        scale = sp.diags(np.divide(1.0, counts, out=np.zeros_like(counts, dtype=np.float64), where=counts > 0))
-        return np.asarray(scale @ interactions @ item_features, dtype=np.float32)
-
     # -- model -----------------------------------------------------------------------------------------
     def build(self, data: SplitData) -> nn.Module:
-        items = self.item_features(data)
-        self.z_items = torch.from_numpy(items)
-        self.z_users = torch.from_numpy(self.user_features(data.train, items))
+        self.z_users, self.z_items = self.lm_inputs(data)
         self.adj = normalized_adjacency(data.train)
         self.sampler = Sampler(data.train)
-        return _Mapper(items.shape[1], self.config)
+        return _Mapper(self.z_items.shape[1], self.config)
 
-    def represent(self, z_users: torch.Tensor, z_items: torch.Tensor, adj: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Normalized (user, item) representations for LM inputs on a graph (also used zero-shot)."""
-        out = propagate(adj, self.net(torch.cat([z_users, z_items])), self.config.n_layers)
+    def represent(self, z_users: torch.Tensor, z_items: torch.Tensor, adj: torch.Tensor,
+                  e0_users: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Normalized (user, item) representations for LM inputs on a graph (also used zero-shot);
+        ``e0_users`` replaces MLP(z_users) as the users' layer-0 rows when given."""
+        users0 = self.net(z_users) if e0_users is None else e0_users
+        out = propagate(adj, torch.cat([users0, self.net(z_items)]), self.config.n_layers)
         users, items = out[: len(z_users)], out[len(z_users) :]
         return F.normalize(users, dim=-1), F.normalize(items, dim=-1)
 
@@ -145,19 +125,84 @@ class AlphaRec(TorchRecommender):
             neg_scores = u @ item_emb[neg].T  # (b, n_neg) against the shared set
         return info_nce(pos_scores, neg_scores, self.config.tau, keep)
 
-    # -- persistence: the LM features travel with the model --------------------------------------------
-    def artifacts(self) -> dict[str, Any]:
-        return {"features": torch.from_numpy(np.asarray(self.features, np.float32))}
+    # -- users the model was not trained on, and stated intentions ---------------------------------------
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """(len(texts), d_lm) LM vectors of free texts with the model's encoder (through the embedding cache)."""
+        from lmrec.text import CachedEncoder, get_encoder
 
-    def restore(self, state: dict[str, Any], artifacts: dict[str, Any], data: SplitData) -> None:
-        self.features = artifacts["features"].numpy()
-        super().restore(state, artifacts, data)
+        encoder = CachedEncoder(get_encoder(self.config.encoder, device=str(self.device)))
+        return torch.from_numpy(encoder.encode(texts, progress=False)).to(self.device)
+
+    @torch.no_grad()
+    def score_new_user(self, items: Sequence[int], intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
+        """(n_items,) cosine scores of a user who interacted with ``items``, added to the training graph (exact
+        propagation on the graph with that user); ``intent`` mixes a stated intention in with weight ``alpha``."""
+        self.set_training(False)
+        items = np.unique(np.asarray(items, dtype=np.int64))
+        row = sp.csr_matrix((np.ones(len(items), np.float32), (np.zeros(len(items), np.int64), items)),
+                            shape=(1, self.data.n_items))
+        train = sp.vstack([self.data.train, row], format="csr")
+        z_user = self.z_items[torch.from_numpy(items).to(self.device)].mean(0, keepdim=True)
+        z_users = torch.cat([self.z_users, z_user])
+        e0_users = self.net(z_users)
+        if intent is not None:
+            e_intent = self.net(self.encode_texts([intent]))[0]
+            e0_users[-1] = (1 - alpha) * e0_users[-1] + alpha * e_intent
+        users, item_emb = self.represent(z_users, self.z_items, normalized_adjacency(train).to(self.device), e0_users)
+        return users[-1] @ item_emb.T
+
+    def score_with_intent(self, user: int, intent: str, alpha: float = 0.5) -> torch.Tensor:
+        """(n_items,) scores of training user ``user`` with the stated ``intent`` mixed in (see :class:`IntentScorer`)."""
+        scorer = IntentScorer(self)
+        return scorer.scores(user, scorer.map_intent(self.encode_texts([intent]))[0], [alpha])[0]
 
 
-@dataclass
+class IntentScorer:
+    """Scores of a trained AlphaRec with user u's layer-0 embedding mixed with an intention (paper §2.7):
+
+        ẽ_u⁽⁰⁾ = (1 − α)·e_u⁽⁰⁾ + α·MLP(LM(intention)),   e_u⁽⁰⁾ = MLP(z_u)
+
+    then propagated as usual. Only user u's layer-0 row changes, and the propagation E = P·E⁽⁰⁾ with
+    P = mean(I, Â, …, Âᴸ) is linear, so the EXACT result is E' = E + P[:, u]·δᵀ with δ = ẽ_u⁽⁰⁾ − e_u⁽⁰⁾: u's
+    final vector and the final vectors of the items within L hops of u move. Scores are cosines, as in AlphaRec.
+    """
+
+    def __init__(self, model: AlphaRec):
+        if not isinstance(model, AlphaRec):
+            raise LmrecError(f"intention needs an AlphaRec-family model with LM inputs, got {model.name!r}")
+        self.model = model
+        model.set_training(False)
+        with torch.no_grad():
+            self.e0 = model.net(torch.cat([model.z_users, model.z_items]))  # E⁽⁰⁾ (n_users + n_items, d)
+            self.final = propagate(model.adj, self.e0, model.config.n_layers)  # E = P·E⁽⁰⁾
+        self.n_users = len(model.z_users)
+
+    def map_intent(self, z_intent: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """e^Intention = MLP(LM(sentence)), (n, d) for (n, d_lm) LM vectors."""
+        z = torch.as_tensor(np.asarray(z_intent.cpu() if isinstance(z_intent, torch.Tensor) else z_intent,
+                                       dtype=np.float32)).reshape(-1, self.model.z_items.shape[1])
+        with torch.no_grad():
+            return self.model.net(z.to(self.model.device))
+
+    def scores(self, user: int, e_intent: torch.Tensor, alphas: Sequence[float]) -> torch.Tensor:
+        """(len(alphas), n_items) cosine scores with ẽ_u⁽⁰⁾ = (1 − α)·e_u⁽⁰⁾ + α·e_intent for each α."""
+        with torch.no_grad():
+            onehot = torch.zeros(len(self.e0), 1, device=self.e0.device)
+            onehot[user] = 1.0
+            p = propagate(self.model.adj, onehot, self.model.config.n_layers)[:, 0]  # P[:, u] (P is symmetric)
+            a = torch.tensor(list(alphas), dtype=torch.float32, device=self.e0.device)[:, None]
+            delta = a * (e_intent.reshape(1, -1) - self.e0[user])  # (n_alpha, d)
+            users = F.normalize(self.final[user] + p[user] * delta, dim=-1)  # (n_alpha, d)
+            p_items = p[self.n_users :]  # P[i, u] for every item i
+            items = F.normalize(self.final[self.n_users :][None] + p_items[None, :, None] * delta[:, None, :],
+                                dim=-1)  # (n_alpha, n_items, d)
+            return torch.einsum("ad,aid->ai", users, items)
+
+
+@settings
 class LinearMapConfig(AlphaRecConfig):
-    mapping: str = "linear"
-    n_layers: int = 0
+    mapping: Literal["mlp", "linear"] = "linear"
+    n_layers: NonNegativeInt = 0
 
 
 @register("linear_map")

@@ -4,30 +4,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
 from lmrec.data.interactions import SplitData
 from lmrec.models.base import register
 from lmrec.models.cf.lightgcn import LightGCN, LightGCNConfig
 from lmrec.models.nn.losses import info_nce
+from lmrec.settings import settings
 
 _CLAMP = 1 - 1e-7  # arccos is not differentiable at ±1 (the official code clamps the same way)
 
 
-@dataclass
+@settings
 class BCLossConfig(LightGCNConfig):
-    reg: float = 1e-5  # official parse.py ``regs``
-    tau1: float = 0.07  # temperature of the main (bias-aware) loss
-    tau2: float = 0.1  # temperature of the popularity branch
-    w_lambda: float = 0.5  # loss = (1 − w)·L_BC + w·L_pop
-    freeze_epochs: int = 5  # epochs training only the popularity branch, which is frozen afterwards
-    n_negatives: int = 128  # sampled per positive among the user's non-training items
-    margin: str = "angle"  # "angle": the paper's M = min(θ̂, π − θ); "sigmoid": the code's M = 1 − σ(p_u·p_i)
+    reg: NonNegativeFloat = 1e-5  # official parse.py ``regs``
+    tau1: PositiveFloat = 0.07  # temperature of the main (bias-aware) loss
+    tau2: PositiveFloat = 0.1  # temperature of the popularity branch
+    w_lambda: Annotated[float, Field(ge=0, le=1)] = 0.5  # loss = (1 − w)·L_BC + w·L_pop
+    freeze_epochs: NonNegativeInt = 5  # epochs training only the popularity branch, which is frozen afterwards
+    n_negatives: PositiveInt = 128  # sampled per positive among the user's non-training items
+    margin: Literal["angle", "sigmoid"] = "angle"  # "angle": the paper's M = min(θ̂, π − θ); "sigmoid": the code's M = 1 − σ(p_u·p_i)
     pred_norm: bool = True  # score by cosine (the loss's similarity); False: raw dot product
 
 

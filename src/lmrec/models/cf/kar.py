@@ -3,9 +3,10 @@ adaptor fused into a CF backbone (here LightGCN)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field, NonNegativeInt, PositiveInt
 from torch import nn
 
 from lmrec.data.interactions import SplitData
@@ -13,17 +14,18 @@ from lmrec.models.base import register
 from lmrec.models.cf.lightgcn import LightGCN, LightGCNConfig
 from lmrec.models.nn.graph import propagate
 from lmrec.models.nn.lm_inputs import LMFeatures
+from lmrec.settings import settings
 
 
-@dataclass
+@settings
 class KARConfig(LightGCNConfig):
     encoder: str = "minilm"  # text encoder spec (lmrec.text.get_encoder), as AlphaRec
     text_fields: tuple[str, ...] = ("title",)
-    n_shared_experts: int = 2  # KAR run_ctr.py: export_num
-    n_specific_experts: int = 5  # per side (user / item): specific_export_num
-    expert_arch: tuple[int, ...] = (128, 32)  # convert_arch: each expert is Linear-ReLU per width
-    dropout: float = 0.0  # convert_dropout
-    fusion: str = "concat"  # "concat": e⁰ = [cf ‖ r]; "add": e⁰ = cf + r (needs expert_arch[-1] == emb_dim)
+    n_shared_experts: NonNegativeInt = 2  # KAR run_ctr.py: export_num
+    n_specific_experts: NonNegativeInt = 5  # per side (user / item): specific_export_num
+    expert_arch: tuple[PositiveInt, ...] = (128, 32)  # convert_arch: each expert is Linear-ReLU per width
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # convert_dropout
+    fusion: Literal["concat", "add"] = "concat"  # "concat": e⁰ = [cf ‖ r]; "add": e⁰ = cf + r (needs expert_arch[-1] == emb_dim)
 
 
 def _expert(dim_in: int, arch: tuple[int, ...], dropout: float) -> nn.Sequential:

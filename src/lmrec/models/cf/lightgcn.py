@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
 from lmrec.data.interactions import SplitData
@@ -15,15 +15,15 @@ from lmrec.models.nn.graph import normalized_adjacency, propagate
 from lmrec.models.nn.losses import bpr_loss
 from lmrec.models.nn.sampling import Sampler
 from lmrec.models.torch_base import TorchRecommender
+from lmrec.settings import settings
 
 
-@dataclass
+@settings
 class LightGCNConfig(ModelConfig):
-    emb_dim: int = 64
-    n_layers: int = 2
-    reg: float = 1e-4  # L2 on the layer-0 embeddings of the batch
-    init_std: float = 0.1
-    seed: int = 2024
+    emb_dim: PositiveInt = 64
+    n_layers: NonNegativeInt = 2
+    reg: NonNegativeFloat = 1e-4  # L2 on the layer-0 embeddings of the batch
+    init_std: PositiveFloat = 0.1
 
 
 class _Embeddings(nn.Module):
@@ -73,9 +73,9 @@ class LightGCN(TorchRecommender):
         return self._propagated()
 
 
-@dataclass
+@settings
 class MFConfig(LightGCNConfig):
-    n_layers: int = 0
+    n_layers: NonNegativeInt = 0
 
 
 @register("mf")

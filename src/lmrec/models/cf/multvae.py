@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from typing import Annotated
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from torch import nn
 
 from lmrec.data.interactions import SplitData
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.torch_base import TorchRecommender
+from lmrec.settings import settings
 
 
-@dataclass
+@settings
 class MultVAEConfig(ModelConfig):
-    hidden: int = 600  # encoder [n_items -> 600 -> 2·200], decoder [200 -> 600 -> n_items]
-    latent: int = 200
-    dropout: float = 0.5  # on the L2-normalized input row, training only
-    anneal_cap: float = 0.2  # β = min(anneal_cap, updates / total_anneal_steps)
-    total_anneal_steps: int = 200_000
-    seed: int = 2024
+    hidden: PositiveInt = 600  # encoder [n_items -> 600 -> 2·200], decoder [200 -> 600 -> n_items]
+    latent: PositiveInt = 200
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5  # on the L2-normalized input row, training only
+    anneal_cap: NonNegativeFloat = 0.2  # β = min(anneal_cap, updates / total_anneal_steps)
+    total_anneal_steps: NonNegativeInt = 200_000
 
 
 def _xavier_(layer: nn.Linear) -> nn.Linear:
@@ -97,7 +98,7 @@ class MultVAE(TorchRecommender):
             yield torch.from_numpy(users[start : start + batch_size].astype(np.int64))
 
     def loss(self, users: torch.Tensor) -> torch.Tensor:
-        x = torch.from_numpy(self.data.train[users.numpy()].toarray())
+        x = torch.from_numpy(self.data.train[users.cpu().numpy()].toarray()).to(self.device)
         first = self.net.enc_in(self.net.drop(F.normalize(x, dim=1)))
         mu, logvar = self.net.encode(first)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.net.training else mu
@@ -111,8 +112,20 @@ class MultVAE(TorchRecommender):
 
     def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
         first = torch.sparse.mm(self.inputs, self.net.enc_in.weight.T) + self.net.enc_in.bias
+        return self._decoder_inputs(first), torch.cat([self.net.dec_out.weight, self.net.dec_out.bias[:, None]], 1)
+
+    def _decoder_inputs(self, first: torch.Tensor) -> torch.Tensor:
+        """[tanh(W₃μ + b₃), 1] from the first encoder layer's pre-activation."""
         mu, _ = self.net.encode(first)
         hidden = self.net.decoder_hidden(mu)
-        users = torch.cat([hidden, torch.ones(len(hidden), 1)], dim=1)
-        items = torch.cat([self.net.dec_out.weight, self.net.dec_out.bias[:, None]], dim=1)
-        return users, items
+        return torch.cat([hidden, torch.ones(len(hidden), 1, device=hidden.device)], dim=1)
+
+    @torch.no_grad()
+    def score_new_user(self, items: Sequence[int]) -> torch.Tensor:
+        """The decoder logits at z = μ of the bag of ``items`` (the same encoder as for training users)."""
+        self.set_training(False)
+        x = torch.zeros(1, self.data.n_items, device=self.device)
+        x[0, torch.as_tensor(np.unique(np.asarray(items, dtype=np.int64)), device=self.device)] = 1.0
+        first = self.net.enc_in(F.normalize(x, dim=1))
+        _, items_emb = self._inference or self.embed()
+        return (self._decoder_inputs(first) @ items_emb.T)[0]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,9 +11,10 @@ import torch
 
 from lmrec.data.interactions import SplitData
 from lmrec.models.base import ModelConfig, Recommender, register
+from lmrec.settings import settings
 
 
-@dataclass
+@settings
 class PopConfig(ModelConfig):
     pass
 
@@ -27,10 +29,13 @@ class Popularity(Recommender):
 
     Config = PopConfig
 
-    def fit(self, data: SplitData, train_config: Any = None) -> None:
+    def fit(self, data: SplitData, train: Any = None, *, folder: Path | None = None, resume: bool = False) -> None:
         self.prepare(data)
 
-    def prepare(self, data: SplitData) -> None:
+    def score_new_user(self, items: Sequence[int]) -> torch.Tensor:
+        return self.counts.clone()
+
+    def prepare(self, data: SplitData, seed: int = 0) -> None:
         super().prepare(data)
         self.counts = torch.from_numpy(data.item_popularity().astype(np.float32))
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from pydantic import NonNegativeFloat, PositiveFloat
 from torch import nn
 
 from lmrec.data.interactions import SplitData
@@ -12,14 +11,15 @@ from lmrec.models.base import register
 from lmrec.models.cf.lightgcn import LightGCN, LightGCNConfig
 from lmrec.models.nn.contrastive import view_info_nce
 from lmrec.models.nn.lm_inputs import LMFeatures
+from lmrec.settings import settings
 
 
-@dataclass
+@settings
 class RLMRecConfig(LightGCNConfig):
     encoder: str = "minilm"  # text encoder spec (lmrec.text.get_encoder), as AlphaRec
     text_fields: tuple[str, ...] = ("title",)
-    kd_weight: float = 1e-2  # RLMRec lightgcn_plus.yml (amazon, yelp): kd_weight 1.0e-2
-    kd_tau: float = 0.2  # kd_temperature 0.2
+    kd_weight: NonNegativeFloat = 1e-2  # RLMRec lightgcn_plus.yml (amazon, yelp): kd_weight 1.0e-2
+    kd_tau: PositiveFloat = 0.2  # kd_temperature 0.2
 
 
 @register("rlmrec")

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat
 
 from lmrec.models.base import register
 from lmrec.models.cf.lightgcn import LightGCN, LightGCNConfig
 from lmrec.models.nn.augment import edge_dropout
 from lmrec.models.nn.contrastive import view_info_nce
 from lmrec.models.nn.graph import normalized_adjacency, propagate
+from lmrec.settings import settings
 
 
-@dataclass
+@settings
 class SGLConfig(LightGCNConfig):
-    n_layers: int = 3  # SGL-Torch conf/SGL.ini (the paper's best setting)
-    drop_ratio: float = 0.1  # ssl_ratio: share of training edges dropped in each view
-    ssl_tau: float = 0.2  # ssl_temp
-    ssl_weight: float = 0.1  # ssl_reg, λ₁ (searched in the paper's grid; 0.1 in conf/SGL.ini)
-    ssl_negatives: str = "batch"  # "batch": the batch's other users/items; "all": every user/item (SGL-Torch)
+    n_layers: NonNegativeInt = 3  # SGL-Torch conf/SGL.ini (the paper's best setting)
+    drop_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1  # ssl_ratio: share of training edges dropped in each view
+    ssl_tau: PositiveFloat = 0.2  # ssl_temp
+    ssl_weight: NonNegativeFloat = 0.1  # ssl_reg, λ₁ (searched in the paper's grid; 0.1 in conf/SGL.ini)
+    ssl_negatives: Literal["batch", "all"] = "batch"  # "batch": the batch's other users/items; "all": every user/item (SGL-Torch)
 
 
 @register("sgl")

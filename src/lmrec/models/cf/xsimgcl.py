@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
 from lmrec.models.base import register
 from lmrec.models.cf.lightgcn import LightGCN, LightGCNConfig
 from lmrec.models.nn.augment import propagate_layers
 from lmrec.models.nn.contrastive import view_info_nce
+from lmrec.settings import settings
 
 
-@dataclass
+@settings
 class XSimGCLConfig(LightGCNConfig):
-    n_layers: int = 2
-    eps: float = 0.2  # noise magnitude ‖Δ‖ per layer
-    cl_layer: int = 1  # l*: the layer whose (perturbed) output is contrasted with the final one
-    cl_tau: float = 0.2
-    cl_weight: float = 0.2  # λ
+    n_layers: PositiveInt = 2
+    eps: NonNegativeFloat = 0.2  # noise magnitude ‖Δ‖ per layer
+    cl_layer: PositiveInt = 1  # l*: the layer whose (perturbed) output is contrasted with the final one
+    cl_tau: PositiveFloat = 0.2
+    cl_weight: NonNegativeFloat = 0.2  # λ
 
 
 @register("xsimgcl")

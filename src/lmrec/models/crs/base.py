@@ -1,34 +1,74 @@
-"""The conversational recommender contract: fit on training samples, score a batch of samples."""
+"""The conversational recommender contract: fit on training turns, score a batch of turns (task ``"crs"``).
+
+CRS models are registered in the one model registry (:data:`lmrec.models.base.MODELS`) beside the CF models.
+Models that read the conversation through the LLM (``uses_llm``) get their q vectors / generations from a
+:class:`lmrec.models.crs.rta.features.ContextFeatures` (``self.context``): made from a prepared folder at fit time,
+rebuilt from the run's LLM settings when a run folder is loaded (a new conversation is one LLM forward pass).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from lmrec.data.conversations import CRSData, CRSSample
-from lmrec.registry import Registry
+from lmrec.errors import LmrecError
+from lmrec.models.base import Model, ModelConfig
+from lmrec.train.trainer import TrainConfig, TrainLog
 
-CRS_MODELS: Registry[type[CRSRecommender]] = Registry("CRS model", "lmrec.models.crs")
-register_crs = CRS_MODELS.register
-get_crs_model = CRS_MODELS.get
+if TYPE_CHECKING:
+    from lmrec.models.crs.rta.features import ContextFeatures, LLMFeatures
 
 
-class CRSRecommender(ABC):
+class CRSRecommender(Model, ABC):
     """Scores every catalog item for a conversation turn.
 
-    ``fit`` may only use the TRAINING samples (and validation samples for selection / early stopping);
-    ``score`` returns (len(samples), n_items), higher is better. Evaluation is :func:`lmrec.eval.crs.evaluate_crs`.
+    ``fit`` may only use the TRAINING turns (and validation turns for selection / early stopping): those of
+    ``features`` (a prepared subsample) when given, else every turn of ``data``. ``score`` returns
+    (len(samples), n_items), higher is better. Evaluation is :func:`lmrec.eval.crs.evaluate_crs`.
     """
 
-    name: ClassVar[str] = "crs"
+    task: ClassVar[str] = "crs"
+    uses_llm: ClassVar[bool] = False
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        self.n_items = 0
+        self.context: ContextFeatures | None = None
 
     @abstractmethod
-    def fit(self, data: CRSData, train: Sequence[CRSSample], valid: Sequence[CRSSample]) -> Any:
-        """Learn from ``train`` (select on ``valid``); returns a log or None."""
+    def fit(self, data: CRSData, train: TrainConfig | dict | None = None, *, features: LLMFeatures | None = None,
+            base: CRSRecommender | None = None, folder: Path | None = None, resume: bool = False) -> TrainLog | None:
+        """Learn from the training turns; returns the training log (None when nothing is trained)."""
 
     @abstractmethod
     def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
         """(len(samples), n_items) scores."""
+
+    def restore(self, state: dict[str, torch.Tensor], data: CRSData, context: ContextFeatures | None) -> None:
+        """Rebuild a fitted model from its saved state (no training)."""
+        self.n_items = len(data.catalog)
+        self.context = context
+        self.load_state(state)
+
+    def q(self, samples: Sequence[CRSSample]) -> torch.Tensor:
+        """(len(samples), d) LLM context vectors."""
+        if self.context is None:
+            raise LmrecError(f"{self.name} needs LLM features: fit it with features=..., or load its run folder")
+        return self.context.q([s.context for s in samples]).float()
+
+
+def split_samples(data: CRSData, features: LLMFeatures | None, split: str) -> list[CRSSample]:
+    """The turns of ``split`` a model learns from: the prepared subsample of ``features``, else all of ``data``."""
+    if features is not None:
+        return list(features.samples.get(split, []))
+    return data.samples(split)
+
+
+def check_catalog(model: CRSRecommender, data: CRSData) -> None:
+    if model.n_items and len(data.catalog) != model.n_items:
+        raise LmrecError(f"{model.name}: built for {model.n_items} items, the data has {len(data.catalog)}")

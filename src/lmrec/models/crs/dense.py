@@ -12,24 +12,26 @@ fly (not cached: they change with every probe).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import PositiveInt
 
 from lmrec.data.conversations import CRSData, CRSSample, truncate_context
 from lmrec.errors import LmrecError
-from lmrec.models.crs.base import CRSRecommender, register_crs
+from lmrec.models.base import ModelConfig, register
+from lmrec.models.crs.base import CRSRecommender
+from lmrec.settings import settings
 from lmrec.text import EmbeddingCache, TextEncoder, encode_catalog, get_encoder
 
 
-@dataclass
-class DenseConfig:
+@settings
+class DenseConfig(ModelConfig):
     encoder: str = "minilm"  # lmrec.text.get_encoder spec
-    context_chars: int = 1000
-    batch_size: int = 64
-    progress: bool = False
+    context_chars: PositiveInt = 1000
+    batch_size: PositiveInt = 64  # texts encoded at a time
 
 
 def _unit(x: np.ndarray) -> torch.Tensor:
@@ -37,27 +39,35 @@ def _unit(x: np.ndarray) -> torch.Tensor:
     return t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-@register_crs("dense")
+@register("dense")
 class DenseRetriever(CRSRecommender):
     """Cosine similarity of the encoded context tail and the encoded titles. ``encoder`` (optional) overrides
     ``config.encoder`` (e.g. a fake encoder in tests); ``cache`` is the embedding cache (default root if None)."""
 
     def __init__(self, config: DenseConfig | None = None, encoder: TextEncoder | None = None,
                  cache: EmbeddingCache | None = None, **overrides: Any):
-        self.config = replace(config or DenseConfig(), **overrides)
+        super().__init__(config, **overrides)
         self.encoder = encoder
         self.cache = cache
         self.items: torch.Tensor | None = None
 
     def _encoder(self) -> TextEncoder:
         if self.encoder is None:
-            self.encoder = get_encoder(self.config.encoder)
+            self.encoder = get_encoder(self.config.encoder, device=str(self.device))
         return self.encoder
 
-    def fit(self, data: CRSData, train: Sequence[CRSSample], valid: Sequence[CRSSample]) -> None:
-        vectors = encode_catalog(data.catalog.titles, self._encoder(), self.cache, progress=self.config.progress,
+    def fit(self, data: CRSData, train: Any = None, *, features: Any = None, base: Any = None,
+            folder: Path | None = None, resume: bool = False) -> None:
+        self.n_items = len(data.catalog)
+        vectors = encode_catalog(data.catalog.titles, self._encoder(), self.cache, progress=False,
                                  batch_size=self.config.batch_size)
         self.items = _unit(vectors)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"items": self.items}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.items = state["items"]
 
     def context_text(self, sample: CRSSample) -> str:
         """The part of the context that is encoded."""

@@ -12,18 +12,18 @@ Difference from the official code: there the padding row is re-initialised by ``
 ``padding_idx`` zeroed it, so every pad position adds the same random vector to the sum (while the count excludes
 pads). Here the pad row stays zero: pads contribute nothing. Training (standalone baseline): full-softmax
 cross-entropy over the catalog, one row per (turn, target) pair — exact, where the official gated model samples
-1000 negatives per batch (``CRSTrainConfig.n_negatives=1000`` reproduces that).
+1000 negatives per batch (``n_negatives=1000`` reproduces that).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
-from lmrec.models.crs.base import register_crs
-from lmrec.models.crs.training import MAX_HISTORY, HistoryRecommender, item_tokens
+from lmrec.models.base import ModelConfig, register
+from lmrec.models.crs.training import CRS_TRAIN_DEFAULTS, MAX_HISTORY, HistoryRecommender, item_tokens
+from lmrec.settings import settings
 
 
 class FISM(nn.Module):
@@ -49,23 +49,24 @@ class FISM(nn.Module):
         return logits + self.bias if self.bias is not None else logits
 
 
-@dataclass
-class FISMConfig:
-    dim: int = 64
+@settings
+class FISMConfig(ModelConfig):
+    dim: PositiveInt = 64
     alpha: float = 0.5
     bias: bool = True  # the official scripts run with recsys_with_bias True
-    init_std: float = 0.01
-    max_len: int = MAX_HISTORY  # the last 128 mentioned items
+    init_std: PositiveFloat = 0.01
+    max_len: NonNegativeInt = MAX_HISTORY  # the last 128 mentioned items
+    n_negatives: PositiveInt | None = None  # None: full softmax over the catalog; else sampled per batch
 
 
-@register_crs("fism")
+@register("fism")
 class FISMRecommender(HistoryRecommender):
     """FISM on the mentioned items, trained on the training (turn, target) pairs (see :mod:`.training`)."""
 
     Config = FISMConfig
     # lr 1e-2 rather than the adapt step's 1e-3: chosen on INSPIRED *validation* HR@10 among {1e-3, 1e-2}
     # (1e-3 peaks at epoch 1, i.e. popularity + a bump for the mentioned items, then overfits)
-    train_defaults = {"lr": 1e-2}
+    train_defaults = {**CRS_TRAIN_DEFAULTS, "lr": 1e-2}
 
     def build(self, n_items: int) -> FISM:
         c = self.config

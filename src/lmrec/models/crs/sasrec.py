@@ -20,15 +20,17 @@ Input: ``history`` (b, L ≤ max_len) right-padded with ``PAD`` = −1. An empty
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import partial
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, PositiveInt
 from torch import nn
 
-from lmrec.models.crs.base import register_crs
+from lmrec.models.base import ModelConfig, register
 from lmrec.models.crs.training import MAX_HISTORY, PAD, HistoryRecommender, item_tokens
+from lmrec.settings import settings
 
 
 class SASRec(nn.Module):
@@ -81,17 +83,18 @@ class SASRec(nn.Module):
         return logits + self.bias if self.bias is not None else logits
 
 
-@dataclass
-class SASRecConfig:
-    dim: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    dropout: float = 0.1
-    max_len: int = MAX_HISTORY
+@settings
+class SASRecConfig(ModelConfig):
+    dim: PositiveInt = 64
+    n_layers: PositiveInt = 2
+    n_heads: PositiveInt = 2
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    max_len: PositiveInt = MAX_HISTORY
     bias: bool = True  # the official scripts run with recsys_with_bias True
+    n_negatives: PositiveInt | None = None  # None: full softmax over the catalog; else sampled per batch
 
 
-@register_crs("sasrec")
+@register("sasrec")
 class SASRecRecommender(HistoryRecommender):
     """SASRec on the mentioned items, trained on the training (turn, target) pairs (see :mod:`.training`)."""
 

@@ -16,10 +16,8 @@ stops after ``patience`` evaluations without improvement. The test split is neve
 
 from __future__ import annotations
 
-import dataclasses
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,8 +29,8 @@ from torch import nn
 from lmrec.data.conversations import CRSData, CRSSample, expand_pairs
 from lmrec.errors import LmrecError
 from lmrec.eval.crs import evaluate_crs
-from lmrec.models.crs.base import CRSRecommender
-from lmrec.train.trainer import TrainConfig, Trainer, TrainLog
+from lmrec.models.crs.base import CRSRecommender, split_samples
+from lmrec.train.trainer import TrainConfig, Trainer, TrainLog, resolve_device
 
 PAD = -1  # padding value of history tensors (right padding)
 MAX_HISTORY = 128  # the official RecSys input keeps the last 128 mentioned items
@@ -64,21 +62,10 @@ def item_tokens(history: torch.Tensor, n_items: int) -> torch.Tensor:
     return torch.cat([cls, tokens], dim=1)
 
 
-@dataclass
-class CRSTrainConfig(TrainConfig):
-    """:class:`lmrec.train.TrainConfig` with the official adapt step's defaults (AdamW, lr 1e-3, batch 256,
-    gradient clip 5, validation HR@10 every epoch) and the choice of loss."""
-
-    epochs: int = 200
-    lr: float = 1e-3
-    batch_size: int = 256
-    eval_every: int = 1
-    patience: int = 10
-    metric: str = "hr@10"
-    eval_batch_size: int = 256
-    optimizer: str = "adamw"
-    grad_clip: float | None = 5.0
-    n_negatives: int | None = None  # None: full softmax over the catalog; else sampled negatives per batch
+#: the official adapt step's schedule (AdamW, lr 1e-3, batch 256, gradient clip 5, validation HR@10 every epoch)
+CRS_TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 200, "lr": 1e-3, "batch_size": 256, "eval_every": 1, "patience": 10,
+                                      "metric": "hr@10", "eval_batch_size": 256, "optimizer": "adamw",
+                                      "grad_clip": 5.0}
 
 
 def sampled_cross_entropy(
@@ -101,14 +88,15 @@ def sampled_cross_entropy(
 class _PairObjective:
     """The trainer's view of a CRS module: batches of training (turn, target) rows and their CE loss."""
 
-    def __init__(self, module: nn.Module, inputs: Inputs, train: Sequence[CRSSample], cfg: CRSTrainConfig, name: str):
+    def __init__(self, module: nn.Module, inputs: Inputs, train: Sequence[CRSSample], cfg: TrainConfig,
+                 n_negatives: int | None, name: str):
         pairs = expand_pairs(train)
         if not pairs:
             raise LmrecError("no training (turn, target) pairs: the training samples have no targets")
         self.module, self.inputs, self.train, self.name = module, inputs, train, name
         self.sample_of = [p.sample for p in pairs]
         self.target_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long)
-        self.n_negatives = cfg.n_negatives
+        self.n_negatives = n_negatives
         self.generator = torch.Generator().manual_seed(cfg.seed)  # sampled negatives
 
     def parameters(self) -> Iterator[nn.Parameter]:
@@ -137,6 +125,12 @@ class _PairObjective:
     def set_training(self, training: bool) -> None:
         self.module.train(training)
 
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
 
 def fit_crs_module(
     module: nn.Module,
@@ -144,8 +138,10 @@ def fit_crs_module(
     train: Sequence[CRSSample],
     valid: Sequence[CRSSample],
     n_items: int,
-    config: CRSTrainConfig | None = None,
-    log_path: Path | None = None,
+    config: TrainConfig,
+    n_negatives: int | None = None,
+    folder: Path | None = None,
+    resume: bool = False,
     name: str = "",
 ) -> TrainLog:
     """Train ``module`` so that ``module(*inputs(samples))`` -> (len(samples), n_items) logits scores the targets.
@@ -153,16 +149,17 @@ def fit_crs_module(
     ``inputs`` turns a batch of samples (one per training pair, a sample repeated per target) into the module's
     arguments, e.g. ``lambda s: (history_tensor([x.mentioned for x in s]),)``. Runs :class:`lmrec.train.Trainer`,
     validating with :func:`evaluate_crs` on ``valid``; without validation samples the last state is kept.
+    ``n_negatives``: see :func:`sampled_cross_entropy`; ``folder``: the per-epoch log and the checkpoint.
     """
-    cfg = config or CRSTrainConfig()
+    cfg = config
     k = _metric_k(cfg.metric)
-    objective = _PairObjective(module, inputs, train, cfg, name)
+    objective = _PairObjective(module, inputs, train, cfg, n_negatives, name)
 
     def validate() -> dict[str, float]:
         result = evaluate_crs(objective.score, valid, n_items, ks=(k,), batch_size=cfg.eval_batch_size)
         return {m: est.mean for m, est in result.summary().items()}
 
-    return Trainer(cfg, log_path).run(objective, validate if valid else None)
+    return Trainer.in_folder(cfg, folder).run(objective, validate if valid else None, resume=resume)
 
 
 def _metric_k(metric: str) -> int:
@@ -175,37 +172,34 @@ def _metric_k(metric: str) -> int:
 class HistoryRecommender(CRSRecommender):
     """A CRS recommender around a torch module scoring the catalog from the mentioned items.
 
-    Subclasses set ``Config`` (a dataclass with a ``max_len`` field) and implement :meth:`build`; a
-    ``train_config`` given to the constructor replaces the defaults (``CRSTrainConfig(**train_defaults)``) whole.
+    Subclasses set ``Config`` (with ``max_len`` and ``n_negatives`` fields) and implement :meth:`build`;
     ``score`` feeds the last ``max_len`` mentioned items of each sample to the module in eval mode.
     """
 
-    Config: ClassVar[type[Any]]
-    train_defaults: ClassVar[dict[str, Any]] = {}  # CRSTrainConfig fields this model changes by default
+    trainable: ClassVar[bool] = True
+    train_defaults: ClassVar[dict[str, Any]] = CRS_TRAIN_DEFAULTS
 
-    def __init__(self, config: Any = None, train_config: CRSTrainConfig | None = None, **overrides: Any):
-        base = config if config is not None else self.Config()
-        self.config = dataclasses.replace(base, **overrides)
-        self.train_config = train_config or CRSTrainConfig(**self.train_defaults)
+    def __init__(self, config: Any = None, **overrides: Any):
+        super().__init__(config, **overrides)
         self.module: nn.Module | None = None
-        self.n_items = 0
-        self.log: TrainLog | None = None
 
     @abstractmethod
     def build(self, n_items: int) -> nn.Module:
         """A fresh module for a catalog of ``n_items`` items."""
 
     def inputs(self, samples: Sequence[CRSSample]) -> tuple[torch.Tensor, ...]:
-        return (history_tensor([s.mentioned for s in samples], self.config.max_len),)
+        return (history_tensor([s.mentioned for s in samples], self.config.max_len).to(self.device),)
 
-    def fit(self, data: CRSData, train: Sequence[CRSSample], valid: Sequence[CRSSample],
-            log_path: Path | None = None) -> TrainLog:
+    def fit(self, data: CRSData, train: TrainConfig | dict | None = None, *, features: Any = None,
+            base: Any = None, folder: Path | None = None, resume: bool = False) -> TrainLog:
+        cfg = self.train_config(train, self.config)
+        self.device = resolve_device(cfg.device)
         self.n_items = len(data.catalog)
-        torch.manual_seed(self.train_config.seed)  # initialisation
-        self.module = self.build(self.n_items)
-        self.log = fit_crs_module(self.module, self.inputs, train, valid, self.n_items, self.train_config,
-                                  log_path, name=self.name)
-        return self.log
+        torch.manual_seed(cfg.seed)  # initialisation
+        self.module = self.build(self.n_items).to(self.device)
+        return fit_crs_module(self.module, self.inputs, split_samples(data, features, "train"),
+                              split_samples(data, features, "valid"), self.n_items, cfg, self.config.n_negatives,
+                              folder, resume, name=self.name)
 
     def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
         if self.module is None:
@@ -214,3 +208,12 @@ class HistoryRecommender(CRSRecommender):
         with torch.no_grad():
             return self.module(*self.inputs(samples))
 
+    def state(self) -> dict[str, torch.Tensor]:
+        if self.module is None:
+            raise LmrecError(f"{self.name}: nothing to save before fit")
+        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.module = self.build(self.n_items).to(self.device)
+        self.module.load_state_dict(state)
+        self.module.eval()

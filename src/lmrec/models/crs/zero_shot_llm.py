@@ -17,13 +17,17 @@ tests inject a fake.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import PositiveInt
 
 from lmrec.data.conversations import CRSData, CRSSample
 from lmrec.errors import LmrecError
-from lmrec.models.crs.base import CRSRecommender, register_crs
+from lmrec.models.base import ModelConfig, register
+from lmrec.models.crs.base import CRSRecommender
+from lmrec.settings import settings
 
 __all__ = ["ZeroShotLLM", "positional_scores"]
 
@@ -36,31 +40,56 @@ def positional_scores(items: Sequence[int], n_items: int) -> torch.Tensor:
     return scores
 
 
-@register_crs("zero_shot_llm")
+@settings
+class ZeroShotConfig(ModelConfig):
+    n_titles: PositiveInt = 20  # titles of each completion considered
+
+
+@register("zero_shot_llm")
 class ZeroShotLLM(CRSRecommender):
-    """Rank the catalog by the LLM's own generated list (see the module docstring)."""
+    """Rank the catalog by the LLM's own generated list (see the module docstring).
 
-    def __init__(
-        self,
-        catalog_titles: Sequence[str],
-        completions: Callable[[Sequence[str]], list[str]],
-        n_titles: int = 20,
-        matcher: Any = None,
-    ):
-        from lmrec.llm import TitleMatcher
+    ``completions`` (contexts -> generated texts) defaults to the model's LLM context features
+    (:meth:`ContextFeatures.completions`: cached generations first, the LLM for the rest); tests inject a fake.
+    """
 
-        self.n_items = len(catalog_titles)
-        self.completions = completions
-        self.n_titles = int(n_titles)
-        self.matcher = matcher if matcher is not None else TitleMatcher(catalog_titles)
+    uses_llm = True
+    Config = ZeroShotConfig
+
+    def __init__(self, config: ZeroShotConfig | None = None,
+                 completions: Callable[[Sequence[str]], list[str]] | None = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        self._completions = completions
+        self.matcher: Any = None
         self.n_titles_seen = 0
         self.n_mapped = 0
         self.n_turns = 0
 
-    def fit(self, data: CRSData, train: Sequence[CRSSample], valid: Sequence[CRSSample]) -> None:
-        """Nothing to learn (zero-shot); checks the catalog size."""
-        if len(data.catalog) != self.n_items:
-            raise LmrecError(f"zero_shot_llm: built for {self.n_items} items, the data has {len(data.catalog)}")
+    def completions(self, contexts: Sequence[str]) -> list[str]:
+        if self._completions is not None:
+            return self._completions(contexts)
+        if self.context is None:
+            raise LmrecError("zero_shot_llm needs LLM features: fit it with features=..., or load its run folder")
+        return self.context.completions(contexts)
+
+    def fit(self, data: CRSData, train: Any = None, *, features: Any = None, base: Any = None,
+            folder: Path | None = None, resume: bool = False) -> None:
+        """Nothing to learn (zero-shot): keeps the catalog (for the title matcher) and the LLM features."""
+        if features is not None:
+            from lmrec.models.crs.rta.features import context_features
+
+            self.context = context_features(features)
+        self._catalog(data)
+
+    def restore(self, state: dict[str, torch.Tensor], data: CRSData, context: Any) -> None:
+        super().restore(state, data, context)
+        self._catalog(data)
+
+    def _catalog(self, data: CRSData) -> None:
+        from lmrec.llm import TitleMatcher
+
+        self.n_items = len(data.catalog)
+        self.matcher = TitleMatcher(data.catalog.titles)
 
     def rank_items(self, contexts: Sequence[str]) -> list[list[int]]:
         """The mapped catalog items of each context's completion, in generated order."""
@@ -68,7 +97,7 @@ class ZeroShotLLM(CRSRecommender):
 
         out = []
         for text in self.completions(list(contexts)):
-            titles, items, n_mapped = map_completion(text, self.matcher, self.n_titles)
+            titles, items, n_mapped = map_completion(text, self.matcher, self.config.n_titles)
             self.n_titles_seen += len(titles)
             self.n_mapped += n_mapped
             self.n_turns += 1

@@ -28,61 +28,47 @@ starting scores are unchanged): the gate can then balance the two sources withou
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import NonNegativeInt, PositiveInt
 from torch import nn
 
 from lmrec.data.conversations import CRSData, CRSSample
 from lmrec.errors import LmrecError
-from lmrec.models.crs.base import CRSRecommender, register_crs
-from lmrec.models.crs.rta.reindex import ItemIndexer, QSource
-from lmrec.models.crs.training import MAX_HISTORY, CRSTrainConfig, fit_crs_module, history_tensor
-from lmrec.train.trainer import TrainLog
+from lmrec.models.base import ModelConfig, register
+from lmrec.models.crs.base import CRSRecommender
+from lmrec.models.crs.rta.reindex import ItemIndexer
+from lmrec.models.crs.training import CRS_TRAIN_DEFAULTS, MAX_HISTORY, fit_crs_module, history_tensor
+from lmrec.settings import settings
+from lmrec.train.trainer import TrainConfig, TrainLog
 
-__all__ = ["BIAS_VARIANTS", "GATE_VARIANTS", "VARIANTS", "AdaptConfig", "AdaptModule", "RTAAdapt", "build_recsys"]
+__all__ = ["ADAPT_TRAIN_DEFAULTS", "BIAS_VARIANTS", "GATE_VARIANTS", "VARIANTS", "AdaptConfig", "AdaptModule", "RTAAdapt",
+           "build_recsys"]
 
 BIAS_VARIANTS = ("b", "gW", "gW+b")
 GATE_VARIANTS = ("gate-fism", "gate-sasrec")
 VARIANTS = ("none", *BIAS_VARIANTS, *GATE_VARIANTS)
 
 
-@dataclass
-class AdaptConfig:
-    """Adapt settings; ``lr=None`` picks 1e-4 for the bias variants and 1e-3 for gating (official)."""
+@settings
+class AdaptConfig(ModelConfig):
+    """Adapt model settings (the training schedule is a :class:`lmrec.train.TrainConfig`: see ``train_defaults``;
+    the learning rate is 1e-4 for the bias variants and 1e-3 for gating, as in the official grids)."""
 
-    variant: str = "gW+b"
+    variant: Literal["none", "b", "gW", "gW+b", "gate-fism", "gate-sasrec"] = "gW+b"
     freeze_aggregator: bool = True
-    llm_scale: str = "none"  # none | learned
-    lr: float | None = None
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    n_negatives: int | None = 1000
-    epochs: int = 200
-    eval_every: int = 10
-    patience: int = 10
-    grad_clip: float | None = 5.0
-    max_minutes: float | None = None
-    seed: int = 2024
-    recsys_dim: int = 64
-    max_history: int = MAX_HISTORY
-    progress: bool = True
+    llm_scale: Literal["none", "learned"] = "none"
+    n_negatives: PositiveInt | None = 1000  # None: full softmax over the catalog
+    recsys_dim: PositiveInt = 64
+    max_history: NonNegativeInt = MAX_HISTORY
 
-    def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown adapt variant {self.variant!r}: expected one of {', '.join(VARIANTS)}")
-        if self.llm_scale not in ("none", "learned"):
-            raise ValueError(f"llm_scale must be 'none' or 'learned', got {self.llm_scale!r}")
 
-    @property
-    def resolved_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 1e-3 if self.variant in GATE_VARIANTS else 1e-4
+#: the official INSPIRED / ReDIAL adapt schedule (lr: see :meth:`RTAAdapt.train_config`)
+ADAPT_TRAIN_DEFAULTS: dict[str, Any] = {**CRS_TRAIN_DEFAULTS, "eval_every": 10, "patience": 10}
 
 
 def build_recsys(kind: str, n_items: int, dim: int = 64, max_len: int = MAX_HISTORY) -> nn.Module:
@@ -144,47 +130,65 @@ class AdaptModule(nn.Module):
         return s
 
 
-@register_crs("rta_adapt")
+@register("rta_adapt")
 class RTAAdapt(CRSRecommender):
-    """The reindexed LLM adapted to the platform (bias terms or RecSys gating), trained on ground truth."""
+    """The reindexed LLM adapted to the platform (bias terms or RecSys gating), trained on ground truth.
 
-    def __init__(self, indexer: ItemIndexer, q_source: QSource, config: AdaptConfig | None = None):
-        self.config = config or AdaptConfig()
-        self.q_source = q_source
-        c = self.config
-        torch.manual_seed(c.seed)
-        recsys = build_recsys(c.variant.removeprefix("gate-"), indexer.n_items, c.recsys_dim, c.max_history) \
-            if c.variant in GATE_VARIANTS else None
-        self.module = AdaptModule(indexer, c.variant, c.freeze_aggregator, recsys, c.llm_scale)
+    ``fit(data, train, features=..., base=<a fitted rta_reindex>)``; a saved run holds the whole module (the
+    reindexed item table and the title tokens included), so it loads without the reindex run.
+    """
+
+    Config = AdaptConfig
+    train_defaults = ADAPT_TRAIN_DEFAULTS
+    trainable = True
+    uses_llm = True
+
+    def __init__(self, config: AdaptConfig | None = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        self.module: AdaptModule | None = None
         self.log: TrainLog | None = None
 
-    @property
-    def n_items(self) -> int:
-        return self.module.indexer.n_items
+    @classmethod
+    def train_config(cls, overrides: TrainConfig | dict | None = None, config: Any = None) -> TrainConfig:
+        """The official schedule with lr 1e-4 for the bias variants and 1e-3 for gating (unless given)."""
+        variant = config.variant if config is not None else AdaptConfig().variant
+        lr = 1e-3 if variant in GATE_VARIANTS else 1e-4
+        return TrainConfig.with_overrides({**cls.train_defaults, "lr": lr}, overrides)
+
+    def build(self, indexer: ItemIndexer, seed: int) -> None:
+        c = self.config
+        torch.manual_seed(seed)
+        recsys = build_recsys(c.variant.removeprefix("gate-"), indexer.n_items, c.recsys_dim, c.max_history) \
+            if c.variant in GATE_VARIANTS else None
+        self.module = AdaptModule(indexer, c.variant, c.freeze_aggregator, recsys, c.llm_scale).to(self.device)
+        self.n_items = indexer.n_items
 
     def inputs(self, samples: Sequence[CRSSample]) -> tuple[torch.Tensor, torch.Tensor]:
-        q = self.q_source([s.context for s in samples]).float()
-        return q, history_tensor([s.mentioned for s in samples], self.config.max_history)
+        return self.q(samples), history_tensor([s.mentioned for s in samples], self.config.max_history)
 
-    def train_config(self) -> CRSTrainConfig:
-        c = self.config
-        return CRSTrainConfig(epochs=c.epochs, lr=c.resolved_lr, weight_decay=c.weight_decay,
-                              batch_size=c.batch_size, n_negatives=c.n_negatives, eval_every=c.eval_every,
-                              patience=c.patience, grad_clip=c.grad_clip, max_minutes=c.max_minutes, seed=c.seed,
-                              progress=c.progress)
+    def fit(self, data: CRSData, train: TrainConfig | dict | None = None, *, features: Any = None, base: Any = None,
+            folder: Path | None = None, resume: bool = False) -> TrainLog:
+        from lmrec.models.crs.rta.features import context_features
+        from lmrec.models.crs.rta.reindex import RTAReindex
 
-    def fit(self, data: CRSData | None, train: Sequence[CRSSample], valid: Sequence[CRSSample],
-            log_path: Path | None = None) -> TrainLog:
-        if data is not None and len(data.catalog) != self.n_items:
+        if features is None or not isinstance(base, RTAReindex) or base.indexer is None:
+            raise LmrecError("rta_adapt adapts a fitted rta_reindex: fit it with features=... and base=<reindex run>")
+        cfg = self.train_config(train, self.config)
+        self.context = context_features(features)
+        self.build(copy.deepcopy(base.indexer), cfg.seed)
+        if len(data.catalog) != self.n_items:
             raise LmrecError(f"rta_adapt: {self.n_items} items indexed, the data has {len(data.catalog)}")
         if not any(p.requires_grad for p in self.module.parameters()):
             self.log = TrainLog(stopped="nothing to train (variant 'none' with a frozen aggregator)")
             return self.log
-        self.log = fit_crs_module(self.module, self.inputs, train, valid, self.n_items, self.train_config(),
-                                  log_path, name=f"rta_adapt {self.config.variant}")
+        self.log = fit_crs_module(self.module, self.inputs, features.samples["train"], features.samples.get("valid", []),
+                                  self.n_items, cfg, self.config.n_negatives, folder, resume,
+                                  name=f"rta_adapt {self.config.variant}")
         return self.log
 
     def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
+        if self.module is None:
+            raise LmrecError("rta_adapt: call fit before score")
         self.module.eval()
         with torch.no_grad():
             return self.module(*self.inputs(samples))
@@ -203,8 +207,24 @@ class RTAAdapt(CRSRecommender):
             out["weight_mean"], out["weight_std"] = float(m.weight.detach().mean()), float(m.weight.detach().std())
         return out
 
-    def state(self) -> dict[str, Any]:
-        return {"config": dataclasses.asdict(self.config), "module": self.module.state_dict()}
+    def state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.module.load_state_dict(state["module"])
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        from lmrec.models.crs.rta.aggregators import build_aggregator
+        from lmrec.models.crs.rta.reindex import tokens_from_state
+
+        tokens = tokens_from_state(state, "indexer.")
+        aggregator = _aggregator_kind(state)
+        indexer = ItemIndexer(tokens, build_aggregator(aggregator, int(tokens.table.shape[1]), tokens.ids.shape[1]))
+        self.build(indexer, 0)
+        self.module.load_state_dict(state)
+
+
+def _aggregator_kind(state: dict[str, torch.Tensor]) -> str:
+    """The aggregator whose parameters a saved indexer holds (``sum`` has none)."""
+    names = {k.split(".")[2] for k in state if k.startswith("indexer.aggregator.")}
+    for kind, marker in (("gru", "gru"), ("transformer", "layer"), ("weighted", "position_logits")):
+        if marker in names:
+            return kind
+    return "sum"

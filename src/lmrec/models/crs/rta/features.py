@@ -2,8 +2,9 @@
 
 ``prepare_features`` writes into a folder::
 
-    features.pt            q (n, d) and the sample keys of every split; the catalog's title token ids (local ids,
-                           right-padded) and lengths; the token-embedding rows those titles use (not the whole table)
+    features.safetensors   q (n, d) and the sample indices of every split; the catalog's title token ids (local ids,
+                           right-padded) and lengths; the token-embedding rows those titles use (not the whole table);
+                           the LLM identity and the sample keys in its JSON header (lmrec.tensorfile: no pickle)
     generations-<split>.jsonl   the LLM's own answer for each sampled turn: completion, parsed titles, catalog items
     prepare.json           settings, counts, seconds per sample, share of generated titles that mapped
 
@@ -30,56 +31,51 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import NonNegativeInt, PositiveInt
 
-from lmrec.data.catalog import ItemCatalog
 from lmrec.data.conversations import CRSData, CRSSample
 from lmrec.errors import LmrecError
 from lmrec.io import atomic_write, write_json
+from lmrec.settings import settings
+from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict
 
 __all__ = ["SPLITS", "ContextFeatures", "GenerationRecord", "LLMFeatures", "PrepareConfig", "TitleTokens",
-           "generation_key", "load_features", "map_completion", "prepare_features", "subsample", "title_tokens"]
+           "context_features", "generation_key", "load_features", "map_completion", "prepare_config",
+           "prepare_features", "subsample", "title_tokens"]
 
 SPLITS = ("train", "valid", "test")
 ENCODE_CHUNK = 64  # contexts encoded (and written to the cache) at a time
 
 
-@dataclass
+Split = Literal["train", "valid", "test"]
+
+
+@settings
 class PrepareConfig:
     """Settings of ``prepare_features``. ``max_samples``: per split (missing or None = all samples);
     ``generate_splits``: the splits whose turns the LLM answers (reindex labels come from train and valid,
     the zero-shot baseline needs test); ``max_generate``: per split, answer only a seeded subsample of the kept
     turns (generation is the slow part)."""
 
-    llm: str = "smollm2-135m"
-    dtype: str = "auto"
-    max_samples: dict[str, int | None] = field(default_factory=dict)
-    generate_splits: tuple[str, ...] = SPLITS
-    max_generate: dict[str, int | None] = field(default_factory=dict)  # per split, a subsample of the kept turns
+    llm: str = "smollm2-135m"  # registered name, local folder, .gguf file or hub id
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 only with AMX / AVX512-BF16
+    max_samples: dict[Split, NonNegativeInt | None] = field(default_factory=dict)
+    generate_splits: tuple[Split, ...] = SPLITS
+    max_generate: dict[Split, NonNegativeInt | None] = field(default_factory=dict)  # per split, of the kept turns
     seed: int = 2024
-    q_mode: str = "prefix"  # "prefix": prompt + "1."; "completion": prompt + own answer cut after "1." (official)
-    max_length: int = 512  # tokens kept (the last ones) of an encoded prompt
-    encode_batch_size: int = 8
-    generate_batch_size: int = 16
-    max_new_tokens: int = 160
+    q_mode: Literal["prefix", "completion"] = "prefix"  # "prefix": prompt + "1."; "completion": + own answer (official)
+    max_length: PositiveInt = 512  # tokens kept (the last ones) of an encoded prompt
+    encode_batch_size: PositiveInt = 8
+    generate_batch_size: PositiveInt = 16
+    max_new_tokens: PositiveInt = 160
     answer_prefix: str = "1."  # forced start of the answer; "" is the paper's setting
-    n_titles: int = 20
-    max_title_tokens: int = 32
+    n_titles: PositiveInt = 20
+    max_title_tokens: PositiveInt = 32
     domain: str = "movie"
-
-    def __post_init__(self) -> None:
-        if self.q_mode not in ("prefix", "completion"):
-            raise ValueError(f"q_mode must be 'prefix' or 'completion', got {self.q_mode!r}")
-        for name in ("max_samples", "max_generate"):
-            unknown = set(getattr(self, name)) - set(SPLITS)
-            if unknown:
-                raise ValueError(f"{name} has unknown splits {sorted(unknown)}; expected {SPLITS}")
-        for split in self.generate_splits:
-            if split not in SPLITS:
-                raise ValueError(f"unknown split {split!r} in generate_splits; expected {SPLITS}")
 
 
 @dataclass
@@ -253,13 +249,35 @@ class LLMFeatures:
         return out
 
 
+FEATURES_FILE = "features.safetensors"
+
+
+def _save_payload(path: Path, payload: Mapping[str, Any]) -> None:
+    tensors = {name: payload[name] for name in ("title_ids", "title_lengths", "token_table", "vocab")}
+    keys = {}
+    for split, entry in payload["splits"].items():
+        tensors[f"splits.{split}.indices"] = entry["indices"]
+        tensors[f"splits.{split}.q"] = entry["q"]
+        keys[split] = [list(k) for k in entry["keys"]]
+    save_tensors(path, tensor_dict(tensors), {"identity": payload["identity"], "keys": keys})
+
+
+def _load_payload(path: Path) -> dict[str, Any]:
+    tensors, meta = load_tensors(path)
+    payload: dict[str, Any] = {name: tensors[name] for name in ("title_ids", "title_lengths", "token_table", "vocab")}
+    payload["identity"] = meta["identity"]
+    payload["splits"] = {split: {"indices": tensors[f"splits.{split}.indices"], "q": tensors[f"splits.{split}.q"],
+                                 "keys": [tuple(k) for k in keys]} for split, keys in meta["keys"].items()}
+    return payload
+
+
 def load_features(folder: str | Path, data: CRSData) -> LLMFeatures:
     """Open a folder written by :func:`prepare_features` for ``data`` (the same dataset and split)."""
     folder = Path(folder)
-    path = folder / "features.pt"
+    path = folder / FEATURES_FILE
     if not path.exists():
-        raise LmrecError(f"{folder}: no features.pt; run `lmrec crs prepare --out {folder}` first")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+        raise LmrecError(f"{folder}: no {FEATURES_FILE}; run `lmrec crs prepare --out {folder}` first")
+    payload = _load_payload(path)
     meta = json.loads((folder / "prepare.json").read_text(encoding="utf-8"))
     if meta.get("dataset") not in (None, data.name):
         raise LmrecError(f"{folder} was prepared for dataset {meta.get('dataset')!r}, not {data.name!r}")
@@ -333,7 +351,7 @@ def prepare_features(
                       "max_tokens": int(tokens.lengths.max()), "vocab_rows": len(tokens.vocab)}
     payload = {"identity": lm.identity, "splits": splits, "title_ids": tokens.ids, "title_lengths": tokens.lengths,
                "token_table": tokens.table, "vocab": tokens.vocab}
-    atomic_write(folder / "features.pt", lambda f: torch.save(payload, f), binary=True)
+    _save_payload(folder / FEATURES_FILE, payload)
     write_json(folder / "prepare.json", meta)
     return LLMFeatures(folder, data, payload, meta)
 
@@ -377,6 +395,27 @@ def _generate(
     return records, stats
 
 
+def prepare_config(meta: Mapping[str, Any]) -> PrepareConfig:
+    """The :class:`PrepareConfig` recorded in a prepared folder's (or a run's) metadata."""
+    raw = meta.get("config", meta)
+    return PrepareConfig(**{k: (tuple(v) if k == "generate_splits" else v)
+                            for k, v in raw.items() if k in PrepareConfig.__dataclass_fields__})
+
+
+def context_features(features: LLMFeatures | None, config: PrepareConfig | None = None,
+                     cache_root: str | Path | None = None) -> ContextFeatures:
+    """q / completion lookup over the prepared turns of ``features`` (none when None), with the LLM of
+    ``config`` (default: the one that prepared ``features``) loaded lazily for new contexts."""
+    from lmrec.llm import CausalLM
+    from lmrec.text.cache import EmbeddingCache
+
+    cfg = config or prepare_config(features.meta)  # type: ignore[union-attr]
+    return ContextFeatures(features.q_table() if features else {}, features.completions() if features else {},
+                           lm_loader=lambda: CausalLM.load(cfg.llm, dtype=cfg.dtype), config=cfg,
+                           cache=EmbeddingCache(cache_root) if cache_root else None,
+                           samples=features.samples if features else None)
+
+
 class ContextFeatures:
     """q vectors and completions for contexts: prepared tables first, the LLM (loaded lazily) for the rest.
 
@@ -384,7 +423,7 @@ class ContextFeatures:
     LLM through the embedding cache; ``completion`` generates with the prepare settings. ``lm_loader`` returns a
     :class:`lmrec.llm.CausalLM` (e.g. ``lambda: CausalLM.load(name, dtype)``). ``cache``: an
     :class:`lmrec.text.EmbeddingCache` for new q vectors; None = the default cache root; False = no cache (every
-    new context runs the LLM, as for timing).
+    new context runs the LLM, as for timing). ``samples``: the prepared turns per split (what a run is evaluated on).
     """
 
     def __init__(
@@ -394,9 +433,10 @@ class ContextFeatures:
         lm_loader: Callable[[], Any] | None = None,
         config: PrepareConfig | None = None,
         cache: Any = None,
-        catalog: ItemCatalog | None = None,
+        samples: Mapping[str, Sequence[CRSSample]] | None = None,
     ):
         self.q_table = dict(q_table or {})
+        self.samples = {split: list(turns) for split, turns in (samples or {}).items()}  # the prepared turns
         self.completion_table = dict(completions or {})
         self.lm_loader = lm_loader
         self.config = config or PrepareConfig()

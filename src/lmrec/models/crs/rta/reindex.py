@@ -18,51 +18,48 @@ are a frozen buffer. The ``sum`` aggregator has no parameters: it is used as is.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import PositiveInt
 from torch import nn
 
 from lmrec.data.conversations import CRSData, CRSSample, expand_pairs
 from lmrec.errors import LmrecError
 from lmrec.eval.crs import evaluate_crs
-from lmrec.models.crs.base import CRSRecommender, register_crs
+from lmrec.models.base import ModelConfig, register
+from lmrec.models.crs.base import CRSRecommender
 from lmrec.models.crs.rta.aggregators import Aggregator, build_aggregator
 from lmrec.models.crs.rta.features import TitleTokens
+from lmrec.settings import settings
 from lmrec.train.trainer import TrainConfig, Trainer, TrainLog
 
-__all__ = ["ItemIndexer", "QSource", "RTAReindex", "ReindexConfig", "negative_mask", "sample_negatives",
-           "sampled_softmax_loss", "train_reindex"]
+__all__ = ["REINDEX_TRAIN_DEFAULTS", "ItemIndexer", "QSource", "RTAReindex", "ReindexConfig", "negative_mask",
+           "sample_negatives", "sampled_softmax_loss", "tokens_from_state", "train_reindex"]
 
 QSource = Callable[[Sequence[str]], torch.Tensor]  # contexts -> (n, d) q vectors
 
 
-@dataclass
-class ReindexConfig(TrainConfig):
-    """Reindex settings; defaults are the official best_reindex.yaml (papers.md 1.4) except ``patience``, which
-    counts evaluations (official: 100 with 200 epochs, i.e. effectively none)."""
+@settings
+class ReindexConfig(ModelConfig):
+    """Reindex model settings; the defaults are the official best_reindex.yaml (papers.md 1.4)."""
 
-    aggregator: str = "gru"
-    label_source: str = "llm"  # llm | ground_truth | both
-    top_k: int = 5  # LLM labels kept per turn (official MAX_LEN = 5)
-    n_negatives: int = 1000
+    aggregator: Literal["sum", "weighted", "gru", "transformer"] = "gru"
+    label_source: Literal["llm", "ground_truth", "both"] = "llm"
+    top_k: PositiveInt = 5  # LLM labels kept per turn (official MAX_LEN = 5)
+    n_negatives: PositiveInt = 1000
     filter_collisions: bool = True
-    lr: float = 1e-4
-    batch_size: int = 256
-    epochs: int = 200
-    eval_every: int = 2
-    patience: int = 100
-    metric: str = "hr@10"
-    optimizer: str = "adamw"
-    grad_clip: float | None = 5.0
-    eval_batch_size: int = 512
-    max_title_tokens: int = 32
+    max_title_tokens: PositiveInt = 32
+
+
+#: the official reindex schedule; ``patience`` counts evaluations (official: 100 with 200 epochs, i.e. none)
+REINDEX_TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-4, "batch_size": 256, "epochs": 200, "eval_every": 2,
+                                          "patience": 100, "metric": "hr@10", "optimizer": "adamw",
+                                          "grad_clip": 5.0, "eval_batch_size": 512}
 
 
 class ItemIndexer(nn.Module):
@@ -135,11 +132,11 @@ class _ReindexObjective:
 
     name = "reindex"
 
-    def __init__(self, indexer: ItemIndexer, q_train: torch.Tensor, pairs: list, cfg: ReindexConfig):
+    def __init__(self, indexer: ItemIndexer, q_train: torch.Tensor, pairs: list, cfg: ReindexConfig, seed: int):
         self.indexer, self.q_train, self.cfg = indexer, q_train, cfg
         self.sample_of = torch.as_tensor([p.sample for p in pairs], dtype=torch.long)
         self.label_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long)
-        self.generator = torch.Generator().manual_seed(cfg.seed)  # sampled negatives
+        self.generator = torch.Generator().manual_seed(seed)  # sampled negatives
 
     def parameters(self) -> Iterator[nn.Parameter]:
         return self.indexer.parameters()
@@ -163,18 +160,25 @@ class _ReindexObjective:
     def set_training(self, training: bool) -> None:
         self.indexer.train(training)
 
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
 
 def train_reindex(
     indexer: ItemIndexer,
     q_source: QSource,
     train: Sequence[CRSSample],
     valid: Sequence[CRSSample],
-    config: ReindexConfig | None = None,
-    log_path: Path | None = None,
+    config: ReindexConfig,
+    train_config: TrainConfig,
+    folder: Path | None = None,
+    resume: bool = False,
 ) -> TrainLog:
     """Fit ``indexer.aggregator`` on the (turn, label) pairs of ``train`` (labels = ``targets``), selecting on the
     pairs of ``valid`` with :class:`lmrec.train.Trainer`; see the module docstring."""
-    cfg = config or ReindexConfig()
     pairs = expand_pairs(train)
     if not any(p.requires_grad for p in indexer.parameters()):
         log = TrainLog()
@@ -182,60 +186,85 @@ def train_reindex(
         return log
     if not pairs:
         raise LmrecError("reindex: no (turn, label) training pairs (did the LLM's answers map to no catalog item?)")
-    objective = _ReindexObjective(indexer, q_source([s.context for s in train]).float(), pairs, cfg)
-    k = int(cfg.metric.partition("@")[2])
+    objective = _ReindexObjective(indexer, q_source([s.context for s in train]).float(), pairs, config,
+                                  train_config.seed)
+    k = train_config.metric_k
 
     def validate() -> dict[str, float]:
         table = indexer.item_table()
         scorer = lambda samples: q_source([s.context for s in samples]).float() @ table.T  # noqa: E731
-        result = evaluate_crs(scorer, valid, indexer.n_items, ks=(k,), batch_size=cfg.eval_batch_size)
+        result = evaluate_crs(scorer, valid, indexer.n_items, ks=(k,), batch_size=train_config.eval_batch_size)
         return {m: est.mean for m, est in result.summary().items()}
 
-    return Trainer(cfg, log_path).run(objective, validate if valid else None)
+    return Trainer.in_folder(train_config, folder).run(objective, validate if valid else None, resume=resume)
 
 
-@register_crs("rta_reindex")
+@register("rta_reindex")
 class RTAReindex(CRSRecommender):
     """The reindexed LLM: ``score = q @ E.T`` with E = the aggregated single-token item table.
 
-    ``fit(data, train, valid)`` expects samples whose ``targets`` are the reindex labels (see
-    :meth:`lmrec.models.crs.rta.features.LLMFeatures.llm_label_samples`).
+    ``fit(data, train, features=...)`` trains on the reindex labels of the prepared TRAINING turns
+    (:meth:`lmrec.models.crs.rta.features.LLMFeatures.llm_label_samples`, per ``label_source``).
     """
 
-    def __init__(self, tokens: TitleTokens, q_source: QSource, config: ReindexConfig | None = None):
-        self.config = config or ReindexConfig()
-        self.q_source = q_source
-        torch.manual_seed(self.config.seed)
-        dim = int(tokens.table.shape[1])
-        self.indexer = ItemIndexer(tokens, build_aggregator(self.config.aggregator, dim, tokens.ids.shape[1]))
+    Config = ReindexConfig
+    train_defaults = REINDEX_TRAIN_DEFAULTS
+    trainable = True
+    uses_llm = True
+
+    def __init__(self, config: ReindexConfig | None = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        self.indexer: ItemIndexer | None = None
         self.table: torch.Tensor | None = None
         self.log: TrainLog | None = None
 
-    @property
-    def n_items(self) -> int:
-        return self.indexer.n_items
+    def build(self, tokens: TitleTokens, seed: int) -> None:
+        torch.manual_seed(seed)
+        dim = int(tokens.table.shape[1])
+        self.indexer = ItemIndexer(tokens, build_aggregator(self.config.aggregator, dim, tokens.ids.shape[1]))
+        self.n_items = self.indexer.n_items
+        self.table = None
 
-    def fit(self, data: CRSData | None, train: Sequence[CRSSample], valid: Sequence[CRSSample],
-            log_path: Path | None = None) -> TrainLog:
-        if data is not None and len(data.catalog) != self.n_items:
+    def fit(self, data: CRSData, train: TrainConfig | dict | None = None, *, features: Any = None, base: Any = None,
+            folder: Path | None = None, resume: bool = False) -> TrainLog:
+        from lmrec.models.crs.rta.features import context_features
+
+        if features is None:
+            raise LmrecError("rta_reindex learns from the LLM's answers: fit it with features= (lmrec crs prepare)")
+        cfg = self.train_config(train, self.config)
+        self.context = context_features(features)
+        self.build(features.tokens, cfg.seed)
+        if len(data.catalog) != self.n_items:
             raise LmrecError(f"rta_reindex: {self.n_items} titles tokenized, the data has {len(data.catalog)} items")
-        self.log = train_reindex(self.indexer, self.q_source, train, valid, self.config, log_path)
+        c = self.config
+        labels = {split: features.llm_label_samples(split, c.top_k, c.label_source) if split in features.samples
+                  else [] for split in ("train", "valid")}
+        self.log = train_reindex(self.indexer, self.context.q, labels["train"], labels["valid"], c, cfg, folder,
+                                 resume)
         self.table = self.indexer.item_table()
         return self.log
 
     def item_table(self) -> torch.Tensor:
+        if self.indexer is None:
+            raise LmrecError("rta_reindex: call fit before score")
         if self.table is None:
             self.table = self.indexer.item_table()
         return self.table
 
     def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
-        q = self.q_source([s.context for s in samples]).float()
-        return q @ self.item_table().T
+        return self.q(samples) @ self.item_table().T
 
-    def state(self) -> dict[str, Any]:
-        return {"config": dataclasses.asdict(self.config), "aggregator": self.indexer.aggregator.state_dict(),
-                "item_table": self.item_table()}
+    def state(self) -> dict[str, torch.Tensor]:
+        return {**{f"indexer.{k}": v for k, v in self.indexer.state_dict().items()}, "item_table": self.item_table()}
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.indexer.aggregator.load_state_dict(state["aggregator"])
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.build(tokens_from_state(state, "indexer."), 0)
+        self.indexer.load_state_dict({k.removeprefix("indexer."): v for k, v in state.items()
+                                      if k.startswith("indexer.")})
         self.table = state["item_table"]
+
+
+def tokens_from_state(state: dict[str, torch.Tensor], prefix: str) -> TitleTokens:
+    """The title tokens an :class:`ItemIndexer` saved in its state (under ``prefix``)."""
+    return TitleTokens(state[f"{prefix}title_ids"], state[f"{prefix}title_lengths"], state[f"{prefix}token_table"],
+                       torch.zeros(0, dtype=torch.long))

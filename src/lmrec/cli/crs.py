@@ -1,0 +1,108 @@
+"""``lmrec crs prepare|chat``: the LLM features of a conversational dataset, and recommending as you type.
+
+Training, evaluation and one-shot recommendation of CRS models go through the common commands:
+``lmrec train rta_reindex --features DIR --out RUN``, ``lmrec evaluate RUN``, ``lmrec recommend RUN --conversation F``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lmrec.cli.flags import add_settings, given
+from lmrec.cli.train import add_threads, set_threads
+
+
+def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
+    from lmrec.models.crs.rta.features import PrepareConfig
+
+    crs = sub.add_parser("crs", help="conversational recommendation with an LLM (Reindex-Then-Adapt)")
+    crs_sub = crs.add_subparsers(dest="crs_command", required=True)
+    prep = crs_sub.add_parser("prepare", help="encode q, tokenize titles and generate with the LLM (cached)")
+    prep.add_argument("--dataset", required=True, help="inspired | redial (found under $LMREC_DATA) or a folder")
+    prep.add_argument("--cache", help="embedding cache root (default $LMREC_CACHE/embeddings)")
+    prep.add_argument("--no-progress", dest="progress", action="store_false")
+    prep.add_argument("--out", required=True)
+    add_threads(prep)
+    add_settings(prep, PrepareConfig, "prepare settings")
+    prep.set_defaults(func=cmd_prepare)
+
+    chat = crs_sub.add_parser("chat", help="interactive: recommends after every line you type (/reset, /quit)")
+    chat.add_argument("run")
+    chat.add_argument("-k", type=int, default=5)
+    chat.add_argument("--keep-mentioned", dest="keep_mentioned", action="store_true")
+    add_threads(chat)
+    chat.set_defaults(func=cmd_chat)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from lmrec.experiments.crs import run_prepare
+    from lmrec.models.crs.rta.features import PrepareConfig
+    from lmrec.settings import build
+
+    set_threads(args)
+    config = build(PrepareConfig, given(args, PrepareConfig), what="prepare setting")
+    features = run_prepare(args.dataset, Path(args.out), config, cache_root=args.cache, progress=args.progress)
+    for split, info in features.meta["splits"].items():
+        gen = info.get("generation")
+        encode = info["encoding"]["seconds_per_sample"]
+        line = f"{split}: {info['kept']}/{info['samples']} turns, encode {encode:.2f} s/turn"
+        if gen:
+            per = f"{gen['seconds_per_sample']:.1f} s/turn" if gen["seconds_per_sample"] else "all cached"
+            line += (f"; generated {gen['generated_now']} new ({per}), "
+                     f"{100 * gen['mapped_share']:.1f}% of {gen['titles_per_turn']:.1f} titles/turn mapped")
+        print(line)
+    skipped = features.meta["loader_skipped"]
+    print("loader skipped: " + (", ".join(f"{n} {reason}" for reason, n in skipped.items()) if skipped else "nothing"))
+    print(f"wrote {args.out}/")
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    """Each input line is a user turn (``System: ...`` adds a system turn); top-k titles after each user turn,
+    and a system turn naming the first three is added to the conversation. ``/reset`` clears it, ``/quit`` ends."""
+    from lmrec import Run
+    from lmrec.data.conversations import Turn, parse_conversation
+
+    set_threads(args)
+    run = Run.load(args.run)
+    interactive = sys.stdin.isatty()
+    print(f"lmrec crs chat ({run.model.name} on {run.data.name}): type what you like; /reset, /quit")
+    turns: list[Turn] = []
+    while True:
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/quit":
+            break
+        if text == "/reset":
+            turns = []
+            print("(conversation cleared)")
+            continue
+        if text.startswith("/"):
+            print(f"unknown command {text!r}: /reset or /quit")
+            continue
+        if not text.lower().startswith(("user:", "system:")):
+            text = f"User: {text}"
+        turn = parse_conversation([text], "<chat>")[0]
+        turns.append(turn)
+        if turn.role == "system":
+            continue
+        if not interactive:
+            print(f"> {turn.text}")
+        sample = run.conversation_sample(turns)
+        if sample.mentioned:
+            print("mentioned: " + "; ".join(run.catalog.titles[i] for i in sample.mentioned))
+        top = run.recommend(conversation=turns, k=args.k, exclude_seen=not args.keep_mentioned)
+        for r in top:
+            print(f"{r.rank:3d}. {r.title}  {r.score:.3f}")
+        sys.stdout.flush()
+        if top:
+            reply = "How about " + ", ".join(r.title for r in top[:3]) + "?"
+            turns.append(Turn("system", reply))
+            print(f"System: {reply}")

@@ -1,0 +1,130 @@
+"""``lmrec compare|reproduce|zeroshot|intention|convergence|demo``: the papers' experiments and reports."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from lmrec.cli.data import add_dataset_arguments
+from lmrec.cli.flags import add_settings, given
+from lmrec.cli.train import add_threads, set_threads
+
+
+def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
+    from lmrec.models.cf.alpharec import AlphaRecConfig
+    from lmrec.train import TrainConfig
+
+    cmp = sub.add_parser("compare", help="several models x datasets -> one table (resumes finished runs)")
+    cmp.add_argument("--models", default="pop,mf,lightgcn,linear_map,alpharec")
+    cmp.add_argument("--datasets", default="movielens-latest-small,movielens-100k,amazon-industrial-scientific-2018")
+    cmp.add_argument("--data-seed", dest="data_seed", type=int, default=2024)
+    cmp.add_argument("--out", required=True)
+    add_threads(cmp)
+    add_settings(cmp, TrainConfig, "training settings (every run; each model's paper values otherwise)")
+    cmp.set_defaults(func=cmd_compare)
+
+    rep = sub.add_parser("reproduce", help="run a paper's configured tables and write a report folder")
+    rep.add_argument("paper", choices=["alpharec", "rta"])
+    rep.add_argument("--quick", action="store_true", help="the configs' [quick] settings: a few minutes in all")
+    rep.add_argument("--configs", default="configs", help="folder with <paper>/*.toml (default ./configs)")
+    rep.add_argument("--only", help="comma-separated table names (file stems, with or without the number)")
+    rep.add_argument("--out", help="work folder (default runs/reproduce/<paper>[-quick]); finished runs are reused")
+    rep.add_argument("--publish", help="also copy the report folder here, e.g. docs/results/<date>-<paper>")
+    rep.set_defaults(func=cmd_reproduce)
+
+    zs = sub.add_parser("zeroshot", help="train AlphaRec on mixed sources, apply it untrained to a target dataset")
+    zs.add_argument("--train", required=True, help="comma-separated source datasets, mixed into one training set")
+    zs.add_argument("--target", required=True, help="unseen dataset to evaluate on (no training there)")
+    add_dataset_arguments(zs)
+    zs.add_argument("--lightgcn-epochs", dest="lightgcn_epochs", type=int, default=100,
+                    help="epoch budget of the LightGCN trained on the target")
+    zs.add_argument("--out", required=True)
+    add_threads(zs)
+    add_settings(zs, AlphaRecConfig, "AlphaRec settings")
+    add_settings(zs, TrainConfig, "training settings of AlphaRec on the mix")
+    zs.set_defaults(func=cmd_zeroshot)
+
+    it = sub.add_parser("intention", help="HR@5/NDCG@5 of held-out targets with and without a stated intention")
+    it.add_argument("run", help="an AlphaRec run folder")
+    it.add_argument("--alpha", type=float, default=0.5, help="the alpha reported as 'with intention'")
+    it.add_argument("--users", type=int, help="evaluate this many users drawn at random (default: all)")
+    it.add_argument("--seed", type=int, default=2024)
+    it.add_argument("--out", required=True)
+    it.set_defaults(func=cmd_intention)
+
+    cv = sub.add_parser("convergence", help="epochs and seconds to the best validation score, from run folders")
+    cv.add_argument("runs", help="folder of run folders, e.g. runs/table1")
+    cv.add_argument("--out", required=True)
+    cv.set_defaults(func=cmd_convergence)
+
+    demo = sub.add_parser("demo", help="Pop, LightGCN and AlphaRec on the bundled MovieLens, with titles")
+    demo.add_argument("--dataset", default="movielens-latest-small")
+    demo.add_argument("--user", default="1")
+    demo.add_argument("--out", default="runs/demo")
+    demo.set_defaults(func=cmd_demo)
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from lmrec.experiments.compare import markdown, run_comparison
+    from lmrec.train import TrainConfig
+
+    set_threads(args)
+    results = run_comparison(args.models.split(","), args.datasets.split(","), Path(args.out),
+                             given(args, TrainConfig), seed=args.data_seed)
+    print(markdown(results))
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from lmrec.experiments.reproduce import publish, reproduce
+
+    out = Path(args.out or f"runs/reproduce/{args.paper}{'-quick' if args.quick else ''}")
+    only = [o for o in (args.only or "").split(",") if o]
+    start = time.perf_counter()
+    report = reproduce(args.paper, Path(args.configs), out, args.quick, only)
+    print(f"report: {report / 'report.md'} ({(time.perf_counter() - start) / 60:.1f} min)")
+    if args.publish:
+        print(f"published to {publish(report, Path(args.publish))}")
+
+
+def cmd_zeroshot(args: argparse.Namespace) -> None:
+    from lmrec.data.registry import DataRef
+    from lmrec.experiments import zeroshot
+    from lmrec.models.cf.alpharec import AlphaRecConfig
+    from lmrec.train import TrainConfig
+
+    set_threads(args)
+    sources = [DataRef.of(name, args.format, args.split, args.data_seed) for name in args.train.split(",") if name]
+    target = DataRef.of(args.target, args.format, args.split, args.data_seed)
+    train = given(args, TrainConfig)
+    lightgcn = {"epochs": args.lightgcn_epochs, "eval_every": train.get("eval_every", 5)}
+    comparison = zeroshot.run_zeroshot([r.load() for r in sources], target.load(), Path(args.out), train,
+                                       given(args, AlphaRecConfig), lightgcn, features=zeroshot.lm_features,
+                                       target_ref=target, source_refs=sources)
+    print(zeroshot.markdown(comparison))
+    print(f"wrote {args.out}/metrics.json and comparison.md")
+
+
+def cmd_intention(args: argparse.Namespace) -> None:
+    from lmrec import Run
+    from lmrec.experiments.intention import markdown, run_intention
+
+    run = Run.load(args.run)
+    result = run_intention(run.model, run.data, Path(args.out), args.alpha, n_users=args.users,  # type: ignore
+                           seed=args.seed, run=args.run)
+    print(markdown(result))
+    print(f"wrote {args.out}/intention.json, intention.md, alpha.png")
+
+
+def cmd_convergence(args: argparse.Namespace) -> None:
+    from lmrec.experiments.convergence import markdown, run_convergence
+
+    rows = run_convergence(Path(args.runs), Path(args.out))
+    print(markdown(rows))
+    print(f"wrote {args.out}/convergence.md and convergence.png")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from lmrec.experiments.demo import run_demo
+
+    run_demo(Path(args.out), args.dataset, args.user)

@@ -1,0 +1,125 @@
+"""Command-line flags generated from settings classes (:mod:`lmrec.settings`): one flag per field.
+
+``--emb-dim 32`` for ``emb_dim: PositiveInt``; ``--negatives {shared,per_row}`` for a ``Literal``;
+``--pred-norm / --no-pred-norm`` for a ``bool``; ``--text-fields title,genres`` for a tuple; ``none`` for an
+optional value; a dict field takes JSON. Values are checked by the settings class itself (one validation for the
+CLI and the Python API), so an error names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from typing import Any, Literal
+
+from lmrec.errors import LmrecError
+
+
+def _parts(annotation: Any) -> tuple[Any, bool]:
+    """(the annotation without ``| None``, whether None is allowed)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _parts(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        inner, _ = _parts(args[0]) if len(args) == 1 else (annotation, False)
+        return inner, len(args) < len(typing.get_args(annotation))
+    return annotation, False
+
+
+def _kind(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "choice"
+    if origin is tuple or annotation is tuple:
+        return "tuple"
+    if origin is dict or annotation is dict:
+        return "json"
+    if annotation is bool:
+        return "bool"
+    if annotation is str:
+        return "str"
+    return "scalar"  # int, float: given as text, converted by the settings class
+
+
+def _converter(kind: str, optional: bool, name: str) -> Any:
+    def convert(text: str) -> Any:
+        if optional and text.lower() in ("none", "null"):
+            return None
+        if kind == "tuple":
+            return [part.strip() for part in text.split(",") if part.strip()]
+        if kind == "json":
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise argparse.ArgumentTypeError(f"--{name}: expected JSON, e.g. '{{\"train\": 256}}' ({exc})") from None
+        return text
+
+    convert.__name__ = {"tuple": "list", "json": "JSON"}.get(kind, "value")
+    return convert
+
+
+_BOUNDS = {"Ge": "≥", "Gt": ">", "Le": "≤", "Lt": "<"}
+
+
+def add_settings(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = (),
+                 defaults: dict[str, Any] | None = None) -> None:
+    """One flag per field of the settings class ``cls`` (in a group named ``title``); a flag not given keeps the
+    default (``defaults``, e.g. a model's paper values, else the class's), so only given flags reach :func:`given`."""
+    group = parser.add_argument_group(title)
+    fields = getattr(cls, "__pydantic_fields__", {})
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        info = fields.get(f.name)
+        annotation = info.annotation if info is not None and info.annotation is not None else f.type
+        metadata = list(info.metadata) if info is not None else []
+        inner, optional = _parts(annotation)
+        kind = _kind(inner)
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        default = (defaults or {}).get(f.name, default)
+        bounds = " ".join(f"{_BOUNDS[type(m).__name__]} {getattr(m, type(m).__name__.lower())}" for m in metadata
+                          if type(m).__name__ in _BOUNDS)
+        description = info.description if info is not None and info.description else ""
+        text = "; ".join(p for p in (description, bounds, f"default {default!r}") if p)
+        options: dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": argparse.SUPPRESS, "help": text}
+        if kind == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
+        elif kind == "choice":
+            choices = [str(c) for c in typing.get_args(inner)] + (["none"] if optional else [])
+            group.add_argument(flag, choices=choices, type=_converter("str", optional, f.name), **options)
+        else:
+            group.add_argument(flag, type=_converter(kind, optional, f.name), metavar=f.name.upper(), **options)
+
+
+def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` given on the command line: ``{field: value}``."""
+    prefix = f"{cls.__name__}."
+    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix)}
+
+
+def model_name_in(argv: list[str], command: list[str]) -> str | None:
+    """The positional argument right after ``command`` (e.g. ``["train"]``) in ``argv``, if it names a model."""
+    n = len(command)
+    for i in range(len(argv) - n):
+        if argv[i : i + n] == command and not argv[i + n].startswith("-"):
+            return argv[i + n]
+    return None
+
+
+def model_settings_class(name: str | None, task: str | None = None) -> type | None:
+    """The config class of a registered model name (None when the name is unknown: the parser then reports it)."""
+    if name is None:
+        return None
+    from lmrec.models.base import MODELS
+
+    try:
+        return MODELS.get(name, task).Config
+    except LmrecError:  # unknown, or registered for several tasks (``pop``: no settings either way)
+        matches = [cls.Config for _, n, cls in MODELS.entries() if n == name]
+        return matches[0] if matches else None

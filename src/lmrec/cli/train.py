@@ -1,0 +1,199 @@
+"""``lmrec train|evaluate|recommend|models``: one model on one dataset, CF and CRS alike.
+
+``lmrec train MODEL --help`` lists that model's settings (flags generated from its config) beside the training
+settings (from :class:`lmrec.train.TrainConfig`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lmrec.cli.data import add_dataset_arguments
+from lmrec.cli.flags import add_settings, given, model_name_in, model_settings_class
+from lmrec.errors import LmrecError
+from lmrec.eval.report import metrics_table
+
+
+def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
+    from lmrec.train import TrainConfig
+
+    train = sub.add_parser("train", help="train a model, select on validation, report test (a run folder)")
+    train.add_argument("model", help="a registered model (see `lmrec models`)")
+    train.add_argument("--dataset", help="registry name or folder (CRS: optional with --features)")
+    add_dataset_arguments(train)
+    train.add_argument("--features", help="CRS: a folder made by `lmrec crs prepare` (the LLM's q and answers)")
+    train.add_argument("--base", help="rta_adapt: the rta_reindex run folder to adapt")
+    train.add_argument("--out", required=True, help="run folder to write")
+    mode = train.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    mode.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    add_threads(train)
+    name = model_name_in(argv, ["train"])
+    config = model_settings_class(name)
+    if config is not None:
+        add_settings(train, config, f"{name} settings")
+    add_settings(train, TrainConfig, "training settings (defaults: the model's paper values)",
+                 defaults=_paper_training(name))
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a run folder again (full ranking)")
+    ev.add_argument("run")
+    ev.add_argument("--split", default="test", choices=["valid", "test"])
+    ev.add_argument("--k", type=_ks, help="comma-separated cut-offs (default: the run's)")
+    ev.add_argument("--batch-size", dest="batch_size", type=_positive, default=1024)
+    add_threads(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    rec = sub.add_parser("recommend", help="top-k titles from a run: a user, a new user's items, or a conversation")
+    rec.add_argument("run")
+    who = rec.add_argument_group("for whom (one of)")
+    who.add_argument("--user", help="a known user's external id")
+    who.add_argument("--item", dest="items", action="append", metavar="ID", help="a new user's item (repeat)")
+    who.add_argument("--title", dest="titles", action="append", metavar="TITLE", help="a new user's title (repeat)")
+    who.add_argument("--conversation", help="CRS: a file of lines 'User: ...' / 'System: ...', or - for stdin")
+    rec.add_argument("--intent", help="a sentence stating what the user wants now (AlphaRec models)")
+    rec.add_argument("--alpha", type=float, default=0.5, help="weight of the intention: (1-a)*user + a*intention")
+    rec.add_argument("-k", type=_positive, default=10)
+    rec.add_argument("--exclude", action="append", default=[], metavar="ID", help="an item id to leave out (repeat)")
+    rec.add_argument("--keep-seen", dest="keep_seen", action="store_true",
+                     help="also list items the user already has (or the conversation mentions)")
+    add_threads(rec)
+    rec.set_defaults(func=cmd_recommend)
+
+    sub.add_parser("models", help="registered models").set_defaults(func=cmd_models)
+
+
+def _paper_training(name: str | None) -> dict:
+    from lmrec.models.base import MODELS
+
+    matches = [cls.train_defaults for _, n, cls in MODELS.entries() if n == name]
+    return matches[0] if len(matches) == 1 else {}
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive, help="torch CPU threads (1 is often faster on a shared CPU)")
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    return tuple(_positive(part) for part in text.split(","))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import lmrec
+    from lmrec.data.registry import DataRef
+    from lmrec.train import TrainConfig
+
+    set_threads(args)
+    config = model_settings_class(args.model)
+    if config is None:
+        lmrec.get_model(args.model)  # the registry's error names the known models
+    dataset = args.dataset or _features_dataset(args.features)
+    ref = DataRef.of(dataset, args.format, args.split, args.data_seed)
+    base = lmrec.Run.load(args.base) if args.base else None
+    run = lmrec.fit(args.model, ref, given(args, TrainConfig), out=args.out, overwrite=args.overwrite,
+                    resume=args.resume, features=args.features, base=base, **given(args, config))
+    print(metrics_table({split: _flat(block) for split, block in run.metrics.items()}))
+    fit = run.manifest["fit"]
+    summary = f"fit {fit['seconds']:.1f} s"
+    if fit.get("trained"):
+        summary += (f", best epoch {fit['best_epoch']} of {fit['epochs_run']} ({fit['stopped']}"
+                    + ("" if fit["converged"] else "; NOT converged: the best epoch is the last") + ")")
+    print(f"{summary}; wrote {args.out}/")
+
+
+def _features_dataset(features: str | None) -> str:
+    if not features:
+        raise LmrecError("--dataset is required (or --features, whose prepared folder names its dataset)")
+    import json
+
+    path = Path(features) / "prepare.json"
+    if not path.exists():
+        raise LmrecError(f"{features}: not a prepared folder (no prepare.json); run `lmrec crs prepare` first")
+    return json.loads(path.read_text(encoding="utf-8"))["dataset"]
+
+
+def _flat(block: dict) -> dict:
+    """CRS metric blocks ({"all": {...}, "new": {...}}) as one row: new-target metrics suffixed ``(new)``."""
+    if block and all(isinstance(v, dict) and "mean" not in v for v in block.values()):
+        keep = ("hr@10", "ndcg@10", "hr@50", "mrr")
+        return {f"{m}{'' if part == 'all' else ' (new)'}": v for part, values in block.items()
+                for m, v in values.items() if m in keep}
+    return block
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from lmrec import Run
+    from lmrec.eval.ranking import RankingResult
+
+    set_threads(args)
+    run = Run.load(args.run)
+    result = run.evaluate(args.split, ks=args.k, batch_size=args.batch_size)
+    if isinstance(result, RankingResult):
+        print(metrics_table({args.split: result.to_dict()}))
+        print(f"full ranking over {run.data.n_items} items, masked: {', '.join(result.protocol['masked']) or 'nothing'};"
+              f" ties: {result.protocol['ties']}")
+    else:
+        print(metrics_table({args.split: _flat({k: r.to_dict() for k, r in result.items()})}))
+        print(f"full ranking over {len(run.catalog)} items per (turn, target) pair; ties by expectation")
+
+
+def cmd_recommend(args: argparse.Namespace) -> None:
+    from lmrec import Run
+
+    set_threads(args)
+    run = Run.load(args.run)
+    conversation = _read_conversation(args.conversation) if args.conversation else None
+    if conversation is not None:
+        sample = run.conversation_sample(conversation)
+        if sample.mentioned:
+            print("mentioned: " + "; ".join(run.catalog.titles[i] for i in sample.mentioned))
+    elif args.user is not None:
+        user = run.data.user_index(args.user)
+        history = run.data.train_items_or_empty(user)
+        print(f"user {args.user}: {len(history)} training items"
+              + (", e.g. " + "; ".join(run.catalog.titles[i] for i in history[:3]) if len(history) else ""))
+    if args.intent is not None:
+        print(f"intention (alpha {args.alpha}): {args.intent}")
+    top = run.recommend(args.user, items=args.items, titles=args.titles, intent=args.intent, alpha=args.alpha,
+                        conversation=conversation, k=args.k, exclude=args.exclude, exclude_seen=not args.keep_seen)
+    for r in top:
+        print(f"{r.rank:3d}. {r.title}  [{r.item_id}]  {r.score:.4f}")
+
+
+def _read_conversation(source: str) -> list[str]:
+    if source == "-":
+        return sys.stdin.read().splitlines()
+    path = Path(source)
+    if not path.is_file():
+        raise LmrecError(f"{source}: no such conversation file")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise LmrecError(f"{source}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from lmrec.models.base import MODELS
+
+    for task, name, cls in MODELS.entries():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{task:4s} {name:14s} {'trained ' if cls.trainable else 'fitted  '} {doc}")

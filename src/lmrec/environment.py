@@ -1,0 +1,27 @@
+"""Facts about the machine and the libraries, recorded with every run and report."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import scipy
+    import torch
+
+    from lmrec import __version__
+
+    return {"lmrec": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "scipy": scipy.__version__, "machine": platform.machine()}
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (e.g. 'AMD EPYC'), else ``platform.processor()``."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor()

@@ -1,0 +1,47 @@
+"""The one formatter of results: "mean ± SE" cells and aligned text tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+MISSING = "–"
+
+
+def estimate_cell(value: Any, signed: bool = False) -> str:
+    """``"0.1234 ± 0.0056"`` for an :class:`~lmrec.eval.stats.Estimate` or a ``{"mean", "se"}`` dict (``signed``:
+    ``"+0.0123 ± 0.0045"`` for differences); ``"–"`` for nothing or an estimate of no values."""
+    if value is None:
+        return MISSING
+    mean, se = (value["mean"], value["se"]) if isinstance(value, Mapping) else (value.mean, value.se)
+    n = value.get("n", 1) if isinstance(value, Mapping) else value.n
+    if not n or mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return MISSING
+    return f"{mean:{'+' if signed else ''}.4f} ± {se:.4f}"
+
+
+def cell(value: Any) -> str:
+    """A table cell: estimates as mean ± SE, floats with 4 significant digits, anything else as text."""
+    if isinstance(value, Mapping) and "mean" in value or hasattr(value, "se"):
+        return estimate_cell(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A plain aligned text table of ``rows`` (missing cells empty)."""
+    cells = [[str(c) for c in columns]] + [[cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
+    """``split  recall@20  ...`` rows from ``{"valid": {...}, "test": {...}}`` blocks."""
+    if not metrics:
+        return "(no metrics)"
+    names = list(dict.fromkeys(k for block in metrics.values() for k in block))
+    return text_table([{"split": split, **values} for split, values in metrics.items()], ["split", *names])

@@ -1,0 +1,457 @@
+"""A trained model with its data and results: :func:`fit` makes one, :meth:`Run.load` opens a run folder, and a
+run answers :meth:`Run.recommend` for a known user, a new user (item ids or titles), a stated intention, or a
+conversation.
+
+One run-folder format for every model (CF and CRS)::
+
+    manifest.json            format / version, status ("training" until the run is complete), task and model name,
+                             model settings, training settings, the data reference and checksum, LLM settings and the
+                             prepared-features folder (CRS; a path relative to the run folder), fit summary, versions
+    model.safetensors        the learned state ("state.*") and saved inputs ("artifacts.*", e.g. LM item features)
+    metrics.json             {"valid": {...}, "test": {...}}: mean / SE / n per metric
+    log.jsonl                one line per epoch (trained models)
+    checkpoint.safetensors   the resumable training state while training (removed when the run completes)
+
+Nothing is pickled: tensors are safetensors, everything else JSON, so opening a run folder received from someone
+else runs no code. Paths inside are relative to the folder, so a run folder copied elsewhere loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmrec.data.conversations import CRSData, CRSSample, MentionFinder, Turn, conversation_sample, parse_conversation
+from lmrec.data.interactions import SplitData
+from lmrec.data.registry import DataRef
+from lmrec.environment import versions
+from lmrec.errors import LmrecError, UnknownIdError
+from lmrec.eval.ranking import TIE_POLICY, RankingResult, evaluate
+from lmrec.io import write_json
+from lmrec.models.base import Model, Recommender, get_model
+from lmrec.settings import SettingsError, as_dict
+from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict, with_prefix
+from lmrec.train.trainer import TrainConfig, TrainLog, resolve_device
+
+FORMAT, VERSION = "lmrec-run", 1
+MANIFEST, WEIGHTS, METRICS = "manifest.json", "model.safetensors", "metrics.json"
+REPORT_KS = (10, 20)
+REPORT_METRICS = ("recall", "ndcg", "hr", "mrr")
+CRS_KS = (1, 5, 10, 50)
+TITLE_CUTOFF = 85.0  # rapidfuzz WRatio a title must reach to name a catalog item
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended item: its external id, title, score and rank (1 = best)."""
+
+    rank: int
+    item_id: str
+    title: str
+    score: float
+
+
+class Run:
+    """A fitted model, the data it was fitted on, its settings and metrics, and (once saved) its folder."""
+
+    def __init__(self, model: Model, data: SplitData | CRSData, manifest: dict[str, Any],
+                 metrics: dict[str, Any] | None = None, folder: Path | None = None, log: TrainLog | None = None):
+        self.model, self.data, self.manifest = model, data, manifest
+        self.metrics = metrics or {}
+        self.folder = folder
+        self.log = log
+
+    @property
+    def task(self) -> str:
+        return self.model.task
+
+    @property
+    def catalog(self):
+        return self.data.catalog
+
+    def __repr__(self) -> str:
+        where = f" at {self.folder}" if self.folder else ""
+        return f"Run({self.model.name} on {self.data.name}{where})"
+
+    # -- saving and loading ------------------------------------------------------------------------------
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write the run folder (see the module docstring); an existing run there needs ``overwrite``."""
+        folder = Path(folder)
+        if folder != self.folder:
+            claim_folder(folder, overwrite=overwrite, resume=False)
+        self._write(folder)
+        return folder
+
+    def _write(self, folder: Path) -> None:
+        tensors = tensor_dict(self.model.state(), "state.")
+        if isinstance(self.model, Recommender):
+            tensors.update(tensor_dict(self.model.artifacts(), "artifacts."))
+        save_tensors(folder / WEIGHTS, tensors, {"model": self.model.name, "task": self.task})
+        write_json(folder / METRICS, self.metrics)
+        manifest = dict(self.manifest)
+        features = manifest.get("features_abs")
+        if features:
+            manifest["features"] = os.path.relpath(features, folder.resolve())
+        manifest.pop("features_abs", None)
+        manifest["status"] = "complete"
+        write_json(folder / MANIFEST, manifest)  # last: a folder with a complete manifest is a complete run
+        self.manifest, self.folder = manifest, folder
+
+    @classmethod
+    def load(cls, folder: str | Path, data: SplitData | CRSData | None = None, device: str = "cpu") -> Run:
+        """Open a complete run folder: the model is rebuilt through the registry on ``data`` (default: the dataset
+        recorded in the manifest, checked against its checksum) on ``device``."""
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        if manifest.get("status") != "complete":
+            raise LmrecError(f"{folder}: the run is incomplete (training stopped before it finished); continue it "
+                             "with `lmrec train ... --resume` or start again with --overwrite")
+        model = get_model(manifest["model"], manifest["task"])(**manifest["model_config"])
+        if data is None:
+            data = DataRef(**manifest["data"]).load()
+        checksum = data.checksum()
+        if manifest["data_checksum"] != checksum:
+            raise LmrecError(f"{folder}: the model was trained on data with checksum {manifest['data_checksum']}, "
+                             f"but {data.name!r} has checksum {checksum} (different data or split)")
+        tensors, _ = load_tensors(folder / WEIGHTS)
+        state, artifacts = with_prefix(tensors, "state."), with_prefix(tensors, "artifacts.")
+        model.device = resolve_device(device)
+        if isinstance(model, Recommender):
+            model.restore(state, artifacts, data)  # type: ignore[arg-type]
+        else:
+            model.restore(state, data, _context(manifest, folder, data) if model.uses_llm else None)  # type: ignore
+        metrics = _read_json(folder / METRICS) if (folder / METRICS).exists() else {}
+        return cls(model, data, manifest, metrics, folder)
+
+    # -- evaluation --------------------------------------------------------------------------------------
+    def evaluate(self, split: str = "test", ks: Sequence[int] | None = None, batch_size: int = 1024) -> Any:
+        """Full-catalog evaluation of ``split`` with the run's seed. CF: a :class:`RankingResult` (recall, NDCG, HR,
+        MRR @ ``ks``; train (+ valid) items masked). CRS: ``{"all": CRSResult, "new": CRSResult}`` over the turns
+        the run was evaluated on (HR / NDCG / MRR @ ``ks``, expected ties)."""
+        seed = self.manifest.get("eval_seed", 0)
+        if isinstance(self.model, Recommender):
+            ks = tuple(sorted({min(k, self.data.n_items) for k in (ks or REPORT_KS)}))
+            return evaluate(self.model.score, self.data, split, ks=ks, metrics=REPORT_METRICS,
+                            batch_size=batch_size, seed=seed)
+        from lmrec.eval.crs import evaluate_turns
+
+        samples = _eval_samples(self.model, self.data, split)
+        if not samples:
+            raise LmrecError(f"{self.data.name}: no {split} turns to evaluate")
+        return evaluate_turns(self.model.score, samples, len(self.catalog), ks=tuple(ks or CRS_KS))
+
+    # -- recommendation ----------------------------------------------------------------------------------
+    def recommend(
+        self,
+        user: str | int | None = None,
+        *,
+        items: Sequence[str | int] | None = None,
+        titles: Sequence[str] | None = None,
+        intent: str | None = None,
+        alpha: float = 0.5,
+        conversation: str | Sequence[str] | Sequence[Turn] | None = None,
+        k: int = 10,
+        exclude: Sequence[str | int] = (),
+        exclude_seen: bool = True,
+    ) -> list[Recommendation]:
+        """Top-``k`` items, best first, for one of:
+
+        - ``user``: a known user (external id); their items in the dataset are left out (``exclude_seen``);
+        - ``items`` (external item ids) and / or ``titles`` (matched to the catalog): a user the model was not
+          trained on, scored without retraining (AlphaRec, linear mapping, MultVAE, Pop); those items left out;
+        - ``intent`` (AlphaRec family, with ``user`` or ``items``): a sentence mixed into the user's layer-0
+          embedding with weight ``alpha`` ∈ [0, 1];
+        - ``conversation`` (CRS runs): the text so far (lines ``User: ...`` / ``System: ...``, or turns); the movies
+          it mentions are left out.
+
+        ``exclude``: more external item ids to leave out.
+        """
+        scores, seen = self._scores(user, items, titles, intent, alpha, conversation)
+        n_items = len(self.catalog)
+        if not 1 <= int(k) <= n_items:
+            raise SettingsError(f"k={k!r}: expected an integer between 1 and the catalog size {n_items}")
+        scores = scores.detach().to("cpu", torch.float32).clone()
+        left_out = [self.catalog.index(i) for i in exclude] + (list(seen) if exclude_seen else [])
+        if left_out:
+            scores[torch.as_tensor(left_out, dtype=torch.long)] = -torch.inf
+        top = torch.topk(scores, min(int(k), int(torch.isfinite(scores).sum())))
+        return [Recommendation(r, self.catalog.ids[i], self.catalog.titles[i], float(s))
+                for r, (i, s) in enumerate(zip(top.indices.tolist(), top.values.tolist()), start=1)]
+
+    def conversation_sample(self, conversation: str | Sequence[str] | Sequence[Turn]) -> CRSSample:
+        """The turn to recommend for, after ``conversation``: its context and the catalog items it mentions."""
+        if isinstance(conversation, str):
+            conversation = conversation.splitlines()
+        turns = [t for t in conversation if isinstance(t, Turn)]
+        if len(turns) != len(conversation):
+            turns = parse_conversation([str(line) for line in conversation])
+        finder = getattr(self, "_finder", None) or MentionFinder(self.catalog.titles)
+        self._finder = finder
+        return conversation_sample(turns, finder)
+
+    def resolve_titles(self, titles: Sequence[str]) -> list[int]:
+        """Catalog indices of free-text titles (fuzzy match, best first); an unmatched title is an error."""
+        out = []
+        for title in titles:
+            found = self.catalog.match_title(title, limit=1)
+            if not found or found[0][1] < TITLE_CUTOFF:
+                closest = f"; closest: {self.catalog.titles[found[0][0]]!r} ({found[0][1]:.0f}/100)" if found else ""
+                raise UnknownIdError(f"no title in the {self.data.name} catalog matches {title!r}{closest}")
+            out.append(found[0][0])
+        return out
+
+    def _scores(self, user: Any, items: Any, titles: Any, intent: str | None, alpha: float,
+                conversation: Any) -> tuple[torch.Tensor, list[int]]:
+        """(scores (n_items,), items to leave out as seen) for the request."""
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise SettingsError(f"alpha={alpha!r}: expected a number between 0 and 1")
+        if intent is not None and not intent.strip():
+            raise SettingsError("intent is empty: write a sentence, or leave it out")
+        model = self.model
+        if not isinstance(model, Recommender):
+            if conversation is None or user is not None or items or titles:
+                raise LmrecError(f"{model.name} is a conversational model: pass conversation=...")
+            sample = self.conversation_sample(conversation)
+            with torch.no_grad():
+                return model.score([sample])[0], sample.mentioned  # type: ignore[attr-defined]
+        if conversation is not None:
+            raise LmrecError(f"{model.name} is a collaborative-filtering model: pass user=... or items=...")
+        data: SplitData = self.data  # type: ignore[assignment]
+        history = [self.catalog.index(i) for i in (items or [])] + self.resolve_titles(titles or [])
+        if user is not None and history:
+            raise LmrecError("pass either user=... (a known user) or items / titles (a new user), not both")
+        if user is not None:
+            u = data.user_index(user)
+            seen = np.concatenate([data.split(s).indices[data.split(s).indptr[u]:data.split(s).indptr[u + 1]]
+                                   for s in ("train", "valid", "test")]).tolist()
+            if intent is not None:
+                return _alpharec(model, "intent").score_with_intent(u, intent, alpha), seen
+            with torch.no_grad():
+                return model.score(np.array([u]))[0], seen
+        if not history:
+            raise LmrecError("nothing to recommend for: pass user=..., items=... or titles=...")
+        if intent is not None:
+            return _alpharec(model, "intent").score_new_user(history, intent, alpha), history
+        return model.score_new_user(history), history
+
+
+def _alpharec(model: Model, what: str) -> Any:
+    from lmrec.models.cf.alpharec import AlphaRec
+
+    if not isinstance(model, AlphaRec):
+        raise LmrecError(f"{model.name} takes no {what}: stated intentions need an AlphaRec-family model "
+                         "(alpharec, linear_map)")
+    return model
+
+
+# -- fitting ---------------------------------------------------------------------------------------------------
+def fit(
+    model: str | Model,
+    data: SplitData | CRSData | str | DataRef,
+    train: TrainConfig | dict[str, Any] | None = None,
+    *,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    features: Any = None,
+    base: Run | Model | None = None,
+    ref: DataRef | None = None,
+    **settings: Any,
+) -> Run:
+    """Fit a model (a registered name with its ``settings``, or a model object) on ``data`` (a dataset, a registered
+    name or path, or a :class:`DataRef`) with ``train`` (a :class:`TrainConfig` or overrides of the model's paper
+    values), evaluate it on valid and test, and return the :class:`Run`; with ``out`` the run folder is written
+    (checkpoints included, so an interrupted run continues with ``resume=True``; a complete run with the same
+    settings is then loaded instead of trained again, and one with other settings is an error).
+
+    CRS models: ``features`` is a prepared folder (``lmrec crs prepare``) or :class:`LLMFeatures` for the models
+    that use the LLM (and restricts training to its prepared turns); ``base`` the reindex run ``rta_adapt`` adapts.
+    ``ref`` records how to load an in-memory ``data`` again (default: its name).
+    """
+    if isinstance(data, (str, Path, DataRef)):
+        ref = data if isinstance(data, DataRef) else DataRef.of(data)
+        dataset = ref.load()
+    else:
+        dataset, ref = data, ref or DataRef(data.name)
+    task = "crs" if isinstance(dataset, CRSData) else "cf"
+    if isinstance(model, str):
+        model = get_model(model, task)(**settings)
+    elif settings:
+        raise LmrecError("settings go with a model name; a model object carries its own config")
+    if model.task != task:
+        raise LmrecError(f"{model.name} is a {model.task} model, but {dataset.name!r} is {task} data")
+    train_config = model.train_config(train, model.config) if model.trainable else None
+    features = _features(features, dataset) if task == "crs" else None
+    manifest = _manifest(model, dataset, ref, train_config, features)
+    folder = Path(out) if out is not None else None
+    if folder is not None and claim_folder(folder, overwrite=overwrite, resume=resume, manifest=manifest):
+        return Run.load(folder, data=dataset)  # complete already, with these settings
+    start = time.perf_counter()
+    kwargs: dict[str, Any] = {"folder": folder, "resume": resume}
+    if task == "crs":
+        kwargs.update(features=features, base=base.model if isinstance(base, Run) else base)
+    log = model.fit(dataset, train_config, **kwargs)  # type: ignore[arg-type]
+    manifest["fit"] = _fit_summary(log, time.perf_counter() - start)
+    run = Run(model, dataset, manifest, log=log)
+    run.metrics = {split: _metric_blocks(run, split) for split in ("valid", "test") if _has_split(run, split)}
+    if folder is not None:
+        run._write(folder)
+    return run
+
+
+def _features(features: Any, data: CRSData) -> Any:
+    if features is None or not isinstance(features, (str, Path)):
+        return features
+    from lmrec.models.crs.rta.features import load_features
+
+    return load_features(Path(features), data)
+
+
+def _manifest(model: Model, data: SplitData | CRSData, ref: DataRef, train: TrainConfig | None,
+              features: Any) -> dict[str, Any]:
+    manifest: dict[str, Any] = {
+        "format": FORMAT, "version": VERSION, "status": "training", "task": model.task, "model": model.name,
+        "model_config": as_dict(model.config), "train_config": None if train is None else as_dict(train),
+        "data": asdict(ref), "data_checksum": data.checksum(),
+        "eval_seed": train.seed if train is not None else ref.seed,
+        "evaluation": _evaluation_protocol(model),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
+    }
+    if features is not None:
+        manifest["llm"] = features.meta["config"]
+        manifest["features_abs"] = str(features.folder.resolve())
+    return manifest
+
+
+def _evaluation_protocol(model: Model) -> dict[str, Any]:
+    if model.task == "cf":
+        return {"ranking": "full catalog", "valid_masks": ["train"], "test_masks": ["train", "valid"],
+                "ties": TIE_POLICY, "ks": list(REPORT_KS)}
+    return {"ranking": "full catalog", "ties": "expected under random tie-breaking", "pairs": "one per (turn, target)",
+            "ks": list(CRS_KS), "test_new": "new targets only, mentioned items removed from the ranking"}
+
+
+def _fit_summary(log: TrainLog | None, seconds: float) -> dict[str, Any]:
+    if log is None:
+        return {"seconds": seconds, "trained": False}
+    return {"seconds": seconds, "trained": True, "best_epoch": log.best_epoch, "epochs_run": len(log.records),
+            "stopped": log.stopped, "converged": log.converged, "resumed_at": log.resumed_at}
+
+
+def _eval_samples(model: Model, data: CRSData, split: str) -> list[CRSSample]:
+    """The turns a CRS run is evaluated on: its prepared turns when it has LLM features, else all of them."""
+    context = getattr(model, "context", None)
+    prepared = getattr(context, "samples", None)
+    if prepared and split in prepared:
+        return list(prepared[split])
+    return data.samples(split)
+
+
+def _has_split(run: Run, split: str) -> bool:
+    if isinstance(run.data, SplitData):
+        return run.data.split(split).nnz > 0
+    return bool(_eval_samples(run.model, run.data, split))
+
+
+def _metric_blocks(run: Run, split: str) -> dict[str, Any]:
+    result = run.evaluate(split)
+    if isinstance(result, RankingResult):
+        return result.to_dict()
+    return {name: r.to_dict() for name, r in result.items()}
+
+
+# -- the folder ------------------------------------------------------------------------------------------------
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a run folder; a clear error for a folder that is not one, an old or a foreign one."""
+    path = Path(folder) / MANIFEST
+    if not Path(folder).is_dir():
+        raise LmrecError(f"{folder}: no such run folder")
+    if not path.exists():
+        old = " (an old lmrec run folder: config.json + model.pt; train it again)" if (
+            Path(folder) / "model.pt").exists() else ""
+        raise LmrecError(f"{folder}: not an lmrec run folder (no {MANIFEST}){old}")
+    manifest = _read_json(path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise LmrecError(f"{path}: not an lmrec run manifest (format {manifest.get('format')!r})"
+                         if isinstance(manifest, dict) else f"{path}: not an lmrec run manifest")
+    if manifest.get("version") != VERSION:
+        raise LmrecError(f"{path}: run-folder version {manifest.get('version')!r}; this lmrec reads version {VERSION}")
+    return manifest
+
+
+def claim_folder(folder: Path, overwrite: bool = False, resume: bool = False,
+                 manifest: dict[str, Any] | None = None) -> bool:
+    """Make ``folder`` ready for a run: a new or empty folder is used; an existing run is replaced only with
+    ``overwrite`` and continued only with ``resume`` (same model, settings and data); any other non-empty
+    folder is refused, so nothing is silently replaced or mixed. Writes the "training" manifest. True when
+    ``resume`` finds the run complete already (with the same settings)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise LmrecError(f"{folder}: exists and is not a folder")
+    existing = folder.is_dir() and any(folder.iterdir())
+    if existing:
+        saved = read_manifest(folder) if (folder / MANIFEST).exists() else None
+        if resume and saved is not None:
+            _check_same_run(folder, saved, manifest)
+            return saved.get("status") == "complete"
+        if overwrite and saved is not None:
+            shutil.rmtree(folder)
+        elif saved is None:
+            raise LmrecError(f"{folder}: exists, is not empty and is not an lmrec run folder; choose another --out")
+        else:
+            raise LmrecError(f"{folder}: holds a run already; pass --overwrite to replace it"
+                             + (" or --resume to continue it" if saved.get("status") != "complete" else ""))
+    elif resume:
+        pass  # nothing to resume: a fresh start
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if manifest is not None:
+            write_json(folder / MANIFEST, {k: v for k, v in manifest.items() if k != "features_abs"})
+    except OSError as exc:
+        raise LmrecError(f"{folder}: cannot write the run folder ({exc.strerror or exc})") from None
+    return False
+
+
+def _check_same_run(folder: Path, saved: dict[str, Any], wanted: dict[str, Any] | None) -> None:
+    if wanted is None:
+        return
+    keys = ("model", "task", "model_config", "data_checksum")
+    diff = [k for k in keys if saved.get(k) != wanted.get(k)]
+    ignore = ("epochs", "progress", "device") if saved.get("status") != "complete" else ("progress", "device")
+    strip = lambda c: {k: v for k, v in (c or {}).items() if k not in ignore}  # noqa: E731
+    if strip(saved.get("train_config")) != strip(wanted.get("train_config")):
+        diff.append("train_config")
+    if diff:
+        detail = "; ".join(f"{k}: saved {saved.get(k)!r}, requested {wanted.get(k)!r}" for k in diff)
+        raise LmrecError(f"{folder}: holds a run made with other settings ({detail}); resume it with the same "
+                         "settings, or start again with --overwrite (or another folder)")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LmrecError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _context(manifest: dict[str, Any], folder: Path, data: CRSData) -> Any:
+    """The LLM context features of a CRS run: its prepared folder when it is still where the manifest says
+    (relative to the run folder), else the LLM alone (through the embedding cache)."""
+    from lmrec.models.crs.rta.features import PrepareConfig, context_features, load_features
+
+    config = PrepareConfig(**manifest["llm"])
+    features = None
+    if manifest.get("features"):
+        path = (folder / manifest["features"]).resolve()
+        if (path / "prepare.json").exists():
+            features = load_features(path, data)
+    return context_features(features, config)
