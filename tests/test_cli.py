@@ -5,11 +5,11 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import planted_data, single_thread, write_lightgcn_folder  # noqa: F401
 
+from helpers import planted_data, single_thread, write_lightgcn_folder  # noqa: F401
 from lmrec.cli import main
 from lmrec.data.registry import load_dataset
-from lmrec.models.base import Recommender
+from lmrec.run import Run
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 METRIC_NAMES = {f"{m}@{k}" for m in ("recall", "ndcg", "hr", "mrr") for k in (10, 20)}
@@ -58,8 +58,8 @@ def test_train_writes_metrics_json(run, folder):
             assert 0 <= value["mean"] <= 1 and value["se"] >= 0 and value["n"] == n_users
 
 
-def test_train_writes_config_json(run, folder):
-    config = json.loads((run / "config.json").read_text())
+def test_train_writes_the_manifest(run, folder):
+    config = json.loads((run / "manifest.json").read_text())
     data = load_dataset(folder, format="lightgcn")
     assert config["model"] == "lightgcn"
     assert config["data_checksum"] == data.checksum()
@@ -68,8 +68,9 @@ def test_train_writes_config_json(run, folder):
     assert config["train_config"]["progress"] is False
     assert config["model_config"]["n_layers"] == 2
     assert {"lmrec", "torch", "numpy", "scipy", "python"} <= set(config["versions"])
-    assert config["best_epoch"] in (1, 2)
+    assert config["fit"]["best_epoch"] in (1, 2) and config["fit"]["epochs_run"] == 2
     assert config["evaluation"]["test_masks"] == ["train", "valid"]
+    assert config["format"] == "lmrec-run" and config["status"] == "complete" and config["task"] == "cf"
     assert config["data_stats"]["users"] == 31 and config["data_stats"]["items"] == 40
 
 
@@ -77,8 +78,9 @@ def test_train_writes_log_and_loadable_model(run, folder):
     lines = (run / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert all(json.loads(line)["valid"] for line in lines)
-    model = Recommender.load(run / "model.pt", load_dataset(folder, format="lightgcn"))
-    assert model.name == "lightgcn"
+    loaded = Run.load(run)
+    assert loaded.model.name == "lightgcn" and not (run / "checkpoint.safetensors").exists()
+    assert (run / "model.safetensors").exists() and not list(run.glob("*.pt"))
 
 
 def test_train_prints_the_metrics_table(folder, tmp_path, capsys):
@@ -89,14 +91,14 @@ def test_train_prints_the_metrics_table(folder, tmp_path, capsys):
     for split in ("valid", "test"):
         m = metrics[split]["recall@20"]
         assert rows[split]["recall@20"] == f"{m['mean']:.4f} ± {m['se']:.4f}"
-    assert "best epoch None" in out and str(tmp_path / "pop") in out
+    assert "best epoch" not in out and str(tmp_path / "pop") in out
 
 
 def test_train_overrides_reach_the_model(folder, tmp_path):
     out = tmp_path / "mf"
-    assert main(["train", "mf", "--dataset", str(folder), "--epochs", "1", "--no-progress", "--set", "emb_dim=8",
-                 "--set", "init-std=0.5", "--train-set", "metric=ndcg@10", "--out", str(out)]) == 0
-    config = json.loads((out / "config.json").read_text())
+    assert main(["train", "mf", "--dataset", str(folder), "--epochs", "1", "--no-progress", "--emb-dim", "8",
+                 "--init-std", "0.5", "--metric", "ndcg@10", "--out", str(out)]) == 0
+    config = json.loads((out / "manifest.json").read_text())
     assert config["model_config"]["emb_dim"] == 8 and config["model_config"]["init_std"] == 0.5
     assert config["train_config"]["metric"] == "ndcg@10" and config["train_config"]["epochs"] == 1
 
@@ -162,35 +164,46 @@ def test_recommend_user_without_training_items(run, capsys):
 
 def test_recommend_missing_run_folder(tmp_path, capsys):
     assert main(["recommend", str(tmp_path / "nothing"), "--user", "1"]) == 2
-    assert "config.json" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "nothing" in err and "no such run folder" in err
 
 
 # -- errors --------------------------------------------------------------------------------------------------
-def test_unknown_model_setting_names_the_field(folder, tmp_path, capsys):
-    code = main(["train", "lightgcn", "--dataset", str(folder), "--epochs", "1", "--no-progress",
-                 "--set", "no_such_field=1", "--out", str(tmp_path / "x")])
-    assert code == 2
+def test_unknown_flag_is_refused_by_the_parser(folder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "lightgcn", "--dataset", str(folder), "--no-such-field", "1", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2
+    assert "--no-such-field" in capsys.readouterr().err
+
+
+def test_misspelt_choice_names_the_key_and_the_choices(folder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "alpharec", "--dataset", str(folder), "--negatives", "per-row", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "no_such_field" in err and "emb_dim" in err  # names the field and lists the valid ones
+    assert "--negatives" in err and "per-row" in err and "'per_row'" in err and "'shared'" in err
 
 
-def test_malformed_set_value(folder, tmp_path, capsys):
-    assert main(["train", "mf", "--dataset", str(folder), "--set", "emb_dim", "--out", str(tmp_path / "x")]) == 2
-    assert "key=value" in capsys.readouterr().err
-
-
-def test_unknown_train_setting_names_the_field(folder, tmp_path, capsys):
-    code = main(["train", "mf", "--dataset", str(folder), "--epochs", "1", "--no-progress",
-                 "--train-set", "no_such_setting=1", "--out", str(tmp_path / "x")])
-    assert code == 2
-    assert "no_such_setting" in capsys.readouterr().err
+@pytest.mark.parametrize(("flags", "words"), [
+    (["--emb-dim", "0"], ["emb_dim=0", "greater than 0"]),
+    (["--n-layers", "-1"], ["n_layers=-1", "greater than or equal to 0"]),
+    (["--init-std", "abc"], ["init_std='abc'", "valid number"]),
+    (["--lr", "-1"], ["lr=-1", "greater than or equal to 0"]),
+    (["--metric", "recal@20"], ["metric='recal@20'"]),
+])
+def test_invalid_setting_values_name_the_key_before_any_work(folder, tmp_path, capsys, flags, words):
+    out = tmp_path / "x"
+    assert main(["train", "lightgcn", "--dataset", str(folder), *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words), err
+    assert "Traceback" not in err and not out.exists()  # checked before the data is loaded or a folder made
 
 
 def test_eval_every_zero_is_a_clean_error(folder, tmp_path, capsys):
     code = main(["train", "mf", "--dataset", str(folder), "--epochs", "1", "--eval-every", "0", "--no-progress",
                  "--out", str(tmp_path / "x")])
     assert code == 2
-    assert "eval_every" in capsys.readouterr().err
+    assert "eval_every=0" in capsys.readouterr().err
 
 
 def test_unknown_model_and_dataset(folder, tmp_path, capsys):
@@ -234,9 +247,10 @@ def test_data_stats_with_split(capsys):
 
 def test_models_lists_the_registered_models(capsys):
     assert main(["models"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert {"alpharec", "lightgcn", "linear_map", "mf", "pop"} <= set(names)
-    assert names == sorted(names)
+    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
+    assert {("cf", "alpharec"), ("cf", "lightgcn"), ("cf", "pop"), ("crs", "pop"), ("crs", "rta_adapt")} <= {
+        tuple(r) for r in rows}
+    assert rows == sorted(rows)
 
 
 # -- real data -----------------------------------------------------------------------------------------------
@@ -245,7 +259,7 @@ def test_train_mf_on_real_movielens_100k(real_dataset, tmp_path, capsys):
     out = tmp_path / "mf"
     assert main(["train", "mf", "--dataset", str(folder), "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "manifest.json").read_text())
     assert config["data_stats"]["users"] == 943 and config["data_stats"]["items"] == 1682
     assert config["data"]["split"] is None and "0.4:0.3:0.3" in config["data_stats"]["protocol"]
     n_test = config["data_stats"]["users_with_test"]

@@ -1,14 +1,18 @@
-"""`lmrec crs ...` end to end on a tiny INSPIRED-format dataset and a tiny random Llama (no download, seconds)."""
+"""The CRS commands end to end (`lmrec crs prepare`, `lmrec train rta_reindex|rta_adapt|zero_shot_llm`,
+`lmrec evaluate`, `lmrec recommend`, `lmrec crs chat`) on a tiny INSPIRED-format dataset and a tiny random Llama
+(no download, seconds); and CRS run folders through the Python API (`lmrec.fit`, `lmrec.Run.load`)."""
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+import lmrec
 from helpers import write_inspired, write_tiny_llm
 from lmrec.cli import main
 
@@ -25,14 +29,16 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        all_turns = json.dumps({"train": None, "valid": None, "test": None})  # no subsample (the default)
         assert main(["crs", "prepare", "--dataset", "inspired", "--llm", str(root / "llm"), "--dtype", "float32",
-                     "--max-new-tokens", "6", "--max-samples", "train=all,valid=all,test=all", "--no-progress",
-                     "--out", str(prep)]) == 0
-        assert main(["crs", "zero-shot", "--features", str(prep), "--out", str(zero)]) == 0
-        assert main(["crs", "reindex", "--features", str(prep), "--aggregator", "weighted", "--label-source", "both",
-                     "--epochs", "2", "--eval-every", "1", "--lr", "1e-2", "--no-progress", "--out", str(reindex)]) == 0
-        assert main(["crs", "adapt", "--reindex", str(reindex), "--variant", "gate-fism", "--epochs", "2",
-                     "--no-progress", "--out", str(adapt)]) == 0
+                     "--max-new-tokens", "6", "--max-samples", all_turns, "--generate-splits", "train,valid,test",
+                     "--no-progress", "--out", str(prep)]) == 0
+        assert main(["train", "zero_shot_llm", "--features", str(prep), "--out", str(zero)]) == 0
+        assert main(["train", "rta_reindex", "--features", str(prep), "--aggregator", "weighted", "--label-source",
+                     "both", "--epochs", "2", "--eval-every", "1", "--lr", "1e-2", "--no-progress",
+                     "--out", str(reindex)]) == 0
+        assert main(["train", "rta_adapt", "--features", str(prep), "--base", str(reindex), "--variant", "gate-fism",
+                     "--epochs", "2", "--no-progress", "--out", str(adapt)]) == 0
         yield {"root": root, "prep": prep, "reindex": reindex, "adapt": adapt, "zero": zero}
     finally:
         torch.set_num_threads(threads)
@@ -44,11 +50,15 @@ def test_runs_write_metrics_like_lmrec_train(tiny_runs: dict[str, Path]) -> None
     assert prepared["splits"]["test"]["kept"] == 6 and prepared["splits"]["train"]["generation"]["generated_now"] == 24
     for run in ("zero", "reindex", "adapt"):
         metrics = json.loads((tiny_runs[run] / "metrics.json").read_text())
-        assert {"valid", "test", "test_new"} <= set(metrics)
-        block = metrics["test"]["hr@10"]
+        assert {"valid", "test"} <= set(metrics)
+        assert set(metrics["test"]) == {"all", "new"}  # every (turn, target) pair; new targets, mentioned removed
+        block = metrics["test"]["all"]["hr@10"]
         assert set(block) == {"mean", "se", "n"} and 0.0 <= block["mean"] <= 1.0 and block["n"] == 9
-    config = json.loads((tiny_runs["adapt"] / "config.json").read_text())
-    assert config["kind"] == "rta_adapt" and config["adapt_config"]["variant"] == "gate-fism"
+    manifest = json.loads((tiny_runs["adapt"] / "manifest.json").read_text())
+    assert manifest["model"] == "rta_adapt" and manifest["model_config"]["variant"] == "gate-fism"
+    assert manifest["task"] == "crs" and manifest["status"] == "complete"
+    assert manifest["features"] == "../prep"  # relative to the run folder
+    assert (tiny_runs["adapt"] / "model.safetensors").exists() and not (tiny_runs["adapt"] / "config.json").exists()
 
 
 def test_prepare_rerun_encodes_and_generates_nothing(tiny_runs: dict[str, Path], capsys) -> None:
@@ -61,16 +71,18 @@ def test_prepare_rerun_encodes_and_generates_nothing(tiny_runs: dict[str, Path],
     assert "all cached" in printed and "loader skipped: 0 empty_conversation" in printed
 
 
-def test_evaluate_reproduces_the_metrics(tiny_runs: dict[str, Path]) -> None:
+def test_evaluate_reproduces_the_metrics(tiny_runs: dict[str, Path], capsys) -> None:
     before = json.loads((tiny_runs["adapt"] / "metrics.json").read_text())
-    assert main(["crs", "evaluate", str(tiny_runs["adapt"])]) == 0
-    after = json.loads((tiny_runs["adapt"] / "metrics.json").read_text())
-    assert after["test"]["hr@10"]["mean"] == pytest.approx(before["test"]["hr@10"]["mean"])
+    assert main(["evaluate", str(tiny_runs["adapt"])]) == 0
+    assert f"{before['test']['all']['hr@10']['mean']:.4f}" in capsys.readouterr().out
+    after = lmrec.Run.load(tiny_runs["adapt"]).evaluate("test")
+    assert after["all"].summary()["hr@10"].mean == pytest.approx(before["test"]["all"]["hr@10"]["mean"])
+    assert after["new"].summary()["hr@10"].mean == pytest.approx(before["test"]["new"]["hr@10"]["mean"])
 
 
 def test_recommend_reads_a_conversation_from_stdin(tiny_runs: dict[str, Path], monkeypatch, capsys) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("User: I like Heat (1995) and The Matrix\n\nSystem: try Alien\n"))
-    assert main(["crs", "recommend", str(tiny_runs["reindex"]), "--conversation", "-", "-k", "3"]) == 0
+    assert main(["recommend", str(tiny_runs["reindex"]), "--conversation", "-", "-k", "3"]) == 0
     out = capsys.readouterr().out
     assert "mentioned: Heat (1995); The Matrix (1999)" in out
     ranked = [line for line in out.splitlines() if line.strip()[:2] in ("1.", "2.", "3.")]
@@ -81,7 +93,7 @@ def test_recommend_reads_a_conversation_from_stdin(tiny_runs: dict[str, Path], m
 def test_recommend_from_a_file_with_the_adapted_model(tiny_runs: dict[str, Path], tmp_path: Path, capsys) -> None:
     conv = tmp_path / "conv.txt"
     conv.write_text("user: something like Jaws (1975)\n", encoding="utf-8")
-    assert main(["crs", "recommend", str(tiny_runs["adapt"]), "--conversation", str(conv), "-k", "2"]) == 0
+    assert main(["recommend", str(tiny_runs["adapt"]), "--conversation", str(conv), "-k", "2"]) == 0
     assert "  1. " in capsys.readouterr().out
 
 
@@ -96,24 +108,70 @@ def test_chat_with_piped_input(tiny_runs: dict[str, Path], monkeypatch, capsys) 
 
 def test_malformed_line_and_empty_conversation(tiny_runs: dict[str, Path], monkeypatch, capsys) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("User: hello\nI like Heat\n"))
-    assert main(["crs", "recommend", str(tiny_runs["reindex"]), "--conversation", "-"]) == 2
+    assert main(["recommend", str(tiny_runs["reindex"]), "--conversation", "-"]) == 2
     err = capsys.readouterr().err
     assert "line 2" in err and "expected 'User: ...' or 'System: ...'" in err
     monkeypatch.setattr("sys.stdin", io.StringIO("\n  \n"))
-    assert main(["crs", "recommend", str(tiny_runs["reindex"]), "--conversation", "-"]) == 2
+    assert main(["recommend", str(tiny_runs["reindex"]), "--conversation", "-"]) == 2
     assert "conversation is empty" in capsys.readouterr().err
 
 
 def test_unknown_dataset_lists_the_names(tmp_path: Path, capsys) -> None:
     assert main(["crs", "prepare", "--dataset", "movielens", "--out", str(tmp_path / "x")]) == 2
-    assert "known names are inspired, redial" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "'movielens' is neither a known dataset" in err and "inspired, redial" in err  # the names are listed
 
 
 def test_mention_finder() -> None:
-    from lmrec.experiments.crs import MentionFinder
+    from lmrec.data.conversations import MentionFinder
 
     finder = MentionFinder(["Heat (1995)", "Scary Movie (2000)", "The Matrix (1999)", "The Matrix Reloaded (2003)"])
     assert finder.find("I loved Heat (1995) and The Matrix Reloaded!") == [0, 3]
     assert finder.find("the matrix (1999), then heat") == [2]  # with the year any case; one-word bare titles never
     assert finder.find("I want a scary movie tonight") == []  # lowercase words are not a bare title
     assert finder.find("Scary Movie was fun, so was The Matrix") == [1, 2]
+
+
+def test_fitted_and_loaded_runs_score_the_same(tiny_runs: dict[str, Path], tmp_path: Path) -> None:
+    """The Python API: lmrec.fit on a prepared folder with a loaded reindex run as base, then Run.load."""
+    data = lmrec.load_dataset("inspired")
+    base = lmrec.Run.load(tiny_runs["reindex"], data=data)
+    fitted = lmrec.fit("rta_adapt", data, {"epochs": 2, "progress": False}, out=tmp_path / "adapt",
+                       features=tiny_runs["prep"], base=base, variant="gW+b")
+    loaded = lmrec.Run.load(tmp_path / "adapt")
+    samples = fitted.model.context.samples["test"]
+    assert len(samples) == 6
+    assert torch.equal(loaded.model.score(samples), fitted.model.score(samples))
+    assert loaded.metrics == json.loads(json.dumps(fitted.metrics))
+    # adapting trained a copy of the reindexed item table: the base run scores as its folder does
+    assert torch.equal(base.model.score(samples), lmrec.Run.load(tiny_runs["reindex"]).model.score(samples))
+
+
+def test_a_copied_adapt_run_loads_without_the_prepared_folder(tiny_runs: dict[str, Path], tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """A run folder copied elsewhere (its prepared folder left behind) gets q from the LLM through the embedding
+    cache, and scores the prepared test turns as the original does."""
+    from lmrec.llm import CausalLM
+
+    original = lmrec.Run.load(tiny_runs["adapt"])
+    samples = original.model.context.samples["test"]
+    assert len(samples) == 6
+    expected = original.model.score(samples)
+    copy = tmp_path / "elsewhere" / "adapt"
+    shutil.copytree(tiny_runs["adapt"], copy)
+    assert not (copy / json.loads((copy / "manifest.json").read_text())["features"]).exists()
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LMREC_CACHE", str(cache))
+    moved = lmrec.Run.load(copy)
+    assert moved.model.context.samples == {} and moved.model.context.q_table == {}  # nothing prepared is read
+    got = moved.model.score(samples)
+    # the LLM encodes these turns in other batches than prepare did (other padding widths): equal to float rounding
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert any((cache / "embeddings").rglob("*.npz")), "the new q vectors went into the embedding cache"
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("q should come from the embedding cache")
+
+    monkeypatch.setattr(CausalLM, "encode_texts", no_encoding)
+    again = lmrec.Run.load(copy)
+    assert torch.equal(again.model.score(samples), got)  # read back from the cache, bit for bit

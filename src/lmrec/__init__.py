@@ -13,13 +13,24 @@ The public API::
 
 __version__ = "0.2.0"
 
-from lmrec.data.registry import DataRef, list_datasets, load_dataset  # noqa: E402
-from lmrec.errors import LmrecError  # noqa: E402
-from lmrec.eval.ranking import evaluate  # noqa: E402
-from lmrec.models.base import get_model, list_models  # noqa: E402
-from lmrec.run import Recommendation, Run, fit  # noqa: E402
-from lmrec.settings import SettingsError  # noqa: E402
-from lmrec.train import TrainConfig  # noqa: E402
+_EXPORTS = {
+    "DataRef": "lmrec.data.registry", "list_datasets": "lmrec.data.registry", "load_dataset": "lmrec.data.registry",
+    "LmrecError": "lmrec.errors", "evaluate": "lmrec.eval.ranking", "get_model": "lmrec.models.base",
+    "list_models": "lmrec.models.base", "Recommendation": "lmrec.run", "Run": "lmrec.run", "fit": "lmrec.run",
+    "SettingsError": "lmrec.settings", "TrainConfig": "lmrec.train",
+}
+__all__ = ["__version__", *sorted(_EXPORTS)]
 
-__all__ = ["DataRef", "LmrecError", "Recommendation", "Run", "SettingsError", "TrainConfig", "__version__",
-           "evaluate", "fit", "get_model", "list_datasets", "list_models", "load_dataset"]
+
+def __getattr__(name: str):  # the public names are imported on first use: `import lmrec` stays light
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lmrec' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

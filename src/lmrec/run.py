@@ -38,7 +38,7 @@ from lmrec.errors import LmrecError, UnknownIdError
 from lmrec.eval.ranking import TIE_POLICY, RankingResult, evaluate
 from lmrec.io import write_json
 from lmrec.models.base import Model, Recommender, get_model
-from lmrec.settings import SettingsError, as_dict
+from lmrec.settings import SettingsError, as_dict, build
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict, with_prefix
 from lmrec.train.trainer import TrainConfig, TrainLog, resolve_device
 
@@ -115,7 +115,7 @@ class Run:
         if manifest.get("status") != "complete":
             raise LmrecError(f"{folder}: the run is incomplete (training stopped before it finished); continue it "
                              "with `lmrec train ... --resume` or start again with --overwrite")
-        model = get_model(manifest["model"], manifest["task"])(**manifest["model_config"])
+        model = _make(get_model(manifest["model"], manifest["task"]), manifest["model_config"])
         if data is None:
             data = DataRef(**manifest["data"]).load()
         checksum = data.checksum()
@@ -231,6 +231,7 @@ class Run:
             raise LmrecError("pass either user=... (a known user) or items / titles (a new user), not both")
         if user is not None:
             u = data.user_index(user)
+            data.train_items(u)  # a user without training interactions is an error naming them
             seen = np.concatenate([data.split(s).indices[data.split(s).indptr[u]:data.split(s).indptr[u + 1]]
                                    for s in ("train", "valid", "test")]).tolist()
             if intent is not None:
@@ -242,6 +243,11 @@ class Run:
         if intent is not None:
             return _alpharec(model, "intent").score_new_user(history, intent, alpha), history
         return model.score_new_user(history), history
+
+
+def _make(cls: type[Model], settings: dict[str, Any]) -> Model:
+    """A model from its settings (through its config, so no setting is taken for a constructor argument)."""
+    return cls(build(cls.Config, settings, what=f"{cls.name} setting"))
 
 
 def _alpharec(model: Model, what: str) -> Any:
@@ -278,18 +284,20 @@ def fit(
     ``ref`` records how to load an in-memory ``data`` again (default: its name).
     """
     if isinstance(data, (str, Path, DataRef)):
-        ref = data if isinstance(data, DataRef) else DataRef.of(data)
-        dataset = ref.load()
+        ref, dataset = data if isinstance(data, DataRef) else DataRef.of(data), None
+        task = task_of(ref)
     else:
-        dataset, ref = data, ref or DataRef(data.name)
-    task = "crs" if isinstance(dataset, CRSData) else "cf"
-    if isinstance(model, str):
-        model = get_model(model, task)(**settings)
+        ref, dataset = ref or DataRef(data.name), data
+        task = "crs" if isinstance(data, CRSData) else "cf"
+    if isinstance(model, str):  # settings are validated before any data is read
+        model = _make(get_model(model, task), settings)
     elif settings:
         raise LmrecError("settings go with a model name; a model object carries its own config")
     if model.task != task:
-        raise LmrecError(f"{model.name} is a {model.task} model, but {dataset.name!r} is {task} data")
+        raise LmrecError(f"{model.name} is a {model.task} model, but {ref.dataset!r} is {task} data")
     train_config = model.train_config(train, model.config) if model.trainable else None
+    if dataset is None:
+        dataset = ref.load()
     features = _features(features, dataset) if task == "crs" else None
     manifest = _manifest(model, dataset, ref, train_config, features)
     folder = Path(out) if out is not None else None
@@ -308,6 +316,18 @@ def fit(
     return run
 
 
+def task_of(ref: DataRef) -> str:
+    """"crs" for conversational data, else "cf", from the registry or the folder's files (nothing is loaded)."""
+    from lmrec.data.registry import CRS_FORMATS, detect_format, get_spec, is_registered
+
+    if ref.format is not None:
+        return "crs" if ref.format in CRS_FORMATS else "cf"
+    if is_registered(ref.dataset):
+        return get_spec(ref.dataset).task
+    folder = Path(ref.dataset).expanduser()
+    return "crs" if folder.is_dir() and detect_format(folder) in CRS_FORMATS else "cf"
+
+
 def _features(features: Any, data: CRSData) -> Any:
     if features is None or not isinstance(features, (str, Path)):
         return features
@@ -321,7 +341,7 @@ def _manifest(model: Model, data: SplitData | CRSData, ref: DataRef, train: Trai
     manifest: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "status": "training", "task": model.task, "model": model.name,
         "model_config": as_dict(model.config), "train_config": None if train is None else as_dict(train),
-        "data": asdict(ref), "data_checksum": data.checksum(),
+        "data": asdict(ref), "data_checksum": data.checksum(), "data_stats": _data_stats(data),
         "eval_seed": train.seed if train is not None else ref.seed,
         "evaluation": _evaluation_protocol(model),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
@@ -330,6 +350,13 @@ def _manifest(model: Model, data: SplitData | CRSData, ref: DataRef, train: Trai
         manifest["llm"] = features.meta["config"]
         manifest["features_abs"] = str(features.folder.resolve())
     return manifest
+
+
+def _data_stats(data: SplitData | CRSData) -> dict[str, Any]:
+    if isinstance(data, SplitData):
+        return data.stats()
+    return {"name": data.name, "items": len(data.catalog), **{f"{s}_conversations": len(data.split(s))
+                                                              for s in ("train", "valid", "test")}}
 
 
 def _evaluation_protocol(model: Model) -> dict[str, Any]:

@@ -13,20 +13,21 @@ from lmrec.data.catalog import ItemCatalog
 from lmrec.data.conversations import Conversation, CRSData, CRSSample, Turn, training_mentions
 from lmrec.errors import LmrecError
 from lmrec.eval.crs import evaluate_crs
-from lmrec.models.crs.base import get_crs_model
+from lmrec.models.base import get_model
 from lmrec.models.crs.dense import DenseRetriever
 from lmrec.models.crs.fism import FISM, FISMRecommender
 from lmrec.models.crs.pop import CRSPopularity
 from lmrec.models.crs.sasrec import SASRec, SASRecRecommender
 from lmrec.models.crs.training import (
+    CRS_TRAIN_DEFAULTS,
     PAD,
-    CRSTrainConfig,
     fit_crs_module,
     history_tensor,
     item_tokens,
     sampled_cross_entropy,
 )
 from lmrec.text import EmbeddingCache
+from lmrec.train import TrainConfig
 
 # -- planted data: 4 "blockbusters" everybody mentions first; 10 groups (seed A_g -> answer B_g) ------------------
 N_POP, N_GROUPS = 4, 10
@@ -64,10 +65,14 @@ def data() -> CRSData:
     return planted_crs()
 
 
-def quick(epochs: int = 40, **kw) -> CRSTrainConfig:
+def crs_train(**kw) -> TrainConfig:
+    """A TrainConfig with the CRS defaults (the official adapt schedule) replaced by ``kw``."""
+    return TrainConfig(**{**CRS_TRAIN_DEFAULTS, **kw})
+
+
+def quick(epochs: int = 40, **kw) -> TrainConfig:
     """Small batches; selection on validation HR@1 (HR@10 saturates on the planted data)."""
-    return CRSTrainConfig(**{"epochs": epochs, "batch_size": 32, "patience": 8, "metric": "hr@1", "progress": False,
-                             **kw})
+    return crs_train(**{"epochs": epochs, "batch_size": 32, "patience": 8, "metric": "hr@1", "progress": False, **kw})
 
 
 def hr(model, samples, k: int = 1) -> float:
@@ -77,7 +82,7 @@ def hr(model, samples, k: int = 1) -> float:
 # -- popularity ------------------------------------------------------------------------------------------------
 def test_pop_counts_only_training_mentions(data):
     pop = CRSPopularity()
-    pop.fit(data, data.samples("train"), data.samples("valid"))
+    pop.fit(data)
     expected = training_mentions(data.train, N_ITEMS)
     assert pop.counts.tolist() == expected.astype(float).tolist()
     assert pop.counts[SEED[0]] == 16 and pop.counts[ANSWER[0]] == 16  # 16 training conversations per group
@@ -91,7 +96,7 @@ def test_pop_ignores_valid_and_test_mentions():
     train = [Conversation("t", [Turn("user", "A", [0]), Turn("system", "B", [1])])]
     test = [Conversation("x", [Turn("user", "C", [2]), Turn("system", "C and C", [2])] * 3)]
     pop = CRSPopularity()
-    pop.fit(CRSData("d", cat, train, test, test), [], [])
+    pop.fit(CRSData("d", cat, train, test, test))
     assert pop.counts.tolist() == [1.0, 1.0, 0.0]
 
 
@@ -185,25 +190,25 @@ def test_fit_restores_the_best_validation_state(tmp_path: Path):
     valid = [CRSSample("v", 1, "", [], [1], [True])]  # validation wants item 1: best after epoch 1, then worse
     module = Toy()
     inputs = lambda s: (history_tensor([x.mentioned for x in s]),)  # noqa: E731
-    config = CRSTrainConfig(epochs=10, lr=0.3, batch_size=8, patience=2, metric="hr@1", progress=False)
-    log = fit_crs_module(module, inputs, train, valid, 4, config, log_path=tmp_path / "log.jsonl")
+    config = crs_train(epochs=10, lr=0.3, batch_size=8, patience=2, metric="hr@1", progress=False)
+    log = fit_crs_module(module, inputs, train, valid, 4, config, folder=tmp_path)
     assert [r.valid["hr@1"] for r in log.records] == [1.0, 0.0, 0.0]
     assert (log.best_epoch, log.best_score) == (1, 1.0) and log.stopped.startswith("early stop")
     assert int(module.logits.argmax()) == 1  # the epoch-1 state is back
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 3
     with pytest.raises(LmrecError, match="no training"):
         fit_crs_module(module, inputs, [], valid, 4, config)
-    no_valid = fit_crs_module(Toy(), inputs, train, [], 4, CRSTrainConfig(epochs=3, lr=0.3, progress=False))
+    no_valid = fit_crs_module(Toy(), inputs, train, [], 4, crs_train(epochs=3, lr=0.3, progress=False))
     assert no_valid.best_epoch == 0 and len(no_valid.records) == 3  # no selection: the last state is kept
 
 
 @pytest.mark.parametrize("cls,kw", [(FISMRecommender, {"lr": 0.05}), (SASRecRecommender, {"lr": 0.01})])
 def test_history_models_beat_popularity_on_planted_data(data, cls, kw):
-    train, valid, test = data.samples("train"), data.samples("valid"), data.samples("test")
+    test = data.samples("test")
     pop = CRSPopularity()
-    pop.fit(data, train, valid)
-    model = cls(train_config=quick(**kw))
-    model.fit(data, train, valid)
+    pop.fit(data)
+    model = cls()
+    model.fit(data, quick(**kw))  # learns from data.samples("train"), selects on data.samples("valid")
     # popularity ranks the 4 blockbusters first, then 20 equally counted seeds/answers
     assert hr(pop, test, 5) == pytest.approx(1 / 20)
     assert hr(model, test, 1) >= 0.9
@@ -211,10 +216,13 @@ def test_history_models_beat_popularity_on_planted_data(data, cls, kw):
 
 
 def test_history_recommenders_are_registered_and_sampled_negatives_train(data):
-    assert get_crs_model("fism") is FISMRecommender and get_crs_model("sasrec") is SASRecRecommender
-    assert get_crs_model("pop") is CRSPopularity and get_crs_model("dense") is DenseRetriever
-    model = FISMRecommender(train_config=quick(lr=0.05, n_negatives=5))
-    model.fit(data, data.samples("train"), data.samples("valid"))
+    assert get_model("fism", "crs") is FISMRecommender and get_model("sasrec", "crs") is SASRecRecommender
+    assert get_model("pop", "crs") is CRSPopularity and get_model("dense", "crs") is DenseRetriever
+    assert get_model("fism") is FISMRecommender  # one task: no need to say which
+    with pytest.raises(LmrecError, match="several tasks"):
+        get_model("pop")  # CF and CRS popularity share the name
+    model = FISMRecommender(n_negatives=5)
+    model.fit(data, quick(lr=0.05))
     assert hr(model, data.samples("test"), 1) >= 0.9
     with pytest.raises(LmrecError, match="fit"):
         SASRecRecommender().score(data.samples("test"))
@@ -242,7 +250,7 @@ def test_dense_ranks_the_most_similar_title_first(tmp_path):
     data = CRSData("d", cat, [], [], [])
     enc = BagOfWords()
     model = DenseRetriever(encoder=enc, cache=EmbeddingCache(tmp_path), context_chars=41)
-    model.fit(data, [], [])
+    model.fit(data)
     assert enc.seen == titles  # the catalog went through the (empty) cache
     s = CRSSample("c", 1, "User: a horse story?\nSystem: sure\nUser: something set in space", [], [1], [True])
     scores = model.score([s])
@@ -250,7 +258,7 @@ def test_dense_ranks_the_most_similar_title_first(tmp_path):
     assert int(scores[0].argmax()) == 1  # only the most recent 41 characters are encoded: "space"
     assert model.context_text(s) == "System: sure\nUser: something set in space"
     wide = DenseRetriever(encoder=BagOfWords(), cache=EmbeddingCache(tmp_path), context_chars=1000)
-    wide.fit(data, [], [])
+    wide.fit(data)
     s2 = CRSSample("c", 1, "User: a horse movie about war", [], [2], [True])
     assert int(wide.score([s2])[0].argmax()) == 2  # "War Horse" has both words
     assert float(wide.score([s2])[0].max()) <= 1.0 + 1e-6  # cosine
@@ -262,12 +270,12 @@ def test_fism_beats_popularity_on_inspired(real_dataset):
     from lmrec.data.loaders.inspired import load_inspired
 
     data = load_inspired(real_dataset("inspired"))
-    train, valid, test = data.samples("train"), data.samples("valid"), data.samples("test")
+    test = data.samples("test")
     n = len(data.catalog)
     pop = CRSPopularity()
-    pop.fit(data, train, valid)
-    fism = FISMRecommender(train_config=CRSTrainConfig(epochs=15, patience=15, progress=False))
-    fism.fit(data, train, valid)
+    pop.fit(data)
+    fism = FISMRecommender()
+    fism.fit(data, crs_train(epochs=15, patience=15, progress=False))
     hr_pop = evaluate_crs(pop.score, test, n).summary()["hr@10"]
     hr_fism = evaluate_crs(fism.score, test, n).summary()["hr@10"]
     print(f"INSPIRED test HR@10: pop {hr_pop}, FISM {hr_fism}")

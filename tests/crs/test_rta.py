@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 
-from lmrec.data.conversations import CRSSample
+from lmrec.data.catalog import ItemCatalog
+from lmrec.data.conversations import CRSData, CRSSample
 from lmrec.models.crs.rta.adapt import AdaptConfig, AdaptModule, RTAAdapt
 from lmrec.models.crs.rta.aggregators import AGGREGATORS, build_aggregator
 from lmrec.models.crs.rta.features import ContextFeatures, TitleTokens, subsample
@@ -19,6 +21,8 @@ from lmrec.models.crs.rta.reindex import (
     sampled_softmax_loss,
 )
 from lmrec.models.crs.training import history_tensor
+from lmrec.settings import SettingsError
+from lmrec.train import TrainConfig
 
 D = 16
 
@@ -123,6 +127,38 @@ def planted_problem(n_items: int = 30, n_train: int = 400, n_valid: int = 60, se
     return tokens, source, samples[:n_train], samples[n_train:]
 
 
+class PlantedFeatures:
+    """In memory, what ``fit(data, train, features=...)`` reads from a prepared folder (:class:`LLMFeatures`): the
+    title tokens, the prepared turns per split and their q vectors; the planted labels are the turns' targets."""
+
+    def __init__(self, tokens: TitleTokens, source: ContextFeatures, samples: dict[str, list[CRSSample]]):
+        self.tokens, self.source, self.samples = tokens, source, samples
+        self.meta: dict = {"config": {}}  # the default PrepareConfig (its LLM is never loaded: every q is known)
+
+    def q_table(self) -> dict[str, torch.Tensor]:
+        return dict(self.source.q_table)
+
+    def completions(self) -> dict[str, str]:
+        return {}
+
+    def llm_label_samples(self, split: str, top_k: int = 5, label_source: str = "llm") -> list[CRSSample]:
+        return list(self.samples.get(split, []))
+
+
+def planted_features(tokens: TitleTokens, source: ContextFeatures, train, valid) -> PlantedFeatures:
+    return PlantedFeatures(tokens, source, {"train": list(train), "valid": list(valid)})
+
+
+def catalog_data(n_items: int = 30) -> CRSData:
+    """A dataset with just the catalog (the samples come from the features)."""
+    return CRSData("planted", ItemCatalog([str(i) for i in range(n_items)], [f"t{i}" for i in range(n_items)]),
+                   [], [], [])
+
+
+def quiet(**kw) -> dict:
+    return {"progress": False, **kw}
+
+
 def hit_at_1(model, samples) -> float:
     scores = model.score(samples)
     return float((scores.argmax(1) == torch.tensor([s.targets[0] for s in samples])).float().mean())
@@ -130,11 +166,14 @@ def hit_at_1(model, samples) -> float:
 
 def test_reindex_learns_to_rank_the_planted_item_first() -> None:
     tokens, source, train, valid = planted_problem(n_train=300)
-    config = ReindexConfig(aggregator="weighted", lr=2e-2, epochs=30, eval_every=10, n_negatives=10, batch_size=100,
-                           progress=False, patience=100)
-    model = RTAReindex(tokens, source.q, config)
-    before = hit_at_1(model, valid)
-    log = model.fit(None, train, valid)
+    config = ReindexConfig(aggregator="weighted", n_negatives=10)
+    train_config = quiet(lr=2e-2, epochs=30, eval_every=10, batch_size=100, patience=100)
+    untrained = RTAReindex(config)
+    untrained.build(tokens, TrainConfig().seed)  # the initial state fit starts from
+    untrained.context = source
+    before = hit_at_1(untrained, valid)
+    model = RTAReindex(config)
+    log = model.fit(catalog_data(), train_config, features=planted_features(tokens, source, train, valid))
     after = hit_at_1(model, valid)
     assert after > 0.8 > before + 0.5
     assert log.best_epoch > 0 and log.records[log.best_epoch - 1].valid is not None
@@ -144,10 +183,9 @@ def test_reindex_learns_to_rank_the_planted_item_first() -> None:
 
 def test_reindex_restores_the_best_validation_state() -> None:
     tokens, source, train, valid = planted_problem(n_train=200, n_valid=40, seed=1)
-    config = ReindexConfig(aggregator="weighted", lr=5e-2, epochs=12, eval_every=1, n_negatives=10, batch_size=64,
-                           progress=False)
-    model = RTAReindex(tokens, source.q, config)
-    log = model.fit(None, train, valid)
+    model = RTAReindex(aggregator="weighted", n_negatives=10)
+    log = model.fit(catalog_data(), quiet(lr=5e-2, epochs=12, eval_every=1, batch_size=64),
+                    features=planted_features(tokens, source, train, valid))
     best = max(r.valid["hr@10"] for r in log.records if r.valid)
     from lmrec.eval.crs import evaluate_crs
 
@@ -157,8 +195,8 @@ def test_reindex_restores_the_best_validation_state() -> None:
 
 def test_sum_aggregator_has_nothing_to_train() -> None:
     tokens, source, train, valid = planted_problem(n_train=20, n_valid=5)
-    model = RTAReindex(tokens, source.q, ReindexConfig(aggregator="sum", progress=False))
-    log = model.fit(None, train, valid)
+    model = RTAReindex(ReindexConfig(aggregator="sum"))
+    log = model.fit(catalog_data(), quiet(), features=planted_features(tokens, source, train, valid))
     assert "no parameters" in log.stopped
     manual = torch.stack([tokens.table[tokens.ids[i, : tokens.lengths[i]]].sum(0) for i in range(30)])
     torch.testing.assert_close(model.item_table(), manual)
@@ -168,6 +206,13 @@ def test_sum_aggregator_has_nothing_to_train() -> None:
 def indexer(n_items: int = 30, name: str = "gru") -> ItemIndexer:
     torch.manual_seed(0)
     return ItemIndexer(random_tokens(n_items), build_aggregator(name, D))
+
+
+def reindexed(name: str, n_items: int = 30) -> RTAReindex:
+    """An (untrained) rta_reindex model over random title tokens: the ``base`` that rta_adapt adapts."""
+    base = RTAReindex(aggregator=name)
+    base.build(random_tokens(n_items), seed=0)
+    return base
 
 
 @pytest.mark.parametrize("variant", ["b", "gW", "gW+b"])
@@ -193,37 +238,44 @@ def test_gate_at_zero_is_the_average_of_llm_and_recsys(kind: str) -> None:
 
 
 def test_frozen_aggregator_does_not_change_while_bias_and_gate_train() -> None:
-    idx = indexer(name="gru")
-    frozen = {k: v.clone() for k, v in idx.aggregator.state_dict().items()}
+    base = reindexed("gru")
+    frozen = {k: v.clone() for k, v in base.indexer.aggregator.state_dict().items()}
     tokens, source, train, valid = planted_problem(n_train=120, n_valid=20, seed=2)
     history = {s.context: [i % 30, (i * 7) % 30] for i, s in enumerate(train + valid)}
     train = [CRSSample(s.conv_id, s.turn_id, s.context, history[s.context], s.targets, [True]) for s in train]
     valid = [CRSSample(s.conv_id, s.turn_id, s.context, history[s.context], s.targets, [True]) for s in valid]
     for variant in ("gW+b", "gate-fism"):
-        model = RTAAdapt(idx, source.q, AdaptConfig(variant=variant, epochs=3, lr=1e-2, n_negatives=None,
-                                                    progress=False, llm_scale="learned"))
-        model.fit(None, train, valid)
-        for key, value in idx.aggregator.state_dict().items():
+        model = RTAAdapt(AdaptConfig(variant=variant, n_negatives=None, llm_scale="learned"))
+        model.fit(catalog_data(), quiet(epochs=3, lr=1e-2), features=planted_features(tokens, source, train, valid),
+                  base=base)
+        for key, value in model.module.indexer.aggregator.state_dict().items():
             assert torch.equal(value, frozen[key]), key
         trained = model.module.bias if variant == "gW+b" else model.module.gate
         assert not torch.all(trained == (0.0 if variant == "gW+b" else 0.0))
 
 
 def test_trainable_aggregator_changes() -> None:
-    idx = indexer(name="weighted")
-    before = {k: v.clone() for k, v in idx.aggregator.state_dict().items()}
-    _, source, train, valid = planted_problem(n_train=64, n_valid=8, seed=3)
-    model = RTAAdapt(idx, source.q, AdaptConfig(variant="b", freeze_aggregator=False, epochs=2, lr=1e-2,
-                                                progress=False))
-    model.fit(None, train, valid)
-    assert any(not torch.equal(v, before[k]) for k, v in idx.aggregator.state_dict().items())
+    base = reindexed("weighted")
+    before = {k: v.clone() for k, v in base.indexer.aggregator.state_dict().items()}
+    tokens, source, train, valid = planted_problem(n_train=64, n_valid=8, seed=3)
+    model = RTAAdapt(variant="b", freeze_aggregator=False)
+    model.fit(catalog_data(), quiet(epochs=2, lr=1e-2), features=planted_features(tokens, source, train, valid),
+              base=base)
+    assert any(not torch.equal(v, before[k]) for k, v in model.module.indexer.aggregator.state_dict().items())
+    # the adapted model trains its own copy: the reindex run it started from is left as it was
+    assert all(torch.equal(v, before[k]) for k, v in base.indexer.aggregator.state_dict().items())
 
 
 def test_adapt_config_validation() -> None:
-    with pytest.raises(ValueError, match="unknown adapt variant"):
+    with pytest.raises(ValidationError, match="gate-fism"):  # the allowed variants are listed
         AdaptConfig(variant="gate-gru")
-    assert AdaptConfig(variant="gate-fism").resolved_lr == 1e-3
-    assert AdaptConfig(variant="gW+b").resolved_lr == 1e-4
+    with pytest.raises(SettingsError, match="variant='gate-gru'"):
+        RTAAdapt(variant="gate-gru")
+    with pytest.raises(ValueError, match="unknown adapt variant"):
+        AdaptModule(indexer(), "gate-gru")
+    assert RTAAdapt.train_config(None, AdaptConfig(variant="gate-fism")).lr == 1e-3
+    assert RTAAdapt.train_config(None, AdaptConfig(variant="gW+b")).lr == 1e-4
+    assert RTAAdapt.train_config({"lr": 0.5}, AdaptConfig(variant="gW+b")).lr == 0.5  # a given lr wins
 
 
 def test_subsample_is_seeded_and_sorted() -> None:

@@ -7,7 +7,8 @@ import importlib.util
 import pytest
 import torch
 
-from lmrec.data.conversations import CRSSample
+from lmrec.data.catalog import ItemCatalog
+from lmrec.data.conversations import CRSData, CRSSample
 from lmrec.eval.crs import evaluate_crs
 from lmrec.models.crs.zero_shot_llm import ZeroShotLLM, positional_scores
 
@@ -16,6 +17,13 @@ TITLES = ["Toy Story (1995)", "Heat (1995)", "The Matrix (1999)", "Alien (1979)"
 
 def sample(i: int, targets: list[int]) -> CRSSample:
     return CRSSample(f"c{i}", 1, f"User: context {i}", [], targets, [True] * len(targets))
+
+
+def zero_shot(complete) -> ZeroShotLLM:
+    """The model over a catalog of TITLES with injected completions (fit: nothing to learn, keeps the catalog)."""
+    model = ZeroShotLLM(completions=complete)
+    model.fit(CRSData("titles", ItemCatalog([str(i) for i in range(len(TITLES))], TITLES), [], [], []))
+    return model
 
 
 def fake(completions: dict[str, str]):
@@ -33,7 +41,7 @@ def test_mapped_titles_rank_in_generated_order_and_the_rest_tie() -> None:
         "User: context 0": "1. The Matrix\n2. A Film Nobody Made\n3. heat (1995)\n4. The Matrix (1999)",
         "User: context 1": "I cannot recommend anything.",
     })
-    model = ZeroShotLLM(TITLES, complete)
+    model = zero_shot(complete)
     scores = model.score([sample(0, [2]), sample(1, [0])])
     assert scores.shape == (2, len(TITLES))
     # Matrix first, Heat second, the unmapped title skipped, the duplicate Matrix ignored, everything else tied at 0
@@ -47,7 +55,7 @@ def test_mapped_titles_rank_in_generated_order_and_the_rest_tie() -> None:
 
 def test_ties_are_scored_at_their_expected_rank() -> None:
     complete, _ = fake({"User: context 0": "1. Alien\n2. Jaws", "User: context 1": "1. Alien\n2. Jaws"})
-    model = ZeroShotLLM(TITLES, complete)
+    model = zero_shot(complete)
     result = evaluate_crs(model.score, [sample(0, [4]), sample(1, [5])], len(TITLES), ks=(1, 2, 3))
     hr = result.per_pair
     assert hr["hr@1"].tolist() == [0.0, 0.0] and hr["hr@2"].tolist() == [1.0, 0.0]
@@ -104,7 +112,8 @@ def test_smollm2_zero_shot_on_inspired_turns(real_dataset) -> None:
     samples = data.samples("test")[:4]
     lm = CausalLM.load("smollm2-135m", dtype="float32")
     source = ContextFeatures(lm_loader=lambda: lm, config=PrepareConfig(max_new_tokens=60))
-    model = ZeroShotLLM(data.catalog.titles, source.completions)
+    model = ZeroShotLLM(completions=source.completions)
+    model.fit(data)
     scores = model.score(samples)
     assert scores.shape == (4, len(data.catalog)) and (scores >= 0).all()
     assert model.stats()["turns"] == 4

@@ -6,9 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import write_inspired
 from lmrec.data import registry
+from lmrec.data.conversations import CRSData
 from lmrec.data.registry import (
     BUNDLED_DIR,
+    DataRef,
     DatasetNotFoundError,
     detect_format,
     find_dataset_dir,
@@ -28,10 +31,35 @@ def no_env_roots(monkeypatch):
 def test_specs():
     names = {spec.name for spec in list_datasets()}
     assert {"movielens-latest-small", "movielens-100k", "movielens-1m", "amazon-industrial-scientific-2018",
-            "amazon-industrial-scientific-2018-unisrec"} <= names
+            "amazon-industrial-scientific-2018-unisrec", "inspired", "redial"} <= names
     for spec in list_datasets():
-        assert spec.format in registry.FORMATS and spec.licence and spec.url and spec.description
-        assert spec.split == "ratio:0.4,0.3,0.3"
+        assert spec.licence and spec.url and spec.description
+        if spec.task == "cf":
+            assert spec.format in registry.FORMATS and spec.split == "ratio:0.4,0.3,0.3"
+        else:  # conversational datasets come with their own split
+            assert spec.task == "crs" and spec.format in registry.CRS_FORMATS and spec.split == "fixed"
+    assert {spec.name for spec in list_datasets() if spec.task == "crs"} == {"inspired", "redial"}
+
+
+def test_conversational_dataset_by_name(tmp_path):
+    write_inspired(tmp_path)
+    assert detect_format(tmp_path / "inspired") == "inspired"
+    data = load_dataset("inspired", data_dir=tmp_path)
+    assert isinstance(data, CRSData) and data.name == "inspired"
+    assert (len(data.train), len(data.valid), len(data.test)) == (12, 3, 3)
+    assert data.checksum() == load_dataset(tmp_path / "inspired").checksum()
+    with pytest.raises(ValueError, match="its own split"):
+        load_dataset("inspired", data_dir=tmp_path, split="ratio:0.8,0.1,0.1")
+
+
+def test_data_ref_of_a_path_is_absolute(tmp_path, monkeypatch):
+    shutil.copytree(FIXTURES / "ml-1m", tmp_path / "ml")
+    monkeypatch.chdir(tmp_path)
+    ref = DataRef.of("ml", split="ratio:0.8,0.1,0.1", seed=3)
+    assert ref.dataset == str(tmp_path.resolve() / "ml") and (ref.split, ref.seed) == ("ratio:0.8,0.1,0.1", 3)
+    assert DataRef.of("ml-1m").dataset == "ml-1m"  # a registered name stays a name
+    monkeypatch.chdir(FIXTURES)
+    assert ref.load().checksum() == load_dataset(tmp_path / "ml", split="ratio:0.8,0.1,0.1", seed=3).checksum()
 
 
 def test_bundled_latest_small():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from helpers import make_split, planted_data, single_thread  # noqa: F401
 
+from helpers import make_split, planted_data, single_thread  # noqa: F401
 from lmrec.errors import LmrecError
 from lmrec.eval.ranking import evaluate, mask_matrix, tie_break_keys, top_k
 

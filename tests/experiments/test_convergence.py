@@ -20,11 +20,11 @@ def write_run(folder: Path, valid: dict[int, float], seconds: float = 2.0, n_epo
                          "valid": {"recall@20": valid[e], "ndcg@20": 0.0} if e in valid else None})
              for e in range(1, (n_epochs or max(valid)) + 1)]
     (folder / "log.jsonl").write_text("\n".join(lines) + "\n")
-    if finished:
-        config = {"model": model or folder.name, "data": {"dataset": dataset or folder.parent.name},
-                  "train_config": {"metric": "recall@20", "epochs": 100, "eval_every": 5, "patience": 2,
-                                   "max_minutes": None, **(train or {})}}
-        (folder / "config.json").write_text(json.dumps(config))
+    manifest = {"format": "lmrec-run", "version": 1, "status": "complete" if finished else "training",
+                "model": model or folder.name, "data": {"dataset": dataset or folder.parent.name},
+                "train_config": {"metric": "recall@20", "epochs": 100, "eval_every": 5, "patience": 2,
+                                 "max_minutes": None, **(train or {})}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 @pytest.fixture
@@ -36,7 +36,8 @@ def runs(tmp_path: Path) -> Path:
               train={"max_minutes": 1})
     write_run(root / "ds1" / "mf", {5: 0.02, 10: 0.04}, finished=False)
     (root / "ds1" / "pop").mkdir()
-    (root / "ds1" / "pop" / "config.json").write_text(json.dumps({"model": "pop", "train_config": None}))
+    (root / "ds1" / "pop" / "manifest.json").write_text(json.dumps(
+        {"format": "lmrec-run", "version": 1, "status": "complete", "model": "pop", "train_config": None}))
     write_run(root / "ds2" / "alpharec", {1: 0.3, 2: 0.3}, seconds=0.5, train={"epochs": 2})
     return root
 
@@ -91,3 +92,15 @@ def test_empty_or_missing_folder_is_a_clean_error(tmp_path, capsys):
 def test_cli_convergence(runs, tmp_path, capsys):
     assert cli.main(["convergence", str(runs), "--out", str(tmp_path / "o")]) == 0
     assert "epoch to best" in capsys.readouterr().out
+
+
+def test_reads_a_run_folder_written_by_fit(tmp_path):
+    import lmrec
+    from helpers import planted_data
+
+    run = lmrec.fit("mf", planted_data(), {"epochs": 4, "eval_every": 2, "progress": False},
+                    out=tmp_path / "runs" / "planted" / "mf", emb_dim=8)
+    (curve,) = C.find_curves(tmp_path / "runs")
+    row = curve.summary()
+    assert (curve.dataset, curve.model, row["finished"], row["epochs_run"]) == ("planted", "mf", True, 4)
+    assert row["epoch_to_best"] == run.manifest["fit"]["best_epoch"] and row["stop"] == "max epochs"

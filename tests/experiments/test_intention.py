@@ -10,13 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import lmrec
 from helpers import N_ITEMS, item_cluster, planted_data, planted_features, single_thread  # noqa: F401
 from lmrec import cli
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.interactions import SplitData
+from lmrec.data.registry import DataRef
 from lmrec.experiments import intention as I
-from lmrec.experiments import runner
-from lmrec.models.cf.alpharec import AlphaRec
+from lmrec.models.cf.alpharec import AlphaRec, IntentScorer
 from lmrec.models.nn.graph import propagate
 
 FAST = {"epochs": 10, "eval_every": 5, "batch_size": 64, "lr": 1e-2, "progress": False}
@@ -43,10 +44,15 @@ def data() -> SplitData:
 
 
 @pytest.fixture(scope="module")
-def model(data) -> AlphaRec:
-    m = AlphaRec(features=planted_features(), n_negatives=16)
-    m.fit(data, FAST)
-    return m
+def run(data, tmp_path_factory) -> lmrec.Run:
+    """AlphaRec fitted on the movie data, its run folder written."""
+    return lmrec.fit(AlphaRec(features=planted_features(), n_negatives=16), data, FAST,
+                     out=tmp_path_factory.mktemp("intention") / "run")
+
+
+@pytest.fixture(scope="module")
+def model(run) -> AlphaRec:
+    return run.model
 
 
 def encode_targets(data: SplitData):
@@ -95,14 +101,14 @@ def test_cases_one_per_user_target_in_test_and_never_named(data):
 
 # -- scoring ----------------------------------------------------------------------------------------------
 def test_alpha_zero_gives_the_models_own_scores(model, data):
-    scorer = I.IntentScorer(model)
+    scorer = IntentScorer(model)
     e = scorer.map_intent(planted_features()[5])[0]
     for user in (0, 13):
         torch.testing.assert_close(scorer.scores(user, e, [0.0])[0], model.score(np.array([user]))[0])
 
 
 def test_mixing_is_exactly_replacing_the_users_layer0_row(model, data):
-    scorer = I.IntentScorer(model)
+    scorer = IntentScorer(model)
     user, alpha = 7, 0.3
     e = scorer.map_intent(planted_features()[20])[0]
     with torch.no_grad():
@@ -148,28 +154,34 @@ def test_a_model_without_lm_inputs_is_refused(data):
     pop = Popularity()
     pop.fit(data)
     with pytest.raises(Exception, match="AlphaRec"):
-        I.IntentScorer(pop)  # type: ignore[arg-type]
+        IntentScorer(pop)  # type: ignore[arg-type]
 
 
 # -- command line -----------------------------------------------------------------------------------------
 @pytest.fixture
-def patched_run(model, data, monkeypatch):
-    monkeypatch.setattr(runner, "load_run", lambda path: (model, data, {}))
-    monkeypatch.setattr(I, "lm_encoder", lambda m: encode_targets(data))
+def patched_run(run, data, monkeypatch):
+    """The run folder loads its (in-memory) data; the model's text encoder is the fake LM."""
+    monkeypatch.setattr(DataRef, "load", lambda self: data)
+    encode = encode_targets(data)
+    monkeypatch.setattr(AlphaRec, "encode_texts", lambda self, texts: torch.from_numpy(encode(texts)))
+    return str(run.folder)
 
 
 def test_cli_recommend_with_intent(patched_run, data, capsys):
     text = I.intention_sentence(data.catalog, 28)  # an item of cluster 4
-    assert cli.main(["recommend", "RUN", "--user", "u0", "--intent", text, "--alpha", "1.0", "-k", "5"]) == 0
+    assert cli.main(["recommend", patched_run, "--user", "u0", "--intent", text, "--alpha", "1.0", "-k", "5"]) == 0
     out = capsys.readouterr().out
     assert "intention (alpha 1.0)" in out
     top = [line.split(". ", 1)[1].split("  [")[0] for line in out.splitlines() if line[:3].strip().isdigit()]
     assert len(top) == 5
     clusters = [item_cluster(data.catalog.titles.index(t)) for t in top]
     assert clusters.count(4) >= 3  # steered to the described cluster (user 0 is in cluster 0)
+    # the same through the API: Run.recommend(user=..., intent=..., alpha=...)
+    recs = lmrec.Run.load(patched_run).recommend(user="u0", intent=text, alpha=1.0, k=5)
+    assert [r.title for r in recs] == top and [r.rank for r in recs] == [1, 2, 3, 4, 5]
 
 
 def test_cli_intention(patched_run, tmp_path, capsys):
-    assert cli.main(["intention", "RUN", "--out", str(tmp_path), "--users", "12"]) == 0
+    assert cli.main(["intention", patched_run, "--out", str(tmp_path), "--users", "12"]) == 0
     assert "HR@5" in capsys.readouterr().out
     assert json.loads((tmp_path / "intention.json").read_text())["users"] == 12

@@ -11,11 +11,13 @@ import torch
 
 from helpers import planted_data, single_thread, write_inspired, write_tiny_llm  # noqa: F401
 from lmrec import cli
+from lmrec.data.registry import DataRef
 from lmrec.errors import LmrecError
-from lmrec.experiments import compare, reproduce
+from lmrec.experiments import reproduce
 from lmrec.experiments.compare import RunSpec, run_comparison
-from lmrec.experiments.runner import DataRef
 from lmrec.experiments.steps import cached_step
+from lmrec.models.cf.pop import Popularity
+from lmrec.models.torch_base import TorchRecommender
 
 FAST = {"epochs": 2, "eval_every": 1, "patience": 2, "batch_size": 128, "progress": False}
 
@@ -49,17 +51,19 @@ def test_comparison_reuses_finished_runs_and_refuses_changed_settings(tmp_path, 
     first = run_comparison(specs, ["p"], tmp_path, focus="lgcn-2")
     assert list(first["p"]["models"]) == ["pop", "lgcn-2"] and first["p"]["models"]["lgcn-2"]["model"] == "lightgcn"
     assert first["p"]["focus"]["best_baseline"] == "pop" and first["p"]["checksum"] == planted["p"].checksum()
-    monkeypatch.setattr(compare, "train_and_evaluate", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    for cls in (TorchRecommender, Popularity):
+        monkeypatch.setattr(cls, "fit", lambda *a, **k: pytest.fail("a finished run was retrained"))
     again = run_comparison(specs, ["p"], tmp_path, focus="lgcn-2")
     assert again["p"]["models"]["lgcn-2"]["test"] == first["p"]["models"]["lgcn-2"]["test"]
     changed = [RunSpec("lgcn-2", "lightgcn", {"emb_dim": 16}, FAST)]
-    with pytest.raises(LmrecError, match=r"lgcn-2 holds a finished run with other settings \(model setting emb_dim"):
+    with pytest.raises(LmrecError, match=r"lgcn-2: holds a run made with other settings \(model_config: saved "
+                                         r"\{'emb_dim': 8,.*requested \{'emb_dim': 16,"):
         run_comparison(changed, ["p"], tmp_path)
-    with pytest.raises(LmrecError, match="training setting epochs: saved 2, requested 3"):
+    with pytest.raises(LmrecError, match=r"train_config: saved \{'epochs': 2,.*requested \{'epochs': 3,"):
         run_comparison([RunSpec("lgcn-2", "lightgcn", {}, {**FAST, "epochs": 3})], ["p"], tmp_path)
     dropped = [RunSpec("lgcn-2", "lightgcn", {"emb_dim": 8}, {k: v for k, v in FAST.items() if k != "epochs"})]
-    with pytest.raises(LmrecError, match="training setting epochs: saved 2, requested 1000"):  # back to the default
-        run_comparison(dropped, ["p"], tmp_path)
+    with pytest.raises(LmrecError, match=r"train_config: saved \{'epochs': 2,.*requested \{'epochs': 1000,"):
+        run_comparison(dropped, ["p"], tmp_path)  # back to the default
     with pytest.raises(ValueError, match="unique"):
         run_comparison(["pop", RunSpec("pop", "mf")], ["p"], tmp_path)
 
@@ -67,7 +71,7 @@ def test_comparison_reuses_finished_runs_and_refuses_changed_settings(tmp_path, 
 def test_dataset_training_settings_sit_between_the_global_and_the_run_settings(tmp_path, planted):
     run_comparison([RunSpec("mf", "mf", {}, {"epochs": 1})], ["p", "q"], tmp_path, {**FAST, "epochs": 3},
                    dataset_train_overrides={"p": {"epochs": 2, "eval_every": 2}, "q": {"eval_every": 2}})
-    saved = {d: json.loads((tmp_path / d / "mf" / "config.json").read_text())["train_config"] for d in ("p", "q")}
+    saved = {d: json.loads((tmp_path / d / "mf" / "manifest.json").read_text())["train_config"] for d in ("p", "q")}
     assert saved["p"]["epochs"] == saved["q"]["epochs"] == 1 and saved["p"]["eval_every"] == 2
 
 
@@ -154,8 +158,8 @@ experiment = "crs"
 dataset = "inspired"
 baseline_train = "both"
 baselines = {{ pop = {{}}, fism = {{ train = {{ epochs = 2 }} }} }}
-reindex = {{ aggregator = "weighted", label_source = "both", lr = 1e-2, epochs = 2, eval_every = 1 }}
-adapt = {{ "+ gate FISM" = {{ variant = "gate-fism", epochs = 2 }} }}
+reindex = {{ aggregator = "weighted", label_source = "both", train = {{ lr = 1e-2, epochs = 2, eval_every = 1 }} }}
+adapt = {{ "+ gate FISM" = {{ variant = "gate-fism", train = {{ epochs = 2 }} }} }}
 probe = {{ models = ["reindexed (weighted)", "fism (24 train turns)"], modes = ["mask"] }}
 [run.prepare]
 llm = "{llm}"

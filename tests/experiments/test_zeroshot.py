@@ -13,7 +13,7 @@ from helpers import N_ITEMS, N_USERS, planted_data, planted_features, random_lev
 from lmrec import cli
 from lmrec.eval.ranking import evaluate
 from lmrec.experiments import zeroshot as Z
-from lmrec.models.cf.alpharec import AlphaRec
+from lmrec.models.nn.lm_inputs import user_profiles
 from lmrec.train import TrainConfig
 
 FAST = {"epochs": 6, "eval_every": 2, "patience": 5, "batch_size": 64, "lr": 1e-2, "progress": False}
@@ -106,7 +106,7 @@ def test_zero_shot_scorer_uses_the_frozen_model_on_the_target_graph(fitted):
     assert scores.shape == (target.n_users, target.n_items)
     # same as AlphaRec's own representation of the target inputs: z_u = mean of TRAINING item features
     z_items = torch.from_numpy(planted_features())
-    z_users = torch.from_numpy(AlphaRec.user_features(target.train, planted_features()))
+    z_users = torch.from_numpy(user_profiles(target.train, planted_features()))
     from lmrec.models.nn.graph import normalized_adjacency
 
     u, i = model.represent(z_users, z_items, normalized_adjacency(target.train))
@@ -145,9 +145,11 @@ def test_run_zeroshot_writes_metrics_and_comparison(tmp_path):
     assert names[:3] == ["AlphaRec zero-shot", "Pop (target train)", "Random"] and names[3].startswith("LightGCN")
     text = (out / "comparison.md").read_text()
     assert "a + b -> c" in text and "±" in text and "LightGCN" in text
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "experiment.json").read_text())
     assert config["target"]["dataset"] == "c" and len(config["sources"]) == 2
-    assert (out / "model.pt").exists() and (out / "log.jsonl").exists() and (out / "lightgcn" / "metrics.json").exists()
+    assert not (out / "config.json").exists() and not (out / "model.pt").exists()
+    assert (out / "model.safetensors").exists() and (out / "log.jsonl").exists()
+    assert (out / "lightgcn" / "metrics.json").exists() and (out / "lightgcn" / "manifest.json").exists()
     with pytest.raises(ValueError, match="unseen"):
         Z.run_zeroshot([target], target, tmp_path / "x", FAST, features=_features)
 
@@ -157,8 +159,8 @@ def test_cli_zeroshot(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Z.DataRef, "load", lambda self: datasets[self.dataset])
     monkeypatch.setattr(Z, "lm_features", _features)
     code = cli.main(["zeroshot", "--train", "a,b", "--target", "c", "--out", str(tmp_path / "run"), "--epochs", "4",
-                     "--eval-every", "2", "--lightgcn-epochs", "4", "--set", "n_negatives=16", "--train-set",
-                     "batch_size=64", "--no-progress"])
+                     "--eval-every", "2", "--lightgcn-epochs", "4", "--n-negatives", "16", "--batch-size",
+                     "64", "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "AlphaRec zero-shot" in printed and "Random" in printed

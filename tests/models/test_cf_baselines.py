@@ -10,10 +10,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import lmrec
 from helpers import N_ITEMS, make_split, planted_data, planted_features, random_level, single_thread  # noqa: F401
 from lmrec.eval.ranking import evaluate
-from lmrec.models.base import Recommender, get_model, list_models
-from lmrec.models.cf.alpharec import AlphaRec
+from lmrec.models.base import get_model, list_models
 from lmrec.models.cf.bc_loss import BCLoss, popularity_index
 from lmrec.models.cf.kar import KAR
 from lmrec.models.cf.lightgcn import LightGCN
@@ -24,6 +24,8 @@ from lmrec.models.cf.xsimgcl import XSimGCL
 from lmrec.models.nn.augment import edge_dropout, propagate_layers, uniform_noise
 from lmrec.models.nn.contrastive import view_info_nce
 from lmrec.models.nn.graph import normalized_adjacency, propagate
+from lmrec.models.nn.lm_inputs import user_profiles
+from lmrec.settings import SettingsError
 
 BPR = dict(epochs=30, lr=0.05, eval_every=10, batch_size=256, progress=False)
 VAE = dict(epochs=30, lr=0.01, eval_every=10, batch_size=16, progress=False)
@@ -49,13 +51,15 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def fitted(data):
-    models = {}
-    for key, (_, make, train) in SPECS.items():
-        model = make()
-        model.fit(data, train)
-        models[key] = model
-    return models
+def runs(data, tmp_path_factory):
+    """Each spec fitted once, its run folder written (``lmrec.fit(..., out=folder)``)."""
+    root = tmp_path_factory.mktemp("runs")
+    return {key: lmrec.fit(make(), data, train, out=root / key) for key, (_, make, train) in SPECS.items()}
+
+
+@pytest.fixture(scope="module")
+def fitted(runs):
+    return {key: run.model for key, run in runs.items()}
 
 
 def all_scores(model, data) -> torch.Tensor:
@@ -86,19 +90,18 @@ def test_scores_shape_and_finite(key, fitted, data):
 
 
 @pytest.mark.parametrize("key", list(SPECS))
-def test_save_load_gives_identical_scores(key, fitted, data, tmp_path):
-    model = fitted[key]
-    model.save(tmp_path / "model.pt")
-    loaded = Recommender.load(tmp_path / "model.pt", data)
-    assert type(loaded) is type(model) and loaded.config == model.config
-    assert torch.equal(all_scores(loaded, data), all_scores(model, data))
+def test_save_load_gives_identical_scores(key, runs, data):
+    run = runs[key]
+    assert (run.folder / "manifest.json").exists() and (run.folder / "model.safetensors").exists()
+    loaded = lmrec.Run.load(run.folder, data=data).model
+    assert type(loaded) is type(run.model) and loaded.config == run.model.config
+    assert torch.equal(all_scores(loaded, data), all_scores(run.model, data))
 
 
 @pytest.mark.parametrize("key", ["kar", "rlmrec"])
-def test_lm_features_travel_with_the_model(key, fitted, data, tmp_path):
-    fitted[key].save(tmp_path / "model.pt")
-    loaded = Recommender.load(tmp_path / "model.pt", data)
-    np.testing.assert_array_equal(loaded.features, fitted[key].features)
+def test_lm_features_travel_with_the_model(key, runs, data):
+    loaded = lmrec.Run.load(runs[key].folder, data=data).model
+    np.testing.assert_array_equal(loaded.features, runs[key].model.features)
 
 
 # -- shared pieces -------------------------------------------------------------------------------------------
@@ -203,8 +206,8 @@ def test_sgl_is_lightgcn_plus_contrastive_term(data):
     torch.testing.assert_close(model.loss(batch), LightGCN.loss(model, batch))
     model.config.ssl_weight = 0.1
     assert model.loss(batch) > LightGCN.loss(model, batch)
-    with pytest.raises(ValueError, match="ssl_negatives"):
-        SGL(ssl_negatives="some").prepare(data)
+    with pytest.raises(SettingsError, match="ssl_negatives"):
+        SGL(ssl_negatives="some")
 
 
 # -- XSimGCL -------------------------------------------------------------------------------------------------
@@ -237,11 +240,11 @@ def test_bc_loss_popularity_branch_first_then_frozen(data):
     start = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
     from lmrec.train import TrainConfig, Trainer
 
-    Trainer(TrainConfig(epochs=2, lr=0.05, eval_every=2, batch_size=64, progress=False)).fit(model, data)
+    Trainer(TrainConfig(epochs=2, lr=0.05, eval_every=2, batch_size=64, progress=False)).run(model, None)
     after_warmup = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
     assert torch.equal(after_warmup["users"], start["users"]) and torch.equal(after_warmup["items"], start["items"])
     assert not torch.equal(after_warmup["user_pop"], start["user_pop"])
-    Trainer(TrainConfig(epochs=1, lr=0.05, eval_every=1, batch_size=64, progress=False)).fit(model, data)
+    Trainer(TrainConfig(epochs=1, lr=0.05, eval_every=1, batch_size=64, progress=False)).run(model, None)
     assert torch.equal(model.net.user_pop, after_warmup["user_pop"])  # frozen
     assert not torch.equal(model.net.users, after_warmup["users"])
 
@@ -287,7 +290,7 @@ def test_bc_loss_scores_are_cosines(fitted, data):
 def test_lm_inputs_use_train_only(cls, data):
     model = cls(emb_dim=8, features=RANDOM_FEATURES)
     model.prepare(data)
-    np.testing.assert_allclose(model.z_users.numpy(), AlphaRec.user_features(data.train, RANDOM_FEATURES))
+    np.testing.assert_allclose(model.z_users.numpy(), user_profiles(data.train, RANDOM_FEATURES))
     np.testing.assert_array_equal(model.z_items.numpy(), RANDOM_FEATURES)
 
 

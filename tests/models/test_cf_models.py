@@ -1,18 +1,22 @@
 """Every registered model: learns the planted structure, saves and loads, recommends; model-specific checks."""
 
+import json
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from helpers import (N_ITEMS, make_split, planted_data, planted_features, random_level,  # noqa: F401
-                     single_thread)
 
+import lmrec
+from helpers import N_ITEMS, make_split, planted_data, planted_features, random_level, single_thread  # noqa: F401
 from lmrec.errors import EmbeddingError, LmrecError
 from lmrec.eval.ranking import evaluate
-from lmrec.models.base import Recommender, get_model, list_models
+from lmrec.models.base import get_model, list_models
 from lmrec.models.cf.alpharec import AlphaRec, LinearMap
 from lmrec.models.cf.lightgcn import MF, LightGCN
 from lmrec.models.cf.pop import Popularity
+from lmrec.models.nn.lm_inputs import user_profiles
+from lmrec.settings import SettingsError
 
 BPR = dict(epochs=60, lr=0.05, eval_every=10, batch_size=256, progress=False)
 NCE = dict(epochs=20, lr=0.01, eval_every=5, batch_size=256, progress=False)
@@ -38,14 +42,16 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def fitted(data):
-    """Each spec fitted once on the planted data."""
-    models = {}
-    for key, (_, make, train) in SPECS.items():
-        model = make()
-        model.fit(data, train) if train else model.fit(data)
-        models[key] = model
-    return models
+def runs(data, tmp_path_factory):
+    """Each spec fitted once on the planted data, its run folder written (``lmrec.fit(..., out=folder)``)."""
+    root = tmp_path_factory.mktemp("runs")
+    return {key: lmrec.fit(make(), data, train, out=root / key) for key, (_, make, train) in SPECS.items()}
+
+
+@pytest.fixture(scope="module")
+def fitted(runs):
+    """Each spec's fitted model."""
+    return {key: run.model for key, run in runs.items()}
 
 
 def all_scores(model, data) -> torch.Tensor:
@@ -54,11 +60,12 @@ def all_scores(model, data) -> torch.Tensor:
 
 # -- registry ------------------------------------------------------------------------------------------------
 def test_registry_lists_the_five_models():
-    names = list_models()
+    names = list_models("cf")
     assert {"alpharec", "lightgcn", "linear_map", "mf", "pop"} <= set(names) and names == sorted(names)
     assert get_model("lightgcn") is LightGCN and get_model("linear_map") is LinearMap
+    assert get_model("pop", "cf") is Popularity
     for key, (name, make, _) in SPECS.items():
-        assert isinstance(make(), get_model(name)) and make().name == name, key
+        assert isinstance(make(), get_model(name, "cf")) and make().name == name, key
     with pytest.raises(LmrecError, match="no_such_model.*alpharec"):
         get_model("no_such_model")
 
@@ -89,28 +96,25 @@ def test_alpharec_scores_are_cosines(fitted, data):
 
 # -- persistence ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("key", list(SPECS))
-def test_save_load_gives_identical_scores(key, fitted, data, tmp_path):
-    model = fitted[key]
-    model.save(tmp_path / "model.pt")
-    loaded = Recommender.load(tmp_path / "model.pt", data)
-    assert type(loaded) is type(model) and loaded.config == model.config
-    assert torch.equal(all_scores(loaded, data), all_scores(model, data))
+def test_save_load_gives_identical_scores(key, runs, data):
+    run = runs[key]
+    assert (run.folder / "manifest.json").exists() and (run.folder / "model.safetensors").exists()
+    loaded = lmrec.Run.load(run.folder, data=data).model
+    assert type(loaded) is type(run.model) and loaded.config == run.model.config
+    assert torch.equal(all_scores(loaded, data), all_scores(run.model, data))
 
 
-def test_alpharec_features_travel_with_the_model(fitted, data, tmp_path):
-    model = fitted["alpharec-random-features"]
-    model.save(tmp_path / "model.pt")
-    loaded = Recommender.load(tmp_path / "model.pt", data)
+def test_alpharec_features_travel_with_the_model(runs, data):
+    loaded = lmrec.Run.load(runs["alpharec-random-features"].folder, data=data).model
     np.testing.assert_array_equal(loaded.features, RANDOM_FEATURES)
 
 
 @pytest.mark.parametrize("key", ["pop", "mf", "alpharec"])
-def test_load_on_different_data_raises(key, fitted, data, tmp_path):
-    fitted[key].save(tmp_path / "model.pt")
+def test_load_on_different_data_raises(key, runs, data):
     other = planted_data(seed=1)
     assert other.checksum() != data.checksum()
     with pytest.raises(LmrecError, match="checksum"):
-        Recommender.load(tmp_path / "model.pt", other)
+        lmrec.Run.load(runs[key].folder, data=other)
 
 
 # -- recommend -----------------------------------------------------------------------------------------------
@@ -155,7 +159,7 @@ def test_user_features_are_mean_of_training_item_features():
     dense[4, :] = 0
     dense[4, 7] = 1  # a user with a single item
     items = rng.normal(size=(12, 6)).astype(np.float32)
-    z = AlphaRec.user_features(sp.csr_matrix(dense), items)
+    z = user_profiles(sp.csr_matrix(dense), items)
     assert z.shape == (5, 6) and z.dtype == np.float32
     for u in range(5):
         expected = items[dense[u] > 0].mean(axis=0) if dense[u].any() else np.zeros(6)
@@ -167,7 +171,7 @@ def test_user_features_are_mean_of_training_item_features():
 def test_alpharec_user_inputs_use_train_only(data):
     model = AlphaRec(features=planted_features(), n_negatives=8)
     model.prepare(data)
-    expected = AlphaRec.user_features(data.train, planted_features())
+    expected = user_profiles(data.train, planted_features())
     np.testing.assert_allclose(model.z_users.numpy(), expected)
 
 
@@ -209,8 +213,8 @@ def test_alpharec_mlp_width_rule():
 
     assert hidden(768) == 8 * 768 and hidden(3072) == 1536 and hidden(384) == 768
     assert hidden(384, mlp_ratio=0.5) == 192
-    with pytest.raises(ValueError, match="mapping"):
-        _Mapper(16, AlphaRecConfig(mapping="conv"))
+    with pytest.raises(SettingsError, match="mapping"):
+        AlphaRec(mapping="conv")
 
 
 def test_mf_scores_are_dot_products_of_its_embeddings(fitted, data):
@@ -246,12 +250,11 @@ def test_alpharec_negative_batches(mode, data):
 
 
 def test_load_names_unknown_saved_settings(data, tmp_path):
-    model = MF(emb_dim=8)
-    model.fit(data, dict(epochs=1, eval_every=1, progress=False))
-    path = tmp_path / "model.pt"
-    model.save(path)
-    payload = torch.load(path, weights_only=False)
-    payload["config"]["retired_setting"] = 1
-    torch.save(payload, path)
+    folder = tmp_path / "run"
+    lmrec.fit(MF(emb_dim=8), data, dict(epochs=1, eval_every=1, progress=False), out=folder)
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["model_config"]["retired_setting"] = 1
+    path.write_text(json.dumps(manifest))
     with pytest.raises(LmrecError, match="retired_setting"):
-        Recommender.load(path, data)
+        lmrec.Run.load(folder, data=data)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from helpers import planted_data, single_thread  # noqa: F401
 
+from helpers import planted_data, single_thread  # noqa: F401
 from lmrec.errors import LmrecError
 from lmrec.models.nn.graph import normalized_adjacency, propagate
 from lmrec.models.nn.losses import bpr_loss, info_nce

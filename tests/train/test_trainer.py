@@ -8,20 +8,24 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from helpers import make_split, planted_data, single_thread  # noqa: F401
 
-import lmrec.train.trainer as trainer_module
+import lmrec.models.torch_base as torch_base_module
+from helpers import make_split, planted_data, single_thread  # noqa: F401
 from lmrec.data.interactions import SplitData
+from lmrec.errors import LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.models.cf.alpharec import AlphaRec
 from lmrec.models.cf.lightgcn import MF, LightGCN
-from lmrec.train import TrainConfig, Trainer
+from lmrec.models.torch_base import TorchRecommender
+from lmrec.settings import SettingsError
+from lmrec.train import TrainConfig
 
 FAST = dict(epochs=6, lr=0.05, batch_size=256, eval_every=2, patience=20, progress=False)
 
 
-class Scripted:
-    """A TorchTrainable whose validation quality follows a script, one value per epoch.
+class Scripted(TorchRecommender):
+    """A CF model whose validation quality follows a script, one value per epoch; ``fit`` runs the shared
+    trainer with the CF validation of :class:`TorchRecommender` (full ranking of ``data.valid``).
 
     score = quality * (valid targets) + fixed noise: quality 2 ranks targets first, -1 last.
     """
@@ -29,11 +33,15 @@ class Scripted:
     name = "scripted"
 
     def __init__(self, data: SplitData, qualities, loss=lambda w: (w - 1) ** 2):
+        super().__init__()
         self.truth = torch.from_numpy(data.valid.toarray())
         self.noise = torch.from_numpy(np.random.default_rng(0).random(self.truth.shape).astype(np.float32))
         self.w = torch.nn.Parameter(torch.zeros(()))
         self.qualities, self.quality, self.epoch, self._loss = list(qualities), 0.0, 0, loss
         self.loaded: list[float] = []
+
+    def build(self, data):
+        return torch.nn.Module()
 
     def parameters(self):
         return iter([self.w])
@@ -85,7 +93,7 @@ def test_selection_evaluates_only_the_validation_split(monkeypatch):
         calls.append(split)
         return evaluate(scorer, data, split, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "evaluate", spy)
+    monkeypatch.setattr(torch_base_module, "evaluate", spy)
     MF().fit(planted_data(), FAST)
     assert calls == ["valid"] * 3  # epochs 2, 4, 6
 
@@ -111,7 +119,7 @@ def test_best_state_is_restored_scripted():
     data = planted_data()
     model = Scripted(data, [0.2, 2.0, -1.0, 0.0, 0.3])
     cfg = TrainConfig(epochs=5, eval_every=1, patience=10, progress=False, lr=0.1, metric="ndcg@5")
-    log = Trainer(cfg).fit(model, data)
+    log = model.fit(data, cfg)
     scores = [r.valid["ndcg@5"] for r in log.records]
     assert log.best_epoch == 2 and log.best_score == scores[1]
     assert all(s < scores[1] for i, s in enumerate(scores) if i != 1)  # the last epoch was worse
@@ -124,7 +132,7 @@ def test_best_state_is_restored_scripted():
 def test_ties_keep_the_earliest_best_epoch():
     data = planted_data()
     model = Scripted(data, [2.0, 2.0, 2.0])
-    log = Trainer(TrainConfig(epochs=3, eval_every=1, progress=False)).fit(model, data)
+    log = model.fit(data, TrainConfig(epochs=3, eval_every=1, progress=False))
     assert log.best_epoch == 1
 
 
@@ -154,7 +162,7 @@ def test_early_stopping_after_patience_evaluations():
 def test_no_early_stop_while_improving():
     data = planted_data()
     model = Scripted(data, [-1.0, 0.0, 0.2, 0.5, 2.0])
-    log = Trainer(TrainConfig(epochs=5, eval_every=1, patience=1, metric="ndcg@5", progress=False)).fit(model, data)
+    log = model.fit(data, TrainConfig(epochs=5, eval_every=1, patience=1, metric="ndcg@5", progress=False))
     scores = [r.valid["ndcg@5"] for r in log.records]
     assert (np.diff(scores) > 0).all()
     assert len(log.records) == 5 and log.stopped == "max epochs" and log.best_epoch == 5
@@ -163,7 +171,7 @@ def test_no_early_stop_while_improving():
 def test_time_budget_stops_after_an_evaluation():
     data = planted_data()
     model = Scripted(data, [1.0] * 10)
-    log = Trainer(TrainConfig(epochs=10, eval_every=5, max_minutes=1e-9, progress=False)).fit(model, data)
+    log = model.fit(data, TrainConfig(epochs=10, eval_every=5, max_minutes=1e-9, progress=False))
     assert len(log.records) == 1 and log.records[0].valid is not None
     assert log.stopped.startswith("time budget") and log.best_epoch == 1
 
@@ -171,20 +179,22 @@ def test_time_budget_stops_after_an_evaluation():
 def test_selection_metric_is_used_and_recorded():
     data = planted_data()
     model = Scripted(data, [0.5, 2.0, -1.0])
-    log = Trainer(TrainConfig(epochs=3, eval_every=1, metric="ndcg@5", progress=False)).fit(model, data)
+    log = model.fit(data, TrainConfig(epochs=3, eval_every=1, metric="ndcg@5", progress=False))
     for r in log.records:
         assert {"ndcg@5", "recall@20", "recall@5", "hr@20"} <= set(r.valid)
     assert log.best_score == max(r.valid["ndcg@5"] for r in log.records)
-    with pytest.raises(ValueError, match="recall@20"):
-        Trainer(TrainConfig(metric="recall", progress=False)).fit(Scripted(data, [1.0]), data)
+    with pytest.raises(ValueError, match="recall"):
+        TrainConfig(metric="recall", progress=False)
+    with pytest.raises(SettingsError, match="metric='recall'"):
+        Scripted(data, [1.0]).fit(data, dict(metric="recall", progress=False))
 
 
 def test_small_catalog_with_small_selection_k():
     rng = np.random.default_rng(0)
     pairs = [(u, int(i)) for u in range(8) for i in rng.choice(10, 4, replace=False)]
     data = make_split(pairs[0::4] + pairs[1::4], pairs[2::4], pairs[3::4], 8, 10)
-    log = Trainer(TrainConfig(epochs=2, eval_every=1, metric="recall@5", progress=False)).fit(
-        Scripted(data, [0.0, 2.0]), data)  # epoch 1 ranks by noise only, epoch 2 puts every target first
+    # epoch 1 ranks by noise only, epoch 2 puts every target first
+    log = Scripted(data, [0.0, 2.0]).fit(data, TrainConfig(epochs=2, eval_every=1, metric="recall@5", progress=False))
     assert log.best_epoch == 2
     assert log.records[1].valid["recall@5"] == 1.0 and "recall@10" in log.records[1].valid
 
@@ -193,7 +203,7 @@ def test_small_catalog_with_small_selection_k():
 def test_log_jsonl_one_line_per_epoch(tmp_path):
     data = planted_data()
     path = tmp_path / "run" / "log.jsonl"
-    log = MF().fit(data, dict(FAST, epochs=5, eval_every=2), log_path=path)
+    log = MF().fit(data, dict(FAST, epochs=5, eval_every=2), folder=tmp_path / "run")
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2, 3, 4, 5]
     assert [line["valid"] is not None for line in lines] == [False, True, False, True, True]  # last epoch too
@@ -207,19 +217,58 @@ def test_non_finite_loss_raises(bad):
     data = planted_data()
     model = Scripted(data, [1.0] * 3, loss=lambda w: w * 0 + bad)
     with pytest.raises(FloatingPointError, match="epoch 1"):
-        Trainer(TrainConfig(epochs=3, eval_every=1, progress=False)).fit(model, data)
+        model.fit(data, TrainConfig(epochs=3, eval_every=1, progress=False))
 
 
 def test_optimizer_updates_parameters():
     data = planted_data()
     model = Scripted(data, [1.0] * 3)
-    Trainer(TrainConfig(epochs=3, eval_every=1, lr=0.1, progress=False)).fit(model, data)
+    model.fit(data, TrainConfig(epochs=3, eval_every=1, lr=0.1, progress=False))
     assert model.w.item() > 0.1  # moved toward the minimum of (w - 1)^2
 
 
 def test_train_defaults_are_merged_with_overrides():
-    cfg = LightGCN.resolve_train_config({"epochs": 3})
+    cfg = LightGCN.train_config({"epochs": 3})
     assert cfg.epochs == 3 and cfg.lr == 1e-3 and cfg.eval_every == 5
-    assert AlphaRec.resolve_train_config(None).lr == 5e-4
+    assert AlphaRec.train_config(None).lr == 5e-4
     explicit = TrainConfig(lr=0.5)
-    assert AlphaRec.resolve_train_config(explicit) is explicit
+    assert AlphaRec.train_config(explicit) is explicit
+
+
+
+def interrupt_at_epoch(epoch: int, monkeypatch):
+    """Make LightGCN raise KeyboardInterrupt when epoch ``epoch`` starts; returns a function undoing it."""
+    original, seen = LightGCN.batches, []
+
+    def interrupted(self, rng, batch_size):
+        seen.append(1)
+        if len(seen) == epoch:
+            raise KeyboardInterrupt
+        yield from original(self, rng, batch_size)
+
+    monkeypatch.setattr(LightGCN, "batches", interrupted)
+    return lambda: monkeypatch.setattr(LightGCN, "batches", original)
+
+
+def test_resume_from_a_checkpoint_gives_the_unbroken_run(tmp_path, monkeypatch):
+    data = planted_data()
+    cfg = dict(FAST, epochs=6, eval_every=1, checkpoint_every=2)
+    whole = LightGCN()
+    log = whole.fit(data, cfg, folder=tmp_path / "whole")
+    assert not (tmp_path / "whole" / "checkpoint.safetensors").exists()  # removed when training ends
+    undo = interrupt_at_epoch(5, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        LightGCN().fit(data, cfg, folder=tmp_path / "broken")
+    undo()
+    assert (tmp_path / "broken" / "checkpoint.safetensors").exists()  # written after epoch 4
+    with pytest.raises(LmrecError, match=r"other training settings \(lr\)"):
+        LightGCN().fit(data, dict(cfg, lr=0.01), folder=tmp_path / "broken", resume=True)
+    resumed = LightGCN()
+    log2 = resumed.fit(data, cfg, folder=tmp_path / "broken", resume=True)
+    assert log2.resumed_at == 4 and log.resumed_at is None
+    assert [(r.epoch, r.loss, r.valid) for r in log2.records] == [(r.epoch, r.loss, r.valid) for r in log.records]
+    assert (log2.best_epoch, log2.best_score) == (log.best_epoch, log.best_score)
+    for key, value in whole.state().items():
+        assert torch.equal(value, resumed.state()[key]), key
+    lines = [json.loads(line) for line in (tmp_path / "broken" / "log.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]  # one line per epoch, none repeated

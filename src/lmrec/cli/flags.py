@@ -16,6 +16,7 @@ import typing
 from typing import Any, Literal
 
 from lmrec.errors import LmrecError
+from lmrec.settings import parse_value
 
 
 def _parts(annotation: Any) -> tuple[Any, bool]:
@@ -56,6 +57,8 @@ def _converter(kind: str, optional: bool, name: str) -> Any:
                 return json.loads(text)
             except json.JSONDecodeError as exc:
                 raise argparse.ArgumentTypeError(f"--{name}: expected JSON, e.g. '{{\"train\": 256}}' ({exc})") from None
+        if kind == "scalar":  # numbers as numbers (so errors show 0, not '0'); the settings class checks the type
+            return parse_value(text)
         return text
 
     convert.__name__ = {"tuple": "list", "json": "JSON"}.get(kind, "value")

@@ -161,6 +161,11 @@ def data_roots(data_dir: str | Path | None = None) -> list[Path]:
     return [*roots, BUNDLED_DIR]
 
 
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is a registered dataset name or alias."""
+    return str(name) in _ALIASES
+
+
 def get_spec(name: str) -> DatasetSpec:
     """The spec of a registered name or alias; :class:`DatasetNotFoundError` lists the known names otherwise."""
     if name not in _ALIASES:

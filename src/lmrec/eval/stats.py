@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,8 @@ def paired_test(a: np.ndarray, b: np.ndarray) -> PairedTest:
     diff = b - a
     if not diff.any():
         return PairedTest(estimate(diff), 1.0, 1.0)
+    from scipy import stats as sps  # imported here: scipy.stats takes a second to import
+
     t_p = float(sps.ttest_rel(b, a).pvalue)
     w_p = float(sps.wilcoxon(b, a, zero_method="wilcox").pvalue)  # zero differences dropped (standard)
     return PairedTest(estimate(diff), t_p, w_p)

@@ -33,7 +33,8 @@ class CRSRecommender(Model, ABC):
     """
 
     task: ClassVar[str] = "crs"
-    uses_llm: ClassVar[bool] = False
+    uses_llm: ClassVar[bool] = False  # reads the conversation through the LLM: fit needs features=
+    base_model: ClassVar[str | None] = None  # the registered model whose fitted run fit needs as base=
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)

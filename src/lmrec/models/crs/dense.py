@@ -44,6 +44,8 @@ class DenseRetriever(CRSRecommender):
     """Cosine similarity of the encoded context tail and the encoded titles. ``encoder`` (optional) overrides
     ``config.encoder`` (e.g. a fake encoder in tests); ``cache`` is the embedding cache (default root if None)."""
 
+    Config = DenseConfig
+
     def __init__(self, config: DenseConfig | None = None, encoder: TextEncoder | None = None,
                  cache: EmbeddingCache | None = None, **overrides: Any):
         super().__init__(config, **overrides)

@@ -142,6 +142,7 @@ class RTAAdapt(CRSRecommender):
     train_defaults = ADAPT_TRAIN_DEFAULTS
     trainable = True
     uses_llm = True
+    base_model = "rta_reindex"
 
     def __init__(self, config: AdaptConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)

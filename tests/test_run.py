@@ -1,0 +1,193 @@
+"""The run folder and the Run API: one format for every model, moved folders load, nothing silently replaced,
+recommendation for known users, new users (items or titles), intentions, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import lmrec
+from helpers import planted_data, planted_features, single_thread  # noqa: F401
+from lmrec.run import read_manifest
+
+TRAIN = {"epochs": 3, "eval_every": 1, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return planted_data()
+
+
+@pytest.fixture(scope="module")
+def alpharec(data, tmp_path_factory):
+    model = lmrec.get_model("alpharec")(mlp_ratio=1.0, features=planted_features())
+    return lmrec.fit(model, data, TRAIN, out=tmp_path_factory.mktemp("runs") / "alpharec")
+
+
+def test_public_api_names():
+    assert {"load_dataset", "get_model", "list_models", "TrainConfig", "fit", "evaluate", "Run"} <= set(lmrec.__all__)
+    assert {"alpharec", "lightgcn", "rta_adapt", "fism"} <= set(lmrec.list_models())
+    assert "rta_adapt" not in lmrec.list_models("cf") and "pop" in lmrec.list_models("crs")
+
+
+def test_manifest_records_everything_with_relative_paths(alpharec):
+    manifest = read_manifest(alpharec.folder)
+    assert manifest["format"] == "lmrec-run" and manifest["version"] == 1 and manifest["status"] == "complete"
+    assert manifest["task"] == "cf" and manifest["model"] == "alpharec"
+    assert manifest["model_config"]["mlp_ratio"] == 1.0 and manifest["train_config"]["epochs"] == 3
+    assert manifest["data_checksum"] == alpharec.data.checksum()
+    assert str(alpharec.folder) not in json.dumps(manifest)  # no absolute path to the folder itself
+    assert sorted(p.name for p in alpharec.folder.iterdir()) == ["log.jsonl", "manifest.json", "metrics.json",
+                                                                 "model.safetensors"]
+
+
+def test_a_moved_folder_loads_and_scores_identically(alpharec, data, tmp_path):
+    moved = shutil.copytree(alpharec.folder, tmp_path / "somewhere" / "else")
+    loaded = lmrec.Run.load(moved, data=data)
+    users = np.arange(data.n_users)
+    assert torch.equal(loaded.model.score(users), alpharec.model.score(users))
+    assert loaded.recommend(user="u3", k=5) == alpharec.recommend(user="u3", k=5)
+
+
+def test_no_pickle_anywhere(alpharec):
+    data = (alpharec.folder / "model.safetensors").read_bytes()
+    header_length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_length])
+    assert {k.split(".")[0] for k in header if k != "__metadata__"} == {"state", "artifacts"}
+
+
+def test_old_foreign_incomplete_and_missing_folders_are_clear_errors(alpharec, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text("{}")
+    (old / "model.pt").write_bytes(b"not a pickle")
+    with pytest.raises(lmrec.LmrecError, match="old lmrec run folder"):
+        lmrec.Run.load(old)
+    foreign = shutil.copytree(alpharec.folder, tmp_path / "foreign")
+    (foreign / "manifest.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(lmrec.LmrecError, match="not an lmrec run manifest"):
+        lmrec.Run.load(foreign)
+    newer = shutil.copytree(alpharec.folder, tmp_path / "newer")
+    manifest = json.loads((newer / "manifest.json").read_text())
+    (newer / "manifest.json").write_text(json.dumps({**manifest, "version": 99}))
+    with pytest.raises(lmrec.LmrecError, match="version 99"):
+        lmrec.Run.load(newer)
+    incomplete = shutil.copytree(alpharec.folder, tmp_path / "incomplete")
+    (incomplete / "manifest.json").write_text(json.dumps({**manifest, "status": "training"}))
+    with pytest.raises(lmrec.LmrecError, match="incomplete"):
+        lmrec.Run.load(incomplete)
+    (incomplete / "model.safetensors").write_bytes(b"garbage")
+    (incomplete / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(lmrec.LmrecError, match="not a safetensors file"):
+        lmrec.Run.load(incomplete, data=alpharec.data)
+    with pytest.raises(lmrec.LmrecError, match="no such run folder"):
+        lmrec.Run.load(tmp_path / "nothing")
+
+
+def test_other_data_is_refused_by_checksum(alpharec):
+    with pytest.raises(lmrec.LmrecError, match="checksum"):
+        lmrec.Run.load(alpharec.folder, data=planted_data(seed=1))
+
+
+def test_a_run_folder_is_never_silently_replaced_or_mixed(data, tmp_path):
+    out = tmp_path / "run"
+    lmrec.fit("pop", data, out=out)
+    with pytest.raises(lmrec.LmrecError, match="--overwrite"):
+        lmrec.fit("pop", data, out=out)
+    lmrec.fit("mf", data, TRAIN, out=out, overwrite=True)
+    assert read_manifest(out)["model"] == "mf"
+    user_folder = tmp_path / "mine"
+    user_folder.mkdir()
+    (user_folder / "notes.txt").write_text("keep me")
+    for overwrite in (False, True):
+        with pytest.raises(lmrec.LmrecError, match="not an lmrec run folder"):
+            lmrec.fit("pop", data, out=user_folder, overwrite=overwrite)
+    assert (user_folder / "notes.txt").read_text() == "keep me"
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(lmrec.LmrecError, match="not a folder"):
+        lmrec.fit("pop", data, out=a_file)
+
+
+def test_resume_reuses_a_complete_run_and_refuses_other_settings(data, tmp_path):
+    out = tmp_path / "mf"
+    first = lmrec.fit("mf", data, TRAIN, out=out)
+    again = lmrec.fit("mf", data, TRAIN, out=out, resume=True)  # loaded, not retrained
+    assert again.manifest["created"] == first.manifest["created"] and again.metrics == first.metrics
+    with pytest.raises(lmrec.LmrecError, match="emb_dim"):
+        lmrec.fit("mf", data, TRAIN, out=out, resume=True, emb_dim=8)
+    with pytest.raises(lmrec.LmrecError, match="train_config"):
+        lmrec.fit("mf", data, {**TRAIN, "lr": 0.5}, out=out, resume=True)
+
+
+def test_recommend_known_user_leaves_out_everything_they_have(alpharec, data):
+    user = data.user_index("u4")
+    have = {data.catalog.ids[i] for s in ("train", "valid", "test")
+            for i in data.split(s).indices[data.split(s).indptr[user] : data.split(s).indptr[user + 1]]}
+    top = alpharec.recommend(user="u4", k=10)
+    assert len(top) == 10 and not have & {r.item_id for r in top}
+    kept = alpharec.recommend(user="u4", k=40, exclude_seen=False)
+    assert have <= {r.item_id for r in kept}
+    excluded = alpharec.recommend(user="u4", k=10, exclude=[top[0].item_id])
+    assert top[0].item_id not in {r.item_id for r in excluded}
+
+
+def test_recommend_for_a_new_user_from_items_or_titles(alpharec, data):
+    """Cluster 0 is items 4-9: a new user who liked two of them gets the rest of their cluster first."""
+    by_ids = alpharec.recommend(items=["i4", "i5"], k=4)
+    by_titles = alpharec.recommend(titles=["Movie number 4", "movie number 5"], k=4)
+    assert by_ids == by_titles
+    assert {r.item_id for r in by_ids} <= {f"i{i}" for i in range(10)} - {"i4", "i5"}
+    with pytest.raises(lmrec.LmrecError, match="no title .* matches 'Casablanca'"):
+        alpharec.recommend(titles=["Casablanca"])
+
+
+def test_intent_steers_the_ranking(alpharec, data):
+    """An intention whose LM vector is cluster 3's direction pulls cluster 3's items up, more with a larger alpha."""
+    features = planted_features()
+    cluster3 = features[4 + 3 * 6 : 4 + 4 * 6].mean(0)
+    alpharec.model.encode_texts = lambda texts: torch.from_numpy(np.tile(cluster3, (len(texts), 1)))
+    try:
+        ranks = []
+        for alpha in (0.0, 1.0):
+            top = alpharec.recommend(user="u0", intent="something like cluster 3", alpha=alpha, k=10)
+            ranks.append(sum(r.item_id in {f"i{i}" for i in range(22, 28)} for r in top))
+        assert ranks[1] > ranks[0]
+        new_user = alpharec.recommend(items=["i4"], intent="something like cluster 3", alpha=1.0, k=6)
+        assert sum(r.item_id in {f"i{i}" for i in range(22, 28)} for r in new_user) >= 3
+    finally:
+        del alpharec.model.encode_texts
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"user": "u0", "k": 0}, "k=0"),
+    ({"user": "u0", "k": 41}, "k=41"),
+    ({"user": "u0", "intent": "x", "alpha": 2}, "alpha=2"),
+    ({"user": "u0", "intent": "  "}, "intent is empty"),
+    ({"user": "u0", "items": ["i1"]}, "either user"),
+    ({}, "nothing to recommend for"),
+    ({"conversation": "User: hi"}, "collaborative-filtering"),
+])
+def test_recommend_bad_requests(alpharec, kwargs, match):
+    with pytest.raises(lmrec.LmrecError, match=match):
+        alpharec.recommend(**kwargs)
+
+
+def test_intent_needs_an_alpharec_model(data):
+    run = lmrec.fit("pop", data)
+    with pytest.raises(lmrec.LmrecError, match="AlphaRec-family"):
+        run.recommend(user="u0", intent="a comedy")
+    with pytest.raises(lmrec.LmrecError, match="cannot score a user it was not trained on"):
+        lmrec.fit("mf", data, TRAIN).recommend(items=["i1"])
+
+
+def test_device_setting_is_checked(data):
+    with pytest.raises(lmrec.LmrecError, match="device"):
+        lmrec.fit("mf", data, {**TRAIN, "device": "gpu"})
+    if not torch.cuda.is_available():
+        with pytest.raises(lmrec.LmrecError, match="no CUDA GPU"):
+            lmrec.fit("mf", data, {**TRAIN, "device": "cuda"})
