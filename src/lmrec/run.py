@@ -128,7 +128,8 @@ class Run:
         if isinstance(model, Recommender):
             model.restore(state, artifacts, data)  # type: ignore[arg-type]
         else:
-            model.restore(state, data, _context(manifest, folder, data) if model.uses_llm else None)  # type: ignore
+            context = _context(manifest, folder, data, device) if model.uses_llm else None
+            model.restore(state, data, context)  # type: ignore[call-arg]
         metrics = _read_json(folder / METRICS) if (folder / METRICS).exists() else {}
         return cls(model, data, manifest, metrics, folder)
 
@@ -470,12 +471,12 @@ def _read_json(path: Path) -> Any:
         raise LmrecError(f"{path}: not valid JSON ({exc})") from None
 
 
-def _context(manifest: dict[str, Any], folder: Path, data: CRSData) -> Any:
+def _context(manifest: dict[str, Any], folder: Path, data: CRSData, device: str) -> Any:
     """The LLM context features of a CRS run: its prepared folder when it is still where the manifest says
-    (relative to the run folder), else the LLM alone (through the embedding cache)."""
+    (relative to the run folder), else the LLM alone (through the embedding cache), run on ``device``."""
     from lmrec.models.crs.rta.features import PrepareConfig, context_features, load_features
 
-    config = PrepareConfig(**manifest["llm"])
+    config = build(PrepareConfig, {**manifest["llm"], "device": device}, what="LLM setting")
     features = None
     if manifest.get("features"):
         path = (folder / manifest["features"]).resolve()

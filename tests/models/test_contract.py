@@ -28,8 +28,7 @@ SETTINGS = {"rta_reindex": {"label_source": "both"}}
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory):
     """An embedding cache of its own, a tiny INSPIRED-format dataset and its features from a tiny random Llama."""
-    from lmrec.experiments.crs import run_prepare
-    from lmrec.models.crs.rta.features import PrepareConfig
+    from lmrec.models.crs.rta.features import PrepareConfig, prepare_dataset
 
     root = tmp_path_factory.mktemp("contract")
     mp = pytest.MonkeyPatch()
@@ -38,7 +37,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
     write_tiny_llm(root / "llm")
     prepared = root / "prepared"
     config = PrepareConfig(llm=str(root / "llm"), dtype="float32", max_new_tokens=6)
-    run_prepare(str(root / "data" / "inspired"), prepared, config, progress=False)
+    prepare_dataset(root / "data" / "inspired", prepared, config, progress=False)
     yield {"root": root, "cf": planted_data(), "crs": lmrec.load_dataset(root / "data" / "inspired"),
            "prepared": prepared}
     mp.undo()

@@ -37,13 +37,12 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from lmrec.experiments.crs import run_prepare
-    from lmrec.models.crs.rta.features import PrepareConfig
+    from lmrec.models.crs.rta.features import PrepareConfig, prepare_dataset
     from lmrec.settings import build
 
     set_threads(args)
     config = build(PrepareConfig, given(args, PrepareConfig), what="prepare setting")
-    features = run_prepare(args.dataset, Path(args.out), config, cache_root=args.cache, progress=args.progress)
+    features = prepare_dataset(args.dataset, Path(args.out), config, cache_root=args.cache, progress=args.progress)
     for split, info in features.meta["splits"].items():
         gen = info.get("generation")
         encode = info["encoding"]["seconds_per_sample"]

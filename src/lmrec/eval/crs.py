@@ -111,7 +111,7 @@ def evaluate_crs(
     for start in range(0, len(needed), batch_size):
         batch_ids = needed[start : start + batch_size]
         with torch.no_grad():
-            scores = scorer([samples[i] for i in batch_ids]).to(torch.float32).clone()
+            scores = scorer([samples[i] for i in batch_ids]).to("cpu", torch.float32).clone()
         if scores.shape != (len(batch_ids), n_items):
             raise LmrecError(f"CRS scorer returned shape {tuple(scores.shape)}, expected {(len(batch_ids), n_items)}")
         if torch.isnan(scores).any():

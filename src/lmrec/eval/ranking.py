@@ -79,7 +79,8 @@ def top_k(
     entries = None
     if exclude is not None and exclude.nnz:
         rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
-        entries = (torch.from_numpy(rows), torch.from_numpy(exclude.indices.astype(np.int64)))
+        entries = (torch.from_numpy(rows).to(scores.device),
+                   torch.from_numpy(exclude.indices.astype(np.int64)).to(scores.device))
     ranked = scores.clone() if entries is not None else scores
     if entries is not None:
         ranked[entries] = -torch.inf
@@ -87,10 +88,10 @@ def top_k(
     top = top[:, :k]
     tied = (values[:, 1:] == values[:, :-1]).any(dim=1).nonzero().squeeze(1)
     if len(tied):
-        keys = tie_break_keys(scores[tied], priority)
+        keys = tie_break_keys(scores[tied], priority.to(scores.device))
         if entries is not None:
-            in_tied = torch.zeros(scores.shape[0], dtype=torch.long)
-            in_tied[tied] = torch.arange(len(tied))
+            in_tied = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+            in_tied[tied] = torch.arange(len(tied), device=scores.device)
             keep = torch.isin(entries[0], tied)
             keys[in_tied[entries[0][keep]], entries[1][keep]] = MASKED_KEY
         top[tied] = torch.topk(keys, k, dim=1).indices
@@ -143,7 +144,7 @@ def evaluate(
             scores = scorer(batch)
         if scores.shape != (len(batch), data.n_items):
             raise LmrecError(f"scorer returned shape {tuple(scores.shape)}, expected {(len(batch), data.n_items)}")
-        top = top_k(scores, k_max, priority, None if exclude is None else exclude[batch]).numpy()
+        top = top_k(scores, k_max, priority, None if exclude is None else exclude[batch]).cpu().numpy()
         truth = targets[batch].toarray() > 0  # (b, n_items)
         all_hits.append(np.take_along_axis(truth, top, axis=1))
     hits = np.concatenate(all_hits) if all_hits else np.zeros((0, k_max), bool)

@@ -1,5 +1,5 @@
-"""RTA experiments on top of the library: prepare a dataset's LLM features and evaluate CRS models on the prepared
-turns, in the blocks the RTA tables report.
+"""RTA experiments on top of the library: CRS models evaluated on the prepared turns, in the blocks the RTA tables
+report.
 
 Blocks (``metrics.json`` of the RTA tables): ``valid``, ``test`` (every prepared test (turn, target) pair over the
 full catalog), ``test_new`` (new targets only, mentioned items removed from the ranking), and ``test_generated``
@@ -9,29 +9,17 @@ baseline is scored on those; the block makes the comparison paired). Ties by exp
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 
-from lmrec.data.conversations import CRSData, CRSSample
-from lmrec.data.registry import load_dataset
+from lmrec.data.conversations import CRSSample
 from lmrec.errors import LmrecError
 from lmrec.eval.crs import CRSResult, evaluate_crs, evaluate_turns
-from lmrec.io import write_json
-from lmrec.models.crs.rta.features import LLMFeatures, PrepareConfig, prepare_features
+from lmrec.models.crs.rta.features import LLMFeatures
 
 KS = (1, 5, 10, 50)
 Scorer = Callable[[Sequence[CRSSample]], torch.Tensor]
-
-
-def load_crs_dataset(name: str, data_dir: str | Path | None = None) -> CRSData:
-    """A conversational dataset by name or folder (see :func:`lmrec.data.registry.load_dataset`)."""
-    data = load_dataset(name, data_dir=data_dir)
-    if not isinstance(data, CRSData):
-        raise LmrecError(f"{name!r} is not a conversational dataset (expected e.g. inspired or redial)")
-    return data
 
 
 def crs_results(scorer: Scorer, features: LLMFeatures, generated_only: bool = False) -> dict[str, CRSResult]:
@@ -55,22 +43,3 @@ def crs_results(scorer: Scorer, features: LLMFeatures, generated_only: bool = Fa
         if "new" in results:
             out[f"{name}_new"] = results["new"]
     return out
-
-
-def run_prepare(dataset: str, out: Path, config: PrepareConfig | None = None, data_dir: str | Path | None = None,
-                cache_root: str | Path | None = None, progress: bool = True) -> LLMFeatures:
-    """Load the dataset and the LLM, then :func:`prepare_features` into ``out``."""
-    from lmrec.llm import CausalLM
-    from lmrec.text.cache import EmbeddingCache
-
-    cfg = config or PrepareConfig()
-    data = load_crs_dataset(dataset, data_dir)
-    start = time.perf_counter()
-    lm = CausalLM.load(cfg.llm, dtype=cfg.dtype)
-    load_seconds = time.perf_counter() - start
-    features = prepare_features(data, lm, out, cfg, EmbeddingCache(cache_root) if cache_root else None, progress)
-    features.meta["llm_load_seconds"] = load_seconds
-    features.meta["loader_skipped"] = dict(data.skipped)
-    features.meta["torch_threads"] = torch.get_num_threads()
-    write_json(Path(out) / "prepare.json", features.meta)
-    return features

@@ -29,16 +29,17 @@ import numpy as np
 import torch
 
 from lmrec.data.conversations import CRSSample, training_mentions
+from lmrec.data.registry import load_dataset
 from lmrec.errors import LmrecError
 from lmrec.eval.crs import CRSResult
 from lmrec.eval.crs_analysis import buckets_table, popularity_buckets, probe_delta
 from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import paired_test
-from lmrec.experiments.crs import crs_results, load_crs_dataset, run_prepare
+from lmrec.experiments.crs import crs_results
 from lmrec.experiments.steps import cached_step
 from lmrec.io import atomic_write, write_json
 from lmrec.models.base import get_model
-from lmrec.models.crs.rta.features import LLMFeatures, PrepareConfig, load_features
+from lmrec.models.crs.rta.features import LLMFeatures, PrepareConfig, load_features, prepare_dataset
 from lmrec.run import Run, fit
 from lmrec.settings import as_dict, build
 
@@ -77,9 +78,9 @@ def prepare_spec(dataset: str, settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def _prepare(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool) -> LLMFeatures:
     config = prepare_config(settings)
-    cached_step(folder, prepare_spec(dataset, settings), lambda: run_prepare(dataset, folder, config,
+    cached_step(folder, prepare_spec(dataset, settings), lambda: prepare_dataset(dataset, folder, config,
                                                                               progress=progress))
-    return load_features(folder, load_crs_dataset(dataset))
+    return load_features(folder, load_dataset(dataset))
 
 
 def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any]], train_on: str = "all") -> list[Row]:

@@ -60,7 +60,7 @@ class CRSRecommender(Model, ABC):
         """(len(samples), d) LLM context vectors."""
         if self.context is None:
             raise LmrecError(f"{self.name} needs LLM features: fit it with features=..., or load its run folder")
-        return self.context.q([s.context for s in samples]).float()
+        return self.context.q([s.context for s in samples]).float().to(self.device)
 
 
 def split_samples(data: CRSData, features: LLMFeatures | None, split: str) -> list[CRSSample]:

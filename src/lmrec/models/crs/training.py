@@ -110,7 +110,8 @@ class _PairObjective:
     def loss(self, rows: np.ndarray) -> torch.Tensor:
         batch = [self.train[self.sample_of[r]] for r in rows]
         logits = self.module(*self.inputs(batch))
-        return sampled_cross_entropy(logits, self.target_of[torch.from_numpy(rows)], self.n_negatives, self.generator)
+        targets = self.target_of[torch.from_numpy(rows)].to(logits.device)
+        return sampled_cross_entropy(logits, targets, self.n_negatives, self.generator)
 
     def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
         with torch.no_grad():

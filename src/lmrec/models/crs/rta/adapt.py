@@ -44,7 +44,7 @@ from lmrec.models.crs.base import CRSRecommender
 from lmrec.models.crs.rta.reindex import ItemIndexer
 from lmrec.models.crs.training import CRS_TRAIN_DEFAULTS, MAX_HISTORY, fit_crs_module, history_tensor
 from lmrec.settings import settings
-from lmrec.train.trainer import TrainConfig, TrainLog
+from lmrec.train.trainer import TrainConfig, TrainLog, resolve_device
 
 __all__ = ["ADAPT_TRAIN_DEFAULTS", "BIAS_VARIANTS", "GATE_VARIANTS", "VARIANTS", "AdaptConfig", "AdaptModule", "RTAAdapt",
            "build_recsys"]
@@ -165,7 +165,7 @@ class RTAAdapt(CRSRecommender):
         self.n_items = indexer.n_items
 
     def inputs(self, samples: Sequence[CRSSample]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.q(samples), history_tensor([s.mentioned for s in samples], self.config.max_history)
+        return self.q(samples), history_tensor([s.mentioned for s in samples], self.config.max_history).to(self.device)
 
     def fit(self, data: CRSData, train: TrainConfig | dict | None = None, *, features: Any = None, base: Any = None,
             folder: Path | None = None, resume: bool = False) -> TrainLog:
@@ -175,8 +175,9 @@ class RTAAdapt(CRSRecommender):
         if features is None or not isinstance(base, RTAReindex) or base.indexer is None:
             raise LmrecError("rta_adapt adapts a fitted rta_reindex: fit it with features=... and base=<reindex run>")
         cfg = self.train_config(train, self.config)
+        self.device = resolve_device(cfg.device)
         self.context = context_features(features)
-        self.build(copy.deepcopy(base.indexer), cfg.seed)
+        self.build(copy.deepcopy(base.indexer).to(self.device), cfg.seed)
         if len(data.catalog) != self.n_items:
             raise LmrecError(f"rta_adapt: {self.n_items} items indexed, the data has {len(data.catalog)}")
         if not any(p.requires_grad for p in self.module.parameters()):

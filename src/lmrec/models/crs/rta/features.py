@@ -45,7 +45,7 @@ from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict
 
 __all__ = ["SPLITS", "ContextFeatures", "GenerationRecord", "LLMFeatures", "PrepareConfig", "TitleTokens",
            "context_features", "generation_key", "load_features", "map_completion", "prepare_config",
-           "prepare_features", "subsample", "title_tokens"]
+           "prepare_dataset", "prepare_features", "subsample", "title_tokens"]
 
 SPLITS = ("train", "valid", "test")
 ENCODE_CHUNK = 64  # contexts encoded (and written to the cache) at a time
@@ -76,6 +76,7 @@ class PrepareConfig:
     n_titles: PositiveInt = 20
     max_title_tokens: PositiveInt = 32
     domain: str = "movie"
+    device: Literal["cpu", "cuda", "mps"] = "cpu"  # where the LLM runs (the q vectors do not depend on it)
 
 
 @dataclass
@@ -356,6 +357,28 @@ def prepare_features(
     return LLMFeatures(folder, data, payload, meta)
 
 
+def prepare_dataset(dataset: str | Path, out: str | Path, config: PrepareConfig | None = None,
+                    cache_root: str | Path | None = None, progress: bool = True) -> LLMFeatures:
+    """Load a conversational dataset (registered name or folder) and the LLM, then :func:`prepare_features` into
+    ``out``; ``prepare.json`` also records the LLM's load time, the loader's skip counts and the torch threads."""
+    from lmrec.data.registry import load_dataset
+    from lmrec.llm import CausalLM
+    from lmrec.text.cache import EmbeddingCache
+
+    cfg = config or PrepareConfig()
+    data = load_dataset(dataset)
+    if not isinstance(data, CRSData):
+        raise LmrecError(f"{dataset!r} is not a conversational dataset (expected e.g. inspired or redial)")
+    start = time.perf_counter()
+    lm = CausalLM.load(cfg.llm, dtype=cfg.dtype, device=cfg.device)
+    load_seconds = time.perf_counter() - start
+    features = prepare_features(data, lm, out, cfg, EmbeddingCache(cache_root) if cache_root else None, progress)
+    features.meta.update(llm_load_seconds=load_seconds, loader_skipped=dict(data.skipped),
+                         torch_threads=torch.get_num_threads())
+    write_json(Path(out) / "prepare.json", features.meta)
+    return features
+
+
 def _generate(
     lm: Any, samples: Sequence[CRSSample], path: Path, cfg: PrepareConfig, matcher: Any, progress: bool,
     log: Callable[[str], None], split: str,
@@ -411,7 +434,7 @@ def context_features(features: LLMFeatures | None, config: PrepareConfig | None 
 
     cfg = config or prepare_config(features.meta)  # type: ignore[union-attr]
     return ContextFeatures(features.q_table() if features else {}, features.completions() if features else {},
-                           lm_loader=lambda: CausalLM.load(cfg.llm, dtype=cfg.dtype), config=cfg,
+                           lm_loader=lambda: CausalLM.load(cfg.llm, dtype=cfg.dtype, device=cfg.device), config=cfg,
                            cache=EmbeddingCache(cache_root) if cache_root else None,
                            samples=features.samples if features else None)
 

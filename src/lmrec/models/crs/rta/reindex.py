@@ -36,7 +36,7 @@ from lmrec.models.crs.base import CRSRecommender
 from lmrec.models.crs.rta.aggregators import Aggregator, build_aggregator
 from lmrec.models.crs.rta.features import TitleTokens
 from lmrec.settings import settings
-from lmrec.train.trainer import TrainConfig, Trainer, TrainLog
+from lmrec.train.trainer import TrainConfig, Trainer, TrainLog, resolve_device
 
 __all__ = ["REINDEX_TRAIN_DEFAULTS", "ItemIndexer", "QSource", "RTAReindex", "ReindexConfig", "negative_mask",
            "sample_negatives", "sampled_softmax_loss", "tokens_from_state", "train_reindex"]
@@ -134,9 +134,9 @@ class _ReindexObjective:
 
     def __init__(self, indexer: ItemIndexer, q_train: torch.Tensor, pairs: list, cfg: ReindexConfig, seed: int):
         self.indexer, self.q_train, self.cfg = indexer, q_train, cfg
-        self.sample_of = torch.as_tensor([p.sample for p in pairs], dtype=torch.long)
-        self.label_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long)
-        self.generator = torch.Generator().manual_seed(seed)  # sampled negatives
+        self.sample_of = torch.as_tensor([p.sample for p in pairs], dtype=torch.long, device=q_train.device)
+        self.label_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long, device=q_train.device)
+        self.generator = torch.Generator().manual_seed(seed)  # sampled negatives (drawn on the CPU)
 
     def parameters(self) -> Iterator[nn.Parameter]:
         return self.indexer.parameters()
@@ -147,7 +147,7 @@ class _ReindexObjective:
             yield order[start : start + batch_size]
 
     def loss(self, rows: torch.Tensor) -> torch.Tensor:
-        negatives = sample_negatives(self.indexer.n_items, self.cfg.n_negatives, self.generator)
+        negatives = sample_negatives(self.indexer.n_items, self.cfg.n_negatives, self.generator).to(rows.device)
         return sampled_softmax_loss(self.q_train[self.sample_of[rows]], self.label_of[rows], negatives,
                                     self.indexer.embed, self.cfg.filter_collisions)
 
@@ -186,13 +186,14 @@ def train_reindex(
         return log
     if not pairs:
         raise LmrecError("reindex: no (turn, label) training pairs (did the LLM's answers map to no catalog item?)")
-    objective = _ReindexObjective(indexer, q_source([s.context for s in train]).float(), pairs, config,
+    device = indexer.token_table.device
+    objective = _ReindexObjective(indexer, q_source([s.context for s in train]).float().to(device), pairs, config,
                                   train_config.seed)
     k = train_config.metric_k
 
     def validate() -> dict[str, float]:
         table = indexer.item_table()
-        scorer = lambda samples: q_source([s.context for s in samples]).float() @ table.T  # noqa: E731
+        scorer = lambda samples: q_source([s.context for s in samples]).float().to(device) @ table.T  # noqa: E731
         result = evaluate_crs(scorer, valid, indexer.n_items, ks=(k,), batch_size=train_config.eval_batch_size)
         return {m: est.mean for m, est in result.summary().items()}
 
@@ -222,6 +223,7 @@ class RTAReindex(CRSRecommender):
         torch.manual_seed(seed)
         dim = int(tokens.table.shape[1])
         self.indexer = ItemIndexer(tokens, build_aggregator(self.config.aggregator, dim, tokens.ids.shape[1]))
+        self.indexer.to(self.device)
         self.n_items = self.indexer.n_items
         self.table = None
 
@@ -232,6 +234,7 @@ class RTAReindex(CRSRecommender):
         if features is None:
             raise LmrecError("rta_reindex learns from the LLM's answers: fit it with features= (lmrec crs prepare)")
         cfg = self.train_config(train, self.config)
+        self.device = resolve_device(cfg.device)
         self.context = context_features(features)
         self.build(features.tokens, cfg.seed)
         if len(data.catalog) != self.n_items:
