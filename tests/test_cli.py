@@ -51,7 +51,7 @@ def table_cells(text: str) -> dict[str, dict[str, str]]:
 def test_train_writes_metrics_json(run, folder):
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == {"valid", "test"}
-    for split, n_users in (("valid", 30), ("test", 31)):
+    for split, n_users in (("valid", 30), ("test", 30)):  # user 30 has no training items: left out, counted
         assert set(metrics[split]) == METRIC_NAMES
         for name, value in metrics[split].items():
             assert set(value) == {"mean", "se", "n"}, name
@@ -60,6 +60,7 @@ def test_train_writes_metrics_json(run, folder):
 
 def test_train_writes_the_manifest(run, folder):
     config = json.loads((run / "manifest.json").read_text())
+    assert config["evaluation"]["excluded_cold_users"] == {"test": 1}
     data = load_dataset(folder, format="lightgcn")
     assert config["model"] == "lightgcn"
     assert config["data_checksum"] == data.checksum()

@@ -191,3 +191,43 @@ def test_device_setting_is_checked(data):
     if not torch.cuda.is_available():
         with pytest.raises(lmrec.LmrecError, match="no CUDA GPU"):
             lmrec.fit("mf", data, {**TRAIN, "device": "cuda"})
+
+
+def test_results_lost_after_training_need_no_retraining(data, tmp_path, monkeypatch):
+    """A full disk when the results are written: the error names the file; --resume then trains nothing again."""
+    import errno
+
+    import lmrec.run as run_module
+
+    out = tmp_path / "mf"
+    real = run_module.save_tensors
+
+    def full_disk(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(run_module, "save_tensors", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        lmrec.fit("mf", data, TRAIN, out=out)
+    assert read_manifest(out)["status"] == "training" and (out / "checkpoint.safetensors").exists()
+    monkeypatch.setattr(run_module, "save_tensors", real)
+    epochs_trained = []
+    monkeypatch.setattr(lmrec.get_model("mf"), "batches",
+                        lambda self, rng, size: epochs_trained.append(1) or iter(()))
+    resumed = lmrec.fit("mf", data, TRAIN, out=out, resume=True)
+    assert epochs_trained == [] and resumed.manifest["fit"]["resumed_at"] == 3
+    assert read_manifest(out)["status"] == "complete" and not (out / "checkpoint.safetensors").exists()
+
+
+def test_empty_splits_are_errors_or_counted_notes_never_nan(tmp_path):
+    from helpers import make_split
+
+    empty_train = make_split([], [(0, 1)], [(0, 2)], 2, 5)
+    with pytest.raises(lmrec.LmrecError, match="training split is empty"):
+        lmrec.fit("pop", empty_train)
+    no_test = make_split([(0, 1), (1, 2)], [(0, 3)], [(1, 4)], 3, 5)  # user 1's test item... and user 2 is cold
+    cold_only = make_split([(0, 1), (1, 2)], [(0, 3)], [(2, 4)], 3, 5)
+    run = lmrec.fit("pop", cold_only, out=tmp_path / "pop")
+    assert set(run.metrics) == {"valid"}
+    assert "no user has test items and training items" in run.manifest["evaluation"]["not_evaluated"]["test"]
+    assert "NaN" not in (tmp_path / "pop" / "metrics.json").read_text()
+    assert set(lmrec.fit("pop", no_test).metrics) == {"valid", "test"}

@@ -37,5 +37,7 @@ def write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data), binary=True)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=False, default=str))
+def write_json(path: Path, obj: Any, allow_nan: bool = True) -> None:
+    """``obj`` as indented JSON, atomically; ``allow_nan=False`` refuses NaN / inf (ValueError) instead of writing
+    values no JSON parser reads."""
+    atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=False, default=str, allow_nan=allow_nan))

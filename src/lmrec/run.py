@@ -35,12 +35,12 @@ from lmrec.data.interactions import SplitData
 from lmrec.data.registry import DataRef
 from lmrec.environment import versions
 from lmrec.errors import LmrecError, UnknownIdError
-from lmrec.eval.ranking import TIE_POLICY, RankingResult, evaluate
+from lmrec.eval.ranking import TIE_POLICY, NothingToEvaluate, RankingResult, evaluate
 from lmrec.io import write_json
 from lmrec.models.base import Model, Recommender, get_model
 from lmrec.settings import SettingsError, as_dict, build
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict, with_prefix
-from lmrec.train.trainer import TrainConfig, TrainLog, resolve_device
+from lmrec.train.trainer import CHECKPOINT_FILE, TrainConfig, TrainLog, resolve_device
 
 FORMAT, VERSION = "lmrec-run", 1
 MANIFEST, WEIGHTS, METRICS = "manifest.json", "model.safetensors", "metrics.json"
@@ -96,7 +96,7 @@ class Run:
         if isinstance(self.model, Recommender):
             tensors.update(tensor_dict(self.model.artifacts(), "artifacts."))
         save_tensors(folder / WEIGHTS, tensors, {"model": self.model.name, "task": self.task})
-        write_json(folder / METRICS, self.metrics)
+        write_json(folder / METRICS, self.metrics, allow_nan=False)
         manifest = dict(self.manifest)
         features = manifest.get("features_abs")
         if features:
@@ -104,6 +104,7 @@ class Run:
         manifest.pop("features_abs", None)
         manifest["status"] = "complete"
         write_json(folder / MANIFEST, manifest)  # last: a folder with a complete manifest is a complete run
+        (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
         self.manifest, self.folder = manifest, folder
 
     @classmethod
@@ -136,18 +137,18 @@ class Run:
     # -- evaluation --------------------------------------------------------------------------------------
     def evaluate(self, split: str = "test", ks: Sequence[int] | None = None, batch_size: int = 1024) -> Any:
         """Full-catalog evaluation of ``split`` with the run's seed. CF: a :class:`RankingResult` (recall, NDCG, HR,
-        MRR @ ``ks``; train (+ valid) items masked). CRS: ``{"all": CRSResult, "new": CRSResult}`` over the turns
+        MRR @ ``ks``; train (+ valid) items masked; users without training interactions left out and counted). CRS: ``{"all": CRSResult, "new": CRSResult}`` over the turns
         the run was evaluated on (HR / NDCG / MRR @ ``ks``, expected ties)."""
         seed = self.manifest.get("eval_seed", 0)
         if isinstance(self.model, Recommender):
             ks = tuple(sorted({min(k, self.data.n_items) for k in (ks or REPORT_KS)}))
             return evaluate(self.model.score, self.data, split, ks=ks, metrics=REPORT_METRICS,
-                            batch_size=batch_size, seed=seed)
+                            batch_size=batch_size, seed=seed, cold_users="exclude")
         from lmrec.eval.crs import evaluate_turns
 
         samples = _eval_samples(self.model, self.data, split)
         if not samples:
-            raise LmrecError(f"{self.data.name}: no {split} turns to evaluate")
+            raise NothingToEvaluate(f"{self.data.name}: no {split} turns with a recommendation to evaluate")
         return evaluate_turns(self.model.score, samples, len(self.catalog), ks=tuple(ks or CRS_KS))
 
     # -- recommendation ----------------------------------------------------------------------------------
@@ -299,6 +300,8 @@ def fit(
     train_config = model.train_config(train, model.config) if model.trainable else None
     if dataset is None:
         dataset = ref.load()
+    if isinstance(dataset, SplitData) and dataset.train.nnz == 0:
+        raise LmrecError(f"{dataset.name}: the training split is empty: nothing to fit")
     features = _features(features, dataset) if task == "crs" else None
     manifest = _manifest(model, dataset, ref, train_config, features)
     folder = Path(out) if out is not None else None
@@ -311,7 +314,7 @@ def fit(
     log = model.fit(dataset, train_config, **kwargs)  # type: ignore[arg-type]
     manifest["fit"] = _fit_summary(log, time.perf_counter() - start)
     run = Run(model, dataset, manifest, log=log)
-    run.metrics = {split: _metric_blocks(run, split) for split in ("valid", "test") if _has_split(run, split)}
+    run.metrics = _evaluate_splits(run)
     if folder is not None:
         run._write(folder)
     return run
@@ -384,17 +387,23 @@ def _eval_samples(model: Model, data: CRSData, split: str) -> list[CRSSample]:
     return data.samples(split)
 
 
-def _has_split(run: Run, split: str) -> bool:
-    if isinstance(run.data, SplitData):
-        return run.data.split(split).nnz > 0
-    return bool(_eval_samples(run.model, run.data, split))
-
-
-def _metric_blocks(run: Run, split: str) -> dict[str, Any]:
-    result = run.evaluate(split)
-    if isinstance(result, RankingResult):
-        return result.to_dict()
-    return {name: r.to_dict() for name, r in result.items()}
+def _evaluate_splits(run: Run) -> dict[str, Any]:
+    """The metrics.json blocks of valid and test; what was not evaluated, and why, goes into the manifest."""
+    metrics: dict[str, Any] = {}
+    notes = run.manifest["evaluation"]
+    for split in ("valid", "test"):
+        try:
+            result = run.evaluate(split)
+        except NothingToEvaluate as exc:
+            notes.setdefault("not_evaluated", {})[split] = str(exc)
+            continue
+        if isinstance(result, RankingResult):
+            metrics[split] = result.to_dict()
+            if result.protocol.get("excluded_cold_users"):
+                notes.setdefault("excluded_cold_users", {})[split] = result.protocol["excluded_cold_users"]
+        else:
+            metrics[split] = {name: r.to_dict() for name, r in result.items()}
+    return metrics
 
 
 # -- the folder ------------------------------------------------------------------------------------------------

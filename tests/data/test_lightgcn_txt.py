@@ -49,19 +49,62 @@ def test_interactions_union():
     assert data.to_csr().nnz == 16
 
 
-def test_ids_index_rows_and_columns(tmp_path):
+def test_ids_are_mapped_densely_in_increasing_order(tmp_path):
     (tmp_path / "train.txt").write_text("2 7\n")
     (tmp_path / "test.txt").write_text("0 3\n")
     data = load_lightgcn_txt(tmp_path)
-    assert data.n_users == 3 and data.n_items == 8  # ids 0..max: dense index == file id
-    assert rows(data.train)[2] == [7]
+    assert data.user_ids == ["0", "2"] and data.catalog.ids == ["3", "7"]  # only the ids that occur
+    assert rows(data.train) == [[], [1]] and rows(data.test) == [[0], []]
+
+
+def test_contiguous_ids_keep_dense_index_equal_to_the_file_id():
+    data = load_lightgcn_txt(FIXTURE)
+    assert data.user_ids == [str(u) for u in range(data.n_users)]
+    assert data.catalog.ids == [str(i) for i in range(data.n_items)]
+
+
+def test_huge_ids_load_in_bounded_memory(tmp_path):
+    import tracemalloc
+
+    big = 2**63 - 5
+    (tmp_path / "train.txt").write_text(f"{big} 1 {big - 1}\n3 1\n")
+    (tmp_path / "test.txt").write_text(f"{big} 2\n")
+    tracemalloc.start()
+    data = load_lightgcn_txt(tmp_path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert data.user_ids == ["3", str(big)] and data.catalog.ids == ["1", "2", str(big - 1)]
+    assert peak < 5 * 2**20  # a dense range up to the largest id would need exabytes
+    (tmp_path / "test.txt").write_text(f"{2**63} 2\n")
+    with pytest.raises(DataFormatError, match="between 0 and 2\\^63 - 1"):
+        load_lightgcn_txt(tmp_path)
+
+
+def test_a_last_line_without_newline_is_read_with_a_warning(tmp_path):
+    (tmp_path / "train.txt").write_text("0 1 2\n1 4")
+    (tmp_path / "test.txt").write_text("0 3\n")
+    with pytest.warns(UserWarning, match="train.txt, line 2: the file does not end with a newline"):
+        data = load_lightgcn_txt(tmp_path)
+    assert rows(data.train)[1] == [data.catalog.index("4")]
+
+
+def test_nul_bytes_and_huge_tokens_give_short_messages(tmp_path):
+    (tmp_path / "test.txt").write_text("0 3\n")
+    (tmp_path / "train.txt").write_bytes(b"0 1\n" + b"\x00" * 400_000)
+    with pytest.raises(DataFormatError, match="NUL bytes") as exc:
+        load_lightgcn_txt(tmp_path)
+    assert len(str(exc.value)) < 300
+    (tmp_path / "train.txt").write_text("0 " + "9x" * 200_000 + "\n")
+    with pytest.raises(DataFormatError, match="400000 characters") as exc:
+        load_lightgcn_txt(tmp_path)
+    assert len(str(exc.value)) < 300
 
 
 @pytest.mark.parametrize(
     "file, text, line, expected",
     [
         ("train.txt", "0 1 2 3\n1 0 x4\n", 2, "expected an integer item id, got 'x4'"),
-        ("test.txt", "0 5\n-1 2\n", 2, "expected a non-negative user id"),
+        ("test.txt", "0 5\n-1 2\n", 2, r"expected a user id between 0 and 2\^63 - 1"),
         ("test.txt", "0 5\n1 9\n", 2, "expected an item id listed in"),  # 9 is not in items.tsv
         ("items.tsv", "id\ttext\n0\tToy Story\n", 1, "expected the header 'item_id<TAB>text'"),
         ("items.tsv", "item_id\ttext\n0\n", 2, "expected 2 tab-separated columns"),

@@ -255,7 +255,8 @@ def test_resume_from_a_checkpoint_gives_the_unbroken_run(tmp_path, monkeypatch):
     cfg = dict(FAST, epochs=6, eval_every=1, checkpoint_every=2)
     whole = LightGCN()
     log = whole.fit(data, cfg, folder=tmp_path / "whole")
-    assert not (tmp_path / "whole" / "checkpoint.safetensors").exists()  # removed when training ends
+    # the end state is checkpointed too (marked finished), so results lost after training need no retraining
+    assert (tmp_path / "whole" / "checkpoint.safetensors").exists()
     undo = interrupt_at_epoch(5, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         LightGCN().fit(data, cfg, folder=tmp_path / "broken")
@@ -272,3 +273,9 @@ def test_resume_from_a_checkpoint_gives_the_unbroken_run(tmp_path, monkeypatch):
         assert torch.equal(value, resumed.state()[key]), key
     lines = [json.loads(line) for line in (tmp_path / "broken" / "log.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]  # one line per epoch, none repeated
+    # resuming a finished checkpoint restores the best state and trains nothing more
+    again = LightGCN()
+    log3 = again.fit(data, cfg, folder=tmp_path / "whole", resume=True)
+    assert log3.resumed_at == 6 and [r.epoch for r in log3.records] == [1, 2, 3, 4, 5, 6]
+    for key, value in whole.state().items():
+        assert torch.equal(value, again.state()[key]), key

@@ -112,6 +112,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     run = lmrec.fit(args.model, ref, given(args, TrainConfig), out=args.out, overwrite=args.overwrite,
                     resume=args.resume, features=args.features, base=base, **given(args, config))
     print(metrics_table({split: _flat(block) for split, block in run.metrics.items()}))
+    notes = run.manifest["evaluation"]
+    for split, count in notes.get("excluded_cold_users", {}).items():
+        print(f"{split}: {count} user(s) without training interactions left out of the evaluation")
+    for split, reason in notes.get("not_evaluated", {}).items():
+        print(f"{split}: not evaluated ({reason})")
     fit = run.manifest["fit"]
     summary = f"fit {fit['seconds']:.1f} s"
     if fit.get("trained"):
@@ -151,6 +156,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(metrics_table({args.split: result.to_dict()}))
         print(f"full ranking over {run.data.n_items} items, masked: {', '.join(result.protocol['masked']) or 'nothing'};"
               f" ties: {result.protocol['ties']}")
+        if result.protocol["excluded_cold_users"]:
+            print(f"{result.protocol['excluded_cold_users']} user(s) without training interactions left out")
     else:
         print(metrics_table({args.split: _flat({k: r.to_dict() for k, r in result.items()})}))
         print(f"full ranking over {len(run.catalog)} items per (turn, target) pair; ties by expectation")

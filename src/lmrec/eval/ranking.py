@@ -50,6 +50,10 @@ class RankingResult:
 MASKED_KEY = torch.iinfo(torch.int64).min  # the key of an item removed from the ranking
 
 
+class NothingToEvaluate(LmrecError):
+    """A split with no user (turn) to score: an empty split, or only users without training interactions."""
+
+
 def tie_break_keys(scores: torch.Tensor, priority: torch.Tensor) -> torch.Tensor:
     """int64 keys ordering like ``scores`` (as float32), ties ordered by ``priority`` (higher first).
 
@@ -122,15 +126,28 @@ def evaluate(
     seed: int = 0,
     users: np.ndarray | None = None,
     progress: bool = False,
+    cold_users: str = "include",
 ) -> RankingResult:
     """Rank every item for every user with targets in ``split`` and compute per-user metrics.
 
     ``mask`` lists the splits whose items are removed from the ranking (default: train for valid,
     train + valid for test). ``users`` restricts the evaluation to a subset (still only users with targets).
+    ``cold_users="exclude"`` leaves out the users with targets but no training interactions (a trained model knows
+    nothing of them; runs evaluate this way); how many is ``protocol["excluded_cold_users"]``, and every metric's
+    ``n`` counts the users scored. No user to score is a :class:`NothingToEvaluate` error.
     """
+    if cold_users not in ("exclude", "include"):
+        raise ValueError(f"cold_users must be 'exclude' or 'include', got {cold_users!r}")
     targets = data.split(split)
     has_targets = np.diff(targets.indptr) > 0
     candidates = np.flatnonzero(has_targets) if users is None else np.asarray(users)[has_targets[users]]
+    cold = np.diff(data.train.indptr)[candidates] == 0
+    if cold_users == "exclude":
+        candidates = candidates[~cold]
+    if len(candidates) == 0:
+        raise NothingToEvaluate(f"{data.name}: no user has {split} items"
+                                + (" and training items" if cold.any() and cold_users == "exclude" else "")
+                                + f": nothing to evaluate on {split}")
     exclude, used_mask = mask_matrix(data, split, mask)
     k_max = max(ks)
     if k_max > data.n_items:
@@ -157,6 +174,7 @@ def evaluate(
         "ties": TIE_POLICY,
         "seed": seed,
         "users": int(len(candidates)),
+        "excluded_cold_users": int(cold.sum()) if cold_users == "exclude" else 0,
         "items": int(data.n_items),
     }
     return RankingResult(split, candidates, per_user, protocol)

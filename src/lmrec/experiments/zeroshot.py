@@ -42,6 +42,7 @@ from lmrec.run import REPORT_KS, REPORT_METRICS, fit
 from lmrec.settings import as_dict, build
 from lmrec.tensorfile import save_tensors, tensor_dict
 from lmrec.train import TrainConfig, Trainer, TrainLog
+from lmrec.train.trainer import CHECKPOINT_FILE
 
 FeatureFn = Callable[[SplitData, AlphaRecConfig], np.ndarray]  # dataset -> (n_items, d) LM item features
 COLUMNS = ("recall@20", "ndcg@20", "hr@20")
@@ -232,6 +233,7 @@ def run_zeroshot(
     log = fit_mixed(model, train_config, out)
     save_tensors(out / "model.safetensors", {**tensor_dict(model.state(), "state."),
                                              **tensor_dict(model.artifacts(), "artifacts.")})
+    (out / CHECKPOINT_FILE).unlink(missing_ok=True)
 
     start = time.perf_counter()
     scorer = zero_shot_scorer(model, target, features(target, config))

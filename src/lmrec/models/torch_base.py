@@ -73,7 +73,8 @@ class TorchRecommender(Recommender):
             """Full ranking of ``data.valid`` (train items masked) at the selection metric and @20."""
             result = evaluate(self.score, data, "valid", ks=sorted({cfg.metric_k, min(20, data.n_items)}),
                               batch_size=cfg.eval_batch_size, seed=cfg.seed,
-                              metrics=tuple(dict.fromkeys((cfg.metric_name, "recall", "ndcg", "hr"))))
+                              metrics=tuple(dict.fromkeys((cfg.metric_name, "recall", "ndcg", "hr"))),
+                              cold_users="exclude")
             return {name: est.mean for name, est in result.summary().items()}
 
         return Trainer.in_folder(cfg, folder).run(self, validate, resume=resume)

@@ -153,7 +153,8 @@ class Trainer:
     """The training loop shared by every gradient-trained model of lmrec (CF, CRS, RTA, zero-shot).
 
     ``log_path``: one JSON line per epoch; ``checkpoint_path``: the resumable state (see :mod:`.checkpoint`),
-    removed when training ends normally.
+    written every ``checkpoint_every`` epochs and once more when training ends (marked finished: resuming it
+    restores the best state without training again). Whoever completes the run folder removes it.
     """
 
     def __init__(self, config: TrainConfig | None = None, log_path: Path | None = None,
@@ -181,17 +182,18 @@ class Trainer:
         optimizer = optimizer_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         log = TrainLog()
         best_state: dict[str, Any] | None = None
-        bad_evals, first_epoch, elapsed = 0, 1, 0.0
+        bad_evals, first_epoch, elapsed, finished = 0, 1, 0.0, False
         if resume:
             restored = self._restore(model, optimizer, rng)
             if restored is not None:
-                log, best_state, bad_evals, elapsed = restored
+                log, best_state, bad_evals, elapsed, finished = restored
                 first_epoch = log.records[-1].epoch + 1 if log.records else 1
                 log.resumed_at = first_epoch - 1
         self._rewrite_log(log)
         device = resolve_device(cfg.device)
         start = time.perf_counter() - elapsed
-        epochs = tqdm(range(first_epoch, cfg.epochs + 1), desc=f"train {getattr(model, 'name', '')}",
+        last_epoch = first_epoch - 1 if finished else cfg.epochs  # a finished checkpoint: nothing left to train
+        epochs = tqdm(range(first_epoch, last_epoch + 1), desc=f"train {getattr(model, 'name', '')}",
                       disable=not cfg.progress, initial=first_epoch - 1, total=cfg.epochs)
         for epoch in epochs:
             t0 = time.perf_counter()
@@ -239,16 +241,17 @@ class Trainer:
                 log.stopped = stop
                 break
         log.total_seconds = time.perf_counter() - start
+        if not finished:  # the end state too: results lost after training (a full disk) cost no retraining
+            self._checkpoint(model, optimizer, rng, log, best_state, bad_evals, log.total_seconds, finished=True)
         if best_state is not None:
             model.load_state(best_state)
         model.set_training(False)
-        if self.checkpoint_path is not None:
-            Path(self.checkpoint_path).unlink(missing_ok=True)
         return log
 
     # -- checkpoints -----------------------------------------------------------------------------------------
     def _checkpoint(self, model: TorchTrainable, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
-                    log: TrainLog, best_state: dict[str, Any] | None, bad_evals: int, elapsed: float) -> None:
+                    log: TrainLog, best_state: dict[str, Any] | None, bad_evals: int, elapsed: float,
+                    finished: bool = False) -> None:
         if self.checkpoint_path is None:
             return
         tensors = tensorfile.tensor_dict(model.state(), "model.")
@@ -261,11 +264,12 @@ class Trainer:
         if extra is not None:
             tensors.update(tensorfile.tensor_dict(extra(), "extra."))
         meta = {"config": as_dict(self.config), "log": log.to_dict(), "bad_evals": bad_evals, "elapsed": elapsed,
+                "finished": finished,
                 "has_best": best_state is not None, "numpy_rng": rng.bit_generator.state, "optimizer": optim_meta}
         tensorfile.save_tensors(Path(self.checkpoint_path), tensors, json.loads(json.dumps(meta, default=_json_default)))
 
     def _restore(self, model: TorchTrainable, optimizer: torch.optim.Optimizer, rng: np.random.Generator
-                 ) -> tuple[TrainLog, dict[str, Any] | None, int, float] | None:
+                 ) -> tuple[TrainLog, dict[str, Any] | None, int, float, bool] | None:
         path = self.checkpoint_path
         if path is None or not Path(path).exists():
             return None
@@ -284,7 +288,8 @@ class Trainer:
         load_extra = getattr(model, "load_extra_state", None)
         if load_extra is not None:
             load_extra(tensorfile.with_prefix(tensors, "extra."))
-        return TrainLog.from_dict(meta["log"]), best, int(meta["bad_evals"]), float(meta["elapsed"])
+        return (TrainLog.from_dict(meta["log"]), best, int(meta["bad_evals"]), float(meta["elapsed"]),
+                bool(meta.get("finished")))
 
     # -- the per-epoch log -----------------------------------------------------------------------------------
     def _rewrite_log(self, log: TrainLog) -> None:

@@ -8,17 +8,21 @@ A dataset is a folder with::
     items.tsv        (optional) header ``item_id<TAB>text``, then ``12<TAB>Stanley Staples (1000 Count)``
 
 Each file may be gzipped (``train.txt.gz``). A line with a user and no items (``3``) is allowed; blank lines
-are skipped. Ids are non-negative integers and serve as dense indices: user ``u`` is row ``u``, item ``i`` is
-column ``i`` (so precomputed embeddings indexed by the file ids line up). Users and items go from 0 to the
-largest id seen; ids in that range that no file mentions are kept as users/items without interactions.
-External ids are the ids as strings. Item titles are the ``items.tsv`` texts, or the ids without that file.
+are skipped. Ids are non-negative integers below 2⁶³; the users and items are the ids that occur (in any file, or
+in ``items.tsv``), in increasing order, mapped to dense indices: memory grows with the number of distinct ids, not
+with the largest one. With the usual contiguous ids 0..n-1 (the official LightGCN / AlphaRec files) user ``u`` is
+row ``u`` and item ``i`` column ``i``, so precomputed embeddings indexed by the file ids line up. External ids are
+the ids as strings. Item titles are the ``items.tsv`` texts, or the ids without that file. A file whose last line
+has no final newline is read, with a warning: a file cut short may end in a truncated id.
 """
 
 from __future__ import annotations
 
 import gzip
+import warnings
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +35,21 @@ from lmrec.errors import DataFormatError
 SPLIT_FILES = ("train", "valid", "test")
 
 
-def iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+MAX_ID = 2**63 - 1
+MAX_SHOWN = 40  # characters of a bad token shown in an error message
+
+
+def shown(token: str) -> str:
+    """``repr`` of a token, cut to :data:`MAX_SHOWN` characters (a binary file can hold one huge "token")."""
+    return repr(token) if len(token) <= MAX_SHOWN else f"{token[:MAX_SHOWN]!r}... ({len(token)} characters)"
+
+
+def iter_lines(path: Path, encoding: str = "utf-8", records: bool = False) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` (1-based, newline stripped) of a plain or ``.gz`` text file.
 
-    A truncated or corrupt gzip stream and undecodable bytes raise :class:`DataFormatError` naming the file
-    and the line where reading stopped.
+    A truncated or corrupt gzip stream, undecodable bytes and NUL bytes raise :class:`DataFormatError` naming the
+    file and the line where reading stopped. ``records``: one record per line, where a last line without a final
+    newline is ambiguous (a file cut short ends in a truncated value): warned about.
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -43,6 +57,11 @@ def iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]
     try:
         with opener(path, "rt", encoding=encoding) as handle:
             for line_no, line in enumerate(handle, 1):
+                if "\x00" in line:
+                    raise DataFormatError(path, line_no, "expected text, got NUL bytes (a binary file?)")
+                if records and not line.endswith("\n") and line.strip():
+                    warnings.warn(f"{path}, line {line_no}: the file does not end with a newline; if it was cut "
+                                  "short, its last value may be truncated", stacklevel=2)
                 yield line_no, line.rstrip("\r\n")
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise DataFormatError(
@@ -65,16 +84,16 @@ def parse_int(path: Path, line: int, token: str, what: str) -> int:
     try:
         value = int(token)
     except ValueError:
-        raise DataFormatError(path, line, f"expected an integer {what}, got {token!r}") from None
-    if value < 0:
-        raise DataFormatError(path, line, f"expected a non-negative {what}, got {token!r}")
+        raise DataFormatError(path, line, f"expected an integer {what}, got {shown(token)}") from None
+    if not 0 <= value <= MAX_ID:
+        raise DataFormatError(path, line, f"expected a {what} between 0 and 2^63 - 1, got {shown(token)}")
     return value
 
 
 def read_user_items(path: Path) -> list[tuple[int, int, list[int]]]:
     """``(line_number, user, items)`` for each non-blank line of a ``user item item ...`` file."""
     rows = []
-    for line_no, line in iter_lines(path):
+    for line_no, line in iter_lines(path, records=True):
         tokens = line.split()
         if not tokens:
             continue
@@ -103,37 +122,47 @@ def read_item_texts(path: Path) -> dict[int, str]:
     return texts
 
 
-def _read_folder(folder: Path) -> tuple[dict[str, tuple[Path, list]], ItemCatalog, list[str]]:
+@dataclass
+class _Folder:
+    """The files of a folder as dense (user, item) index arrays, with the id mappings."""
+
+    rows: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (users, items), dense indices
+    files: dict[str, Path]
+    catalog: ItemCatalog
+    user_ids: list[str]
+
+
+def _read_folder(folder: Path) -> _Folder:
     folder = Path(folder)
     files = {}
     for split in SPLIT_FILES:
         path = find_file(folder, f"{split}.txt")
         if path is not None:
-            files[split] = (path, read_user_items(path))
+            files[split] = path
         elif split != "valid":
             raise FileNotFoundError(f"{folder}: expected {split}.txt or {split}.txt.gz (LightGCN text format)")
     text_path = find_file(folder, "items.tsv")
     texts = read_item_texts(text_path) if text_path else None
-
-    max_user, max_item = -1, -1
-    for path, rows in files.values():
-        for line_no, user, items in rows:
-            max_user = max(max_user, user)
-            for item in items:
-                if texts is not None and item not in texts:
-                    raise DataFormatError(path, line_no, f"expected an item id listed in {text_path}, got {item}")
-                max_item = max(max_item, item)
-    if texts:
-        max_item = max(max_item, max(texts))
-    ids = [str(i) for i in range(max_item + 1)]
-    titles = [texts.get(i, "") for i in range(max_item + 1)] if texts is not None else list(ids)
-    return files, ItemCatalog(ids, titles), [str(u) for u in range(max_user + 1)]
-
-
-def _coo(rows: list[tuple[int, int, list[int]]]) -> tuple[np.ndarray, np.ndarray]:
-    users = np.array([user for _, user, items in rows for _ in items], dtype=np.int64)
-    items = np.array([item for _, _, items in rows for item in items], dtype=np.int64)
-    return users, items
+    raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    users_seen = []
+    for split, path in files.items():
+        users, items = [], []
+        for line_no, user, row in read_user_items(path):
+            if texts is not None:
+                for item in row:
+                    if item not in texts:
+                        raise DataFormatError(path, line_no, f"expected an item id listed in {text_path}, got {item}")
+            users_seen.append(user)
+            users.extend([user] * len(row))
+            items.extend(row)
+        raw[split] = (np.array(users, dtype=np.int64), np.array(items, dtype=np.int64))
+    user_values = np.unique(np.array(users_seen, dtype=np.int64))
+    item_values = np.unique(np.concatenate([i for _, i in raw.values()] +
+                                           [np.array(sorted(texts or ()), dtype=np.int64)]))
+    rows = {split: (np.searchsorted(user_values, u), np.searchsorted(item_values, i)) for split, (u, i) in raw.items()}
+    ids = [str(i) for i in item_values.tolist()]
+    titles = [texts[i] for i in item_values.tolist()] if texts is not None else list(ids)
+    return _Folder(rows, files, ItemCatalog(ids, titles), [str(u) for u in user_values.tolist()])
 
 
 def load_lightgcn_txt(
@@ -145,21 +174,20 @@ def load_lightgcn_txt(
     (:func:`~lmrec.data.splits.carve_validation` with ``seed``). Protocol: ``"fixed files (train.txt, ...)"``.
     """
     folder = Path(folder)
-    files, catalog, user_ids = _read_folder(folder)
-    shape = (len(user_ids), len(catalog))
-    matrices = {}
-    for split in SPLIT_FILES:
-        users, items = _coo(files[split][1]) if split in files else (np.zeros(0, np.int64), np.zeros(0, np.int64))
-        matrices[split] = to_csr(users, items, *shape)
-    protocol = f"fixed files ({', '.join(path.name for path, _ in files.values())})"
-    data = SplitData(name or folder.name, user_ids, catalog, matrices["train"], matrices["valid"], matrices["test"], protocol)
-    return data if "valid" in files else carve_validation(data, valid_fraction, seed)
+    read = _read_folder(folder)
+    shape = (len(read.user_ids), len(read.catalog))
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    matrices = {split: to_csr(*read.rows.get(split, empty), *shape) for split in SPLIT_FILES}
+    protocol = f"fixed files ({', '.join(path.name for path in read.files.values())})"
+    data = SplitData(name or folder.name, read.user_ids, read.catalog, matrices["train"], matrices["valid"],
+                     matrices["test"], protocol)
+    return data if "valid" in read.files else carve_validation(data, valid_fraction, seed)
 
 
 def load_lightgcn_interactions(folder: str | Path, name: str | None = None) -> Interactions:
     """All rows of train, valid and test together (no ratings, no timestamps), for re-splitting."""
     folder = Path(folder)
-    files, catalog, user_ids = _read_folder(folder)
-    rows = [row for split in SPLIT_FILES if split in files for row in files[split][1]]
-    users, items = _coo(rows)
-    return Interactions(users, items, user_ids, catalog, name=name or folder.name)
+    read = _read_folder(folder)
+    users = np.concatenate([read.rows[s][0] for s in SPLIT_FILES if s in read.rows])
+    items = np.concatenate([read.rows[s][1] for s in SPLIT_FILES if s in read.rows])
+    return Interactions(users, items, read.user_ids, read.catalog, name=name or folder.name)

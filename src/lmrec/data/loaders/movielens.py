@@ -127,7 +127,7 @@ def load_movielens_100k(folder: str | Path, min_rating: float | None = None, nam
     data_path = _require(folder / "u.data")
     ratings = [
         _rating(data_path, line_no, _split(data_path, line_no, line, "\t", 4, "user, movie, rating, timestamp"))
-        for line_no, line in iter_lines(data_path)
+        for line_no, line in iter_lines(data_path, records=True)
         if line.strip()
     ]
     return _build(ratings, data_path, item_path, catalog, min_rating, name)
@@ -208,7 +208,7 @@ def load_movielens_1m(folder: str | Path, min_rating: float | None = None, name:
     ratings_path = _require(folder / "ratings.dat")
     ratings = [
         _rating(ratings_path, line_no, _split(ratings_path, line_no, line, "::", 4, "user, movie, rating, timestamp"))
-        for line_no, line in iter_lines(ratings_path, "latin-1")
+        for line_no, line in iter_lines(ratings_path, "latin-1", records=True)
         if line.strip()
     ]
     return _build(ratings, ratings_path, movies_path, catalog, min_rating, name)
