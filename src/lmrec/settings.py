@@ -27,7 +27,7 @@ from pydantic.dataclasses import dataclass as _pydantic_dataclass
 from lmrec.errors import LmrecError
 
 T = TypeVar("T")
-_CONFIG = ConfigDict(extra="forbid", validate_assignment=True)
+_CONFIG = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SettingsError(LmrecError, ValueError):
