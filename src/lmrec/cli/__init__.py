@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from lmrec.cli import crs, data, experiments, train
@@ -29,6 +30,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
+    if not args.debug:  # lmrec's warnings read like its errors, without a source line
+        warnings.formatwarning = lambda message, category, *_, **__: f"lmrec: warning: {message}\n"
     try:
         args.func(args)
     except (LmrecError, ValueError) as error:  # ValueError: the remaining checks of values in older modules

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lmrec.cli.flags import add_settings, given
 from lmrec.cli.train import add_threads, set_threads
+from lmrec.errors import LmrecError
 
 
 def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
@@ -65,6 +66,9 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
     set_threads(args)
     run = Run.load(args.run)
+    if run.task != "crs":
+        raise LmrecError(f"{args.run} is a {run.model.name} run (collaborative filtering); chat needs a conversational "
+                         "run (lmrec train rta_adapt / sasrec / ... on inspired or redial)")
     interactive = sys.stdin.isatty()
     print(f"lmrec crs chat ({run.model.name} on {run.data.name}): type what you like; /reset, /quit")
     turns: list[Turn] = []
