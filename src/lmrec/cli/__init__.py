@@ -11,10 +11,10 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from lmrec.cli import crs, data, experiments, train
+from lmrec.cli import crs, data, experiments, serve, train
 from lmrec.errors import LmrecError
 
-GROUPS = (data, train, crs, experiments)
+GROUPS = (data, train, crs, experiments, serve)
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:

@@ -98,6 +98,26 @@ class Recommender(Model, ABC):
         raise LmrecError(f"{self.name} cannot score a user it was not trained on (it learns one vector per "
                          "training user); models that can: pop, multvae, alpharec, linear_map")
 
+    # -- vectors (dot-product models): score(u, i) = user_vector(u) · item_vectors()[i] -------------------
+    def item_vectors(self) -> torch.Tensor | None:
+        """(n_items, d) item vectors whose dot product with :meth:`user_vector` is the score; None when the model
+        does not score by a dot product (then only exact ranking through :meth:`score` serves it)."""
+        return None
+
+    def user_vector(self, user: int, intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
+        """(d,) vector of training user ``user`` (``intent``: AlphaRec models mix a stated intention in)."""
+        raise LmrecError(f"{self.name} has no user vectors (it does not score by a dot product)")
+
+    def new_user_vector(self, items: Sequence[int], intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
+        """(d,) vector of a user the model was not trained on, from their ``items``."""
+        self.score_new_user(items)  # the same refusal, for the models that cannot
+        raise LmrecError(f"{self.name} has no user vectors (it does not score by a dot product)")
+
+    def new_item_vectors(self, texts: Sequence[str]) -> torch.Tensor:
+        """(len(texts), d) vectors of items the model was not trained on, from their text (AlphaRec models)."""
+        raise LmrecError(f"{self.name} cannot place a new item without retraining: it learns one vector per training "
+                         "item; AlphaRec models (alpharec, linear_map) place an item from its title")
+
     def recommend(self, user: int, k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:
         """Top-k (item index, score) for one dense user index; training items removed when ``exclude_seen``."""
         scores = self.score(np.array([user]))[0].detach().to("cpu").clone()

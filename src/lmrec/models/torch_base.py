@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from lmrec.data.interactions import SplitData
+from lmrec.errors import LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.models.base import ModelConfig, Recommender
 from lmrec.train import TrainConfig, Trainer, TrainLog, resolve_device
@@ -86,12 +87,24 @@ class TorchRecommender(Recommender):
         self.net.train(training)
         self._inference = None
 
-    def score(self, users: np.ndarray) -> torch.Tensor:
+    def vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user vectors, item vectors) of the current state, computed once until the next training step."""
         if self._inference is None:
             with torch.no_grad():
                 self._inference = tuple(t.detach() for t in self.embed())  # type: ignore[assignment]
-        user_emb, item_emb = self._inference  # type: ignore[misc]
+        return self._inference  # type: ignore[return-value]
+
+    def score(self, users: np.ndarray) -> torch.Tensor:
+        user_emb, item_emb = self.vectors()
         return user_emb[torch.as_tensor(users, dtype=torch.long, device=user_emb.device)] @ item_emb.T
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.vectors()[1]
+
+    def user_vector(self, user: int, intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
+        if intent is not None:
+            raise LmrecError(f"{self.name} takes no intent: stated intentions need an AlphaRec-family model")
+        return self.vectors()[0][user]
 
     def state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.net.state_dict().items()}

@@ -134,9 +134,9 @@ class AlphaRec(LMFeatures, TorchRecommender):
         return torch.from_numpy(encoder.encode(texts, progress=False)).to(self.device)
 
     @torch.no_grad()
-    def score_new_user(self, items: Sequence[int], intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
-        """(n_items,) cosine scores of a user who interacted with ``items``, added to the training graph (exact
-        propagation on the graph with that user); ``intent`` mixes a stated intention in with weight ``alpha``."""
+    def _with_new_user(self, items: Sequence[int], intent: str | None, alpha: float
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the new user's vector (d,), the item vectors (n_items, d)) on the training graph with that user added."""
         self.set_training(False)
         items = np.unique(np.asarray(items, dtype=np.int64))
         row = sp.csr_matrix((np.ones(len(items), np.float32), (np.zeros(len(items), np.int64), items)),
@@ -149,12 +149,37 @@ class AlphaRec(LMFeatures, TorchRecommender):
             e_intent = self.net(self.encode_texts([intent]))[0]
             e0_users[-1] = (1 - alpha) * e0_users[-1] + alpha * e_intent
         users, item_emb = self.represent(z_users, self.z_items, normalized_adjacency(train).to(self.device), e0_users)
-        return users[-1] @ item_emb.T
+        return users[-1], item_emb
+
+    def score_new_user(self, items: Sequence[int], intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
+        """(n_items,) cosine scores of a user who interacted with ``items``, added to the training graph (exact
+        propagation on the graph with that user); ``intent`` mixes a stated intention in with weight ``alpha``."""
+        user, item_emb = self._with_new_user(items, intent, alpha)
+        return user @ item_emb.T
+
+    def new_user_vector(self, items: Sequence[int], intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
+        """The new user's vector; against :meth:`item_vectors` (the graph without that user) the scores differ from
+        :meth:`score_new_user` only by the degree change of the user's items."""
+        return self._with_new_user(items, intent, alpha)[0]
 
     def score_with_intent(self, user: int, intent: str, alpha: float = 0.5) -> torch.Tensor:
         """(n_items,) scores of training user ``user`` with the stated ``intent`` mixed in (see :class:`IntentScorer`)."""
         scorer = IntentScorer(self)
         return scorer.scores(user, scorer.map_intent(self.encode_texts([intent]))[0], [alpha])[0]
+
+    def user_vector(self, user: int, intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
+        if intent is None:
+            return super().user_vector(user)
+        scorer = IntentScorer(self)
+        return scorer.user_vector(user, scorer.map_intent(self.encode_texts([intent]))[0], alpha)
+
+    @torch.no_grad()
+    def new_item_vectors(self, texts: Sequence[str]) -> torch.Tensor:
+        """(len(texts), d) vectors of items the model was not trained on, from their text alone: a new item has no
+        edge in the training graph, so its propagated vector is MLP(LM(text))/(L+1), normalized: exact, and every
+        score against it is exact too (no other vector depends on an isolated node)."""
+        self.set_training(False)
+        return F.normalize(self.net(self.encode_texts(list(texts))), dim=-1)
 
 
 class IntentScorer:
@@ -183,6 +208,14 @@ class IntentScorer:
                                        dtype=np.float32)).reshape(-1, self.model.z_items.shape[1])
         with torch.no_grad():
             return self.model.net(z.to(self.model.device))
+
+    def user_vector(self, user: int, e_intent: torch.Tensor, alpha: float) -> torch.Tensor:
+        """u's final normalized vector with ẽ_u⁽⁰⁾ = (1 − α)·e_u⁽⁰⁾ + α·e_intent (exact)."""
+        with torch.no_grad():
+            onehot = torch.zeros(len(self.e0), 1, device=self.e0.device)
+            onehot[user] = 1.0
+            p_uu = propagate(self.model.adj, onehot, self.model.config.n_layers)[user, 0]
+            return F.normalize(self.final[user] + p_uu * alpha * (e_intent - self.e0[user]), dim=-1)
 
     def scores(self, user: int, e_intent: torch.Tensor, alphas: Sequence[float]) -> torch.Tensor:
         """(len(alphas), n_items) cosine scores with ẽ_u⁽⁰⁾ = (1 − α)·e_u⁽⁰⁾ + α·e_intent for each α."""

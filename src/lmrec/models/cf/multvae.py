@@ -13,6 +13,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from torch import nn
 
 from lmrec.data.interactions import SplitData
+from lmrec.errors import LmrecError
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.torch_base import TorchRecommender
 from lmrec.settings import settings
@@ -121,11 +122,15 @@ class MultVAE(TorchRecommender):
         return torch.cat([hidden, torch.ones(len(hidden), 1, device=hidden.device)], dim=1)
 
     @torch.no_grad()
-    def score_new_user(self, items: Sequence[int]) -> torch.Tensor:
-        """The decoder logits at z = μ of the bag of ``items`` (the same encoder as for training users)."""
+    def new_user_vector(self, items: Sequence[int], intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
+        """[tanh(W₃μ + b₃), 1] of the bag of ``items`` (the same encoder as for training users)."""
+        if intent is not None:
+            raise LmrecError("multvae takes no intent: stated intentions need an AlphaRec-family model")
         self.set_training(False)
         x = torch.zeros(1, self.data.n_items, device=self.device)
         x[0, torch.as_tensor(np.unique(np.asarray(items, dtype=np.int64)), device=self.device)] = 1.0
-        first = self.net.enc_in(F.normalize(x, dim=1))
-        _, items_emb = self._inference or self.embed()
-        return (self._decoder_inputs(first) @ items_emb.T)[0]
+        return self._decoder_inputs(self.net.enc_in(F.normalize(x, dim=1)))[0]
+
+    def score_new_user(self, items: Sequence[int]) -> torch.Tensor:
+        """The decoder logits at z = μ of the bag of ``items``."""
+        return self.new_user_vector(items) @ self.item_vectors().T

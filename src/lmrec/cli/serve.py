@@ -1,0 +1,36 @@
+"""``lmrec serve RUN [RUN ...]``: run folders as an HTTP service with a web page (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lmrec.cli.train import add_threads, set_threads
+
+
+def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
+    serve = sub.add_parser("serve", help="serve run folders over HTTP (JSON API + a web page at /)")
+    serve.add_argument("runs", nargs="+", help="run folders")
+    serve.add_argument("--name", action="append", help="the name of each run in the API (default: folder names)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--retrieval", default="auto", choices=["auto", "exact", "faiss"],
+                       help="auto: FAISS for catalogs of 200k items and more")
+    serve.add_argument("--nprobe", type=int, default=32, help="FAISS lists searched per query")
+    serve.add_argument("--session-ttl", dest="session_ttl", type=float, default=1800.0,
+                       help="seconds a conversation session lives without a message")
+    serve.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
+    add_threads(serve)
+    serve.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from lmrec.serve.app import create_app, load_runs
+
+    set_threads(args)
+    runs = load_runs(args.runs, args.name, args.device)
+    app = create_app(runs, session_ttl=args.session_ttl, retrieval=args.retrieval,
+                     faiss_options={"nprobe": args.nprobe})
+    print(f"lmrec serve: {', '.join(runs)} on http://{args.host}:{args.port}/ (API docs: /docs)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

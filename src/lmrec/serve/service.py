@@ -1,0 +1,252 @@
+"""A run folder served: recommendations (exact or FAISS), similar items, items added by title, conversations.
+
+Retrieval: models that score by a dot product (every trained CF model) answer from an item index over their item
+vectors (:mod:`lmrec.serve.index`): exact below :data:`~lmrec.serve.index.FAISS_THRESHOLD` items, FAISS above (or
+as asked). "exact" goes through :meth:`lmrec.Run.recommend` (new users joined to the graph, intentions propagated
+exactly) and scores added items with the same query vector. "faiss" searches the index with the user's vector
+(for a new user, AlphaRec's vector on the graph with that user; the item vectors are those of the training graph).
+
+Items added by title (AlphaRec models) are placed from their LM embedding alone (exact: a new item has no edge),
+rankable at once, and kept in ``added-items.safetensors`` inside the run folder: written atomically under an
+exclusive file lock after re-reading the file, so a restart keeps them and concurrent additions, from threads or
+processes, lose none.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmrec.data.conversations import CRSData
+from lmrec.errors import LmrecError, UnknownIdError
+from lmrec.models.base import Recommender
+from lmrec.run import Recommendation, Run
+from lmrec.serve.index import FAISS_THRESHOLD, ExactIndex, FaissIndex, build_index
+from lmrec.tensorfile import load_tensors, save_tensors
+
+ADDED = "added-items.safetensors"
+ADDED_LOCK = ".added-items.lock"
+
+
+class ServedRun:
+    """One loaded run and what the service keeps for it (index, added items)."""
+
+    def __init__(self, name: str, run: Run, retrieval: str = "auto", faiss_options: dict | None = None):
+        self.name, self.run = name, run
+        self.lock = threading.Lock()
+        self.model = run.model
+        self.added_ids: list[str] = []
+        self.added_titles: list[str] = []
+        self.index: ExactIndex | FaissIndex | None = None
+        vectors = self.model.item_vectors() if isinstance(self.model, Recommender) else None
+        if vectors is not None:
+            added = self._read_added()
+            base = vectors.detach().cpu().numpy()
+            if added is not None:
+                base = np.concatenate([base, added[2]])
+                self.added_ids, self.added_titles = added[0], added[1]
+            kind = retrieval if retrieval != "auto" else ("faiss" if len(base) >= FAISS_THRESHOLD else "exact")
+            self.index = build_index(base, kind, **(faiss_options or {}) if kind == "faiss" else {})
+        self.features = self._features()
+
+    # -- what it serves --------------------------------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        return self.run.task
+
+    @property
+    def n_items(self) -> int:
+        return len(self.run.catalog) + len(self.added_ids)
+
+    @property
+    def retrieval(self) -> str:
+        return self.index.kind if self.index is not None else "exact"
+
+    def _features(self) -> list[str]:
+        """What this run answers (shown by /models and used by the page)."""
+        if self.task == "crs":
+            return ["conversation"]
+        out = ["user"]
+        if _can(lambda: self.model.score_new_user([0])):
+            out.append("new_user")
+        from lmrec.models.cf.alpharec import AlphaRec
+
+        if isinstance(self.model, AlphaRec):
+            out += ["intent", "add_item"]
+        if self.index is not None:
+            out.append("similar")
+        return out
+
+    def item_id(self, index: int) -> str:
+        n = len(self.run.catalog)
+        return self.run.catalog.ids[index] if index < n else self.added_ids[index - n]
+
+    def title(self, index: int) -> str:
+        n = len(self.run.catalog)
+        return self.run.catalog.titles[index] if index < n else self.added_titles[index - n]
+
+    def index_of(self, item_id: str) -> int:
+        if item_id in self.run.catalog:
+            return self.run.catalog.index(item_id)
+        try:
+            return len(self.run.catalog) + self.added_ids.index(item_id)
+        except ValueError:
+            raise UnknownIdError(f"unknown item id {item_id!r}: not among the {self.n_items} items of "
+                                 f"{self.name}") from None
+
+    # -- recommendation ------------------------------------------------------------------------------------
+    def recommend(self, user: str | None, items: list[str], titles: list[str], intent: str | None, alpha: float,
+                  k: int, exclude: list[str], exclude_seen: bool, retrieval: str) -> tuple[list[Recommendation], str]:
+        if self.task == "crs":
+            raise LmrecError(f"{self.name} is a conversational run: open a session and post messages")
+        if k > self.n_items:
+            raise LmrecError(f"k={k}: the catalog of {self.name} has {self.n_items} items")
+        known = [i for i in items if i in self.run.catalog]
+        if len(known) < len(items):
+            raise UnknownIdError(f"unknown item id {next(i for i in items if i not in known)!r} in {self.name} "
+                                 "(items added through the service cannot stand for a user's history)")
+        history = [self.run.catalog.index(i) for i in known] + self.run.resolve_titles(titles)
+        left_out = [self.index_of(i) for i in exclude]
+        use_index = retrieval == "faiss" or (retrieval == "auto" and self.retrieval == "faiss")
+        if use_index and self.index is None:
+            raise LmrecError(f"{self.model.name} does not score by a dot product: only exact retrieval serves it")
+        with torch.no_grad():
+            if not use_index:
+                return self._exact(user, history, titles, intent, alpha, k, left_out, exclude_seen), "exact"
+            query, seen = self._query(user, history, intent, alpha)
+            top, scores = self.index.search(query, k, [*left_out, *(seen if exclude_seen else [])])
+        return self._recommendations(top, scores), self.index.kind
+
+    def _query(self, user: str | None, history: list[int], intent: str | None, alpha: float
+               ) -> tuple[np.ndarray, list[int]]:
+        """(the query vector, the items the user has) of a known or a new user."""
+        if user is not None:
+            if history:
+                raise LmrecError("pass either user (a known user) or items / titles (a new user), not both")
+            u = self.run.data.user_index(user)
+            self.run.data.train_items(u)  # a user without training interactions: a clear error
+            data = self.run.data
+            seen = [int(i) for s in ("train", "valid", "test")
+                    for i in data.split(s).indices[data.split(s).indptr[u]:data.split(s).indptr[u + 1]]]
+            return self.model.user_vector(u, intent, alpha).cpu().numpy(), seen
+        if not history:
+            raise LmrecError("nothing to recommend for: give user, items or titles")
+        return self.model.new_user_vector(history, intent, alpha).cpu().numpy(), history
+
+    def _exact(self, user: str | None, history: list[int], titles: list[str], intent: str | None, alpha: float,
+               k: int, left_out: list[int], exclude_seen: bool) -> list[Recommendation]:
+        n = len(self.run.catalog)
+        exclude = [self.run.catalog.ids[i] for i in left_out if i < n]
+        items = [self.run.catalog.ids[i] for i in history]
+        top = self.run.recommend(user, items=items, intent=intent, alpha=alpha, k=min(k, n), exclude=exclude,
+                                 exclude_seen=exclude_seen)
+        if not self.added_ids:
+            return top
+        query, _ = self._query(user, history, intent, alpha)
+        added = self.index.vectors[n:] @ query if isinstance(self.index, ExactIndex) else \
+            self.model.new_item_vectors(self.added_titles).cpu().numpy() @ query
+        extra = [Recommendation(0, self.added_ids[j], self.added_titles[j], float(s)) for j, s in enumerate(added)
+                 if n + j not in left_out]
+        merged = sorted([*top, *extra], key=lambda r: -r.score)[:k]
+        return [Recommendation(rank, r.item_id, r.title, r.score) for rank, r in enumerate(merged, start=1)]
+
+    def _recommendations(self, top: np.ndarray, scores: np.ndarray) -> list[Recommendation]:
+        return [Recommendation(rank, self.item_id(int(i)), self.title(int(i)), float(s))
+                for rank, (i, s) in enumerate(zip(top, scores, strict=True), start=1)]
+
+    def similar(self, item_id: str, k: int) -> list[Recommendation]:
+        """The ``k`` items whose vectors have the highest cosine with the item's (exact)."""
+        if self.index is None:
+            raise LmrecError(f"{self.model.name} has no item vectors: similar items need a trained CF model")
+        if k >= self.n_items:
+            raise LmrecError(f"k={k}: the catalog of {self.name} has {self.n_items} items (the item itself excluded)")
+        i = self.index_of(item_id)
+        vectors = self._all_vectors()
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return self._recommendations(*ExactIndex(unit).search(unit[i], k, [i]))
+
+    def _all_vectors(self) -> np.ndarray:
+        if isinstance(self.index, ExactIndex):
+            return self.index.vectors
+        base = self.model.item_vectors().cpu().numpy()
+        if not self.added_titles:
+            return base
+        return np.concatenate([base, self.model.new_item_vectors(self.added_titles).cpu().numpy()])
+
+    # -- items added by title ----------------------------------------------------------------------------
+    def add_item(self, title: str, item_id: str | None) -> tuple[str, str]:
+        """Place a new item from its title (AlphaRec models) and keep it in the run folder; returns (id, title)."""
+        title = " ".join(title.split())
+        if not title:
+            raise LmrecError("the title is empty")
+        item_id = item_id or "added:" + hashlib.sha256(title.encode()).hexdigest()[:12]
+        vector = self.model.new_item_vectors([title]).cpu().numpy()  # refuses models that cannot
+        with self.lock, self._file_lock():
+            on_disk = self._read_added()
+            ids, titles, vectors = on_disk if on_disk is not None else ([], [], np.zeros((0, vector.shape[1]),
+                                                                                         np.float32))
+            if item_id in self.run.catalog or item_id in ids:
+                raise LmrecError(f"item id {item_id!r} exists already in {self.name}")
+            ids, titles = [*ids, item_id], [*titles, title]
+            vectors = np.concatenate([vectors, vector]).astype(np.float32)
+            if self.run.folder is not None:
+                save_tensors(self.run.folder / ADDED, {"vectors": torch.from_numpy(vectors)},
+                             {"ids": ids, "titles": titles})
+            new = len(ids) - len(self.added_ids)  # others may have added items meanwhile: take theirs too
+            self.index.add(vectors[-new:])
+            self.added_ids, self.added_titles = ids, titles
+        return item_id, title
+
+    def _read_added(self) -> tuple[list[str], list[str], np.ndarray] | None:
+        path = self.run.folder / ADDED if self.run.folder is not None else None
+        if path is None or not path.exists():
+            return None
+        tensors, meta = load_tensors(path)
+        return list(meta["ids"]), list(meta["titles"]), tensors["vectors"].numpy()
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        if self.run.folder is None:
+            yield
+            return
+        with open(Path(self.run.folder) / ADDED_LOCK, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- browsing ----------------------------------------------------------------------------------------
+    def search_titles(self, query: str, limit: int) -> list[tuple[str, str]]:
+        """(id, title) of the items whose title contains every word of ``query`` (case-insensitive), best match
+        first; fuzzy matches when none does."""
+        words = re.findall(r"\w+", query.lower())
+        titles = [*self.run.catalog.titles, *self.added_titles]
+        hits = [i for i, t in enumerate(titles) if all(w in t.lower() for w in words)]
+        if not hits and words:
+            hits = [i for i, _ in self.run.catalog.match_title(query, limit=limit, score_cutoff=60)]
+        hits.sort(key=lambda i: (len(titles[i]), i))
+        return [(self.item_id(i), self.title(i)) for i in hits[:limit]]
+
+    def users(self, limit: int, offset: int) -> tuple[list[str], int]:
+        if isinstance(self.run.data, CRSData):
+            return [], 0
+        data = self.run.data
+        active = np.flatnonzero(np.diff(data.train.indptr) > 0)
+        return [data.user_ids[u] for u in active[offset : offset + limit]], len(active)
+
+
+def _can(call) -> bool:
+    try:
+        call()
+    except LmrecError:
+        return False
+    return True

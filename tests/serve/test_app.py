@@ -1,0 +1,211 @@
+"""Every endpoint of `lmrec serve` and its errors, through FastAPI's TestClient (no network)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from helpers import single_thread  # noqa: F401
+
+import lmrec
+from lmrec.serve import create_app
+from lmrec.serve.service import ADDED
+
+
+@pytest.fixture
+def client(app_runs, tmp_path):
+    runs = {name: app_runs(name, tmp_path) for name in ("alpharec", "pop", "crs-pop", "fism")}
+    client = TestClient(create_app(runs, session_ttl=60))
+    client.app_data = runs["alpharec"].data  # the planted data is in memory only: reloads take it from here
+    return client
+
+
+def test_health_and_models(client):
+    assert client.get("/health").json() == {"status": "ok", "models": 4}
+    models = {m["name"]: m for m in client.get("/models").json()}
+    assert set(models) == {"alpharec", "pop", "crs-pop", "fism"}
+    assert models["alpharec"]["features"] == ["user", "new_user", "intent", "add_item", "similar"]
+    assert models["pop"]["features"] == ["user", "new_user"] and models["fism"]["features"] == ["conversation"]
+    assert models["alpharec"]["items"] == 40 and models["alpharec"]["users"] == 30
+    assert 0 < models["alpharec"]["metrics"]["recall@20"] <= 1
+    assert client.get("/models/fism").json()["task"] == "crs"
+
+
+def test_recommend_known_user_matches_the_library(client, app_runs, tmp_path):
+    body = client.post("/models/alpharec/recommend", json={"user": "u3", "k": 5}).json()
+    direct = app_runs("alpharec", tmp_path / "direct").recommend(user="u3", k=5)
+    assert [r["item_id"] for r in body["recommendations"]] == [r.item_id for r in direct]
+    assert body["retrieval"] == "exact" and [r["rank"] for r in body["recommendations"]] == [1, 2, 3, 4, 5]
+
+
+def test_recommend_new_user_intent_exclude(client):
+    by_items = client.post("/models/alpharec/recommend", json={"items": ["i4", "i5"], "k": 4}).json()
+    by_titles = client.post("/models/alpharec/recommend",
+                            json={"titles": ["Movie number 4", "Movie number 5"], "k": 4}).json()
+    assert by_items["recommendations"] == by_titles["recommendations"]
+    ids = [r["item_id"] for r in by_items["recommendations"]]
+    assert not {"i4", "i5"} & set(ids)
+    excluded = client.post("/models/alpharec/recommend",
+                           json={"items": ["i4", "i5"], "k": 4, "exclude": [ids[0]]}).json()
+    assert ids[0] not in [r["item_id"] for r in excluded["recommendations"]]
+    kept = client.post("/models/alpharec/recommend", json={"user": "u3", "k": 40, "exclude_seen": False}).json()
+    assert len(kept["recommendations"]) == 40
+    pop = client.post("/models/pop/recommend", json={"items": ["i4"], "k": 3}).json()
+    assert len(pop["recommendations"]) == 3
+
+
+def test_intent(client, monkeypatch):
+    from lmrec.models.cf.alpharec import AlphaRec
+
+    monkeypatch.setattr(AlphaRec, "encode_texts",
+                        lambda self, texts: self.z_items[22:28].mean(0, keepdim=True).expand(len(texts), -1))
+    body = client.post("/models/alpharec/recommend",
+                       json={"user": "u0", "intent": "cluster three please", "alpha": 1.0, "k": 6}).json()
+    assert sum(r["item_id"] in {f"i{i}" for i in range(22, 28)} for r in body["recommendations"]) >= 3
+
+
+@pytest.mark.parametrize(("body", "status", "words"), [
+    ({"user": "nobody"}, 404, "unknown user id 'nobody'"),
+    ({"items": ["nope"]}, 404, "unknown item id 'nope'"),
+    ({"titles": ["Casablanca"]}, 404, "no title"),
+    ({"user": "u1", "k": 0}, 422, "k:"),
+    ({"user": "u1", "k": 41}, 400, "k=41"),
+    ({"user": "u1", "alpha": 2}, 422, "alpha"),
+    ({"user": "u1", "intent": "x" * 2001}, 422, "intent"),
+    ({"user": "u1", "intent": ""}, 422, "intent"),
+    ({"user": 5}, 422, "user"),
+    ({"user": "u1", "surprise": 1}, 422, "surprise"),
+    ({}, 400, "nothing to recommend"),
+    ({"user": "u1", "items": ["i1"]}, 400, "either user"),
+])
+def test_recommend_errors(client, body, status, words):
+    response = client.post("/models/alpharec/recommend", json=body)
+    assert response.status_code == status and words in response.json()["error"], response.json()
+
+
+def test_more_errors(client):
+    assert client.post("/models/nothing/recommend", json={"user": "u1"}).status_code == 404
+    malformed = client.post("/models/alpharec/recommend", content=b"{not json",
+                            headers={"content-type": "application/json"})
+    assert malformed.status_code == 422 and "error" in malformed.json()
+    assert client.post("/models/pop/recommend", json={"user": "u1", "intent": "a comedy"}).status_code == 400
+    assert client.post("/models/fism/recommend", json={"user": "u1"}).status_code == 400
+    assert client.get("/models/pop/items/i1/similar").status_code == 400
+    assert client.get("/models/alpharec/items/zzz/similar").status_code == 404
+    assert client.post("/models/pop/items", json={"title": "A New Film"}).status_code == 400
+    assert client.post("/models/alpharec/sessions").status_code == 400
+    assert client.get("/nowhere").json() == {"error": "Not Found"}
+
+
+def test_similar_items(client):
+    body = client.get("/models/alpharec/items/i4/similar?k=3").json()
+    assert body["item"]["item_id"] == "i4" and len(body["similar"]) == 3
+    assert "i4" not in [r["item_id"] for r in body["similar"]]
+
+
+def test_search_and_users(client):
+    hits = client.get("/models/alpharec/items", params={"q": "number 1", "limit": 5}).json()["items"]
+    assert hits and all("1" in h["title"] for h in hits)
+    users = client.get("/models/alpharec/users?limit=5&offset=2").json()
+    assert users == {"users": ["u2", "u3", "u4", "u5", "u6"], "total": 30}
+
+
+def test_added_item_is_rankable_at_once_and_survives_a_restart(client, app_runs, tmp_path, monkeypatch):
+    from lmrec.models.cf.alpharec import AlphaRec
+
+    # the new title's LM vector is cluster 0's direction: it must rank among cluster 0's items for a cluster-0 user
+    monkeypatch.setattr(AlphaRec, "encode_texts",
+                        lambda self, texts: self.z_items[4:10].mean(0, keepdim=True).expand(len(texts), -1))
+    added = client.post("/models/alpharec/items", json={"title": "A Film Nobody Has Seen"})
+    assert added.status_code == 201
+    item = added.json()["item"]
+    assert item["item_id"].startswith("added:") and added.json()["items"] == 41
+    top = client.post("/models/alpharec/recommend", json={"user": "u0", "k": 5}).json()["recommendations"]
+    assert item["item_id"] in [r["item_id"] for r in top]
+    assert client.post("/models/alpharec/items", json={"title": "A Film Nobody Has Seen"}).status_code == 400
+    folder = tmp_path / "alpharec"
+    tensors_file = folder / ADDED
+    assert tensors_file.exists()
+    restarted = TestClient(create_app({"alpharec": lmrec.Run.load(folder, data=client.app_data)}))
+    again = restarted.post("/models/alpharec/recommend", json={"user": "u0", "k": 5}).json()["recommendations"]
+    assert [r["item_id"] for r in again] == [r["item_id"] for r in top]
+    similar = restarted.get(f"/models/alpharec/items/{item['item_id']}/similar?k=3").json()
+    assert similar["item"]["title"] == "A Film Nobody Has Seen"
+
+
+def test_concurrent_additions_lose_none(app_runs, tmp_path, monkeypatch):
+    """Two apps (as two server processes would) and many threads add items to one run folder at once."""
+    from lmrec.models.cf.alpharec import AlphaRec
+
+    monkeypatch.setattr(AlphaRec, "encode_texts",
+                        lambda self, texts: torch.ones(len(texts), self.z_items.shape[1]))
+    run = app_runs("alpharec", tmp_path)
+    clients = [TestClient(create_app({"a": run})), TestClient(create_app({"a": lmrec.Run.load(run.folder,
+                                                                                              data=run.data)}))]
+    titles = [f"New title {i}" for i in range(24)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda i: clients[i % 2].post("/models/a/items", json={"title": titles[i]}).status_code,
+                              range(len(titles))))
+    assert codes == [201] * len(titles)
+    from lmrec.tensorfile import load_tensors
+
+    tensors, meta = load_tensors(run.folder / ADDED)
+    assert sorted(meta["titles"]) == sorted(titles) and len(tensors["vectors"]) == 24
+
+
+def test_conversation_session(client):
+    created = client.post("/models/fism/sessions")
+    assert created.status_code == 201
+    sid = created.json()["session_id"]
+    first = client.post(f"/models/fism/sessions/{sid}/messages", json={"text": "I like Heat (1995) and Alien (1979)"})
+    body = first.json()
+    assert [m["title"] for m in body["mentioned"]] == ["Heat (1995)", "Alien (1979)"]
+    assert len(body["recommendations"]) == 8 and body["turns"] == 1  # 10 movies, the 2 mentioned left out
+    assert not {"Heat (1995)", "Alien (1979)"} & {r["title"] for r in body["recommendations"]}
+    client.post(f"/models/fism/sessions/{sid}/messages", json={"text": "How about Up (2009)?", "role": "system"})
+    transcript = client.get(f"/models/fism/sessions/{sid}").json()
+    assert [t["role"] for t in transcript["turns"]] == ["user", "system"]
+    assert [m["title"] for m in transcript["mentioned"]] == ["Heat (1995)", "Alien (1979)", "Up (2009)"]
+    assert client.post(f"/models/crs-pop/sessions/{sid}/messages", json={"text": "hi"}).status_code == 404
+    assert client.post(f"/models/fism/sessions/{sid}/messages", json={"text": ""}).status_code == 422
+    assert client.delete(f"/models/fism/sessions/{sid}").status_code == 204
+    assert client.get(f"/models/fism/sessions/{sid}").status_code == 404
+
+
+def test_sessions_expire(app_runs, tmp_path, monkeypatch):
+    import lmrec.serve.sessions as sessions
+
+    clock = [1000.0]
+    monkeypatch.setattr(sessions.time, "monotonic", lambda: clock[0])
+    client = TestClient(create_app({"fism": app_runs("fism", tmp_path)}, session_ttl=10))
+    sid = client.post("/models/fism/sessions").json()["session_id"]
+    clock[0] += 5
+    assert client.get(f"/models/fism/sessions/{sid}").status_code == 200
+    clock[0] += 11
+    response = client.get(f"/models/fism/sessions/{sid}")
+    assert response.status_code == 404 and "expired" in response.json()["error"]
+
+
+def test_faiss_retrieval_on_request(app_runs, tmp_path):
+    run = app_runs("alpharec", tmp_path)
+    client = TestClient(create_app({"a": run}, retrieval="faiss", faiss_options={"nlist": 4, "nprobe": 4}))
+    assert client.get("/models/a").json()["retrieval"] == "faiss"
+    body = client.post("/models/a/recommend", json={"user": "u3", "k": 5}).json()
+    assert body["retrieval"] == "faiss"
+    exact = client.post("/models/a/recommend", json={"user": "u3", "k": 5, "retrieval": "exact"}).json()
+    # nprobe = nlist: the IVF search visits every list, so it is exact
+    assert [r["item_id"] for r in body["recommendations"]] == [r["item_id"] for r in exact["recommendations"]]
+    np.testing.assert_allclose([r["score"] for r in body["recommendations"]],
+                               [r["score"] for r in exact["recommendations"]], rtol=1e-5)
+
+
+def test_the_page_is_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>lmrec</title>" in page.text
+    assert client.get("/static/app.js").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "/models/{name}/recommend" in schema["paths"] and json.dumps(schema)
