@@ -25,7 +25,7 @@ demo: setup
 	$(VENV)/bin/lmrec demo
 
 test: setup
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -rs
 
 test-slow: setup
 	$(VENV)/bin/pytest -q -m slow

@@ -12,6 +12,15 @@ import lmrec
 TRAIN = {"epochs": 3, "eval_every": 1, "progress": False}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The service encodes intentions and new titles: into an embedding cache of the tests' own."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LMREC_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def served_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve")
