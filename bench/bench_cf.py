@@ -29,7 +29,7 @@ def peak_rss_mb() -> float:
 def bench_model(name: str, data, epochs: int, features: np.ndarray | None, **settings) -> dict:
     model = get_model(name)(**settings) if features is None else get_model(name)(features=features, **settings)
     model.prepare(data)
-    config = model.resolve_train_config({"progress": False})
+    config = model.train_config({"progress": False})
     optimizer = torch.optim.Adam(list(model.parameters()), lr=config.lr)
     rng = np.random.default_rng(0)
     times = []

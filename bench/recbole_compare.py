@@ -119,7 +119,7 @@ def lmrec_worker(args: argparse.Namespace) -> dict[str, Any]:
         model = get_model(name)(features=features)
         train = {}  # AlphaRec's paper settings (lr 5e-4, batch 4096)
     else:
-        model = get_model(name)(emb_dim=64, reg=args.reg, seed=args.seed)
+        model = get_model(name)(emb_dim=64, reg=args.reg)  # the init seed is the training seed
         train = {"lr": args.lr, "batch_size": 4096}
     epochs = args.epochs
     train |= {"epochs": epochs, "eval_every": args.eval_every or epochs, "patience": args.patience,

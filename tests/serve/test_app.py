@@ -209,3 +209,35 @@ def test_the_page_is_served(client):
     assert client.get("/static/app.js").status_code == 200
     schema = client.get("/openapi.json").json()
     assert "/models/{name}/recommend" in schema["paths"] and json.dumps(schema)
+
+
+def test_the_llm_is_loaded_once_and_used_one_call_at_a_time_from_many_threads():
+    """A server answers from a thread pool: 16 concurrent first messages used to load the LLM 16 times at once."""
+    import threading
+    import time
+
+    from lmrec.models.crs.rta.features import ContextFeatures, PrepareConfig
+
+    loads, active, most = [], [0], [0]
+    guard = threading.Lock()
+
+    class FakeLM:
+        def encode_contexts(self, contexts, **kwargs):
+            with guard:
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+            time.sleep(0.01)
+            with guard:
+                active[0] -= 1
+            return torch.stack([torch.full((4,), float(len(c))) for c in contexts])
+
+    def loader():
+        loads.append(1)
+        time.sleep(0.2)
+        return FakeLM()
+
+    context = ContextFeatures(lm_loader=loader, config=PrepareConfig(), cache=False)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: context.q([f"context {i}"]), range(16)))
+    assert len(loads) == 1 and most[0] == 1
+    assert all(torch.equal(r[0], torch.full((4,), float(len(f"context {i}")))) for i, r in enumerate(results))

@@ -18,6 +18,14 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     add_dataset_arguments(stats)
     stats.set_defaults(func=cmd_stats)
 
+    synth = data.add_parser("synth", help="write a synthetic dataset (power-law degrees, titles) of any size")
+    synth.add_argument("--interactions", type=int, required=True, help="e.g. 1000000 (pairs asked for)")
+    synth.add_argument("--users", type=int, help="default: interactions / 50")
+    synth.add_argument("--items", type=int, help="default: interactions / 200")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--out", required=True, help="folder to write (LightGCN text format + items.tsv)")
+    synth.set_defaults(func=cmd_synth)
+
     embed = sub.add_parser("embed", help="encode a dataset's item texts into the embedding cache")
     embed.add_argument("dataset")
     embed.add_argument("--format")
@@ -65,6 +73,16 @@ def cmd_stats(args: argparse.Namespace) -> None:
     width = max(map(len, stats))
     for key, value in {**stats, "checksum": data.checksum()}.items():
         print(f"{key.ljust(width)}  {cell(value)}")
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from lmrec.data.synth import synthesize
+
+    start = time.perf_counter()
+    stats = synthesize(Path(args.out), args.interactions, args.users, args.items, args.seed)
+    print(f"{stats.users} users, {stats.items} items, {stats.interactions} interactions "
+          f"({stats.interactions_asked} asked; repeated pairs collapse): train/valid/test "
+          f"{stats.train}/{stats.valid}/{stats.test}; wrote {args.out}/ in {time.perf_counter() - start:.1f} s")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:

@@ -15,7 +15,7 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--retrieval", default="auto", choices=["auto", "exact", "faiss"],
                        help="auto: FAISS for catalogs of 200k items and more")
-    serve.add_argument("--nprobe", type=int, default=32, help="FAISS lists searched per query")
+    serve.add_argument("--nprobe", type=int, default=64, help="FAISS lists searched per query (recall vs speed)")
     serve.add_argument("--session-ttl", dest="session_ttl", type=float, default=1800.0,
                        help="seconds a conversation session lives without a message")
     serve.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])

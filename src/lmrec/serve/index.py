@@ -46,7 +46,7 @@ class FaissIndex:
 
     kind = "faiss"
 
-    def __init__(self, vectors: np.ndarray, nlist: int | None = None, nprobe: int = 32, seed: int = 0,
+    def __init__(self, vectors: np.ndarray, nlist: int | None = None, nprobe: int = 64, seed: int = 0,
                  train_size: int = 100_000):
         import faiss
 

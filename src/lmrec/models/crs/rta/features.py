@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -465,21 +466,27 @@ class ContextFeatures:
         self.config = config or PrepareConfig()
         self.cache = cache
         self._lm: Any = None
+        self._lock = threading.RLock()  # one LLM load, one LLM call at a time (a server answers from many threads)
 
     @property
     def lm(self) -> Any:
-        if self._lm is None:
-            if self.lm_loader is None:
-                raise LmrecError("this context was not prepared and no LLM is configured to encode it")
-            self._lm = self.lm_loader()
-        return self._lm
+        with self._lock:
+            if self._lm is None:
+                if self.lm_loader is None:
+                    raise LmrecError("this context was not prepared and no LLM is configured to encode it")
+                self._lm = self.lm_loader()
+            return self._lm
 
     def q(self, contexts: Sequence[str]) -> torch.Tensor:
-        """(len(contexts), d) float32."""
+        """(len(contexts), d) float32; safe to call from several threads (the LLM runs one call at a time)."""
+        with self._lock:
+            return self._q(contexts)
+
+    def _q(self, contexts: Sequence[str]) -> torch.Tensor:
         missing = list(dict.fromkeys(c for c in contexts if c not in self.q_table))
         if missing:
             cfg = self.config
-            completions = self.completions(missing) if cfg.q_mode == "completion" else None
+            completions = self._completions(missing) if cfg.q_mode == "completion" else None
             from lmrec.text.cache import EmbeddingCache
 
             cache = None if self.cache is False else self.cache if self.cache is not None else EmbeddingCache()
@@ -490,6 +497,10 @@ class ContextFeatures:
         return torch.stack([self.q_table[c] for c in contexts]) if contexts else torch.empty(0, 0)
 
     def completions(self, contexts: Sequence[str]) -> list[str]:
+        with self._lock:
+            return self._completions(contexts)
+
+    def _completions(self, contexts: Sequence[str]) -> list[str]:
         missing = list(dict.fromkeys(c for c in contexts if c not in self.completion_table))
         if missing:
             cfg = self.config
