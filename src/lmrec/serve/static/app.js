@@ -43,7 +43,8 @@ async function loadModels() {
 async function selectModel() {
   current = models.find((m) => m.name === $("model").value);
   showError(null);
-  const metrics = Object.entries(current.metrics).slice(0, 3).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ");
+  const shown = ["recall@20", "ndcg@20", "hr@10", "ndcg@10"].filter((k) => k in current.metrics).slice(0, 2);
+  const metrics = shown.map((k) => `${k} ${current.metrics[k].toFixed(4)}`).join(", ");
   $("model-info").textContent = `${current.task}, ${current.items} items${metrics ? "; test " + metrics : ""}`;
   $("explore").hidden = current.task !== "cf";
   $("chat").hidden = current.task !== "crs";
