@@ -1,7 +1,7 @@
 """Serving speed of the reindexed RTA recommender against zero-shot generation: the same test conversations of a
 prepared dataset, the same LLM and settings (the run's prepare.json), one process, one run.
 
-    reindexed   lmrec.experiments.crs.recommend with the run's model: q = one LLM forward pass over
+    reindexed   `lmrec recommend` with the run's model: q = one LLM forward pass over
                 prompt + "1." (cut to max_length tokens), then q @ E.T over the whole catalog, mentioned items
                 masked, top-k
     zero-shot   the same recommend with ZeroShotLLM: greedy generation of max_new_tokens after "1." (prefill +

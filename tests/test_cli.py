@@ -85,7 +85,7 @@ def test_train_writes_log_and_loadable_model(run, folder):
 
 
 def test_train_prints_the_metrics_table(folder, tmp_path, capsys):
-    assert main(["train", "pop", "--dataset", str(folder), "--no-progress", "--out", str(tmp_path / "pop")]) == 0
+    assert main(["train", "pop", "--dataset", str(folder), "--out", str(tmp_path / "pop")]) == 0
     out = capsys.readouterr().out
     rows = table_cells(out)
     metrics = json.loads((tmp_path / "pop" / "metrics.json").read_text())
@@ -126,7 +126,7 @@ def test_evaluate_valid_with_other_ks(run, capsys):
 
 def test_evaluate_reproduces_metrics_json_with_ties(folder, tmp_path, capsys):
     out = tmp_path / "pop"
-    assert main(["train", "pop", "--dataset", str(folder), "--no-progress", "--out", str(out)]) == 0
+    assert main(["train", "pop", "--dataset", str(folder), "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(out)]) == 0
     rows = table_cells(capsys.readouterr().out)
@@ -216,7 +216,7 @@ def test_unknown_model_and_dataset(folder, tmp_path, capsys):
 
 def test_cut_offs_are_capped_at_a_small_catalog(tmp_path):
     out = tmp_path / "x"
-    code = main(["train", "pop", "--dataset", str(FIXTURES / "lightgcn"), "--no-progress", "--out", str(out)])
+    code = main(["train", "pop", "--dataset", str(FIXTURES / "lightgcn"), "--out", str(out)])
     assert code == 0
     test = json.loads((out / "metrics.json").read_text())["test"]
     assert "recall@6" in test and "recall@20" not in test  # 6 items: K=10 and K=20 become K=6

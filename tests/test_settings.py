@@ -83,3 +83,13 @@ def test_a_new_training_setting_touches_one_class():
         flag = "--" + field.replace("_", "-")
         args = parser.parse_args(["train", "mf", "--dataset", "d", "--out", "o", flag, *values.get(field, ("1",))])
         assert field in given(args, TrainConfig)
+
+
+def test_untrained_models_take_no_training_flags_and_the_model_may_follow_options():
+    args = build_parser(["train", "dense"]).parse_args(["train", "dense", "--dataset", "d", "--out", "o",
+                                                        "--encode-batch-size", "8"])
+    assert args.model == "dense" and given(args, TrainConfig) == {}
+    with pytest.raises(SystemExit):
+        build_parser(["train", "pop"]).parse_args(["train", "pop", "--dataset", "d", "--out", "o", "--epochs", "3"])
+    argv = ["train", "--dataset", "d", "alpharec", "--emb-dim", "3", "--out", "o"]
+    assert build_parser(argv).parse_args(argv).model == "alpharec"

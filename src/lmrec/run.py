@@ -11,6 +11,7 @@ One run-folder format for every model (CF and CRS)::
     metrics.json             {"valid": {...}, "test": {...}}: mean / SE / n per metric
     log.jsonl                one line per epoch (trained models)
     checkpoint.safetensors   the resumable training state while training (removed when the run completes)
+    added-items.safetensors  items added by title through ``lmrec serve`` (AlphaRec runs; see lmrec.serve.service)
 
 Nothing is pickled: tensors are safetensors, everything else JSON, so opening a run folder received from someone
 else runs no code. Paths inside are relative to the folder, so a run folder copied elsewhere loads.
@@ -40,7 +41,7 @@ from lmrec.io import write_json
 from lmrec.models.base import Model, Recommender, get_model
 from lmrec.settings import SettingsError, as_dict, build
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict, with_prefix
-from lmrec.train.trainer import CHECKPOINT_FILE, TrainConfig, TrainLog, resolve_device
+from lmrec.train.trainer import CHECKPOINT_FILE, RESUME_MAY_CHANGE, TrainConfig, TrainLog, resolve_device
 
 FORMAT, VERSION = "lmrec-run", 1
 MANIFEST, WEIGHTS, METRICS = "manifest.json", "model.safetensors", "metrics.json"
@@ -86,7 +87,7 @@ class Run:
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write the run folder (see the module docstring); an existing run there needs ``overwrite``."""
         folder = Path(folder)
-        if folder != self.folder:
+        if self.folder is None or folder.resolve() != Path(self.folder).resolve():
             claim_folder(folder, overwrite=overwrite, resume=False)
         self._write(folder)
         return folder
@@ -99,6 +100,8 @@ class Run:
         write_json(folder / METRICS, self.metrics, allow_nan=False)
         manifest = dict(self.manifest)
         features = manifest.get("features_abs")
+        if features is None and manifest.get("features") and self.folder is not None:  # a loaded run saved elsewhere
+            features = str((Path(self.folder) / manifest["features"]).resolve())
         if features:
             manifest["features"] = os.path.relpath(features, folder.resolve())
         manifest.pop("features_abs", None)
@@ -160,7 +163,7 @@ class Run:
         titles: Sequence[str] | None = None,
         intent: str | None = None,
         alpha: float = 0.5,
-        conversation: str | Sequence[str] | Sequence[Turn] | None = None,
+        conversation: str | Sequence[str] | Sequence[Turn] | CRSSample | None = None,
         k: int = 10,
         exclude: Sequence[str | int] = (),
         exclude_seen: bool = True,
@@ -222,7 +225,9 @@ class Run:
         if not isinstance(model, Recommender):
             if conversation is None or user is not None or items or titles:
                 raise LmrecError(f"{model.name} is a conversational model: pass conversation=...")
-            sample = self.conversation_sample(conversation)
+            if intent is not None:
+                raise LmrecError(f"{model.name} takes no intent: say it in the conversation")
+            sample = conversation if isinstance(conversation, CRSSample) else self.conversation_sample(conversation)
             with torch.no_grad():
                 return model.score([sample])[0], sample.mentioned  # type: ignore[attr-defined]
         if conversation is not None:
@@ -234,8 +239,7 @@ class Run:
         if user is not None:
             u = data.user_index(user)
             data.train_items(u)  # a user without training interactions is an error naming them
-            seen = np.concatenate([data.split(s).indices[data.split(s).indptr[u]:data.split(s).indptr[u + 1]]
-                                   for s in ("train", "valid", "test")]).tolist()
+            seen = data.user_items(u).tolist()
             if intent is not None:
                 return _alpharec(model, "intent").score_with_intent(u, intent, alpha), seen
             with torch.no_grad():
@@ -297,6 +301,8 @@ def fit(
         raise LmrecError("settings go with a model name; a model object carries its own config")
     if model.task != task:
         raise LmrecError(f"{model.name} is a {model.task} model, but {ref.dataset!r} is {task} data")
+    if not model.trainable and train:
+        raise LmrecError(f"{model.name} is not trained (it is fitted from the data): it takes no training settings")
     train_config = model.train_config(train, model.config) if model.trainable else None
     if dataset is None:
         dataset = ref.load()
@@ -313,6 +319,8 @@ def fit(
         kwargs.update(features=features, base=base.model if isinstance(base, Run) else base)
     log = model.fit(dataset, train_config, **kwargs)  # type: ignore[arg-type]
     manifest["fit"] = _fit_summary(log, time.perf_counter() - start)
+    if hasattr(model, "diagnostics"):
+        manifest["fit"]["learned"] = model.diagnostics()
     run = Run(model, dataset, manifest, log=log)
     run.metrics = _evaluate_splits(run)
     if folder is not None:
@@ -447,8 +455,6 @@ def claim_folder(folder: Path, overwrite: bool = False, resume: bool = False,
         else:
             raise LmrecError(f"{folder}: holds a run already; pass --overwrite to replace it"
                              + (" or --resume to continue it" if saved.get("status") != "complete" else ""))
-    elif resume:
-        pass  # nothing to resume: a fresh start
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if manifest is not None:
@@ -463,7 +469,7 @@ def _check_same_run(folder: Path, saved: dict[str, Any], wanted: dict[str, Any] 
         return
     keys = ("model", "task", "model_config", "data_checksum")
     diff = [k for k in keys if saved.get(k) != wanted.get(k)]
-    ignore = ("epochs", "progress", "device") if saved.get("status") != "complete" else ("progress", "device")
+    ignore = RESUME_MAY_CHANGE if saved.get("status") != "complete" else ("progress", "device")
     strip = lambda c: {k: v for k, v in (c or {}).items() if k not in ignore}  # noqa: E731
     if strip(saved.get("train_config")) != strip(wanted.get("train_config")):
         diff.append("train_config")

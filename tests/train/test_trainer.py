@@ -279,3 +279,16 @@ def test_resume_from_a_checkpoint_gives_the_unbroken_run(tmp_path, monkeypatch):
     assert log3.resumed_at == 6 and [r.epoch for r in log3.records] == [1, 2, 3, 4, 5, 6]
     for key, value in whole.state().items():
         assert torch.equal(value, again.state()[key]), key
+
+
+def test_a_finished_run_goes_on_when_the_epoch_budget_is_raised(tmp_path):
+    data = planted_data()
+    cfg = dict(FAST, epochs=4, eval_every=1, checkpoint_every=2, patience=50)
+    first = LightGCN()
+    first.fit(data, cfg, folder=tmp_path / "run")
+    longer = LightGCN()
+    log = longer.fit(data, dict(cfg, epochs=6), folder=tmp_path / "run", resume=True)
+    assert log.resumed_at == 4 and [r.epoch for r in log.records] == [1, 2, 3, 4, 5, 6]
+    whole = LightGCN()
+    reference = whole.fit(data, dict(cfg, epochs=6), folder=tmp_path / "whole")
+    assert [(r.epoch, r.loss) for r in log.records] == [(r.epoch, r.loss) for r in reference.records]

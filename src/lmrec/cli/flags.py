@@ -107,11 +107,16 @@ def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 
 def model_name_in(argv: list[str], command: list[str]) -> str | None:
-    """The positional argument right after ``command`` (e.g. ``["train"]``) in ``argv``, if it names a model."""
+    """The model named after ``command`` (e.g. ``["train"]``) in ``argv``: the first later argument that is a
+    registered model name (options may come first: ``train --dataset d alpharec``), else the one right after."""
+    from lmrec.models.base import MODELS
+
     n = len(command)
-    for i in range(len(argv) - n):
-        if argv[i : i + n] == command and not argv[i + n].startswith("-"):
-            return argv[i + n]
+    for i in range(len(argv) - n + 1):
+        if argv[i : i + n] == command:
+            rest = argv[i + n :]
+            names = {name for _, name, _ in MODELS.entries()}
+            return next((a for a in rest if a in names), rest[0] if rest and not rest[0].startswith("-") else None)
     return None
 
 

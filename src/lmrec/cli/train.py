@@ -34,8 +34,9 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     config = model_settings_class(name)
     if config is not None:
         add_settings(train, config, f"{name} settings")
-    add_settings(train, TrainConfig, "training settings (defaults: the model's paper values)",
-                 defaults=_paper_training(name))
+    if _trainable(name):  # a model fitted from the data (pop, dense, zero_shot_llm) takes no training settings
+        add_settings(train, TrainConfig, "training settings (defaults: the model's paper values)",
+                     defaults=_paper_training(name))
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a run folder again (full ranking)")
@@ -70,6 +71,15 @@ def _paper_training(name: str | None) -> dict:
 
     matches = [cls.train_defaults for _, n, cls in MODELS.entries() if n == name]
     return matches[0] if len(matches) == 1 else {}
+
+
+def _trainable(name: str | None) -> bool:
+    """Whether ``name`` is trained by the Trainer (an unknown name: True, so every flag parses until the registry
+    names the error)."""
+    from lmrec.models.base import MODELS
+
+    classes = [cls for _, n, cls in MODELS.entries() if n == name]
+    return not classes or any(cls.trainable for cls in classes)
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:
@@ -109,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     dataset = args.dataset or _features_dataset(args.features)
     ref = DataRef.of(dataset, args.format, args.split, args.data_seed)
     base = lmrec.Run.load(args.base) if args.base else None
-    run = lmrec.fit(args.model, ref, given(args, TrainConfig), out=args.out, overwrite=args.overwrite,
+    run = lmrec.fit(args.model, ref, given(args, TrainConfig) or None, out=args.out, overwrite=args.overwrite,
                     resume=args.resume, features=args.features, base=base, **given(args, config))
     print(metrics_table({split: _flat(block) for split, block in run.metrics.items()}))
     notes = run.manifest["evaluation"]
@@ -173,7 +183,7 @@ def cmd_recommend(args: argparse.Namespace) -> None:
         sample = run.conversation_sample(conversation)
         if sample.mentioned:
             print("mentioned: " + "; ".join(run.catalog.titles[i] for i in sample.mentioned))
-    elif args.user is not None:
+    elif args.user is not None and run.task == "cf":
         user = run.data.user_index(args.user)
         history = run.data.train_items_or_empty(user)
         print(f"user {args.user}: {len(history)} training items"

@@ -76,7 +76,9 @@ class ItemCatalog:
         """Items whose normalized title is closest to ``query`` (rapidfuzz WRatio, 0-100), best first."""
         from rapidfuzz import fuzz, process
 
-        choices = [normalize_title(t) for t in self.titles]
+        choices = self.__dict__.get("_normalized_titles")
+        if choices is None:  # normalized once: a service matches titles on every request
+            choices = self.__dict__["_normalized_titles"] = [normalize_title(t) for t in self.titles]
         found = process.extract(
             normalize_title(query), choices, scorer=fuzz.WRatio, limit=limit, score_cutoff=score_cutoff
         )

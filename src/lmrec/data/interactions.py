@@ -143,6 +143,11 @@ class SplitData:
             raise EmptyUserError(f"user {self.user_ids[user]!r} of {self.name!r} has no training interactions")
         return row
 
+    def user_items(self, user: int, splits: tuple[str, ...] = ("train", "valid", "test")) -> np.ndarray:
+        """The items of a dense user index in ``splits`` (default: everything the user has)."""
+        return np.concatenate([self.split(s).indices[self.split(s).indptr[user] : self.split(s).indptr[user + 1]]
+                               for s in splits]).astype(np.int64)
+
     def train_items_or_empty(self, user: int) -> np.ndarray:
         """Training items of a dense user index (possibly none)."""
         return self.train.indices[self.train.indptr[user] : self.train.indptr[user + 1]]

@@ -20,7 +20,7 @@ import torch
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.registry import Registry
-from lmrec.settings import as_dict, build, settings
+from lmrec.settings import build, settings
 from lmrec.train.trainer import TrainConfig, TrainLog
 
 MODELS: Registry[type[Model]] = Registry("model", ("lmrec.models.cf", "lmrec.models.crs"))
@@ -55,9 +55,6 @@ class Model:
         """The paper's training values (``train_defaults``) overridden by ``overrides``; validated."""
         return TrainConfig.with_overrides(cls.train_defaults, overrides)
 
-    def settings(self) -> dict[str, Any]:
-        return as_dict(self.config)
-
     # -- learned state (safetensors) -----------------------------------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:
         """Learned state to save: a flat dict of tensors."""
@@ -65,9 +62,6 @@ class Model:
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         """Restore what :meth:`state` returned."""
-
-    def describe(self) -> str:
-        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.settings().items())})"
 
 
 class Recommender(Model, ABC):

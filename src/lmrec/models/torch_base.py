@@ -84,15 +84,18 @@ class TorchRecommender(Recommender):
         return self.net.parameters()
 
     def set_training(self, training: bool) -> None:
+        """Switch train / eval mode; the cached vectors are dropped when training starts (or the mode changes)."""
+        if training or self.net.training != training:
+            self._inference = None
         self.net.train(training)
-        self._inference = None
 
     def vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(user vectors, item vectors) of the current state, computed once until the next training step."""
-        if self._inference is None:
+        cached = self._inference
+        if cached is None:
             with torch.no_grad():
-                self._inference = tuple(t.detach() for t in self.embed())  # type: ignore[assignment]
-        return self._inference  # type: ignore[return-value]
+                cached = self._inference = tuple(t.detach() for t in self.embed())  # type: ignore[assignment]
+        return cached  # type: ignore[return-value]
 
     def score(self, users: np.ndarray) -> torch.Tensor:
         user_emb, item_emb = self.vectors()
@@ -111,4 +114,5 @@ class TorchRecommender(Recommender):
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.net.load_state_dict(state)
+        self._inference = None
         self.set_training(False)

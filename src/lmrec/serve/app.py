@@ -60,8 +60,11 @@ def create_app(runs: Mapping[str, Run | ServedRun], session_ttl: float = 1800.0,
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+            loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+            if err.get("type") == "json_invalid":  # the location is a character offset, not a field
+                parts.append(f"malformed JSON body (at character {loc[-1] if loc else '?'})")
+                continue
+            parts.append(f"{'.'.join(loc) or 'body'}: {err.get('msg', 'invalid')}")
         return JSONResponse({"error": "; ".join(parts)[:2000]}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -130,19 +133,18 @@ def create_app(runs: Mapping[str, Run | ServedRun], session_ttl: float = 1800.0,
         run = get(name)
         session = sessions.get(session_id, name)
         turn = parse_conversation([f"{body.role}: {body.text}"], "message")[0]
-        sessions.add(session, turn)
-        sample = run.run.conversation_sample(session.turns)
-        top = run.run.recommend(conversation=session.turns, k=min(body.k, len(run.run.catalog)))
+        sample = run.run.conversation_sample(sessions.add(session, turn))
+        top = run.run.recommend(conversation=sample, k=min(body.k, len(run.run.catalog)))
         return S.MessageResponse(session_id=session_id, mentioned=[item(run, i) for i in sample.mentioned],
                                  recommendations=[_rec(r) for r in top], turns=len(session.turns))
 
     @app.get("/models/{name}/sessions/{session_id}", response_model=S.Transcript, tags=["conversation"])
     def transcript(name: str = Name, session_id: str = PathParam(max_length=100)) -> S.Transcript:
         run = get(name)
-        session = sessions.get(session_id, name)
-        mentioned = run.run.conversation_sample(session.turns).mentioned if session.turns else []
+        turns = sessions.turns(sessions.get(session_id, name))
+        mentioned = run.run.conversation_sample(turns).mentioned if turns else []
         return S.Transcript(session_id=session_id, model=name, mentioned=[item(run, i) for i in mentioned],
-                            turns=[S.Turn(role=t.role, text=t.text) for t in session.turns])
+                            turns=[S.Turn(role=t.role, text=t.text) for t in turns])
 
     @app.delete("/models/{name}/sessions/{session_id}", status_code=204, tags=["conversation"])
     def end_session(name: str = Name, session_id: str = PathParam(max_length=100)) -> None:

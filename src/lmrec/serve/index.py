@@ -71,10 +71,17 @@ class FaissIndex:
 
     def search(self, query: np.ndarray, k: int, exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
         excluded = set(int(i) for i in exclude)
-        want = min(k + len(excluded), len(self))
-        scores, indices = self.index.search(np.asarray(query, dtype=np.float32).reshape(1, -1), want)
-        keep = [(int(i), float(s)) for i, s in zip(indices[0], scores[0], strict=True)
-                if i >= 0 and int(i) not in excluded][:k]
+        query = np.asarray(query, dtype=np.float32).reshape(1, -1)
+        want, nprobe = min(k + len(excluded), len(self)), self.index.nprobe
+        while True:
+            scores, indices = self.index.search(query, want)
+            keep = [(int(i), float(s)) for i, s in zip(indices[0], scores[0], strict=True)
+                    if i >= 0 and int(i) not in excluded][:k]
+            if len(keep) == k or self.index.nprobe >= self.nlist:  # every list searched: nothing more to find
+                break
+            # the probed lists held fewer than k allowed items: look in more lists
+            self.index.nprobe = min(self.nlist, 2 * self.index.nprobe)
+        self.index.nprobe = nprobe
         return np.array([i for i, _ in keep], dtype=np.int64), np.array([s for _, s in keep], dtype=np.float32)
 
 

@@ -9,11 +9,12 @@ exactly) and scores added items with the same query vector. "faiss" searches the
 Items added by title (AlphaRec models) are placed from their LM embedding alone (exact: a new item has no edge),
 rankable at once, and kept in ``added-items.safetensors`` inside the run folder: written atomically under an
 exclusive file lock after re-reading the file, so a restart keeps them and concurrent additions, from threads or
-processes, lose none.
+processes, lose none (a server process sees the items another process added when it next adds one, or restarts).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import re
@@ -41,18 +42,22 @@ class ServedRun:
 
     def __init__(self, name: str, run: Run, retrieval: str = "auto", faiss_options: dict | None = None):
         self.name, self.run = name, run
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # additions; and every use of a FAISS index (not thread-safe)
         self.model = run.model
+        # readers take these without the lock: an addition assigns the new ids and titles before it grows the
+        # index, so a row of the index always has its id
         self.added_ids: list[str] = []
         self.added_titles: list[str] = []
         self.index: ExactIndex | FaissIndex | None = None
+        self._unit: np.ndarray | None = None  # the item vectors normalized, for similar items (cached)
         vectors = self.model.item_vectors() if isinstance(self.model, Recommender) else None
         if vectors is not None:
             added = self._read_added()
-            base = vectors.detach().cpu().numpy()
+            self.vectors = vectors.detach().cpu().numpy()  # the catalog's, then the added items'
             if added is not None:
-                base = np.concatenate([base, added[2]])
+                self.vectors = np.concatenate([self.vectors, added[2]])
                 self.added_ids, self.added_titles = added[0], added[1]
+            base = self.vectors
             kind = retrieval if retrieval != "auto" else ("faiss" if len(base) >= FAISS_THRESHOLD else "exact")
             self.index = build_index(base, kind, **(faiss_options or {}) if kind == "faiss" else {})
         self.features = self._features()
@@ -120,9 +125,10 @@ class ServedRun:
             raise LmrecError(f"{self.model.name} does not score by a dot product: only exact retrieval serves it")
         with torch.no_grad():
             if not use_index:
-                return self._exact(user, history, titles, intent, alpha, k, left_out, exclude_seen), "exact"
+                return self._exact(user, history, intent, alpha, k, left_out, exclude_seen), "exact"
             query, seen = self._query(user, history, intent, alpha)
-            top, scores = self.index.search(query, k, [*left_out, *(seen if exclude_seen else [])])
+            with self.lock if isinstance(self.index, FaissIndex) else _nothing():
+                top, scores = self.index.search(query, k, [*left_out, *(seen if exclude_seen else [])])
         return self._recommendations(top, scores), self.index.kind
 
     def _query(self, user: str | None, history: list[int], intent: str | None, alpha: float
@@ -133,28 +139,24 @@ class ServedRun:
                 raise LmrecError("pass either user (a known user) or items / titles (a new user), not both")
             u = self.run.data.user_index(user)
             self.run.data.train_items(u)  # a user without training interactions: a clear error
-            data = self.run.data
-            seen = [int(i) for s in ("train", "valid", "test")
-                    for i in data.split(s).indices[data.split(s).indptr[u]:data.split(s).indptr[u + 1]]]
-            return self.model.user_vector(u, intent, alpha).cpu().numpy(), seen
+            return self.model.user_vector(u, intent, alpha).cpu().numpy(), self.run.data.user_items(u).tolist()
         if not history:
             raise LmrecError("nothing to recommend for: give user, items or titles")
         return self.model.new_user_vector(history, intent, alpha).cpu().numpy(), history
 
-    def _exact(self, user: str | None, history: list[int], titles: list[str], intent: str | None, alpha: float,
-               k: int, left_out: list[int], exclude_seen: bool) -> list[Recommendation]:
+    def _exact(self, user: str | None, history: list[int], intent: str | None, alpha: float, k: int,
+               left_out: list[int], exclude_seen: bool) -> list[Recommendation]:
         n = len(self.run.catalog)
         exclude = [self.run.catalog.ids[i] for i in left_out if i < n]
         items = [self.run.catalog.ids[i] for i in history]
         top = self.run.recommend(user, items=items, intent=intent, alpha=alpha, k=min(k, n), exclude=exclude,
                                  exclude_seen=exclude_seen)
-        if not self.added_ids:
+        ids, titles = self.added_ids, self.added_titles
+        if not ids:
             return top
         query, _ = self._query(user, history, intent, alpha)
-        added = self.index.vectors[n:] @ query if isinstance(self.index, ExactIndex) else \
-            self.model.new_item_vectors(self.added_titles).cpu().numpy() @ query
-        extra = [Recommendation(0, self.added_ids[j], self.added_titles[j], float(s)) for j, s in enumerate(added)
-                 if n + j not in left_out]
+        added = self.vectors[n : n + len(ids)] @ query  # new items are isolated nodes: these scores are exact
+        extra = [Recommendation(0, ids[j], titles[j], float(s)) for j, s in enumerate(added) if n + j not in left_out]
         merged = sorted([*top, *extra], key=lambda r: -r.score)[:k]
         return [Recommendation(rank, r.item_id, r.title, r.score) for rank, r in enumerate(merged, start=1)]
 
@@ -169,17 +171,11 @@ class ServedRun:
         if k >= self.n_items:
             raise LmrecError(f"k={k}: the catalog of {self.name} has {self.n_items} items (the item itself excluded)")
         i = self.index_of(item_id)
-        vectors = self._all_vectors()
-        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        unit = self._unit
+        if unit is None or len(unit) != len(self.vectors):
+            vectors = self.vectors
+            unit = self._unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return self._recommendations(*ExactIndex(unit).search(unit[i], k, [i]))
-
-    def _all_vectors(self) -> np.ndarray:
-        if isinstance(self.index, ExactIndex):
-            return self.index.vectors
-        base = self.model.item_vectors().cpu().numpy()
-        if not self.added_titles:
-            return base
-        return np.concatenate([base, self.model.new_item_vectors(self.added_titles).cpu().numpy()])
 
     # -- items added by title ----------------------------------------------------------------------------
     def add_item(self, title: str, item_id: str | None) -> tuple[str, str]:
@@ -198,11 +194,15 @@ class ServedRun:
             ids, titles = [*ids, item_id], [*titles, title]
             vectors = np.concatenate([vectors, vector]).astype(np.float32)
             if self.run.folder is not None:
-                save_tensors(self.run.folder / ADDED, {"vectors": torch.from_numpy(vectors)},
-                             {"ids": ids, "titles": titles})
+                try:
+                    save_tensors(self.run.folder / ADDED, {"vectors": torch.from_numpy(vectors)},
+                                 {"ids": ids, "titles": titles})
+                except OSError as exc:
+                    raise LmrecError(f"cannot keep the new item in {self.run.folder}: {exc.strerror or exc}") from None
             new = len(ids) - len(self.added_ids)  # others may have added items meanwhile: take theirs too
+            self.added_ids, self.added_titles = ids, titles  # ids first: no reader sees a row without its id
+            self.vectors = np.concatenate([self.vectors, vectors[-new:]])
             self.index.add(vectors[-new:])
-            self.added_ids, self.added_titles = ids, titles
         return item_id, title
 
     def _read_added(self) -> tuple[list[str], list[str], np.ndarray] | None:
@@ -250,3 +250,7 @@ def _can(call) -> bool:
     except LmrecError:
         return False
     return True
+
+
+def _nothing() -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()

@@ -52,11 +52,17 @@ class SessionStore:
             session.last_seen = time.monotonic()
             return session
 
-    def add(self, session: Session, turn: Turn) -> None:
+    def add(self, session: Session, turn: Turn) -> list[Turn]:
+        """Append ``turn``; returns the turns so far (a copy: other requests may add to the session meanwhile)."""
         with self._lock:
             if len(session.turns) >= self.max_turns:
                 raise LmrecError(f"session {session.session_id!r} has {self.max_turns} turns: start a new one")
             session.turns.append(turn)
+            return list(session.turns)
+
+    def turns(self, session: Session) -> list[Turn]:
+        with self._lock:
+            return list(session.turns)
 
     def delete(self, session_id: str, model: str) -> None:
         self.get(session_id, model)

@@ -36,6 +36,3 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: Mapping[str,
         state.setdefault(int(param), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
-
-def generator_state(generator: torch.Generator) -> torch.Tensor:
-    return generator.get_state().clone()

@@ -25,6 +25,7 @@ from lmrec.train import checkpoint as ckpt
 
 Device = Literal["cpu", "cuda", "mps"]
 LOG_FILE = "log.jsonl"  # one JSON line per epoch, in a run folder
+RESUME_MAY_CHANGE = ("epochs", "progress", "device")  # settings a resumed run may change (more epochs: go on)
 CHECKPOINT_FILE = "checkpoint.safetensors"  # the resumable training state, in a run folder
 METRIC_PATTERN = r"^(recall|ndcg|hr|mrr|precision)@[1-9][0-9]*$"
 
@@ -260,6 +261,8 @@ class Trainer:
         optim_tensors, optim_meta = ckpt.optimizer_state(optimizer)
         tensors.update(optim_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():  # dropout and noise on the GPU draw from its own generators
+            tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
         extra = getattr(model, "extra_state", None)
         if extra is not None:
             tensors.update(tensorfile.tensor_dict(extra(), "extra."))
@@ -274,8 +277,8 @@ class Trainer:
         if path is None or not Path(path).exists():
             return None
         tensors, meta = tensorfile.load_tensors(Path(path))
-        saved = {k: v for k, v in meta["config"].items() if k not in ("progress", "epochs", "device")}
-        wanted = {k: v for k, v in as_dict(self.config).items() if k not in ("progress", "epochs", "device")}
+        saved = {k: v for k, v in meta["config"].items() if k not in RESUME_MAY_CHANGE}
+        wanted = {k: v for k, v in as_dict(self.config).items() if k not in RESUME_MAY_CHANGE}
         if saved != wanted:
             diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
             raise LmrecError(f"{path}: the checkpoint was made with other training settings ({', '.join(diff)}); "
@@ -284,12 +287,18 @@ class Trainer:
         best = tensorfile.with_prefix(tensors, "best.") if meta["has_best"] else None
         ckpt.load_optimizer_state(optimizer, tensors, meta["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda.0" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count())
+                                          if f"rng.cuda.{i}" in tensors])
         rng.bit_generator.state = meta["numpy_rng"]
         load_extra = getattr(model, "load_extra_state", None)
         if load_extra is not None:
             load_extra(tensorfile.with_prefix(tensors, "extra."))
-        return (TrainLog.from_dict(meta["log"]), best, int(meta["bad_evals"]), float(meta["elapsed"]),
-                bool(meta.get("finished")))
+        log = TrainLog.from_dict(meta["log"])
+        last = log.records[-1].epoch if log.records else 0
+        # a run that ended at its epoch budget goes on when the budget was raised; an early stop stays stopped
+        finished = bool(meta.get("finished")) and not (log.stopped == "max epochs" and self.config.epochs > last)
+        return log, best, int(meta["bad_evals"]), float(meta["elapsed"]), finished
 
     # -- the per-epoch log -----------------------------------------------------------------------------------
     def _rewrite_log(self, log: TrainLog) -> None:

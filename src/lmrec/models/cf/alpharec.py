@@ -3,6 +3,7 @@ paper's linear-mapping probe (RQ1)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
@@ -26,6 +27,7 @@ from lmrec.settings import settings
 # The paper picks the MLP width per LM to keep ~4.7M MLP parameters: hidden = m·d with m = 1/2 for
 # text-embedding-3-large (3072-d), 2 for ada-002 (1536-d), 8 for BERT (768-d), 9/32 for 4096-d LLMs.
 PAPER_MLP_RATIO = {3072: 0.5, 1536: 2.0, 768: 8.0, 4096: 9 / 32}
+_ENCODER_LOCK = threading.Lock()
 
 
 @settings
@@ -127,11 +129,15 @@ class AlphaRec(LMFeatures, TorchRecommender):
 
     # -- users the model was not trained on, and stated intentions ---------------------------------------
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        """(len(texts), d_lm) LM vectors of free texts with the model's encoder (through the embedding cache)."""
+        """(len(texts), d_lm) LM vectors of free texts with the model's encoder (through the embedding cache); the
+        encoder is loaded once and used by one caller at a time (a server calls from many threads)."""
         from lmrec.text import CachedEncoder, get_encoder
 
-        encoder = CachedEncoder(get_encoder(self.config.encoder, device=str(self.device)))
-        return torch.from_numpy(encoder.encode(texts, progress=False)).to(self.device)
+        with _ENCODER_LOCK:
+            encoder = getattr(self, "_text_encoder", None)
+            if encoder is None:
+                encoder = self._text_encoder = CachedEncoder(get_encoder(self.config.encoder, device=str(self.device)))
+            return torch.from_numpy(encoder.encode(texts, progress=False)).to(self.device)
 
     @torch.no_grad()
     def _with_new_user(self, items: Sequence[int], intent: str | None, alpha: float

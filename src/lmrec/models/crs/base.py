@@ -29,7 +29,7 @@ class CRSRecommender(Model, ABC):
 
     ``fit`` may only use the TRAINING turns (and validation turns for selection / early stopping): those of
     ``features`` (a prepared subsample) when given, else every turn of ``data``. ``score`` returns
-    (len(samples), n_items), higher is better. Evaluation is :func:`lmrec.eval.crs.evaluate_crs`.
+    (len(samples), n_items), higher is better. Evaluation is :func:`lmrec.eval.crs.evaluate_turns`.
     """
 
     task: ClassVar[str] = "crs"
@@ -69,7 +69,3 @@ def split_samples(data: CRSData, features: LLMFeatures | None, split: str) -> li
         return list(features.samples.get(split, []))
     return data.samples(split)
 
-
-def check_catalog(model: CRSRecommender, data: CRSData) -> None:
-    if model.n_items and len(data.catalog) != model.n_items:
-        raise LmrecError(f"{model.name}: built for {model.n_items} items, the data has {len(data.catalog)}")

@@ -31,7 +31,7 @@ from lmrec.text import EmbeddingCache, TextEncoder, encode_catalog, get_encoder
 class DenseConfig(ModelConfig):
     encoder: str = "minilm"  # lmrec.text.get_encoder spec
     context_chars: PositiveInt = 1000
-    batch_size: PositiveInt = 64  # texts encoded at a time
+    encode_batch_size: PositiveInt = 64  # texts encoded at a time
 
 
 def _unit(x: np.ndarray) -> torch.Tensor:
@@ -62,7 +62,7 @@ class DenseRetriever(CRSRecommender):
             folder: Path | None = None, resume: bool = False) -> None:
         self.n_items = len(data.catalog)
         vectors = encode_catalog(data.catalog.titles, self._encoder(), self.cache, progress=False,
-                                 batch_size=self.config.batch_size)
+                                 batch_size=self.config.encode_batch_size)
         self.items = _unit(vectors)
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -79,5 +79,5 @@ class DenseRetriever(CRSRecommender):
         if self.items is None:
             raise LmrecError("dense: call fit before score")
         texts = [self.context_text(s) for s in samples]
-        queries = self._encoder().encode(texts, batch_size=self.config.batch_size, progress=False)
+        queries = self._encoder().encode(texts, batch_size=self.config.encode_batch_size, progress=False)
         return _unit(queries) @ self.items.T
