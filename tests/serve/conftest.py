@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import planted_data, planted_features, write_inspired
 
 import lmrec
+from helpers import planted_data, planted_features, write_inspired
 
 TRAIN = {"epochs": 3, "eval_every": 1, "progress": False}
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from helpers import single_thread  # noqa: F401
 
 import lmrec
+from helpers import single_thread  # noqa: F401
 from lmrec.serve import create_app
 from lmrec.serve.service import ADDED
 

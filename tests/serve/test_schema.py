@@ -6,12 +6,12 @@ from __future__ import annotations
 import shutil
 
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from helpers import single_thread  # noqa: F401
+from schemathesis import GenerationMode
 
 import lmrec
+from helpers import single_thread  # noqa: F401
 from lmrec.serve import create_app
 
 EXAMPLES = 15  # per operation and generation mode (positive and negative)

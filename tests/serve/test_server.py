@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import planted_data, planted_features, write_inspired, write_lightgcn_folder
 
 import lmrec
+from helpers import planted_data, planted_features, write_inspired, write_lightgcn_folder
 
 CHROMIUM = "/usr/bin/chromium"
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
