@@ -20,18 +20,7 @@ def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
     degree = np.asarray(adj.sum(axis=1)).ravel()
     inv_sqrt = np.zeros_like(degree)
     inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
-    norm = sp.diags(inv_sqrt) @ adj @ sp.diags(inv_sqrt)
-    norm = sp.csr_matrix(norm, dtype=np.float32)
-    norm.sort_indices()
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product we use is stable
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(norm.indptr.astype(np.int64)),
-            torch.from_numpy(norm.indices.astype(np.int64)),
-            torch.from_numpy(norm.data),
-            size=norm.shape,
-            check_invariants=False,
-        )
+    return csr_tensor(sp.diags(inv_sqrt) @ adj @ sp.diags(inv_sqrt))
 
 
 class _SymmetricSpMM(torch.autograd.Function):
@@ -48,6 +37,44 @@ class _SymmetricSpMM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         return None, ctx.adj @ grad
+
+
+class _SparseMM(torch.autograd.Function):
+    """y = M x for a sparse M whose transpose is given too: the backward is Mᵀ g, as cheap as the forward."""
+
+    @staticmethod
+    def forward(ctx, matrix: torch.Tensor, transpose: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore
+        ctx.transpose = transpose
+        return matrix @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return None, None, ctx.transpose @ grad
+
+
+def csr_tensor(matrix: sp.spmatrix) -> torch.Tensor:
+    """A scipy sparse matrix as a torch CSR float32 tensor (indices sorted)."""
+    m = sp.csr_matrix(matrix, dtype=np.float32)
+    m.sort_indices()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product we use is stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
+                                       torch.from_numpy(m.indices.astype(np.int64)), torch.from_numpy(m.data),
+                                       size=m.shape, check_invariants=False)
+
+
+class SparseMatrix:
+    """A sparse matrix and its transpose (torch CSR), for products whose gradient is taken: ``m @ x``."""
+
+    def __init__(self, matrix: sp.spmatrix):
+        self.matrix, self.transpose = csr_tensor(matrix), csr_tensor(sp.csr_matrix(matrix).T)
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        return _SparseMM.apply(self.matrix, self.transpose, x)
+
+    def to(self, device: torch.device | str) -> SparseMatrix:
+        self.matrix, self.transpose = self.matrix.to(device), self.transpose.to(device)
+        return self
 
 
 def propagate(adj: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor:

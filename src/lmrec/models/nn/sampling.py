@@ -7,9 +7,14 @@ import scipy.sparse as sp
 
 from lmrec.errors import LmrecError
 
+BITSET_LIMIT = 2**33  # (user, item) pairs a bitset covers (1 GiB); beyond, membership is a sorted-key search
+
 
 class Sampler:
-    """Draws (user, positive) pairs and negatives from a binary training matrix (keys precomputed once)."""
+    """Draws (user, positive) pairs and negatives from a binary training matrix.
+
+    Membership ("is item i a training item of user u?") is one bit of a (n_users · n_items)-bit set, an O(1) lookup,
+    when that set is at most 1 GiB; else a binary search of the sorted keys u·n_items + i."""
 
     def __init__(self, train: sp.csr_matrix):
         self.train = train
@@ -20,6 +25,10 @@ class Sampler:
             raise LmrecError("the training split is empty: nothing to sample")
         rows = np.repeat(np.arange(self.n_users, dtype=np.int64), self.counts)
         self._keys = np.sort(rows * self.n_items + train.indices)
+        self._bits: np.ndarray | None = None
+        if self.n_users * self.n_items <= BITSET_LIMIT:
+            self._bits = np.zeros((self.n_users * self.n_items + 7) // 8, dtype=np.uint8)
+            np.bitwise_or.at(self._bits, self._keys >> 3, (1 << (self._keys & 7)).astype(np.uint8))
 
     def user_positive(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` pairs: users uniform over those with training items, positive uniform among theirs.
@@ -47,5 +56,7 @@ class Sampler:
     def seen(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """True where ``items[r, ...]`` is a training item of ``users[r]`` (same shape as ``items``)."""
         queries = users.reshape(-1, *([1] * (items.ndim - 1))) * self.n_items + items
+        if self._bits is not None:
+            return ((self._bits[queries >> 3] >> (queries & 7).astype(np.uint8)) & 1).astype(bool)
         pos = np.minimum(np.searchsorted(self._keys, queries), len(self._keys) - 1)
         return self._keys[pos] == queries
