@@ -301,8 +301,8 @@ def fit(
         raise LmrecError("settings go with a model name; a model object carries its own config")
     if model.task != task:
         raise LmrecError(f"{model.name} is a {model.task} model, but {ref.dataset!r} is {task} data")
-    if not model.trainable and train:
-        raise LmrecError(f"{model.name} is not trained (it is fitted from the data): it takes no training settings")
+    # a model fitted from the data (pop, dense, zero_shot_llm) has no training loop: ``train`` does not apply to it
+    # (a comparison passes the same training settings to every model; the CLI offers none for such models)
     train_config = model.train_config(train, model.config) if model.trainable else None
     if dataset is None:
         dataset = ref.load()
