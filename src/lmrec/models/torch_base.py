@@ -13,7 +13,6 @@ from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.models.base import ModelConfig, Recommender
-from lmrec.models.nn.graph import SparseMatrix
 from lmrec.train import TrainConfig, Trainer, TrainLog, resolve_device
 
 
@@ -61,8 +60,6 @@ class TorchRecommender(Recommender):
         for name, value in list(vars(self).items()):
             if isinstance(value, torch.Tensor):
                 setattr(self, name, value.to(self.device))
-            elif isinstance(value, SparseMatrix):
-                value.to(self.device)
         self.net.to(self.device)
         self._inference = None
         return self

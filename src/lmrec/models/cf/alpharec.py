@@ -17,7 +17,7 @@ from torch import nn
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.models.base import ModelConfig, register
-from lmrec.models.nn.graph import SparseMatrix, normalized_adjacency, propagate
+from lmrec.models.nn.graph import normalized_adjacency, propagate
 from lmrec.models.nn.lm_inputs import LMFeatures
 from lmrec.models.nn.losses import info_nce
 from lmrec.models.nn.sampling import Sampler
@@ -58,15 +58,6 @@ class _Mapper(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x)
 
-    @property
-    def first(self) -> nn.Linear:
-        """The first linear layer (the MLP's, or the linear mapping itself)."""
-        return self.f[0] if isinstance(self.f, nn.Sequential) else self.f
-
-    def rest(self, h: torch.Tensor) -> torch.Tensor:
-        """Everything after the first layer: ``forward(x) == rest(first(x))``."""
-        return self.f[1:](h) if isinstance(self.f, nn.Sequential) else h
-
 
 @register("alpharec")
 class AlphaRec(LMFeatures, TorchRecommender):
@@ -99,9 +90,6 @@ class AlphaRec(LMFeatures, TorchRecommender):
         self.z_users, self.z_items = self.lm_inputs(data)
         self.adj = normalized_adjacency(data.train)
         self.sampler = Sampler(data.train)
-        counts = np.asarray(data.train.sum(axis=1)).ravel()
-        scale = np.divide(1.0, counts, out=np.zeros_like(counts, dtype=np.float64), where=counts > 0)
-        self.user_mean = SparseMatrix(sp.diags(scale) @ data.train)  # z_u = user_mean @ z_items
         return _Mapper(self.z_items.shape[1], self.config)
 
     def represent(self, z_users: torch.Tensor, z_items: torch.Tensor, adj: torch.Tensor,
@@ -109,21 +97,12 @@ class AlphaRec(LMFeatures, TorchRecommender):
         """Normalized (user, item) representations for LM inputs on a graph (also used zero-shot);
         ``e0_users`` replaces MLP(z_users) as the users' layer-0 rows when given."""
         users0 = self.net(z_users) if e0_users is None else e0_users
-        return self._propagated(torch.cat([users0, self.net(z_items)]), len(z_users), adj)
-
-    def _propagated(self, e0: torch.Tensor, n_users: int, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = propagate(adj, e0, self.config.n_layers)
-        return F.normalize(out[:n_users], dim=-1), F.normalize(out[n_users:], dim=-1)
+        out = propagate(adj, torch.cat([users0, self.net(z_items)]), self.config.n_layers)
+        users, items = out[: len(z_users)], out[len(z_users) :]
+        return F.normalize(users, dim=-1), F.normalize(items, dim=-1)
 
     def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training graph's representations. The users' first layer goes through the items': z_u is the mean of
-        u's items' z_i, so z_u·W = mean(z_i·W), one sparse product instead of a dense (n_users × d × m·d) one."""
-        first = self.net.first
-        items = self.z_items @ first.weight.T  # (n_items, m·d)
-        users = self.user_mean @ items  # (n_users, m·d), exactly z_users @ Wᵀ
-        if first.bias is not None:
-            items, users = items + first.bias, users + first.bias
-        return self._propagated(self.net.rest(torch.cat([users, items])), len(self.z_users), self.adj)
+        return self.represent(self.z_users, self.z_items, self.adj)
 
     def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
         n_neg, n = self.config.n_negatives, self.data.train.nnz

@@ -39,19 +39,6 @@ class _SymmetricSpMM(torch.autograd.Function):
         return None, ctx.adj @ grad
 
 
-class _SparseMM(torch.autograd.Function):
-    """y = M x for a sparse M whose transpose is given too: the backward is Mᵀ g, as cheap as the forward."""
-
-    @staticmethod
-    def forward(ctx, matrix: torch.Tensor, transpose: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore
-        ctx.transpose = transpose
-        return matrix @ x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return None, None, ctx.transpose @ grad
-
-
 def csr_tensor(matrix: sp.spmatrix) -> torch.Tensor:
     """A scipy sparse matrix as a torch CSR float32 tensor (indices sorted)."""
     m = sp.csr_matrix(matrix, dtype=np.float32)
@@ -61,20 +48,6 @@ def csr_tensor(matrix: sp.spmatrix) -> torch.Tensor:
         return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
                                        torch.from_numpy(m.indices.astype(np.int64)), torch.from_numpy(m.data),
                                        size=m.shape, check_invariants=False)
-
-
-class SparseMatrix:
-    """A sparse matrix and its transpose (torch CSR), for products whose gradient is taken: ``m @ x``."""
-
-    def __init__(self, matrix: sp.spmatrix):
-        self.matrix, self.transpose = csr_tensor(matrix), csr_tensor(sp.csr_matrix(matrix).T)
-
-    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        return _SparseMM.apply(self.matrix, self.transpose, x)
-
-    def to(self, device: torch.device | str) -> SparseMatrix:
-        self.matrix, self.transpose = self.matrix.to(device), self.transpose.to(device)
-        return self
 
 
 def propagate(adj: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor:
