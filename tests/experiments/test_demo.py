@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from helpers import planted_data, single_thread, write_lightgcn_folder  # noqa: F401
-
 from lmrec.experiments.demo import run_demo
 
 

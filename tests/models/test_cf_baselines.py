@@ -12,6 +12,7 @@ import torch
 
 import lmrec
 from helpers import N_ITEMS, make_split, planted_data, planted_features, random_level, single_thread  # noqa: F401
+from lmrec.errors import EmptyUserError
 from lmrec.eval.ranking import evaluate
 from lmrec.models.base import get_model, list_models
 from lmrec.models.cf.bc_loss import BCLoss, popularity_index
@@ -166,7 +167,9 @@ def test_multvae_user_with_empty_training_row(data):
     model.fit(split, dict(VAE, epochs=2, eval_every=1))
     scores = all_scores(model, split)
     assert torch.isfinite(scores).all()
-    assert len(model.recommend(3, k=5)) == 5
+    # a user without training interactions gets a clear error from the Run API (the model knows nothing of them)
+    with pytest.raises(EmptyUserError, match="no training interactions"):
+        lmrec.Run(model, split, {}).recommend(split.user_ids[3], k=5)
 
 
 def test_multvae_kl_annealing(data):

@@ -121,18 +121,19 @@ def test_load_on_different_data_raises(key, runs, data):
 @pytest.mark.parametrize("key", ["pop", "mf", "lightgcn", "alpharec"])
 def test_recommend_excludes_seen_and_never_minus_inf(key, fitted, data):
     model = fitted[key]
+    run = lmrec.Run(model, data, {})
     for user in (0, 7, 29):
-        seen = set(data.train_items(user).tolist())
-        recs = model.recommend(user, k=data.n_items)
-        items = [i for i, _ in recs]
+        seen = set(data.user_items(user).tolist())  # everything the user has, in any split
+        recs = run.recommend(data.user_ids[user], k=data.n_items)
+        items = [data.catalog.index(r.item_id) for r in recs]
         assert len(recs) == data.n_items - len(seen)  # the -inf (seen) entries are dropped
         assert not seen & set(items) and len(set(items)) == len(items)
-        values = [s for _, s in recs]
+        values = [r.score for r in recs]
         assert all(np.isfinite(values)) and values == sorted(values, reverse=True)
         scores = all_scores(model, data)[user]
-        assert [s for _, s in model.recommend(user, k=5)] == pytest.approx(values[:5], abs=1e-6)
-        np.testing.assert_allclose([scores[i].item() for i, _ in recs], values, atol=1e-6)
-        assert len(model.recommend(user, k=data.n_items, exclude_seen=False)) == data.n_items
+        assert [r.score for r in run.recommend(data.user_ids[user], k=5)] == pytest.approx(values[:5], abs=1e-6)
+        np.testing.assert_allclose([scores[i].item() for i in items], values, atol=1e-6)
+        assert len(run.recommend(data.user_ids[user], k=data.n_items, exclude_seen=False)) == data.n_items
 
 
 # -- popularity ----------------------------------------------------------------------------------------------
@@ -147,8 +148,9 @@ def test_popularity_counts_come_from_train_only():
     scores = model.score(np.arange(4))
     assert scores[0, 3] == 2 and scores[0, 5] == 1 and scores[0, 9] == 0 and scores[0, 8] == 0
     assert (scores == scores[0]).all()  # one ranking for everyone
-    assert model.recommend(3, k=2) == [(3, 2.0), (5, 1.0)]
-    assert [i for i, _ in model.recommend(0, k=1)] == [5]  # item 3 is user 0's own training item
+    run = lmrec.Run(model, data, {})
+    assert [(r.item_id, r.score) for r in run.recommend("u2", k=1)] == [("i3", 2.0)]
+    assert [r.item_id for r in run.recommend("u0", k=1)] == ["i5"]  # item 3 is user 0's own training item
 
 
 # -- AlphaRec inputs -----------------------------------------------------------------------------------------

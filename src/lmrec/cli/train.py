@@ -185,7 +185,7 @@ def cmd_recommend(args: argparse.Namespace) -> None:
             print("mentioned: " + "; ".join(run.catalog.titles[i] for i in sample.mentioned))
     elif args.user is not None and run.task == "cf":
         user = run.data.user_index(args.user)
-        history = run.data.train_items_or_empty(user)
+        history = run.data.user_items(user, ("train",))
         print(f"user {args.user}: {len(history)} training items"
               + (", e.g. " + "; ".join(run.catalog.titles[i] for i in history[:3]) if len(history) else ""))
     if args.intent is not None:

@@ -148,10 +148,6 @@ class SplitData:
         return np.concatenate([self.split(s).indices[self.split(s).indptr[user] : self.split(s).indptr[user + 1]]
                                for s in splits]).astype(np.int64)
 
-    def train_items_or_empty(self, user: int) -> np.ndarray:
-        """Training items of a dense user index (possibly none)."""
-        return self.train.indices[self.train.indptr[user] : self.train.indptr[user + 1]]
-
     def item_popularity(self) -> np.ndarray:
         """(n_items,) number of training users per item (training data only)."""
         return np.asarray(self.train.sum(axis=0)).ravel()

@@ -112,14 +112,6 @@ class Recommender(Model, ABC):
         raise LmrecError(f"{self.name} cannot place a new item without retraining: it learns one vector per training "
                          "item; AlphaRec models (alpharec, linear_map) place an item from its title")
 
-    def recommend(self, user: int, k: int = 10, exclude_seen: bool = True) -> list[tuple[int, float]]:
-        """Top-k (item index, score) for one dense user index; training items removed when ``exclude_seen``."""
-        scores = self.score(np.array([user]))[0].detach().to("cpu").clone()
-        if exclude_seen and self.data is not None:
-            scores[torch.from_numpy(self.data.train_items_or_empty(user).astype(np.int64))] = -torch.inf
-        top = torch.topk(scores, min(k, len(scores)))
-        return [(int(i), float(s)) for i, s in zip(top.indices, top.values) if s > -torch.inf]
-
     # -- persistence -------------------------------------------------------------------------------------
     def artifacts(self) -> dict[str, torch.Tensor]:
         """Inputs saved beside the state that are not derived from the data (e.g. LM item features)."""
