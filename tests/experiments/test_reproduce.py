@@ -207,3 +207,16 @@ def test_distinct_top_items_counts_catalog_coverage():
     rotating = lambda batch: torch.stack([torch.roll(torch.arange(50.0), 3 * s) for s in batch])
     assert distinct_top_items(constant, samples, k=10, batch_size=7) == 10
     assert distinct_top_items(rotating, samples, k=10, batch_size=7) == 50
+
+
+def test_compare_with_two_jobs_gives_the_same_table(tmp_path):
+    """Independent runs in two worker processes: the same rows as one after the other (each run is seeded)."""
+    from helpers import planted_data, write_lightgcn_folder
+    from lmrec.experiments.compare import run_comparison
+
+    folder = str(write_lightgcn_folder(planted_data(), tmp_path / "planted"))
+    train = {"epochs": 2, "eval_every": 1, "progress": False}
+    one = run_comparison(["pop", "mf", "lightgcn"], [folder], tmp_path / "one", train, focus=None)
+    two = run_comparison(["pop", "mf", "lightgcn"], [folder], tmp_path / "two", train, focus=None, jobs=2)
+    strip = lambda r: {m: {k: v for k, v in row.items() if k != "fit_seconds"} for m, row in r[folder]["models"].items()}  # noqa: E731
+    assert strip(one) == strip(two)

@@ -19,6 +19,7 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     cmp.add_argument("--models", default="pop,mf,lightgcn,linear_map,alpharec")
     cmp.add_argument("--datasets", default="movielens-latest-small,movielens-100k,amazon-industrial-scientific-2018")
     cmp.add_argument("--data-seed", dest="data_seed", type=int, default=2024)
+    cmp.add_argument("--jobs", type=int, default=1, help="independent runs at once (the CPU threads divided)")
     cmp.add_argument("--out", required=True)
     add_threads(cmp)
     add_settings(cmp, TrainConfig, "training settings (every run; each model's paper values otherwise)")
@@ -31,6 +32,7 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     rep.add_argument("--only", help="comma-separated table names (file stems, with or without the number)")
     rep.add_argument("--out", help="work folder (default runs/reproduce/<paper>[-quick]); finished runs are reused")
     rep.add_argument("--publish", help="also copy the report folder here, e.g. docs/results/<date>-<paper>")
+    rep.add_argument("--jobs", type=int, default=1, help="independent runs of a comparison table at once")
     rep.set_defaults(func=cmd_reproduce)
 
     zs = sub.add_parser("zeroshot", help="train AlphaRec on mixed sources, apply it untrained to a target dataset")
@@ -71,7 +73,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     set_threads(args)
     results = run_comparison(args.models.split(","), args.datasets.split(","), Path(args.out),
-                             given(args, TrainConfig), seed=args.data_seed)
+                             given(args, TrainConfig), seed=args.data_seed, jobs=args.jobs)
     print(markdown(results))
 
 
@@ -81,7 +83,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     out = Path(args.out or f"runs/reproduce/{args.paper}{'-quick' if args.quick else ''}")
     only = [o for o in (args.only or "").split(",") if o]
     start = time.perf_counter()
-    report = reproduce(args.paper, Path(args.configs), out, args.quick, only)
+    report = reproduce(args.paper, Path(args.configs), out, args.quick, only, jobs=args.jobs)
     print(f"report: {report / 'report.md'} ({(time.perf_counter() - start) / 60:.1f} min)")
     if args.publish:
         print(f"published to {publish(report, Path(args.publish))}")

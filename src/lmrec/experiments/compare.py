@@ -9,7 +9,10 @@ mean ± SE, the epoch selected on validation, and the paired difference of a cho
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,37 +50,57 @@ def run_comparison(
     focus: str | None = "alpharec",
     seed: int = 2024,
     dataset_train_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run every spec on every dataset. Training settings, later ones winning: ``train_overrides`` (all runs),
-    ``dataset_train_overrides[dataset]``, the spec's own."""
+    ``dataset_train_overrides[dataset]``, the spec's own. ``jobs`` > 1 runs that many independent runs at once, in
+    processes of their own, the CPU threads divided between them (each run as with one job: same seed, same
+    result; a run's own determinism does not depend on the others)."""
     specs = [RunSpec.of(r) for r in runs]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be unique, got {names}")
-    results: dict[str, Any] = {}
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    tasks = []
     for dataset in datasets:
-        ref = DataRef.of(dataset, seed=seed)
-        data = ref.load()
-        results[dataset] = {"stats": data.stats(), "checksum": data.checksum(), "models": {}}
         for spec in specs:
             train = {**(train_overrides or {}), **(dataset_train_overrides or {}).get(dataset, {}),
                      **spec.train_overrides}
-            spec = RunSpec(spec.name, spec.model, spec.model_overrides, train)
-            # resume=True: a finished run with the same settings is reused, an interrupted one continues, one
-            # with other settings is an error naming the folder (nothing is silently mixed)
-            run = fit(spec.model, data, dict(spec.train_overrides), out=out / dataset / spec.name, resume=True,
-                      ref=ref, **spec.model_overrides)
-            fitted = run.manifest["fit"]
-            results[dataset]["models"][spec.name] = {
-                "model": spec.model, "test": run.metrics["test"], "valid": run.metrics["valid"],
-                "best_epoch": fitted.get("best_epoch"), "epochs_run": fitted.get("epochs_run"),
-                "converged": fitted.get("converged", True), "fit_seconds": fitted["seconds"],
-            }
+            tasks.append((dataset, RunSpec(spec.name, spec.model, spec.model_overrides, train)))
+    if jobs == 1:
+        rows = [_fit_row(dataset, spec, seed, out) for dataset, spec in tasks]
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = list(pool.map(_fit_row, *zip(*tasks, strict=True), [seed] * len(tasks), [out] * len(tasks),
+                                 [threads] * len(tasks)))
+    results: dict[str, Any] = {}
+    for dataset in datasets:
+        data = DataRef.of(dataset, seed=seed).load()
+        results[dataset] = {"stats": data.stats(), "checksum": data.checksum(), "models": {
+            spec.name: row for (d, spec), row in zip(tasks, rows, strict=True) if d == dataset}}
         if focus in names and len(names) > 1:
             results[dataset]["focus"] = _focus_vs_best(focus, names, out / dataset, results[dataset]["models"], data)
     write_json(out / "results.json", results)
     atomic_write(out / "results.md", lambda f: f.write(markdown(results)))
     return results
+
+
+def _fit_row(dataset: str, spec: RunSpec, seed: int, out: Path, threads: int | None = None) -> dict[str, Any]:
+    """Fit (or reuse) one run and return its table row. ``resume=True``: a finished run with the same settings is
+    reused, an interrupted one continues, one with other settings is an error naming the folder."""
+    if threads is not None:  # in a worker process of its own
+        import torch
+
+        torch.set_num_threads(threads)
+    ref = DataRef.of(dataset, seed=seed)
+    run = fit(spec.model, ref, dict(spec.train_overrides), out=out / dataset / spec.name, resume=True,
+              **spec.model_overrides)
+    fitted = run.manifest["fit"]
+    return {"model": spec.model, "test": run.metrics["test"], "valid": run.metrics["valid"],
+            "best_epoch": fitted.get("best_epoch"), "epochs_run": fitted.get("epochs_run"),
+            "converged": fitted.get("converged", True), "fit_seconds": fitted["seconds"]}
 
 
 def _focus_vs_best(focus: str, models: Sequence[str], folder: Path, rows: dict[str, Any],

@@ -148,14 +148,14 @@ def select(tables: list[Table], only: list[str] | None) -> list[Table]:
 
 
 # -- one runner per experiment kind: (settings, work folder, output root) -> markdown ----------------------------
-def _compare(s: Mapping[str, Any], folder: Path, root: Path) -> str:
+def _compare(s: Mapping[str, Any], folder: Path, root: Path, jobs: int = 1) -> str:
     from lmrec.experiments.compare import RunSpec, markdown, run_comparison
 
     specs = [RunSpec(name, entry.get("model", name), entry.get("set", {}), entry.get("train", {}))
              for name, entry in s["models"].items()]
     results = run_comparison(specs, s["datasets"], folder, {"progress": False, **s.get("train", {})},
                              focus=s.get("focus", "alpharec"), seed=s.get("seed", 2024),
-                             dataset_train_overrides=s.get("train_by_dataset", {}))
+                             dataset_train_overrides=s.get("train_by_dataset", {}), jobs=jobs)
     return markdown(results)
 
 
@@ -260,7 +260,7 @@ def _git() -> dict[str, Any]:
 
 
 def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: list[str] | None = None,
-              log: Callable[[str], None] = print) -> Path:
+              log: Callable[[str], None] = print, jobs: int = 1) -> Path:
     """Run the tables of ``configs/<paper>`` into ``out``; returns the report folder ``out/report``."""
     if paper not in PAPERS:
         raise LmrecError(f"unknown paper {paper!r}; expected one of {sorted(PAPERS)}")
@@ -273,7 +273,8 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
         start = time.perf_counter()
         folder = out / table.key
         folder.mkdir(parents=True, exist_ok=True)
-        ours = EXPERIMENTS[table.experiment](table.settings, folder, out)
+        runner = EXPERIMENTS[table.experiment]
+        ours = runner(table.settings, folder, out, jobs) if runner is _compare else runner(table.settings, folder, out)
         seconds = time.perf_counter() - start
         log(f"[{table.key}] done in {seconds / 60:.1f} min")
         assert table.source is not None
