@@ -88,6 +88,18 @@ def random_level(data: SplitData, split: str, k: int) -> float:
     return float(np.mean(values))
 
 
+def fit_specs(specs: dict, data: SplitData, root: Path) -> dict:
+    """``{key: Run}``: each spec ``(label, make_model, train_settings)`` fitted once, its run folder under ``root``."""
+    import lmrec
+
+    return {key: lmrec.fit(make(), data, train, out=root / key) for key, (_, make, train) in specs.items()}
+
+
+def all_scores(model, data: SplitData) -> torch.Tensor:
+    """(n_users, n_items) scores of a CF model."""
+    return model.score(np.arange(data.n_users)).detach().clone()
+
+
 def write_lightgcn_folder(data: SplitData, folder: Path) -> Path:
     """Write ``data`` as a LightGCN text folder (train/valid/test.txt with items.tsv titles)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,16 @@ import scipy.sparse as sp
 import torch
 
 import lmrec
-from helpers import N_ITEMS, make_split, planted_data, planted_features, random_level, single_thread  # noqa: F401
+from helpers import (  # noqa: F401
+    N_ITEMS,
+    all_scores,
+    fit_specs,
+    make_split,
+    planted_data,
+    planted_features,
+    random_level,
+    single_thread,
+)
 from lmrec.errors import EmbeddingError, LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.models.base import get_model, list_models
@@ -43,9 +52,8 @@ def data():
 
 @pytest.fixture(scope="module")
 def runs(data, tmp_path_factory):
-    """Each spec fitted once on the planted data, its run folder written (``lmrec.fit(..., out=folder)``)."""
-    root = tmp_path_factory.mktemp("runs")
-    return {key: lmrec.fit(make(), data, train, out=root / key) for key, (_, make, train) in SPECS.items()}
+    """Each spec fitted once on the planted data, its run folder written."""
+    return fit_specs(SPECS, data, tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +61,6 @@ def fitted(runs):
     """Each spec's fitted model."""
     return {key: run.model for key, run in runs.items()}
 
-
-def all_scores(model, data) -> torch.Tensor:
-    return model.score(np.arange(data.n_users)).detach().clone()
 
 
 # -- registry ------------------------------------------------------------------------------------------------

