@@ -70,6 +70,7 @@ class Run:
         self.metrics = metrics or {}
         self.folder = folder
         self.log = log
+        self._finder: MentionFinder | None = None  # built on the first conversation
 
     @property
     def task(self) -> str:
@@ -140,8 +141,9 @@ class Run:
     # -- evaluation --------------------------------------------------------------------------------------
     def evaluate(self, split: str = "test", ks: Sequence[int] | None = None, batch_size: int = 1024) -> Any:
         """Full-catalog evaluation of ``split`` with the run's seed. CF: a :class:`RankingResult` (recall, NDCG, HR,
-        MRR @ ``ks``; train (+ valid) items masked; users without training interactions left out and counted). CRS: ``{"all": CRSResult, "new": CRSResult}`` over the turns
-        the run was evaluated on (HR / NDCG / MRR @ ``ks``, expected ties)."""
+        MRR @ ``ks``; train (+ valid) items masked; users without training interactions left out and counted).
+        CRS: ``{"all": CRSResult, "new": CRSResult}`` over the turns the run was evaluated on (HR / NDCG / MRR @
+        ``ks``, expected ties)."""
         seed = self.manifest.get("eval_seed", 0)
         if isinstance(self.model, Recommender):
             ks = tuple(sorted({min(k, self.data.n_items) for k in (ks or REPORT_KS)}))
@@ -199,9 +201,9 @@ class Run:
         turns = [t for t in conversation if isinstance(t, Turn)]
         if len(turns) != len(conversation):
             turns = parse_conversation([str(line) for line in conversation])
-        finder = getattr(self, "_finder", None) or MentionFinder(self.catalog.titles)
-        self._finder = finder
-        return conversation_sample(turns, finder)
+        if self._finder is None:
+            self._finder = MentionFinder(self.catalog.titles)
+        return conversation_sample(turns, self._finder)
 
     def resolve_titles(self, titles: Sequence[str]) -> list[int]:
         """Catalog indices of free-text titles (fuzzy match, best first); an unmatched title is an error."""
@@ -213,6 +215,23 @@ class Run:
                 raise UnknownIdError(f"no title in the {self.data.name} catalog matches {title!r}{closest}")
             out.append(found[0][0])
         return out
+
+    def who(self, user: str | int | None, items: Sequence[str | int] = (), titles: Sequence[str] = ()
+            ) -> tuple[int | None, list[int], list[int]]:
+        """(the dense index of a known ``user`` or None, a new user's item indices from ``items`` and ``titles``,
+        the items to leave out as seen). Exactly one of the two is given; a known user without training
+        interactions is an error naming them (the model knows nothing of them)."""
+        data: SplitData = self.data  # type: ignore[assignment]
+        history = [self.catalog.index(i) for i in items] + self.resolve_titles(titles)
+        if user is not None and history:
+            raise LmrecError("pass either user=... (a known user) or items / titles (a new user), not both")
+        if user is not None:
+            u = data.user_index(user)
+            data.train_items(u)
+            return u, [], data.user_items(u).tolist()
+        if not history:
+            raise LmrecError("nothing to recommend for: pass user=..., items=... or titles=...")
+        return None, history, history
 
     def _scores(self, user: Any, items: Any, titles: Any, intent: str | None, alpha: float,
                 conversation: Any) -> tuple[torch.Tensor, list[int]]:
@@ -232,23 +251,15 @@ class Run:
                 return model.score([sample])[0], sample.mentioned  # type: ignore[attr-defined]
         if conversation is not None:
             raise LmrecError(f"{model.name} is a collaborative-filtering model: pass user=... or items=...")
-        data: SplitData = self.data  # type: ignore[assignment]
-        history = [self.catalog.index(i) for i in (items or [])] + self.resolve_titles(titles or [])
-        if user is not None and history:
-            raise LmrecError("pass either user=... (a known user) or items / titles (a new user), not both")
-        if user is not None:
-            u = data.user_index(user)
-            data.train_items(u)  # a user without training interactions is an error naming them
-            seen = data.user_items(u).tolist()
+        u, history, seen = self.who(user, items or [], titles or [])
+        if u is not None:
             if intent is not None:
                 return _alpharec(model, "intent").score_with_intent(u, intent, alpha), seen
             with torch.no_grad():
                 return model.score(np.array([u]))[0], seen
-        if not history:
-            raise LmrecError("nothing to recommend for: pass user=..., items=... or titles=...")
         if intent is not None:
-            return _alpharec(model, "intent").score_new_user(history, intent, alpha), history
-        return model.score_new_user(history), history
+            return _alpharec(model, "intent").score_new_user(history, intent, alpha), seen
+        return model.score_new_user(history), seen
 
 
 def _make(cls: type[Model], settings: dict[str, Any]) -> Model:

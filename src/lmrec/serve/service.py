@@ -118,33 +118,26 @@ class ServedRun:
         if len(known) < len(items):
             raise UnknownIdError(f"unknown item id {next(i for i in items if i not in known)!r} in {self.name} "
                                  "(items added through the service cannot stand for a user's history)")
-        history = [self.run.catalog.index(i) for i in known] + self.run.resolve_titles(titles)
+        u, history, seen = self.run.who(user, known, titles)
         left_out = [self.index_of(i) for i in exclude]
         use_index = retrieval == "faiss" or (retrieval == "auto" and self.retrieval == "faiss")
         if use_index and self.index is None:
             raise LmrecError(f"{self.model.name} does not score by a dot product: only exact retrieval serves it")
         with torch.no_grad():
             if not use_index:
-                return self._exact(user, history, intent, alpha, k, left_out, exclude_seen), "exact"
-            query, seen = self._query(user, history, intent, alpha)
+                return self._exact(user, u, history, intent, alpha, k, left_out, exclude_seen), "exact"
+            query = self._query(u, history, intent, alpha)
             with self.lock if isinstance(self.index, FaissIndex) else _nothing():
                 top, scores = self.index.search(query, k, [*left_out, *(seen if exclude_seen else [])])
         return self._recommendations(top, scores), self.index.kind
 
-    def _query(self, user: str | None, history: list[int], intent: str | None, alpha: float
-               ) -> tuple[np.ndarray, list[int]]:
-        """(the query vector, the items the user has) of a known or a new user."""
+    def _query(self, user: int | None, history: list[int], intent: str | None, alpha: float) -> np.ndarray:
+        """The query vector of a known user (dense index) or of a new user's items (see :meth:`Run.who`)."""
         if user is not None:
-            if history:
-                raise LmrecError("pass either user (a known user) or items / titles (a new user), not both")
-            u = self.run.data.user_index(user)
-            self.run.data.train_items(u)  # a user without training interactions: a clear error
-            return self.model.user_vector(u, intent, alpha).cpu().numpy(), self.run.data.user_items(u).tolist()
-        if not history:
-            raise LmrecError("nothing to recommend for: give user, items or titles")
-        return self.model.new_user_vector(history, intent, alpha).cpu().numpy(), history
+            return self.model.user_vector(user, intent, alpha).cpu().numpy()
+        return self.model.new_user_vector(history, intent, alpha).cpu().numpy()
 
-    def _exact(self, user: str | None, history: list[int], intent: str | None, alpha: float, k: int,
+    def _exact(self, user: str | None, u: int | None, history: list[int], intent: str | None, alpha: float, k: int,
                left_out: list[int], exclude_seen: bool) -> list[Recommendation]:
         n = len(self.run.catalog)
         exclude = [self.run.catalog.ids[i] for i in left_out if i < n]
@@ -154,7 +147,7 @@ class ServedRun:
         ids, titles = self.added_ids, self.added_titles
         if not ids:
             return top
-        query, _ = self._query(user, history, intent, alpha)
+        query = self._query(u, history, intent, alpha)
         added = self.vectors[n : n + len(ids)] @ query  # new items are isolated nodes: these scores are exact
         extra = [Recommendation(0, ids[j], titles[j], float(s)) for j, s in enumerate(added) if n + j not in left_out]
         merged = sorted([*top, *extra], key=lambda r: -r.score)[:k]

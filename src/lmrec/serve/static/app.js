@@ -115,8 +115,10 @@ async function search() {
 }
 
 async function newSession() {
+  $("send").disabled = true;  // no message before the session exists
   const created = await api(`/models/${encodeURIComponent(current.name)}/sessions`, {method: "POST"});
   session = created.session_id;
+  $("send").disabled = false;
   $("transcript").replaceChildren();
   $("mentioned").replaceChildren();
   $("chat-recommendations").replaceChildren();
