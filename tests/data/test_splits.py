@@ -72,17 +72,34 @@ def test_every_user_keeps_a_training_item(name):
 
 
 @pytest.mark.parametrize("ratios", [(0.4, 0.3, 0.3), (0.8, 0.1, 0.1), (4, 3, 3)])
-def test_ratio_split_respects_ratios_per_user(ratios):
+def test_ratio_split_rounds_the_training_part_first(ratios):
     data = synthetic()
     split = ratio_split(data, ratios, seed=5)
     sizes = per_user(data.to_csr())
-    total = sum(ratios)
-    for part, r in ((split.valid, ratios[1] / total), (split.test, ratios[2] / total)):
-        expected = np.floor(sizes * r + 0.5)
-        assert (np.abs(per_user(part) - expected) <= 1).all()  # rounding; the >=1-train rule takes at most one
-        big = sizes >= 10
-        assert np.allclose(per_user(part)[big], expected[big])
+    r_train, r_valid, _ = (r / sum(ratios) for r in ratios)
+    n_train = np.maximum(np.floor(sizes * r_train + 0.5), 1)
+    n_valid = np.minimum(np.floor(sizes * r_valid + 0.5), sizes - n_train)
+    assert (per_user(split.train) == n_train).all()
+    assert (per_user(split.valid) == n_valid).all()
+    assert (per_user(split.test) == sizes - n_train - n_valid).all()
     assert per_user(split.test)[0] == 0 and per_user(split.train)[0] == 1  # a single item stays in train
+
+
+@pytest.mark.parametrize(("n", "expected"), [(107, (43, 32, 32)), (19, (8, 6, 5)), (5, (2, 2, 1)), (2, (1, 1, 0))])
+def test_ratio_split_matches_the_official_alpharec_counts(n, expected):
+    """papers.md 2.1: the released 4:3:3 files hold 43/32/32 of 107 items and 8/6/5 of 19."""
+    catalog = ItemCatalog([f"i{i}" for i in range(n)], [f"Item {i}" for i in range(n)])
+    data = Interactions([0] * n, list(range(n)), ["u0"], catalog, name="one user")
+    split = ratio_split(data, (0.4, 0.3, 0.3), seed=3)
+    assert (split.train.nnz, split.valid.nnz, split.test.nnz) == expected
+
+
+def test_temporal_user_split_rounds_the_held_out_parts_first():
+    """Hold-out first: a 5-item user at 8:1:1 keeps a test and a validation item (3/1/1)."""
+    catalog = ItemCatalog([f"i{i}" for i in range(5)], [f"Item {i}" for i in range(5)])
+    data = Interactions([0] * 5, list(range(5)), ["u0"], catalog, timestamps=list(range(5)), name="one user")
+    split = temporal_user_split(data, (0.8, 0.1, 0.1))
+    assert (split.train.nnz, split.valid.nnz, split.test.nnz) == (3, 1, 1)
 
 
 def test_ratio_split_determinism():

@@ -38,11 +38,15 @@ def _assemble(data: Interactions, rows: Sequence[np.ndarray], protocol: str) -> 
     return SplitData(data.name, data.user_ids, data.catalog, train, valid, test, protocol)
 
 
-def _per_user_cut(data: Interactions, order: np.ndarray, ratios: Sequence[float]) -> list[np.ndarray]:
-    """Cut each user's rows (in ``order``) into consecutive parts of the given ratios.
+def _per_user_cut(data: Interactions, order: np.ndarray, ratios: Sequence[float], train_first: bool = False
+                  ) -> list[np.ndarray]:
+    """Cut each user's rows (in ``order``) into consecutive parts of the given ratios: train, valid, test (last).
 
-    A user with n rows gets ``round(n*r_valid)`` valid and ``round(n*r_test)`` test rows, and always keeps
-    at least one training row; the test part is the last, validation before it.
+    Rounding (r = normalized ratios, n = the user's rows, round(x) = ⌊x + ½⌋):
+    - ``train_first=False`` (hold-out first): test = round(n·r_test), valid = round(n·r_valid), train = the rest,
+      and every user keeps at least one training row; small users keep a test row (5 items at 8:1:1 → 3/1/1).
+    - ``train_first=True``: train = max(1, round(n·r_train)), valid = round(n·r_valid) (capped by what is left),
+      test = the rest; the last part with a non-zero ratio takes the remainder.
     """
     order = _dedupe(data, order)
     order = order[np.argsort(data.users[order], kind="stable")]  # group by user, keep inner order
@@ -50,26 +54,36 @@ def _per_user_cut(data: Interactions, order: np.ndarray, ratios: Sequence[float]
     starts = np.searchsorted(users, np.arange(data.n_users), side="left")
     ends = np.searchsorted(users, np.arange(data.n_users), side="right")
     sizes = ends - starts
-    _, r_valid, r_test = (float(r) / sum(ratios) for r in ratios)
-    available = np.maximum(sizes - 1, 0)  # every user keeps at least one training row
-    n_test = np.minimum(np.floor(sizes * r_test + 0.5).astype(np.int64), available)
-    n_valid = np.minimum(np.floor(sizes * r_valid + 0.5).astype(np.int64), available - n_test)
+    r_train, r_valid, r_test = (float(r) / sum(ratios) for r in ratios)
+    if train_first:
+        n_train = np.minimum(np.maximum(np.floor(sizes * r_train + 0.5).astype(np.int64), 1), sizes)
+        left = sizes - n_train
+        n_valid = left if r_test == 0 else np.minimum(np.floor(sizes * r_valid + 0.5).astype(np.int64), left)
+    else:
+        available = np.maximum(sizes - 1, 0)  # every user keeps at least one training row
+        n_test = np.minimum(np.floor(sizes * r_test + 0.5).astype(np.int64), available)
+        n_valid = np.minimum(np.floor(sizes * r_valid + 0.5).astype(np.int64), available - n_test)
+        n_train = sizes - n_valid - n_test
     position = np.arange(len(order)) - np.repeat(starts, sizes)  # rank within the user's rows
-    n_train = np.repeat(sizes - n_valid - n_test, sizes)
-    n_val_rep = np.repeat(n_valid, sizes)
-    part = np.where(position < n_train, 0, np.where(position < n_train + n_val_rep, 1, 2))
+    n_train_rep, n_valid_rep = np.repeat(n_train, sizes), np.repeat(n_valid, sizes)
+    part = np.where(position < n_train_rep, 0, np.where(position < n_train_rep + n_valid_rep, 1, 2))
     return [order[part == p] for p in range(3)]
 
 
 def ratio_split(
     data: Interactions, ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 2024
 ) -> SplitData:
-    """Per-user random split: each user's distinct items are shuffled and cut by ``ratios`` (train, valid, test).
+    """Per-user random split: each user's distinct items are shuffled and cut by ``ratios`` (train, valid, test),
+    rounding the training part first (``_per_user_cut(train_first=True)``).
 
-    AlphaRec's released files are a per-user random 4:3:3 split (``ratios=(0.4, 0.3, 0.3)``).
+    AlphaRec's released files are a per-user random 4:3:3 split (``ratios=(0.4, 0.3, 0.3)``). Their per-user
+    counts (papers.md 2.1: 43/32/32 of 107 items, 8/6/5 of 19) are train = round(0.4n), valid = round(0.3n),
+    test = the rest, which is this rounding; rounding the held-out parts first would give 43/32/32 but 7/6/6
+    and leave 5-core users with 1 of 5 items in training (a 34% training share on Industrial & Scientific
+    instead of 40%).
     """
     rng = np.random.default_rng(seed)
-    rows = _per_user_cut(data, rng.permutation(len(data)), ratios)
+    rows = _per_user_cut(data, rng.permutation(len(data)), ratios, train_first=True)
     return _assemble(data, rows, f"per-user random {':'.join(f'{r:g}' for r in ratios)} (seed {seed})")
 
 

@@ -29,8 +29,8 @@ class BCLossConfig(LightGCNConfig):
     w_lambda: Annotated[float, Field(ge=0, le=1)] = 0.5  # loss = (1 − w)·L_BC + w·L_pop
     freeze_epochs: NonNegativeInt = 5  # epochs training only the popularity branch, which is frozen afterwards
     n_negatives: PositiveInt = 128  # sampled per positive among the user's non-training items
-    margin: Literal["angle", "sigmoid"] = "angle"  # "angle": the paper's M = min(θ̂, π − θ); "sigmoid": the code's M = 1 − σ(p_u·p_i)
-    pred_norm: bool = True  # score by cosine (the loss's similarity); False: raw dot product
+    margin: Literal["sigmoid", "angle"] = "sigmoid"  # "sigmoid": the released code's M = 1 − σ(p_u·p_i); "angle": the paper's M = min(θ̂, π − θ)
+    pred_norm: bool = False  # False: raw dot product (the released predict); True: cosine (the loss's similarity)
 
 
 def popularity_index(degree: np.ndarray) -> tuple[np.ndarray, int]:
@@ -49,25 +49,32 @@ class BCLoss(LightGCN):
     θ̂_ui = arccos cos(p_u, p_i) is the angle the popularity alone predicts (small when the pair is
     "explained" by popularity). Main branch: e = LightGCN embeddings, θ_ui = arccos cos(e_u, e_i) and
     L_BC = −log[e^{cos(θ_ui + M_ui)/τ₁} / (e^{cos(θ_ui + M_ui)/τ₁} + Σ_j e^{cos θ_uj/τ₁})] with the bias-aware
-    margin M_ui = min(θ̂_ui, π − θ_ui) (``margin="angle"``, the paper: a large margin where popularity
-    explains little). ``margin="sigmoid"`` is the released code's margin M_ui = 1 − σ(p_u·p_i) (raw dot).
+    margin M_ui = 1 − σ(p_u·p_i), the raw dot product of the un-normalized popularity embeddings
+    (``margin="sigmoid"``, the released code: anzhang314/BC-Loss @ d33870f model.py:390 and :421).
+    ``margin="angle"`` is the paper's M_ui = min(θ̂_ui, π − θ_ui) (a large margin where popularity explains
+    little); from near-orthogonal starting embeddings its gradient on the positive is ~1e-3 of the sigmoid
+    margin's, and exactly zero once θ̂ ≥ π − θ, so tail positives are barely pulled (why that form sat at
+    popularity level in our first runs).
 
     Schedule, as in the official main.py: the first ``freeze_epochs`` epochs optimise only w·L_pop; then the
     popularity embeddings are frozen and (1 − w)·L_BC + L2 is optimised (w·L_pop is then a constant and is
     neither computed nor logged). L2 = reg·(‖e⁰_u‖² + ‖e⁰_i‖² + Σ_j‖e⁰_j‖²)/(2b) on the main layer-0
     embeddings (the official popularity L2 acts on normalized vectors, i.e. is constant, so it is omitted).
     Negatives: 128 per positive, uniform among the user's non-training items (the official sampled-negative
-    ``BC_LOSS``; its in-batch ``BC_LOSS_batch`` variant does not run as released). Defaults from the
-    official parse.py: τ₁ 0.07, τ₂ 0.1, w 0.5, 5 freeze epochs, lr 5e-4, batch 1024, L2 1e-5, 2 layers, 64-d.
-    Scores: cos(e_u, e_i) (``pred_norm``; the official predict uses the raw dot product).
+    ``BC_LOSS``; its in-batch ``BC_LOSS_batch`` variant does not run as released, model.py:508). Defaults from
+    the official parse.py: τ₁ 0.07 (:78), τ₂ 0.1 (:80), w 0.5 (:82), 5 freeze epochs (:84), lr 5e-4 (:18),
+    batch 1024 (:16), L2 1e-5 (:20), 2 layers (:42), 64-d (:14), xavier-normal init (model.py:32-33, also the
+    popularity tables, :380-381); the same τ₁, τ₂, w, freeze in AlphaRec's parse.py:145-152. Budget: AlphaRec's
+    500 epochs for every baseline (the BC Loss code allows 1600, its parse.py:22). Scores: the raw dot product
+    e_u·e_i (the released ``LGN.predict``, model.py:93-103); ``pred_norm=True`` scores by cosine.
     """
 
     Config = BCLossConfig
-    train_defaults = {"lr": 5e-4, "batch_size": 1024, "epochs": 1000, "eval_every": 5, "patience": 20}
+    train_defaults = {**LightGCN.train_defaults, "batch_size": 1024}
 
     def build(self, data: SplitData) -> nn.Module:
-        if self.config.margin not in ("angle", "sigmoid"):
-            raise ValueError(f"unknown margin {self.config.margin!r}: expected 'angle' or 'sigmoid'")
+        if self.config.margin not in ("sigmoid", "angle"):
+            raise ValueError(f"unknown margin {self.config.margin!r}: expected 'sigmoid' or 'angle'")
         net = super().build(data)
         user_pop, n_user_pop = popularity_index(np.diff(data.train.indptr))
         item_pop, n_item_pop = popularity_index(np.bincount(data.train.indices, minlength=data.n_items))

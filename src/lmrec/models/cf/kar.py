@@ -1,5 +1,5 @@
 """KAR (Xi et al., 2023): knowledge-augmented recommendation — LM knowledge vectors from a hybrid-expert
-adaptor fused into a CF backbone (here LightGCN)."""
+adaptor fused into a CF backbone (here XSimGCL, as AlphaRec's runs)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ from torch import nn
 
 from lmrec.data.interactions import SplitData
 from lmrec.models.base import register
-from lmrec.models.cf.lightgcn import LightGCN, LightGCNConfig
-from lmrec.models.nn.graph import propagate
+from lmrec.models.cf.xsimgcl import XSimGCL, XSimGCLConfig
 from lmrec.models.nn.lm_inputs import LMFeatures
 from lmrec.settings import settings
 
 
 @settings
-class KARConfig(LightGCNConfig):
+class KARConfig(XSimGCLConfig):
     encoder: str = "minilm"  # text encoder spec (lmrec.text.get_encoder), as AlphaRec
     text_fields: tuple[str, ...] = ("title",)
     n_shared_experts: NonNegativeInt = 2  # KAR run_ctr.py: export_num
@@ -58,9 +57,9 @@ class HybridExpertAdaptor(nn.Module):
 
 
 @register("kar")
-class KAR(LMFeatures, LightGCN):
-    """KAR (Xi et al. 2023) on LightGCN: r_u, r_i = HEA(z_u, z_i), e⁰ = [p ‖ r] (or p + r), e = LightGCN(e⁰),
-    score = e_u·e_i, BPR + L2 on the CF part p (as :class:`LightGCN`).
+class KAR(LMFeatures, XSimGCL):
+    """KAR (Xi et al. 2023) on XSimGCL: r_u, r_i = HEA(z_u, z_i), e⁰ = [p ‖ r] (or p + r), e = XSimGCL(e⁰),
+    score = e_u·e_i; loss as :class:`XSimGCL` (BPR + L2 on the CF part p + λ·cross-layer InfoNCE).
 
     Knowledge inputs: z_i = LM(title_i) and z_u = mean of z_i over u's TRAINING items, as AlphaRec (same
     encoder, cache and ``features=`` injection). KAR itself prompts an LLM for a reasoning text about each
@@ -69,11 +68,15 @@ class KAR(LMFeatures, LightGCN):
     vector is the title embedding. HEA defaults are KAR's run_ctr.py: 2 shared + 5 specific experts per
     side, experts Linear(d,128)-ReLU-Linear(128,32)-ReLU, no dropout; KAR feeds the augmented vectors to a
     CTR backbone as extra features — here they are concatenated to the layer-0 CF embeddings
-    (``fusion="concat"``, 64 + 32 dims) and propagated with them. Training as LightGCN (lr 1e-3, batch 4096).
+    (``fusion="concat"``, 64 + 32 dims) and propagated with them.
+
+    Backbone: AlphaRec's parse.py gives KAR, RLMRec and XSimGCL one block of settings (λ 0.1, τ 0.15, eps 0.1,
+    layer_cl 1; parse.py:168-177 @ 4b6c6cf), i.e. its KAR runs on XSimGCL; its repository has no KAR model file.
+    Training as the graph baselines (lr 5e-4, batch 4096, L2 1e-5). ``cl_weight=0, eps=0`` leaves a LightGCN
+    whose final embedding averages layers 1..L.
     """
 
     Config = KARConfig
-    train_defaults = LightGCN.train_defaults
 
     def build(self, data: SplitData) -> nn.Module:
         cfg = self.config
@@ -87,11 +90,8 @@ class KAR(LMFeatures, LightGCN):
                                           tuple(cfg.expert_arch), cfg.dropout)
         return net
 
-    def _propagated(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _ego(self) -> torch.Tensor:
         r_users, r_items = self.net.adaptor(self.z_users, self.z_items)
         if self.config.fusion == "concat":
-            ego = torch.cat([torch.cat([self.net.users, r_users], 1), torch.cat([self.net.items, r_items], 1)])
-        else:
-            ego = torch.cat([self.net.users + r_users, self.net.items + r_items])
-        out = propagate(self.adj, ego, self.config.n_layers) if self.adj is not None else ego
-        return out[: self.data.n_users], out[self.data.n_users :]
+            return torch.cat([torch.cat([self.net.users, r_users], 1), torch.cat([self.net.items, r_items], 1)])
+        return torch.cat([self.net.users + r_users, self.net.items + r_items])

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from typing import Literal
+
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
@@ -22,15 +24,22 @@ from lmrec.settings import settings
 class LightGCNConfig(ModelConfig):
     emb_dim: PositiveInt = 64
     n_layers: NonNegativeInt = 2
-    reg: NonNegativeFloat = 1e-4  # L2 on the layer-0 embeddings of the batch
-    init_std: PositiveFloat = 0.1
+    reg: NonNegativeFloat = 1e-5  # L2 on the layer-0 embeddings of the batch (AlphaRec parse.py:77 ``regs``)
+    init: Literal["xavier", "normal"] = "xavier"  # "xavier": N(0, 2/(n + d)) per table; "normal": N(0, init_std²)
+    init_std: PositiveFloat = 0.1  # used by init="normal" only
 
 
 class _Embeddings(nn.Module):
-    def __init__(self, n_users: int, n_items: int, dim: int, std: float):
+    """User and item tables; ``init="xavier"`` is xavier-normal per table, std = √(2/(rows + dim)), as
+    AlphaRec's code (models/General/base/abstract_model.py:45-46 @ 4b6c6cf) and RecBole initialise them."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, init: str, std: float):
         super().__init__()
-        self.users = nn.Parameter(torch.randn(n_users, dim) * std)
-        self.items = nn.Parameter(torch.randn(n_items, dim) * std)
+        if init not in ("xavier", "normal"):
+            raise ValueError(f"unknown init {init!r}: expected 'xavier' or 'normal'")
+        self.users, self.items = (
+            nn.Parameter(nn.init.xavier_normal_(torch.empty(n, dim)) if init == "xavier" else torch.randn(n, dim) * std)
+            for n in (n_users, n_items))
 
 
 @register("lightgcn")
@@ -39,18 +48,28 @@ class LightGCN(TorchRecommender):
 
     Loss = BPR(e_u·e_i⁺, e_u·e_i⁻) + reg·(‖e⁰_u‖² + ‖e⁰_i⁺‖² + ‖e⁰_i⁻‖²)/(2b), one negative per positive,
     drawn uniformly among the user's non-training items; users sampled uniformly (LightGCN's sampler).
+
+    Defaults are AlphaRec's code for its graph baselines (LehengTHU/AlphaRec @ 4b6c6cf): xavier-normal init
+    (base/abstract_model.py:45-46), L2 ``regs`` 1e-5 (parse.py:77, used at abstract_model.py:32), Adam lr 5e-4
+    without weight decay (parse.py:44; abstract_RS.py:183), batch 4096 (parse.py:38), at most 500 epochs
+    (parse.py:27), validation every 5 epochs (parse.py:29) and patience 20 evaluations (its README's runs).
     """
 
     Config = LightGCNConfig
-    train_defaults = {"lr": 1e-3, "batch_size": 4096, "epochs": 1000, "eval_every": 5, "patience": 20}
+    train_defaults = {"lr": 5e-4, "batch_size": 4096, "epochs": 500, "eval_every": 5, "patience": 20}
 
     def build(self, data: SplitData) -> nn.Module:
         self.sampler = Sampler(data.train)
         self.adj = normalized_adjacency(data.train) if self.config.n_layers > 0 else None
-        return _Embeddings(data.n_users, data.n_items, self.config.emb_dim, self.config.init_std)
+        cfg = self.config
+        return _Embeddings(data.n_users, data.n_items, cfg.emb_dim, cfg.init, cfg.init_std)
+
+    def _ego(self) -> torch.Tensor:
+        """Layer-0 embeddings of all users then all items, (n_users + n_items, d)."""
+        return torch.cat([self.net.users, self.net.items])
 
     def _propagated(self) -> tuple[torch.Tensor, torch.Tensor]:
-        ego = torch.cat([self.net.users, self.net.items])
+        ego = self._ego()
         out = propagate(self.adj, ego, self.config.n_layers) if self.adj is not None else ego
         return out[: self.data.n_users], out[self.data.n_users :]
 

@@ -1,4 +1,4 @@
-"""RLMRec-Con (Ren et al., WWW 2024): LightGCN aligned with LM representations by a contrastive loss."""
+"""RLMRec-Con (Ren et al., WWW 2024): a graph CF backbone (XSimGCL) aligned with LM representations by a contrastive loss."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from torch import nn
 
 from lmrec.data.interactions import SplitData
 from lmrec.models.base import register
-from lmrec.models.cf.lightgcn import LightGCN, LightGCNConfig
+from lmrec.models.cf.xsimgcl import XSimGCL, XSimGCLConfig
 from lmrec.models.nn.contrastive import view_info_nce
 from lmrec.models.nn.lm_inputs import LMFeatures
 from lmrec.settings import settings
 
 
 @settings
-class RLMRecConfig(LightGCNConfig):
+class RLMRecConfig(XSimGCLConfig):
     encoder: str = "minilm"  # text encoder spec (lmrec.text.get_encoder), as AlphaRec
     text_fields: tuple[str, ...] = ("title",)
     kd_weight: NonNegativeFloat = 1e-2  # RLMRec lightgcn_plus.yml (amazon, yelp): kd_weight 1.0e-2
@@ -23,27 +23,29 @@ class RLMRecConfig(LightGCNConfig):
 
 
 @register("rlmrec")
-class RLMRec(LMFeatures, LightGCN):
-    """RLMRec-Con (Ren et al. 2024) on LightGCN: loss = BPR + L2 (as :class:`LightGCN`) + w·L_kd with
+class RLMRec(LMFeatures, XSimGCL):
+    """RLMRec-Con (Ren et al. 2024) on XSimGCL: loss = the :class:`XSimGCL` loss + w·L_kd with
     s = MLP(z) = Linear(d, (d+64)/2) → LeakyReLU → Linear(→ 64), one MLP for users and items, and
 
     L_kd = InfoNCE_τ(e_u, s_u; all users' s) + InfoNCE_τ(e_i⁺, s_i⁺; batch s⁺) + InfoNCE_τ(e_j⁻, s_j⁻; batch s⁻),
 
     cosine similarities, over the DISTINCT users / positives / negatives of the batch, each term averaged
     (the official ``cal_infonce_loss`` sums over all batch rows, duplicates included — a repeated item is
-    then its own negative — and divides by the batch size); e = LightGCN embeddings.
+    then its own negative — and divides by the batch size); e = the backbone's final embeddings.
     Scores: e_u·e_i (the MLP is used in training only).
 
     Semantic inputs: z_i = LM(title_i) and z_u = mean of z_i over u's TRAINING items, as AlphaRec (same
     encoder, cache and ``features=`` injection). RLMRec embeds LLM-generated user/item profile texts instead;
-    generating them is not possible offline. Defaults: w = 0.01, τ = 0.2 (RLMRec lightgcn_plus.yml for
-    Amazon/Yelp, and AlphaRec's parse.py). Backbone and training are lmrec's LightGCN (64-d, 2 layers, mean of
-    layers, L2 1e-4 on the batch's layer-0 embeddings, lr 1e-3, batch 4096); RLMRec's own LightGCN uses
-    32-d, 3 layers, sum of layers, edge dropout keep 0.8 and L2 1e-7 on all parameters.
+    generating them is not possible offline. Defaults: w = 0.01, τ = 0.2 (AlphaRec parse.py:179-183 @
+    4b6c6cf, the same as RLMRec's simgcl_plus.yml:37-38).
+
+    Backbone: AlphaRec's parse.py gives RLMRec, KAR and XSimGCL one block of settings (λ 0.1, τ 0.15, eps 0.1,
+    layer_cl 1; parse.py:168-177), i.e. its RLMRec runs on XSimGCL (its repository has no RLMRec model file);
+    RLMRec's own SimGCL variant is 32-d, 3 layers, λ 0.1, τ 0.2, eps 0.9 (simgcl_plus.yml:3,30-39). Training as
+    the graph baselines (64-d, 2 layers, lr 5e-4, batch 4096, L2 1e-5, xavier init).
     """
 
     Config = RLMRecConfig
-    train_defaults = LightGCN.train_defaults
 
     def build(self, data: SplitData) -> nn.Module:
         self.z_users, self.z_items = self.lm_inputs(data)

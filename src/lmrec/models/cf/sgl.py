@@ -20,10 +20,11 @@ from lmrec.settings import settings
 
 @settings
 class SGLConfig(LightGCNConfig):
-    n_layers: NonNegativeInt = 3  # SGL-Torch conf/SGL.ini (the paper's best setting)
-    drop_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1  # ssl_ratio: share of training edges dropped in each view
-    ssl_tau: PositiveFloat = 0.2  # ssl_temp
-    ssl_weight: NonNegativeFloat = 0.1  # ssl_reg, λ₁ (searched in the paper's grid; 0.1 in conf/SGL.ini)
+    n_layers: NonNegativeInt = 2  # AlphaRec's runs use 2 layers (README.md:137); SGL-Torch conf/SGL.ini: 3
+    drop_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1  # AlphaRec parse.py:160-166 ``droprate``
+    ssl_tau: PositiveFloat = 0.15  # AlphaRec parse.py:160-166 ``temp_cl`` (SGL-Torch: 0.2)
+    ssl_weight: NonNegativeFloat = 0.2  # AlphaRec parse.py:160-166 ``lambda_cl`` (SGL-Torch: 0.1)
+    views: Literal["batch", "epoch"] = "batch"  # new edge-dropout views every batch (AlphaRec SGL.py:36-37) or epoch (SGL-Torch)
     ssl_negatives: Literal["batch", "all"] = "batch"  # "batch": the batch's other users/items; "all": every user/item (SGL-Torch)
 
 
@@ -31,41 +32,52 @@ class SGLConfig(LightGCNConfig):
 class SGL(LightGCN):
     """SGL-ED (Wu et al. 2021): LightGCN (BPR + L2, as :class:`LightGCN`) plus λ·(L_ssl^user + L_ssl^item).
 
-    Each epoch two subgraphs G', G'' of the TRAINING graph are drawn, each keeping (1 − ρ) of the edges
-    without replacement (ρ = 0.1), and re-normalized (D^-½AD^-½ of the subgraph). z', z'' = LightGCN
-    propagation of the same layer-0 embeddings on G', G''. For the distinct users U_b (and positive items
-    I_b) of the batch: L_ssl^user = mean_{u∈U_b} −log[e^{cos(z'_u, z''_u)/τ} / Σ_{v∈N} e^{cos(z'_u, z''_v)/τ}],
-    likewise for items; τ = 0.2, λ = 0.1, 3 layers, lr 1e-3, batch 2048, L2 1e-4 (SGL-Torch conf/SGL.ini).
+    Every batch (``views="batch"``, AlphaRec's SGL.py:36-37 @ 4b6c6cf) or every epoch (``views="epoch"``,
+    SGL-Torch) two subgraphs G', G'' of the TRAINING graph are drawn, each keeping ⌊(1 − ρ)·|E|⌋ of the edges
+    without replacement (ρ = 0.1; SGL.py:101), and re-normalized (D^-½AD^-½ of the subgraph). z', z'' =
+    LightGCN propagation of the same layer-0 embeddings on G', G''. For the distinct users U_b (and positive
+    items I_b) of the batch: L_ssl^user = mean_{u∈U_b} −log[e^{cos(z'_u, z''_u)/τ} / Σ_{v∈N} e^{cos(z'_u, z''_v)/τ}],
+    likewise for items (SGL.py:132-151).
+
+    Defaults are AlphaRec's code for SGL (the settings behind the paper's SGL row): λ = 0.2, τ = 0.15, ρ = 0.1
+    (parse.py:160-166), views every batch, and the graph baselines' lr 5e-4, batch 4096, L2 1e-5, xavier init
+    (:class:`LightGCN`); 2 layers, as AlphaRec's runs (its parse.py default is 0, its README passes 2).
+    SGL-Torch's own conf/SGL.ini is λ = 0.1, τ = 0.2, 3 layers, lr 1e-3, batch 2048, L2 1e-4, views per epoch.
 
     N (``ssl_negatives``): "batch" (default) is U_b / I_b, as in AlphaRec's SGL code and SELFRec;
     "all" is every user / item, as in SGL-Torch (heavier: batch × n_users logits). Differences from the
     official code: BPR and InfoNCE are batch means, not sums (same ratio between them); the anchors are the
-    distinct batch users/items. AlphaRec's own runs regenerate the views every batch with λ = 0.2, τ = 0.15
-    (its parse.py defaults); pass those values to reproduce that setting. Scores: e_u·e_i on the full graph.
+    distinct batch users/items. Scores: e_u·e_i on the full graph.
     """
 
     Config = SGLConfig
-    train_defaults = {"lr": 1e-3, "batch_size": 2048, "epochs": 1000, "eval_every": 5, "patience": 20}
+    train_defaults = LightGCN.train_defaults
 
     def build(self, data) -> torch.nn.Module:
         if self.config.ssl_negatives not in ("batch", "all"):
             raise ValueError(f"unknown ssl_negatives {self.config.ssl_negatives!r}: expected 'batch' or 'all'")
+        if self.config.views not in ("batch", "epoch"):
+            raise ValueError(f"unknown views {self.config.views!r}: expected 'batch' or 'epoch'")
         self.views: list[sp.csr_matrix] = []
         self.view_adjs: list[torch.Tensor] = []
         return super().build(data)
 
     def new_views(self, rng: np.random.Generator) -> None:
-        """Draw the two edge-dropout subgraphs of the training graph (once per epoch)."""
+        """Draw the two edge-dropout subgraphs of the training graph."""
         self.views = [edge_dropout(self.data.train, self.config.drop_ratio, rng) for _ in range(2)]
         self.view_adjs = [normalized_adjacency(view) for view in self.views]
 
     def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        self.new_views(rng)
-        yield from super().batches(rng, batch_size)
+        if self.config.views == "epoch":
+            self.new_views(rng)
+        for batch in super().batches(rng, batch_size):
+            if self.config.views == "batch":
+                self.new_views(rng)
+            yield batch
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         users, pos, _ = batch
-        ego = torch.cat([self.net.users, self.net.items])
+        ego = self._ego()
         n_users, n_layers = self.data.n_users, self.config.n_layers
         view1, view2 = (propagate(adj, ego, n_layers) for adj in self.view_adjs)
         ssl = 0.0

@@ -15,10 +15,10 @@ from lmrec.settings import settings
 @settings
 class XSimGCLConfig(LightGCNConfig):
     n_layers: PositiveInt = 2
-    eps: NonNegativeFloat = 0.2  # noise magnitude ‖Δ‖ per layer
-    cl_layer: PositiveInt = 1  # l*: the layer whose (perturbed) output is contrasted with the final one
-    cl_tau: PositiveFloat = 0.2
-    cl_weight: NonNegativeFloat = 0.2  # λ
+    eps: NonNegativeFloat = 0.1  # noise magnitude ‖Δ‖ per layer (AlphaRec parse.py:168-177 ``eps_XSimGCL``)
+    cl_layer: PositiveInt = 1  # l*: the layer whose (perturbed) output is contrasted with the final one (``layer_cl``)
+    cl_tau: PositiveFloat = 0.15  # ``temp_cl``
+    cl_weight: NonNegativeFloat = 0.1  # λ, ``lambda_cl``
 
 
 @register("xsimgcl")
@@ -29,14 +29,16 @@ class XSimGCL(LightGCN):
     + λ·(InfoNCE_τ(e_u, e_u^{(l*)}) + InfoNCE_τ(e_i, e_i^{(l*)})) over the distinct batch users / positive
     items with in-batch negatives (cosine), l* = 1.
 
-    Defaults: L = 2, l* = 1, eps = 0.2, λ = 0.2, τ = 0.2, lr 1e-3, batch 2048, L2 1e-4 (SELFRec's
-    XSimGCL conf has τ = 0.15; AlphaRec's parse.py has λ = 0.1, τ = 0.15, eps = 0.1 — pass them to reproduce
-    those runs). The L2 term is LightGCN's on the layer-0 batch embeddings (AlphaRec's XSimGCL code; SELFRec
-    puts an unsquared norm on the final ones). Scores: e_u·e_i without noise.
+    Defaults are AlphaRec's code (LehengTHU/AlphaRec @ 4b6c6cf): λ = 0.1, τ = 0.15, eps = 0.1, l* = 1
+    (parse.py:168-177; noise after each propagation, XSimGCL.py:66-67; layer 0 left out, :59,71-72), 2 layers,
+    and the graph baselines' lr 5e-4, batch 4096, L2 1e-5, xavier init (:class:`LightGCN`). The authors'
+    answer in LehengTHU/AlphaRec#10 gives per-dataset values for Table 3 (Movies λ 0.1, τ 0.2; Games λ 0.01,
+    τ 0.2; Books λ 0.1, τ 0.15; eps 0.1). SELFRec's conf: λ 0.2, τ 0.15, eps 0.2. The L2 term is LightGCN's on
+    the layer-0 batch embeddings (AlphaRec's XSimGCL code; SELFRec puts an unsquared norm on the final ones).
+    Scores: e_u·e_i without noise.
     """
 
     Config = XSimGCLConfig
-    train_defaults = {"lr": 1e-3, "batch_size": 2048, "epochs": 1000, "eval_every": 5, "patience": 20}
 
     def build(self, data) -> torch.nn.Module:
         if not 1 <= self.config.cl_layer <= self.config.n_layers:
@@ -45,7 +47,7 @@ class XSimGCL(LightGCN):
 
     def _propagated(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (user, item) embeddings; perturbed in training mode, where the l* view is kept for the loss."""
-        ego = torch.cat([self.net.users, self.net.items])
+        ego = self._ego()
         eps = self.config.eps if self.net.training else 0.0
         layers = propagate_layers(self.adj, ego, self.config.n_layers, eps)
         final = torch.stack(layers).mean(dim=0)
