@@ -41,6 +41,7 @@ from lmrec.io import write_json
 from lmrec.models.base import Model, Recommender, get_model
 from lmrec.settings import SettingsError, as_dict, build
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict, with_prefix
+from lmrec.train import distributed
 from lmrec.train.trainer import CHECKPOINT_FILE, RESUME_MAY_CHANGE, TrainConfig, TrainLog, resolve_device
 
 FORMAT, VERSION = "lmrec-run", 1
@@ -322,7 +323,7 @@ def fit(
     features = _features(features, dataset) if task == "crs" else None
     manifest = _manifest(model, dataset, ref, train_config, features)
     folder = Path(out) if out is not None else None
-    if folder is not None and claim_folder(folder, overwrite=overwrite, resume=resume, manifest=manifest):
+    if folder is not None and _claim_once(folder, overwrite, resume, manifest):
         return Run.load(folder, data=dataset)  # complete already, with these settings
     start = time.perf_counter()
     kwargs: dict[str, Any] = {"folder": folder, "resume": resume}
@@ -334,9 +335,29 @@ def fit(
         manifest["fit"]["learned"] = model.diagnostics()
     run = Run(model, dataset, manifest, log=log)
     run.metrics = _evaluate_splits(run)
-    if folder is not None:
+    if folder is not None and distributed.current().is_main:
         run._write(folder)
     return run
+
+
+def _claim_once(folder: Path, overwrite: bool, resume: bool, manifest: dict[str, Any]) -> bool:
+    """:func:`claim_folder` in the main process only; in data-parallel training the other processes learn its
+    outcome (complete already / go on / failed) before anyone reads a checkpoint from the folder."""
+    world = distributed.current()
+    if not world.active:
+        return claim_folder(folder, overwrite=overwrite, resume=resume, manifest=manifest)
+    outcome, error = 2, None
+    if world.is_main:
+        try:
+            outcome = int(claim_folder(folder, overwrite=overwrite, resume=resume, manifest=manifest))
+        except LmrecError as exc:
+            error = exc
+    outcome = world.from_main(outcome)
+    if error is not None:
+        raise error
+    if outcome == 2:
+        raise LmrecError(f"{folder}: the main process could not claim the run folder (its error is in its output)")
+    return bool(outcome)
 
 
 def task_of(ref: DataRef) -> str:

@@ -30,6 +30,9 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     mode.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     mode.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     add_threads(train)
+    train.add_argument("--nproc", type=_positive, default=1,
+                       help="data-parallel training in N processes on this machine (torch.distributed, gloo on CPU, "
+                            "nccl on CUDA); across machines start `torchrun ... -m lmrec train` instead")
     name = model_name_in(argv, ["train"])
     config = model_settings_class(name)
     if config is not None:
@@ -108,6 +111,34 @@ def _ks(text: str) -> tuple[int, ...]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from lmrec.train import distributed
+
+    if args.nproc > 1 and not distributed.launched():
+        raise SystemExit(_launch(args.nproc))
+    world = distributed.init_from_env(getattr(args, "device", None) or "cpu")
+    try:
+        _train(args, world)
+    finally:
+        distributed.shutdown()
+
+
+def _launch(nproc: int) -> int:
+    """Run this same command in ``nproc`` processes under torchrun (one machine, a free loopback port); each gets
+    the CPU threads divided between them unless ``--threads`` says otherwise. Returns the exit status."""
+    import os
+    import subprocess
+
+    argv = sys.argv[1:]
+    at = next(i for i, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc="))
+    argv = argv[:at] + argv[at + (1 if "=" in argv[at] else 2):]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
+                                                             str(max(1, (os.cpu_count() or 1) // nproc)))}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "lmrec", *argv]
+    return subprocess.call(command, env=env)
+
+
+def _train(args: argparse.Namespace, world) -> None:
     import lmrec
     from lmrec.data.registry import DataRef
     from lmrec.train import TrainConfig
@@ -121,6 +152,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     base = lmrec.Run.load(args.base) if args.base else None
     run = lmrec.fit(args.model, ref, given(args, TrainConfig) or None, out=args.out, overwrite=args.overwrite,
                     resume=args.resume, features=args.features, base=base, **given(args, config))
+    if not world.is_main:
+        return
     print(metrics_table({split: _flat(block) for split, block in run.metrics.items()}))
     notes = run.manifest["evaluation"]
     for split, count in notes.get("excluded_cold_users", {}).items():

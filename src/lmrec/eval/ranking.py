@@ -23,6 +23,7 @@ from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.eval import metrics as M
 from lmrec.eval.stats import Estimate, summarize
+from lmrec.train.distributed import World
 
 Scorer = Callable[[np.ndarray], torch.Tensor]  # dense user indices (b,) -> scores (b, n_items)
 
@@ -127,6 +128,7 @@ def evaluate(
     users: np.ndarray | None = None,
     progress: bool = False,
     cold_users: str = "include",
+    world: World | None = None,
 ) -> RankingResult:
     """Rank every item for every user with targets in ``split`` and compute per-user metrics.
 
@@ -135,6 +137,8 @@ def evaluate(
     ``cold_users="exclude"`` leaves out the users with targets but no training interactions (a trained model knows
     nothing of them; runs evaluate this way); how many is ``protocol["excluded_cold_users"]``, and every metric's
     ``n`` counts the users scored. No user to score is a :class:`NothingToEvaluate` error.
+    ``world`` (data-parallel training): each process ranks a contiguous share of the users and the top-K hit
+    lists are gathered exactly, so every process returns the whole result.
     """
     if cold_users not in ("exclude", "include"):
         raise ValueError(f"cold_users must be 'exclude' or 'include', got {cold_users!r}")
@@ -153,10 +157,13 @@ def evaluate(
     if k_max > data.n_items:
         raise ValueError(f"K={k_max} exceeds the catalog size {data.n_items}")
     priority = torch.rand(data.n_items, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    world = world or World()
+    lo, hi = world.bounds(len(candidates))
+    mine = candidates[lo:hi]
     all_hits = []
-    batches = range(0, len(candidates), batch_size)
+    batches = range(0, len(mine), batch_size)
     for start in tqdm(batches, desc=f"rank {split}", disable=not progress, leave=False):
-        batch = candidates[start : start + batch_size]
+        batch = mine[start : start + batch_size]
         with torch.no_grad():
             scores = scorer(batch)
         if scores.shape != (len(batch), data.n_items):
@@ -165,6 +172,7 @@ def evaluate(
         truth = targets[batch].toarray() > 0  # (b, n_items)
         all_hits.append(np.take_along_axis(truth, top, axis=1))
     hits = np.concatenate(all_hits) if all_hits else np.zeros((0, k_max), bool)
+    hits = world.gather_rows(hits, len(candidates))
     n_targets = np.diff(targets.indptr)[candidates]
     per_user = M.compute(hits, n_targets, tuple(metrics), tuple(ks))
     protocol = {

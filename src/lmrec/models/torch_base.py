@@ -13,7 +13,7 @@ from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.models.base import ModelConfig, Recommender
-from lmrec.train import TrainConfig, Trainer, TrainLog, resolve_device
+from lmrec.train import TrainConfig, Trainer, TrainLog, distributed, resolve_device
 
 
 class TorchRecommender(Recommender):
@@ -26,6 +26,7 @@ class TorchRecommender(Recommender):
     """
 
     trainable: ClassVar[bool] = True
+    supports_distributed: ClassVar[bool] = True  # ``loss`` is a mean over the batch's rows (see lmrec.train.distributed)
     net: torch.nn.Module
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
@@ -75,7 +76,7 @@ class TorchRecommender(Recommender):
             result = evaluate(self.score, data, "valid", ks=sorted({cfg.metric_k, min(20, data.n_items)}),
                               batch_size=cfg.eval_batch_size, seed=cfg.seed,
                               metrics=tuple(dict.fromkeys((cfg.metric_name, "recall", "ndcg", "hr"))),
-                              cold_users="exclude")
+                              cold_users="exclude", world=distributed.current())
             return {name: est.mean for name, est in result.summary().items()}
 
         return Trainer.in_folder(cfg, folder).run(self, validate, resume=resume)

@@ -22,6 +22,7 @@ from lmrec import tensorfile
 from lmrec.errors import LmrecError
 from lmrec.settings import as_dict, build, settings
 from lmrec.train import checkpoint as ckpt
+from lmrec.train import distributed
 
 Device = Literal["cpu", "cuda", "mps"]
 LOG_FILE = "log.jsonl"  # one JSON line per epoch, in a run folder
@@ -129,6 +130,10 @@ class TorchTrainable(Protocol):
 
     Optional: ``extra_state() -> dict[str, Tensor]`` / ``load_extra_state(dict)`` for training state outside the
     parameters (e.g. a private random generator), saved in checkpoints.
+
+    Data-parallel training (:mod:`.distributed`) needs ``supports_distributed = True`` and a ``loss`` that is a
+    mean over the batch's rows; terms over the whole batch go in ``loss_parts(rows, whole) -> (mean over rows,
+    whole-batch terms)``, and ``row_fields`` names the batch fields that are per row when some are not.
     """
 
     name: str
@@ -163,6 +168,7 @@ class Trainer:
         self.config = config or TrainConfig()
         self.log_path = log_path
         self.checkpoint_path = checkpoint_path
+        self.world = distributed.World()  # set by run(); only the main process writes the log and checkpoints
 
     @classmethod
     def in_folder(cls, config: TrainConfig, folder: Path | None) -> Trainer:
@@ -176,6 +182,11 @@ class Trainer:
         return ``cfg.metric``; the best state is kept and restored. Without ``validate`` the last state is kept.
         ``resume``: continue from ``checkpoint_path`` (same settings), giving the same result as an unbroken run."""
         cfg = self.config
+        world = distributed.current()
+        if world.active and not getattr(model, "supports_distributed", False):
+            raise LmrecError(f"{getattr(model, 'name', 'this model')} does not support distributed training; "
+                             "run it in one process")
+        self.world = world
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -202,10 +213,12 @@ class Trainer:
             total, n_batches = 0.0, 0
             for batch in model.batches(rng, cfg.batch_size):
                 optimizer.zero_grad(set_to_none=True)
-                loss = model.loss(to_device(batch, device))
+                loss = _rank_loss(model, to_device(batch, device), world)
+                if loss.requires_grad:
+                    loss.backward()
+                loss = world.average_gradients(params, loss)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower the learning rate")
-                loss.backward()
                 if cfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
@@ -214,6 +227,7 @@ class Trainer:
             model.set_training(False)
             record = EpochRecord(epoch, total / max(n_batches, 1), time.perf_counter() - t0)
             out_of_time = cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
+            out_of_time = world.from_main(out_of_time)  # clocks differ: every rank stops at rank 0's epoch
             last = epoch == cfg.epochs or out_of_time
             if validate is not None and (epoch % cfg.eval_every == 0 or last):
                 record.valid = validate()
@@ -253,7 +267,7 @@ class Trainer:
     def _checkpoint(self, model: TorchTrainable, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
                     log: TrainLog, best_state: dict[str, Any] | None, bad_evals: int, elapsed: float,
                     finished: bool = False) -> None:
-        if self.checkpoint_path is None:
+        if self.checkpoint_path is None or not self.world.is_main:
             return
         tensors = tensorfile.tensor_dict(model.state(), "model.")
         if best_state is not None:
@@ -303,7 +317,7 @@ class Trainer:
     # -- the per-epoch log -----------------------------------------------------------------------------------
     def _rewrite_log(self, log: TrainLog) -> None:
         """Start ``log_path`` afresh with the records so far (none, or those of a resumed checkpoint)."""
-        if self.log_path is None:
+        if self.log_path is None or not self.world.is_main:
             return
         from lmrec.io import atomic_write
 
@@ -311,10 +325,29 @@ class Trainer:
         atomic_write(Path(self.log_path), lambda f: f.write(lines))
 
     def _append_log(self, record: EpochRecord) -> None:
-        if self.log_path is None:
+        if self.log_path is None or not self.world.is_main:
             return
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(dataclasses.asdict(record)) + "\n")
+
+
+def _rank_loss(model: TorchTrainable, batch: Any, world: distributed.World) -> torch.Tensor:
+    """The loss this process minimises. One process: ``model.loss(batch)``. Rank r of N holding rows B_r of the
+    global batch B: (|B_r|·N/|B|)·L_rows(B_r) + L_batch(B), so that the gradient averaged over ranks is the
+    one-process gradient (see :mod:`.distributed`)."""
+    if not world.active:
+        return model.loss(batch)
+    rows = world.share(batch, getattr(model, "row_fields", None))
+    n, n_rows = _n_rows(batch), _n_rows(rows)
+    if n_rows == 0:  # a batch smaller than the world: no rows here (weight 0), the whole-batch terms still count
+        rows = batch
+    parts = getattr(model, "loss_parts", None)
+    row_loss, whole = parts(rows, batch) if parts is not None else (model.loss(rows), 0.0)
+    return row_loss * (n_rows * world.size / n) + whole
+
+
+def _n_rows(batch: Any) -> int:
+    return len(batch if isinstance(batch, torch.Tensor) else batch[0])
 
 
 def _json_default(value: Any) -> Any:

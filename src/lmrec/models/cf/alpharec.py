@@ -116,6 +116,11 @@ class AlphaRec(LMFeatures, TorchRecommender):
                 neg = self.sampler.negatives(users, n_neg, rng)
                 yield torch.from_numpy(users), torch.from_numpy(pos), torch.from_numpy(neg), None
 
+    @property
+    def row_fields(self) -> tuple[int, ...]:
+        """The per-row fields of a batch: shared negatives are one set for the batch (not split across ranks)."""
+        return (0, 1, 3) if self.config.negatives == "shared" else (0, 1, 2)
+
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         users, pos, neg, keep = batch
         user_emb, item_emb = self.embed()

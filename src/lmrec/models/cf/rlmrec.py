@@ -62,9 +62,11 @@ class RLMRec(LMFeatures, XSimGCL):
         self._last = super()._propagated()  # kept for the alignment term of the same batch
         return self._last
 
-    def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        main = super().loss(batch)
-        users, pos, neg = batch
+    def loss_parts(self, rows: tuple[torch.Tensor, ...], whole: tuple[torch.Tensor, ...]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the backbone's row terms, its whole-batch terms + w·L_kd over the whole batch's distinct ids)."""
+        main, backbone = super().loss_parts(rows, whole)
+        users, pos, neg = whole
         user_emb, item_emb = self._last
         tau, mlp = self.config.kd_tau, self.net.mlp
         s_users = mlp(self.z_users)
@@ -72,4 +74,4 @@ class RLMRec(LMFeatures, XSimGCL):
         kd = (view_info_nce(user_emb[u], s_users[u], tau, candidates=s_users)
               + view_info_nce(item_emb[i], mlp(self.z_items[i]), tau)
               + view_info_nce(item_emb[j], mlp(self.z_items[j]), tau))
-        return main + self.config.kd_weight * kd
+        return main, backbone + self.config.kd_weight * kd

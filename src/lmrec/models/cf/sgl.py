@@ -76,7 +76,12 @@ class SGL(LightGCN):
             yield batch
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        users, pos, _ = batch
+        return sum(self.loss_parts(batch, batch))
+
+    def loss_parts(self, rows: tuple[torch.Tensor, ...], whole: tuple[torch.Tensor, ...]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(BPR + L2 over ``rows``, λ·L_ssl over the whole batch's distinct users and items)."""
+        users, pos, _ = whole
         ego = self._ego()
         n_users, n_layers = self.data.n_users, self.config.n_layers
         view1, view2 = (propagate(adj, ego, n_layers) for adj in self.view_adjs)
@@ -85,4 +90,4 @@ class SGL(LightGCN):
                             (torch.unique(pos), (view1[n_users:], view2[n_users:]))):
             candidates = b if self.config.ssl_negatives == "all" else None
             ssl = ssl + view_info_nce(a[ids], b[ids], self.config.ssl_tau, candidates)
-        return super().loss(batch) + self.config.ssl_weight * ssl
+        return super().loss(rows), self.config.ssl_weight * ssl

@@ -56,9 +56,15 @@ class XSimGCL(LightGCN):
         return final[: self.data.n_users], final[self.data.n_users :]
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        main = super().loss(batch)  # BPR + L2 on the perturbed embeddings (calls _propagated)
-        users, pos, _ = batch
+        return sum(self.loss_parts(batch, batch))
+
+    def loss_parts(self, rows: tuple[torch.Tensor, ...], whole: tuple[torch.Tensor, ...]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(BPR + L2 over ``rows`` on the perturbed embeddings, λ·cross-layer InfoNCE over the whole batch's
+        distinct users and items, from the same perturbed pass)."""
+        main = LightGCN.loss(self, rows)  # calls _propagated: draws the noise, keeps the l* view
+        users, pos, _ = whole
         n_users, tau = self.data.n_users, self.config.cl_tau
         u, i = torch.unique(users), torch.unique(pos) + n_users
         cl = view_info_nce(self._final[u], self._cl_view[u], tau) + view_info_nce(self._final[i], self._cl_view[i], tau)
-        return main + self.config.cl_weight * cl
+        return main, self.config.cl_weight * cl
