@@ -14,7 +14,7 @@ from lmrec import cli
 from lmrec.data.registry import DataRef
 from lmrec.errors import LmrecError
 from lmrec.experiments import reproduce
-from lmrec.experiments.compare import RunSpec, run_comparison
+from lmrec.experiments.compare import RunSpec, grid_specs, markdown, run_comparison
 from lmrec.experiments.steps import cached_step
 from lmrec.models.cf.pop import Popularity
 from lmrec.models.torch_base import TorchRecommender
@@ -62,10 +62,27 @@ def test_comparison_reuses_finished_runs_and_refuses_changed_settings(tmp_path, 
     with pytest.raises(LmrecError, match=r"train_config: saved \{'epochs': 2,.*requested \{'epochs': 3,"):
         run_comparison([RunSpec("lgcn-2", "lightgcn", {}, {**FAST, "epochs": 3})], ["p"], tmp_path)
     dropped = [RunSpec("lgcn-2", "lightgcn", {"emb_dim": 8}, {k: v for k, v in FAST.items() if k != "epochs"})]
-    with pytest.raises(LmrecError, match=r"train_config: saved \{'epochs': 2,.*requested \{'epochs': 1000,"):
+    with pytest.raises(LmrecError, match=r"train_config: saved \{'epochs': 2,.*requested \{'epochs': 500,"):
         run_comparison(dropped, ["p"], tmp_path)  # back to the default
     with pytest.raises(ValueError, match="unique"):
         run_comparison(["pop", RunSpec("pop", "mf")], ["p"], tmp_path)
+
+
+def test_grid_points_compete_for_one_row_on_validation(tmp_path, planted):
+    specs = ["pop", *grid_specs("lgcn", "lightgcn", {"emb_dim": 8}, FAST, {"lr": [5e-4, 0.05], "n_layers": [2]})]
+    assert [s.name for s in specs[1:]] == ["lgcn", "lgcn~lr=0.05"]  # the entry's own values: the plain name
+    assert specs[2].train_overrides["lr"] == 0.05 and specs[2].model_overrides == {"emb_dim": 8, "n_layers": 2}
+    results = run_comparison(specs, ["p"], tmp_path, focus="lgcn")["p"]
+    rows = results["models"]
+    best = max(("lgcn", "lgcn~lr=0.05"), key=lambda n: rows[n]["valid"]["recall@20"]["mean"])
+    assert results["selected"] == {"pop": "pop", "lgcn": best}
+    assert results["focus"]["focus_run"] == best and results["focus"]["best_baseline"] == "pop"
+    table = markdown({"p": results})
+    assert "Grid points" in table and f"{best.partition('~')[2] or 'defaults'} ✓" in table
+    with pytest.raises(ValueError, match="'tau' is neither a lightgcn setting nor a training setting"):
+        grid_specs("lgcn", "lightgcn", {}, {}, {"tau": [0.1]})
+    with pytest.raises(ValueError, match="non-empty list"):
+        grid_specs("lgcn", "lightgcn", {}, {}, {"lr": 0.1})
 
 
 def test_dataset_training_settings_sit_between_the_global_and_the_run_settings(tmp_path, planted):

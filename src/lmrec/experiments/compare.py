@@ -3,12 +3,16 @@
 Each (dataset, run) is an ordinary run folder (``out/<dataset>/<run name>/``); a finished run is reused when its
 saved settings agree with the requested ones (and is an error naming the folder when they do not), so an
 interrupted comparison resumes where it stopped. A run is a :class:`RunSpec`: a registered model with settings, so
-one model can appear several times (e.g. ``linear_map`` with each text encoder). The table reports test
-mean ± SE, the epoch selected on validation, and the paired difference of a chosen run against the best other one.
+one model can appear several times (e.g. ``linear_map`` with each text encoder). Runs of one ``family`` (the
+points of a hyper-parameter grid, :func:`grid_specs`) compete for one table row: the one with the best validation
+Recall@20 is reported. The table reports test mean ± SE, the epoch selected on validation, and the paired
+difference of a chosen family against the best other one (both chosen on validation).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import multiprocessing
 import os
 from collections.abc import Mapping, Sequence
@@ -36,10 +40,47 @@ class RunSpec:
     model: str
     model_overrides: Mapping[str, Any] = field(default_factory=dict)
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
+    family: str = ""  # the table row this run competes for (default: its name)
 
     @classmethod
     def of(cls, spec: str | RunSpec) -> RunSpec:
         return spec if isinstance(spec, RunSpec) else cls(spec, spec)
+
+    @property
+    def row(self) -> str:
+        return self.family or self.name
+
+
+SELECT_ON = "recall@20"  # validation metric that picks a family's run
+
+
+def grid_specs(name: str, model: str, model_overrides: Mapping[str, Any], train_overrides: Mapping[str, Any],
+               grid: Mapping[str, Sequence[Any]]) -> list[RunSpec]:
+    """One run per point of the product of ``grid`` (each key a setting of the model or of training), all of
+    family ``name``. A point is named ``name~key=value,...`` by the settings where it differs from the entry's
+    own values (the model's defaults unless overridden), so the default point is plain ``name``."""
+    from lmrec.models.base import get_model
+    from lmrec.train import TrainConfig
+
+    cls = get_model(model, "cf")
+    model_fields, train_fields = set(cls.Config.__dataclass_fields__), set(TrainConfig.__dataclass_fields__)
+    base_model = {**{k: f.default for k, f in cls.Config.__dataclass_fields__.items()}, **model_overrides}
+    base_train = {**{k: f.default for k, f in TrainConfig.__dataclass_fields__.items()}, **cls.train_defaults,
+                  **train_overrides}
+    for key, values in grid.items():
+        if key not in model_fields | train_fields:
+            raise ValueError(f"grid of {name!r}: {key!r} is neither a {model} setting nor a training setting")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"grid of {name!r}: {key!r} must be a non-empty list of values, got {values!r}")
+    specs = []
+    for point in itertools.product(*grid.values()):
+        chosen = dict(zip(grid, point, strict=True))
+        m = {**model_overrides, **{k: v for k, v in chosen.items() if k in model_fields}}
+        t = {**train_overrides, **{k: v for k, v in chosen.items() if k not in model_fields}}
+        differs = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.items()
+                   if v != (base_model[k] if k in model_fields else base_train[k])]
+        specs.append(RunSpec(name + ("~" + ",".join(differs) if differs else ""), model, m, t, family=name))
+    return specs
 
 
 def run_comparison(
@@ -51,11 +92,14 @@ def run_comparison(
     seed: int = 2024,
     dataset_train_overrides: Mapping[str, Mapping[str, Any]] | None = None,
     jobs: int = 1,
+    runs_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run every spec on every dataset. Training settings, later ones winning: ``train_overrides`` (all runs),
     ``dataset_train_overrides[dataset]``, the spec's own. ``jobs`` > 1 runs that many independent runs at once, in
     processes of their own, the CPU threads divided between them (each run as with one job: same seed, same
-    result; a run's own determinism does not depend on the others)."""
+    result; a run's own determinism does not depend on the others). Run folders go to ``runs_dir/<dataset>/<name>``
+    (default ``out``; another table's folder shares its finished runs), the table to ``out``."""
+    runs_dir = Path(runs_dir or out)
     specs = [RunSpec.of(r) for r in runs]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -67,21 +111,22 @@ def run_comparison(
         for spec in specs:
             train = {**(train_overrides or {}), **(dataset_train_overrides or {}).get(dataset, {}),
                      **spec.train_overrides}
-            tasks.append((dataset, RunSpec(spec.name, spec.model, spec.model_overrides, train)))
+            tasks.append((dataset, dataclasses.replace(spec, train_overrides=train)))
     if jobs == 1:
-        rows = [_fit_row(dataset, spec, seed, out) for dataset, spec in tasks]
+        rows = [_fit_row(dataset, spec, seed, runs_dir) for dataset, spec in tasks]
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = list(pool.map(_fit_row, *zip(*tasks, strict=True), [seed] * len(tasks), [out] * len(tasks),
+            rows = list(pool.map(_fit_row, *zip(*tasks, strict=True), [seed] * len(tasks), [runs_dir] * len(tasks),
                                  [threads] * len(tasks)))
     results: dict[str, Any] = {}
     for dataset in datasets:
         data = DataRef.of(dataset, seed=seed).load()
-        results[dataset] = {"stats": data.stats(), "checksum": data.checksum(), "models": {
-            spec.name: row for (d, spec), row in zip(tasks, rows, strict=True) if d == dataset}}
-        if focus in names and len(names) > 1:
-            results[dataset]["focus"] = _focus_vs_best(focus, names, out / dataset, results[dataset]["models"], data)
+        block = results[dataset] = {"stats": data.stats(), "checksum": data.checksum(), "models": {
+            spec.name: {**row, "family": spec.row} for (d, spec), row in zip(tasks, rows, strict=True) if d == dataset}}
+        block["selected"] = select_per_family(block["models"])
+        if focus in block["selected"] and len(block["selected"]) > 1:
+            block["focus"] = _focus_vs_best(focus, block["selected"], runs_dir / dataset, block["models"], data)
     write_json(out / "results.json", results)
     atomic_write(out / "results.md", lambda f: f.write(markdown(results)))
     return results
@@ -103,42 +148,66 @@ def _fit_row(dataset: str, spec: RunSpec, seed: int, out: Path, threads: int | N
             "converged": fitted.get("converged", True), "fit_seconds": fitted["seconds"]}
 
 
-def _focus_vs_best(focus: str, models: Sequence[str], folder: Path, rows: dict[str, Any],
+def select_per_family(rows: Mapping[str, Any]) -> dict[str, str]:
+    """{family: the name of its run with the best validation Recall@20}, in first-seen order (ties: the first)."""
+    chosen: dict[str, str] = {}
+    for name, row in rows.items():
+        best = chosen.get(row["family"])
+        if best is None or row["valid"][SELECT_ON]["mean"] > rows[best]["valid"][SELECT_ON]["mean"]:
+            chosen[row["family"]] = name
+    return chosen
+
+
+def _focus_vs_best(focus: str, selected: Mapping[str, str], folder: Path, rows: dict[str, Any],
                    data: SplitData) -> dict[str, Any]:
-    """Relative Recall@20 gain of ``focus`` over the best other model (chosen on VALIDATION), paired test on test."""
-    others = [m for m in models if m != focus]
-    best = max(others, key=lambda m: rows[m]["valid"]["recall@20"]["mean"])
-    per_user = {}
-    for name in (best, focus):
-        per_user[name] = Run.load(folder / name, data=data).evaluate("test").per_user["recall@20"]
-    test = paired_test(per_user[best], per_user[focus])
+    """Relative Recall@20 gain of family ``focus`` over the best other family, each represented by its run chosen
+    on VALIDATION and the best family chosen on VALIDATION too; paired test over the test users."""
+    others = [selected[f] for f in selected if f != focus]
+    best, mine = max(others, key=lambda m: rows[m]["valid"][SELECT_ON]["mean"]), selected[focus]
+    per_user = {name: Run.load(folder / name, data=data).evaluate("test").per_user[SELECT_ON] for name in (best, mine)}
+    test = paired_test(per_user[best], per_user[mine])
     base = float(per_user[best].mean())
-    return {"best_baseline": best, "relative_gain": test.diff.mean / base if base else float("nan"),
+    return {"best_baseline": best, "focus_run": mine, "relative_gain": test.diff.mean / base if base else float("nan"),
             "diff": test.diff.as_dict(), "t_pvalue": test.t_pvalue, "wilcoxon_pvalue": test.wilcoxon_pvalue}
 
 
 def markdown(results: dict[str, Any]) -> str:
     lines = []
     for dataset, block in results.items():
-        s = block["stats"]
+        s, rows = block["stats"], block["models"]
+        selected = block.get("selected") or {name: name for name in rows}
         lines += [f"### {dataset}", "",
                   f"{s['users']} users, {s['items']} items, train/valid/test {s['train']}/{s['valid']}/{s['test']} "
                   f"interactions ({s['protocol']}). Test, full ranking, train+valid masked, mean ± SE over "
-                  f"{next(iter(block['models'].values()))['test']['recall@20']['n']} users.", "",
+                  f"{next(iter(rows.values()))['test']['recall@20']['n']} users.", "",
                   "| model | " + " | ".join(COLUMNS) + " | best epoch / run (valid) | fit s |",
                   "|---|" + "---|" * (len(COLUMNS) + 2)]
-        for name, row in block["models"].items():
+        for family, name in selected.items():
+            row = rows[name]
             cells = [estimate_cell(row['test'][c]) for c in COLUMNS]
-            epochs = "-" if not row["best_epoch"] else f"{row['best_epoch']} / {row.get('epochs_run') or '?'}" + (
-                "" if row.get("converged", True) else " †")
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {epochs} | {row['fit_seconds']:.0f} |")
+            label = family if name == family else f"{family} ({name.partition('~')[2]})"
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {_epochs(row)} | {row['fit_seconds']:.0f} |")
         if "focus" in block:
             f = block["focus"]
             lines += ["", f"Recall@20 vs the best baseline on validation ({f['best_baseline']}): "
                           f"{100 * f['relative_gain']:+.1f}% "
                           f"(difference {estimate_cell(f['diff'], signed=True)}, "
                           f"paired t p = {f['t_pvalue']:.2g}, Wilcoxon p = {f['wilcoxon_pvalue']:.2g})"]
+        if len(selected) < len(rows):
+            lines += ["", f"Grid points (validation {SELECT_ON}; the row above is each model's best, ✓):", "",
+                      f"| model | point | valid {SELECT_ON} | best epoch / run |", "|---|---|---|---|"]
+            for name, row in rows.items():
+                point = name.partition("~")[2] or "defaults"
+                mark = " ✓" if selected.get(row["family"]) == name else ""
+                lines.append(f"| {row['family']} | {point}{mark} | {estimate_cell(row['valid'][SELECT_ON])} | "
+                             f"{_epochs(row)} |")
         lines.append("")
     if any(not row.get("converged", True) for block in results.values() for row in block["models"].values()):
         lines += ["† unconverged: the best validation epoch is the last epoch run (the budget cut it short).", ""]
     return "\n".join(lines)
+
+
+def _epochs(row: Mapping[str, Any]) -> str:
+    if not row["best_epoch"]:
+        return "-"
+    return f"{row['best_epoch']} / {row.get('epochs_run') or '?'}" + ("" if row.get("converged", True) else " †")

@@ -90,19 +90,24 @@ def read_run(folder: Path) -> Curve | None:
               if r.get("valid") and metric in r["valid"]]
     epochs, values, secs = (np.array(c) for c in zip(*points, strict=True)) if points else (np.zeros(0),) * 3
     dataset = Path((config.get("data") or {}).get("dataset") or folder.parent.name).name
-    return Curve(dataset, config.get("model") or folder.name, metric, epochs.astype(int), values.astype(float),
+    return Curve(dataset, folder.name, metric, epochs.astype(int), values.astype(float),
                  secs.astype(float), len(records), float(seconds[-1]) if len(seconds) else 0.0,
                  config.get("status") == "complete", folder, train_config)
 
 
 def find_curves(root: Path) -> list[Curve]:
-    """Every run under ``root`` (any depth) that has a log, sorted by dataset then model."""
+    """Every run under ``root`` (any depth) that has a log, sorted by dataset then model (the run folder's name).
+    Under a comparison (``root/results.json``) only each model's run chosen on validation is kept."""
     if not root.is_dir():
         raise LmrecError(f"{root}: not a folder of runs")
     curves = [c for log in sorted(root.rglob("log.jsonl")) if (c := read_run(log.parent)) is not None]
+    if (root / "results.json").exists():
+        results = json.loads((root / "results.json").read_text())
+        chosen = {(d, name) for d, block in results.items() for name in (block.get("selected") or {}).values()}
+        curves = [c for c in curves if (c.folder.parent.name, c.folder.name) in chosen] if chosen else curves
     if not curves:
         raise LmrecError(f"{root}: no run folder with a log.jsonl below it")
-    return sorted(curves, key=lambda c: (c.dataset, c.model != FOCUS, c.model))
+    return sorted(curves, key=lambda c: (c.dataset, c.model.partition("~")[0] != FOCUS, c.model))
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -138,7 +143,8 @@ def plot(curves: list[Curve], path: Path) -> None:
     fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 3.4 * len(datasets)), squeeze=False)
     for row, dataset in enumerate(datasets):
         for curve in (c for c in curves if c.dataset == dataset and len(c.values)):
-            style = {"linewidth": 2.5, "color": "black"} if curve.model == FOCUS else {"linewidth": 1.2}
+            focus = curve.model.partition("~")[0] == FOCUS
+            style = {"linewidth": 2.5, "color": "black"} if focus else {"linewidth": 1.2}
             label = curve.model + ("" if curve.finished else " (running)")
             for col, x in enumerate((curve.epochs, curve.seconds)):
                 axes[row, col].plot(x, curve.values, label=label, **style)

@@ -76,7 +76,7 @@ def load_table(path: Path, quick: bool = False) -> Table:
 
 #: experiment -> (required [run] keys, optional [run] keys)
 SETTINGS = {
-    "compare": ({"datasets", "models"}, {"train", "train_by_dataset", "focus", "seed"}),
+    "compare": ({"datasets", "models"}, {"train", "train_by_dataset", "focus", "seed", "runs_in"}),
     "zeroshot": ({"transfers"}, {"train", "set", "lightgcn", "seed"}),
     "intention": ({"run"}, {"alpha", "alphas", "n_users", "seed"}),
     "convergence": ({"runs"}, set()),
@@ -102,10 +102,21 @@ def validate_settings(experiment: str, s: Mapping[str, Any]) -> None:
     sections: list[tuple[str, type, Mapping[str, Any]]] = []
     if experiment == "compare":
         sections.append(("[run] train", TrainConfig, s.get("train", {})))
+        from lmrec.experiments.compare import grid_specs
+
         for name, entry in s["models"].items():
-            _keys(f"[run.models] {name!r}", entry, set(), {"model", "set", "train"})
-            sections += [(f"[run.models] {name!r} set", get_model(entry.get("model", name), "cf").Config,
-                          entry.get("set", {})), (f"[run.models] {name!r} train", TrainConfig, entry.get("train", {}))]
+            _keys(f"[run.models] {name!r}", entry, set(), {"model", "set", "train", "grid"})
+            config = get_model(entry.get("model", name), "cf").Config
+            sections += [(f"[run.models] {name!r} set", config, entry.get("set", {})),
+                         (f"[run.models] {name!r} train", TrainConfig, entry.get("train", {}))]
+            try:
+                points = grid_specs(name, entry.get("model", name), entry.get("set", {}), entry.get("train", {}),
+                                    entry.get("grid", {}))
+            except ValueError as exc:
+                raise LmrecError(f"[run.models] {name!r}: {exc}") from None
+            for spec in points:
+                sections += [(f"[run.models] grid point {spec.name!r}", config, spec.model_overrides),
+                             (f"[run.models] grid point {spec.name!r}", TrainConfig, spec.train_overrides)]
     elif experiment == "zeroshot":
         for transfer in s["transfers"]:
             _keys("[run] transfers entry", transfer, {"train", "target"}, set())
@@ -149,13 +160,15 @@ def select(tables: list[Table], only: list[str] | None) -> list[Table]:
 
 # -- one runner per experiment kind: (settings, work folder, output root) -> markdown ----------------------------
 def _compare(s: Mapping[str, Any], folder: Path, root: Path, jobs: int = 1) -> str:
-    from lmrec.experiments.compare import RunSpec, markdown, run_comparison
+    from lmrec.experiments.compare import grid_specs, markdown, run_comparison
 
-    specs = [RunSpec(name, entry.get("model", name), entry.get("set", {}), entry.get("train", {}))
-             for name, entry in s["models"].items()]
+    specs = [spec for name, entry in s["models"].items()
+             for spec in grid_specs(name, entry.get("model", name), entry.get("set", {}), entry.get("train", {}),
+                                    entry.get("grid", {}))]
+    runs = root / s["runs_in"] if "runs_in" in s else None  # another table's runs: those with equal settings are reused
     results = run_comparison(specs, s["datasets"], folder, {"progress": False, **s.get("train", {})},
                              focus=s.get("focus", "alpharec"), seed=s.get("seed", 2024),
-                             dataset_train_overrides=s.get("train_by_dataset", {}), jobs=jobs)
+                             dataset_train_overrides=s.get("train_by_dataset", {}), jobs=jobs, runs_dir=runs)
     return markdown(results)
 
 
