@@ -67,7 +67,7 @@ Notes:
 - Sampling: RecBole visits every training interaction once per epoch (ceil(n/4096) batches); lmrec draws
   users uniformly, then one of their items (LightGCN's sampler; round(n/4096) batches). Both draw one negative
   uniformly among the user's non-training items.
-- Initialisation: RecBole LightGCN xavier-uniform, BPR xavier-normal; lmrec N(0, 0.1^2) for both.
+- Initialisation: RecBole LightGCN xavier-uniform, BPR xavier-normal; lmrec xavier-normal for both (its default).
 - L2: RecBole LightGCN with require_pow=True computes reg*sum||e0||^2/(2b) like lmrec; RecBole's BPR has no L2
   term at all (lmrec mf keeps reg 1e-4; on these sizes its cost is negligible).
 - Evaluation: RecBole's eval_batch_size counts (user, item) pairs; it is set to 1024 users x items, lmrec
@@ -201,8 +201,9 @@ def best_row(dataset: str, model: str, run: dict[str, Any]) -> dict[str, Any]:
 
 def compare(args: argparse.Namespace, dataset: str, work: Path) -> dict[str, Any]:
     """All runs of one dataset: the per-epoch pairs, then the time-to-best runs."""
-    data = load_dataset(dataset)
-    write_atomic_files(data, work / dataset, dataset)
+    data = load_dataset(dataset)  # a registered name or a folder
+    name = Path(dataset).name  # RecBole's dataset name (its files live in work/name/)
+    write_atomic_files(data, work / name, name)
     print(f"{dataset}: {data.n_users} users, {data.n_items} items, train/valid/test "
           f"{data.train.nnz}/{data.valid.nnz}/{data.test.nnz} ({data.protocol}, checksum {data.checksum()})",
           flush=True)
@@ -210,13 +211,13 @@ def compare(args: argparse.Namespace, dataset: str, work: Path) -> dict[str, Any
     for ours, theirs in PAIRS:
         label = f"{ours} / {theirs}"
         mine = run_child(lmrec_command(args, dataset, ours, args.epochs, 0), args.threads, work)
-        other = run_child(recbole_command(args, work, dataset, theirs, args.epochs, 0), args.threads, work)
+        other = run_child(recbole_command(args, work, name, theirs, args.epochs, 0), args.threads, work)
         runs += [mine, other]
         rows += [table_row(dataset, label, other), table_row(dataset, label, mine),
                  ratio_row(dataset, label, mine, other)]
         print(format_table(rows[-3:], COLUMNS), flush=True)
     budget, every = args.budget, args.eval_every
-    time_to_best = ((recbole_command(args, work, dataset, "LightGCN", budget, every), "LightGCN"),
+    time_to_best = ((recbole_command(args, work, name, "LightGCN", budget, every), "LightGCN"),
                     (lmrec_command(args, dataset, "lightgcn", budget, every), "lightgcn"),
                     (lmrec_command(args, dataset, "alpharec", budget, every), "alpharec"))
     for command, label in time_to_best if budget > 0 else ():
@@ -265,7 +266,7 @@ def render(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("datasets", nargs="+", help="registered dataset names")
+    parser.add_argument("datasets", nargs="+", help="registered dataset names or folders")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of the per-epoch comparison")
     parser.add_argument("--budget", type=int, default=300, help="epoch budget of the time-to-best runs (0: skip them)")
     parser.add_argument("--eval-every", type=int, default=5, help="validation every N epochs (time to best)")
@@ -279,6 +280,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "recbole_compare")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one lmrec model, print JSON
     args = parser.parse_args()
+    # a folder is passed on to the worker processes, which run elsewhere: make it absolute
+    args.datasets = [str(Path(d).resolve()) if Path(d).is_dir() else d for d in args.datasets]
     if args.worker:
         print(json.dumps(lmrec_worker(args)))
         return

@@ -16,6 +16,7 @@ from lmrec.eval.crs_analysis import (
     masking_probe,
     popularity_buckets,
     probe_delta,
+    quantile_bounds,
     replace_titles,
     title_variants,
 )
@@ -156,6 +157,19 @@ def test_probe_delta():
     items = probe_delta(item_scorer, s, CATALOG, mode="replace", k=1)
     assert items.test.diff.mean == 0.0 and items.test.t_pvalue == 1.0  # item models do not read the text
     assert items.as_dict()["before"]["mean"] == items.as_dict()["after"]["mean"] == 1.0
+    # ranks: the target first before masking; after it, six tied items give rank 1 + 5/2 = 3.5 by expectation
+    assert text.rank_shift.mean == pytest.approx(4 * 2.5 / 5) and text.median_rank == (1.0, 3.5)
+    assert items.rank_shift.mean == 0.0 and items.overlap.mean == 1.0  # the same top-1 list
+    assert text.as_dict()["top_overlap"]["n"] == 5
+
+
+def test_quantile_bounds_split_the_pairs_in_thirds():
+    counts = np.array([0, 1, 2, 5, 9, 40, 100, 300])
+    targets = np.array([0, 0, 1, 2, 3, 4, 5, 6, 7])  # the pairs' targets: their counts 0 0 1 2 5 9 40 100 300
+    assert quantile_bounds(counts, targets) == [2, 20]  # ceil of the 1/3 and 2/3 quantiles (1.67, 19.33)
+    rows = popularity_buckets(result([0, 0, 1, 2, 3, 4, 5, 6, 7], [1] * 9), counts, quantile_bounds(counts, targets))
+    assert [r.n_pairs for r in rows] == [3, 3, 3]
+    assert quantile_bounds(counts, np.array([], dtype=int)) == []
 
 
 # -- table -------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.conversations import CRSData, CRSSample
+from lmrec.errors import LmrecError
 from lmrec.models.crs.rta.adapt import AdaptConfig, AdaptModule, RTAAdapt
 from lmrec.models.crs.rta.aggregators import AGGREGATORS, build_aggregator
 from lmrec.models.crs.rta.features import ContextFeatures, TitleTokens, subsample
@@ -266,6 +267,28 @@ def test_trainable_aggregator_changes() -> None:
     assert all(torch.equal(v, before[k]) for k, v in base.indexer.aggregator.state_dict().items())
 
 
+def test_head_lr_gives_the_adapt_parameters_their_own_rate() -> None:
+    from lmrec.models.crs.rta.adapt import build_recsys
+
+    module = AdaptModule(indexer(), "gate-fism", recsys=build_recsys("fism", 30), llm_scale="learned", head_lr=0.5)
+    recsys_group, head_group = module.param_groups(1e-3)
+    assert recsys_group["lr"] == 1e-3 and head_group["lr"] == 0.5
+    assert {id(p) for p in head_group["params"]} == {id(module.gate), id(module.log_scale)}
+    assert {id(p) for p in recsys_group["params"]} == {id(p) for p in module.recsys.parameters()}
+    plain = AdaptModule(indexer(), "gW+b")  # frozen aggregator: only the head trains, at the training lr
+    assert [g["lr"] for g in plain.param_groups(1e-4)] == [1e-4]
+
+
+def test_standardized_llm_scale_starts_the_llm_logits_at_unit_spread() -> None:
+    tokens, source, train, valid = planted_problem(n_train=64, n_valid=8, seed=4)
+    features = planted_features(tokens, source, train, valid)
+    model = RTAAdapt(variant="gate-fism", llm_scale="standardized")
+    model.fit(catalog_data(), quiet(epochs=1, lr=1e-9), features=features, base=reindexed("gru"))  # ~no step
+    with torch.no_grad():
+        spread = model.module.llm_logits(source.q([s.context for s in train])).std()
+    assert float(spread) == pytest.approx(1.0, rel=0.05)
+
+
 def test_adapt_config_validation() -> None:
     with pytest.raises(ValidationError, match="gate-fism"):  # the allowed variants are listed
         AdaptConfig(variant="gate-gru")
@@ -301,3 +324,68 @@ def test_context_features_without_cache_encodes_every_new_context(tmp_path) -> N
     store = EmbeddingCache(tmp_path)
     ContextFeatures(lm_loader=lambda: lm, cache=store).q(["a"])
     assert lm.caches == [None, store]
+
+
+# -- self-supervised item prompts ----------------------------------------------------------------------------
+class PromptLM:
+    """What prepare_features asks of the LLM, without one: q of a context = its length in every dimension."""
+
+    identity, hidden_size = "fake-lm", D
+
+    def __init__(self):
+        self.last_encoding: dict = {}
+        self.reuse: list = []
+
+    def encode_contexts(self, contexts, reuse_kv=False, **_):
+        self.reuse.append(reuse_kv)
+        return torch.stack([torch.full((D,), float(len(c))) for c in contexts])
+
+    def tokenize_titles(self, titles, max_tokens=32):
+        return torch.tensor([[i % 7 + 1, 2] for i in range(len(titles))]), torch.full((len(titles),), 2)
+
+    def token_embeddings(self):
+        return torch.randn(10, D, generator=torch.Generator().manual_seed(0))
+
+
+def test_prepare_makes_one_item_prompt_turn_per_item(tmp_path) -> None:
+    from lmrec.models.crs.rta.features import PrepareConfig, load_features, prepare_features
+    from lmrec.text.cache import EmbeddingCache
+
+    data = catalog_data(12)
+    config = PrepareConfig(item_prompt="User: I want to watch {title}.", generate_splits=())
+    lm = PromptLM()
+    prepare_features(data, lm, tmp_path, config, cache=EmbeddingCache(tmp_path / "cache"), progress=False)
+    features = load_features(tmp_path, data)  # through the folder: safetensors + JSON
+    turns = features.item_prompt_samples()
+    assert [(s.context, s.targets) for s in turns[:2]] == [("User: I want to watch t0.", [0]),
+                                                            ("User: I want to watch t1.", [1])]
+    table = features.q_table()
+    assert table["User: I want to watch t11."][0] == len("User: I want to watch t11.")
+    assert lm.reuse[-1] is True  # KV reuse is the default
+    plain = prepare_features(data, PromptLM(), tmp_path / "none", PrepareConfig(generate_splits=()),
+                             cache=EmbeddingCache(tmp_path / "cache"), progress=False)
+    with pytest.raises(LmrecError, match="no item prompts"):
+        plain.item_prompt_samples()
+
+
+def test_item_prompts_alone_teach_the_reindexer_every_item() -> None:
+    """Training only on item prompts (q of "I want to watch <title>" ~ the title's tokens) ranks held-out
+    conversation turns about those items: every item gets a signal without being mentioned in training."""
+    tokens, source, _, valid = planted_problem(n_train=0, n_valid=60, seed=2)
+    g = torch.Generator().manual_seed(3)
+    mean = torch.stack([tokens.table[tokens.ids[i, : tokens.lengths[i]]].mean(0) for i in range(30)])
+    mix = torch.randn(D, D, generator=torch.Generator().manual_seed(2))  # planted_problem's mix for seed 2
+    prompts = [CRSSample("item-prompt", i, f"want {i}", [], [i], [True]) for i in range(30)] * 10
+    for k, s in enumerate(prompts):
+        source.q_table[f"{s.context}#{k}"] = mean[s.targets[0]] @ mix.T + 0.05 * torch.randn(D, generator=g)
+    prompts = [CRSSample(s.conv_id, k, f"{s.context}#{k}", [], s.targets, [True]) for k, s in enumerate(prompts)]
+
+    class WithPrompts(PlantedFeatures):
+        def item_prompt_samples(self):
+            return prompts
+
+    features = WithPrompts(tokens, source, {"train": [], "valid": list(valid)})
+    model = RTAReindex(aggregator="weighted", n_negatives=10, item_prompts=True)
+    model.fit(catalog_data(), quiet(lr=2e-2, epochs=30, eval_every=10, batch_size=100, patience=100),
+              features=features)
+    assert hit_at_1(model, valid) > 0.6

@@ -224,10 +224,11 @@ def _assert_no_leakage(data: CRSData) -> None:
 def test_redial_real(redial):
     assert len(redial.catalog) == 6924
     assert redial.skipped == {"empty_conversation": 0, "unknown_movie": 0}
-    assert _counts(redial, "test") == (1342, 3671, 4969, 4498)
+    assert _counts(redial, "test") == (1342, 3617, 4897, 4426)
+    assert redial.empty_context_turns("test") == 54  # recommendations that open a conversation: not turns
     train, valid = _counts(redial, "train"), _counts(redial, "valid")
     assert (train[0], valid[0]) == (811, 90)
-    assert (train[1] + valid[1], train[2] + valid[2], train[3] + valid[3]) == (2663, 3549, 3231)
+    assert (train[1] + valid[1], train[2] + valid[2], train[3] + valid[3]) == (2650, 3518, 3200)
     assert not {c.conv_id for c in redial.train} & {c.conv_id for c in redial.valid}
     _assert_no_leakage(redial)
 
@@ -242,17 +243,18 @@ def test_redial_split_is_seeded(crs_shared_data, redial):
 def test_inspired_real(inspired):
     assert len(inspired.catalog) == 1806
     assert inspired.skipped == {"empty_conversation": 0, "empty_title": 1}
-    assert _counts(inspired, "train") == (801, 2070, 2449, 2065)
-    assert _counts(inspired, "valid") == (99, 273, 309, 244)
-    assert _counts(inspired, "test") == (99, 257, 292, 249)
+    assert _counts(inspired, "train") == (801, 2061, 2440, 2056)
+    assert inspired.empty_context_turns("train") == 9
+    assert _counts(inspired, "valid") == (99, 272, 308, 243)
+    assert _counts(inspired, "test") == (99, 256, 291, 248)
     _assert_no_leakage(inspired)
 
 
 def test_inspired_official_real(crs_shared_data, inspired):
     data = load_inspired_official(crs_shared_data / "inspired")
     assert len(data.catalog) == 563 and data.train == []
-    assert _counts(data, "valid") == (99, 283, 321, 253)
-    assert _counts(data, "test") == (99, 265, 305, 262)
+    assert _counts(data, "valid") == (99, 282, 320, 252)
+    assert _counts(data, "test") == (99, 264, 304, 261)
     # the tsv test dialogs are UniCRS's test dialogs, turn for turn
     assert [[t.role for t in c.turns] for c in data.test] == [[t.role for t in c.turns] for c in inspired.test]
     _assert_no_leakage(data)

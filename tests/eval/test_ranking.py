@@ -295,3 +295,14 @@ def test_empty_exclude_matrix_and_sparse_input_types():
     assert top[0].tolist() == [24, 23, 22]
     result = evaluate(lambda u: scores.expand(len(u), -1), data, "valid", ks=(20,))
     assert result.per_user["recall@20"][0] == 0.0  # item 1 is ranked 24th
+
+
+def test_hit_matrix_by_hand():
+    from lmrec.eval.ranking import hit_matrix
+
+    targets = sp.csr_matrix(np.array([[0, 1, 0, 1], [0, 0, 0, 0], [1, 0, 0, 0]], dtype=np.float32))
+    top = np.array([[1, 0], [3, 2], [2, 0]])  # rows: users 0, 1, 2 in this order
+    expected = np.array([[True, False], [False, False], [False, True]])
+    np.testing.assert_array_equal(hit_matrix(targets, np.array([0, 1, 2]), top), expected)
+    np.testing.assert_array_equal(hit_matrix(targets, np.array([2]), np.array([[0, 3]])), [[True, False]])
+    assert not hit_matrix(targets, np.array([1]), np.array([[0, 1]])).any()  # a user without targets

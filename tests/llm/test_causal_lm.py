@@ -56,6 +56,23 @@ def test_left_truncation_keeps_the_end(smollm2):
     torch.testing.assert_close(q[0], q[1], rtol=1e-4, atol=1e-4)
 
 
+def test_kv_reuse_gives_the_same_q_and_computes_only_new_tokens(smollm2):
+    """The turns of a conversation in order: each context extends the last, so with the KV cache kept only the new
+    tokens run; q matches the batched full forward. A context cut by max_length is computed whole."""
+    turns = ["USER: Hi! I want a movie tonight.",
+             "USER: Hi! I want a movie tonight.\nSYSTEM: What do you like?",
+             "USER: Hi! I want a movie tonight.\nSYSTEM: What do you like?\nUSER: " + ROMCOM,
+             "USER: " + SCIFI]  # another conversation: shares only the prompt's beginning
+    full = smollm2.encode_contexts(turns, batch_size=4)
+    reused = smollm2.encode_contexts(turns, reuse_kv=True)
+    torch.testing.assert_close(reused, full, rtol=1e-4, atol=1e-4)
+    stats = smollm2.last_encoding
+    lengths = [len(ids) for ids in smollm2._ids(smollm2.encoding_texts(turns), 512)]
+    assert stats["tokens"] == sum(lengths) and stats["computed"] < 0.6 * stats["tokens"]
+    short = smollm2.encode_contexts(turns[:3], reuse_kv=True, max_length=48)  # every text cut: nothing shared
+    torch.testing.assert_close(short, smollm2.encode_contexts(turns[:3], max_length=48), rtol=1e-4, atol=1e-4)
+
+
 def test_encoding_cache(smollm2, tmp_path, monkeypatch):
     from lmrec.text.cache import EmbeddingCache
 

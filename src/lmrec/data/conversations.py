@@ -103,6 +103,12 @@ class CRSData:
         """All samples of a split, conversation by conversation (see :func:`make_samples`)."""
         return [s for conv in self.split(split) for s in make_samples(conv, max_context_chars)]
 
+    def empty_context_turns(self, split: str) -> int:
+        """System turns of ``split`` that recommend before anything was said: not samples (nothing to condition
+        on), counted here so that reports can say how many were left out."""
+        return sum(1 for conv in self.split(split) for k, turn in enumerate(conv.turns)
+                   if turn.role == "system" and turn.items and k == 0)
+
 
 def render_turn(turn: Turn) -> str:
     """``"User: text"`` / ``"System: text"`` on one line (newlines inside the text become spaces)."""
@@ -133,7 +139,8 @@ def _distinct(items: Iterable[int]) -> list[int]:
 
 
 def make_samples(conv: Conversation, max_context_chars: int | None = None) -> list[CRSSample]:
-    """One :class:`CRSSample` per system turn that mentions at least one item.
+    """One :class:`CRSSample` per system turn that mentions at least one item and has a context (a recommendation
+    that opens the conversation has nothing to condition on: left out, see :meth:`CRSData.empty_context_turns`).
 
     Example: turns ``User: I liked Heat (1995)`` [Heat], ``System: Try Ronin (1998) or Heat (1995)`` [Ronin, Heat]
     give one sample with context ``"User: I liked Heat (1995)"``, mentioned [Heat], targets [Ronin, Heat],
@@ -145,7 +152,7 @@ def make_samples(conv: Conversation, max_context_chars: int | None = None) -> li
     mentioned: dict[int, None] = {}
     for turn_id, turn in enumerate(conv.turns):
         targets = _distinct(turn.items)
-        if turn.role == "system" and targets:
+        if turn.role == "system" and targets and lines:
             samples.append(CRSSample(
                 conv_id=conv.conv_id,
                 turn_id=turn_id,

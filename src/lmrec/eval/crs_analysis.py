@@ -2,11 +2,13 @@
 
 - :func:`crs_table`: one markdown row per model, HR@{1,5,10,50} and NDCG@{10,50} as mean ± SE over pairs.
 - :func:`popularity_buckets`: items split by their number of training mentions c — cold c ∈ [0, 10),
-  warm [10, 100), popular [100, ∞) (RTA's buckets) — with #items, #occurrences (Σ c), #test pairs whose target is
-  in the bucket and each model's HR@10 over those pairs.
+  warm [10, 100), popular [100, ∞) (RTA's buckets), or at the bounds of :func:`quantile_bounds` (about a third of
+  the test pairs each) — with #items, #occurrences (Σ c), #test pairs whose target is in the bucket and each model's
+  HR@10 over those pairs.
 - :func:`masking_probe` / :func:`probe_delta`: rewrite the contexts so the titles of the mentioned items are
   masked (``"[MASK]"``) or replaced by random other titles, keep ``mentioned`` unchanged (item-based models are
-  unaffected, text models see the change), and compare HR@10 before / after with a paired test.
+  unaffected, text models see the change), and compare HR@10 before / after with a paired test, the shift of each
+  target's rank, and how much of each top-10 list stays.
 """
 
 from __future__ import annotations
@@ -99,6 +101,17 @@ def popularity_buckets(
             hr={m: estimate(r.per_pair[f"hr@{k}"][pairs]) for m, r in results.items()},
         ))
     return rows
+
+
+def quantile_bounds(train_counts: np.ndarray, targets: np.ndarray, parts: int = 3) -> list[int]:
+    """Bounds b₁ < … of training-mention counts so that each bucket [b_j, b_{j+1}) holds about 1/``parts`` of the
+    evaluated pairs: the j/parts quantiles of the counts of the pairs' ``targets``, rounded up, duplicates dropped
+    (a bucket can hold more than its share when many pairs share one count)."""
+    counts = np.asarray(train_counts)[np.asarray(targets)]
+    if len(counts) == 0:
+        return []
+    cuts = np.ceil(np.quantile(counts, [j / parts for j in range(1, parts)])).astype(np.int64)
+    return sorted({int(c) for c in cuts if c > 0})
 
 
 def buckets_table(rows: Sequence[BucketRow], k: int = 10) -> str:
@@ -204,19 +217,46 @@ def masking_probe(samples: Sequence[CRSSample], catalog: ItemCatalog, mode: str 
 
 @dataclass
 class ProbeResult:
-    """HR@k before and after rewriting the contexts, and the paired test of after − before over the pairs."""
+    """HR@k before and after rewriting the contexts, and the paired test of after − before over the pairs; the
+    shift of each target's rank (after − before; positive: the target fell) and the share of each sample's top-k
+    list that the rewrite leaves in it (ranks over every pair of the samples, nothing removed)."""
 
     before: CRSResult
     after: CRSResult
     test: PairedTest
     n_changed: int  # samples whose context the rewrite changed
     metric: str
+    rank_shift: Estimate  # over the pairs
+    median_rank: tuple[float, float]  # (before, after) over the pairs
+    overlap: Estimate  # |top-k before ∩ top-k after| / k, over the samples
 
     def as_dict(self) -> dict[str, object]:
         b, a = self.before.summary()[self.metric], self.after.summary()[self.metric]
         return {"metric": self.metric, "before": b.as_dict(), "after": a.as_dict(),
                 "delta": self.test.diff.as_dict(), "t_pvalue": self.test.t_pvalue,
-                "wilcoxon_pvalue": self.test.wilcoxon_pvalue, "changed_samples": self.n_changed}
+                "wilcoxon_pvalue": self.test.wilcoxon_pvalue, "changed_samples": self.n_changed,
+                "rank_shift": self.rank_shift.as_dict(), "median_rank_before": self.median_rank[0],
+                "median_rank_after": self.median_rank[1], "top_overlap": self.overlap.as_dict()}
+
+
+def target_ranks_and_tops(scorer: CRSScorer, samples: Sequence[CRSSample], k: int = 10, batch_size: int = 64
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """(rank of every (sample, target) pair in sample then target order, with ties counted by expectation:
+    1 + #higher + #other equal / 2; the top-k item indices of each sample (b, k))."""
+    import torch
+
+    ranks, tops = [], []
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start : start + batch_size]
+        with torch.no_grad():
+            scores = scorer(batch).float()
+        tops.append(torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.cpu().numpy())
+        for row, s in enumerate(batch):
+            target_scores = scores[row, s.targets]
+            higher = (scores[row][None, :] > target_scores[:, None]).sum(1)
+            equal = (scores[row][None, :] == target_scores[:, None]).sum(1) - 1
+            ranks.extend((1 + higher + equal / 2).tolist())
+    return np.asarray(ranks, dtype=np.float64), np.concatenate(tops) if tops else np.zeros((0, k), np.int64)
 
 
 def probe_delta(
@@ -240,4 +280,8 @@ def probe_delta(
     metric = f"hr@{k}"
     test = paired_test(before.per_pair[metric], after.per_pair[metric])
     changed = sum(a.context != b.context for a, b in zip(samples, probed, strict=True))
-    return ProbeResult(before, after, test, changed, metric)
+    rank_before, top_before = target_ranks_and_tops(scorer, samples, k, batch_size)
+    rank_after, top_after = target_ranks_and_tops(scorer, probed, k, batch_size)
+    overlap = np.array([len(set(a) & set(b)) / top_before.shape[1] for a, b in zip(top_before, top_after)])
+    return ProbeResult(before, after, test, changed, metric, estimate(rank_after - rank_before),
+                       (float(np.median(rank_before)), float(np.median(rank_after))), estimate(overlap))

@@ -71,7 +71,8 @@ def top_k(
     scores: torch.Tensor, k: int, priority: torch.Tensor, exclude: sp.csr_matrix | None = None
 ) -> torch.Tensor:
     """Indices (b, k) of the k best items per row, ties by ``priority``, ``exclude``d entries never returned
-    (unless a row has fewer than k other items; they then come last).
+    (unless a row has fewer than k other items; they then come last). ``scores`` is not modified; a NaN anywhere
+    in it is an error (a model that returns NaN is broken, even where the item is masked).
 
     Fast path: when a row's k + 1 best float32 scores are all distinct, no tie-break can change its top k or
     their order, so the float ``topk`` is the answer. Rows with a tie among them (and only those) are ranked
@@ -101,6 +102,17 @@ def top_k(
             keys[in_tied[entries[0][keep]], entries[1][keep]] = MASKED_KEY
         top[tied] = torch.topk(keys, k, dim=1).indices
     return top
+
+
+def hit_matrix(targets: sp.csr_matrix, users: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """(b, k) bool: whether ``top[r, j]`` is among the targets of ``users[r]`` (sorted-key lookup, no dense rows)."""
+    n_items = targets.shape[1]
+    rows = targets[users]
+    keys = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(rows.indptr)) * n_items + rows.indices
+    keys.sort()
+    wanted = np.arange(len(users), dtype=np.int64)[:, None] * n_items + top
+    at = np.searchsorted(keys, wanted).clip(max=max(len(keys) - 1, 0))
+    return keys[at] == wanted if len(keys) else np.zeros(top.shape, dtype=bool)
 
 
 def mask_matrix(data: SplitData, split: str, mask: Sequence[str] | None) -> tuple[sp.csr_matrix | None, tuple]:
@@ -169,8 +181,7 @@ def evaluate(
         if scores.shape != (len(batch), data.n_items):
             raise LmrecError(f"scorer returned shape {tuple(scores.shape)}, expected {(len(batch), data.n_items)}")
         top = top_k(scores, k_max, priority, None if exclude is None else exclude[batch]).cpu().numpy()
-        truth = targets[batch].toarray() > 0  # (b, n_items)
-        all_hits.append(np.take_along_axis(truth, top, axis=1))
+        all_hits.append(hit_matrix(targets, batch, top))
     hits = np.concatenate(all_hits) if all_hits else np.zeros((0, k_max), bool)
     hits = world.gather_rows(hits, len(candidates))
     n_targets = np.diff(targets.indptr)[candidates]

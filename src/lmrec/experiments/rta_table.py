@@ -32,7 +32,7 @@ from lmrec.data.conversations import CRSSample, training_mentions
 from lmrec.data.registry import load_dataset
 from lmrec.errors import LmrecError
 from lmrec.eval.crs import CRSResult
-from lmrec.eval.crs_analysis import buckets_table, popularity_buckets, probe_delta
+from lmrec.eval.crs_analysis import buckets_table, popularity_buckets, probe_delta, quantile_bounds
 from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import paired_test
 from lmrec.experiments.crs import crs_results
@@ -56,6 +56,7 @@ class Row:
     kind: str  # baseline | llm
     scorer: Scorer
     results: dict[str, CRSResult]
+    train_turns: int | None = None  # training turns it learned from (None: fitted without training turns)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -101,7 +102,8 @@ def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any
             run = fit(cls(**options), features.data, train if cls.trainable else None, features=source)
             n_turns = len(source.samples["train"]) if source else len(features.data.samples("train"))
             label = f"{name} ({n_turns} train turns)" if cls.trainable else name
-            rows.append(Row(label, "baseline", run.model.score, crs_results(run.model.score, features)))
+            rows.append(Row(label, "baseline", run.model.score, crs_results(run.model.score, features),
+                            n_turns if cls.trainable else None))
     return rows
 
 
@@ -123,7 +125,7 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
     out = folder / "reindex"
     cached_step(out, reindex_spec, lambda: fit("rta_reindex", data, train, features=features, out=out, resume=True,
                                                **options))
-    rows.append(_run_row(f"reindexed ({reindex.aggregator})", out, features))
+    rows.append(_run_row(f"reindexed ({reindex.aggregator})", out, features, len(features.samples["train"])))
     for name, adapt_options in settings.get("adapt", {}).items():
         adapt_options = dict(adapt_options)
         adapt_train = {"progress": False, **adapt_options.pop("train", {})}
@@ -131,15 +133,16 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         spec = {**reindex_spec, "adapt": adapt_options, "adapt_train": adapt_train}
         cached_step(run, spec, lambda run=run, o=adapt_options, t=adapt_train: fit(
             "rta_adapt", data, t, features=features, base=Run.load(out, data=data), out=run, resume=True, **o))
-        rows.append(_run_row(name, run, features))
+        rows.append(_run_row(name, run, features, len(features.samples["train"])))
     return rows
 
 
-def _run_row(name: str, run: Path, features: LLMFeatures) -> Row:
+def _run_row(name: str, run: Path, features: LLMFeatures, train_turns: int | None = None) -> Row:
     """A run folder's model, its metrics recomputed now (the same evaluation code as every other row)."""
     loaded = Run.load(run, data=features.data)
     generated_only = loaded.model.name == "zero_shot_llm"
-    return Row(name, "llm", loaded.model.score, crs_results(loaded.model.score, features, generated_only))
+    return Row(name, "llm", loaded.model.score, crs_results(loaded.model.score, features, generated_only),
+               train_turns)
 
 
 def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool = False) -> dict[str, Any]:
@@ -154,23 +157,31 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
     results = {r.name: r.results["test"] for r in rows if r.name != "zero-shot LLM"}  # every test turn
     counts = training_mentions(features.data.train, n_items)
     buckets = popularity_buckets(results, counts)
+    bounds = quantile_bounds(counts, next(iter(results.values())).pairs[:, 1])
+    quantile = popularity_buckets(results, counts, bounds) if len(bounds) == 2 else []
     probe = _probe(rows, features, {**PROBE_DEFAULTS, **settings.get("probe", {})})
+    generation = features.meta.get("splits", {}).get("test", {}).get("generation", {})
     table = {
         "dataset": dataset,
         "data_checksum": samples_checksum(features.samples),
         "turns": {split: len(s) for split, s in features.samples.items()},
         "loader_skipped": dict(features.data.skipped),
+        "empty_context_turns": {split: features.data.empty_context_turns(split) for split in features.samples},
         "generated_test_turns": len(features.generated_samples("test")),
+        "zero_shot_mapped_share": generation.get("mapped_share"),
         "catalog": n_items,
         "rows": {r.name: {"kind": r.kind, **{b: m for b, m in r.metrics.items() if b in ("valid", *BLOCKS)},
                           "distinct_top10": distinct_top_items(r.scorer, test) if r.name in results else None}
                  for r in rows},
         "best_vs_best": _best_vs_best(rows, results),
+        "matched_vs_best": _best_vs_best(rows, results, matched=True),
         "buckets": [b.as_dict() for b in buckets],
+        "buckets_quantile": [b.as_dict() for b in quantile],
         "probe": probe,
     }
     write_json(folder / "table.json", table)
-    atomic_write(folder / "table.md", lambda f: f.write(markdown(table, buckets_table(buckets))))
+    atomic_write(folder / "table.md", lambda f: f.write(markdown(table, buckets_table(buckets),
+                                                                 buckets_table(quantile) if quantile else "")))
     plot_buckets(table, folder / "buckets.png")
     return table
 
@@ -193,13 +204,17 @@ def samples_checksum(samples: Mapping[str, Sequence[CRSSample]]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _best_vs_best(rows: Sequence[Row], results: Mapping[str, CRSResult]) -> dict[str, Any] | None:
-    """The LLM row and the baseline row with the best VALIDATION HR@10, paired on test HR@10 (LLM − baseline)."""
-    def best(kind: str) -> Row | None:
-        scored = [r for r in rows if r.kind == kind and r.name in results and "valid" in r.results]
+def _best_vs_best(rows: Sequence[Row], results: Mapping[str, CRSResult], matched: bool = False
+                  ) -> dict[str, Any] | None:
+    """The LLM row and the baseline row with the best VALIDATION HR@10, paired on test HR@10 (LLM − baseline).
+    ``matched``: only baselines trained on as many training turns as the LLM rows (the same prepared turns)."""
+    def best(kind: str, turns: int | None = None) -> Row | None:
+        scored = [r for r in rows if r.kind == kind and r.name in results and "valid" in r.results
+                  and (turns is None or r.train_turns == turns)]
         return max(scored, key=lambda r: float(r.results["valid"].per_pair["hr@10"].mean()), default=None)
 
-    llm, base = best("llm"), best("baseline")
+    llm = best("llm")
+    base = best("baseline", llm.train_turns if matched and llm is not None else None)
     if llm is None or base is None:
         return None
     test = paired_test(results[base.name].per_pair["hr@10"], results[llm.name].per_pair["hr@10"])
@@ -230,7 +245,7 @@ def _cell(block: Mapping[str, Any] | None, metric: str) -> str:
     return estimate_cell(block[metric])
 
 
-def markdown(table: Mapping[str, Any], buckets_md: str) -> str:
+def markdown(table: Mapping[str, Any], buckets_md: str, quantile_md: str = "") -> str:
     turns = table["turns"]
     first = next(row for name, row in table["rows"].items() if name != "zero-shot LLM")
     lines = [
@@ -238,7 +253,11 @@ def markdown(table: Mapping[str, Any], buckets_md: str) -> str:
         + ", ".join(f"{k} {v}" for k, v in turns.items())
         + f"; the LLM generated for {table['generated_test_turns']} test turns. Full ranking, ties by expectation, "
           "mean ± SE over (turn, target) pairs. The loader skipped: "
-        + (", ".join(f"{n} {reason}" for reason, n in table.get("loader_skipped", {}).items()) or "nothing") + ".",
+        + (", ".join(f"{n} {reason}" for reason, n in table.get("loader_skipped", {}).items()) or "nothing") + ". "
+        + "Recommendations that open a conversation (nothing to condition on) are not turns: "
+        + (", ".join(f"{split} {n}" for split, n in table.get("empty_context_turns", {}).items()) or "none") + "."
+        + ("" if table.get("zero_shot_mapped_share") is None else
+           f" {100 * table['zero_shot_mapped_share']:.1f}% of the titles the zero-shot LLM wrote map to a catalog item."),
         "",
         f"| model | HR@10 ({first['test']['hr@10']['n']} pairs) | NDCG@10 | HR@50 | HR@10 new, mentioned removed "
         f"| HR@10 on the generated turns | distinct items in the top-10 lists |",
@@ -250,21 +269,29 @@ def markdown(table: Mapping[str, Any], buckets_md: str) -> str:
         lines.append(f"| {name} | {_cell(test, 'hr@10')} | {_cell(test, 'ndcg@10')} | {_cell(test, 'hr@50')} | "
                      f"{_cell(row.get('test_new') if test else None, 'hr@10')} | {_cell(generated, 'hr@10')} | "
                      f"{row.get('distinct_top10') or '–'} |")
-    best = table.get("best_vs_best")
-    if best:
-        lines += ["", f"Best LLM row on validation ({best['llm']}) − best baseline on validation ({best['baseline']}),"
-                      f" test HR@10: {estimate_cell(best['diff'], signed=True)} "
-                      f"(paired t p = {best['t_pvalue']:.2g}, Wilcoxon p = {best['wilcoxon_pvalue']:.2g})."]
+    for key, what in (("matched_vs_best", "trained on the same turns"), ("best_vs_best", "of all")):
+        best = table.get(key)
+        if best:
+            lines += ["", f"Best LLM row on validation ({best['llm']}) − best baseline {what} on validation "
+                          f"({best['baseline']}), test HR@10: {estimate_cell(best['diff'], signed=True)} "
+                          f"(paired t p = {best['t_pvalue']:.2g}, Wilcoxon p = {best['wilcoxon_pvalue']:.2g})."]
     lines += ["", "Popularity buckets (training mentions), HR@10 on the test pairs whose target is in the bucket:", "",
               buckets_md]
+    if quantile_md:
+        lines += ["", "The same with bucket bounds at the terciles of the test targets' training mentions (about a "
+                      "third of the test pairs each):", "", quantile_md]
     if table["probe"]:
         lines += ["", "Masking probe: the mentioned titles in the context masked or replaced by random titles "
-                      "(item lists unchanged); HR@10 after − before, paired over pairs:", "",
-                  "| model | rewrite | turns | HR@10 before | after | Δ | p (t) |", "|---|---|---|---|---|---|---|"]
+                      "(item lists unchanged); HR@10 after − before, paired over pairs; the target's rank after − "
+                      "before (positive: it fell); the share of each top-10 list that stays:", "",
+                  "| model | rewrite | turns (contexts changed) | HR@10 before | after | Δ | p (t) | Δ rank | "
+                  "median rank before → after | top-10 kept |", "|---|---|---|---|---|---|---|---|---|---|"]
         for p in table["probe"]:
-            lines.append(f"| {p['model']} | {p['mode']} | {p['samples']} | {p['before']['mean']:.4f} | "
-                         f"{p['after']['mean']:.4f} | {estimate_cell(p['delta'], signed=True)} | "
-                         f"{p['t_pvalue']:.2g} |")
+            lines.append(f"| {p['model']} | {p['mode']} | {p['samples']} ({p['changed_samples']}) | "
+                         f"{p['before']['mean']:.4f} | {p['after']['mean']:.4f} | "
+                         f"{estimate_cell(p['delta'], signed=True)} | {p['t_pvalue']:.2g} | "
+                         f"{estimate_cell(p['rank_shift'], signed=True)} | {p['median_rank_before']:.0f} → "
+                         f"{p['median_rank_after']:.0f} | {estimate_cell(p['top_overlap'])} |")
     return "\n".join(lines) + "\n"
 
 

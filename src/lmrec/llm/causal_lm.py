@@ -83,6 +83,7 @@ class CausalLM:
         dtype = str(model.dtype).removeprefix("torch.")
         name = getattr(model.config, "_name_or_path", "") or "model"
         self.identity = identity or f"causal-lm:{name}:dtype={dtype}"
+        self.last_encoding: dict[str, int] = {}  # tokens of the last encode_contexts call, and how many were run
 
     @classmethod
     def load(
@@ -211,6 +212,50 @@ class CausalLM:
                 out[torch.as_tensor(rows)] = hidden[:, -1].float().cpu()
         return out
 
+    def encode_sequential(
+        self, texts: Sequence[str], max_length: int | None = 512, progress: bool = False
+    ) -> tuple[torch.Tensor, dict[str, int]]:
+        """:meth:`encode_texts` for texts that share beginnings (one prompt template; the turns of a conversation in
+        order, each context extending the last), one text at a time with the KV cache kept between them: a text's
+        longest common token prefix with the previous text is not recomputed (at least its last token is). The
+        vectors are those of :meth:`encode_texts` up to float rounding (attention over cached keys; no padding).
+        A text cut by ``max_length`` shares no prefix with a longer one and is computed whole.
+
+        Returns (float32 ``(len(texts), hidden)``, ``{"tokens": tokens of all texts, "computed": tokens run}``).
+        """
+        from transformers import DynamicCache
+
+        texts = list(texts)
+        out = torch.empty((len(texts), self.hidden_size), dtype=torch.float32)
+        stats = {"tokens": 0, "computed": 0}
+        if not texts:
+            return out, stats
+        base, device = self.model.base_model, self.device
+        cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        cache: Any = None
+        previous: list[int] = []
+        rows: Any = enumerate(self._ids(texts, max_length))
+        if progress:
+            from tqdm.auto import tqdm
+
+            rows = tqdm(rows, total=len(texts), desc="encoding contexts (KV reuse)", unit="text")
+        with torch.inference_mode():
+            for row, ids in rows:
+                common = min(_common_prefix(previous, ids), len(ids) - 1)
+                if cache is None or common == 0:
+                    cache, common = DynamicCache(config=self.model.config), 0
+                else:
+                    cache.crop(common - cache.get_seq_length())  # keep the shared prefix's keys and values
+                new = torch.tensor([ids[common:]], dtype=torch.long, device=device)
+                positions = torch.arange(common, len(ids), device=device)[None]
+                hidden = base(input_ids=new, position_ids=positions, use_cache=True, **{cache_arg: cache},
+                              attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=device))
+                out[row] = hidden.last_hidden_state[0, -1].float().cpu()
+                previous = ids
+                stats["tokens"] += len(ids)
+                stats["computed"] += len(ids) - common
+        return out, stats
+
     def encode_contexts(
         self,
         contexts: Sequence[str],
@@ -221,6 +266,7 @@ class CausalLM:
         cache: EmbeddingCache | None = None,
         n_items: int = 20,
         domain: str = "movie",
+        reuse_kv: bool = False,
     ) -> torch.Tensor:
         """RTA's context encoding q, float32 ``(len(contexts), hidden)``.
 
@@ -228,15 +274,19 @@ class CausalLM:
         token of ``prompt(context) + "1."``; with ``completions`` (the model's answers), of the prompt plus the
         completion cut right after its first "1." (the official tools/3_context_encoding.py). See ``encode_texts``
         for padding and truncation. ``cache``: an ``lmrec.text.EmbeddingCache``; vectors are stored per (identity +
-        max_length, input text) and only missing texts are encoded.
+        max_length, input text) and only missing texts are encoded. ``reuse_kv``: encode with
+        :meth:`encode_sequential` (give the contexts in conversation order); ``self.last_encoding`` then says how many
+        tokens were computed of how many.
         """
-        texts = self.encoding_texts(contexts, completions, n_items=n_items, domain=domain)
-        if cache is None:
-            return self.encode_texts(texts, batch_size=batch_size, max_length=max_length, progress=progress)
         from lmrec.text.cache import CachedEncoder
 
-        encoder = _TextEncoderView(self, max_length)
-        vectors = CachedEncoder(encoder, cache).encode(texts, batch_size=batch_size, progress=progress)
+        texts = self.encoding_texts(contexts, completions, n_items=n_items, domain=domain)
+        encoder = _TextEncoderView(self, max_length, reuse_kv)
+        if cache is None:
+            vectors = encoder.encode(texts, batch_size=batch_size, progress=progress)
+        else:
+            vectors = CachedEncoder(encoder, cache).encode(texts, batch_size=batch_size, progress=progress)
+        self.last_encoding = dict(encoder.stats)
         return torch.from_numpy(vectors)
 
     # -------------------------------------------------------------------------------------- items as tokens
@@ -340,14 +390,34 @@ class CausalLM:
         return out
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token id lists."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    x, y = np.asarray(a[:n]), np.asarray(b[:n])
+    differ = np.flatnonzero(x != y)
+    return int(differ[0]) if len(differ) else n
+
+
 class _TextEncoderView:
     """``lmrec.text.TextEncoder`` over ``CausalLM.encode_texts`` (numpy out), so the embedding cache can wrap it."""
 
-    def __init__(self, lm: CausalLM, max_length: int | None):
+    def __init__(self, lm: CausalLM, max_length: int | None, reuse_kv: bool = False):
         self.lm = lm
         self.max_length = max_length
+        self.reuse_kv = reuse_kv
+        # one identity for both ways: they give the same vectors up to float rounding (tested)
         self.identity = f"{lm.identity}:last-token:max_length={max_length}"
         self.dim = lm.hidden_size
+        self.stats = {"tokens": 0, "computed": 0}
 
     def encode(self, texts: Sequence[str], batch_size: int = 8, progress: bool = False) -> np.ndarray:
+        if self.reuse_kv:
+            vectors, stats = self.lm.encode_sequential(texts, max_length=self.max_length, progress=progress)
+            for key, value in stats.items():
+                self.stats[key] += value
+            return vectors.numpy()
+        n_tokens = sum(len(ids) for ids in self.lm._ids(texts, self.max_length))
+        self.stats = {"tokens": self.stats["tokens"] + n_tokens, "computed": self.stats["computed"] + n_tokens}
         return self.lm.encode_texts(texts, batch_size=batch_size, max_length=self.max_length, progress=progress).numpy()

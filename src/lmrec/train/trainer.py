@@ -131,6 +131,9 @@ class TorchTrainable(Protocol):
     Optional: ``extra_state() -> dict[str, Tensor]`` / ``load_extra_state(dict)`` for training state outside the
     parameters (e.g. a private random generator), saved in checkpoints.
 
+    ``param_groups(lr) -> list[dict]`` (optional): torch optimizer parameter groups, for parameters that learn at
+    their own rate (the others take ``lr``).
+
     Data-parallel training (:mod:`.distributed`) needs ``supports_distributed = True`` and a ``loss`` that is a
     mean over the batch's rows; terms over the whole batch go in ``loss_parts(rows, whole) -> (mean over rows,
     whole-batch terms)``, and ``row_fields`` names the batch fields that are per row when some are not.
@@ -191,7 +194,9 @@ class Trainer:
         rng = np.random.default_rng(cfg.seed)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-        optimizer = optimizer_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        groups = getattr(model, "param_groups", None)  # per-parameter learning rates, where a model has them
+        optimizer = optimizer_class(groups(cfg.lr) if groups is not None else params, lr=cfg.lr,
+                                    weight_decay=cfg.weight_decay)
         log = TrainLog()
         best_state: dict[str, Any] | None = None
         bad_evals, first_epoch, elapsed, finished = 0, 1, 0.0, False

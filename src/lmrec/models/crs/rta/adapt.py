@@ -24,6 +24,11 @@ Learning rates: 1e-4 for the bias variants, 1e-3 for gating (the official grids)
 Scale: SmolLM2's q has norm ≈ 48, so q·e can be far larger than a FISM/SASRec logit (≈ 0.01 at init); the official
 code trains the raw dot product. ``llm_scale="learned"`` multiplies s by a learned λ = exp(t), t init 0 (so the
 starting scores are unchanged): the gate can then balance the two sources without driving σ(c) to an extreme.
+``llm_scale="standardized"`` (a balanced start; not in the paper) is the same learned λ with t init −log std(q·e) over
+the training turns, so the LLM's logits start with unit spread and σ(c) = 0.5 weighs two sources of like scale.
+
+Learning rates (not in the paper): ``head_lr`` gives the few adapt parameters (b, w, the gate c, λ) a rate of their
+own, e.g. 1e-2 with 1e-3 for the recsys, so they move within a short budget; None: one rate for all (the official).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import NonNegativeInt, PositiveInt
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
 from lmrec.data.conversations import CRSData, CRSSample
@@ -61,7 +66,8 @@ class AdaptConfig(ModelConfig):
 
     variant: Literal["none", "b", "gW", "gW+b", "gate-fism", "gate-sasrec"] = "gW+b"
     freeze_aggregator: bool = True
-    llm_scale: Literal["none", "learned"] = "none"
+    llm_scale: Literal["none", "learned", "standardized"] = "none"
+    head_lr: PositiveFloat | None = None  # learning rate of b, w, the gate and λ (None: the training lr)
     n_negatives: PositiveInt | None = 1000  # None: full softmax over the catalog
     recsys_dim: PositiveInt = 64
     max_history: NonNegativeInt = MAX_HISTORY
@@ -88,7 +94,7 @@ class AdaptModule(nn.Module):
     """``forward(q (b, d), history (b, L)) -> (b, n_items)`` logits; see the module docstring."""
 
     def __init__(self, indexer: ItemIndexer, variant: str = "gW+b", freeze_aggregator: bool = True,
-                 recsys: nn.Module | None = None, llm_scale: str = "none"):
+                 recsys: nn.Module | None = None, llm_scale: str = "none", head_lr: float | None = None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown adapt variant {variant!r}: expected one of {', '.join(VARIANTS)}")
@@ -106,9 +112,24 @@ class AdaptModule(nn.Module):
             self.frozen_table = None
         self.bias = nn.Parameter(torch.zeros(n)) if variant in ("b", "gW+b") else None
         self.weight = nn.Parameter(torch.ones(n)) if variant in ("gW", "gW+b") else None
-        self.log_scale = nn.Parameter(torch.zeros(())) if llm_scale == "learned" else None
+        self.log_scale = nn.Parameter(torch.zeros(())) if llm_scale in ("learned", "standardized") else None
         self.gate = nn.Parameter(torch.zeros(())) if recsys is not None else None
         self.recsys = recsys
+        self.head_lr = head_lr
+
+    def head(self) -> list[nn.Parameter]:
+        """The adapt parameters proper: b, w, the gate c and λ (those present)."""
+        return [p for p in (self.bias, self.weight, self.gate, self.log_scale) if p is not None]
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer groups: the head at ``head_lr`` (when set), everything else trainable at ``lr``."""
+        head = {id(p) for p in self.head()}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in head]
+        groups = [{"params": rest, "lr": lr}] if rest else []
+        head_params = [p for p in self.head() if p.requires_grad]
+        if head_params:
+            groups.append({"params": head_params, "lr": self.head_lr if self.head_lr is not None else lr})
+        return groups
 
     def item_table(self) -> torch.Tensor:
         return self.frozen_table if self.frozen_table is not None else self.indexer.embed()
@@ -161,7 +182,8 @@ class RTAAdapt(CRSRecommender):
         torch.manual_seed(seed)
         recsys = build_recsys(c.variant.removeprefix("gate-"), indexer.n_items, c.recsys_dim, c.max_history) \
             if c.variant in GATE_VARIANTS else None
-        self.module = AdaptModule(indexer, c.variant, c.freeze_aggregator, recsys, c.llm_scale).to(self.device)
+        self.module = AdaptModule(indexer, c.variant, c.freeze_aggregator, recsys, c.llm_scale,
+                                  c.head_lr).to(self.device)
         self.n_items = indexer.n_items
 
     def inputs(self, samples: Sequence[CRSSample]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,6 +205,11 @@ class RTAAdapt(CRSRecommender):
         if not any(p.requires_grad for p in self.module.parameters()):
             self.log = TrainLog(stopped="nothing to train (variant 'none' with a frozen aggregator)")
             return self.log
+        if self.config.llm_scale == "standardized":
+            with torch.no_grad():
+                turns = features.samples["train"][:1024]
+                spread = self.module.llm_logits(self.q(turns)).std()
+                self.module.log_scale.fill_(-float(torch.log(spread.clamp(min=1e-12))))
         self.log = fit_crs_module(self.module, self.inputs, features.samples["train"], features.samples.get("valid", []),
                                   self.n_items, cfg, self.config.n_negatives, folder, resume,
                                   name=f"rta_adapt {self.config.variant}")

@@ -44,7 +44,7 @@ from lmrec.io import atomic_write, write_json
 from lmrec.settings import settings
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict
 
-__all__ = ["SPLITS", "ContextFeatures", "GenerationRecord", "LLMFeatures", "PrepareConfig", "TitleTokens",
+__all__ = ["SPLITS", "ContextFeatures", "GenerationRecord", "LLMFeatures", "PrepareConfig", "TitleTokens", "generation_settings",
            "context_features", "generation_key", "load_features", "map_completion", "prepare_config",
            "prepare_dataset", "prepare_features", "subsample", "title_tokens"]
 
@@ -70,6 +70,7 @@ class PrepareConfig:
     seed: int = 2024
     q_mode: Literal["prefix", "completion"] = "prefix"  # "prefix": prompt + "1."; "completion": + own answer (official)
     max_length: PositiveInt = 512  # tokens kept (the last ones) of an encoded prompt
+    reuse_kv: bool = True  # encode turns in conversation order keeping the LLM's KV cache (same q up to rounding)
     encode_batch_size: PositiveInt = 8
     generate_batch_size: PositiveInt = 16
     max_new_tokens: PositiveInt = 160
@@ -78,6 +79,9 @@ class PrepareConfig:
     max_title_tokens: PositiveInt = 32
     domain: str = "movie"
     device: Literal["cpu", "cuda", "mps"] = "cpu"  # where the LLM runs (the q vectors do not depend on it)
+    # self-supervised item prompts (not in the paper): q of this one-line context for every catalog item, a training
+    # turn labelled with that item, so items no conversation mentions get a signal; None: none are made
+    item_prompt: str | None = None  # e.g. "User: I want to watch {title}."
 
 
 @dataclass
@@ -94,6 +98,7 @@ class GenerationRecord:
     n_mapped: int
     conv_id: str = ""
     turn_id: int = -1
+    settings: str = ""  # generation_settings(...) of the settings that made it ("" in files of older versions)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> GenerationRecord:
@@ -139,6 +144,13 @@ def subsample(n: int, max_samples: int | None, seed: int) -> np.ndarray:
 def generation_key(identity: str, max_new_tokens: int, answer_prefix: str, prompt: str) -> str:
     text = f"{identity}\x00{max_new_tokens}\x00{answer_prefix}\x00{prompt}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def generation_settings(identity: str, cfg: PrepareConfig) -> str:
+    """The settings a generation depends on, as one string stored with each record: the LLM, the answer length and
+    prefix, the number of titles asked for and the domain (the prompt's words)."""
+    return json.dumps({"llm": identity, "max_new_tokens": cfg.max_new_tokens, "answer_prefix": cfg.answer_prefix,
+                       "n_titles": cfg.n_titles, "domain": cfg.domain}, sort_keys=True)
 
 
 def map_completion(completion: str, matcher: Any, n_titles: int = 20) -> tuple[list[str], list[int], int]:
@@ -198,11 +210,18 @@ class LLMFeatures:
                     raise LmrecError(f"{self.folder}: the {split} samples changed since prepare "
                                      f"(expected turn {conv}/{turn}, found {s.conv_id}/{s.turn_id}); run prepare again")
             self.samples[split], self.q[split] = kept, entry["q"]
+        self.item_prompt: str | None = payload.get("item_prompt")
+        self.item_prompt_q: torch.Tensor | None = payload.get("item_prompt_q")
+        # only the records made with this folder's settings: a generations file keeps those of earlier settings too
+        wanted = generation_settings(self.identity, prepare_config(meta))
         self.generations: dict[str, dict[str, GenerationRecord]] = {}
+        self.other_generations: dict[str, int] = {}  # records of other settings, left out
         for split in SPLITS:
             path = self.folder / f"generations-{split}.jsonl"
             if path.exists():
-                self.generations[split] = {r.context: r for r in _read_records(path).values()}
+                records = list(_read_records(path).values())
+                self.generations[split] = {r.context: r for r in records if r.settings == wanted}
+                self.other_generations[split] = sum(r.settings != wanted for r in records)
 
     @property
     def dim(self) -> int:
@@ -213,8 +232,20 @@ class LLMFeatures:
         return len(self.data.catalog)
 
     def q_table(self) -> dict[str, torch.Tensor]:
-        """context -> q over every prepared split."""
-        return {s.context: row for split in self.samples for s, row in zip(self.samples[split], self.q[split])}
+        """context -> q over every prepared split (and the item prompts, when prepared)."""
+        table = {s.context: row for split in self.samples for s, row in zip(self.samples[split], self.q[split])}
+        if self.item_prompt_q is not None:
+            table.update(zip((s.context for s in self.item_prompt_samples()), self.item_prompt_q))
+        return table
+
+    def item_prompt_samples(self) -> list[CRSSample]:
+        """One self-supervised training turn per catalog item: context = the item prompt with its title, label =
+        the item (conv_id ``"item-prompt"``, turn_id = the item). Prepare with ``item_prompt`` to have them."""
+        if self.item_prompt is None or self.item_prompt_q is None:
+            raise LmrecError(f"{self.folder}: no item prompts; prepare with item_prompt, e.g. "
+                             "'User: I want to watch {title}.'")
+        return [CRSSample("item-prompt", i, self.item_prompt.format(title=title), [], [i], [True])
+                for i, title in enumerate(self.data.catalog.titles)]
 
     def completions(self) -> dict[str, str]:
         """context -> generated completion over every generated split."""
@@ -256,18 +287,22 @@ FEATURES_FILE = "features.safetensors"
 
 def _save_payload(path: Path, payload: Mapping[str, Any]) -> None:
     tensors = {name: payload[name] for name in ("title_ids", "title_lengths", "token_table", "vocab")}
+    if payload.get("item_prompt_q") is not None:
+        tensors["item_prompts.q"] = payload["item_prompt_q"]
     keys = {}
     for split, entry in payload["splits"].items():
         tensors[f"splits.{split}.indices"] = entry["indices"]
         tensors[f"splits.{split}.q"] = entry["q"]
         keys[split] = [list(k) for k in entry["keys"]]
-    save_tensors(path, tensor_dict(tensors), {"identity": payload["identity"], "keys": keys})
+    save_tensors(path, tensor_dict(tensors), {"identity": payload["identity"], "keys": keys,
+                                              "item_prompt": payload.get("item_prompt")})
 
 
 def _load_payload(path: Path) -> dict[str, Any]:
     tensors, meta = load_tensors(path)
     payload: dict[str, Any] = {name: tensors[name] for name in ("title_ids", "title_lengths", "token_table", "vocab")}
     payload["identity"] = meta["identity"]
+    payload["item_prompt"], payload["item_prompt_q"] = meta.get("item_prompt"), tensors.get("item_prompts.q")
     payload["splits"] = {split: {"indices": tensors[f"splits.{split}.indices"], "q": tensors[f"splits.{split}.q"],
                                  "keys": [tuple(k) for k in keys]} for split, keys in meta["keys"].items()}
     return payload
@@ -332,27 +367,43 @@ def prepare_features(
             raise LmrecError(f"q_mode='completion' needs generations for split {split!r}")
         start = time.perf_counter()
         parts = [torch.empty(0, lm.hidden_size)]
+        tokens = {"tokens": 0, "computed": 0}
         for lo in range(0, len(kept), ENCODE_CHUNK):  # chunks reach the cache as they finish: a rerun resumes
-            contexts = [s.context for s in kept[lo : lo + ENCODE_CHUNK]]
+            contexts = [s.context for s in kept[lo : lo + ENCODE_CHUNK]]  # dataset order: conversations, turns
             answers = None if completions is None else completions[lo : lo + ENCODE_CHUNK]
             parts.append(lm.encode_contexts(contexts, batch_size=cfg.encode_batch_size, max_length=cfg.max_length,
-                                            completions=answers, cache=cache, domain=cfg.domain, n_items=cfg.n_titles))
+                                            completions=answers, cache=cache, domain=cfg.domain, n_items=cfg.n_titles,
+                                            reuse_kv=cfg.reuse_kv))
+            for key in tokens:
+                tokens[key] += lm.last_encoding.get(key, 0)
             if progress and len(kept) > ENCODE_CHUNK:
                 log(f"  encoded {min(lo + ENCODE_CHUNK, len(kept))}/{len(kept)} {split} turns "
                     f"({time.perf_counter() - start:.0f} s)")
         q = torch.cat(parts)
         seconds = time.perf_counter() - start
         info["encoding"] = {"seconds": seconds, "seconds_per_sample": seconds / max(len(kept), 1),
-                            "note": "includes cache hits (0 s each)"}
+                            "note": "includes cache hits (0 s each)", "reuse_kv": cfg.reuse_kv,
+                            "tokens": tokens["tokens"], "tokens_computed": tokens["computed"]}
         log(f"{split}: {len(kept)}/{len(samples)} turns; q {tuple(q.shape)} in {seconds:.1f} s")
         splits[split] = {"indices": torch.as_tensor(keep, dtype=torch.long), "q": q.float().contiguous(),
                          "keys": [(s.conv_id, s.turn_id) for s in kept]}
         meta["splits"][split] = info
+    item_prompt_q = None
+    if cfg.item_prompt is not None:
+        start = time.perf_counter()
+        contexts = [cfg.item_prompt.format(title=title) for title in data.catalog.titles]
+        item_prompt_q = lm.encode_contexts(contexts, batch_size=cfg.encode_batch_size, max_length=cfg.max_length,
+                                           cache=cache, domain=cfg.domain, n_items=cfg.n_titles,
+                                           reuse_kv=cfg.reuse_kv).float().contiguous()
+        meta["item_prompts"] = {"template": cfg.item_prompt, "items": len(contexts),
+                                "seconds": time.perf_counter() - start}
+        log(f"item prompts: {len(contexts)} in {meta['item_prompts']['seconds']:.1f} s")
     tokens = title_tokens(lm, data.catalog.titles, cfg.max_title_tokens)
     meta["titles"] = {"items": len(data.catalog), "mean_tokens": float(tokens.lengths.float().mean()),
                       "max_tokens": int(tokens.lengths.max()), "vocab_rows": len(tokens.vocab)}
     payload = {"identity": lm.identity, "splits": splits, "title_ids": tokens.ids, "title_lengths": tokens.lengths,
-               "token_table": tokens.table, "vocab": tokens.vocab}
+               "token_table": tokens.table, "vocab": tokens.vocab, "item_prompt": cfg.item_prompt,
+               "item_prompt_q": item_prompt_q}
     _save_payload(folder / FEATURES_FILE, payload)
     write_json(folder / "prepare.json", meta)
     return LLMFeatures(folder, data, payload, meta)
@@ -388,6 +439,10 @@ def _generate(
     cached = _read_records(path)
     prompts = [lm.prompt(s.context, n_items=cfg.n_titles, domain=cfg.domain) for s in samples]
     keys = [generation_key(lm.identity, cfg.max_new_tokens, cfg.answer_prefix, p) for p in prompts]
+    settings = generation_settings(lm.identity, cfg)
+    for key in keys:  # the key hashes these settings and the prompt: a cached record of it was made with them
+        if key in cached:
+            cached[key].settings = settings
     todo = [i for i, key in enumerate(keys) if key not in cached]
     chunk = max(cfg.generate_batch_size, 1)
     seconds = 0.0
@@ -402,11 +457,13 @@ def _generate(
             titles, items, n_mapped = map_completion(text, matcher, cfg.n_titles)
             s = samples[i]
             cached[keys[i]] = GenerationRecord(keys[i], s.context, text, titles, items, len(titles), n_mapped,
-                                               s.conv_id, s.turn_id)
+                                               s.conv_id, s.turn_id, settings)
         _write_records(path, list(cached.values()))
         if progress:
             done = start + len(rows)
             log(f"  generated {done}/{len(todo)} {split} turns ({seconds / done:.1f} s/turn)")
+    if not todo and samples:
+        _write_records(path, list(cached.values()))  # the settings now stored with reused records
     records = {samples[i].context: cached[key] for i, key in enumerate(keys)}
     n_titles = sum(r.n_titles for r in records.values())
     n_mapped = sum(r.n_mapped for r in records.values())
@@ -492,7 +549,7 @@ class ContextFeatures:
             cache = None if self.cache is False else self.cache if self.cache is not None else EmbeddingCache()
             vectors = self.lm.encode_contexts(missing, batch_size=cfg.encode_batch_size, max_length=cfg.max_length,
                                               completions=completions, cache=cache, domain=cfg.domain,
-                                              n_items=cfg.n_titles)
+                                              n_items=cfg.n_titles, reuse_kv=cfg.reuse_kv)
             self.q_table.update(zip(missing, vectors.float()))
         return torch.stack([self.q_table[c] for c in contexts]) if contexts else torch.empty(0, 0)
 

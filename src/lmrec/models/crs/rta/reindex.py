@@ -54,6 +54,7 @@ class ReindexConfig(ModelConfig):
     n_negatives: PositiveInt = 1000
     filter_collisions: bool = True
     max_title_tokens: PositiveInt = 32
+    item_prompts: bool = False  # also train on the prepared self-supervised item prompts (not in the paper)
 
 
 #: the official reindex schedule; ``patience`` counts evaluations (official: 100 with 200 epochs, i.e. none)
@@ -242,6 +243,8 @@ class RTAReindex(CRSRecommender):
         c = self.config
         labels = {split: features.llm_label_samples(split, c.top_k, c.label_source) if split in features.samples
                   else [] for split in ("train", "valid")}
+        if c.item_prompts:
+            labels["train"] += features.item_prompt_samples()
         self.log = train_reindex(self.indexer, self.context.q, labels["train"], labels["valid"], c, cfg, folder,
                                  resume)
         self.table = self.indexer.item_table()
