@@ -237,3 +237,17 @@ def test_compare_with_two_jobs_gives_the_same_table(tmp_path):
     two = run_comparison(["pop", "mf", "lightgcn"], [folder], tmp_path / "two", train, focus=None, jobs=2)
     strip = lambda r: {m: {k: v for k, v in row.items() if k != "fit_seconds"} for m, row in r[folder]["models"].items()}  # noqa: E731
     assert strip(one) == strip(two)
+
+
+def test_reindex_variants_update_the_base_reindex_settings():
+    from lmrec.experiments.rta_table import reindex_variants
+
+    settings = {"reindex": {"aggregator": "gru", "train": {"lr": 1e-3, "epochs": 60}},
+                "reindex_variants": {"+ item prompts": {"item_prompts": True, "train": {"epochs": 80}}}}
+    variants = reindex_variants(settings)
+    assert variants[""] == settings["reindex"]
+    assert variants["+ item prompts"] == {"aggregator": "gru", "item_prompts": True,
+                                          "train": {"lr": 1e-3, "epochs": 80}}
+    config = {"dataset": "inspired", **settings, "reindex_variants": {"bad": {"aggregator": "lstm"}}}
+    with pytest.raises(LmrecError, match=r"\[run.reindex_variants\] 'bad'.*aggregator"):
+        reproduce.validate_settings("crs", config)

@@ -80,7 +80,8 @@ SETTINGS = {
     "zeroshot": ({"transfers"}, {"train", "set", "lightgcn", "seed"}),
     "intention": ({"run"}, {"alpha", "alphas", "n_users", "seed"}),
     "convergence": ({"runs"}, set()),
-    "crs": ({"dataset", "reindex"}, {"prepare", "baselines", "baseline_train", "zero_shot", "adapt", "probe"}),
+    "crs": ({"dataset", "reindex"}, {"prepare", "baselines", "baseline_train", "zero_shot", "reindex_variants",
+                                     "adapt", "probe"}),
 }
 
 
@@ -124,7 +125,10 @@ def validate_settings(experiment: str, s: Mapping[str, Any]) -> None:
         from lmrec.models.crs.rta.features import PrepareConfig
 
         sections.append(("[run.prepare]", PrepareConfig, s.get("prepare", {})))
-        models = [("[run.reindex]", "rta_reindex", s["reindex"])]
+        from lmrec.experiments.rta_table import reindex_variants
+
+        models = [(f"[run.reindex_variants] {name!r}" if name else "[run.reindex]", "rta_reindex", options)
+                  for name, options in reindex_variants(s).items()]
         models += [(f"[run.adapt] {name!r}", "rta_adapt", o) for name, o in s.get("adapt", {}).items()]
         models += [(f"[run.baselines] {name!r}", o.get("model", name), o) for name, o in s.get("baselines", {}).items()]
         for where, model, options in models:

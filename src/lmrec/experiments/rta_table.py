@@ -11,7 +11,8 @@ Steps whose ``spec.json`` equals the requested settings are reused; a folder wit
 naming it (see :func:`lmrec.experiments.steps.cached_step`). The classic baselines are cheap and refit every time.
 Rows: the baselines (popularity, FISM, SASRec trained on ALL training turns and, with ``baseline_train =
 "both"``, also on the prepared subsample the LLM models learn from, plus the dense retriever), the zero-shot LLM,
-the reindexed LLM and each adapt variant. Test blocks: all prepared test pairs; new targets only with the
+the reindexed LLM (and each of ``reindex_variants``: options over ``reindex``, e.g. ``{"+ item prompts" =
+{item_prompts = true}}``) and each adapt variant, built on the reindex row with the best VALIDATION HR@10. Test blocks: all prepared test pairs; new targets only with the
 mentioned items removed; the subsample the LLM generated for (where the zero-shot LLM is scored, paired).
 """
 
@@ -118,14 +119,21 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         out = folder / "zero-shot"
         cached_step(out, inputs, lambda: fit("zero_shot_llm", data, features=features, out=out, resume=True))
         rows.append(_run_row("zero-shot LLM", out, features))
-    options = dict(settings["reindex"])
-    train = {"progress": False, **options.pop("train", {})}
-    reindex = build(get_model("rta_reindex").Config, options, what="rta_reindex setting")
-    reindex_spec = {**inputs, "reindex": as_dict(reindex), "train": train}
-    out = folder / "reindex"
-    cached_step(out, reindex_spec, lambda: fit("rta_reindex", data, train, features=features, out=out, resume=True,
-                                               **options))
-    rows.append(_run_row(f"reindexed ({reindex.aggregator})", out, features, len(features.samples["train"])))
+    reindexed: list[tuple[Row, Path, dict[str, Any]]] = []
+    for variant, variant_options in reindex_variants(settings).items():
+        options = dict(variant_options)
+        train = {"progress": False, **options.pop("train", {})}
+        reindex = build(get_model("rta_reindex").Config, options, what="rta_reindex setting")
+        spec = {**inputs, "reindex": as_dict(reindex), "train": train}
+        out = folder / ("reindex" if not variant else f"reindex-{_slug(variant)}")
+        cached_step(out, spec, lambda out=out, train=train, options=options: fit(
+            "rta_reindex", data, train, features=features, out=out, resume=True, **options))
+        row = _run_row(f"reindexed ({reindex.aggregator})" + (f" {variant}" if variant else ""), out, features,
+                       len(features.samples["train"]))
+        rows.append(row)
+        reindexed.append((row, out, spec))
+    # adapt builds on the reindex row chosen on validation
+    _, out, reindex_spec = max(reindexed, key=lambda r: _valid_hr(r[0]))
     for name, adapt_options in settings.get("adapt", {}).items():
         adapt_options = dict(adapt_options)
         adapt_train = {"progress": False, **adapt_options.pop("train", {})}
@@ -135,6 +143,25 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
             "rta_adapt", data, t, features=features, base=Run.load(out, data=data), out=run, resume=True, **o))
         rows.append(_run_row(name, run, features, len(features.samples["train"])))
     return rows
+
+
+def reindex_variants(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """{variant name: rta_reindex options}: ``""`` is ``reindex`` itself, each of ``reindex_variants`` updates it
+    (its ``train`` table merged into the base one)."""
+    base = dict(settings["reindex"])
+    out = {"": base}
+    for name, options in settings.get("reindex_variants", {}).items():
+        if not name:
+            raise LmrecError("[run.reindex_variants]: a variant needs a name")
+        merged = {**base, **options}
+        merged["train"] = {**base.get("train", {}), **options.get("train", {})}
+        out[name] = merged
+    return out
+
+
+def _valid_hr(row: Row, k: int = 10) -> float:
+    result = row.results.get("valid")
+    return float(result.per_pair[f"hr@{k}"].mean()) if result is not None else float("-inf")
 
 
 def _run_row(name: str, run: Path, features: LLMFeatures, train_turns: int | None = None) -> Row:
@@ -321,4 +348,4 @@ def plot_buckets(table: Mapping[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["Row", "fit_baselines", "llm_rows", "markdown", "plot_buckets", "run_rta_table"]
+__all__ = ["Row", "fit_baselines", "llm_rows", "markdown", "plot_buckets", "reindex_variants", "run_rta_table"]
