@@ -346,11 +346,11 @@ def _claim_once(folder: Path, overwrite: bool, resume: bool, manifest: dict[str,
     world = distributed.current()
     if not world.active:
         return claim_folder(folder, overwrite=overwrite, resume=resume, manifest=manifest)
-    outcome, error = 2, None
+    outcome, error = 2, None  # 2: failed
     if world.is_main:
         try:
             outcome = int(claim_folder(folder, overwrite=overwrite, resume=resume, manifest=manifest))
-        except LmrecError as exc:
+        except Exception as exc:  # noqa: BLE001 -- the other ranks must hear of any failure, then it is raised
             error = exc
     outcome = world.from_main(outcome)
     if error is not None:

@@ -19,7 +19,8 @@ from lmrec.eval.report import metrics_table
 def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     from lmrec.train import TrainConfig
 
-    train = sub.add_parser("train", help="train a model, select on validation, report test (a run folder)")
+    train = sub.add_parser("train", help="train a model, select on validation, report test (a run folder)",
+                           allow_abbrev=False)  # --nproc is found in argv by its full name
     train.add_argument("model", help="a registered model (see `lmrec models`)")
     train.add_argument("--dataset", help="registry name or folder (CRS: optional with --features)")
     add_dataset_arguments(train)
@@ -115,7 +116,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if args.nproc > 1 and not distributed.launched():
         raise SystemExit(_launch(args.nproc))
-    world = distributed.init_from_env(getattr(args, "device", None) or "cpu")
+    from lmrec.train import TrainConfig
+
+    world = distributed.init_from_env(given(args, TrainConfig).get("device", "cpu"))
     try:
         _train(args, world)
     finally:

@@ -80,7 +80,9 @@ def ratio_split(
     counts (papers.md 2.1: 43/32/32 of 107 items, 8/6/5 of 19) are train = round(0.4n), valid = round(0.3n),
     test = the rest, which is this rounding; rounding the held-out parts first would give 43/32/32 but 7/6/6
     and leave 5-core users with 1 of 5 items in training (a 34% training share on Industrial & Scientific
-    instead of 40%).
+    instead of 40%). Halves round up (⌊x + ½⌋); the counts known from the released files have no half case, so
+    whether they rounded halves to even is not known. Small users can lose a held-out part (at 8:1:1, 5 items
+    give 4/1/0): the rule favours the training share, as the released files do.
     """
     rng = np.random.default_rng(seed)
     rows = _per_user_cut(data, rng.permutation(len(data)), ratios, train_first=True)

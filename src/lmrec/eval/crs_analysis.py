@@ -72,8 +72,10 @@ def popularity_buckets(
     train_counts: np.ndarray,
     bounds: Sequence[int] = (10, 100),
     k: int = 10,
+    names: Sequence[str] | None = None,
 ) -> list[BucketRow]:
-    """Rows cold [0, b0), warm [b0, b1), popular [b1, ∞) (names beyond three buckets: ``"[lo, hi)"``).
+    """Rows cold [0, b0), warm [b0, b1), popular [b1, ∞) (other numbers of buckets, or ``names=None`` with other
+    bounds: ``"[lo, hi)"``; ``names`` gives one name per bucket).
 
     ``train_counts[i]`` = training mentions of item i (:func:`training_mentions`, length n_items);
     ``results`` one result or ``{model: result}`` evaluated on the same pairs.
@@ -90,7 +92,11 @@ def popularity_buckets(
     item_bucket = bucket_of(counts, bounds)
     pair_bucket = item_bucket[first.pairs[:, 1]]
     edges = [0, *bounds, np.inf]
-    names = BUCKET_NAMES if len(bounds) == 2 else [f"[{lo}, {hi})" for lo, hi in zip(edges, edges[1:], strict=False)]
+    if names is None:
+        names = BUCKET_NAMES if tuple(bounds) == (10, 100) else [f"[{lo}, {hi})" for lo, hi in zip(edges, edges[1:],
+                                                                                                     strict=False)]
+    if len(names) != len(bounds) + 1:
+        raise ValueError(f"{len(bounds) + 1} buckets but {len(names)} names")
     rows = []
     for b, name in enumerate(names):
         in_bucket = item_bucket == b

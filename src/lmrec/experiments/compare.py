@@ -58,7 +58,8 @@ def grid_specs(name: str, model: str, model_overrides: Mapping[str, Any], train_
                grid: Mapping[str, Sequence[Any]]) -> list[RunSpec]:
     """One run per point of the product of ``grid`` (each key a setting of the model or of training), all of
     family ``name``. A point is named ``name~key=value,...`` by the settings where it differs from the entry's
-    own values (the model's defaults unless overridden), so the default point is plain ``name``."""
+    own values (the model's defaults unless overridden), so the default point is plain ``name``. Table-wide training
+    settings (``run_comparison``'s ``train_overrides``) apply to every point alike and are not part of the names."""
     from lmrec.models.base import get_model
     from lmrec.train import TrainConfig
 

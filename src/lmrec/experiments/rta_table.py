@@ -128,12 +128,12 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         out = folder / ("reindex" if not variant else f"reindex-{_slug(variant)}")
         cached_step(out, spec, lambda out=out, train=train, options=options: fit(
             "rta_reindex", data, train, features=features, out=out, resume=True, **options))
-        row = _run_row(f"reindexed ({reindex.aggregator})" + (f" {variant}" if variant else ""), out, features,
-                       len(features.samples["train"]))
+        turns = len(features.samples["train"]) + (features.n_items if reindex.item_prompts else 0)
+        row = _run_row(f"reindexed ({reindex.aggregator})" + (f" {variant}" if variant else ""), out, features, turns)
         rows.append(row)
         reindexed.append((row, out, spec))
     # adapt builds on the reindex row chosen on validation
-    _, out, reindex_spec = max(reindexed, key=lambda r: _valid_hr(r[0]))
+    base_row, out, reindex_spec = max(reindexed, key=lambda r: _valid_hr(r[0]))
     for name, adapt_options in settings.get("adapt", {}).items():
         adapt_options = dict(adapt_options)
         adapt_train = {"progress": False, **adapt_options.pop("train", {})}
@@ -141,7 +141,7 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         spec = {**reindex_spec, "adapt": adapt_options, "adapt_train": adapt_train}
         cached_step(run, spec, lambda run=run, o=adapt_options, t=adapt_train: fit(
             "rta_adapt", data, t, features=features, base=Run.load(out, data=data), out=run, resume=True, **o))
-        rows.append(_run_row(name, run, features, len(features.samples["train"])))
+        rows.append(_run_row(name, run, features, base_row.train_turns))
     return rows
 
 
@@ -185,7 +185,7 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
     counts = training_mentions(features.data.train, n_items)
     buckets = popularity_buckets(results, counts)
     bounds = quantile_bounds(counts, next(iter(results.values())).pairs[:, 1])
-    quantile = popularity_buckets(results, counts, bounds) if len(bounds) == 2 else []
+    quantile = popularity_buckets(results, counts, bounds, names=("low", "mid", "high")) if len(bounds) == 2 else []
     probe = _probe(rows, features, {**PROBE_DEFAULTS, **settings.get("probe", {})})
     generation = features.meta.get("splits", {}).get("test", {}).get("generation", {})
     table = {
@@ -234,7 +234,8 @@ def samples_checksum(samples: Mapping[str, Sequence[CRSSample]]) -> str:
 def _best_vs_best(rows: Sequence[Row], results: Mapping[str, CRSResult], matched: bool = False
                   ) -> dict[str, Any] | None:
     """The LLM row and the baseline row with the best VALIDATION HR@10, paired on test HR@10 (LLM − baseline).
-    ``matched``: only baselines trained on as many training turns as the LLM rows (the same prepared turns)."""
+    ``matched``: only baselines trained on as many training turns as that LLM row (the same prepared turns; a row
+    that also learned from item prompts counts them, so no baseline matches it)."""
     def best(kind: str, turns: int | None = None) -> Row | None:
         scored = [r for r in rows if r.kind == kind and r.name in results and "valid" in r.results
                   and (turns is None or r.train_turns == turns)]

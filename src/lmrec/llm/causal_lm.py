@@ -223,9 +223,14 @@ class CausalLM:
 
         Returns (float32 ``(len(texts), hidden)``, ``{"tokens": tokens of all texts, "computed": tokens run}``).
         """
+        import transformers
         from transformers import DynamicCache
 
         texts = list(texts)
+        if int(transformers.__version__.split(".")[0]) < 5:  # DynamicCache(config=...) and crop(-n) are 5.x's API
+            n_tokens = sum(len(ids) for ids in self._ids(texts, max_length)) if texts else 0
+            return (self.encode_texts(texts, max_length=max_length, progress=progress),
+                    {"tokens": n_tokens, "computed": n_tokens})
         out = torch.empty((len(texts), self.hidden_size), dtype=torch.float32)
         stats = {"tokens": 0, "computed": 0}
         if not texts:

@@ -8,12 +8,14 @@ The contract (what makes an N-process run equal a one-process run with the same 
   L_batch its terms over the whole batch (in-batch contrastive losses; 0 for most models). The gradients are
   summed over ranks and divided by N (:meth:`World.average_gradients`), which gives exactly ∇[L_rows(B) + L_batch(B)]:
   the one-process gradient, up to floating-point summation order.
-- Torch's generator is seeded identically, so random draws inside the loss (noise, dropout over the whole table)
-  agree across ranks; draws per row of the batch (MultVAE's dropout and sampling) follow the same distribution
-  but not the same values.
+- Torch's generator is seeded identically, so random draws inside the loss (noise over the whole table) agree
+  across ranks. A model that draws per row of the batch (MultVAE's dropout and sampling) cannot keep the contract
+  and refuses data-parallel training.
 - Validation ranks a contiguous share of the users on each rank and gathers the per-user hit lists exactly
   (:meth:`World.gather_rows`), so every rank selects the same epoch and stops at the same time.
-- Only rank 0 writes (log, checkpoints, the run folder).
+- Only rank 0 writes (log, checkpoints, the run folder); every rank reads the checkpoint to resume, so the run
+  folder must be on storage all machines see (a rank that finds another epoch to resume from than rank 0 stops
+  the run with an error rather than train out of step).
 
 Start: ``lmrec train ... --nproc N`` (one machine), or ``torchrun --nnodes M --nproc-per-node N -m lmrec train ...``
 across machines; the process group is made from torchrun's environment (gloo on CPU, nccl on CUDA).
@@ -74,21 +76,17 @@ class World:
 
     def average_gradients(self, params: Sequence[torch.nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
         """Sum every gradient (and the loss) over ranks and divide by the world size, in one all-reduce; returns
-        the averaged loss. A parameter without a gradient on this rank counts as zero."""
+        the averaged loss. Parameters without a gradient (unused by this step's graph, the same on every rank) keep
+        none, as in one process, so the optimizer leaves them alone."""
         if not self.active:
             return loss.detach()
-        flat = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device)
-                for p in params]
-        buffer = torch.cat([*flat, loss.detach().reshape(1)])
+        used = [p for p in params if p.grad is not None]
+        buffer = torch.cat([*(p.grad.reshape(-1) for p in used), loss.detach().reshape(1)])
         dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
         buffer /= self.size
         offset = 0
-        for p in params:
-            chunk = buffer[offset : offset + p.numel()].view_as(p)
-            if p.grad is None:
-                p.grad = chunk.clone()
-            else:
-                p.grad.copy_(chunk)
+        for p in used:
+            p.grad.copy_(buffer[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
         return buffer[-1]
 
@@ -115,6 +113,14 @@ class World:
         tensor = torch.tensor([int(value)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
         dist.broadcast(tensor, src=0)
         return type(value)(tensor.item())
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on at least one."""
+        if not self.active:
+            return flag
+        tensor = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
 
     def barrier(self) -> None:
         if self.active:

@@ -206,6 +206,9 @@ class Trainer:
                 log, best_state, bad_evals, elapsed, finished = restored
                 first_epoch = log.records[-1].epoch + 1 if log.records else 1
                 log.resumed_at = first_epoch - 1
+        if world.any(first_epoch != world.from_main(first_epoch)):
+            raise LmrecError(f"{self.checkpoint_path}: the training processes found different checkpoints to resume "
+                             "from; a distributed run folder must be on storage that every machine sees")
         self._rewrite_log(log)
         device = resolve_device(cfg.device)
         start = time.perf_counter() - elapsed
@@ -280,8 +283,8 @@ class Trainer:
         optim_tensors, optim_meta = ckpt.optimizer_state(optimizer)
         tensors.update(optim_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():  # dropout and noise on the GPU draw from its own generators
-            tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        if torch.cuda.is_available():  # noise on the GPU draws from this process's device generator
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
         extra = getattr(model, "extra_state", None)
         if extra is not None:
             tensors.update(tensorfile.tensor_dict(extra(), "extra."))
@@ -306,9 +309,8 @@ class Trainer:
         best = tensorfile.with_prefix(tensors, "best.") if meta["has_best"] else None
         ckpt.load_optimizer_state(optimizer, tensors, meta["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda.0" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count())
-                                          if f"rng.cuda.{i}" in tensors])
+        if "rng.cuda" in tensors and torch.cuda.is_available():  # every rank's device drew what rank 0's did
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
         rng.bit_generator.state = meta["numpy_rng"]
         load_extra = getattr(model, "load_extra_state", None)
         if load_extra is not None:

@@ -73,6 +73,7 @@ class MultVAE(TorchRecommender):
 
     Config = MultVAEConfig
     train_defaults = {"lr": 1e-3, "batch_size": 500, "epochs": 500, "eval_every": 5, "patience": 20}
+    supports_distributed = False  # its dropout and sampling are drawn per batch row: N processes ≠ one
 
     def build(self, data: SplitData) -> nn.Module:
         rows = sp.csr_matrix(data.train, dtype=np.float32)

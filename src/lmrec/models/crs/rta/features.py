@@ -29,6 +29,7 @@ import hashlib
 import json
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -222,6 +223,10 @@ class LLMFeatures:
                 records = list(_read_records(path).values())
                 self.generations[split] = {r.context: r for r in records if r.settings == wanted}
                 self.other_generations[split] = sum(r.settings != wanted for r in records)
+                if records and not self.generations[split]:
+                    warnings.warn(f"{path}: none of its {len(records)} generations was made with this folder's "
+                                  "settings (or they predate settings being recorded); run prepare again to use them",
+                                  stacklevel=2)
 
     @property
     def dim(self) -> int:
@@ -390,8 +395,14 @@ def prepare_features(
         meta["splits"][split] = info
     item_prompt_q = None
     if cfg.item_prompt is not None:
+        if cfg.q_mode == "completion":
+            raise LmrecError("item_prompt needs q_mode='prefix' (item prompts have no generated answer to encode)")
         start = time.perf_counter()
-        contexts = [cfg.item_prompt.format(title=title) for title in data.catalog.titles]
+        try:
+            contexts = [cfg.item_prompt.format(title=title) for title in data.catalog.titles]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise LmrecError(f"item_prompt {cfg.item_prompt!r}: expected one {{title}} placeholder and no other "
+                             f"braces ({exc!r})") from None
         item_prompt_q = lm.encode_contexts(contexts, batch_size=cfg.encode_batch_size, max_length=cfg.max_length,
                                            cache=cache, domain=cfg.domain, n_items=cfg.n_titles,
                                            reuse_kv=cfg.reuse_kv).float().contiguous()
