@@ -389,3 +389,35 @@ def test_item_prompts_alone_teach_the_reindexer_every_item() -> None:
     model.fit(catalog_data(), quiet(lr=2e-2, epochs=30, eval_every=10, batch_size=100, patience=100),
               features=features)
     assert hit_at_1(model, valid) > 0.6
+
+
+def test_center_q_scores_with_the_training_mean_removed() -> None:
+    tokens, source, train, valid = planted_problem(n_train=100, n_valid=10, seed=5)
+    model = RTAReindex(aggregator="weighted", n_negatives=10, center_q=True)
+    model.fit(catalog_data(), quiet(epochs=2, eval_every=1, batch_size=50),
+              features=planted_features(tokens, source, train, valid))
+    mean = source.q([s.context for s in train]).mean(0)
+    torch.testing.assert_close(model.indexer.q_mean, mean)
+    q = source.q([s.context for s in valid[:3]])
+    torch.testing.assert_close(model.score(valid[:3]), (q - mean) @ model.item_table().T)
+    adapt = AdaptModule(model.indexer, "gW+b")  # adapt scores with the same centring
+    torch.testing.assert_close(adapt.llm_logits(q), (q - mean) @ model.item_table().T)
+    plain = RTAReindex(aggregator="weighted", n_negatives=10)
+    plain.fit(catalog_data(), quiet(epochs=1, batch_size=50), features=planted_features(tokens, source, train, valid))
+    assert not plain.indexer.q_mean.any()  # the paper's raw q
+
+
+def test_indexer_state_without_q_mean_still_loads() -> None:
+    """Run folders written before ``center_q`` existed have no q_mean: it loads as zeros (the raw q)."""
+    old = {k: v for k, v in indexer().state_dict().items() if k != "q_mean"}
+    fresh = indexer()
+    fresh.q_mean.fill_(3.0)
+    fresh.load_state_dict(old)
+    assert not fresh.q_mean.any()
+
+
+def test_strip_year() -> None:
+    from lmrec.models.crs.rta.features import strip_year
+
+    assert strip_year("Heat (1995)") == "Heat" and strip_year("Se7en") == "Se7en"
+    assert strip_year("1984 (1984)") == "1984" and strip_year("(2019)") == "(2019)"  # never emptied

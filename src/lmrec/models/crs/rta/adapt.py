@@ -135,8 +135,8 @@ class AdaptModule(nn.Module):
         return self.frozen_table if self.frozen_table is not None else self.indexer.embed()
 
     def llm_logits(self, q: torch.Tensor) -> torch.Tensor:
-        """(b, n_items) λ · q·e_i."""
-        s = q @ self.item_table().T
+        """(b, n_items) λ · q·e_i (q centred as the reindex step centred it)."""
+        s = self.indexer.center(q) @ self.item_table().T
         return s * self.log_scale.exp() if self.log_scale is not None else s
 
     def forward(self, q: torch.Tensor, history: torch.Tensor) -> torch.Tensor:

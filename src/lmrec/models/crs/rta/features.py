@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 import warnings
@@ -83,6 +84,7 @@ class PrepareConfig:
     # self-supervised item prompts (not in the paper): q of this one-line context for every catalog item, a training
     # turn labelled with that item, so items no conversation mentions get a signal; None: none are made
     item_prompt: str | None = None  # e.g. "User: I want to watch {title}."
+    title_year: bool = True  # item tokens of "Heat (1995)"; False: of "Heat" (not in the paper)
 
 
 @dataclass
@@ -131,6 +133,14 @@ def title_tokens(lm: Any, titles: Sequence[str], max_tokens: int = 32) -> TitleT
     local = torch.searchsorted(vocab, ids).clamp(max=len(vocab) - 1).masked_fill(~mask, 0)
     table = lm.token_embeddings()[vocab].clone().float()
     return TitleTokens(local, lengths, table, vocab)
+
+
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+
+
+def strip_year(title: str) -> str:
+    """``"Heat (1995)"`` -> ``"Heat"``; a title without a trailing year is unchanged (never emptied)."""
+    return _YEAR.sub("", title) or title
 
 
 def subsample(n: int, max_samples: int | None, seed: int) -> np.ndarray:
@@ -409,7 +419,8 @@ def prepare_features(
         meta["item_prompts"] = {"template": cfg.item_prompt, "items": len(contexts),
                                 "seconds": time.perf_counter() - start}
         log(f"item prompts: {len(contexts)} in {meta['item_prompts']['seconds']:.1f} s")
-    tokens = title_tokens(lm, data.catalog.titles, cfg.max_title_tokens)
+    titles = data.catalog.titles if cfg.title_year else [strip_year(t) for t in data.catalog.titles]
+    tokens = title_tokens(lm, titles, cfg.max_title_tokens)
     meta["titles"] = {"items": len(data.catalog), "mean_tokens": float(tokens.lengths.float().mean()),
                       "max_tokens": int(tokens.lengths.max()), "vocab_rows": len(tokens.vocab)}
     payload = {"identity": lm.identity, "splits": splits, "title_ids": tokens.ids, "title_lengths": tokens.lengths,

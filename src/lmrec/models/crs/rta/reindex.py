@@ -14,6 +14,10 @@ the aggregator. AdamW (lr 1e-4, weight decay 0, batch 256, gradient-norm clip 5.
 VALIDATION turns' labels are ranked over the full catalog (HR@10 per (turn, label) = the official Recall@10), the best
 state is kept and restored at the end; ``patience`` evaluations without improvement stop training. The LLM embeddings
 are a frozen buffer. The ``sum`` aggregator has no parameters: it is used as is.
+
+Options that are not in the paper (off by default): ``item_prompts`` adds the prepared self-supervised item prompts
+to the training turns; ``center_q`` scores with q − μ, μ the mean q of the training turns (stored with the item
+table, so the adapt step and serving centre alike), which removes the direction all contexts share.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class ReindexConfig(ModelConfig):
     filter_collisions: bool = True
     max_title_tokens: PositiveInt = 32
     item_prompts: bool = False  # also train on the prepared self-supervised item prompts (not in the paper)
+    center_q: bool = False  # score with q − mean(q over the training turns) (not in the paper)
 
 
 #: the official reindex schedule; ``patience`` counts evaluations (official: 100 with 200 epochs, i.e. none)
@@ -71,7 +76,17 @@ class ItemIndexer(nn.Module):
         self.register_buffer("token_table", tokens.table.float().clone())  # (V_used, d), frozen LLM rows
         self.register_buffer("title_ids", tokens.ids.long().clone())  # (n_items, T) rows of token_table
         self.register_buffer("title_lengths", tokens.lengths.long().clone())  # (n_items,)
+        # subtracted from every q before scoring (``center_q``; zeros: the raw q, as the paper)
+        self.register_buffer("q_mean", torch.zeros(tokens.table.shape[1]))
         self.aggregator = aggregator
+
+    def center(self, q: torch.Tensor) -> torch.Tensor:
+        """q − the training mean it was fitted with (q itself unless ``center_q``)."""
+        return q - self.q_mean
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        state_dict.setdefault(prefix + "q_mean", torch.zeros_like(self.q_mean))  # runs saved before q_mean existed
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def n_items(self) -> int:
@@ -188,13 +203,15 @@ def train_reindex(
     if not pairs:
         raise LmrecError("reindex: no (turn, label) training pairs (did the LLM's answers map to no catalog item?)")
     device = indexer.token_table.device
-    objective = _ReindexObjective(indexer, q_source([s.context for s in train]).float().to(device), pairs, config,
-                                  train_config.seed)
+    q_train = q_source([s.context for s in train]).float().to(device)
+    if config.center_q:  # the mean over the training turns (each turn once, not per label)
+        indexer.q_mean.copy_(q_train.mean(0))
+    objective = _ReindexObjective(indexer, indexer.center(q_train), pairs, config, train_config.seed)
     k = train_config.metric_k
 
     def validate() -> dict[str, float]:
         table = indexer.item_table()
-        scorer = lambda samples: q_source([s.context for s in samples]).float().to(device) @ table.T  # noqa: E731
+        scorer = lambda samples: indexer.center(q_source([s.context for s in samples]).float().to(device)) @ table.T  # noqa: E731
         result = evaluate_crs(scorer, valid, indexer.n_items, ks=(k,), batch_size=train_config.eval_batch_size)
         return {m: est.mean for m, est in result.summary().items()}
 
@@ -258,7 +275,7 @@ class RTAReindex(CRSRecommender):
         return self.table
 
     def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
-        return self.q(samples) @ self.item_table().T
+        return self.indexer.center(self.q(samples)) @ self.item_table().T
 
     def state(self) -> dict[str, torch.Tensor]:
         return {**{f"indexer.{k}": v for k, v in self.indexer.state_dict().items()}, "item_table": self.item_table()}
