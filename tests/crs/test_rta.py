@@ -421,3 +421,17 @@ def test_strip_year() -> None:
 
     assert strip_year("Heat (1995)") == "Heat" and strip_year("Se7en") == "Se7en"
     assert strip_year("1984 (1984)") == "1984" and strip_year("(2019)") == "(2019)"  # never emptied
+
+
+def test_init_from_tokens_starts_at_the_mean_token_row() -> None:
+    tokens = random_tokens()
+    model = RTAReindex(aggregator="gru", init_from_tokens=True)
+    model.build(tokens, seed=0)
+    mean = torch.stack([tokens.table[tokens.ids[i, : tokens.lengths[i]]].mean(0) for i in range(30)])
+    torch.testing.assert_close(model.item_table(), mean)
+    state = model.state()
+    again = RTAReindex(aggregator="gru")  # the flag travels with the saved indexer
+    again.load_state(state)
+    torch.testing.assert_close(again.indexer.item_table(), mean)
+    with pytest.raises(LmrecError, match="final projection"):
+        RTAReindex(aggregator="sum", init_from_tokens=True).build(tokens, seed=0)

@@ -17,7 +17,10 @@ are a frozen buffer. The ``sum`` aggregator has no parameters: it is used as is.
 
 Options that are not in the paper (off by default): ``item_prompts`` adds the prepared self-supervised item prompts
 to the training turns; ``center_q`` scores with q − μ, μ the mean q of the training turns (stored with the item
-table, so the adapt step and serving centre alike), which removes the direction all contexts share.
+table, so the adapt step and serving centre alike), which removes the direction all contexts share;
+``init_from_tokens`` makes e_i = mean_t x_{i,t} + agg(x_i) with agg's final projection started at zero, so training
+starts from the title's own token rows (for an LLM with tied embeddings, its output rows: q·e_i is then the mean
+logit the LLM gives the title's tokens) and learns a correction.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from lmrec.errors import LmrecError
 from lmrec.eval.crs import evaluate_crs
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.crs.base import CRSRecommender
-from lmrec.models.crs.rta.aggregators import Aggregator, build_aggregator
+from lmrec.models.crs.rta.aggregators import Aggregator, build_aggregator, length_mask
 from lmrec.models.crs.rta.features import TitleTokens
 from lmrec.settings import settings
 from lmrec.train.trainer import TrainConfig, Trainer, TrainLog, resolve_device
@@ -60,6 +63,7 @@ class ReindexConfig(ModelConfig):
     max_title_tokens: PositiveInt = 32
     item_prompts: bool = False  # also train on the prepared self-supervised item prompts (not in the paper)
     center_q: bool = False  # score with q − mean(q over the training turns) (not in the paper)
+    init_from_tokens: bool = False  # e = mean of the title's token rows + agg(x), agg's projection started at 0 (not in the paper)
 
 
 #: the official reindex schedule; ``patience`` counts evaluations (official: 100 with 200 epochs, i.e. none)
@@ -71,13 +75,15 @@ REINDEX_TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-4, "batch_size": 256, "epochs
 class ItemIndexer(nn.Module):
     """The frozen token rows of the catalog titles plus an aggregator: ``embed(items) -> (k, d)``."""
 
-    def __init__(self, tokens: TitleTokens, aggregator: Aggregator):
+    def __init__(self, tokens: TitleTokens, aggregator: Aggregator, residual_mean: bool = False):
         super().__init__()
         self.register_buffer("token_table", tokens.table.float().clone())  # (V_used, d), frozen LLM rows
         self.register_buffer("title_ids", tokens.ids.long().clone())  # (n_items, T) rows of token_table
         self.register_buffer("title_lengths", tokens.lengths.long().clone())  # (n_items,)
         # subtracted from every q before scoring (``center_q``; zeros: the raw q, as the paper)
         self.register_buffer("q_mean", torch.zeros(tokens.table.shape[1]))
+        # ``init_from_tokens``: the mean of the title's token rows is added to the aggregator's output
+        self.register_buffer("residual_mean", torch.tensor(bool(residual_mean)))
         self.aggregator = aggregator
 
     def center(self, q: torch.Tensor) -> torch.Tensor:
@@ -85,7 +91,8 @@ class ItemIndexer(nn.Module):
         return q - self.q_mean
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
-        state_dict.setdefault(prefix + "q_mean", torch.zeros_like(self.q_mean))  # runs saved before q_mean existed
+        state_dict.setdefault(prefix + "q_mean", torch.zeros_like(self.q_mean))  # runs saved before these existed
+        state_dict.setdefault(prefix + "residual_mean", torch.tensor(False))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
@@ -105,7 +112,11 @@ class ItemIndexer(nn.Module):
             lengths = self.title_lengths[rows]
             width = int(lengths.max()) if len(rows) else 1
             tokens = self.token_table[self.title_ids[rows, :width]]  # (k, width, d)
-            parts.append(self.aggregator(tokens, lengths))
+            out = self.aggregator(tokens, lengths)
+            if self.residual_mean:
+                mask = length_mask(lengths, width).to(tokens.dtype)  # (k, width)
+                out = out + (mask[:, :, None] * tokens).sum(1) / lengths.clamp(min=1)[:, None].to(tokens.dtype)
+            parts.append(out)
         return torch.cat(parts) if parts else self.token_table.new_zeros(0, self.dim)
 
     @torch.no_grad()
@@ -240,7 +251,15 @@ class RTAReindex(CRSRecommender):
     def build(self, tokens: TitleTokens, seed: int) -> None:
         torch.manual_seed(seed)
         dim = int(tokens.table.shape[1])
-        self.indexer = ItemIndexer(tokens, build_aggregator(self.config.aggregator, dim, tokens.ids.shape[1]))
+        aggregator = build_aggregator(self.config.aggregator, dim, tokens.ids.shape[1])
+        if self.config.init_from_tokens:
+            projection = getattr(aggregator, "proj", None)
+            if projection is None:
+                raise LmrecError(f"init_from_tokens needs an aggregator with a final projection (weighted, gru), "
+                                 f"not {self.config.aggregator!r}")
+            nn.init.zeros_(projection.weight)  # the item embedding starts as the mean of its title's token rows
+            nn.init.zeros_(projection.bias)
+        self.indexer = ItemIndexer(tokens, aggregator, residual_mean=self.config.init_from_tokens)
         self.indexer.to(self.device)
         self.n_items = self.indexer.n_items
         self.table = None
