@@ -414,7 +414,9 @@ def _evaluation_protocol(model: Model) -> dict[str, Any]:
 def _fit_summary(log: TrainLog | None, seconds: float) -> dict[str, Any]:
     if log is None:
         return {"seconds": seconds, "trained": False}
+    best = [r.steps for r in log.records if r.epoch <= log.best_epoch]
     return {"seconds": seconds, "trained": True, "best_epoch": log.best_epoch, "epochs_run": len(log.records),
+            "steps_run": sum(r.steps for r in log.records), "steps_to_best": sum(best),
             "stopped": log.stopped, "converged": log.converged, "resumed_at": log.resumed_at}
 
 

@@ -292,3 +292,14 @@ def test_a_finished_run_goes_on_when_the_epoch_budget_is_raised(tmp_path):
     whole = LightGCN()
     reference = whole.fit(data, dict(cfg, epochs=6), folder=tmp_path / "whole")
     assert [(r.epoch, r.loss) for r in log.records] == [(r.epoch, r.loss) for r in reference.records]
+
+
+def test_steps_are_logged_per_epoch_and_summed_in_the_run():
+    data = planted_data()
+    model = Scripted(data, [1.0] * 4)
+    log = model.fit(data, TrainConfig(epochs=4, eval_every=1, progress=False))
+    assert log.records[0].steps >= 1 and all(r.steps == log.records[0].steps for r in log.records)
+    from lmrec.run import _fit_summary
+
+    summary = _fit_summary(log, 1.0)
+    assert summary["steps_run"] == sum(r.steps for r in log.records) > 0

@@ -99,6 +99,7 @@ class EpochRecord:
     loss: float
     seconds: float  # training seconds of this epoch (evaluation excluded)
     valid: dict[str, float] | None = None
+    steps: int = 0  # optimiser steps taken in this epoch
 
 
 @dataclass
@@ -233,7 +234,7 @@ class Trainer:
                 total += loss.item()
                 n_batches += 1
             model.set_training(False)
-            record = EpochRecord(epoch, total / max(n_batches, 1), time.perf_counter() - t0)
+            record = EpochRecord(epoch, total / max(n_batches, 1), time.perf_counter() - t0, steps=n_batches)
             out_of_time = cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
             out_of_time = world.from_main(out_of_time)  # clocks differ: every rank stops at rank 0's epoch
             last = epoch == cfg.epochs or out_of_time
