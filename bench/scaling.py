@@ -20,7 +20,6 @@ import io
 import itertools
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -37,10 +36,6 @@ MODELS = ("lightgcn", "alpharec")
 SERIES = (("epoch s", "epoch"), ("eval s", "eval"), ("peak MB", "memory"))
 
 
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def synth_folder(size: int, seed: int) -> Path:
     """The `lmrec data synth` folder of ``size`` asked-for interactions (made once under runs/bench-scaling)."""
     folder = WORK / f"synth-{size}-seed{seed}"
@@ -53,6 +48,7 @@ def synth_folder(size: int, seed: int) -> Path:
 def worker(model_name: str, folder: Path, batches: int, threads: int) -> dict[str, Any]:
     """Time ``batches`` training batches and one full-ranking evaluation of one model on one folder."""
     import torch
+    from bench_cf import peak_rss_mb
 
     from lmrec.data.registry import DataRef
     from lmrec.eval.ranking import evaluate
@@ -60,7 +56,7 @@ def worker(model_name: str, folder: Path, batches: int, threads: int) -> dict[st
     from lmrec.text import CachedEncoder, get_encoder
 
     torch.set_num_threads(threads)
-    baseline = peak_mb()
+    baseline = peak_rss_mb()
     data = DataRef.of(str(folder)).load()
     settings: dict[str, Any] = {}
     if model_name == "alpharec":
@@ -90,7 +86,7 @@ def worker(model_name: str, folder: Path, batches: int, threads: int) -> dict[st
     return {"model": model_name, "users": data.n_users, "items": data.n_items, "train nnz": int(data.train.nnz),
             "batch s": statistics.median(times), "batches / epoch": per_epoch,
             "epoch s": statistics.median(times) * per_epoch, "eval s": eval_seconds,
-            "eval users": result.protocol["users"], "peak MB": peak_mb(), "import MB": baseline,
+            "eval users": result.protocol["users"], "peak MB": peak_rss_mb(), "import MB": baseline,
             "load": os.getloadavg()[0]}
 
 

@@ -239,7 +239,7 @@ def _best_vs_best(rows: Sequence[Row], results: Mapping[str, CRSResult], matched
     def best(kind: str, turns: int | None = None) -> Row | None:
         scored = [r for r in rows if r.kind == kind and r.name in results and "valid" in r.results
                   and (turns is None or r.train_turns == turns)]
-        return max(scored, key=lambda r: float(r.results["valid"].per_pair["hr@10"].mean()), default=None)
+        return max(scored, key=_valid_hr, default=None)
 
     llm = best("llm")
     base = best("baseline", llm.train_turns if matched and llm is not None else None)

@@ -152,6 +152,10 @@ class CausalLM:
             ids = [seq[-max_length:] for seq in ids]
         return ids
 
+    def _n_tokens(self, texts: Sequence[str], max_length: int | None) -> int:
+        """Tokens of ``texts`` as encoded (after the ``max_length`` cut)."""
+        return sum(len(ids) for ids in self._ids(texts, max_length)) if texts else 0
+
     def _batches(self, ids: list[list[int]], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
         """Left-padded batches of similar length: (rows of ``ids``, input_ids / attention_mask / position_ids)."""
         order = np.argsort([len(seq) for seq in ids], kind="stable")
@@ -228,7 +232,7 @@ class CausalLM:
 
         texts = list(texts)
         if int(transformers.__version__.split(".")[0]) < 5:  # DynamicCache(config=...) and crop(-n) are 5.x's API
-            n_tokens = sum(len(ids) for ids in self._ids(texts, max_length)) if texts else 0
+            n_tokens = self._n_tokens(texts, max_length)
             return (self.encode_texts(texts, max_length=max_length, progress=progress),
                     {"tokens": n_tokens, "computed": n_tokens})
         out = torch.empty((len(texts), self.hidden_size), dtype=torch.float32)
@@ -420,9 +424,10 @@ class _TextEncoderView:
     def encode(self, texts: Sequence[str], batch_size: int = 8, progress: bool = False) -> np.ndarray:
         if self.reuse_kv:
             vectors, stats = self.lm.encode_sequential(texts, max_length=self.max_length, progress=progress)
-            for key, value in stats.items():
-                self.stats[key] += value
-            return vectors.numpy()
-        n_tokens = sum(len(ids) for ids in self.lm._ids(texts, self.max_length))
-        self.stats = {"tokens": self.stats["tokens"] + n_tokens, "computed": self.stats["computed"] + n_tokens}
-        return self.lm.encode_texts(texts, batch_size=batch_size, max_length=self.max_length, progress=progress).numpy()
+        else:
+            n_tokens = self.lm._n_tokens(texts, self.max_length)
+            vectors = self.lm.encode_texts(texts, batch_size=batch_size, max_length=self.max_length, progress=progress)
+            stats = {"tokens": n_tokens, "computed": n_tokens}
+        for key, value in stats.items():
+            self.stats[key] += value
+        return vectors.numpy()

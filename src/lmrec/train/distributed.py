@@ -95,22 +95,19 @@ class World:
         exact (the rows themselves, no reduction)."""
         if not self.active:
             return local
-        largest = max(n * (r + 1) // self.size - n * r // self.size for r in range(self.size))
-        padded = np.zeros((largest, *local.shape[1:]), dtype=local.dtype)
+        sizes = [stop - start for start, stop in (World(r, self.size).bounds(n) for r in range(self.size))]
+        padded = np.zeros((max(sizes), *local.shape[1:]), dtype=local.dtype)
         padded[: len(local)] = local
-        tensor = torch.from_numpy(padded)
-        if dist.get_backend() == "nccl":
-            tensor = tensor.cuda()
+        tensor = torch.from_numpy(padded).to(_device())
         parts = [torch.empty_like(tensor) for _ in range(self.size)]
         dist.all_gather(parts, tensor)
-        out = [part.cpu().numpy()[: n * (r + 1) // self.size - n * r // self.size] for r, part in enumerate(parts)]
-        return np.concatenate(out)
+        return np.concatenate([part.cpu().numpy()[:size] for part, size in zip(parts, sizes, strict=True)])
 
     def from_main(self, value: int) -> int:
         """Rank 0's ``value`` (a small int or bool) on every rank: decisions that must not differ between ranks."""
         if not self.active:
             return value
-        tensor = torch.tensor([int(value)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        tensor = torch.tensor([int(value)], device=_device())
         dist.broadcast(tensor, src=0)
         return type(value)(tensor.item())
 
@@ -118,13 +115,14 @@ class World:
         """True on every rank when ``flag`` is true on at least one."""
         if not self.active:
             return flag
-        tensor = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        tensor = torch.tensor([int(flag)], device=_device())
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return bool(tensor.item())
 
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
+
+def _device() -> str:
+    """Where the process group's collectives take their tensors: the GPU for nccl, else the CPU."""
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"
 
 
 def current() -> World:

@@ -51,7 +51,6 @@ class SGL(LightGCN):
     """
 
     Config = SGLConfig
-    train_defaults = LightGCN.train_defaults
 
     def build(self, data) -> torch.nn.Module:
         if self.config.ssl_negatives not in ("batch", "all"):

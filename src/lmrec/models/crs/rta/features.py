@@ -157,6 +157,15 @@ def generation_key(identity: str, max_new_tokens: int, answer_prefix: str, promp
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def item_prompt_contexts(template: str, titles: Sequence[str]) -> list[str]:
+    """The self-supervised item prompt of every title (``template`` with its one ``{title}`` placeholder)."""
+    try:
+        return [template.format(title=title) for title in titles]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise LmrecError(f"item_prompt {template!r}: expected one {{title}} placeholder and no other braces "
+                         f"({exc!r})") from None
+
+
 def generation_settings(identity: str, cfg: PrepareConfig) -> str:
     """The settings a generation depends on, as one string stored with each record: the LLM, the answer length and
     prefix, the number of titles asked for and the domain (the prompt's words)."""
@@ -259,8 +268,8 @@ class LLMFeatures:
         if self.item_prompt is None or self.item_prompt_q is None:
             raise LmrecError(f"{self.folder}: no item prompts; prepare with item_prompt, e.g. "
                              "'User: I want to watch {title}.'")
-        return [CRSSample("item-prompt", i, self.item_prompt.format(title=title), [], [i], [True])
-                for i, title in enumerate(self.data.catalog.titles)]
+        contexts = item_prompt_contexts(self.item_prompt, self.data.catalog.titles)
+        return [CRSSample("item-prompt", i, context, [], [i], [True]) for i, context in enumerate(contexts)]
 
     def completions(self) -> dict[str, str]:
         """context -> generated completion over every generated split."""
@@ -408,11 +417,7 @@ def prepare_features(
         if cfg.q_mode == "completion":
             raise LmrecError("item_prompt needs q_mode='prefix' (item prompts have no generated answer to encode)")
         start = time.perf_counter()
-        try:
-            contexts = [cfg.item_prompt.format(title=title) for title in data.catalog.titles]
-        except (KeyError, IndexError, ValueError) as exc:
-            raise LmrecError(f"item_prompt {cfg.item_prompt!r}: expected one {{title}} placeholder and no other "
-                             f"braces ({exc!r})") from None
+        contexts = item_prompt_contexts(cfg.item_prompt, data.catalog.titles)
         item_prompt_q = lm.encode_contexts(contexts, batch_size=cfg.encode_batch_size, max_length=cfg.max_length,
                                            cache=cache, domain=cfg.domain, n_items=cfg.n_titles,
                                            reuse_kv=cfg.reuse_kv).float().contiguous()
