@@ -435,3 +435,20 @@ def test_init_from_tokens_starts_at_the_mean_token_row() -> None:
     torch.testing.assert_close(again.indexer.item_table(), mean)
     with pytest.raises(LmrecError, match="final projection"):
         RTAReindex(aggregator="sum", init_from_tokens=True).build(tokens, seed=0)
+
+
+def test_valid_labels_ground_truth_selects_on_the_real_targets_whatever_trains() -> None:
+    tokens, source, train, valid = planted_problem(n_train=20, n_valid=5)
+    asked: list[tuple[str, str]] = []
+
+    class Recording(PlantedFeatures):
+        def llm_label_samples(self, split: str, top_k: int = 5, label_source: str = "llm") -> list[CRSSample]:
+            asked.append((split, label_source))
+            return super().llm_label_samples(split, top_k, label_source)
+
+    features = Recording(tokens, source, {"train": list(train), "valid": list(valid)})
+    RTAReindex(n_negatives=5).fit(catalog_data(), quiet(epochs=1), features=features)
+    assert asked == [("train", "llm"), ("valid", "llm")]  # the official behaviour: validation on the same source
+    asked.clear()
+    RTAReindex(n_negatives=5, valid_labels="ground_truth").fit(catalog_data(), quiet(epochs=1), features=features)
+    assert asked == [("train", "llm"), ("valid", "ground_truth")]

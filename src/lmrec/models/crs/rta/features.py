@@ -470,7 +470,8 @@ def _generate(
     for key in keys:  # the key hashes these settings and the prompt: a cached record of it was made with them
         if key in cached:
             cached[key].settings = settings
-    todo = [i for i, key in enumerate(keys) if key not in cached]
+    # longest prompts first, so each batch pads little and the slowest batch is known early
+    todo = sorted((i for i, key in enumerate(keys) if key not in cached), key=lambda i: -len(prompts[i]))
     chunk = max(cfg.generate_batch_size, 1)
     seconds = 0.0
     for start in range(0, len(todo), chunk):

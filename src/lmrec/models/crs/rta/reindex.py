@@ -11,7 +11,8 @@ the catalog once per batch and shared by its rows. A negative equal to a row's p
 replacement and keeps such collisions, which trains the model to push the positive below itself; pass
 ``filter_collisions=False`` to reproduce that. Only the items in the batch (positives ∪ negatives) are run through
 the aggregator. AdamW (lr 1e-4, weight decay 0, batch 256, gradient-norm clip 5.0); every ``eval_every`` epochs the
-VALIDATION turns' labels are ranked over the full catalog (HR@10 per (turn, label) = the official Recall@10), the best
+VALIDATION turns' labels (the same source as training; ``valid_labels="ground_truth"``: their real targets, an option
+not in the paper) are ranked over the full catalog (HR@10 per (turn, label) = the official Recall@10), the best
 state is kept and restored at the end; ``patience`` evaluations without improvement stop training. The LLM embeddings
 are a frozen buffer. The ``sum`` aggregator has no parameters: it is used as is.
 
@@ -57,6 +58,9 @@ class ReindexConfig(ModelConfig):
 
     aggregator: Literal["sum", "weighted", "gru", "transformer"] = "gru"
     label_source: Literal["llm", "ground_truth", "both"] = "llm"
+    # labels of the VALIDATION turns that select the epoch: "label_source" (as training, the official behaviour) or
+    # "ground_truth" (the turns' real targets: selection on what the tables measure, no validation answers needed)
+    valid_labels: Literal["label_source", "ground_truth"] = "label_source"
     top_k: PositiveInt = 5  # LLM labels kept per turn (official MAX_LEN = 5)
     n_negatives: PositiveInt = 1000
     filter_collisions: bool = True
@@ -277,8 +281,9 @@ class RTAReindex(CRSRecommender):
         if len(data.catalog) != self.n_items:
             raise LmrecError(f"rta_reindex: {self.n_items} titles tokenized, the data has {len(data.catalog)} items")
         c = self.config
-        labels = {split: features.llm_label_samples(split, c.top_k, c.label_source) if split in features.samples
-                  else [] for split in ("train", "valid")}
+        valid_source = c.label_source if c.valid_labels == "label_source" else "ground_truth"
+        labels = {split: features.llm_label_samples(split, c.top_k, source) if split in features.samples else []
+                  for split, source in (("train", c.label_source), ("valid", valid_source))}
         if c.item_prompts:
             labels["train"] += features.item_prompt_samples()
         self.log = train_reindex(self.indexer, self.context.q, labels["train"], labels["valid"], c, cfg, folder,
