@@ -252,6 +252,14 @@ def test_nan_scores_raise():
         evaluate(table_scorer(table), data, "test")
 
 
+def test_plus_and_minus_inf_are_ranked_not_taken_for_nan():
+    """Their sum is NaN (the fast check's alarm), yet no score is NaN: the ranking goes on, +inf first."""
+    scores = torch.zeros(2, 6)
+    scores[0, 4], scores[0, 1], scores[1, 2] = torch.inf, -torch.inf, torch.inf
+    top = top_k(scores, 2, torch.arange(6, dtype=torch.float64))
+    assert top[0, 0] == 4 and top[1, 0] == 2 and 1 not in top[0].tolist()
+
+
 @pytest.mark.parametrize("make", [lambda b: torch.zeros(b, 39), lambda b: torch.zeros(b + 1, 40),
                                   lambda b: torch.zeros(40)])
 def test_wrong_scorer_shape_raises(make):

@@ -78,9 +78,10 @@ def top_k(
     their order, so the float ``topk`` is the answer. Rows with a tie among them (and only those) are ranked
     by the exact :func:`tie_break_keys`.
     """
-    if torch.isnan(scores).any():
-        row = int(torch.isnan(scores).any(dim=1).nonzero()[0])
-        raise LmrecError(f"the model returned NaN scores (batch row {row}); cannot rank")
+    if torch.isnan(scores.sum()):  # one pass, no bool copy: NaN in, or +inf with -inf, makes the sum NaN
+        nan_rows = torch.isnan(scores).any(dim=1).nonzero()
+        if len(nan_rows):
+            raise LmrecError(f"the model returned NaN scores (batch row {int(nan_rows[0])}); cannot rank")
     scores = scores.to(torch.float32)
     entries = None
     if exclude is not None and exclude.nnz:
