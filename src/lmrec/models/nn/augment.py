@@ -7,7 +7,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from lmrec.models.nn.graph import _SymmetricSpMM
+from lmrec.models.nn.graph import sparse_product
 
 
 def edge_dropout(train: sp.csr_matrix, ratio: float, rng: np.random.Generator) -> sp.csr_matrix:
@@ -33,7 +33,7 @@ def propagate_layers(adj: torch.Tensor, x: torch.Tensor, n_layers: int, eps: flo
     Uses the symmetric sparse product of :mod:`lmrec.models.nn.graph` (cheap backward)."""
     layers, h = [], x
     for _ in range(n_layers):
-        h = _SymmetricSpMM.apply(adj, h)
+        h = sparse_product(adj, adj, h)
         if eps > 0:
             h = h + uniform_noise(h, eps)
         layers.append(h)
