@@ -30,6 +30,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # progress lines reach a log file as they are printed, not at exit
+        sys.stdout.reconfigure(line_buffering=True)
     if not args.debug:  # lmrec's warnings read like its errors, without a source line
         warnings.formatwarning = lambda message, category, *_, **__: f"lmrec: warning: {message}\n"
     try:
