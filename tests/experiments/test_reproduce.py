@@ -177,7 +177,8 @@ baseline_train = "both"
 baselines = {{ pop = {{}}, fism = {{ train = {{ epochs = 2 }} }} }}
 reindex = {{ aggregator = "weighted", label_source = "both", train = {{ lr = 1e-2, epochs = 2, eval_every = 1 }} }}
 adapt = {{ "+ gate FISM" = {{ variant = "gate-fism", train = {{ epochs = 2 }} }} }}
-probe = {{ models = ["reindexed (weighted)", "fism (24 train turns)"], modes = ["mask"] }}
+reindex_variants = {{ "real labels" = {{ label_source = "ground_truth", valid_labels = "ground_truth" }} }}
+probe = {{ models = ["reindexed (weighted)", "best reindexed", "fism (24 train turns)"], modes = ["mask"] }}
 [run.prepare]
 llm = "{llm}"
 dtype = "float32"
@@ -198,7 +199,9 @@ def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
     table = json.loads((out / "01-inspired" / "table.json").read_text())
     rows = table["rows"]
     assert list(rows) == ["pop", "fism (24 train turns)", "fism (8 train turns)", "zero-shot LLM",
-                          "reindexed (weighted)", "+ gate FISM"]
+                          "reindexed (weighted)", "reindexed (weighted) real labels", "+ gate FISM"]
+    assert rows["reindexed (weighted) real labels"]["train_turns"] == 8 == rows["fism (8 train turns)"]["train_turns"]
+    assert table["llm_label_turns"]["answered"] == 8 >= table["llm_label_turns"]["labelled"]
     assert table["turns"] == {"train": 8, "valid": 6, "test": 6} and table["generated_test_turns"] == 3
     assert table["loader_skipped"] == {"empty_conversation": 0, "empty_title": 0}
     assert 3 <= rows["zero-shot LLM"]["test"]["hr@10"]["n"] <= 6  # only the 3 answered turns (1 or 2 targets each)
@@ -207,6 +210,8 @@ def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
     assert [b["bucket"] for b in table["buckets"]] == ["cold", "warm", "popular"]
     assert sum(b["pairs"] for b in table["buckets"]) == 9
     probe = {p["model"]: p for p in table["probe"]}
+    assert len(probe) == len(table["probe"]) and set(probe) <= set(rows)  # "best reindexed" named by its row, once
+    assert len([m for m in probe if m.startswith("reindexed")]) in (1, 2)
     assert probe["fism (24 train turns)"]["delta"]["mean"] == 0.0  # item-based: the context text is not read
     assert probe["reindexed (weighted)"]["changed_samples"] > 0
     assert "Popularity buckets" in (out / "report" / "report.md").read_text()

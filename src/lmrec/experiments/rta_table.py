@@ -12,7 +12,9 @@ naming it (see :func:`lmrec.experiments.steps.cached_step`). The classic baselin
 Rows: the baselines (popularity, FISM, SASRec trained on ALL training turns and, with ``baseline_train =
 "both"``, also on the prepared subsample the LLM models learn from, plus the dense retriever), the zero-shot LLM,
 the reindexed LLM (and each of ``reindex_variants``: options over ``reindex``, e.g. ``{"+ item prompts" =
-{item_prompts = true}}``) and each adapt variant, built on the reindex row with the best VALIDATION HR@10. Test blocks: all prepared test pairs; new targets only with the
+{item_prompts = true}}``) and each adapt variant, built on the reindex row with the best VALIDATION HR@10 (which
+the probe may name ``"best reindexed"``). A row's training turns are those it learned from (an LLM-labelled row:
+the turns whose answer mapped to an item). Test blocks: all prepared test pairs; new targets only with the
 mentioned items removed; the subsample the LLM generated for (where the zero-shot LLM is scored, paired).
 """
 
@@ -128,7 +130,9 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         out = folder / ("reindex" if not variant else f"reindex-{_slug(variant)}")
         cached_step(out, spec, lambda out=out, train=train, options=options: fit(
             "rta_reindex", data, train, features=features, out=out, resume=True, **options))
-        turns = len(features.samples["train"]) + (features.n_items if reindex.item_prompts else 0)
+        # the turns it learned from: with label_source "llm", only those whose answer names a catalog item
+        turns = (len(features.llm_label_samples("train", reindex.top_k, reindex.label_source))
+                 + (features.n_items if reindex.item_prompts else 0))
         row = _run_row(f"reindexed ({reindex.aggregator})" + (f" {variant}" if variant else ""), out, features, turns)
         rows.append(row)
         reindexed.append((row, out, spec))
@@ -197,7 +201,9 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
         "generated_test_turns": len(features.generated_samples("test")),
         "zero_shot_mapped_share": generation.get("mapped_share"),
         "catalog": n_items,
-        "rows": {r.name: {"kind": r.kind, **{b: m for b, m in r.metrics.items() if b in ("valid", *BLOCKS)},
+        "llm_label_turns": _llm_label_turns(features),
+        "rows": {r.name: {"kind": r.kind, "train_turns": r.train_turns,
+                          **{b: m for b, m in r.metrics.items() if b in ("valid", *BLOCKS)},
                           "distinct_top10": distinct_top_items(r.scorer, test) if r.name in results else None}
                  for r in rows},
         "best_vs_best": _best_vs_best(rows, results),
@@ -211,6 +217,14 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
                                                                  buckets_table(quantile) if quantile else "")))
     plot_buckets(table, folder / "buckets.png")
     return table
+
+
+def _llm_label_turns(features: LLMFeatures) -> dict[str, int]:
+    """How many training turns the LLM answered, and how many of those answers name a catalog item (the turns an
+    LLM-labelled reindex row learns from)."""
+    answered = features.generated_samples("train")
+    labelled = features.llm_label_samples("train", label_source="llm") if answered else []
+    return {"answered": len(answered), "labelled": len(labelled)}
 
 
 def distinct_top_items(scorer: Scorer, samples: Sequence[CRSSample], k: int = 10, batch_size: int = 64) -> int:
@@ -250,8 +264,14 @@ def _best_vs_best(rows: Sequence[Row], results: Mapping[str, CRSResult], matched
             "wilcoxon_pvalue": test.wilcoxon_pvalue}
 
 
+BEST_REINDEXED = "best reindexed"  # a probe model: the reindex row with the best validation HR@10
+
+
 def _probe(rows: Sequence[Row], features: LLMFeatures, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     by_name = {r.name: r for r in rows}
+    reindexed = [r for r in rows if r.name.startswith("reindexed")]
+    if reindexed:
+        by_name[BEST_REINDEXED] = max(reindexed, key=_valid_hr)
     unknown = [m for m in settings["models"] if m not in by_name]
     if unknown:
         raise LmrecError(f"probe models {unknown} are not rows of the table; rows: {list(by_name)}")
@@ -260,10 +280,10 @@ def _probe(rows: Sequence[Row], features: LLMFeatures, settings: Mapping[str, An
         keep = np.random.default_rng(settings["seed"]).permutation(len(samples))[: settings["max_samples"]]
         samples = [samples[i] for i in sorted(keep)]
     out = []
-    for name in settings["models"]:
+    for name in dict.fromkeys(by_name[m].name for m in settings["models"]):  # "best reindexed" may be named too
         for mode in settings["modes"]:
             result = probe_delta(by_name[name].scorer, samples, features.data.catalog, mode, settings["seed"])
-            out.append({"model": name, "mode": mode, "samples": len(samples), **result.as_dict()})
+            out.append({"model": by_name[name].name, "mode": mode, "samples": len(samples), **result.as_dict()})
     return out
 
 
@@ -271,6 +291,14 @@ def _cell(block: Mapping[str, Any] | None, metric: str) -> str:
     if not block or metric not in block:
         return "–"
     return estimate_cell(block[metric])
+
+
+def _label_turns_sentence(counts: Mapping[str, int] | None) -> str:
+    if not counts or not counts["answered"]:
+        return ""
+    return (f" The LLM answered {counts['answered']} training turns; {counts['labelled']} of the answers "
+            f"({100 * counts['labelled'] / counts['answered']:.1f}%) name a catalog item (the turns a reindex row "
+            "on the LLM's labels learns from).")
 
 
 def markdown(table: Mapping[str, Any], buckets_md: str, quantile_md: str = "") -> str:
@@ -285,16 +313,18 @@ def markdown(table: Mapping[str, Any], buckets_md: str, quantile_md: str = "") -
         + "Recommendations that open a conversation (nothing to condition on) are not turns: "
         + (", ".join(f"{split} {n}" for split, n in table.get("empty_context_turns", {}).items()) or "none") + "."
         + ("" if table.get("zero_shot_mapped_share") is None else
-           f" {100 * table['zero_shot_mapped_share']:.1f}% of the titles the zero-shot LLM wrote map to a catalog item."),
+           f" {100 * table['zero_shot_mapped_share']:.1f}% of the titles the zero-shot LLM wrote map to a catalog item.")
+        + _label_turns_sentence(table.get("llm_label_turns")),
         "",
-        f"| model | HR@10 ({first['test']['hr@10']['n']} pairs) | NDCG@10 | HR@50 | HR@10 new, mentioned removed "
-        f"| HR@10 on the generated turns | distinct items in the top-10 lists |",
-        "|---|---|---|---|---|---|---|",
+        f"| model | train turns | HR@10 ({first['test']['hr@10']['n']} pairs) | NDCG@10 | HR@50 "
+        f"| HR@10 new, mentioned removed | HR@10 on the generated turns | distinct items in the top-10 lists |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, row in table["rows"].items():
         test = row.get("test") if name != "zero-shot LLM" else None
         generated = row.get("test_generated") or (row.get("test") if name == "zero-shot LLM" else None)
-        lines.append(f"| {name} | {_cell(test, 'hr@10')} | {_cell(test, 'ndcg@10')} | {_cell(test, 'hr@50')} | "
+        lines.append(f"| {name} | {row.get('train_turns') if row.get('train_turns') is not None else '–'} | "
+                     f"{_cell(test, 'hr@10')} | {_cell(test, 'ndcg@10')} | {_cell(test, 'hr@50')} | "
                      f"{_cell(row.get('test_new') if test else None, 'hr@10')} | {_cell(generated, 'hr@10')} | "
                      f"{row.get('distinct_top10') or '–'} |")
     for key, what in (("matched_vs_best", "trained on the same turns"), ("best_vs_best", "of all")):
