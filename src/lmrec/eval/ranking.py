@@ -83,24 +83,26 @@ def top_k(
         if len(nan_rows):
             raise LmrecError(f"the model returned NaN scores (batch row {int(nan_rows[0])}); cannot rank")
     scores = scores.to(torch.float32)
-    entries = None
+    n_items = scores.shape[1]
+    flat = None  # the excluded entries as row · n_items + item: a 1-d fill is cheaper than a 2-d index_put
     if exclude is not None and exclude.nnz:
-        rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
-        entries = (torch.from_numpy(rows).to(scores.device),
-                   torch.from_numpy(exclude.indices.astype(np.int64)).to(scores.device))
-    ranked = scores.clone() if entries is not None else scores
-    if entries is not None:
-        ranked[entries] = -torch.inf
-    values, top = torch.topk(ranked, min(k + 1, scores.shape[1]), dim=1)
+        rows = np.repeat(np.arange(exclude.shape[0], dtype=np.int64), np.diff(exclude.indptr))
+        flat = torch.from_numpy(rows * n_items + exclude.indices).to(scores.device)
+    ranked = scores
+    if flat is not None:
+        ranked = scores.clone()
+        ranked.view(-1).index_fill_(0, flat, -torch.inf)
+    values, top = torch.topk(ranked, min(k + 1, n_items), dim=1)
     top = top[:, :k]
     tied = (values[:, 1:] == values[:, :-1]).any(dim=1).nonzero().squeeze(1)
     if len(tied):
         keys = tie_break_keys(scores[tied], priority.to(scores.device))
-        if entries is not None:
-            in_tied = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+        if flat is not None:
+            in_tied = torch.full((scores.shape[0],), -1, dtype=torch.long, device=scores.device)
             in_tied[tied] = torch.arange(len(tied), device=scores.device)
-            keep = torch.isin(entries[0], tied)
-            keys[in_tied[entries[0][keep]], entries[1][keep]] = MASKED_KEY
+            row, item = flat // n_items, flat % n_items
+            keep = in_tied[row] >= 0
+            keys[in_tied[row[keep]], item[keep]] = MASKED_KEY
         top[tied] = torch.topk(keys, k, dim=1).indices
     return top
 
