@@ -145,6 +145,9 @@ class PlantedFeatures:
     def llm_label_samples(self, split: str, top_k: int = 5, label_source: str = "llm") -> list[CRSSample]:
         return list(self.samples.get(split, []))
 
+    def title_tokens(self, year: bool = True) -> TitleTokens:
+        return self.tokens
+
 
 def planted_features(tokens: TitleTokens, source: ContextFeatures, train, valid) -> PlantedFeatures:
     return PlantedFeatures(tokens, source, {"train": list(train), "valid": list(valid)})
@@ -414,6 +417,27 @@ def test_indexer_state_without_q_mean_still_loads() -> None:
     fresh.q_mean.fill_(3.0)
     fresh.load_state_dict(old)
     assert not fresh.q_mean.any()
+
+
+def test_prepare_keeps_the_titles_with_and_without_the_year(tmp_path) -> None:
+    """Both token sets are prepared; the reindex step picks one with title_year (the year by default)."""
+    from lmrec.models.crs.rta.features import PrepareConfig, load_features, prepare_features
+    from lmrec.text.cache import EmbeddingCache
+
+    class TitleLM(PromptLM):
+        def tokenize_titles(self, titles, max_tokens=32):  # a token per word, id = word length
+            words = [t.split() for t in titles]
+            width = max(len(w) for w in words)
+            ids = torch.tensor([[len(x) for x in w] + [0] * (width - len(w)) for w in words])
+            return ids, torch.tensor([len(w) for w in words])
+
+    data = CRSData("years", ItemCatalog(["a", "b"], ["Heat (1995)", "Se7en"]), [], [], [])
+    prepare_features(data, TitleLM(), tmp_path, PrepareConfig(generate_splits=()),
+                     cache=EmbeddingCache(tmp_path / "cache"), progress=False)
+    features = load_features(tmp_path, data)
+    year, plain = features.title_tokens(), features.title_tokens(year=False)
+    assert year.lengths.tolist() == [2, 1] and plain.lengths.tolist() == [1, 1]
+    assert year.vocab[year.ids[0, :2]].tolist() == [4, 6] and plain.vocab[plain.ids[0, :1]].tolist() == [4]
 
 
 def test_strip_year() -> None:

@@ -3,7 +3,8 @@
 ``prepare_features`` writes into a folder::
 
     features.safetensors   q (n, d) and the sample indices of every split; the catalog's title token ids (local ids,
-                           right-padded) and lengths; the token-embedding rows those titles use (not the whole table);
+                           right-padded) and lengths, of the titles as written and without a trailing year
+                           ("no_year." tensors); the token-embedding rows those titles use (not the whole table);
                            the LLM identity and the sample keys in its JSON header (lmrec.tensorfile: no pickle)
     generations-<split>.jsonl   the LLM's own answer for each sampled turn: completion, parsed titles, catalog items
     prepare.json           settings, counts, seconds per sample, share of generated titles that mapped
@@ -84,7 +85,6 @@ class PrepareConfig:
     # self-supervised item prompts (not in the paper): q of this one-line context for every catalog item, a training
     # turn labelled with that item, so items no conversation mentions get a signal; None: none are made
     item_prompt: str | None = None  # e.g. "User: I want to watch {title}."
-    title_year: bool = True  # item tokens of "Heat (1995)"; False: of "Heat" (not in the paper)
 
 
 @dataclass
@@ -215,8 +215,8 @@ class LLMFeatures:
         self.data = data
         self.meta = meta
         self.identity: str = payload["identity"]
-        self.tokens = TitleTokens(payload["title_ids"], payload["title_lengths"], payload["token_table"],
-                                  payload["vocab"])
+        self.tokens: TitleTokens = payload["tokens"]  # the titles as the catalog writes them: "Heat (1995)"
+        self.tokens_no_year: TitleTokens | None = payload.get("tokens_no_year")  # "Heat"
         self.samples: dict[str, list[CRSSample]] = {}
         self.q: dict[str, torch.Tensor] = {}
         for split in SPLITS:
@@ -246,6 +246,15 @@ class LLMFeatures:
                     warnings.warn(f"{path}: none of its {len(records)} generations was made with this folder's "
                                   "settings (or they predate settings being recorded); run prepare again to use them",
                                   stacklevel=2)
+
+    def title_tokens(self, year: bool = True) -> TitleTokens:
+        """The catalog's title tokens with the trailing year (``"Heat (1995)"``, the paper's) or without (``"Heat"``)."""
+        if year:
+            return self.tokens
+        if self.tokens_no_year is None:
+            raise LmrecError(f"{self.folder} has no title tokens without the year (prepared by an older lmrec): "
+                             "run prepare again")
+        return self.tokens_no_year
 
     @property
     def dim(self) -> int:
@@ -309,8 +318,14 @@ class LLMFeatures:
 FEATURES_FILE = "features.safetensors"
 
 
+_TOKEN_FIELDS = {"title_ids": "ids", "title_lengths": "lengths", "token_table": "table", "vocab": "vocab"}
+_NO_YEAR = "no_year."  # prefix of the tensors of the titles without the year
+
+
 def _save_payload(path: Path, payload: Mapping[str, Any]) -> None:
-    tensors = {name: payload[name] for name in ("title_ids", "title_lengths", "token_table", "vocab")}
+    tensors = {}
+    for prefix, key in (("", "tokens"), (_NO_YEAR, "tokens_no_year")):
+        tensors |= {prefix + name: getattr(payload[key], field) for name, field in _TOKEN_FIELDS.items()}
     if payload.get("item_prompt_q") is not None:
         tensors["item_prompts.q"] = payload["item_prompt_q"]
     keys = {}
@@ -324,7 +339,10 @@ def _save_payload(path: Path, payload: Mapping[str, Any]) -> None:
 
 def _load_payload(path: Path) -> dict[str, Any]:
     tensors, meta = load_tensors(path)
-    payload: dict[str, Any] = {name: tensors[name] for name in ("title_ids", "title_lengths", "token_table", "vocab")}
+    payload: dict[str, Any] = {}
+    for prefix, key in (("", "tokens"), (_NO_YEAR, "tokens_no_year")):
+        if prefix + "title_ids" in tensors:
+            payload[key] = TitleTokens(**{field: tensors[prefix + name] for name, field in _TOKEN_FIELDS.items()})
     payload["identity"] = meta["identity"]
     payload["item_prompt"], payload["item_prompt_q"] = meta.get("item_prompt"), tensors.get("item_prompts.q")
     payload["splits"] = {split: {"indices": tensors[f"splits.{split}.indices"], "q": tensors[f"splits.{split}.q"],
@@ -424,12 +442,13 @@ def prepare_features(
         meta["item_prompts"] = {"template": cfg.item_prompt, "items": len(contexts),
                                 "seconds": time.perf_counter() - start}
         log(f"item prompts: {len(contexts)} in {meta['item_prompts']['seconds']:.1f} s")
-    titles = data.catalog.titles if cfg.title_year else [strip_year(t) for t in data.catalog.titles]
-    tokens = title_tokens(lm, titles, cfg.max_title_tokens)
+    tokens = title_tokens(lm, data.catalog.titles, cfg.max_title_tokens)
+    tokens_no_year = title_tokens(lm, [strip_year(t) for t in data.catalog.titles], cfg.max_title_tokens)
     meta["titles"] = {"items": len(data.catalog), "mean_tokens": float(tokens.lengths.float().mean()),
+                      "mean_tokens_no_year": float(tokens_no_year.lengths.float().mean()),
                       "max_tokens": int(tokens.lengths.max()), "vocab_rows": len(tokens.vocab)}
-    payload = {"identity": lm.identity, "splits": splits, "title_ids": tokens.ids, "title_lengths": tokens.lengths,
-               "token_table": tokens.table, "vocab": tokens.vocab, "item_prompt": cfg.item_prompt,
+    payload = {"identity": lm.identity, "splits": splits, "tokens": tokens, "tokens_no_year": tokens_no_year,
+               "item_prompt": cfg.item_prompt,
                "item_prompt_q": item_prompt_q}
     _save_payload(folder / FEATURES_FILE, payload)
     write_json(folder / "prepare.json", meta)

@@ -68,6 +68,7 @@ class ReindexConfig(ModelConfig):
     item_prompts: bool = False  # also train on the prepared self-supervised item prompts (not in the paper)
     center_q: bool = False  # score with q − mean(q over the training turns) (not in the paper)
     init_from_tokens: bool = False  # e = mean of the title's token rows + agg(x), agg's projection started at 0 (not in the paper)
+    title_year: bool = True  # item tokens of "Heat (1995)" (the paper); False: of "Heat" (not in the paper)
 
 
 #: the official reindex schedule; ``patience`` counts evaluations (official: 100 with 200 epochs, i.e. none)
@@ -277,7 +278,7 @@ class RTAReindex(CRSRecommender):
         cfg = self.train_config(train, self.config)
         self.device = resolve_device(cfg.device)
         self.context = context_features(features)
-        self.build(features.tokens, cfg.seed)
+        self.build(features.title_tokens(self.config.title_year), cfg.seed)
         if len(data.catalog) != self.n_items:
             raise LmrecError(f"rta_reindex: {self.n_items} titles tokenized, the data has {len(data.catalog)} items")
         c = self.config
