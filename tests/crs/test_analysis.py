@@ -182,3 +182,27 @@ def test_crs_table():
     assert lines[1] == "|---|---|---|---|---|---|---|"
     # constant scorer over 6 items: HR@1 = 1/6, HR@5 = 5/6, HR@10 = HR@50 = 1
     assert lines[2].startswith("| items | 0.1667 ± 0.0000 | 0.8333 ± 0.0000 | 1.0000 ± 0.0000 | 1.0000 ± 0.0000 |")
+
+
+def test_matched_comparison_takes_the_best_llm_row_that_a_baseline_matches():
+    """An LLM row that also learned from item prompts has no baseline on its turns: the matched comparison
+    pairs the best LLM row that has one; best-vs-best still takes the best of all."""
+    from lmrec.experiments.rta_table import Row, _best_vs_best
+
+    samples = [CRSSample(f"c{i}", 1, "x", [], [i % 6], [True]) for i in range(12)]
+
+    def row(name: str, kind: str, hits_target: bool, turns: int) -> Row:
+        def scorer(batch):  # the target first, or last of 20 items
+            scores = torch.zeros(len(batch), 20)
+            for r, s in enumerate(batch):
+                scores[r, s.targets[0]] = 1.0 if hits_target else -1.0
+            return scores
+        result = evaluate_crs(scorer, samples, 20, ks=(1, 10))
+        return Row(name, kind, scorer, {"valid": result, "test": result}, turns)
+
+    rows = [row("fism", "baseline", False, 100), row("reindexed", "llm", False, 100),
+            row("reindexed + item prompts", "llm", True, 150)]
+    results = {r.name: r.results["test"] for r in rows}
+    assert _best_vs_best(rows, results)["llm"] == "reindexed + item prompts"
+    matched = _best_vs_best(rows, results, matched=True)
+    assert matched["llm"] == "reindexed" and matched["baseline"] == "fism"

@@ -248,15 +248,16 @@ def samples_checksum(samples: Mapping[str, Sequence[CRSSample]]) -> str:
 def _best_vs_best(rows: Sequence[Row], results: Mapping[str, CRSResult], matched: bool = False
                   ) -> dict[str, Any] | None:
     """The LLM row and the baseline row with the best VALIDATION HR@10, paired on test HR@10 (LLM − baseline).
-    ``matched``: only baselines trained on as many training turns as that LLM row (the same prepared turns; a row
-    that also learned from item prompts counts them, so no baseline matches it)."""
-    def best(kind: str, turns: int | None = None) -> Row | None:
+    ``matched``: only pairs trained on as many training turns (the same prepared turns; a row that also learned
+    from item prompts counts them, so no baseline matches it): the best LLM row among those a baseline matches."""
+    def best(kind: str, turns: set[int | None] | None = None) -> Row | None:
         scored = [r for r in rows if r.kind == kind and r.name in results and "valid" in r.results
-                  and (turns is None or r.train_turns == turns)]
+                  and (turns is None or r.train_turns in turns)]
         return max(scored, key=_valid_hr, default=None)
 
-    llm = best("llm")
-    base = best("baseline", llm.train_turns if matched and llm is not None else None)
+    baseline_turns = {r.train_turns for r in rows if r.kind == "baseline" and r.train_turns is not None}
+    llm = best("llm", baseline_turns if matched else None)
+    base = best("baseline", {llm.train_turns} if matched and llm is not None else None)
     if llm is None or base is None:
         return None
     test = paired_test(results[base.name].per_pair["hr@10"], results[llm.name].per_pair["hr@10"])
