@@ -44,6 +44,12 @@ def test_paired_test_identical_inputs():
     assert result.diff.mean == 0.0 and result.diff.n == 50
 
 
+def test_paired_test_constant_nonzero_difference_has_t_p_zero():
+    a = np.zeros(12)
+    result = paired_test(a, a + 1.0)
+    assert result.t_pvalue == 0.0 and result.wilcoxon_pvalue < 0.01 and result.diff.mean == 1.0
+
+
 def test_paired_test_clear_shift_and_direction():
     rng = np.random.default_rng(1)
     a = rng.random(100)
