@@ -8,9 +8,12 @@ distort every figure.
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import statistics
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +27,18 @@ from lmrec.text import encode_catalog, get_encoder
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_stream(model, data, seed: int = 2024) -> tuple[Any, torch.optim.Optimizer, Iterator[Any]]:
+    """Prepare ``model`` on ``data`` in training mode; return its training config, an Adam over its trainable
+    parameters at the config's lr, and an endless seeded stream of its training batches."""
+    model.prepare(data, seed=seed)
+    config = model.train_config({"progress": False})
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    model.set_training(True)
+    rng = np.random.default_rng(0)
+    stream = itertools.chain.from_iterable(model.batches(rng, config.batch_size) for _ in itertools.count())
+    return config, optimizer, stream
 
 
 def bench_model(name: str, data, epochs: int, features: np.ndarray | None, **settings) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import itertools
 import os
 import time
 from pathlib import Path
@@ -34,15 +33,12 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def profile(model_name: str, data, features, batches: int) -> tuple[str, float]:
+    from bench_cf import train_stream
+
     from lmrec.models.base import get_model
 
     model = get_model(model_name, "cf")(**({"features": features} if model_name == "alpharec" else {}))
-    model.prepare(data, seed=2024)
-    config = model.train_config({"progress": False})
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
-    model.set_training(True)
-    stream = itertools.chain.from_iterable(model.batches(np.random.default_rng(0), config.batch_size)
-                                           for _ in itertools.count())
+    _, optimizer, stream = train_stream(model, data)
 
     def step() -> None:
         with torch.profiler.record_function("sample batch"):
@@ -96,7 +92,8 @@ def evaluation_breakdown(data, k: int = 20, batch_size: int = 1024) -> list[str]
     parts = {
         "graph propagation (2 sparse products)": median_seconds(propagation),
         "score matrix (users x items matmul)": median_seconds(lambda: [user_emb[b] @ item_emb.T for b in batches]),
-        f"top-{k + 1} of every row (torch.topk)": median_seconds(lambda: [torch.topk(s, k + 1, 1) for s in score_matrix]),
+        f"top-{k + 1} of every row (torch.topk)": median_seconds(
+            lambda: [torch.topk(s, k + 1, 1) for s in score_matrix]),
     }
     floor = sum(parts.values())
 

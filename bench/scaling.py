@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import io
-import itertools
 import json
 import os
 import statistics
@@ -48,7 +47,7 @@ def synth_folder(size: int, seed: int) -> Path:
 def worker(model_name: str, folder: Path, batches: int, threads: int) -> dict[str, Any]:
     """Time ``batches`` training batches and one full-ranking evaluation of one model on one folder."""
     import torch
-    from bench_cf import peak_rss_mb
+    from bench_cf import peak_rss_mb, train_stream
 
     from lmrec.data.registry import DataRef
     from lmrec.eval.ranking import evaluate
@@ -63,13 +62,8 @@ def worker(model_name: str, folder: Path, batches: int, threads: int) -> dict[st
         encoder = CachedEncoder(get_encoder("minilm"))
         settings["features"] = encoder.encode(data.catalog.text(("title",)), progress=False)
     model = get_model(model_name, "cf")(**settings)
-    model.prepare(data, seed=2024)
-    config = model.train_config({"progress": False})
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
-    rng = np.random.default_rng(0)
-    model.set_training(True)
+    config, optimizer, stream = train_stream(model, data)
     times = []
-    stream = itertools.chain.from_iterable(model.batches(rng, config.batch_size) for _ in itertools.count())
     for i in range(batches + 1):
         start = time.perf_counter()
         batch = next(stream)
