@@ -30,8 +30,9 @@ def peak_rss_mb() -> float:
 
 
 def train_stream(model, data, seed: int = 2024) -> tuple[Any, torch.optim.Optimizer, Iterator[Any]]:
-    """Prepare ``model`` on ``data`` in training mode; return its training config, an Adam over its trainable
-    parameters at the config's lr, and an endless seeded stream of its training batches."""
+    """Prepare ``model`` on ``data`` (initialised from ``seed``) in training mode; return its training config, an
+    Adam over its trainable parameters at the config's lr, and an endless stream of its training batches (drawn
+    with numpy seed 0)."""
     model.prepare(data, seed=seed)
     config = model.train_config({"progress": False})
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)

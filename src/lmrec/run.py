@@ -523,9 +523,10 @@ def _read_json(path: Path) -> Any:
 def _context(manifest: dict[str, Any], folder: Path, data: CRSData, device: str) -> Any:
     """The LLM context features of a CRS run: its prepared folder when it is still where the manifest says
     (relative to the run folder), else the LLM alone (through the embedding cache), run on ``device``."""
-    from lmrec.models.crs.rta.features import PrepareConfig, context_features, load_features
+    from lmrec.models.crs.rta.features import context_features, load_features, prepare_config
 
-    config = build(PrepareConfig, {**manifest["llm"], "device": device}, what="LLM setting")
+    # prepare_config drops settings older versions recorded that no longer exist (title_year moved to the run)
+    config = prepare_config({**manifest["llm"], "device": device})
     features = None
     if manifest.get("features"):
         path = (folder / manifest["features"]).resolve()

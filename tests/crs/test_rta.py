@@ -146,6 +146,7 @@ class PlantedFeatures:
         return list(self.samples.get(split, []))
 
     def title_tokens(self, year: bool = True) -> TitleTokens:
+        self.year_asked = year
         return self.tokens
 
 
@@ -438,6 +439,16 @@ def test_prepare_keeps_the_titles_with_and_without_the_year(tmp_path) -> None:
     year, plain = features.title_tokens(), features.title_tokens(year=False)
     assert year.lengths.tolist() == [2, 1] and plain.lengths.tolist() == [1, 1]
     assert year.vocab[year.ids[0, :2]].tolist() == [4, 6] and plain.vocab[plain.ids[0, :1]].tolist() == [4]
+    # a folder of an older version has one set: the year-less one if it was prepared with title_year = false
+    from lmrec.models.crs.rta.features import LLMFeatures
+
+    payload = {"identity": "fake-lm", "splits": {}, "tokens": plain}
+    old = LLMFeatures(tmp_path, data, payload, {"config": {"title_year": False}})
+    assert old.title_tokens(year=False) is plain
+    with pytest.raises(LmrecError, match="with the year"):
+        old.title_tokens()
+    with pytest.raises(LmrecError, match="without the year"):
+        LLMFeatures(tmp_path, data, {**payload, "tokens": year}, {"config": {}}).title_tokens(year=False)
 
 
 def test_strip_year() -> None:
@@ -476,3 +487,6 @@ def test_valid_labels_ground_truth_selects_on_the_real_targets_whatever_trains()
     asked.clear()
     RTAReindex(n_negatives=5, valid_labels="ground_truth").fit(catalog_data(), quiet(epochs=1), features=features)
     assert asked == [("train", "llm"), ("valid", "ground_truth")]
+    assert features.year_asked is True
+    RTAReindex(n_negatives=5, title_year=False).fit(catalog_data(), quiet(epochs=1), features=features)
+    assert features.year_asked is False

@@ -252,6 +252,15 @@ def test_nan_scores_raise():
         evaluate(table_scorer(table), data, "test")
 
 
+def test_top_k_masks_a_transposed_score_tensor():
+    scores = torch.arange(12, dtype=torch.float32).reshape(3, 4).T  # (4, 3), not contiguous
+    exclude = sp.csr_matrix(np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 0]], np.float32))
+    top = top_k(scores, 1, torch.arange(3, dtype=torch.float64), exclude)
+    assert top[:, 0].tolist() == [1, 2, 2, 2]  # each row's best item that is not excluded
+    with pytest.raises(ValueError, match="shape"):
+        top_k(scores, 1, torch.arange(3, dtype=torch.float64), exclude[:, :2])
+
+
 def test_plus_and_minus_inf_are_ranked_not_taken_for_nan():
     """Their sum is NaN (the fast check's alarm), yet no score is NaN: the ranking goes on, +inf first."""
     scores = torch.zeros(2, 6)

@@ -48,6 +48,7 @@ def test_paired_test_constant_nonzero_difference_has_t_p_zero():
     a = np.zeros(12)
     result = paired_test(a, a + 1.0)
     assert result.t_pvalue == 0.0 and result.wilcoxon_pvalue < 0.01 and result.diff.mean == 1.0
+    assert np.isnan(paired_test(np.zeros(1), np.ones(1)).t_pvalue)  # one pair: the t-test is undefined
 
 
 def test_paired_test_clear_shift_and_direction():

@@ -85,12 +85,14 @@ def top_k(
     scores = scores.to(torch.float32)
     n_items = scores.shape[1]
     flat = None  # the excluded entries as row · n_items + item: a 1-d fill is cheaper than a 2-d index_put
+    if exclude is not None and exclude.shape != scores.shape:
+        raise ValueError(f"exclude has shape {exclude.shape}, the scores {tuple(scores.shape)}")
     if exclude is not None and exclude.nnz:
         rows = np.repeat(np.arange(exclude.shape[0], dtype=np.int64), np.diff(exclude.indptr))
         flat = torch.from_numpy(rows * n_items + exclude.indices).to(scores.device)
     ranked = scores
     if flat is not None:
-        ranked = scores.clone()
+        ranked = scores.clone(memory_format=torch.contiguous_format)  # view(-1) needs it (a scorer may return .T)
         ranked.view(-1).index_fill_(0, flat, -torch.inf)
     values, top = torch.topk(ranked, min(k + 1, n_items), dim=1)
     top = top[:, :k]

@@ -63,7 +63,11 @@ def paired_test(a: np.ndarray, b: np.ndarray) -> PairedTest:
         return PairedTest(estimate(diff), 1.0, 1.0)
     from scipy import stats as sps  # imported here: scipy.stats takes a second to import
 
-    # every difference equal (and not 0): t is infinite, p = 0 (scipy would warn of lost precision and may give nan)
-    t_p = 0.0 if np.all(diff == diff[0]) else float(sps.ttest_rel(b, a).pvalue)
+    if len(diff) < 2:  # one pair: no variance to test against
+        t_p = float("nan")
+    elif np.all(diff == diff[0]):  # every difference equal, not 0: t is infinite (scipy would warn, may give nan)
+        t_p = 0.0
+    else:
+        t_p = float(sps.ttest_rel(b, a).pvalue)
     w_p = float(sps.wilcoxon(b, a, zero_method="wilcox").pvalue)  # zero differences dropped (standard)
     return PairedTest(estimate(diff), t_p, w_p)

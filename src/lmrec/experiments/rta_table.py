@@ -60,6 +60,7 @@ class Row:
     scorer: Scorer
     results: dict[str, CRSResult]
     train_turns: int | None = None  # training turns it learned from (None: fitted without training turns)
+    reindex: bool = False  # a reindex row (the adapt rows build on the one best on validation)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -134,10 +135,12 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         turns = (len(features.llm_label_samples("train", reindex.top_k, reindex.label_source))
                  + (features.n_items if reindex.item_prompts else 0))
         row = _run_row(f"reindexed ({reindex.aggregator})" + (f" {variant}" if variant else ""), out, features, turns)
+        row.reindex = True
         rows.append(row)
-        reindexed.append((row, out, spec))
-    # adapt builds on the reindex row chosen on validation
-    base_row, out, reindex_spec = max(reindexed, key=lambda r: _valid_hr(r[0]))
+        reindexed.append((row, out, spec, reindex.item_prompts))
+    # adapt builds on the reindex row chosen on validation and learns from every training turn's real targets
+    base_row, out, reindex_spec, item_prompts = max(reindexed, key=lambda r: _valid_hr(r[0]))
+    adapt_turns = len(features.samples["train"]) + (features.n_items if item_prompts else 0)
     for name, adapt_options in settings.get("adapt", {}).items():
         adapt_options = dict(adapt_options)
         adapt_train = {"progress": False, **adapt_options.pop("train", {})}
@@ -145,7 +148,7 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         spec = {**reindex_spec, "adapt": adapt_options, "adapt_train": adapt_train}
         cached_step(run, spec, lambda run=run, o=adapt_options, t=adapt_train: fit(
             "rta_adapt", data, t, features=features, base=Run.load(out, data=data), out=run, resume=True, **o))
-        rows.append(_run_row(name, run, features, base_row.train_turns))
+        rows.append(_run_row(name, run, features, adapt_turns))
     return rows
 
 
@@ -250,12 +253,14 @@ def _best_vs_best(rows: Sequence[Row], results: Mapping[str, CRSResult], matched
     """The LLM row and the baseline row with the best VALIDATION HR@10, paired on test HR@10 (LLM − baseline).
     ``matched``: only pairs trained on as many training turns (the same prepared turns; a row that also learned
     from item prompts counts them, so no baseline matches it): the best LLM row among those a baseline matches."""
-    def best(kind: str, turns: set[int | None] | None = None) -> Row | None:
-        scored = [r for r in rows if r.kind == kind and r.name in results and "valid" in r.results
-                  and (turns is None or r.train_turns in turns)]
-        return max(scored, key=_valid_hr, default=None)
+    def scored(kind: str, turns: set[int | None] | None = None) -> list[Row]:
+        return [r for r in rows if r.kind == kind and r.name in results and "valid" in r.results
+                and (turns is None or r.train_turns in turns)]
 
-    baseline_turns = {r.train_turns for r in rows if r.kind == "baseline" and r.train_turns is not None}
+    def best(kind: str, turns: set[int | None] | None = None) -> Row | None:
+        return max(scored(kind, turns), key=_valid_hr, default=None)
+
+    baseline_turns = {r.train_turns for r in scored("baseline") if r.train_turns is not None}
     llm = best("llm", baseline_turns if matched else None)
     base = best("baseline", {llm.train_turns} if matched and llm is not None else None)
     if llm is None or base is None:
@@ -270,7 +275,7 @@ BEST_REINDEXED = "best reindexed"  # a probe model: the reindex row with the bes
 
 def _probe(rows: Sequence[Row], features: LLMFeatures, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     by_name = {r.name: r for r in rows}
-    reindexed = [r for r in rows if r.name.startswith("reindexed")]
+    reindexed = [r for r in rows if r.reindex]
     if reindexed:
         by_name[BEST_REINDEXED] = max(reindexed, key=_valid_hr)
     unknown = [m for m in settings["models"] if m not in by_name]
@@ -314,7 +319,8 @@ def markdown(table: Mapping[str, Any], buckets_md: str, quantile_md: str = "") -
         + "Recommendations that open a conversation (nothing to condition on) are not turns: "
         + (", ".join(f"{split} {n}" for split, n in table.get("empty_context_turns", {}).items()) or "none") + "."
         + ("" if table.get("zero_shot_mapped_share") is None else
-           f" {100 * table['zero_shot_mapped_share']:.1f}% of the titles the zero-shot LLM wrote map to a catalog item.")
+           f" {100 * table['zero_shot_mapped_share']:.1f}% of the titles the zero-shot LLM wrote map to a catalog "
+           "item.")
         + _label_turns_sentence(table.get("llm_label_turns")),
         "",
         f"| model | train turns | HR@10 ({first['test']['hr@10']['n']} pairs) | NDCG@10 | HR@50 "

@@ -215,8 +215,12 @@ class LLMFeatures:
         self.data = data
         self.meta = meta
         self.identity: str = payload["identity"]
-        self.tokens: TitleTokens = payload["tokens"]  # the titles as the catalog writes them: "Heat (1995)"
-        self.tokens_no_year: TitleTokens | None = payload.get("tokens_no_year")  # "Heat"
+        # the titles as the catalog writes them ("Heat (1995)") and without the year ("Heat"); a folder of an older
+        # version has one set, the year-less one if it was prepared with title_year = false
+        self.tokens: TitleTokens | None = payload["tokens"]
+        self.tokens_no_year: TitleTokens | None = payload.get("tokens_no_year")
+        if self.tokens_no_year is None and meta.get("config", {}).get("title_year") is False:
+            self.tokens, self.tokens_no_year = None, self.tokens
         self.samples: dict[str, list[CRSSample]] = {}
         self.q: dict[str, torch.Tensor] = {}
         for split in SPLITS:
@@ -248,17 +252,17 @@ class LLMFeatures:
                                   stacklevel=2)
 
     def title_tokens(self, year: bool = True) -> TitleTokens:
-        """The catalog's title tokens with the trailing year (``"Heat (1995)"``, the paper's) or without (``"Heat"``)."""
-        if year:
-            return self.tokens
-        if self.tokens_no_year is None:
-            raise LmrecError(f"{self.folder} has no title tokens without the year (prepared by an older lmrec): "
-                             "run prepare again")
-        return self.tokens_no_year
+        """The catalog's title tokens with the trailing year (``"Heat (1995)"``, the paper's) or without
+        (``"Heat"``)."""
+        tokens = self.tokens if year else self.tokens_no_year
+        if tokens is None:
+            raise LmrecError(f"{self.folder} has no title tokens {'with' if year else 'without'} the year (prepared "
+                             "by an older lmrec): run prepare again")
+        return tokens
 
     @property
     def dim(self) -> int:
-        return int(self.tokens.table.shape[1])
+        return int(next(t for t in (self.tokens, self.tokens_no_year) if t is not None).table.shape[1])
 
     @property
     def n_items(self) -> int:
