@@ -490,3 +490,11 @@ def test_valid_labels_ground_truth_selects_on_the_real_targets_whatever_trains()
     assert features.year_asked is True
     RTAReindex(n_negatives=5, title_year=False).fit(catalog_data(), quiet(epochs=1), features=features)
     assert features.year_asked is False
+
+
+def test_prepare_config_of_an_older_version_drops_settings_that_moved() -> None:
+    """Runs saved before title_year moved to the reindex step record it with their LLM settings; they still load."""
+    from lmrec.models.crs.rta.features import prepare_config
+
+    config = prepare_config({"llm": "smollm2-135m", "title_year": False, "max_new_tokens": 7})
+    assert config.max_new_tokens == 7 and not hasattr(config, "title_year")
