@@ -259,3 +259,13 @@ def test_reindex_variants_update_the_base_reindex_settings():
     config = {"dataset": "inspired", **settings, "reindex_variants": {"bad": {"aggregator": "lstm"}}}
     with pytest.raises(LmrecError, match=r"\[run.reindex_variants\] 'bad'.*aggregator"):
         reproduce.validate_settings("crs", config)
+
+
+def test_comparison_rows_say_why_training_stopped():
+    from lmrec.experiments.compare import _epochs
+
+    row = {"best_epoch": 40, "epochs_run": 140, "converged": True}
+    assert _epochs({**row, "stopped": "early stop: no validation improvement in 20 evaluations"}) == "40 / 140, patience"
+    assert _epochs({**row, "best_epoch": 140, "converged": False, "stopped": "max epochs"}) == "140 / 140 †, budget"
+    assert _epochs({**row, "stopped": "time budget of 8 minutes"}) == "40 / 140, time"
+    assert _epochs({**row, "stopped": None}) == "40 / 140" and _epochs({**row, "best_epoch": None}) == "-"

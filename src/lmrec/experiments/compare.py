@@ -146,7 +146,8 @@ def _fit_row(dataset: str, spec: RunSpec, seed: int, out: Path, threads: int | N
     fitted = run.manifest["fit"]
     return {"model": spec.model, "test": run.metrics["test"], "valid": run.metrics["valid"],
             "best_epoch": fitted.get("best_epoch"), "epochs_run": fitted.get("epochs_run"),
-            "converged": fitted.get("converged", True), "fit_seconds": fitted["seconds"]}
+            "converged": fitted.get("converged", True), "stopped": fitted.get("stopped"),
+            "fit_seconds": fitted["seconds"]}
 
 
 def select_per_family(rows: Mapping[str, Any]) -> dict[str, str]:
@@ -181,7 +182,7 @@ def markdown(results: dict[str, Any]) -> str:
                   f"{s['users']} users, {s['items']} items, train/valid/test {s['train']}/{s['valid']}/{s['test']} "
                   f"interactions ({s['protocol']}). Test, full ranking, train+valid masked, mean ± SE over "
                   f"{next(iter(rows.values()))['test']['recall@20']['n']} users.", "",
-                  "| model | " + " | ".join(COLUMNS) + " | best epoch / run (valid) | fit s |",
+                  "| model | " + " | ".join(COLUMNS) + " | best epoch / run (valid), why it stopped | fit s |",
                   "|---|" + "---|" * (len(COLUMNS) + 2)]
         for family, name in selected.items():
             row = rows[name]
@@ -209,6 +210,14 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _epochs(row: Mapping[str, Any]) -> str:
+    """``best / run``, ``†`` when the best epoch is the last, and why training ended: ``patience`` (no validation
+    improvement in ``patience`` evaluations), ``budget`` (the epoch budget) or ``time`` (a wall-clock cap)."""
     if not row["best_epoch"]:
         return "-"
-    return f"{row['best_epoch']} / {row.get('epochs_run') or '?'}" + ("" if row.get("converged", True) else " †")
+    stopped = row.get("stopped") or ""
+    why = next((word for key, word in STOP_WORDS if stopped.startswith(key)), "")
+    return (f"{row['best_epoch']} / {row.get('epochs_run') or '?'}" + ("" if row.get("converged", True) else " †")
+            + (f", {why}" if why else ""))
+
+
+STOP_WORDS = (("early stop", "patience"), ("max epochs", "budget"), ("time budget", "time"))
