@@ -225,7 +225,7 @@ def _convergence(s: Mapping[str, Any], folder: Path, root: Path) -> str:
 def _crs(s: Mapping[str, Any], folder: Path, root: Path) -> str:
     from lmrec.experiments.rta_table import run_rta_table
 
-    run_rta_table(s["dataset"], folder, s)
+    run_rta_table(s["dataset"], folder, s, progress=True)  # prepare's lines: generated / encoded turns so far
     return (folder / "table.md").read_text(encoding="utf-8")
 
 

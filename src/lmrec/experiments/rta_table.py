@@ -180,7 +180,8 @@ def _run_row(name: str, run: Path, features: LLMFeatures, train_turns: int | Non
 
 
 def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool = False) -> dict[str, Any]:
-    """Prepare, fit / reuse every model, then write ``table.{json,md}`` and ``buckets.png``; returns the table."""
+    """Prepare, fit / reuse every model, then write ``table.{json,md}`` and ``buckets.png``; returns the table.
+    ``progress``: prepare prints how many turns it has answered and encoded (a line per chunk)."""
     folder.mkdir(parents=True, exist_ok=True)
     features_dir = (folder / "prepare").resolve()
     features = _prepare(dataset, features_dir, settings.get("prepare", {}), progress)
