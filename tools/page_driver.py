@@ -35,10 +35,11 @@ def drive(url: str, out: Path, cf_model: str, user: str, search: str, crs_model:
         page.dispatch_event("#alpha", "input")
         expect(recommendations.first).to_be_visible(timeout=60_000)
         page.wait_for_timeout(1500)  # the debounce before the refresh with the intention is sent
-        page.wait_for_load_state("networkidle", timeout=60_000)  # its answer is in (a loaded machine is slow)
+        # its answer is in: the first intention loads the text encoder, minutes on a loaded 2-core machine
+        page.wait_for_load_state("networkidle", timeout=180_000)
         page.wait_for_function("() => { const items = [...document.querySelectorAll('#recommendations li')];"
                                " return items.length >= 5 && items.every(li => li.innerText.trim()); }",
-                               timeout=60_000)
+                               timeout=180_000)
         recommendations.first.click()
         expect(page.locator("#similar li").first).to_be_visible(timeout=30_000)
         shots["explore"] = out / "lmrec-serve-explore.png"
