@@ -421,10 +421,13 @@ def _fit_summary(log: TrainLog | None, seconds: float) -> dict[str, Any]:
 
 
 def _eval_samples(model: Model, data: CRSData, split: str) -> list[CRSSample]:
-    """The turns a CRS run is evaluated on: its prepared turns when it has LLM features, else all of them."""
+    """The turns a CRS run is evaluated on: its prepared turns when it has LLM features (for a model that answers
+    by generation, those the LLM answered in prepare), else all of them."""
     context = getattr(model, "context", None)
     prepared = getattr(context, "samples", None)
     if prepared and split in prepared:
+        if getattr(model, "answers_by_generation", False):
+            return [s for s in prepared[split] if s.context in context.completion_table]
         return list(prepared[split])
     return data.samples(split)
 

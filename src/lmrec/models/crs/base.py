@@ -34,6 +34,9 @@ class CRSRecommender(Model, ABC):
 
     task: ClassVar[str] = "crs"
     uses_llm: ClassVar[bool] = False  # reads the conversation through the LLM: fit needs features=
+    # ranks from the LLM's generated answers: a run is evaluated on the prepared turns that have one (generating
+    # the others would take seconds a turn)
+    answers_by_generation: ClassVar[bool] = False
     base_model: ClassVar[str | None] = None  # the registered model whose fitted run fit needs as base=
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):

@@ -54,6 +54,7 @@ class ZeroShotLLM(CRSRecommender):
     """
 
     uses_llm = True
+    answers_by_generation = True
     Config = ZeroShotConfig
 
     def __init__(self, config: ZeroShotConfig | None = None,
