@@ -265,3 +265,9 @@ def test_load_names_unknown_saved_settings(data, tmp_path):
     path.write_text(json.dumps(manifest))
     with pytest.raises(LmrecError, match="retired_setting"):
         lmrec.Run.load(folder, data=data)
+
+
+def test_alpharec_intent_with_features_its_encoder_did_not_make_is_a_clear_error(fitted):
+    """Planted 16-d features, MiniLM (384-d) as the encoder: the intention cannot be mapped; say so, not a 500."""
+    with pytest.raises(LmrecError, match="16-d.*'minilm' gives 384-d"):
+        fitted["alpharec"].score_with_intent(0, "something dark and tense")

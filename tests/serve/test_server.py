@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 import lmrec
-from helpers import planted_data, planted_features, write_inspired, write_lightgcn_folder
+from helpers import planted_data, write_inspired, write_lightgcn_folder
 
 CHROMIUM = "/usr/bin/chromium"
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
@@ -31,7 +31,7 @@ def server(tmp_path_factory):
     """`lmrec serve` on two run folders whose data is on disk (a LightGCN folder, a tiny INSPIRED folder)."""
     root = tmp_path_factory.mktemp("server")
     folder = write_lightgcn_folder(planted_data(), root / "planted")
-    alpharec = lmrec.get_model("alpharec")(mlp_ratio=1.0, features=planted_features())
+    alpharec = lmrec.get_model("alpharec")(mlp_ratio=1.0)  # features from its encoder, so intentions can be read
     lmrec.fit(alpharec, folder, {"epochs": 3, "progress": False}, out=root / "alpharec")
     write_inspired(root / "data")
     lmrec.fit("fism", root / "data" / "inspired", {"epochs": 2, "progress": False}, out=root / "fism")

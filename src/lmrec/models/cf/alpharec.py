@@ -142,7 +142,12 @@ class AlphaRec(LMFeatures, TorchRecommender):
             encoder = getattr(self, "_text_encoder", None)
             if encoder is None:
                 encoder = self._text_encoder = CachedEncoder(get_encoder(self.config.encoder, device=str(self.device)))
-            return torch.from_numpy(encoder.encode(texts, progress=False)).to(self.device)
+            vectors = torch.from_numpy(encoder.encode(texts, progress=False)).to(self.device)
+        if vectors.shape[1] != self.z_items.shape[1]:  # features given as an array, not made by this encoder
+            raise LmrecError(f"{self.name}'s item features are {self.z_items.shape[1]}-d and its encoder "
+                             f"{self.config.encoder!r} gives {vectors.shape[1]}-d vectors: texts (a stated intention) "
+                             "need the encoder that made the features (the model's encoder setting)")
+        return vectors
 
     @torch.no_grad()
     def _with_new_user(self, items: Sequence[int], intent: str | None, alpha: float
