@@ -154,7 +154,8 @@ class Run:
 
         samples = _eval_samples(self.model, self.data, split)
         if not samples:
-            raise NothingToEvaluate(f"{self.data.name}: no {split} turns with a recommendation to evaluate")
+            answered = " that prepare answered" if getattr(self.model, "answers_by_generation", False) else ""
+            raise NothingToEvaluate(f"{self.data.name}: no {split} turns{answered} with a recommendation to evaluate")
         return evaluate_turns(self.model.score, samples, len(self.catalog), ks=tuple(ks or CRS_KS))
 
     # -- recommendation ----------------------------------------------------------------------------------
