@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.conversations import CRSData, CRSSample
@@ -81,6 +82,29 @@ def test_sum_equals_the_manual_masked_sum() -> None:
     out = build_aggregator("sum", D)(tokens, lengths)
     for i, n in enumerate(lengths.tolist()):
         torch.testing.assert_close(out[i], tokens[i, :n].sum(0))
+
+
+def test_gru_aggregator_equals_the_bidirectional_gru_at_the_last_token() -> None:
+    """The shortcut (forward GRU + one backward step) gives nn.GRU(bidirectional)'s packed output at len − 1, and
+    the same gradients."""
+    torch.manual_seed(0)
+    agg = build_aggregator("gru", D)
+    tokens, lengths = torch.randn(6, 7, D), torch.tensor([1, 7, 3, 2, 7, 4])
+
+    def reference() -> torch.Tensor:
+        packed = pack_padded_sequence(tokens, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = pad_packed_sequence(agg.gru(packed)[0], batch_first=True)
+        return agg.proj(out[torch.arange(len(tokens)), lengths - 1])
+
+    grads = []
+    for forward in (reference, lambda: agg(tokens, lengths)):
+        agg.zero_grad()
+        out = forward()
+        (out * torch.linspace(-1, 1, D)).sum().backward()
+        grads.append((out.detach(), [torch.zeros_like(p) if p.grad is None else p.grad for p in agg.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for expected, got in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_aggregator_bad_input() -> None:

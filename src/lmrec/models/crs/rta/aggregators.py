@@ -17,8 +17,9 @@ token instead of running over the padding first.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
 __all__ = ["AGGREGATORS", "Aggregator", "GRUAggregator", "SumAggregator", "TransformerAggregator",
            "WeightedAggregator", "build_aggregator", "length_mask"]
@@ -80,7 +81,15 @@ class WeightedAggregator(Aggregator):
 
 
 class GRUAggregator(Aggregator):
-    """h = BiGRU(x_{<len}) with hidden d/4 per direction (packed), e = Linear_{d/2→d}(h_{len−1})."""
+    """h = BiGRU(x_{<len}) with hidden d/4 per direction (packed), e = Linear_{d/2→d}(h_{len−1}).
+
+    h_{len−1} is [forward state after the whole title ; backward state after the last token alone], so only those
+    are computed: the forward GRU over the packed title and one backward GRU step from h₀ = 0,
+    h = (1 − z) ⊙ n with r, z = σ(W_i{r,z} x + b_i{r,z} + b_h{r,z}), n = tanh(W_in x + b_in + r ⊙ b_hn).
+    The same numbers as ``nn.GRU(bidirectional=True)``'s output at len − 1 (tested), for ~2.3x less work, since
+    that output never sees the backward direction's other steps (nor ``weight_hh_l0_reverse``, kept only so the
+    parameters stay those of the bidirectional GRU, and saved runs load).
+    """
 
     kind = "gru"
 
@@ -93,11 +102,18 @@ class GRUAggregator(Aggregator):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         _check(tokens, lengths)
+        g = self.gru
         packed = pack_padded_sequence(tokens, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.gru(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True)  # (n, max(len), d/2)
-        last = out[torch.arange(len(tokens), device=tokens.device), lengths.to(tokens.device) - 1]
-        return self.proj(last)
+        h0 = tokens.new_zeros(1, len(tokens), g.hidden_size)
+        weights = [g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0]
+        _, h_n = torch.gru(packed.data, packed.batch_sizes, h0, weights, True, 1, 0.0, self.training, False)
+        forward = h_n[0][packed.unsorted_indices]  # (n, d/4) in the input order
+        last = tokens[torch.arange(len(tokens), device=tokens.device), lengths.to(tokens.device) - 1]  # (n, d)
+        i_r, i_z, i_n = F.linear(last, g.weight_ih_l0_reverse, g.bias_ih_l0_reverse).chunk(3, dim=1)
+        h_r, h_z, h_n_bias = g.bias_hh_l0_reverse.chunk(3)
+        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        backward = (1 - z) * torch.tanh(i_n + r * h_n_bias)
+        return self.proj(torch.cat([forward, backward], dim=1))
 
 
 class TransformerAggregator(Aggregator):
