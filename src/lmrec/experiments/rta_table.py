@@ -122,7 +122,7 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         out = folder / "zero-shot"
         cached_step(out, inputs, lambda: fit("zero_shot_llm", data, features=features, out=out, resume=True))
         rows.append(_run_row("zero-shot LLM", out, features))
-    reindexed: list[tuple[Row, Path, dict[str, Any]]] = []
+    reindex_runs: dict[str, tuple[Path, dict[str, Any], bool]] = {}  # row name -> (folder, spec, item prompts)
     for variant, variant_options in reindex_variants(settings).items():
         options = dict(variant_options)
         train = {"progress": False, **options.pop("train", {})}
@@ -137,9 +137,9 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         row = _run_row(f"reindexed ({reindex.aggregator})" + (f" {variant}" if variant else ""), out, features, turns)
         row.reindex = True
         rows.append(row)
-        reindexed.append((row, out, spec, reindex.item_prompts))
+        reindex_runs[row.name] = (out, spec, reindex.item_prompts)
     # adapt builds on the reindex row chosen on validation and learns from every training turn's real targets
-    base_row, out, reindex_spec, item_prompts = max(reindexed, key=lambda r: _valid_hr(r[0]))
+    out, reindex_spec, item_prompts = reindex_runs[best_reindexed(rows).name]
     adapt_turns = len(features.samples["train"]) + (features.n_items if item_prompts else 0)
     for name, adapt_options in settings.get("adapt", {}).items():
         adapt_options = dict(adapt_options)
@@ -169,6 +169,11 @@ def reindex_variants(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def _valid_hr(row: Row, k: int = 10) -> float:
     result = row.results.get("valid")
     return float(result.per_pair[f"hr@{k}"].mean()) if result is not None else float("-inf")
+
+
+def best_reindexed(rows: Sequence[Row]) -> Row:
+    """The reindex row with the best validation HR@10: the base of the adapt rows, the probe's "best reindexed"."""
+    return max((r for r in rows if r.reindex), key=_valid_hr)
 
 
 def _run_row(name: str, run: Path, features: LLMFeatures, train_turns: int | None = None) -> Row:
@@ -276,9 +281,8 @@ BEST_REINDEXED = "best reindexed"  # a probe model: the reindex row with the bes
 
 def _probe(rows: Sequence[Row], features: LLMFeatures, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     by_name = {r.name: r for r in rows}
-    reindexed = [r for r in rows if r.reindex]
-    if reindexed:
-        by_name[BEST_REINDEXED] = max(reindexed, key=_valid_hr)
+    if any(r.reindex for r in rows):
+        by_name[BEST_REINDEXED] = best_reindexed(rows)
     unknown = [m for m in settings["models"] if m not in by_name]
     if unknown:
         raise LmrecError(f"probe models {unknown} are not rows of the table; rows: {list(by_name)}")
