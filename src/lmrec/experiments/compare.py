@@ -27,6 +27,7 @@ from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import paired_test
 from lmrec.io import atomic_write, write_json
 from lmrec.run import Run, fit
+from lmrec.train import TrainLog
 
 COLUMNS = ("recall@20", "ndcg@20", "hr@20")
 
@@ -214,10 +215,7 @@ def _epochs(row: Mapping[str, Any]) -> str:
     improvement in ``patience`` evaluations), ``budget`` (the epoch budget) or ``time`` (a wall-clock cap)."""
     if not row["best_epoch"]:
         return "-"
-    stopped = row.get("stopped") or ""
-    why = next((word for key, word in STOP_WORDS if stopped.startswith(key)), "")
+    why = TrainLog.reason(row.get("stopped"))
     return (f"{row['best_epoch']} / {row.get('epochs_run') or '?'}" + ("" if row.get("converged", True) else " †")
             + (f", {why}" if why else ""))
 
-
-STOP_WORDS = (("early stop", "patience"), ("max epochs", "budget"), ("time budget", "time"))

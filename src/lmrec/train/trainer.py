@@ -102,6 +102,10 @@ class EpochRecord:
     steps: int = 0  # optimiser steps taken in this epoch
 
 
+MAX_EPOCHS, EARLY_STOP, TIME_BUDGET = "max epochs", "early stop", "time budget"
+STOP_REASONS = ((EARLY_STOP, "patience"), (MAX_EPOCHS, "budget"), (TIME_BUDGET, "time"))
+
+
 @dataclass
 class TrainLog:
     records: list[EpochRecord] = field(default_factory=list)
@@ -109,7 +113,7 @@ class TrainLog:
     best_score: float = -math.inf
     seconds_to_best: float = 0.0  # training + validation seconds until the best epoch was reached
     total_seconds: float = 0.0
-    stopped: str = "max epochs"
+    stopped: str = MAX_EPOCHS
     resumed_at: int | None = None  # the epoch of the checkpoint a resumed run started from
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +123,13 @@ class TrainLog:
     def from_dict(cls, raw: dict[str, Any]) -> TrainLog:
         records = [EpochRecord(**r) for r in raw.get("records", [])]
         return cls(**{**raw, "records": records})
+
+    @staticmethod
+    def reason(stopped: str | None) -> str:
+        """The one word for why training ended, from ``stopped`` as the trainer writes it: ``patience`` (no
+        validation improvement in ``patience`` evaluations), ``budget`` (the epoch budget), ``time`` (a wall-clock
+        cap), or ``""`` (anything else, e.g. nothing to train)."""
+        return next((word for prefix, word in STOP_REASONS if (stopped or "").startswith(prefix)), "")
 
     @property
     def converged(self) -> bool:
@@ -241,7 +252,8 @@ class Trainer:
             if validate is not None and (epoch % cfg.eval_every == 0 or last):
                 record.valid = validate()
                 if cfg.metric not in record.valid:
-                    raise LmrecError(f"validation returned {sorted(record.valid)}, not the selection metric {cfg.metric}")
+                    raise LmrecError(f"validation returned {sorted(record.valid)}, "
+                                     f"not the selection metric {cfg.metric}")
                 score = record.valid[cfg.metric]
                 if score > log.best_score:
                     log.best_score, log.best_epoch = score, epoch
@@ -256,9 +268,9 @@ class Trainer:
             self._append_log(record)
             stop = None
             if bad_evals >= cfg.patience:
-                stop = f"early stop: no validation improvement in {cfg.patience} evaluations"
+                stop = f"{EARLY_STOP}: no validation improvement in {cfg.patience} evaluations"
             elif last and epoch != cfg.epochs:
-                stop = f"time budget of {cfg.max_minutes} minutes"
+                stop = f"{TIME_BUDGET} of {cfg.max_minutes} minutes"
             if stop is None and not last and epoch % cfg.checkpoint_every == 0:
                 self._checkpoint(model, optimizer, rng, log, best_state, bad_evals, time.perf_counter() - start)
             if stop is not None:
@@ -292,7 +304,8 @@ class Trainer:
         meta = {"config": as_dict(self.config), "log": log.to_dict(), "bad_evals": bad_evals, "elapsed": elapsed,
                 "finished": finished,
                 "has_best": best_state is not None, "numpy_rng": rng.bit_generator.state, "optimizer": optim_meta}
-        tensorfile.save_tensors(Path(self.checkpoint_path), tensors, json.loads(json.dumps(meta, default=_json_default)))
+        meta = json.loads(json.dumps(meta, default=_json_default))
+        tensorfile.save_tensors(Path(self.checkpoint_path), tensors, meta)
 
     def _restore(self, model: TorchTrainable, optimizer: torch.optim.Optimizer, rng: np.random.Generator
                  ) -> tuple[TrainLog, dict[str, Any] | None, int, float, bool] | None:
@@ -319,7 +332,7 @@ class Trainer:
         log = TrainLog.from_dict(meta["log"])
         last = log.records[-1].epoch if log.records else 0
         # a run that ended at its epoch budget goes on when the budget was raised; an early stop stays stopped
-        finished = bool(meta.get("finished")) and not (log.stopped == "max epochs" and self.config.epochs > last)
+        finished = bool(meta.get("finished")) and not (log.stopped == MAX_EPOCHS and self.config.epochs > last)
         return log, best, int(meta["bad_evals"]), float(meta["elapsed"]), finished
 
     # -- the per-epoch log -----------------------------------------------------------------------------------
