@@ -219,9 +219,13 @@ def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
     assert probe["reindexed (weighted)"]["changed_samples"] > 0
     assert "Popularity buckets" in (out / "report" / "report.md").read_text()
     assert (out / "report" / "figures" / "01-inspired--buckets.png").exists()
-    # a second reproduction reuses every LLM step (spec.json) and gives the same table
+    baselines = sorted(p.name for p in (out / "01-inspired").glob("baseline-*"))
+    assert baselines == ["baseline-fism", "baseline-fism-prepared", "baseline-pop"]
+    manifests = {b: (out / "01-inspired" / b / "manifest.json").read_bytes() for b in baselines}
+    # a second reproduction reuses every step (baseline run folders, spec.json) and gives the same table
     reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
     assert json.loads((out / "01-inspired" / "table.json").read_text())["rows"] == rows
+    assert {b: (out / "01-inspired" / b / "manifest.json").read_bytes() for b in baselines} == manifests
 
 
 def test_distinct_top_items_counts_catalog_coverage():

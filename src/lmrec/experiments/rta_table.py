@@ -88,11 +88,13 @@ def _prepare(dataset: str, folder: Path, settings: Mapping[str, Any], progress: 
     return load_features(folder, load_dataset(dataset))
 
 
-def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any]], train_on: str = "all") -> list[Row]:
+def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any]], train_on: str = "all",
+                  folder: Path | None = None) -> list[Row]:
     """Fit each ``settings[name]`` (model settings; ``model`` = registered name, default ``name``; ``train`` =
     :class:`lmrec.train.TrainConfig` fields). Trained models learn from all training turns (``train_on="all"``,
     selected on all validation turns), from the prepared subsample the LLM models learn from (``"prepared"``)
-    or once from each (``"both"``)."""
+    or once from each (``"both"``). With ``folder`` each is a run folder ``baseline-<name>[-prepared]`` there,
+    resumed, and loaded instead of fitted again when complete with the same settings."""
     if train_on not in ("all", "prepared", "both"):
         raise ValueError(f"baseline_train must be one of all, prepared, both; got {train_on!r}")
     rows = []
@@ -103,7 +105,9 @@ def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any
         sources = {"all": [None], "prepared": [features], "both": [None, features]}[train_on] if cls.trainable \
             else [None]
         for source in sources:
-            run = fit(cls(**options), features.data, train if cls.trainable else None, features=source)
+            out = folder / (f"baseline-{_slug(name)}" + ("-prepared" if source else "")) if folder else None
+            run = fit(cls(**options), features.data, train if cls.trainable else None, features=source, out=out,
+                      resume=out is not None)
             n_turns = len(source.samples["train"]) if source else len(features.data.samples("train"))
             label = f"{name} ({n_turns} train turns)" if cls.trainable else name
             rows.append(Row(label, "baseline", run.model.score, crs_results(run.model.score, features),
@@ -190,7 +194,7 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
     folder.mkdir(parents=True, exist_ok=True)
     features_dir = (folder / "prepare").resolve()
     features = _prepare(dataset, features_dir, settings.get("prepare", {}), progress)
-    rows = fit_baselines(features, settings.get("baselines", {}), settings.get("baseline_train", "all"))
+    rows = fit_baselines(features, settings.get("baselines", {}), settings.get("baseline_train", "all"), folder)
     rows += llm_rows(features, folder, settings, settings.get("zero_shot", True))
     test = features.samples["test"]
     n_items = features.n_items
