@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -410,6 +410,17 @@ def _evaluation_protocol(model: Model) -> dict[str, Any]:
                 "ties": TIE_POLICY, "ks": list(REPORT_KS)}
     return {"ranking": "full catalog", "ties": "expected under random tie-breaking", "pairs": "one per (turn, target)",
             "ks": list(CRS_KS), "test_new": "new targets only, mentioned items removed from the ranking"}
+
+
+def epochs_summary(fit: Mapping[str, Any]) -> str:
+    """A run's training in one cell, from its manifest's ``fit`` block (or a table row with the same keys):
+    ``"best / run"``, `` †`` when the best validation epoch is the last one run (unconverged), and why training
+    ended (:meth:`TrainLog.reason`: patience, budget or time), e.g. ``"40 / 140, patience"``; ``"-"`` untrained."""
+    if not fit.get("best_epoch"):
+        return "-"
+    why = TrainLog.reason(fit.get("stopped"))
+    return (f"{fit['best_epoch']} / {fit.get('epochs_run') or '?'}" + ("" if fit.get("converged", True) else " †")
+            + (f", {why}" if why else ""))
 
 
 def _fit_summary(log: TrainLog | None, seconds: float) -> dict[str, Any]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -150,7 +151,10 @@ def test_reproduce_writes_a_report_and_publishes_it(tmp_path, planted, capsys):
     out = tmp_path / "out"
     code = cli.main(["reproduce", "alpharec", "--quick", "--configs", str(tmp_path / "configs"), "--out", str(out),
                      "--publish", str(tmp_path / "docs" / "report")])
-    assert code == 0 and "report:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert code == 0 and "report:" in printed
+    # a line per run as it finishes: count, dataset / run, validation score, epochs
+    assert re.search(r"\[01-comparison\] 3/3 p / lightgcn: valid recall@20 [0-9.]+, best / run \d / 2", printed)
     report = (out / "report" / "report.md").read_text()
     assert "## Comparison" in report and "### The paper" in report and "| AlphaRec | .1221 |" in report
     assert "| mf (8-d) |" in report and "±" in report and "## Convergence" in report
@@ -195,11 +199,15 @@ def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
     monkeypatch.setenv("LMREC_CACHE", str(tmp_path / "cache"))
     write_config(tmp_path / "configs" / "rta", "01-inspired.toml", RTA_TABLE.format(llm=tmp_path / "llm"))
     out = tmp_path / "out"
-    reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
+    lines: list[str] = []
+    reproduce.reproduce("rta", tmp_path / "configs", out, log=lines.append)
     table = json.loads((out / "01-inspired" / "table.json").read_text())
     rows = table["rows"]
     assert list(rows) == ["pop", "fism (24 train turns)", "fism (8 train turns)", "zero-shot LLM",
                           "reindexed (weighted)", "reindexed (weighted) real labels", "+ gate FISM"]
+    progress = [line for line in lines if ": valid hr@10" in line or "best / run" in line]  # a line per row, in order
+    assert [line.split(": ")[0] for line in progress] == [f"[01-inspired] {row}" for row in rows]
+    assert re.search(r"\[01-inspired\] fism \(24 train turns\): valid hr@10 [0-9.]+, best / run \d+ / 2", progress[1])
     assert rows["reindexed (weighted) real labels"]["train_turns"] == 8 == rows["fism (8 train turns)"]["train_turns"]
     assert table["llm_label_turns"]["answered"] == 8 >= table["llm_label_turns"]["labelled"]
     assert table["turns"] == {"train": 8, "valid": 6, "test": 6} and table["generated_test_turns"] == 3
@@ -246,7 +254,11 @@ def test_compare_with_two_jobs_gives_the_same_table(tmp_path):
     folder = str(write_lightgcn_folder(planted_data(), tmp_path / "planted"))
     train = {"epochs": 2, "eval_every": 1, "progress": False}
     one = run_comparison(["pop", "mf", "lightgcn"], [folder], tmp_path / "one", train, focus=None)
-    two = run_comparison(["pop", "mf", "lightgcn"], [folder], tmp_path / "two", train, focus=None, jobs=2)
+    lines: list[str] = []
+    two = run_comparison(["pop", "mf", "lightgcn"], [folder], tmp_path / "two", train, focus=None, jobs=2,
+                         log=lines.append)
+    assert sorted(line.split(" ")[0] for line in lines) == ["1/3", "2/3", "3/3"]  # a line as each run finishes
+    assert sorted(line.split(": ")[0].split(" / ")[-1] for line in lines) == ["lightgcn", "mf", "pop"]
     strip = lambda r: {m: {k: v for k, v in row.items() if k != "fit_seconds"} for m, row in r[folder]["models"].items()}  # noqa: E731
     assert strip(one) == strip(two)
 
@@ -266,7 +278,7 @@ def test_reindex_variants_update_the_base_reindex_settings():
 
 
 def test_comparison_rows_say_why_training_stopped():
-    from lmrec.experiments.compare import _epochs
+    from lmrec.run import epochs_summary as _epochs
 
     row = {"best_epoch": 40, "epochs_run": 140, "converged": True}
     assert _epochs({**row, "stopped": "early stop: no validation improvement in 20 evaluations"}) == "40 / 140, patience"

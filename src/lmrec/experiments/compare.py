@@ -15,8 +15,8 @@ import dataclasses
 import itertools
 import multiprocessing
 import os
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,7 @@ from lmrec.data.registry import DataRef
 from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import paired_test
 from lmrec.io import atomic_write, write_json
-from lmrec.run import Run, fit
-from lmrec.train import TrainLog
+from lmrec.run import Run, epochs_summary, fit
 
 COLUMNS = ("recall@20", "ndcg@20", "hr@20")
 
@@ -95,12 +94,14 @@ def run_comparison(
     dataset_train_overrides: Mapping[str, Mapping[str, Any]] | None = None,
     jobs: int = 1,
     runs_dir: Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run every spec on every dataset. Training settings, later ones winning: ``train_overrides`` (all runs),
     ``dataset_train_overrides[dataset]``, the spec's own. ``jobs`` > 1 runs that many independent runs at once, in
     processes of their own, the CPU threads divided between them (each run as with one job: same seed, same
     result; a run's own determinism does not depend on the others). Run folders go to ``runs_dir/<dataset>/<name>``
-    (default ``out``; another table's folder shares its finished runs), the table to ``out``."""
+    (default ``out``; another table's folder shares its finished runs), the table to ``out``. ``log`` gets a line
+    as each run finishes (or is found finished): where it stands among the runs, its validation score and epochs."""
     runs_dir = Path(runs_dir or out)
     specs = [RunSpec.of(r) for r in runs]
     names = [s.name for s in specs]
@@ -114,13 +115,26 @@ def run_comparison(
             train = {**(train_overrides or {}), **(dataset_train_overrides or {}).get(dataset, {}),
                      **spec.train_overrides}
             tasks.append((dataset, dataclasses.replace(spec, train_overrides=train)))
+    rows: list[dict[str, Any]] = [{}] * len(tasks)
+
+    def done(i: int, row: dict[str, Any]) -> None:
+        rows[i] = row
+        if log is not None:
+            dataset, spec = tasks[i]
+            log(f"{sum(map(bool, rows))}/{len(tasks)} {dataset} / {spec.name}: valid {SELECT_ON} "
+                f"{row['valid'][SELECT_ON]['mean']:.4f}, best / run {epochs_summary(row)}, "
+                f"{row['fit_seconds'] / 60:.1f} min")
+
     if jobs == 1:
-        rows = [_fit_row(dataset, spec, seed, runs_dir) for dataset, spec in tasks]
+        for i, (dataset, spec) in enumerate(tasks):
+            done(i, _fit_row(dataset, spec, seed, runs_dir))
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = list(pool.map(_fit_row, *zip(*tasks, strict=True), [seed] * len(tasks), [runs_dir] * len(tasks),
-                                 [threads] * len(tasks)))
+            futures = {pool.submit(_fit_row, dataset, spec, seed, runs_dir, threads): i
+                       for i, (dataset, spec) in enumerate(tasks)}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
     results: dict[str, Any] = {}
     for dataset in datasets:
         data = DataRef.of(dataset, seed=seed).load()
@@ -189,7 +203,7 @@ def markdown(results: dict[str, Any]) -> str:
             row = rows[name]
             cells = [estimate_cell(row['test'][c]) for c in COLUMNS]
             label = family if name == family else f"{family} ({name.partition('~')[2]})"
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {_epochs(row)} | {row['fit_seconds']:.0f} |")
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {epochs_summary(row)} | {row['fit_seconds']:.0f} |")
         if "focus" in block:
             f = block["focus"]
             lines += ["", f"Recall@20 vs the best baseline on validation ({f['best_baseline']}): "
@@ -203,19 +217,10 @@ def markdown(results: dict[str, Any]) -> str:
                 point = name.partition("~")[2] or "defaults"
                 mark = " ✓" if selected.get(row["family"]) == name else ""
                 lines.append(f"| {row['family']} | {point}{mark} | {estimate_cell(row['valid'][SELECT_ON])} | "
-                             f"{_epochs(row)} |")
+                             f"{epochs_summary(row)} |")
         lines.append("")
     if any(not row.get("converged", True) for block in results.values() for row in block["models"].values()):
         lines += ["† unconverged: the best validation epoch is the last epoch run (the budget cut it short).", ""]
     return "\n".join(lines)
 
-
-def _epochs(row: Mapping[str, Any]) -> str:
-    """``best / run``, ``†`` when the best epoch is the last, and why training ended: ``patience`` (no validation
-    improvement in ``patience`` evaluations), ``budget`` (the epoch budget) or ``time`` (a wall-clock cap)."""
-    if not row["best_epoch"]:
-        return "-"
-    why = TrainLog.reason(row.get("stopped"))
-    return (f"{row['best_epoch']} / {row.get('epochs_run') or '?'}" + ("" if row.get("converged", True) else " †")
-            + (f", {why}" if why else ""))
 

@@ -162,8 +162,17 @@ def select(tables: list[Table], only: list[str] | None) -> list[Table]:
     return [t for t in tables if any(matches(t, o) for o in only)]
 
 
-# -- one runner per experiment kind: (settings, work folder, output root) -> markdown ----------------------------
-def _compare(s: Mapping[str, Any], folder: Path, root: Path, jobs: int = 1) -> str:
+# -- one runner per experiment kind: (settings, work folder, output root, context) -> markdown -------------------
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What every table runner gets besides its settings: ``jobs`` independent runs at once (the tables that have
+    independent runs), ``log`` a line per finished step (a run, a prepared split) so long tables show progress."""
+
+    jobs: int = 1
+    log: Callable[[str], None] = print
+
+
+def _compare(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments.compare import grid_specs, markdown, run_comparison
 
     specs = [spec for name, entry in s["models"].items()
@@ -172,11 +181,12 @@ def _compare(s: Mapping[str, Any], folder: Path, root: Path, jobs: int = 1) -> s
     runs = root / s["runs_in"] if "runs_in" in s else None  # another table's runs: those with equal settings are reused
     results = run_comparison(specs, s["datasets"], folder, {"progress": False, **s.get("train", {})},
                              focus=s.get("focus", "alpharec"), seed=s.get("seed", 2024),
-                             dataset_train_overrides=s.get("train_by_dataset", {}), jobs=jobs, runs_dir=runs)
+                             dataset_train_overrides=s.get("train_by_dataset", {}), jobs=context.jobs, runs_dir=runs,
+                             log=context.log)
     return markdown(results)
 
 
-def _zeroshot(s: Mapping[str, Any], folder: Path, root: Path) -> str:
+def _zeroshot(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments import zeroshot
 
     parts = []
@@ -195,7 +205,7 @@ def _zeroshot(s: Mapping[str, Any], folder: Path, root: Path) -> str:
     return "\n".join(parts)
 
 
-def _intention(s: Mapping[str, Any], folder: Path, root: Path) -> str:
+def _intention(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments import intention
     from lmrec.run import Run, read_manifest
 
@@ -216,20 +226,20 @@ def _intention(s: Mapping[str, Any], folder: Path, root: Path) -> str:
     return (folder / "intention.md").read_text(encoding="utf-8")
 
 
-def _convergence(s: Mapping[str, Any], folder: Path, root: Path) -> str:
+def _convergence(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments.convergence import markdown, run_convergence
 
     return markdown(run_convergence(root / s["runs"], folder))
 
 
-def _crs(s: Mapping[str, Any], folder: Path, root: Path) -> str:
+def _crs(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments.rta_table import run_rta_table
 
-    run_rta_table(s["dataset"], folder, s, progress=True)  # prepare's lines: generated / encoded turns so far
+    run_rta_table(s["dataset"], folder, s, progress=True, log=context.log)
     return (folder / "table.md").read_text(encoding="utf-8")
 
 
-EXPERIMENTS: dict[str, Callable[[Mapping[str, Any], Path, Path], str]] = {
+EXPERIMENTS: dict[str, Callable[[Mapping[str, Any], Path, Path, Context], str]] = {
     "compare": _compare, "zeroshot": _zeroshot, "intention": _intention, "convergence": _convergence, "crs": _crs,
 }
 
@@ -291,14 +301,14 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
         folder = out / table.key
         folder.mkdir(parents=True, exist_ok=True)
         runner = EXPERIMENTS[table.experiment]
-        ours = runner(table.settings, folder, out, jobs) if runner is _compare else runner(table.settings, folder, out)
+        ours = runner(table.settings, folder, out, Context(jobs, lambda line, key=table.key: log(f"[{key}] {line}")))
         seconds = time.perf_counter() - start
         log(f"[{table.key}] done in {seconds / 60:.1f} min")
         assert table.source is not None
         shutil.copyfile(table.source, report / "configs" / table.source.name)
         figures = _collect(folder, report, table.key)
         section = _section(table, ours, seconds, figures)
-        atomic_write(folder / SECTION, lambda f: f.write(section))
+        atomic_write(folder / SECTION, lambda f, section=section: f.write(section))
     sections = [(out / t.key / SECTION).read_text(encoding="utf-8") for t in tables if (out / t.key / SECTION).exists()]
     env = environment(tables, out, quick)
     write_json(report / "environment.json", env)

@@ -43,7 +43,7 @@ from lmrec.experiments.steps import cached_step
 from lmrec.io import atomic_write, write_json
 from lmrec.models.base import get_model
 from lmrec.models.crs.rta.features import LLMFeatures, PrepareConfig, load_features, prepare_dataset
-from lmrec.run import Run, fit
+from lmrec.run import Run, epochs_summary, fit
 from lmrec.settings import as_dict, build
 
 Scorer = Callable[[Sequence[CRSSample]], torch.Tensor]
@@ -68,6 +68,13 @@ class Row:
         return {block: result.to_dict() for block, result in self.results.items()}
 
 
+Log = Callable[[str], None]
+
+
+def _silent(line: str) -> None:
+    pass
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
 
@@ -89,7 +96,7 @@ def _prepare(dataset: str, folder: Path, settings: Mapping[str, Any], progress: 
 
 
 def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any]], train_on: str = "all",
-                  folder: Path | None = None) -> list[Row]:
+                  folder: Path | None = None, log: Log = _silent) -> list[Row]:
     """Fit each ``settings[name]`` (model settings; ``model`` = registered name, default ``name``; ``train`` =
     :class:`lmrec.train.TrainConfig` fields). Trained models learn from all training turns (``train_on="all"``,
     selected on all validation turns), from the prepared subsample the LLM models learn from (``"prepared"``)
@@ -112,10 +119,12 @@ def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any
             label = f"{name} ({n_turns} train turns)" if cls.trainable else name
             rows.append(Row(label, "baseline", run.model.score, crs_results(run.model.score, features),
                             n_turns if cls.trainable else None))
+            log(_progress_line(rows[-1], run))
     return rows
 
 
-def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], zero_shot: bool) -> list[Row]:
+def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], zero_shot: bool,
+             log: Log = _silent) -> list[Row]:
     """Zero-shot LLM, reindexed LLM and the adapt variants: run folders reused when their settings AND their
     inputs match (each spec holds the features' identity, and an adapt spec its reindex spec)."""
     inputs = {"features": str(features.folder.resolve()), "samples": samples_checksum(features.samples),
@@ -125,7 +134,7 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
     if zero_shot:
         out = folder / "zero-shot"
         cached_step(out, inputs, lambda: fit("zero_shot_llm", data, features=features, out=out, resume=True))
-        rows.append(_run_row("zero-shot LLM", out, features))
+        rows.append(_run_row("zero-shot LLM", out, features, log=log))
     reindex_runs: dict[str, tuple[Path, dict[str, Any], bool]] = {}  # row name -> (folder, spec, item prompts)
     for variant, variant_options in reindex_variants(settings).items():
         options = dict(variant_options)
@@ -138,7 +147,8 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         # the turns it learned from: with label_source "llm", only those whose answer names a catalog item
         turns = (len(features.llm_label_samples("train", reindex.top_k, reindex.label_source))
                  + (features.n_items if reindex.item_prompts else 0))
-        row = _run_row(f"reindexed ({reindex.aggregator})" + (f" {variant}" if variant else ""), out, features, turns)
+        row = _run_row(f"reindexed ({reindex.aggregator})" + (f" {variant}" if variant else ""), out, features, turns,
+                       log)
         row.reindex = True
         rows.append(row)
         reindex_runs[row.name] = (out, spec, reindex.item_prompts)
@@ -152,7 +162,7 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         spec = {**reindex_spec, "adapt": adapt_options, "adapt_train": adapt_train}
         cached_step(run, spec, lambda run=run, o=adapt_options, t=adapt_train: fit(
             "rta_adapt", data, t, features=features, base=Run.load(out, data=data), out=run, resume=True, **o))
-        rows.append(_run_row(name, run, features, adapt_turns))
+        rows.append(_run_row(name, run, features, adapt_turns, log))
     return rows
 
 
@@ -180,22 +190,33 @@ def best_reindexed(rows: Sequence[Row]) -> Row:
     return max((r for r in rows if r.reindex), key=_valid_hr)
 
 
-def _run_row(name: str, run: Path, features: LLMFeatures, train_turns: int | None = None) -> Row:
+def _run_row(name: str, run: Path, features: LLMFeatures, train_turns: int | None = None, log: Log = _silent) -> Row:
     """A run folder's model, its metrics recomputed now (the same evaluation code as every other row)."""
     loaded = Run.load(run, data=features.data)
     generated_only = loaded.model.name == "zero_shot_llm"
-    return Row(name, "llm", loaded.model.score, crs_results(loaded.model.score, features, generated_only),
-               train_turns)
+    row = Row(name, "llm", loaded.model.score, crs_results(loaded.model.score, features, generated_only), train_turns)
+    log(_progress_line(row, loaded))
+    return row
 
 
-def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool = False) -> dict[str, Any]:
+def _progress_line(row: Row, run: Run) -> str:
+    """``name: valid HR@10 …, best / run …, … min``: a row as it is done (fitted or found fitted)."""
+    fit = run.manifest["fit"]
+    valid = f"valid hr@10 {_valid_hr(row):.4f}, " if "valid" in row.results else ""
+    return f"{row.name}: {valid}best / run {epochs_summary(fit)}, {fit['seconds'] / 60:.1f} min"
+
+
+def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool = False,
+                  log: Log = _silent) -> dict[str, Any]:
     """Prepare, fit / reuse every model, then write ``table.{json,md}`` and ``buckets.png``; returns the table.
-    ``progress``: prepare prints how many turns it has answered and encoded (a line per chunk)."""
+    ``progress``: prepare prints how many turns it has answered and encoded (a line per chunk); ``log`` gets a
+    line per row as it is fitted or found fitted."""
     folder.mkdir(parents=True, exist_ok=True)
     features_dir = (folder / "prepare").resolve()
     features = _prepare(dataset, features_dir, settings.get("prepare", {}), progress)
-    rows = fit_baselines(features, settings.get("baselines", {}), settings.get("baseline_train", "all"), folder)
-    rows += llm_rows(features, folder, settings, settings.get("zero_shot", True))
+    rows = fit_baselines(features, settings.get("baselines", {}), settings.get("baseline_train", "all"), folder,
+                         log)
+    rows += llm_rows(features, folder, settings, settings.get("zero_shot", True), log)
     test = features.samples["test"]
     n_items = features.n_items
     results = {r.name: r.results["test"] for r in rows if r.name != "zero-shot LLM"}  # every test turn
