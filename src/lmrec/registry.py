@@ -38,7 +38,9 @@ class Registry(Generic[T]):
             return matches[0]
         if matches:
             tasks = sorted(t for t, n in self._classes if n == name)
-            raise LmrecError(f"{self.kind} {name!r} exists for several tasks ({', '.join(tasks)}): say which (task=...)")
+            raise LmrecError(
+                f"{self.kind} {name!r} exists for several tasks ({', '.join(tasks)}): say which (task=...)"
+            )
         known = self.names(task)
         where = f" for task {task!r}" if task else ""
         raise LmrecError(f"unknown {self.kind} {name!r}{where}: expected one of {', '.join(known)}")

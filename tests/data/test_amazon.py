@@ -52,7 +52,9 @@ def test_2018_strict_json_and_gz(tmp_path):
         data = load_amazon_2018(folder)
         assert (data.n_users, data.n_items, len(data)) == (2, 2, 3)
         cat = data.catalog
-        assert cat.titles == ["PORTER-CABLE 740000801 Sanding Roll, 80 Grit", "PORTER-CABLE 740001201 Sanding Roll, 120 Grit"]
+        assert cat.titles == [
+            "PORTER-CABLE 740000801 Sanding Roll, 80 Grit", "PORTER-CABLE 740001201 Sanding Roll, 120 Grit"
+        ]
         assert cat.fields["description"][0] == "80 grit sanding roll. Adhesive-backed."
         assert cat.fields["categories"][0] == "Industrial & Scientific, Abrasive & Finishing Products, Sanding Rolls"
         assert amazon_release(folder) == "2018"
@@ -76,12 +78,17 @@ def _edit(tmp_path: Path, source: str, file: str, line: int, text: str) -> Path:
 @pytest.mark.parametrize(
     "release, file, line, text, expected",
     [
-        ("2018", "Industrial_and_Scientific_5.json", 2, '{"overall": 3.0, "reviewerID": "A3"', "expected a JSON object, got invalid JSON"),
-        ("2018", "meta_Industrial_and_Scientific.json", 1, "{'asin': 'B0000223SI'}", "expected a JSON object"),  # 2018 is strict
-        ("2018", "Industrial_and_Scientific_5.json", 3, '{"overall": 4.0, "asin": "X", "unixReviewTime": 1}', "expected keys"),
-        ("2018", "Industrial_and_Scientific_5.json", 1, '{"overall": "five", "reviewerID": "A", "asin": "X", "unixReviewTime": 1}', "numeric 'overall'"),
+        ("2018", "Industrial_and_Scientific_5.json", 2, '{"overall": 3.0, "reviewerID": "A3"',
+         "expected a JSON object, got invalid JSON"),
+        # 2018 is strict
+        ("2018", "meta_Industrial_and_Scientific.json", 1, "{'asin': 'B0000223SI'}", "expected a JSON object"),
+        ("2018", "Industrial_and_Scientific_5.json", 3, '{"overall": 4.0, "asin": "X", "unixReviewTime": 1}',
+         "expected keys"),
+        ("2018", "Industrial_and_Scientific_5.json", 1,
+         '{"overall": "five", "reviewerID": "A", "asin": "X", "unixReviewTime": 1}', "numeric 'overall'"),
         ("2018", "Industrial_and_Scientific_5.json", 1, '[1, 2]', "expected an object per line"),
-        ("2014", "meta_Tools.json", 2, "{'asin': '0000013714', 'title': __import__('os')}", "expected a JSON object or Python dict literal"),
+        ("2014", "meta_Tools.json", 2, "{'asin': '0000013714', 'title': __import__('os')}",
+         "expected a JSON object or Python dict literal"),
         ("2014", "meta_Tools.json", 3, "{'title': 'no asin'}", "expected an 'asin' key"),
     ],
 )

@@ -62,7 +62,9 @@ def test_1m_fixture():
 
 def test_100k_fixture_without_u_genre():
     data = load_movielens_100k(FIXTURES / "ml-100k")
-    assert data.catalog.fields["genres"] == ["Animation, Children's, Comedy", "Action, Adventure, Thriller", "Drama, Romance"]
+    assert data.catalog.fields["genres"] == [
+        "Animation, Children's, Comedy", "Action, Adventure, Thriller", "Drama, Romance"
+    ]
     assert data.user_ids == ["22", "186", "196"]
 
 

@@ -181,7 +181,9 @@ def test_carve_validation():
     assert (carved.train + carved.valid != split.train).nnz == 0
     assert carved.train.multiply(carved.valid).nnz == 0 and (carved.test != split.test).nnz == 0
     assert (per_user(carved.train) >= 1).all()
-    assert np.allclose(per_user(carved.valid), np.minimum(np.floor(per_user(split.train) * 0.25 + 0.5), per_user(split.train) - 1))
+    assert np.allclose(
+        per_user(carved.valid), np.minimum(np.floor(per_user(split.train) * 0.25 + 0.5), per_user(split.train) - 1)
+    )
 
 
 @pytest.mark.parametrize(

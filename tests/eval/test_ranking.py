@@ -43,7 +43,9 @@ def test_constant_scorer_random_level_independent_of_item_order(where):
     targets = range(5) if where == "lowest" else range(n_items - 5, n_items)
     data = make_split([], [(0, i) for i in targets], [], 1, n_items)
     values = np.array([
-        evaluate(constant_scorer(n_items), data, "valid", ks=(20,), metrics=("recall",), seed=s).per_user["recall@20"][0]
+        evaluate(
+            constant_scorer(n_items), data, "valid", ks=(20,), metrics=("recall",), seed=s
+        ).per_user["recall@20"][0]
         for s in range(300)
     ])
     # one seed = one hypergeometric draw: E = 20/200, sd of recall ~0.133

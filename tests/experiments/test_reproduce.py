@@ -259,7 +259,9 @@ def test_compare_with_two_jobs_gives_the_same_table(tmp_path):
                          log=lines.append)
     assert sorted(line.split(" ")[0] for line in lines) == ["1/3", "2/3", "3/3"]  # a line as each run finishes
     assert sorted(line.split(": ")[0].split(" / ")[-1] for line in lines) == ["lightgcn", "mf", "pop"]
-    strip = lambda r: {m: {k: v for k, v in row.items() if k != "fit_seconds"} for m, row in r[folder]["models"].items()}  # noqa: E731
+    strip = lambda r: {  # noqa: E731
+        m: {k: v for k, v in row.items() if k != "fit_seconds"} for m, row in r[folder]["models"].items()
+    }
     assert strip(one) == strip(two)
 
 
@@ -281,7 +283,8 @@ def test_comparison_rows_say_why_training_stopped():
     from lmrec.run import epochs_summary as _epochs
 
     row = {"best_epoch": 40, "epochs_run": 140, "converged": True}
-    assert _epochs({**row, "stopped": "early stop: no validation improvement in 20 evaluations"}) == "40 / 140, patience"
+    assert (_epochs({**row, "stopped": "early stop: no validation improvement in 20 evaluations"})
+            == "40 / 140, patience")
     assert _epochs({**row, "best_epoch": 140, "converged": False, "stopped": "max epochs"}) == "140 / 140 †, budget"
     assert _epochs({**row, "stopped": "time budget of 8 minutes"}) == "40 / 140, time"
     assert _epochs({**row, "stopped": None}) == "40 / 140" and _epochs({**row, "best_epoch": None}) == "-"

@@ -81,5 +81,5 @@ def test_the_page_in_headless_chromium(server, tmp_path):
     assert all(path.stat().st_size > 10_000 for path in shots.values())
     keep = os.environ.get("LMREC_SCREENSHOTS")
     if keep:
-        for name, path in shots.items():
+        for _name, path in shots.items():
             shutil.copyfile(path, Path(keep) / path.name)

@@ -56,7 +56,9 @@ def _converter(kind: str, optional: bool, name: str) -> Any:
             try:
                 return json.loads(text)
             except json.JSONDecodeError as exc:
-                raise argparse.ArgumentTypeError(f"--{name}: expected JSON, e.g. '{{\"train\": 256}}' ({exc})") from None
+                raise argparse.ArgumentTypeError(
+                    f"--{name}: expected JSON, e.g. '{{\"train\": 256}}' ({exc})"
+                ) from None
         if kind == "scalar":  # numbers as numbers (so errors show 0, not '0'); the settings class checks the type
             return parse_value(text)
         return text

@@ -200,7 +200,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     result = run.evaluate(args.split, ks=args.k, batch_size=args.batch_size)
     if isinstance(result, RankingResult):
         print(metrics_table({args.split: result.to_dict()}))
-        print(f"full ranking over {run.data.n_items} items, masked: {', '.join(result.protocol['masked']) or 'nothing'};"
+        print(f"full ranking over {run.data.n_items} items, "
+              f"masked: {', '.join(result.protocol['masked']) or 'nothing'};"
               f" ties: {result.protocol['ties']}")
         if result.protocol["excluded_cold_users"]:
             print(f"{result.protocol['excluded_cold_users']} user(s) without training interactions left out")

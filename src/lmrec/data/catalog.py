@@ -54,7 +54,9 @@ class ItemCatalog:
         try:
             return self._index[str(item_id)]
         except KeyError:
-            raise UnknownIdError(f"unknown item id {item_id!r}: not among the {len(self)} items of the catalog") from None
+            raise UnknownIdError(
+                f"unknown item id {item_id!r}: not among the {len(self)} items of the catalog"
+            ) from None
 
     def indices(self, item_ids: Iterable[str | int]) -> list[int]:
         return [self.index(i) for i in item_ids]

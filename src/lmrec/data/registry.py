@@ -7,7 +7,8 @@ A path to a folder is loaded with ``format`` or, when None, the format detected 
 Default split of the registry datasets: ``ratio:0.4,0.3,0.3`` with seed 2024, i.e. AlphaRec's per-user
 random 4:3:3 protocol. ``split="fixed"`` uses a source's own split (LightGCN text files, UniSRec); a LightGCN
 folder given by path uses its fixed split by default. Other split strings go through
-:func:`lmrec.data.splits.parse_split` (``ratio:0.8,0.1,0.1``, ``temporal-user:0.8,0.1,0.1``, ``temporal-global``, ``loo``).
+:func:`lmrec.data.splits.parse_split` (``ratio:0.8,0.1,0.1``, ``temporal-user:0.8,0.1,0.1``, ``temporal-global``,
+``loo``).
 """
 
 from __future__ import annotations
@@ -221,7 +222,9 @@ def detect_format(folder: str | Path) -> str:
     )
 
 
-def _resolve(name_or_path: str | Path, format: str | None, data_dir: str | Path | None) -> tuple[Path, str, str, DatasetSpec | None]:
+def _resolve(
+    name_or_path: str | Path, format: str | None, data_dir: str | Path | None
+) -> tuple[Path, str, str, DatasetSpec | None]:
     """(folder, format, dataset name, spec or None) of a registered name or a folder path."""
     if str(name_or_path) in _ALIASES:
         spec = get_spec(str(name_or_path))

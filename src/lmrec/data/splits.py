@@ -148,7 +148,8 @@ SPLITS = {
 
 
 def parse_split(spec: str, data: Interactions, seed: int = 2024) -> SplitData:
-    """Apply a split given as text: ``ratio:0.4,0.3,0.3``, ``temporal-user:0.8,0.1,0.1``, ``temporal-global``, ``loo``."""
+    """Apply a split given as text: ``ratio:0.4,0.3,0.3``, ``temporal-user:0.8,0.1,0.1``, ``temporal-global``,
+    ``loo``."""
     name, _, args = spec.partition(":")
     if name not in SPLITS:
         raise ValueError(f"unknown split {spec!r}: expected one of {', '.join(SPLITS)} (e.g. ratio:0.8,0.1,0.1)")

@@ -26,7 +26,8 @@ class TorchRecommender(Recommender):
     """
 
     trainable: ClassVar[bool] = True
-    supports_distributed: ClassVar[bool] = True  # ``loss`` is a mean over the batch's rows (see lmrec.train.distributed)
+    # ``loss`` is a mean over the batch's rows (see lmrec.train.distributed)
+    supports_distributed: ClassVar[bool] = True
     net: torch.nn.Module
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):

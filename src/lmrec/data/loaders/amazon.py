@@ -107,11 +107,15 @@ def load_amazon_reviews(
     for line_no, record in _records(reviews, strict):
         missing = [k for k in ("reviewerID", "asin", "overall", "unixReviewTime") if k not in record]
         if missing:
-            raise DataFormatError(reviews, line_no, f"expected keys reviewerID, asin, overall, unixReviewTime, got no {missing}")
+            raise DataFormatError(
+                reviews, line_no, f"expected keys reviewerID, asin, overall, unixReviewTime, got no {missing}"
+            )
         try:
             rating = float(record["overall"])
         except (TypeError, ValueError):
-            raise DataFormatError(reviews, line_no, f"expected a numeric 'overall', got {record['overall']!r}") from None
+            raise DataFormatError(
+                reviews, line_no, f"expected a numeric 'overall', got {record['overall']!r}"
+            ) from None
         timestamp = parse_int(reviews, line_no, str(record["unixReviewTime"]), "unixReviewTime")
         if min_rating is not None and rating < min_rating:
             continue
@@ -227,7 +231,9 @@ def _read_inter(path: Path, n_users: int, n_items: int) -> list[tuple[int, int, 
             continue
         parts = line.split("\t")
         if len(parts) != 3:
-            raise DataFormatError(path, line_no, f"expected 3 tab-separated columns (user, history, target), got {len(parts)}")
+            raise DataFormatError(
+                path, line_no, f"expected 3 tab-separated columns (user, history, target), got {len(parts)}"
+            )
         user = parse_int(path, line_no, parts[0].strip(), "user index")
         history = [parse_int(path, line_no, t, "item index") for t in parts[1].split()]
         target = parse_int(path, line_no, parts[2].strip(), "item index")
@@ -265,7 +271,9 @@ def read_unisrec(folder: str | Path, name: str | None = None) -> UniSRecSequence
         if line.strip():
             parts = line.split("\t", 1)
             if len(parts) != 2:
-                raise DataFormatError(text_path, line_no, f"expected 2 tab-separated columns (item_id, text), got {line[:80]!r}")
+                raise DataFormatError(
+                    text_path, line_no, f"expected 2 tab-separated columns (item_id, text), got {line[:80]!r}"
+                )
             texts[parts[0].strip()] = parts[1].strip()
     titles = [texts.get(asin, "") for asin in item_ids]
     catalog = ItemCatalog(item_ids, titles, {"text": list(titles)})
@@ -297,7 +305,9 @@ def _chain(rows: list[tuple[Path, int, list[int], int]], cap: int, user: str, wh
             break
         sequence.append(found[2])
     if by_history or len(sequence) - start != len(rows):
-        raise DataFormatError(where, None, f"expected the samples of user {user!r} to chain into one sequence, they do not")
+        raise DataFormatError(
+            where, None, f"expected the samples of user {user!r} to chain into one sequence, they do not"
+        )
     return sequence
 
 
@@ -323,7 +333,9 @@ def load_unisrec_split(folder: str | Path, name: str | None = None) -> SplitData
             parts[label][0].extend([user] * len(items))
             parts[label][1].extend(items)
     shape = (len(data.user_ids), len(data.catalog))
-    train, valid, test = (to_csr(np.array(u, dtype=np.int64), np.array(i, dtype=np.int64), *shape) for u, i in parts.values())
+    train, valid, test = (
+        to_csr(np.array(u, dtype=np.int64), np.array(i, dtype=np.int64), *shape) for u, i in parts.values()
+    )
     protocol = f"fixed files ({', '.join(p.name for p in data.files)}): leave-one-out"
     return SplitData(data.name, data.user_ids, data.catalog, train, valid, test, protocol)
 
@@ -358,7 +370,9 @@ def load_lcrec(folder: str | Path, name: str | None = None) -> Interactions:
     item_path, inter_path = _one(folder, ".item.json"), _one(folder, ".inter.json")
     records = _json_file(item_path)
     if not isinstance(records, dict) or not all(isinstance(v, dict) for v in records.values()):
-        raise DataFormatError(item_path, None, "expected an object of item id -> {title, description, brand, categories}")
+        raise DataFormatError(
+            item_path, None, "expected an object of item id -> {title, description, brand, categories}"
+        )
     item_ids = sorted(records, key=lambda i: (not i.isdigit(), int(i) if i.isdigit() else 0, i))
     catalog = ItemCatalog(
         item_ids,
@@ -373,7 +387,9 @@ def load_lcrec(folder: str | Path, name: str | None = None) -> Interactions:
     for user_index, user in enumerate(user_ids):
         for position, item in enumerate(sequences[user]):
             if str(item) not in catalog:
-                raise DataFormatError(inter_path, None, f"user {user!r}: expected item ids listed in {item_path}, got {item!r}")
+                raise DataFormatError(
+                    inter_path, None, f"user {user!r}: expected item ids listed in {item_path}, got {item!r}"
+                )
             users.append(user_index)
             items.append(catalog.index(item))
             times.append(position)

@@ -68,7 +68,9 @@ def iter_lines(path: Path, encoding: str = "utf-8", records: bool = False) -> It
             path, line_no + 1, f"expected a complete gzip stream, got a truncated or corrupt file ({exc})"
         ) from None
     except UnicodeDecodeError as exc:
-        raise DataFormatError(path, line_no + 1, f"expected {encoding} text, got undecodable bytes ({exc.reason})") from None
+        raise DataFormatError(
+            path, line_no + 1, f"expected {encoding} text, got undecodable bytes ({exc.reason})"
+        ) from None
 
 
 def find_file(folder: Path, name: str) -> Path | None:

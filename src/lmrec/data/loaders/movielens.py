@@ -96,7 +96,9 @@ def _require(path: Path) -> Path:
     return path
 
 
-def load_movielens_100k(folder: str | Path, min_rating: float | None = None, name: str = "movielens-100k") -> Interactions:
+def load_movielens_100k(
+    folder: str | Path, min_rating: float | None = None, name: str = "movielens-100k"
+) -> Interactions:
     """MovieLens 100K: ``u.data`` (tab-separated ``196\\t242\\t3\\t881250949``: user, movie, rating, time) and
     ``u.item`` (Latin-1, ``|``-separated: ``1|Toy Story (1995)|01-Jan-1995||<imdb url>|0|0|0|1|1|...``, then
     19 genre flags named by ``u.genre``, or :data:`GENRES_100K` when that file is missing)."""
@@ -116,7 +118,9 @@ def load_movielens_100k(folder: str | Path, min_rating: float | None = None, nam
     for line_no, line in iter_lines(item_path, "latin-1"):
         if not line.strip():
             continue
-        fields = _split(item_path, line_no, line, "|", 5 + len(genres), f"id|title|dates|url and {len(genres)} genre flags")
+        fields = _split(
+            item_path, line_no, line, "|", 5 + len(genres), f"id|title|dates|url and {len(genres)} genre flags"
+        )
         flags = fields[5:]
         if any(f not in ("0", "1") for f in flags):
             raise DataFormatError(item_path, line_no, f"expected 0/1 genre flags, got {'|'.join(flags)!r}")
@@ -147,7 +151,8 @@ def _csv_rows(path: Path, header: list[str]):
                     continue
                 if len(fields) != len(header):
                     raise DataFormatError(
-                        path, reader.line_num, f"expected {len(header)} comma-separated fields, got {len(fields)}: {fields}"
+                        path, reader.line_num,
+                        f"expected {len(header)} comma-separated fields, got {len(fields)}: {fields}"
                     )
                 yield reader.line_num, fields
     except UnicodeDecodeError as exc:
@@ -160,10 +165,11 @@ def _csv_rows(path: Path, header: list[str]):
 def load_movielens_latest(
     folder: str | Path, min_rating: float | None = None, name: str = "movielens-latest-small", tags: bool = True
 ) -> Interactions:
-    """MovieLens "latest" CSVs (ml-latest-small, ml-25m, ml-32m...): ``ratings.csv`` (``userId,movieId,rating,timestamp``,
-    e.g. ``1,1,4.0,964982703``), ``movies.csv`` (``movieId,title,genres``, e.g. ``11,"American President, The
-    (1995)",Comedy|Drama|Romance``) and optional ``tags.csv`` (``userId,movieId,tag,timestamp``): each movie's
-    distinct tags (case-insensitive, first spelling kept, in file order) joined by ``", "`` form the ``tags`` field."""
+    """MovieLens "latest" CSVs (ml-latest-small, ml-25m, ml-32m...): ``ratings.csv``
+    (``userId,movieId,rating,timestamp``, e.g. ``1,1,4.0,964982703``), ``movies.csv`` (``movieId,title,genres``,
+    e.g. ``11,"American President, The (1995)",Comedy|Drama|Romance``) and optional ``tags.csv``
+    (``userId,movieId,tag,timestamp``): each movie's distinct tags (case-insensitive, first spelling kept, in file
+    order) joined by ``", "`` form the ``tags`` field."""
     folder = Path(folder)
     movies_path = _require(folder / "movies.csv")
     ids, titles, genres, seen = [], [], [], set()

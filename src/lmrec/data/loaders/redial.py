@@ -85,7 +85,9 @@ def _parse_conversation(
             )
         items: list[int] = []
 
-        def render(match: re.Match[str]) -> str:
+        # called by _MENTION.sub right below, within this iteration: this message's ``items`` and ``k`` are bound
+        # explicitly (as defaults) rather than looked up late from the loop
+        def render(match: re.Match[str], *, items: list[int] = items, k: int = k) -> str:
             movie_id = match.group(1)
             if movie_id in catalog:
                 index = catalog.index(movie_id)

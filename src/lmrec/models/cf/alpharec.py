@@ -34,13 +34,16 @@ _ENCODER_LOCK = threading.Lock()
 class AlphaRecConfig(ModelConfig):
     encoder: str = "minilm"  # text encoder spec (lmrec.text.get_encoder)
     text_fields: tuple[str, ...] = ("title",)  # the paper embeds the title only
-    mapping: Literal["mlp", "linear"] = "mlp"  # "mlp": Linear(d, m·d) -> LeakyReLU -> Linear(m·d, emb_dim); "linear": Linear(d, emb_dim, bias=False)
-    mlp_ratio: PositiveFloat | None = None  # None: the paper's m for its LM dimensions, else 2 (CPU-friendly; see docstring)
+    # "mlp": Linear(d, m·d) -> LeakyReLU -> Linear(m·d, emb_dim); "linear": Linear(d, emb_dim, bias=False)
+    mapping: Literal["mlp", "linear"] = "mlp"
+    # None: the paper's m for its LM dimensions, else 2 (CPU-friendly; see docstring)
+    mlp_ratio: PositiveFloat | None = None
     emb_dim: PositiveInt = 64
     n_layers: NonNegativeInt = 2
     tau: PositiveFloat = 0.15
     n_negatives: PositiveInt = 256
-    negatives: Literal["shared", "per_row"] = "shared"  # "shared": one set per batch (2x faster on CPU); "per_row": the paper's sampler
+    # "shared": one set per batch (2x faster on CPU); "per_row": the paper's sampler
+    negatives: Literal["shared", "per_row"] = "shared"
 
 
 class _Mapper(nn.Module):
@@ -179,7 +182,8 @@ class AlphaRec(LMFeatures, TorchRecommender):
         return self._with_new_user(items, intent, alpha)[0]
 
     def score_with_intent(self, user: int, intent: str, alpha: float = 0.5) -> torch.Tensor:
-        """(n_items,) scores of training user ``user`` with the stated ``intent`` mixed in (see :class:`IntentScorer`)."""
+        """(n_items,) scores of training user ``user`` with the stated ``intent`` mixed in
+        (see :class:`IntentScorer`)."""
         scorer = IntentScorer(self)
         return scorer.scores(user, scorer.map_intent(self.encode_texts([intent]))[0], [alpha])[0]
 

@@ -29,7 +29,8 @@ class BCLossConfig(LightGCNConfig):
     w_lambda: Annotated[float, Field(ge=0, le=1)] = 0.5  # loss = (1 − w)·L_BC + w·L_pop
     freeze_epochs: NonNegativeInt = 5  # epochs training only the popularity branch, which is frozen afterwards
     n_negatives: PositiveInt = 128  # sampled per positive among the user's non-training items
-    margin: Literal["sigmoid", "angle"] = "sigmoid"  # "sigmoid": the released code's M = 1 − σ(p_u·p_i); "angle": the paper's M = min(θ̂, π − θ)
+    # "sigmoid": the released code's M = 1 − σ(p_u·p_i); "angle": the paper's M = min(θ̂, π − θ)
+    margin: Literal["sigmoid", "angle"] = "sigmoid"
     pred_norm: bool = False  # False: raw dot product (the released predict); True: cosine (the loss's similarity)
 
 

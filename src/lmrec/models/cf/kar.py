@@ -24,7 +24,8 @@ class KARConfig(XSimGCLConfig):
     n_specific_experts: NonNegativeInt = 5  # per side (user / item): specific_export_num
     expert_arch: tuple[PositiveInt, ...] = (128, 32)  # convert_arch: each expert is Linear-ReLU per width
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # convert_dropout
-    fusion: Literal["concat", "add"] = "concat"  # "concat": e⁰ = [cf ‖ r]; "add": e⁰ = cf + r (needs expert_arch[-1] == emb_dim)
+    # "concat": e⁰ = [cf ‖ r]; "add": e⁰ = cf + r (needs expert_arch[-1] == emb_dim)
+    fusion: Literal["concat", "add"] = "concat"
 
 
 def _expert(dim_in: int, arch: tuple[int, ...], dropout: float) -> nn.Sequential:

@@ -1,4 +1,5 @@
-"""RLMRec-Con (Ren et al., WWW 2024): a graph CF backbone (XSimGCL) aligned with LM representations by a contrastive loss."""
+"""RLMRec-Con (Ren et al., WWW 2024): a graph CF backbone (XSimGCL) aligned with LM representations by a
+contrastive loss."""
 
 from __future__ import annotations
 

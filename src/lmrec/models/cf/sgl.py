@@ -24,8 +24,10 @@ class SGLConfig(LightGCNConfig):
     drop_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1  # AlphaRec parse.py:160-166 ``droprate``
     ssl_tau: PositiveFloat = 0.15  # AlphaRec parse.py:160-166 ``temp_cl`` (SGL-Torch: 0.2)
     ssl_weight: NonNegativeFloat = 0.2  # AlphaRec parse.py:160-166 ``lambda_cl`` (SGL-Torch: 0.1)
-    views: Literal["batch", "epoch"] = "batch"  # new edge-dropout views every batch (AlphaRec SGL.py:36-37) or epoch (SGL-Torch)
-    ssl_negatives: Literal["batch", "all"] = "batch"  # "batch": the batch's other users/items; "all": every user/item (SGL-Torch)
+    # new edge-dropout views every batch (AlphaRec SGL.py:36-37) or epoch (SGL-Torch)
+    views: Literal["batch", "epoch"] = "batch"
+    # "batch": the batch's other users/items; "all": every user/item (SGL-Torch)
+    ssl_negatives: Literal["batch", "all"] = "batch"
 
 
 @register("sgl")

@@ -98,7 +98,8 @@ class _PairObjective:
         self.target_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long)
         self.n_negatives = n_negatives
         self.generator = torch.Generator().manual_seed(cfg.seed)  # sampled negatives
-        self.param_groups = getattr(module, "param_groups", None)  # per-parameter learning rates, if the module has them
+        # per-parameter learning rates, if the module has them
+        self.param_groups = getattr(module, "param_groups", None)
 
     def parameters(self) -> Iterator[nn.Parameter]:
         return self.module.parameters()

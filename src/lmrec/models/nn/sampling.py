@@ -50,7 +50,9 @@ class Sampler:
             bad = self.seen(users, negatives)
         if bad.any():
             stuck = np.unique(users[bad.any(axis=1)])
-            raise LmrecError(f"cannot sample unseen items for users {stuck[:5].tolist()}: they have (almost) every item")
+            raise LmrecError(
+                f"cannot sample unseen items for users {stuck[:5].tolist()}: they have (almost) every item"
+            )
         return negatives
 
     def seen(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:

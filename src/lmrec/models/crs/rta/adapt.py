@@ -51,8 +51,8 @@ from lmrec.models.crs.training import CRS_TRAIN_DEFAULTS, MAX_HISTORY, fit_crs_m
 from lmrec.settings import settings
 from lmrec.train.trainer import TrainConfig, TrainLog, resolve_device
 
-__all__ = ["ADAPT_TRAIN_DEFAULTS", "BIAS_VARIANTS", "GATE_VARIANTS", "VARIANTS", "AdaptConfig", "AdaptModule", "RTAAdapt",
-           "build_recsys"]
+__all__ = ["ADAPT_TRAIN_DEFAULTS", "BIAS_VARIANTS", "GATE_VARIANTS", "VARIANTS", "AdaptConfig", "AdaptModule",
+           "RTAAdapt", "build_recsys"]
 
 BIAS_VARIANTS = ("b", "gW", "gW+b")
 GATE_VARIANTS = ("gate-fism", "gate-sasrec")
@@ -210,9 +210,9 @@ class RTAAdapt(CRSRecommender):
                 turns = features.samples["train"][:1024]
                 spread = self.module.llm_logits(self.q(turns)).std()
                 self.module.log_scale.fill_(-float(torch.log(spread.clamp(min=1e-12))))
-        self.log = fit_crs_module(self.module, self.inputs, features.samples["train"], features.samples.get("valid", []),
-                                  self.n_items, cfg, self.config.n_negatives, folder, resume,
-                                  name=f"rta_adapt {self.config.variant}")
+        self.log = fit_crs_module(self.module, self.inputs, features.samples["train"],
+                                  features.samples.get("valid", []), self.n_items, cfg, self.config.n_negatives,
+                                  folder, resume, name=f"rta_adapt {self.config.variant}")
         return self.log
 
     def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:

@@ -47,9 +47,9 @@ from lmrec.io import atomic_write, write_json
 from lmrec.settings import settings
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict
 
-__all__ = ["SPLITS", "ContextFeatures", "GenerationRecord", "LLMFeatures", "PrepareConfig", "TitleTokens", "generation_settings",
-           "context_features", "generation_key", "load_features", "map_completion", "prepare_config",
-           "prepare_dataset", "prepare_features", "subsample", "title_tokens"]
+__all__ = ["SPLITS", "ContextFeatures", "GenerationRecord", "LLMFeatures", "PrepareConfig", "TitleTokens",
+           "generation_settings", "context_features", "generation_key", "load_features", "map_completion",
+           "prepare_config", "prepare_dataset", "prepare_features", "subsample", "title_tokens"]
 
 SPLITS = ("train", "valid", "test")
 ENCODE_CHUNK = 64  # contexts encoded (and written to the cache) at a time

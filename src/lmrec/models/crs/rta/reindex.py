@@ -67,7 +67,8 @@ class ReindexConfig(ModelConfig):
     max_title_tokens: PositiveInt = 32
     item_prompts: bool = False  # also train on the prepared self-supervised item prompts (not in the paper)
     center_q: bool = False  # score with q − mean(q over the training turns) (not in the paper)
-    init_from_tokens: bool = False  # e = mean of the title's token rows + agg(x), agg's projection started at 0 (not in the paper)
+    # e = mean of the title's token rows + agg(x), agg's projection started at 0 (not in the paper)
+    init_from_tokens: bool = False
     title_year: bool = True  # item tokens of "Heat (1995)" (the paper); False: of "Heat" (not in the paper)
 
 
