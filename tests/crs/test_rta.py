@@ -105,6 +105,9 @@ def test_gru_aggregator_equals_the_bidirectional_gru_at_the_last_token() -> None
     torch.testing.assert_close(grads[0][0], grads[1][0])
     for expected, got in zip(grads[0][1], grads[1][1], strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    agg.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(agg(tokens, lengths), reference())
 
 
 def test_aggregator_bad_input() -> None:

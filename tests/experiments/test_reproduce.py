@@ -234,6 +234,13 @@ def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
     reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
     assert json.loads((out / "01-inspired" / "table.json").read_text())["rows"] == rows
     assert {b: (out / "01-inspired" / b / "manifest.json").read_bytes() for b in baselines} == manifests
+    # other settings for a finished baseline: an error naming its folder, nothing overwritten
+    config = tmp_path / "configs" / "rta" / "01-inspired.toml"
+    text = config.read_text()
+    config.write_text(text.replace("fism = { train = { epochs = 2 } }", "fism = { train = { epochs = 3 } }"))
+    assert config.read_text() != text
+    with pytest.raises(LmrecError, match="baseline-fism was made with other settings"):
+        reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
 
 
 def test_distinct_top_items_counts_catalog_coverage():
@@ -263,6 +270,19 @@ def test_compare_with_two_jobs_gives_the_same_table(tmp_path):
         m: {k: v for k, v in row.items() if k != "fit_seconds"} for m, row in r[folder]["models"].items()
     }
     assert strip(one) == strip(two)
+
+
+def test_a_failed_run_stops_a_comparison_with_two_jobs(tmp_path):
+    """The worker's error reaches the caller, and the runs still queued are not started."""
+    from helpers import planted_data, write_lightgcn_folder
+    from lmrec.experiments.compare import RunSpec, run_comparison
+
+    folder = str(write_lightgcn_folder(planted_data(), tmp_path / "planted"))
+    specs = [RunSpec("bad", "mf", {"emb_dim": -1}), *(RunSpec(f"mf{i}", "mf") for i in range(16))]
+    with pytest.raises(Exception, match="emb_dim"):
+        run_comparison(specs, [folder], tmp_path / "out", {"epochs": 2, "progress": False}, focus=None, jobs=2)
+    started = list((tmp_path / "out" / "planted").glob("mf*"))
+    assert len(started) < 16  # (those already handed to a worker when the error arrived do run)
 
 
 def test_reindex_variants_update_the_base_reindex_settings():

@@ -109,6 +109,9 @@ def run_comparison(
         raise ValueError(f"run names must be unique, got {names}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    folders = [dataset_folder(d) for d in datasets]
+    if len(set(folders)) != len(folders):
+        raise ValueError(f"datasets {list(datasets)} would share run folders {folders}: give them distinct names")
     tasks = []
     for dataset in datasets:
         for spec in specs:
@@ -116,12 +119,14 @@ def run_comparison(
                      **spec.train_overrides}
             tasks.append((dataset, dataclasses.replace(spec, train_overrides=train)))
     rows: list[dict[str, Any]] = [{}] * len(tasks)
+    finished = 0
 
     def done(i: int, row: dict[str, Any]) -> None:
-        rows[i] = row
+        nonlocal finished
+        rows[i], finished = row, finished + 1
         if log is not None:
             dataset, spec = tasks[i]
-            log(f"{sum(map(bool, rows))}/{len(tasks)} {dataset} / {spec.name}: valid {SELECT_ON} "
+            log(f"{finished}/{len(tasks)} {dataset} / {spec.name}: valid {SELECT_ON} "
                 f"{row['valid'][SELECT_ON]['mean']:.4f}, best / run {epochs_summary(row)}, "
                 f"{row['fit_seconds'] / 60:.1f} min")
 
@@ -133,8 +138,12 @@ def run_comparison(
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(_fit_row, dataset, spec, seed, runs_dir, threads): i
                        for i, (dataset, spec) in enumerate(tasks)}
-            for future in as_completed(futures):
-                done(futures[future], future.result())
+            try:
+                for future in as_completed(futures):
+                    done(futures[future], future.result())
+            except BaseException:  # a failed run (or ^C) stops the table: the queued runs are not started
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     results: dict[str, Any] = {}
     for dataset in datasets:
         data = DataRef.of(dataset, seed=seed).load()
@@ -142,10 +151,17 @@ def run_comparison(
             spec.name: {**row, "family": spec.row} for (d, spec), row in zip(tasks, rows, strict=True) if d == dataset}}
         block["selected"] = select_per_family(block["models"])
         if focus in block["selected"] and len(block["selected"]) > 1:
-            block["focus"] = _focus_vs_best(focus, block["selected"], runs_dir / dataset, block["models"], data)
+            block["focus"] = _focus_vs_best(focus, block["selected"], runs_dir / dataset_folder(dataset),
+                                            block["models"], data)
     write_json(out / "results.json", results)
     atomic_write(out / "results.md", lambda f: f.write(markdown(results)))
     return results
+
+
+def dataset_folder(dataset: str) -> str:
+    """The folder of a dataset's runs under a table's runs folder: a registered name as it is, a path by its last
+    part (a path must never place runs inside the data folder itself)."""
+    return Path(dataset).name if ("/" in dataset or os.sep in dataset) else dataset
 
 
 def _fit_row(dataset: str, spec: RunSpec, seed: int, out: Path, threads: int | None = None) -> dict[str, Any]:
@@ -156,7 +172,7 @@ def _fit_row(dataset: str, spec: RunSpec, seed: int, out: Path, threads: int | N
 
         torch.set_num_threads(threads)
     ref = DataRef.of(dataset, seed=seed)
-    run = fit(spec.model, ref, dict(spec.train_overrides), out=out / dataset / spec.name, resume=True,
+    run = fit(spec.model, ref, dict(spec.train_overrides), out=out / dataset_folder(dataset) / spec.name, resume=True,
               **spec.model_overrides)
     fitted = run.manifest["fit"]
     return {"model": spec.model, "test": run.metrics["test"], "valid": run.metrics["valid"],

@@ -23,6 +23,7 @@ import numpy as np
 
 from lmrec.errors import LmrecError
 from lmrec.io import atomic_write, write_json
+from lmrec.train.trainer import EARLY_STOP, MAX_EPOCHS, TIME_BUDGET
 
 FOCUS = "alpharec"
 
@@ -49,11 +50,11 @@ class Curve:
         if not self.finished:
             return "running"
         if self.epochs_run >= cfg.get("epochs", np.inf):
-            return "max epochs"
+            return MAX_EPOCHS
         if len(self.epochs) and self.epochs_run - self.epochs[np.argmax(self.values)] >= \
                 cfg.get("patience", np.inf) * cfg.get("eval_every", 1):
-            return "early stop"
-        return "time budget" if cfg.get("max_minutes") else "unknown"
+            return EARLY_STOP
+        return TIME_BUDGET if cfg.get("max_minutes") else "unknown"
 
     def summary(self, fraction: float = 0.95) -> dict[str, Any]:
         """Best value, epochs and seconds to reach it and to reach ``fraction`` of it."""

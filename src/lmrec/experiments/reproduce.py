@@ -166,7 +166,8 @@ def select(tables: list[Table], only: list[str] | None) -> list[Table]:
 @dataclasses.dataclass(frozen=True)
 class Context:
     """What every table runner gets besides its settings: ``jobs`` independent runs at once (the tables that have
-    independent runs), ``log`` a line per finished step (a run, a prepared split) so long tables show progress."""
+    independent runs), ``log`` a line per finished step (a run, a chunk of prepared turns) so long tables show
+    progress."""
 
     jobs: int = 1
     log: Callable[[str], None] = print

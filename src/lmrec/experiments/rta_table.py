@@ -21,6 +21,7 @@ mentioned items removed; the subsample the LLM generated for (where the zero-sho
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -88,10 +89,10 @@ def prepare_spec(dataset: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     return {"dataset": dataset, **as_dict(prepare_config(settings))}
 
 
-def _prepare(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool) -> LLMFeatures:
+def _prepare(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool, log: Log) -> LLMFeatures:
     config = prepare_config(settings)
     cached_step(folder, prepare_spec(dataset, settings), lambda: prepare_dataset(dataset, folder, config,
-                                                                              progress=progress))
+                                                                              progress=progress, log=log))
     return load_features(folder, load_dataset(dataset))
 
 
@@ -101,34 +102,55 @@ def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any
     :class:`lmrec.train.TrainConfig` fields). Trained models learn from all training turns (``train_on="all"``,
     selected on all validation turns), from the prepared subsample the LLM models learn from (``"prepared"``)
     or once from each (``"both"``). With ``folder`` each is a run folder ``baseline-<name>[-prepared]`` there,
-    resumed, and loaded instead of fitted again when complete with the same settings."""
+    resumed, and loaded instead of fitted again when complete with the same settings and inputs (other settings
+    are an error naming the folder)."""
     if train_on not in ("all", "prepared", "both"):
         raise ValueError(f"baseline_train must be one of all, prepared, both; got {train_on!r}")
-    rows = []
+    rows: list[Row] = []
+    folders: dict[Path, str] = {}
     for name, options in settings.items():
         options = dict(options)
         train = {"progress": False, **options.pop("train", {})}
-        cls = get_model(options.pop("model", name), "crs")
+        model = options.pop("model", name)
+        cls = get_model(model, "crs")
         sources = {"all": [None], "prepared": [features], "both": [None, features]}[train_on] if cls.trainable \
             else [None]
         for source in sources:
-            out = folder / (f"baseline-{_slug(name)}" + ("-prepared" if source else "")) if folder else None
-            run = fit(cls(**options), features.data, train if cls.trainable else None, features=source, out=out,
-                      resume=out is not None)
             n_turns = len(source.samples["train"]) if source else len(features.data.samples("train"))
             label = f"{name} ({n_turns} train turns)" if cls.trainable else name
+            fit_it = functools.partial(fit, cls(**options), features.data, train if cls.trainable else None,
+                                       features=source)
+            if folder is None:
+                run = fit_it()
+            else:
+                out = folder / (f"baseline-{_slug(name)}" + ("-prepared" if source else ""))
+                if out in folders:
+                    raise LmrecError(f"baselines {folders[out]!r} and {label!r} would share the folder {out}: "
+                                     "rename one")
+                folders[out] = label
+                spec = {"model": model, "options": options, "train": train if cls.trainable else None,
+                        "data": features.data.checksum(), "source": "prepared" if source else "all",
+                        **(_inputs(features) if source else {})}
+                cached_step(out, spec, lambda fit_it=fit_it, out=out: fit_it(out=out, resume=True))
+                run = Run.load(out, data=features.data)
             rows.append(Row(label, "baseline", run.model.score, crs_results(run.model.score, features),
                             n_turns if cls.trainable else None))
             log(_progress_line(rows[-1], run))
     return rows
 
 
+def _inputs(features: LLMFeatures) -> dict[str, Any]:
+    """What a step that learns from prepared features depends on (in its ``spec.json``): the folder, its samples
+    and LLM, and the prepare settings."""
+    return {"features": str(features.folder.resolve()), "samples": samples_checksum(features.samples),
+            "llm": features.identity, "prepare": features.meta["config"]}
+
+
 def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], zero_shot: bool,
              log: Log = _silent) -> list[Row]:
     """Zero-shot LLM, reindexed LLM and the adapt variants: run folders reused when their settings AND their
     inputs match (each spec holds the features' identity, and an adapt spec its reindex spec)."""
-    inputs = {"features": str(features.folder.resolve()), "samples": samples_checksum(features.samples),
-              "llm": features.identity, "prepare": features.meta["config"]}
+    inputs = _inputs(features)
     data = features.data
     rows = []
     if zero_shot:
@@ -201,9 +223,10 @@ def _run_row(name: str, run: Path, features: LLMFeatures, train_turns: int | Non
 
 def _progress_line(row: Row, run: Run) -> str:
     """``name: valid HR@10 …, best / run …, … min``: a row as it is done (fitted or found fitted)."""
-    fit = run.manifest["fit"]
+    summary = run.manifest["fit"]
     valid = f"valid hr@10 {_valid_hr(row):.4f}, " if "valid" in row.results else ""
-    return f"{row.name}: {valid}best / run {epochs_summary(fit)}, {fit['seconds'] / 60:.1f} min"
+    epochs = f"best / run {epochs_summary(summary)}, " if summary.get("trained") else ""
+    return f"{row.name}: {valid}{epochs}{summary['seconds'] / 60:.1f} min"
 
 
 def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool = False,
@@ -213,7 +236,7 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
     line per row as it is fitted or found fitted."""
     folder.mkdir(parents=True, exist_ok=True)
     features_dir = (folder / "prepare").resolve()
-    features = _prepare(dataset, features_dir, settings.get("prepare", {}), progress)
+    features = _prepare(dataset, features_dir, settings.get("prepare", {}), progress, log)
     rows = fit_baselines(features, settings.get("baselines", {}), settings.get("baseline_train", "all"), folder,
                          log)
     rows += llm_rows(features, folder, settings, settings.get("zero_shot", True), log)

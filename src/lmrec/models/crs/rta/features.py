@@ -460,9 +460,11 @@ def prepare_features(
 
 
 def prepare_dataset(dataset: str | Path, out: str | Path, config: PrepareConfig | None = None,
-                    cache_root: str | Path | None = None, progress: bool = True) -> LLMFeatures:
+                    cache_root: str | Path | None = None, progress: bool = True,
+                    log: Callable[[str], None] = print) -> LLMFeatures:
     """Load a conversational dataset (registered name or folder) and the LLM, then :func:`prepare_features` into
-    ``out``; ``prepare.json`` also records the LLM's load time, the loader's skip counts and the torch threads."""
+    ``out`` (its lines to ``log``); ``prepare.json`` also records the LLM's load time, the loader's skip counts and
+    the torch threads."""
     from lmrec.data.registry import load_dataset
     from lmrec.llm import CausalLM
     from lmrec.text.cache import EmbeddingCache
@@ -474,7 +476,8 @@ def prepare_dataset(dataset: str | Path, out: str | Path, config: PrepareConfig 
     start = time.perf_counter()
     lm = CausalLM.load(cfg.llm, dtype=cfg.dtype, device=cfg.device)
     load_seconds = time.perf_counter() - start
-    features = prepare_features(data, lm, out, cfg, EmbeddingCache(cache_root) if cache_root else None, progress)
+    features = prepare_features(data, lm, out, cfg, EmbeddingCache(cache_root) if cache_root else None, progress,
+                                log)
     features.meta.update(llm_load_seconds=load_seconds, loader_skipped=dict(data.skipped),
                          torch_threads=torch.get_num_threads())
     write_json(Path(out) / "prepare.json", features.meta)
