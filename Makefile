@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup demo test test-slow bench reproduce-quick clean
+.PHONY: setup demo test test-slow test-cuda bench reproduce-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,6 +29,10 @@ test: setup
 
 test-slow: setup
 	$(VENV)/bin/pytest -q -m slow
+
+# the GPU against the CPU (skipped without a CUDA GPU)
+test-cuda: setup
+	$(VENV)/bin/pytest -q -rs tests/test_cuda.py
 
 bench: setup
 	$(PY) bench/bench_cf.py
