@@ -2,9 +2,10 @@
 backward, optimiser step, batch sampling), grouped by operator, and the machine's dense fp32 matmul rate for
 comparison (AlphaRec's MLP is dense matmuls over every user and item). Then LightGCN's full-ranking evaluation
 taken apart: the graph propagation, the score matrix and the top-K alone (the floor any full ranking pays on this
-machine) against ``lmrec.eval.evaluate`` as a whole. Last, AlphaRec's MLP first layer for the users two ways:
-dense on the users' mean inputs (lmrec's way) or through the user-item means, W₁(M Z)ᵀ = M (Z W₁ᵀ), fewer FLOPs
-but a sparse product over wide rows. Run alone.
+machine) against ``lmrec.eval.evaluate`` as a whole. Then LightGCN's propagation as lmrec ran it before 2026-12-02
+(int64 CSR indices, layers stacked) and now (int32, a running sum). Last, AlphaRec's MLP first layer for the users
+two ways: dense on the users' mean inputs (lmrec's way) or through the user-item means, W₁(M Z)ᵀ = M (Z W₁ᵀ), fewer
+FLOPs but a sparse product over wide rows. Run alone.
 
     python bench/profile_cf.py --dataset runs/bench-scaling/synth-1000000-seed1 [--batches 5] [--threads 2]
 """
@@ -148,6 +149,39 @@ def first_layer_two_ways(data, features: np.ndarray, hidden: int) -> list[str]:
               f" rows of {hidden} floats.", ""]
     return lines
 
+def propagation_two_ways(data, dim: int = 64, repeats: int = 9) -> list[str]:
+    """LightGCN's 2-layer propagation, forward and backward, as lmrec ran it until 2026-12-02 (int64 CSR indices,
+    the layers stacked and averaged) against now (int32 indices, a running sum); alternating, medians."""
+    from lmrec.models.nn.graph import normalized_adjacency, propagate, sparse_product
+
+    adj = normalized_adjacency(data.train)
+    adj64 = torch.sparse_csr_tensor(adj.crow_indices().long(), adj.col_indices().long(), adj.values(), size=adj.shape,
+                                    check_invariants=False)
+    x = torch.randn(adj.shape[0], dim, requires_grad=True)
+    grad = torch.randn(adj.shape[0], dim)
+
+    def before() -> None:
+        layers = [x]
+        for _ in range(2):
+            layers.append(sparse_product(adj64, adj64, layers[-1]))
+        torch.stack(layers).mean(dim=0).backward(grad)
+
+    ways = {"int64 indices, stacked layers (before)": before,
+            "int32 indices, running sum (now)": lambda: propagate(adj, x, 2).backward(grad)}
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(repeats + 1):
+        for name, fn in ways.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    ms = {name: 1000 * float(np.median(t[1:])) for name, t in times.items()}
+    lines = [f"## LightGCN propagation, 2 layers forward and backward ({adj.shape[0]} nodes, {adj._nnz()} "
+             f"non-zeros, {dim}-d)", "", "| way | ms |", "|---|---|"]
+    lines += [f"| {name} | {value:.1f} |" for name, value in ms.items()]
+    before_ms, now_ms = ms.values()
+    return lines + ["", f"{before_ms - now_ms:.1f} ms less per training batch ({100 * (1 - now_ms / before_ms):.0f}%).",
+                    ""]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,6 +212,7 @@ def main() -> None:
                   f"per epoch of {batches_per_epoch} batches", "", "```", table, "```", ""]
         print(lines[-5], flush=True)
     lines += evaluation_breakdown(data)
+    lines += propagation_two_ways(data)
     lines += first_layer_two_ways(data, features, hidden=2 * features.shape[1])
     atomic_write(args.out, lambda f: f.write("\n".join(lines)))
     print("\n".join(lines))
