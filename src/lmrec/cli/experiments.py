@@ -73,7 +73,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     set_threads(args)
     results = run_comparison(args.models.split(","), args.datasets.split(","), Path(args.out),
-                             given(args, TrainConfig), seed=args.data_seed, jobs=args.jobs)
+                             given(args, TrainConfig), seed=args.data_seed, jobs=args.jobs, log=print)
     print(markdown(results))
 
 

@@ -126,9 +126,9 @@ def run_comparison(
         rows[i], finished = row, finished + 1
         if log is not None:
             dataset, spec = tasks[i]
+            epochs = f"best / run {epochs_summary(row)}, " if row["best_epoch"] else ""
             log(f"{finished}/{len(tasks)} {dataset} / {spec.name}: valid {SELECT_ON} "
-                f"{row['valid'][SELECT_ON]['mean']:.4f}, best / run {epochs_summary(row)}, "
-                f"{row['fit_seconds'] / 60:.1f} min")
+                f"{row['valid'][SELECT_ON]['mean']:.4f}, {epochs}{row['fit_seconds'] / 60:.1f} min")
 
     if jobs == 1:
         for i, (dataset, spec) in enumerate(tasks):
