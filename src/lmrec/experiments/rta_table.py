@@ -414,26 +414,29 @@ def markdown(table: Mapping[str, Any], buckets_md: str, quantile_md: str = "") -
 
 
 def plot_buckets(table: Mapping[str, Any], path: Path) -> None:
-    """Grouped bars: HR@10 per popularity bucket per model, with ± SE whiskers."""
+    """HR@10 ± SE per model (a horizontal bar each, baselines grey, LLM rows blue), one panel per non-empty
+    popularity bucket: the fixed buckets, then the quantile ones."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    buckets = table["buckets"]
-    models = list(buckets[0]["hr"]) if buckets else []
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(models) * len(buckets) / 2), 3.6))
-    width = 0.8 / max(1, len(models))
-    for m, model in enumerate(models):
-        x = np.arange(len(buckets)) + m * width
-        means = [b["hr"][model]["mean"] if b["hr"][model]["n"] else 0.0 for b in buckets]
-        errs = [b["hr"][model]["se"] if b["hr"][model]["n"] else 0.0 for b in buckets]
-        ax.bar(x, means, width, yerr=errs, label=model, capsize=2)
-    ax.set_xticks(np.arange(len(buckets)) + 0.4 - width / 2)
-    ax.set_xticklabels([f"{b['bucket']}\n{b['pairs']} pairs" for b in buckets])
-    ax.set_ylabel("HR@10")
-    ax.set_title(f"{table['dataset']}: HR@10 by training popularity")
-    ax.legend(fontsize=7, ncol=2)
+    panels = [b for b in (*table["buckets"], *table.get("buckets_quantile", [])) if b["pairs"]]
+    models = list(panels[0]["hr"]) if panels else []
+    colour = {name: "#1f77b4" if row["kind"] == "llm" else "#9e9e9e" for name, row in table["rows"].items()}
+    fig, axes = plt.subplots(1, max(1, len(panels)), sharey=True, squeeze=False,
+                             figsize=(2.4 * max(1, len(panels)) + 3.2, 0.28 * len(models) + 1.4))
+    y = np.arange(len(models))[::-1]
+    for ax, bucket in zip(axes[0], panels, strict=False):
+        hr = [bucket["hr"][m] for m in models]
+        ax.barh(y, [h["mean"] for h in hr], xerr=[h["se"] for h in hr], capsize=2,
+                color=[colour.get(m, "#1f77b4") for m in models])
+        ax.set_title(f"{bucket['bucket']}\n{bucket['pairs']} pairs", fontsize=9)
+        ax.set_xlabel("HR@10")
+        ax.set_xlim(left=0)
+    axes[0][0].set_yticks(y, models, fontsize=8)
+    fig.suptitle(f"{table['dataset']}: test HR@10 by the target's training popularity "
+                 "(fixed buckets, then terciles; grey: baselines)", fontsize=10)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
     plt.close(fig)
