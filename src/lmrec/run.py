@@ -423,6 +423,14 @@ def epochs_summary(fit: Mapping[str, Any]) -> str:
             + (f", {why}" if why else ""))
 
 
+def progress_line(name: str, metric: str, valid: float | None, fit: Mapping[str, Any], seconds: float) -> str:
+    """A finished run in one line for long tables: ``name: valid <metric> …, best / run …, … min`` (the validation
+    part left out without a score, the epochs without a trained best epoch; see :func:`epochs_summary`)."""
+    score = f"valid {metric} {valid:.4f}, " if valid is not None else ""
+    epochs = f"best / run {epochs_summary(fit)}, " if fit.get("best_epoch") else ""
+    return f"{name}: {score}{epochs}{seconds / 60:.1f} min"
+
+
 def _fit_summary(log: TrainLog | None, seconds: float) -> dict[str, Any]:
     if log is None:
         return {"seconds": seconds, "trained": False}

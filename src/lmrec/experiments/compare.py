@@ -26,7 +26,7 @@ from lmrec.data.registry import DataRef
 from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import paired_test
 from lmrec.io import atomic_write, write_json
-from lmrec.run import Run, epochs_summary, fit
+from lmrec.run import Run, epochs_summary, fit, progress_line
 
 COLUMNS = ("recall@20", "ndcg@20", "hr@20")
 
@@ -126,9 +126,8 @@ def run_comparison(
         rows[i], finished = row, finished + 1
         if log is not None:
             dataset, spec = tasks[i]
-            epochs = f"best / run {epochs_summary(row)}, " if row["best_epoch"] else ""
-            log(f"{finished}/{len(tasks)} {dataset} / {spec.name}: valid {SELECT_ON} "
-                f"{row['valid'][SELECT_ON]['mean']:.4f}, {epochs}{row['fit_seconds'] / 60:.1f} min")
+            log(f"{finished}/{len(tasks)} " + progress_line(f"{dataset} / {spec.name}", SELECT_ON,
+                                                             row["valid"][SELECT_ON]["mean"], row, row["fit_seconds"]))
 
     if jobs == 1:
         for i, (dataset, spec) in enumerate(tasks):

@@ -44,7 +44,7 @@ from lmrec.experiments.steps import cached_step
 from lmrec.io import atomic_write, write_json
 from lmrec.models.base import get_model
 from lmrec.models.crs.rta.features import LLMFeatures, PrepareConfig, load_features, prepare_dataset
-from lmrec.run import Run, epochs_summary, fit
+from lmrec.run import Run, fit, progress_line
 from lmrec.settings import as_dict, build
 
 Scorer = Callable[[Sequence[CRSSample]], torch.Tensor]
@@ -222,11 +222,10 @@ def _run_row(name: str, run: Path, features: LLMFeatures, train_turns: int | Non
 
 
 def _progress_line(row: Row, run: Run) -> str:
-    """``name: valid HR@10 …, best / run …, … min``: a row as it is done (fitted or found fitted)."""
-    summary = run.manifest["fit"]
-    valid = f"valid hr@10 {_valid_hr(row):.4f}, " if "valid" in row.results else ""
-    epochs = f"best / run {epochs_summary(summary)}, " if summary.get("trained") else ""
-    return f"{row.name}: {valid}{epochs}{summary['seconds'] / 60:.1f} min"
+    """A row as it is done (fitted or found fitted), in :func:`lmrec.run.progress_line`'s form."""
+    fitted = run.manifest["fit"]
+    return progress_line(row.name, "hr@10", _valid_hr(row) if "valid" in row.results else None, fitted,
+                         fitted["seconds"])
 
 
 def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool = False,
