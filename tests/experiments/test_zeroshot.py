@@ -145,6 +145,11 @@ def test_run_zeroshot_writes_metrics_and_comparison(tmp_path):
     assert names[:3] == ["AlphaRec zero-shot", "Pop (target train)", "Random"] and names[3].startswith("LightGCN")
     text = (out / "comparison.md").read_text()
     assert "a + b -> c" in text and "±" in text and "LightGCN" in text
+    training = comparison["training"]  # both trainings in the table's "best / run" form, † when best is last
+    assert f"best / run {training['best_epoch']} / {training['epochs_run']}" in text
+    assert (" †" in text.split("\n")[2]) == (not training["converged"])
+    lightgcn = comparison["lightgcn_fit"]
+    assert f"patience 20 (selection on valid recall@20); best / run {lightgcn['best_epoch']} / 4" in text
     config = json.loads((out / "experiment.json").read_text())
     assert config["target"]["dataset"] == "c" and len(config["sources"]) == 2
     assert not (out / "config.json").exists() and not (out / "model.pt").exists()

@@ -38,7 +38,7 @@ from lmrec.io import atomic_write, write_json
 from lmrec.models.cf.alpharec import AlphaRec, AlphaRecConfig
 from lmrec.models.nn.graph import normalized_adjacency
 from lmrec.models.nn.lm_inputs import user_profiles
-from lmrec.run import REPORT_KS, REPORT_METRICS, fit
+from lmrec.run import REPORT_KS, REPORT_METRICS, epochs_summary, fit
 from lmrec.settings import as_dict, build
 from lmrec.tensorfile import save_tensors, tensor_dict
 from lmrec.train import TrainConfig, Trainer, TrainLog
@@ -258,6 +258,7 @@ def run_zeroshot(
                  for name, s in baselines.items()})
     comparison = _comparison(rows, target, mixed, log, train_config, apply_seconds)
     comparison["lightgcn_train_config"] = lightgcn.manifest["train_config"]
+    comparison["lightgcn_fit"] = lightgcn.manifest["fit"]
     write_json(out / "comparison.json", comparison)
     atomic_write(out / "comparison.md", lambda f: f.write(markdown(comparison)))
     write_json(out / "experiment.json", {
@@ -301,6 +302,7 @@ def _comparison(rows: dict[str, RankingResult], target: SplitData, mixed: MixedD
         "training": {"epochs_run": len(log.records), "max_epochs": train_config.epochs,
                      "eval_every": train_config.eval_every, "best_epoch": log.best_epoch,
                      "best_valid": best, "fit_seconds": log.total_seconds, "stopped": log.stopped,
+                     "converged": log.converged,
                      "zero_shot_apply_seconds": apply_seconds},
         "rows": {name: r.to_dict() for name, r in rows.items()},
         "paired_recall@20_vs": paired,
@@ -315,9 +317,9 @@ def markdown(c: dict[str, Any]) -> str:
     n = next(iter(c["rows"].values()))["recall@20"]["n"]
     lines = [
         f"### Zero-shot: {' + '.join(s['name'] for s in c['sources'])} -> {t['name']}", "",
-        f"AlphaRec trained on the mix of {sources}: {tr['epochs_run']} epochs run (budget {tr['max_epochs']}, "
-        f"validation every {tr['eval_every']}), best epoch {tr['best_epoch']} on the mean per-source valid "
-        f"Recall@20 ({per_source}), {tr['fit_seconds']:.0f} s; {tr['stopped']}.",
+        f"AlphaRec trained on the mix of {sources} (budget {tr['max_epochs']} epochs, validation every "
+        f"{tr['eval_every']}): best / run {epochs_summary(tr)} on the mean per-source valid Recall@20 "
+        f"({per_source}), {tr['fit_seconds']:.0f} s.",
         f"Applied to {t['name']} ({t['users']} users, {t['items']} items; {t['protocol']}) with no training there "
         f"({tr['zero_shot_apply_seconds']:.1f} s). Test split, full ranking, train+valid masked, mean ± SE over "
         f"{n} users.", "",
@@ -329,7 +331,8 @@ def markdown(c: dict[str, Any]) -> str:
     if c.get("lightgcn_train_config"):
         g = c["lightgcn_train_config"]
         lines += [f"LightGCN trained on {t['name']}'s train split: budget {g['epochs']} epochs, validation every "
-                  f"{g['eval_every']}, patience {g['patience']} (selection on valid {g['metric']}).", ""]
+                  f"{g['eval_every']}, patience {g['patience']} (selection on valid {g['metric']}); best / run "
+                  f"{epochs_summary(c.get('lightgcn_fit', {}))}.", ""]
     for name, p in c["paired_recall@20_vs"].items():
         lines.append(f"- zero-shot − {name}, Recall@20: {estimate_cell(p['diff'], signed=True)} "
                      f"(paired t p = {p['t_pvalue']:.2g})")
