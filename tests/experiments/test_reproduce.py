@@ -14,7 +14,7 @@ from helpers import planted_data, single_thread, write_inspired, write_tiny_llm 
 from lmrec import cli
 from lmrec.data.registry import DataRef
 from lmrec.errors import LmrecError
-from lmrec.experiments import reproduce
+from lmrec.experiments import reproduce, rta_table
 from lmrec.experiments.compare import RunSpec, grid_specs, markdown, run_comparison
 from lmrec.experiments.steps import cached_step
 from lmrec.models.cf.pop import Popularity
@@ -230,12 +230,20 @@ def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
     baselines = sorted(p.name for p in (out / "01-inspired").glob("baseline-*"))
     assert baselines == ["baseline-fism", "baseline-fism-prepared", "baseline-pop"]
     manifests = {b: (out / "01-inspired" / b / "manifest.json").read_bytes() for b in baselines}
-    # a second reproduction reuses every step (baseline run folders, spec.json) and gives the same table
+    # a second reproduction reuses every step (baseline run folders, the probe, spec.json) and gives the same table
+    with monkeypatch.context() as patched:
+        patched.setattr(rta_table, "probe_delta", lambda *a, **k: pytest.fail("the probe ran again"))
+        reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
+    assert json.loads((out / "01-inspired" / "table.json").read_text())["probe"] == table["probe"]
+    # other probe settings: the probe runs again (a derived result, replaced) and the runs are reused
+    config = tmp_path / "configs" / "rta" / "01-inspired.toml"
+    config.write_text(config.read_text().replace('modes = ["mask"]', 'modes = ["replace"]'))
     reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
+    again = json.loads((out / "01-inspired" / "table.json").read_text())
+    assert {p["mode"] for p in again["probe"]} == {"replace"} and again["rows"] == rows
     assert json.loads((out / "01-inspired" / "table.json").read_text())["rows"] == rows
     assert {b: (out / "01-inspired" / b / "manifest.json").read_bytes() for b in baselines} == manifests
     # other settings for a finished baseline: an error naming its folder, nothing overwritten
-    config = tmp_path / "configs" / "rta" / "01-inspired.toml"
     text = config.read_text()
     config.write_text(text.replace("fism = { train = { epochs = 2 } }", "fism = { train = { epochs = 3 } }"))
     assert config.read_text() != text

@@ -4,11 +4,13 @@ the popularity buckets and the title-masking probe, from one settings mapping (a
 Folder::
 
     prepare/            lmrec crs prepare (LLM q vectors, title tokens, generations)
-    zero-shot/ reindex/ adapt-<name>/     run folders (lmrec train zero_shot_llm / rta_reindex / rta_adapt)
+    baseline-<name>/ zero-shot/ reindex/ adapt-<name>/     run folders (lmrec train <baseline> / zero_shot_llm /
+                                                           rta_reindex / rta_adapt)
+    probe.json                            the masking probe of the named rows (and what it was computed from)
     table.json table.md buckets.png       the results
 
-Steps whose ``spec.json`` equals the requested settings are reused; a folder with other settings is an error
-naming it (see :func:`lmrec.experiments.steps.cached_step`). The classic baselines are cheap and refit every time.
+Steps whose ``spec.json`` equals the requested settings and inputs are reused; a folder with other settings is an
+error naming it (see :func:`lmrec.experiments.steps.cached_step`).
 Rows: the baselines (popularity, FISM, SASRec trained on ALL training turns and, with ``baseline_train =
 "both"``, also on the prepared subsample the LLM models learn from, plus the dense retriever), the zero-shot LLM,
 the reindexed LLM (and each of ``reindex_variants``: options over ``reindex``, e.g. ``{"+ item prompts" =
@@ -40,7 +42,7 @@ from lmrec.eval.crs_analysis import buckets_table, popularity_buckets, probe_del
 from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import paired_test
 from lmrec.experiments.crs import crs_results
-from lmrec.experiments.steps import cached_step
+from lmrec.experiments.steps import cached_step, normalised
 from lmrec.io import atomic_write, write_json
 from lmrec.models.base import get_model
 from lmrec.models.crs.rta.features import LLMFeatures, PrepareConfig, load_features, prepare_dataset
@@ -62,6 +64,7 @@ class Row:
     results: dict[str, CRSResult]
     train_turns: int | None = None  # training turns it learned from (None: fitted without training turns)
     reindex: bool = False  # a reindex row (the adapt rows build on the one best on validation)
+    spec: dict[str, Any] | None = None  # what its run folder's spec.json records (None: not a cached run)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -134,7 +137,7 @@ def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any
                 cached_step(out, spec, lambda fit_it=fit_it, out=out: fit_it(out=out, resume=True))
                 run = Run.load(out, data=features.data)
             rows.append(Row(label, "baseline", run.model.score, crs_results(run.model.score, features),
-                            n_turns if cls.trainable else None))
+                            n_turns if cls.trainable else None, spec=spec if folder is not None else None))
             log(_progress_line(rows[-1], run))
     return rows
 
@@ -156,7 +159,7 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
     if zero_shot:
         out = folder / "zero-shot"
         cached_step(out, inputs, lambda: fit("zero_shot_llm", data, features=features, out=out, resume=True))
-        rows.append(_run_row("zero-shot LLM", out, features, log=log))
+        rows.append(_run_row("zero-shot LLM", out, inputs, features, log=log))
     reindex_runs: dict[str, tuple[Path, dict[str, Any], bool]] = {}  # row name -> (folder, spec, item prompts)
     for variant, variant_options in reindex_variants(settings).items():
         options = dict(variant_options)
@@ -169,8 +172,8 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         # the turns it learned from: with label_source "llm", only those whose answer names a catalog item
         turns = (len(features.llm_label_samples("train", reindex.top_k, reindex.label_source))
                  + (features.n_items if reindex.item_prompts else 0))
-        row = _run_row(f"reindexed ({reindex.aggregator})" + (f" {variant}" if variant else ""), out, features, turns,
-                       log)
+        row = _run_row(f"reindexed ({reindex.aggregator})" + (f" {variant}" if variant else ""), out, spec, features,
+                       turns, log)
         row.reindex = True
         rows.append(row)
         reindex_runs[row.name] = (out, spec, reindex.item_prompts)
@@ -184,7 +187,7 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         spec = {**reindex_spec, "adapt": adapt_options, "adapt_train": adapt_train}
         cached_step(run, spec, lambda run=run, o=adapt_options, t=adapt_train: fit(
             "rta_adapt", data, t, features=features, base=Run.load(out, data=data), out=run, resume=True, **o))
-        rows.append(_run_row(name, run, features, adapt_turns, log))
+        rows.append(_run_row(name, run, spec, features, adapt_turns, log))
     return rows
 
 
@@ -212,11 +215,14 @@ def best_reindexed(rows: Sequence[Row]) -> Row:
     return max((r for r in rows if r.reindex), key=_valid_hr)
 
 
-def _run_row(name: str, run: Path, features: LLMFeatures, train_turns: int | None = None, log: Log = _silent) -> Row:
-    """A run folder's model, its metrics recomputed now (the same evaluation code as every other row)."""
+def _run_row(name: str, run: Path, spec: dict[str, Any], features: LLMFeatures, train_turns: int | None = None,
+             log: Log = _silent) -> Row:
+    """A run folder's model (made with ``spec``), its metrics recomputed now (the same evaluation code as every
+    other row)."""
     loaded = Run.load(run, data=features.data)
     generated_only = loaded.model.name == "zero_shot_llm"
-    row = Row(name, "llm", loaded.model.score, crs_results(loaded.model.score, features, generated_only), train_turns)
+    row = Row(name, "llm", loaded.model.score, crs_results(loaded.model.score, features, generated_only), train_turns,
+              spec=spec)
     log(_progress_line(row, loaded))
     return row
 
@@ -246,7 +252,7 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
     buckets = popularity_buckets(results, counts)
     bounds = quantile_bounds(counts, next(iter(results.values())).pairs[:, 1])
     quantile = popularity_buckets(results, counts, bounds, names=("low", "mid", "high")) if len(bounds) == 2 else []
-    probe = _probe(rows, features, {**PROBE_DEFAULTS, **settings.get("probe", {})})
+    probe = _cached_probe(rows, features, {**PROBE_DEFAULTS, **settings.get("probe", {})}, folder / "probe.json")
     generation = features.meta.get("splits", {}).get("test", {}).get("generation", {})
     table = {
         "dataset": dataset,
@@ -326,22 +332,44 @@ def _best_vs_best(rows: Sequence[Row], results: Mapping[str, CRSResult], matched
 BEST_REINDEXED = "best reindexed"  # a probe model: the reindex row with the best validation HR@10
 
 
-def _probe(rows: Sequence[Row], features: LLMFeatures, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _probe_models(rows: Sequence[Row], names: Sequence[str]) -> list[Row]:
+    """The rows the probe settings name (``"best reindexed"`` among them), each once."""
     by_name = {r.name: r for r in rows}
     if any(r.reindex for r in rows):
         by_name[BEST_REINDEXED] = best_reindexed(rows)
-    unknown = [m for m in settings["models"] if m not in by_name]
+    unknown = [m for m in names if m not in by_name]
     if unknown:
         raise LmrecError(f"probe models {unknown} are not rows of the table; rows: {list(by_name)}")
+    return list({by_name[m].name: by_name[m] for m in names}.values())
+
+
+def _cached_probe(rows: Sequence[Row], features: LLMFeatures, settings: Mapping[str, Any],
+                  path: Path) -> list[dict[str, Any]]:
+    """:func:`_probe`, kept in ``path`` with what it was computed from (the probe settings, the test turns and every
+    probed row's run spec) and reused while that is the same; otherwise computed again and ``path`` replaced (a
+    derived result: it runs the LLM on the rewritten contexts and scores them again, minutes on a CPU)."""
+    models = _probe_models(rows, settings["models"])
+    if any(row.spec is None for row in models):
+        return _probe(models, features, settings)
+    spec = normalised({"settings": dict(settings), "samples": samples_checksum(features.samples),
+                       "models": {row.name: row.spec for row in models}})
+    saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if saved.get("spec") != spec:
+        saved = {"spec": spec, "probe": _probe(models, features, settings)}
+        write_json(path, saved)
+    return saved["probe"]
+
+
+def _probe(models: Sequence[Row], features: LLMFeatures, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     samples = features.samples["test"]
     if settings["max_samples"]:
         keep = np.random.default_rng(settings["seed"]).permutation(len(samples))[: settings["max_samples"]]
         samples = [samples[i] for i in sorted(keep)]
     out = []
-    for name in dict.fromkeys(by_name[m].name for m in settings["models"]):  # "best reindexed" may be named too
+    for row in models:
         for mode in settings["modes"]:
-            result = probe_delta(by_name[name].scorer, samples, features.data.catalog, mode, settings["seed"])
-            out.append({"model": by_name[name].name, "mode": mode, "samples": len(samples), **result.as_dict()})
+            result = probe_delta(row.scorer, samples, features.data.catalog, mode, settings["seed"])
+            out.append({"model": row.name, "mode": mode, "samples": len(samples), **result.as_dict()})
     return out
 
 
