@@ -1,5 +1,6 @@
 """Every registered model: learns the planted structure, saves and loads, recommends; model-specific checks."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -180,6 +181,33 @@ def test_alpharec_user_inputs_use_train_only(data):
     model.prepare(data)
     expected = user_profiles(data.train, planted_features())
     np.testing.assert_allclose(model.z_users.numpy(), expected)
+
+
+@pytest.mark.parametrize("mapping", ["mlp", "linear"])
+def test_alpharec_embeds_users_through_the_items_first_layer(mapping, data):
+    """The first (affine) layer on the items only (embed() with many users per edge): equal to MLP(z_users) with
+    z_users = P z_items, in value and in gradient, users without training items (z_u = 0: the bias alone) included."""
+    train = data.train.tolil()
+    train[3, :] = 0  # a user without training items
+    data = dataclasses.replace(data, train=train.tocsr())
+    model = AlphaRec(features=planted_features(), mapping=mapping, n_negatives=8)
+    model.prepare(data)
+    assert not data.train[3].nnz and model.z_users[3].abs().sum() == 0
+    torch.nn.init.normal_(model.net.f[0].bias if mapping == "mlp" else model.net.f.weight)  # a nonzero bias
+
+    def grads(embed):
+        model.net.zero_grad()
+        users, items = embed()
+        ((users * torch.arange(users.numel()).reshape(users.shape).sin()).sum() + items.square().sum()).backward()
+        return users.detach(), items.detach(), [p.grad.clone() for p in model.net.parameters()]
+
+    fast = grads(lambda: model.propagated(*model.net.of_profiles(model.profile, model.profile_t, model.z_items),
+                                          model.adj))
+    dense = grads(lambda: model.represent(model.z_users, model.z_items, model.adj))
+    for a, b in zip(fast[:2], dense[:2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(fast[2], dense[2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_alpharec_nan_features_name_the_item(data):

@@ -14,11 +14,16 @@ from lmrec.data.interactions import SplitData
 from lmrec.errors import EmbeddingError
 
 
-def user_profiles(interactions: sp.csr_matrix, item_features: np.ndarray) -> np.ndarray:
-    """z_u = mean of the item features of u's items (a zero vector for a user without items)."""
+def profile_matrix(interactions: sp.csr_matrix) -> sp.csr_matrix:
+    """P = D⁻¹R: row u holds u's items weighted 1/|items of u| (an all-zero row for a user without items)."""
     counts = np.asarray(interactions.sum(axis=1)).ravel()
     scale = sp.diags(np.divide(1.0, counts, out=np.zeros_like(counts, dtype=np.float64), where=counts > 0))
-    return np.asarray(scale @ interactions @ item_features, dtype=np.float32)
+    return sp.csr_matrix(scale @ interactions)
+
+
+def user_profiles(interactions: sp.csr_matrix, item_features: np.ndarray) -> np.ndarray:
+    """z_u = mean of the item features of u's items (a zero vector for a user without items): P z."""
+    return np.asarray(profile_matrix(interactions) @ item_features, dtype=np.float32)
 
 
 def check_features(features: np.ndarray, data: SplitData) -> np.ndarray:
