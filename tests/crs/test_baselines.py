@@ -262,6 +262,11 @@ def test_dense_ranks_the_most_similar_title_first(tmp_path):
     s2 = CRSSample("c", 1, "User: a horse movie about war", [], [2], [True])
     assert int(wide.score([s2])[0].argmax()) == 2  # "War Horse" has both words
     assert float(wide.score([s2])[0].max()) <= 1.0 + 1e-6  # cosine
+    # contexts go through the cache too: a turn scored again (another block, a rerun) is not encoded again
+    again = DenseRetriever(encoder=BagOfWords(), cache=EmbeddingCache(tmp_path), context_chars=1000)
+    again.fit(data)
+    torch.testing.assert_close(again.score([s2]), wide.score([s2]))
+    assert again.encoder.seen == []
 
 
 # -- real data --------------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@
 f = MiniLM (``all-MiniLM-L6-v2``) by default. ``context_tail`` keeps the most recent whole lines of the context
 within ``context_chars`` = 1000 characters (:func:`lmrec.data.conversations.truncate_context`): MiniLM reads at
 most 256 word pieces (≈ 1000 characters of English) and would otherwise keep the *oldest* part of a long
-conversation. No training: ``fit`` encodes the titles through the embedding cache; contexts are encoded on the
-fly (not cached: they change with every probe).
+conversation. No training: ``fit`` encodes the titles, ``score`` the context tails, both through the embedding
+cache (a table scores the same turns in several blocks and on every rerun; a probe's rewritten contexts are new
+texts and are encoded then).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from lmrec.errors import LmrecError
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.crs.base import CRSRecommender
 from lmrec.settings import settings
-from lmrec.text import EmbeddingCache, TextEncoder, encode_catalog, get_encoder
+from lmrec.text import CachedEncoder, EmbeddingCache, TextEncoder, encode_catalog, get_encoder
 
 
 @settings
@@ -79,5 +80,5 @@ class DenseRetriever(CRSRecommender):
         if self.items is None:
             raise LmrecError("dense: call fit before score")
         texts = [self.context_text(s) for s in samples]
-        queries = self._encoder().encode(texts, batch_size=self.config.encode_batch_size, progress=False)
+        queries = CachedEncoder(self._encoder(), self.cache).encode(texts, batch_size=self.config.encode_batch_size)
         return _unit(queries) @ self.items.T
