@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from helpers import planted_data, single_thread, write_inspired, write_tiny_llm 
 from lmrec import cli
 from lmrec.data.registry import DataRef
 from lmrec.errors import LmrecError
+from lmrec.eval.crs_analysis import probe_delta
 from lmrec.experiments import reproduce, rta_table
 from lmrec.experiments.compare import RunSpec, grid_specs, markdown, run_comparison
 from lmrec.experiments.steps import cached_step
@@ -235,14 +237,21 @@ def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
         patched.setattr(rta_table, "probe_delta", lambda *a, **k: pytest.fail("the probe ran again"))
         reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
     assert json.loads((out / "01-inspired" / "table.json").read_text())["probe"] == table["probe"]
+    assert json.loads((out / "01-inspired" / "table.json").read_text())["rows"] == rows
+    assert {b: (out / "01-inspired" / b / "manifest.json").read_bytes() for b in baselines} == manifests
+    # a probed model trained again with the same settings (its folder removed): the probe runs again
+    shutil.rmtree(out / "01-inspired" / "baseline-fism")
+    probed = []
+    with monkeypatch.context() as patched:
+        patched.setattr(rta_table, "probe_delta", lambda *a, **k: probed.append(a[0]) or probe_delta(*a, **k))
+        reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
+    assert len(probed) == len(table["probe"])  # every (model, mode) again
     # other probe settings: the probe runs again (a derived result, replaced) and the runs are reused
     config = tmp_path / "configs" / "rta" / "01-inspired.toml"
     config.write_text(config.read_text().replace('modes = ["mask"]', 'modes = ["replace"]'))
     reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
     again = json.loads((out / "01-inspired" / "table.json").read_text())
     assert {p["mode"] for p in again["probe"]} == {"replace"} and again["rows"] == rows
-    assert json.loads((out / "01-inspired" / "table.json").read_text())["rows"] == rows
-    assert {b: (out / "01-inspired" / b / "manifest.json").read_bytes() for b in baselines} == manifests
     # other settings for a finished baseline: an error naming its folder, nothing overwritten
     text = config.read_text()
     config.write_text(text.replace("fism = { train = { epochs = 2 } }", "fism = { train = { epochs = 3 } }"))

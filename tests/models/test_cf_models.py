@@ -22,7 +22,7 @@ from helpers import (  # noqa: F401
 from lmrec.errors import EmbeddingError, LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.models.base import get_model, list_models
-from lmrec.models.cf.alpharec import AlphaRec, LinearMap
+from lmrec.models.cf.alpharec import AlphaRec, IntentScorer, LinearMap
 from lmrec.models.cf.lightgcn import MF, LightGCN
 from lmrec.models.cf.pop import Popularity
 from lmrec.models.nn.lm_inputs import user_profiles
@@ -41,9 +41,11 @@ SPECS = {
     "alpharec-shared": ("alpharec", lambda: AlphaRec(features=planted_features(), n_negatives=32,
                                                      negatives="shared"), NCE),
     "alpharec-random-features": ("alpharec", lambda: AlphaRec(features=RANDOM_FEATURES, n_negatives=32), NCE),
+    # wide features: many users per edge, so embed() takes the users through the items' first layer
+    "alpharec-via-items": ("alpharec", lambda: AlphaRec(features=planted_features(dim=512), n_negatives=32), NCE),
     "linear_map": ("linear_map", lambda: LinearMap(features=planted_features(), n_negatives=32), NCE),
 }
-LEARNERS = ["pop", "mf", "lightgcn", "alpharec", "alpharec-shared", "linear_map"]
+LEARNERS = ["pop", "mf", "lightgcn", "alpharec", "alpharec-shared", "alpharec-via-items", "linear_map"]
 
 
 @pytest.fixture(scope="module")
@@ -201,13 +203,32 @@ def test_alpharec_embeds_users_through_the_items_first_layer(mapping, data):
         ((users * torch.arange(users.numel()).reshape(users.shape).sin()).sum() + items.square().sum()).backward()
         return users.detach(), items.detach(), [p.grad.clone() for p in model.net.parameters()]
 
-    fast = grads(lambda: model.propagated(*model.net.of_profiles(model.profile, model.profile_t, model.z_items),
-                                          model.adj))
-    dense = grads(lambda: model.represent(model.z_users, model.z_items, model.adj))
+    routed = []
+    of_profiles = model.net.of_profiles
+    model.net.of_profiles = lambda *args: routed.append(True) or of_profiles(*args)
+    model.users_via_items = True
+    fast = grads(model.embed)
+    model.users_via_items = False
+    dense = grads(model.embed)
+    assert routed == [True]  # the items' route once, then the dense one
     for a, b in zip(fast[:2], dense[:2], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     for a, b in zip(fast[2], dense[2], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_alpharec_takes_the_items_route_with_many_users_per_edge(fitted):
+    """Wide (512-d) features on the planted data: embed() takes the items' route; the intent scorer, which maps
+    z_u through the MLP directly, gives the same user vectors (α = 0: nothing mixed in)."""
+    model = fitted["alpharec-via-items"]
+    assert model.users_via_items and not fitted["alpharec"].users_via_items
+    model.set_training(False)
+    with torch.no_grad():
+        users, _ = model.embed()
+    scorer = IntentScorer(model)
+    for u in (0, 3, 7):
+        torch.testing.assert_close(scorer.user_vector(u, torch.zeros(model.config.emb_dim), 0.0), users[u],
+                                   rtol=1e-4, atol=1e-5)
 
 
 def test_alpharec_nan_features_name_the_item(data):

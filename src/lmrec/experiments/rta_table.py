@@ -46,7 +46,7 @@ from lmrec.experiments.steps import cached_step, normalised
 from lmrec.io import atomic_write, write_json
 from lmrec.models.base import get_model
 from lmrec.models.crs.rta.features import LLMFeatures, PrepareConfig, load_features, prepare_dataset
-from lmrec.run import Run, fit, progress_line
+from lmrec.run import MANIFEST, WEIGHTS, Run, fit, progress_line
 from lmrec.settings import as_dict, build
 
 Scorer = Callable[[Sequence[CRSSample]], torch.Tensor]
@@ -64,7 +64,8 @@ class Row:
     results: dict[str, CRSResult]
     train_turns: int | None = None  # training turns it learned from (None: fitted without training turns)
     reindex: bool = False  # a reindex row (the adapt rows build on the one best on validation)
-    spec: dict[str, Any] | None = None  # what its run folder's spec.json records (None: not a cached run)
+    # its run folder's settings (spec.json) and the sha256 of its manifest and weights (None: not a run folder)
+    identity: dict[str, Any] | None = None
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -137,7 +138,8 @@ def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any
                 cached_step(out, spec, lambda fit_it=fit_it, out=out: fit_it(out=out, resume=True))
                 run = Run.load(out, data=features.data)
             rows.append(Row(label, "baseline", run.model.score, crs_results(run.model.score, features),
-                            n_turns if cls.trainable else None, spec=spec if folder is not None else None))
+                            n_turns if cls.trainable else None,
+                            identity=run_identity(out, spec) if folder is not None else None))
             log(_progress_line(rows[-1], run))
     return rows
 
@@ -222,9 +224,18 @@ def _run_row(name: str, run: Path, spec: dict[str, Any], features: LLMFeatures, 
     loaded = Run.load(run, data=features.data)
     generated_only = loaded.model.name == "zero_shot_llm"
     row = Row(name, "llm", loaded.model.score, crs_results(loaded.model.score, features, generated_only), train_turns,
-              spec=spec)
+              identity=run_identity(run, spec))
     log(_progress_line(row, loaded))
     return row
+
+
+def run_identity(folder: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What identifies a trained run: the settings it was made with and the sha256 of its manifest and weights (a
+    run trained again with the same settings has other ones: the manifest records when and how long it ran)."""
+    digest = hashlib.sha256()
+    for name in (MANIFEST, WEIGHTS):
+        digest.update((folder / name).read_bytes())
+    return {"spec": dict(spec), "files": digest.hexdigest()}
 
 
 def _progress_line(row: Row, run: Run) -> str:
@@ -345,14 +356,16 @@ def _probe_models(rows: Sequence[Row], names: Sequence[str]) -> list[Row]:
 
 def _cached_probe(rows: Sequence[Row], features: LLMFeatures, settings: Mapping[str, Any],
                   path: Path) -> list[dict[str, Any]]:
-    """:func:`_probe`, kept in ``path`` with what it was computed from (the probe settings, the test turns and every
-    probed row's run spec) and reused while that is the same; otherwise computed again and ``path`` replaced (a
-    derived result: it runs the LLM on the rewritten contexts and scores them again, minutes on a CPU)."""
+    """:func:`_probe`, kept in ``path`` with what it was computed from (the probe settings, the dataset, the test
+    turns and every probed row's :func:`run_identity`) and reused while that is the same; otherwise computed again
+    and ``path`` replaced (a derived result: it runs the LLM on the rewritten contexts and scores them again, minutes
+    on a CPU)."""
     models = _probe_models(rows, settings["models"])
-    if any(row.spec is None for row in models):
+    if any(row.identity is None for row in models):
         return _probe(models, features, settings)
-    spec = normalised({"settings": dict(settings), "samples": samples_checksum(features.samples),
-                       "models": {row.name: row.spec for row in models}})
+    spec = normalised({"settings": dict(settings), "data": features.data.checksum(),
+                       "samples": samples_checksum(features.samples),
+                       "models": {row.name: row.identity for row in models}})
     saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     if saved.get("spec") != spec:
         saved = {"spec": spec, "probe": _probe(models, features, settings)}

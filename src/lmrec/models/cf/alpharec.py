@@ -65,7 +65,8 @@ class _Mapper(nn.Module):
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(P z_items), f(z_items)) for a profile matrix P (rows: weights summing to 1, or empty; ``profile_t`` =
         Pᵀ). The first layer is affine, so it runs on the items only: W(P z) + b = P(W z) + b for every non-empty
-        row, and b for an empty one (z_u = 0). Users then cost a sparse product instead of a dense layer."""
+        row, and b for an empty one (z_u = 0); equal up to float32 rounding. Users then cost a sparse product
+        instead of a dense layer."""
         first, rest = (self.f[0], self.f[1:]) if isinstance(self.f, nn.Sequential) else (self.f, nn.Identity())
         items = F.linear(z_items, first.weight)
         users = sparse_product(profile, profile_t, items)
@@ -107,8 +108,8 @@ class AlphaRec(LMFeatures, TorchRecommender):
         self.profile, self.profile_t = csr_tensor(profile), csr_tensor(profile.T)
         # users through the items' first layer when the dense layer over the users costs more than the two sparse
         # products (3·n_users·d vs 2·nnz per hidden unit; sparse runs ~8x slower per multiply-add on CPU):
-        # Amazon Industrial (8,317 users, 19,842 edges) 1.37x per step, MovieLens latest-small (610 users) 0.86x
-        # (bench/alpharec_step.py)
+        # Amazon Industrial (8,317 users, 22,824 edges) 1.52x per step, MovieLens latest-small (610 users) 0.87x
+        # (bench/alpharec_step.py, CPU)
         self.users_via_items = data.n_users * self.z_items.shape[1] > 16 * data.train.nnz
         self.adj = normalized_adjacency(data.train)
         self.sampler = Sampler(data.train)

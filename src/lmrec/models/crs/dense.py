@@ -53,11 +53,18 @@ class DenseRetriever(CRSRecommender):
         self.encoder = encoder
         self.cache = cache
         self.items: torch.Tensor | None = None
+        self._cached: CachedEncoder | None = None
 
     def _encoder(self) -> TextEncoder:
         if self.encoder is None:
             self.encoder = get_encoder(self.config.encoder, device=str(self.device))
         return self.encoder
+
+    def _cached_encoder(self) -> CachedEncoder:
+        """The encoder behind the embedding cache, made once (opening a cache reads its index)."""
+        if self._cached is None:
+            self._cached = CachedEncoder(self._encoder(), self.cache)
+        return self._cached
 
     def fit(self, data: CRSData, train: Any = None, *, features: Any = None, base: Any = None,
             folder: Path | None = None, resume: bool = False) -> None:
@@ -80,5 +87,5 @@ class DenseRetriever(CRSRecommender):
         if self.items is None:
             raise LmrecError("dense: call fit before score")
         texts = [self.context_text(s) for s in samples]
-        queries = CachedEncoder(self._encoder(), self.cache).encode(texts, batch_size=self.config.encode_batch_size)
+        queries = self._cached_encoder().encode(texts, batch_size=self.config.encode_batch_size)
         return _unit(queries) @ self.items.T
