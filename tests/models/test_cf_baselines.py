@@ -127,12 +127,12 @@ def test_view_info_nce_formula():
     a, p, c = (torch.randn(5, 4, generator=gen) for _ in range(3))
     c = torch.cat([p, c])
     norm = torch.nn.functional.normalize
-    for candidates in (None, c):
-        cand = norm(p if candidates is None else candidates, dim=-1)
-        logits = norm(a, dim=-1) @ cand.T / 0.2
+    order = torch.randperm(10, generator=gen)
+    for candidates, targets in ((p, None), (c[order], torch.argsort(order)[:5])):  # p's rows, then shuffled in c
+        logits = norm(a, dim=-1) @ norm(candidates, dim=-1).T / 0.2
         pos = (norm(a, dim=-1) * norm(p, dim=-1)).sum(-1) / 0.2
         expected = (torch.logsumexp(logits, 1) - pos).mean()
-        torch.testing.assert_close(view_info_nce(a, p, 0.2, candidates), expected)
+        torch.testing.assert_close(view_info_nce(a, candidates, 0.2, targets), expected)
     # in-batch: identical views with orthogonal rows give the minimum, log(1 + (b-1)·e^0/e^{1/τ})
     eye = torch.eye(4)
     torch.testing.assert_close(view_info_nce(eye, eye, 0.5), torch.tensor(math.log(1 + 3 * math.exp(-2.0))))

@@ -72,7 +72,7 @@ class RLMRec(LMFeatures, XSimGCL):
         tau, mlp = self.config.kd_tau, self.net.mlp
         s_users = mlp(self.z_users)
         u, i, j = torch.unique(users), torch.unique(pos), torch.unique(neg)
-        kd = (view_info_nce(user_emb[u], s_users[u], tau, candidates=s_users)
+        kd = (view_info_nce(user_emb[u], s_users, tau, targets=u)
               + view_info_nce(item_emb[i], mlp(self.z_items[i]), tau)
               + view_info_nce(item_emb[j], mlp(self.z_items[j]), tau))
         return main, backbone + self.config.kd_weight * kd

@@ -89,6 +89,6 @@ class SGL(LightGCN):
         ssl = 0.0
         for ids, (a, b) in ((torch.unique(users), (view1[:n_users], view2[:n_users])),
                             (torch.unique(pos), (view1[n_users:], view2[n_users:]))):
-            candidates = b if self.config.ssl_negatives == "all" else None
-            ssl = ssl + view_info_nce(a[ids], b[ids], self.config.ssl_tau, candidates)
+            every = self.config.ssl_negatives == "all"  # the other view's every node, or the batch's own
+            ssl = ssl + view_info_nce(a[ids], b if every else b[ids], self.config.ssl_tau, ids if every else None)
         return super().loss(rows), self.config.ssl_weight * ssl
