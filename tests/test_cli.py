@@ -268,3 +268,18 @@ def test_train_mf_on_real_movielens_100k(real_dataset, tmp_path, capsys):
     assert 0 < metrics["test"]["recall@20"]["mean"] < 1
     assert table_cells(capsys.readouterr().out)["test"]["recall@20"].startswith(
         f"{metrics['test']['recall@20']['mean']:.4f}")
+
+
+def test_the_command_keeps_freed_memory_in_the_process(monkeypatch, capsys):
+    """`lmrec` sets glibc's allocator to reuse large blocks (lmrec.allocator), which this Linux machine supports."""
+    import subprocess
+    import sys
+
+    import lmrec.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True))
+    assert cli.main(["models"]) == 0 and calls == [True]
+    code = "from lmrec.allocator import keep_freed_memory; print(keep_freed_memory())"
+    applied = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert applied.strip() == ("True" if sys.platform.startswith("linux") else "False")

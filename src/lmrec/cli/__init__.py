@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from lmrec.allocator import keep_freed_memory
 from lmrec.cli import crs, data, experiments, serve, train
 from lmrec.errors import LmrecError
 
@@ -30,6 +31,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
+    keep_freed_memory()  # training's large temporaries stay in the process (lmrec.allocator)
     if hasattr(sys.stdout, "reconfigure"):  # progress lines reach a log file as they are printed, not at exit
         sys.stdout.reconfigure(line_buffering=True)
     if not args.debug:  # lmrec's warnings read like its errors, without a source line

@@ -169,7 +169,10 @@ def _fit_row(dataset: str, spec: RunSpec, seed: int, out: Path, threads: int | N
     if threads is not None:  # in a worker process of its own
         import torch
 
+        from lmrec.allocator import keep_freed_memory
+
         torch.set_num_threads(threads)
+        keep_freed_memory()
     ref = DataRef.of(dataset, seed=seed)
     run = fit(spec.model, ref, dict(spec.train_overrides), out=out / dataset_folder(dataset) / spec.name, resume=True,
               **spec.model_overrides)
