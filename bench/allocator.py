@@ -66,9 +66,8 @@ def main() -> None:
         model, dataset, keep = args.child
         return child(model, dataset, keep == "1", args.threads, args.batches)
 
-    from recbole_compare import machine
+    from common import machine, write_lines
 
-    from lmrec.io import atomic_write
 
     lines = [f"# Allocator settings — {datetime.date.today()}", "",
              f"Machine: {machine()}; {args.threads} thread(s); load average (1 min) {os.getloadavg()[0]:.2f}. "
@@ -87,8 +86,7 @@ def main() -> None:
         lines.append(f"| {model} | {dataset} | {a:.0f} | {b:.0f} | {a / b:.2f}x |")
         print(lines[-1], flush=True)
     lines.append("")
-    atomic_write(args.out, lambda f: f.write("\n".join(lines)))
-    print("\n".join(lines))
+    write_lines(args.out, lines)
 
 
 if __name__ == "__main__":

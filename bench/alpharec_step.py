@@ -41,10 +41,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from recbole_compare import machine
+    from common import machine, write_lines
 
     from lmrec.data.registry import load_dataset
-    from lmrec.io import atomic_write
     from lmrec.models.cf.alpharec import AlphaRec
 
     lines = [f"# AlphaRec training step — {datetime.date.today()}", "",
@@ -64,8 +63,7 @@ def main() -> None:
                      f"{ms['dense'] / ms['via items']:.2f}x | {'via items' if model.users_via_items else 'dense'} |")
         print(lines[-1], flush=True)
     lines.append("")
-    atomic_write(args.out, lambda f: f.write("\n".join(lines)))
-    print("\n".join(lines))
+    write_lines(args.out, lines)
 
 
 def _median_ms(model: Any, batch_size: int, repeats: int) -> dict[str, float]:

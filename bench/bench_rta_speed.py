@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from recbole_compare import machine
+from common import machine
 
 from lmrec.eval.report import text_table as format_table
 from lmrec.io import atomic_write, write_json

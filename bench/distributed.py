@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "distributed")
     args = parser.parse_args()
 
-    from recbole_compare import machine
+    from common import machine
 
     from lmrec.eval.report import text_table
     from lmrec.io import atomic_write, write_json

@@ -192,7 +192,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from recbole_compare import machine
+    from common import machine
 
     from lmrec.data.registry import DataRef
     from lmrec.io import atomic_write

@@ -25,7 +25,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,10 +36,10 @@ from typing import Any
 import numpy as np
 import torch
 from bench_cf import peak_rss_mb
+from common import machine
 
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import load_dataset
-from lmrec.environment import cpu_name
 from lmrec.eval.ranking import evaluate
 from lmrec.eval.report import text_table as format_table
 from lmrec.io import atomic_write, write_json
@@ -228,11 +227,6 @@ def compare(args: argparse.Namespace, dataset: str, work: Path) -> dict[str, Any
         print(format_table(best_rows[-1:], BEST_COLUMNS), flush=True)
     return {"dataset": dataset, "stats": data.stats(), "checksum": data.checksum(), "rows": rows,
             "best_rows": best_rows, "runs": runs}
-
-
-def machine() -> str:
-    """CPU model and core count, e.g. 'Intel(R) Xeon(R) ... (2 cores, Linux x86_64)'."""
-    return f"{cpu_name()} ({os.cpu_count()} cores, {platform.system()} {platform.machine()})"
 
 
 def render(report: dict[str, Any]) -> str:

@@ -40,9 +40,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    from recbole_compare import machine
+    from common import machine, write_lines
 
-    from lmrec.io import atomic_write
     from lmrec.models.crs.rta.aggregators import GRUAggregator
 
     tensors = load_file(str(args.features / "features.safetensors"))
@@ -81,8 +80,7 @@ def main() -> None:
              f"{args.repeats}.", "", "| way | ms per step |", "|---|---|"]
     lines += [f"| {name} | {value:.0f} |" for name, value in ms.items()]
     lines += ["", f"lmrec's GRU aggregator: {ms['bidirectional'] / ms['lmrec']:.2f}x faster per step.", ""]
-    atomic_write(args.out, lambda f: f.write("\n".join(lines)))
-    print("\n".join(lines))
+    write_lines(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from recbole_compare import machine
+    from common import machine, write_lines
 
     from lmrec.data.registry import load_dataset
-    from lmrec.io import atomic_write
     from lmrec.llm import CausalLM
 
     data = load_dataset(args.dataset)
@@ -65,8 +64,7 @@ def main() -> None:
         f"{stats['computed']} |", "",
         f"Speed-up {full_seconds / reuse_seconds:.2f}x; tokens run {stats['computed'] / stats['tokens']:.1%} of all. "
         f"Largest |q difference| {gap:.2e}, smallest cosine {cosine:.6f} (float rounding).", ""]
-    atomic_write(args.out, lambda f: f.write("\n".join(lines)))
-    print("\n".join(lines))
+    write_lines(args.out, lines)
 
 
 if __name__ == "__main__":

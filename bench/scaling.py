@@ -138,7 +138,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker[0], Path(args.worker[1]), args.batches, args.threads)))
         return
 
-    from recbole_compare import machine
+    from common import machine
 
     from lmrec.eval.report import text_table
     from lmrec.io import atomic_write, write_bytes, write_json

@@ -42,9 +42,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    from recbole_compare import machine
+    from common import machine, write_lines
 
-    from lmrec.io import atomic_write
     from lmrec.models.nn.contrastive import view_info_nce
 
     lines = [f"# Two-view InfoNCE — {datetime.date.today()}", "",
@@ -73,8 +72,7 @@ def main() -> None:
                      f"{ms['logsumexp'] / ms['lmrec']:.2f}x | {'yes' if same else 'NO'} ({values['lmrec']:.5f}) |")
         print(lines[-1], flush=True)
     lines.append("")
-    atomic_write(args.out, lambda f: f.write("\n".join(lines)))
-    print("\n".join(lines))
+    write_lines(args.out, lines)
 
 
 if __name__ == "__main__":
