@@ -82,6 +82,15 @@ def test_grid_points_compete_for_one_row_on_validation(tmp_path, planted):
     assert results["focus"]["focus_run"] == best and results["focus"]["best_baseline"] == "pop"
     table = markdown({"p": results})
     assert "Grid points" in table and f"{best.partition('~')[2] or 'defaults'} ✓" in table
+    assert all(not s.edges for s in specs[1:])  # two values: no inside, no edge
+    # three or more numeric values: the smallest and the largest are the grid's edges, and a row chosen there says so
+    three = grid_specs("lgcn", "lightgcn", {}, FAST, {"lr": [1e-3, 5e-4, 2e-3], "n_layers": [1, 2, 3]})
+    edges = {(s.train_overrides["lr"], s.model_overrides["n_layers"]): s.edges for s in three}
+    assert edges[1e-3, 2] == () and edges[1e-3, 1] == ("n_layers",) and edges[5e-4, 2] == ("lr",)
+    assert edges[2e-3, 3] == ("lr", "n_layers") and len(edges) == 9
+    results["models"][best]["grid_edges"] = ["lr"]
+    table = markdown({"p": results})
+    assert " ‡ |" in table and "‡ the point chosen on validation is at the edge of its grid (lr)" in table
     with pytest.raises(ValueError, match="'tau' is neither a lightgcn setting nor a training setting"):
         grid_specs("lgcn", "lightgcn", {}, {}, {"tau": [0.1]})
     with pytest.raises(ValueError, match="non-empty list"):

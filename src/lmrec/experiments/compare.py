@@ -41,6 +41,7 @@ class RunSpec:
     model_overrides: Mapping[str, Any] = field(default_factory=dict)
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
     family: str = ""  # the table row this run competes for (default: its name)
+    edges: tuple[str, ...] = ()  # grid settings at the smallest or largest of their (3 or more numeric) values
 
     @classmethod
     def of(cls, spec: str | RunSpec) -> RunSpec:
@@ -80,8 +81,15 @@ def grid_specs(name: str, model: str, model_overrides: Mapping[str, Any], train_
         t = {**train_overrides, **{k: v for k, v in chosen.items() if k not in model_fields}}
         differs = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.items()
                    if v != (base_model[k] if k in model_fields else base_train[k])]
-        specs.append(RunSpec(name + ("~" + ",".join(differs) if differs else ""), model, m, t, family=name))
+        edges = tuple(k for k, v in chosen.items() if len(grid[k]) >= 3 and _numeric(grid[k])
+                      and v in (min(grid[k]), max(grid[k])))
+        specs.append(RunSpec(name + ("~" + ",".join(differs) if differs else ""), model, m, t, family=name,
+                             edges=edges))
     return specs
+
+
+def _numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def run_comparison(
@@ -147,7 +155,8 @@ def run_comparison(
     for dataset in datasets:
         data = DataRef.of(dataset, seed=seed).load()
         block = results[dataset] = {"stats": data.stats(), "checksum": data.checksum(), "models": {
-            spec.name: {**row, "family": spec.row} for (d, spec), row in zip(tasks, rows, strict=True) if d == dataset}}
+            spec.name: {**row, "family": spec.row, "grid_edges": list(spec.edges)}
+            for (d, spec), row in zip(tasks, rows, strict=True) if d == dataset}}
         block["selected"] = select_per_family(block["models"])
         if focus in block["selected"] and len(block["selected"]) > 1:
             block["focus"] = _focus_vs_best(focus, block["selected"], runs_dir / dataset_folder(dataset),
@@ -221,6 +230,7 @@ def markdown(results: dict[str, Any]) -> str:
             row = rows[name]
             cells = [estimate_cell(row['test'][c]) for c in COLUMNS]
             label = family if name == family else f"{family} ({name.partition('~')[2]})"
+            label += " ‡" if row.get("grid_edges") else ""
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {epochs_summary(row)} | {row['fit_seconds']:.0f} |")
         if "focus" in block:
             f = block["focus"]
@@ -239,6 +249,11 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     if any(not row.get("converged", True) for block in results.values() for row in block["models"].values()):
         lines += ["† unconverged: the best validation epoch is the last epoch run (the budget cut it short).", ""]
+    edges = sorted({k for block in results.values() for name in block.get("selected", {}).values()
+                    for k in block["models"][name].get("grid_edges", [])})
+    if edges:
+        lines += [f"‡ the point chosen on validation is at the edge of its grid ({', '.join(edges)}): a wider grid "
+                  "might do better.", ""]
     return "\n".join(lines)
 
 
