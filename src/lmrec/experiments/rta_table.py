@@ -64,8 +64,7 @@ class Row:
     results: dict[str, CRSResult]
     train_turns: int | None = None  # training turns it learned from (None: fitted without training turns)
     reindex: bool = False  # a reindex row (the adapt rows build on the one best on validation)
-    # its run folder's settings (spec.json) and the sha256 of its manifest and weights (None: not a run folder)
-    identity: dict[str, Any] | None = None
+    run: tuple[Path, dict[str, Any]] | None = None  # its run folder and the settings it was made with (spec.json)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -139,7 +138,7 @@ def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any
                 run = Run.load(out, data=features.data)
             rows.append(Row(label, "baseline", run.model.score, crs_results(run.model.score, features),
                             n_turns if cls.trainable else None,
-                            identity=run_identity(out, spec) if folder is not None else None))
+                            run=(out, spec) if folder is not None else None))
             log(_progress_line(rows[-1], run))
     return rows
 
@@ -224,7 +223,7 @@ def _run_row(name: str, run: Path, spec: dict[str, Any], features: LLMFeatures, 
     loaded = Run.load(run, data=features.data)
     generated_only = loaded.model.name == "zero_shot_llm"
     row = Row(name, "llm", loaded.model.score, crs_results(loaded.model.score, features, generated_only), train_turns,
-              identity=run_identity(run, spec))
+              run=(run, spec))
     log(_progress_line(row, loaded))
     return row
 
@@ -361,11 +360,11 @@ def _cached_probe(rows: Sequence[Row], features: LLMFeatures, settings: Mapping[
     and ``path`` replaced (a derived result: it runs the LLM on the rewritten contexts and scores them again, minutes
     on a CPU)."""
     models = _probe_models(rows, settings["models"])
-    if any(row.identity is None for row in models):
+    if any(row.run is None for row in models):
         return _probe(models, features, settings)
     spec = normalised({"settings": dict(settings), "data": features.data.checksum(),
                        "samples": samples_checksum(features.samples),
-                       "models": {row.name: row.identity for row in models}})
+                       "models": {row.name: run_identity(*row.run) for row in models}})
     saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     if saved.get("spec") != spec:
         saved = {"spec": spec, "probe": _probe(models, features, settings)}

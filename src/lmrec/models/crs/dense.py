@@ -61,7 +61,8 @@ class DenseRetriever(CRSRecommender):
         return self.encoder
 
     def _cached_encoder(self) -> CachedEncoder:
-        """The encoder behind the embedding cache, made once (opening a cache reads its index)."""
+        """The encoder behind the embedding cache, made once for titles and contexts (opening a cache reads its
+        index)."""
         if self._cached is None:
             self._cached = CachedEncoder(self._encoder(), self.cache)
         return self._cached
@@ -69,7 +70,7 @@ class DenseRetriever(CRSRecommender):
     def fit(self, data: CRSData, train: Any = None, *, features: Any = None, base: Any = None,
             folder: Path | None = None, resume: bool = False) -> None:
         self.n_items = len(data.catalog)
-        vectors = encode_catalog(data.catalog.titles, self._encoder(), self.cache, progress=False,
+        vectors = encode_catalog(data.catalog.titles, self._cached_encoder(), progress=False,
                                  batch_size=self.config.encode_batch_size)
         self.items = _unit(vectors)
 
