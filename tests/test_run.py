@@ -12,7 +12,7 @@ import torch
 
 import lmrec
 from helpers import planted_data, planted_features, single_thread  # noqa: F401
-from lmrec.run import read_manifest
+from lmrec.run import per_user_test_values, read_manifest
 
 TRAIN = {"epochs": 3, "eval_every": 1, "progress": False}
 
@@ -42,7 +42,26 @@ def test_manifest_records_everything_with_relative_paths(alpharec):
     assert manifest["data_checksum"] == alpharec.data.checksum()
     assert str(alpharec.folder) not in json.dumps(manifest)  # no absolute path to the folder itself
     assert sorted(p.name for p in alpharec.folder.iterdir()) == ["log.jsonl", "manifest.json", "metrics.json",
-                                                                 "model.safetensors"]
+                                                                 "model.safetensors", "per-user.safetensors"]
+
+
+def test_the_test_values_per_user_are_kept_and_average_to_the_metrics(alpharec):
+    users, values = per_user_test_values(alpharec.folder)
+    metrics = json.loads((alpharec.folder / "metrics.json").read_text())["test"]
+    assert set(values) == set(metrics) and len(users) == metrics["recall@20"]["n"]
+    for name, estimate in metrics.items():
+        assert values[name].mean() == pytest.approx(estimate["mean"], abs=1e-6)
+    fresh = alpharec.evaluate("test")
+    assert np.array_equal(users, fresh.users) and np.allclose(values["ndcg@10"], fresh.per_user["ndcg@10"])
+
+
+def test_a_folder_without_values_per_user_gets_them_from_its_weights(alpharec, data, tmp_path):
+    old = shutil.copytree(alpharec.folder, tmp_path / "old")
+    (old / "per-user.safetensors").unlink()
+    users, values = per_user_test_values(old, data)
+    assert (old / "per-user.safetensors").exists()
+    assert np.array_equal(users, per_user_test_values(alpharec.folder)[0])
+    assert np.array_equal(values["recall@20"], per_user_test_values(alpharec.folder)[1]["recall@20"])
 
 
 def test_a_moved_folder_loads_and_scores_identically(alpharec, data, tmp_path):

@@ -9,6 +9,8 @@ One run-folder format for every model (CF and CRS)::
                              prepared-features folder (CRS; a path relative to the run folder), fit summary, versions
     model.safetensors        the learned state ("state.*") and saved inputs ("artifacts.*", e.g. LM item features)
     metrics.json             {"valid": {...}, "test": {...}}: mean / SE / n per metric
+    per-user.safetensors     CF runs: the test values per user ("users": dense user indices, "<metric>": values in
+                             that order), what paired tests compare without loading the model
     log.jsonl                one line per epoch (trained models)
     checkpoint.safetensors   the resumable training state while training (removed when the run completes)
     added-items.safetensors  items added by title through ``lmrec serve`` (AlphaRec runs; see lmrec.serve.service)
@@ -45,7 +47,7 @@ from lmrec.train import distributed
 from lmrec.train.trainer import CHECKPOINT_FILE, RESUME_MAY_CHANGE, TrainConfig, TrainLog, resolve_device
 
 FORMAT, VERSION = "lmrec-run", 1
-MANIFEST, WEIGHTS, METRICS = "manifest.json", "model.safetensors", "metrics.json"
+MANIFEST, WEIGHTS, METRICS, PER_USER = "manifest.json", "model.safetensors", "metrics.json", "per-user.safetensors"
 REPORT_KS = (10, 20)
 REPORT_METRICS = ("recall", "ndcg", "hr", "mrr")
 CRS_KS = (1, 5, 10, 50)
@@ -69,6 +71,7 @@ class Run:
                  metrics: dict[str, Any] | None = None, folder: Path | None = None, log: TrainLog | None = None):
         self.model, self.data, self.manifest = model, data, manifest
         self.metrics = metrics or {}
+        self.per_user: RankingResult | None = None  # the test evaluation per user (CF), once evaluated by fit
         self.folder = folder
         self.log = log
         self._finder: MentionFinder | None = None  # built on the first conversation
@@ -100,6 +103,8 @@ class Run:
             tensors.update(tensor_dict(self.model.artifacts(), "artifacts."))
         save_tensors(folder / WEIGHTS, tensors, {"model": self.model.name, "task": self.task})
         write_json(folder / METRICS, self.metrics, allow_nan=False)
+        if self.per_user is not None:
+            _write_per_user(folder, self.per_user)
         manifest = dict(self.manifest)
         features = manifest.get("features_abs")
         if features is None and manifest.get("features") and self.folder is not None:  # a loaded run saved elsewhere
@@ -302,6 +307,37 @@ def fit(
     that use the LLM (and restricts training to its prepared turns); ``base`` the reindex run ``rta_adapt`` adapts.
     ``ref`` records how to load an in-memory ``data`` again (default: its name).
     """
+    model, dataset, task, train_config, features, manifest = _plan(model, data, train, features, ref, settings)
+    folder = Path(out) if out is not None else None
+    if folder is not None and _claim_once(folder, overwrite, resume, manifest):
+        return Run.load(folder, data=dataset)  # complete already, with these settings
+    start = time.perf_counter()
+    kwargs: dict[str, Any] = {"folder": folder, "resume": resume}
+    if task == "crs":
+        kwargs.update(features=features, base=base.model if isinstance(base, Run) else base)
+    log = model.fit(dataset, train_config, **kwargs)  # type: ignore[arg-type]
+    manifest["fit"] = _fit_summary(log, time.perf_counter() - start)
+    if hasattr(model, "diagnostics"):
+        manifest["fit"]["learned"] = model.diagnostics()
+    run = Run(model, dataset, manifest, log=log)
+    run.metrics, run.per_user = _evaluate_splits(run)
+    if folder is not None and distributed.current().is_main:
+        run._write(folder)
+    return run
+
+
+def planned_manifest(model: str, data: SplitData | CRSData | str | DataRef, train: dict[str, Any] | None = None,
+                     *, ref: DataRef | None = None, **settings: Any) -> tuple[dict[str, Any], SplitData | CRSData]:
+    """The manifest :func:`fit` would write for these arguments, and the data it would load, without training (what
+    a finished run's record is matched against)."""
+    _, dataset, _, _, _, manifest = _plan(model, data, train, None, ref, settings)
+    return manifest, dataset
+
+
+def _plan(model: str | Model, data: SplitData | CRSData | str | DataRef, train: TrainConfig | dict[str, Any] | None,
+          features: Any, ref: DataRef | None, settings: dict[str, Any]) -> tuple[Any, ...]:
+    """Validate :func:`fit`'s arguments and load what it needs: (model, data, task, training config, features,
+    manifest)."""
     if isinstance(data, (str, Path, DataRef)):
         ref, dataset = data if isinstance(data, DataRef) else DataRef.of(data), None
         task = task_of(ref)
@@ -322,23 +358,7 @@ def fit(
     if isinstance(dataset, SplitData) and dataset.train.nnz == 0:
         raise LmrecError(f"{dataset.name}: the training split is empty: nothing to fit")
     features = _features(features, dataset) if task == "crs" else None
-    manifest = _manifest(model, dataset, ref, train_config, features)
-    folder = Path(out) if out is not None else None
-    if folder is not None and _claim_once(folder, overwrite, resume, manifest):
-        return Run.load(folder, data=dataset)  # complete already, with these settings
-    start = time.perf_counter()
-    kwargs: dict[str, Any] = {"folder": folder, "resume": resume}
-    if task == "crs":
-        kwargs.update(features=features, base=base.model if isinstance(base, Run) else base)
-    log = model.fit(dataset, train_config, **kwargs)  # type: ignore[arg-type]
-    manifest["fit"] = _fit_summary(log, time.perf_counter() - start)
-    if hasattr(model, "diagnostics"):
-        manifest["fit"]["learned"] = model.diagnostics()
-    run = Run(model, dataset, manifest, log=log)
-    run.metrics = _evaluate_splits(run)
-    if folder is not None and distributed.current().is_main:
-        run._write(folder)
-    return run
+    return model, dataset, task, train_config, features, _manifest(model, dataset, ref, train_config, features)
 
 
 def _claim_once(folder: Path, overwrite: bool, resume: bool, manifest: dict[str, Any]) -> bool:
@@ -452,9 +472,11 @@ def _eval_samples(model: Model, data: CRSData, split: str) -> list[CRSSample]:
     return data.samples(split)
 
 
-def _evaluate_splits(run: Run) -> dict[str, Any]:
-    """The metrics.json blocks of valid and test; what was not evaluated, and why, goes into the manifest."""
+def _evaluate_splits(run: Run) -> tuple[dict[str, Any], RankingResult | None]:
+    """The metrics.json blocks of valid and test, and the test evaluation per user (CF); what was not evaluated,
+    and why, goes into the manifest."""
     metrics: dict[str, Any] = {}
+    per_user = None
     notes = run.manifest["evaluation"]
     for split in ("valid", "test"):
         try:
@@ -464,11 +486,27 @@ def _evaluate_splits(run: Run) -> dict[str, Any]:
             continue
         if isinstance(result, RankingResult):
             metrics[split] = result.to_dict()
+            per_user = result if split == "test" else per_user
             if result.protocol.get("excluded_cold_users"):
                 notes.setdefault("excluded_cold_users", {})[split] = result.protocol["excluded_cold_users"]
         else:
             metrics[split] = {name: r.to_dict() for name, r in result.items()}
-    return metrics
+    return metrics, per_user
+
+
+def per_user_test_values(folder: Path, data: SplitData | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(dense user indices, {metric: value per user}) of a complete CF run folder's test evaluation, from its
+    ``per-user.safetensors`` (``data``: the run's data, when it cannot be loaded from the manifest)."""
+    folder = Path(folder)
+    if not (folder / PER_USER).exists():  # a folder written before the values per user were kept: they are added
+        _write_per_user(folder, Run.load(folder, data=data).evaluate("test"))
+    tensors, _ = load_tensors(folder / PER_USER)
+    return tensors.pop("users").numpy(), {name: t.numpy() for name, t in tensors.items()}
+
+
+def _write_per_user(folder: Path, result: RankingResult) -> None:
+    save_tensors(folder / PER_USER, {"users": torch.from_numpy(result.users), **tensor_dict(result.per_user)},
+                 {"split": result.split})
 
 
 # -- the folder ------------------------------------------------------------------------------------------------
@@ -521,15 +559,22 @@ def claim_folder(folder: Path, overwrite: bool = False, resume: bool = False,
     return False
 
 
-def _check_same_run(folder: Path, saved: dict[str, Any], wanted: dict[str, Any] | None) -> None:
-    if wanted is None:
-        return
+def settings_differ(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """The manifest keys in which run ``saved`` was made with other settings than ``wanted`` asks for (model, task,
+    model and training settings, data checksum); an unfinished run may change what resuming allows."""
     keys = ("model", "task", "model_config", "data_checksum")
     diff = [k for k in keys if saved.get(k) != wanted.get(k)]
     ignore = RESUME_MAY_CHANGE if saved.get("status") != "complete" else ("progress", "device")
     strip = lambda c: {k: v for k, v in (c or {}).items() if k not in ignore}  # noqa: E731
     if strip(saved.get("train_config")) != strip(wanted.get("train_config")):
         diff.append("train_config")
+    return diff
+
+
+def _check_same_run(folder: Path, saved: dict[str, Any], wanted: dict[str, Any] | None) -> None:
+    if wanted is None:
+        return
+    diff = settings_differ(saved, wanted)
     if diff:
         detail = "; ".join(f"{k}: saved {saved.get(k)!r}, requested {wanted.get(k)!r}" for k in diff)
         raise LmrecError(f"{folder}: holds a run made with other settings ({detail}); resume it with the same "

@@ -33,6 +33,8 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     rep.add_argument("--out", help="work folder (default runs/reproduce/<paper>[-quick]); finished runs are reused")
     rep.add_argument("--publish", help="also copy the report folder here, e.g. docs/results/<date>-<paper>")
     rep.add_argument("--jobs", type=int, default=1, help="independent runs of a comparison table at once")
+    rep.add_argument("--reuse", help="a report folder made earlier (e.g. published, on another machine): its recorded "
+                                     "runs count as finished where their settings and data match")
     rep.set_defaults(func=cmd_reproduce)
 
     zs = sub.add_parser("zeroshot", help="train AlphaRec on mixed sources, apply it untrained to a target dataset")
@@ -83,7 +85,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     out = Path(args.out or f"runs/reproduce/{args.paper}{'-quick' if args.quick else ''}")
     only = [o for o in (args.only or "").split(",") if o]
     start = time.perf_counter()
-    report = reproduce(args.paper, Path(args.configs), out, args.quick, only, jobs=args.jobs)
+    report = reproduce(args.paper, Path(args.configs), out, args.quick, only, jobs=args.jobs,
+                       reuse=Path(args.reuse) if args.reuse else None)
     print(f"report: {report / 'report.md'} ({(time.perf_counter() - start) / 60:.1f} min)")
     if args.publish:
         print(f"published to {publish(report, Path(args.publish))}")

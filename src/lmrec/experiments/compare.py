@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import multiprocessing
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -21,12 +22,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmrec.data.interactions import SplitData
+import numpy as np
+
 from lmrec.data.registry import DataRef
 from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import paired_test
+from lmrec.experiments.records import matching_record, save_record
 from lmrec.io import atomic_write, write_json
-from lmrec.run import Run, epochs_summary, fit, progress_line
+from lmrec.run import (
+    MANIFEST,
+    METRICS,
+    epochs_summary,
+    fit,
+    per_user_test_values,
+    planned_manifest,
+    progress_line,
+    read_manifest,
+)
 
 COLUMNS = ("recall@20", "ndcg@20", "hr@20")
 
@@ -103,13 +115,18 @@ def run_comparison(
     jobs: int = 1,
     runs_dir: Path | None = None,
     log: Callable[[str], None] | None = None,
+    reuse: Path | None = None,
+    records: Path | None = None,
 ) -> dict[str, Any]:
     """Run every spec on every dataset. Training settings, later ones winning: ``train_overrides`` (all runs),
     ``dataset_train_overrides[dataset]``, the spec's own. ``jobs`` > 1 runs that many independent runs at once, in
     processes of their own, the CPU threads divided between them (each run as with one job: same seed, same
     result; a run's own determinism does not depend on the others). Run folders go to ``runs_dir/<dataset>/<name>``
     (default ``out``; another table's folder shares its finished runs), the table to ``out``. ``log`` gets a line
-    as each run finishes (or is found finished): where it stands among the runs, its validation score and epochs."""
+    as each run finishes (or is found finished): where it stands among the runs, its validation score and epochs.
+    ``reuse``: a folder of records (:mod:`lmrec.experiments.records`, laid out as the run folders); a run not yet in
+    ``runs_dir`` whose record there has the same settings and data is taken from it, not trained. ``records``: each
+    finished run's record is written there as it finishes."""
     runs_dir = Path(runs_dir or out)
     specs = [RunSpec.of(r) for r in runs]
     names = [s.name for s in specs]
@@ -135,15 +152,16 @@ def run_comparison(
         if log is not None:
             dataset, spec = tasks[i]
             log(f"{finished}/{len(tasks)} " + progress_line(f"{dataset} / {spec.name}", SELECT_ON,
-                                                             row["valid"][SELECT_ON]["mean"], row, row["fit_seconds"]))
+                                                             row["valid"][SELECT_ON]["mean"], row, row["fit_seconds"])
+                + (" (recorded run)" if row["source"] != str(runs_dir / dataset_folder(dataset) / spec.name) else ""))
 
     if jobs == 1:
         for i, (dataset, spec) in enumerate(tasks):
-            done(i, _fit_row(dataset, spec, seed, runs_dir))
+            done(i, _fit_row(dataset, spec, seed, runs_dir, None, reuse, records))
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_fit_row, dataset, spec, seed, runs_dir, threads): i
+            futures = {pool.submit(_fit_row, dataset, spec, seed, runs_dir, threads, reuse, records): i
                        for i, (dataset, spec) in enumerate(tasks)}
             try:
                 for future in as_completed(futures):
@@ -152,6 +170,7 @@ def run_comparison(
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     results: dict[str, Any] = {}
+    sources = {(d, spec.name): Path(row.pop("source")) for (d, spec), row in zip(tasks, rows, strict=True)}
     for dataset in datasets:
         data = DataRef.of(dataset, seed=seed).load()
         block = results[dataset] = {"stats": data.stats(), "checksum": data.checksum(), "models": {
@@ -159,8 +178,8 @@ def run_comparison(
             for (d, spec), row in zip(tasks, rows, strict=True) if d == dataset}}
         block["selected"] = select_per_family(block["models"])
         if focus in block["selected"] and len(block["selected"]) > 1:
-            block["focus"] = _focus_vs_best(focus, block["selected"], runs_dir / dataset_folder(dataset),
-                                            block["models"], data)
+            block["focus"] = _focus_vs_best(focus, block["selected"], block["models"],
+                                            {name: sources[dataset, name] for name in block["models"]})
     write_json(out / "results.json", results)
     atomic_write(out / "results.md", lambda f: f.write(markdown(results)))
     return results
@@ -172,9 +191,12 @@ def dataset_folder(dataset: str) -> str:
     return Path(dataset).name if ("/" in dataset or os.sep in dataset) else dataset
 
 
-def _fit_row(dataset: str, spec: RunSpec, seed: int, out: Path, threads: int | None = None) -> dict[str, Any]:
-    """Fit (or reuse) one run and return its table row. ``resume=True``: a finished run with the same settings is
-    reused, an interrupted one continues, one with other settings is an error naming the folder."""
+def _fit_row(dataset: str, spec: RunSpec, seed: int, out: Path, threads: int | None = None,
+             reuse: Path | None = None, records: Path | None = None) -> dict[str, Any]:
+    """Fit (or reuse) one run and return its table row, with ``source``: the folder its numbers come from.
+    ``resume=True``: a finished run with the same settings is reused, an interrupted one continues, one with other
+    settings is an error naming the folder. A run not begun in ``out`` is taken from a matching record in
+    ``reuse``; its record is written to ``records``."""
     if threads is not None:  # in a worker process of its own
         import torch
 
@@ -183,13 +205,22 @@ def _fit_row(dataset: str, spec: RunSpec, seed: int, out: Path, threads: int | N
         torch.set_num_threads(threads)
         keep_freed_memory()
     ref = DataRef.of(dataset, seed=seed)
-    run = fit(spec.model, ref, dict(spec.train_overrides), out=out / dataset_folder(dataset) / spec.name, resume=True,
-              **spec.model_overrides)
-    fitted = run.manifest["fit"]
-    return {"model": spec.model, "test": run.metrics["test"], "valid": run.metrics["valid"],
+    where = Path(dataset_folder(dataset)) / spec.name
+    source, data, train = out / where, ref, dict(spec.train_overrides)
+    if reuse is not None and not (source / MANIFEST).exists():
+        wanted, data = planned_manifest(spec.model, ref, train, **spec.model_overrides)
+        if matching_record(reuse / where, wanted)[0]:
+            source = reuse / where
+    if source == out / where:
+        fit(spec.model, data, train, ref=ref, out=source, resume=True, **spec.model_overrides)
+    if records is not None:
+        save_record(source, records / where)
+    fitted = read_manifest(source)["fit"]
+    metrics = json.loads((source / METRICS).read_text(encoding="utf-8"))
+    return {"model": spec.model, "test": metrics["test"], "valid": metrics["valid"],
             "best_epoch": fitted.get("best_epoch"), "epochs_run": fitted.get("epochs_run"),
             "converged": fitted.get("converged", True), "stopped": fitted.get("stopped"),
-            "fit_seconds": fitted["seconds"]}
+            "fit_seconds": fitted["seconds"], "source": str(source)}
 
 
 def select_per_family(rows: Mapping[str, Any]) -> dict[str, str]:
@@ -202,15 +233,18 @@ def select_per_family(rows: Mapping[str, Any]) -> dict[str, str]:
     return chosen
 
 
-def _focus_vs_best(focus: str, selected: Mapping[str, str], folder: Path, rows: dict[str, Any],
-                   data: SplitData) -> dict[str, Any]:
+def _focus_vs_best(focus: str, selected: Mapping[str, str], rows: dict[str, Any],
+                   folders: Mapping[str, Path]) -> dict[str, Any]:
     """Relative Recall@20 gain of family ``focus`` over the best other family, each represented by its run chosen
-    on VALIDATION and the best family chosen on VALIDATION too; paired test over the test users."""
+    on VALIDATION and the best family chosen on VALIDATION too; paired test over the test users (the values per user
+    from each run's folder or record)."""
     others = [selected[f] for f in selected if f != focus]
     best, mine = max(others, key=lambda m: rows[m]["valid"][SELECT_ON]["mean"]), selected[focus]
-    per_user = {name: Run.load(folder / name, data=data).evaluate("test").per_user[SELECT_ON] for name in (best, mine)}
-    test = paired_test(per_user[best], per_user[mine])
-    base = float(per_user[best].mean())
+    (users_best, best_values), (users_mine, mine_values) = map(per_user_test_values, (folders[best], folders[mine]))
+    if not np.array_equal(users_best, users_mine):
+        raise ValueError(f"{folders[best]} and {folders[mine]} were tested on different users: no paired test")
+    test = paired_test(best_values[SELECT_ON], mine_values[SELECT_ON])
+    base = float(best_values[SELECT_ON].mean())
     return {"best_baseline": best, "focus_run": mine, "relative_gain": test.diff.mean / base if base else float("nan"),
             "diff": test.diff.as_dict(), "t_pvalue": test.t_pvalue, "wilcoxon_pvalue": test.wilcoxon_pvalue}
 

@@ -10,9 +10,11 @@ A paper's tables are ``configs/<paper>/*.toml``, one file per table, run in file
     [quick]                       # with --quick, its keys replace [run]'s (whole values; a few minutes in all)
 
 Output ``OUT/``: ``report/`` (``report.md``, ``environment.json`` with machine, versions, git commit, seeds and
-data checksums, ``configs/`` as run, ``figures/``, ``tables/``: small enough to commit, see ``--publish``) and one
-work folder per table with the run folders. Finished runs are reused when their settings match (an interrupted
-reproduction resumes); a folder made with other settings is an error naming it.
+data checksums, ``configs/`` as run, ``figures/``, ``tables/``, ``records/``: every finished comparison run less its
+weights, written as it finishes; small enough to commit, see ``--publish``) and one work folder per table with the
+run folders. Finished runs are reused when their settings match (an interrupted reproduction resumes); a folder
+made with other settings is an error naming it. ``--reuse REPORT`` goes on from another report's records (a
+reproduction longer than one machine's session: publish or copy the report folder, then reuse it).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from lmrec.experiments.steps import cached_step
 from lmrec.io import atomic_write, write_json
 
 SECTION = "section.md"  # a finished table's report section, kept in its work folder
+RECORDS = "records"  # the report's folder of finished runs' records
 PAPERS = {"alpharec": "AlphaRec (Sheng et al., 2024): language representations for collaborative filtering",
           "rta": "Reindex-Then-Adapt (RTA): LLM-based conversational recommendation"}
 
@@ -167,10 +170,14 @@ def select(tables: list[Table], only: list[str] | None) -> list[Table]:
 class Context:
     """What every table runner gets besides its settings: ``jobs`` independent runs at once (the tables that have
     independent runs), ``log`` a line per finished step (a run, a chunk of prepared turns) so long tables show
-    progress."""
+    progress, ``records`` the folder that gets the record of every finished comparison run
+    (:mod:`lmrec.experiments.records`, as ``<runs folder>/<dataset>/<run>``), ``reuse`` records made earlier (e.g.
+    on another machine) that count as finished runs where their settings and data match."""
 
+    records: Path
     jobs: int = 1
     log: Callable[[str], None] = print
+    reuse: Path | None = None
 
 
 def _compare(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
@@ -179,11 +186,12 @@ def _compare(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -
     specs = [spec for name, entry in s["models"].items()
              for spec in grid_specs(name, entry.get("model", name), entry.get("set", {}), entry.get("train", {}),
                                     entry.get("grid", {}))]
-    runs = root / s["runs_in"] if "runs_in" in s else None  # another table's runs: those with equal settings are reused
+    runs = s.get("runs_in", folder.name)  # another table's runs: those with equal settings are reused
     results = run_comparison(specs, s["datasets"], folder, {"progress": False, **s.get("train", {})},
                              focus=s.get("focus", "alpharec"), seed=s.get("seed", 2024),
-                             dataset_train_overrides=s.get("train_by_dataset", {}), jobs=context.jobs, runs_dir=runs,
-                             log=context.log)
+                             dataset_train_overrides=s.get("train_by_dataset", {}), jobs=context.jobs,
+                             runs_dir=root / runs, log=context.log, records=context.records / runs,
+                             reuse=context.reuse / runs if context.reuse else None)
     return markdown(results)
 
 
@@ -208,12 +216,16 @@ def _zeroshot(s: Mapping[str, Any], folder: Path, root: Path, context: Context) 
 
 def _intention(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments import intention
+    from lmrec.experiments.records import is_complete, train_again
     from lmrec.run import Run, read_manifest
 
     run = root / s["run"]
-    saved = read_manifest(run)
-    if saved.get("status") != "complete":
+    if not is_complete(run) and is_complete(context.records / s["run"]):  # its record only: the model is needed
+        context.log(f"{s['run']} is a record without weights: training it again with its recorded settings")
+        train_again(context.records / s["run"], run)
+    if not is_complete(run):
         raise LmrecError(f"intention: {run} is not a finished run (configure the table that trains it first)")
+    saved = read_manifest(run)
     spec = {"run": s["run"], "alpha": s.get("alpha", 0.5), "alphas": s.get("alphas", list(intention.ALPHAS)),
             "n_users": s.get("n_users"), "seed": s.get("seed", 2024),
             "run_config": {k: saved.get(k) for k in ("model_config", "train_config", "data_checksum", "fit")}}
@@ -230,7 +242,7 @@ def _intention(s: Mapping[str, Any], folder: Path, root: Path, context: Context)
 def _convergence(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments.convergence import markdown, run_convergence
 
-    return markdown(run_convergence(root / s["runs"], folder))
+    return markdown(run_convergence(context.records / s["runs"], folder))  # every finished run, reused ones too
 
 
 def _crs(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
@@ -288,21 +300,26 @@ def _git() -> dict[str, Any]:
 
 
 def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: list[str] | None = None,
-              log: Callable[[str], None] = print, jobs: int = 1) -> Path:
-    """Run the tables of ``configs/<paper>`` into ``out``; returns the report folder ``out/report``."""
+              log: Callable[[str], None] = print, jobs: int = 1, reuse: Path | None = None) -> Path:
+    """Run the tables of ``configs/<paper>`` into ``out``; returns the report folder ``out/report``. ``reuse``: a
+    report folder made earlier (its ``records/``), whose finished runs count where their settings and data match."""
     if paper not in PAPERS:
         raise LmrecError(f"unknown paper {paper!r}; expected one of {sorted(PAPERS)}")
     tables = load_tables(Path(configs) / paper, quick)
+    if reuse is not None and not (Path(reuse) / RECORDS).is_dir():
+        raise LmrecError(f"--reuse {reuse}: no {RECORDS}/ folder there (expected a report folder of lmrec reproduce)")
     report = out / "report"
-    for sub in ("configs", "figures", "tables"):
+    for sub in ("configs", "figures", "tables", RECORDS):
         (report / sub).mkdir(parents=True, exist_ok=True)
+    context = Context(report / RECORDS, jobs, log, Path(reuse) / RECORDS if reuse is not None else None)
     for table in select(tables, only):
         log(f"[{table.key}] {table.title} ...")
         start = time.perf_counter()
         folder = out / table.key
         folder.mkdir(parents=True, exist_ok=True)
         runner = EXPERIMENTS[table.experiment]
-        ours = runner(table.settings, folder, out, Context(jobs, lambda line, key=table.key: log(f"[{key}] {line}")))
+        ours = runner(table.settings, folder, out,
+                      dataclasses.replace(context, log=lambda line, key=table.key: log(f"[{key}] {line}")))
         seconds = time.perf_counter() - start
         log(f"[{table.key}] done in {seconds / 60:.1f} min")
         assert table.source is not None
