@@ -13,6 +13,7 @@ from lmrec.data.splits import (
     ratio_split,
     temporal_global_split,
     temporal_user_split,
+    thin_train,
 )
 
 N_USERS, N_ITEMS = 30, 60
@@ -210,3 +211,29 @@ def test_parse_split_rejects_bad_specs_naming_them(spec):
     data = Interactions(users, items, ["a", "b", "c"], ItemCatalog([str(i) for i in range(4)], ["t"] * 4))
     with pytest.raises(ValueError, match=spec.split(":")[0]):
         parse_split(spec, data)
+
+
+def test_thin_train_keeps_a_share_of_each_users_training_items_and_nothing_else_changes():
+    split = ratio_split(synthetic(), (0.4, 0.3, 0.3), seed=1)
+    thin = thin_train(split, 0.25, seed=3)
+    n = per_user(split.train)
+    # hand-computed: max(1, round(0.25·n)), round(x) = ⌊x + ½⌋; users with 1, 2, 3, 4, 6 items keep 1, 1, 1, 1, 2
+    assert np.array_equal(per_user(thin.train), np.where(n > 0, np.maximum(1, np.floor(n * 0.25 + 0.5)), 0))
+    assert np.array_equal(np.maximum(1, np.floor(np.array([1, 2, 3, 4, 6]) * 0.25 + 0.5)), [1, 1, 1, 1, 2])
+    assert all(t <= s for t, s in zip(item_sets(thin.train), item_sets(split.train), strict=True))
+    assert (thin.valid != split.valid).nnz == 0 and (thin.test != split.test).nnz == 0
+    assert thin.user_ids == split.user_ids and thin.checksum() != split.checksum()
+    assert thin.protocol == "per-user random 0.4:0.3:0.3 (seed 1); training thinned to 0.25 per user (seed 3)"
+    assert (thin_train(split, 0.25, seed=3).train != thin.train).nnz == 0  # deterministic
+    assert (thin_train(split, 1.0).train != split.train).nnz == 0
+    with pytest.raises(ValueError, match=r"in \(0, 1\], got 0"):
+        thin_train(split, 0)
+
+
+def test_parse_split_thins_after_the_split():
+    data = synthetic()
+    thin = parse_split("ratio:0.4,0.3,0.3+thin:0.5", data, seed=11)
+    assert (thin.train != thin_train(ratio_split(data, (0.4, 0.3, 0.3), seed=11), 0.5, seed=11).train).nnz == 0
+    for bad in ("ratio:0.4,0.3,0.3+thin:x", "ratio:0.4,0.3,0.3+keep:0.5"):
+        with pytest.raises(ValueError, match=r"expected thin:<share kept>, e.g. ratio:0.4,0.3,0.3\+thin:0.1"):
+            parse_split(bad, data)

@@ -334,3 +334,23 @@ def test_comparison_rows_say_why_training_stopped():
     assert _epochs({**row, "best_epoch": 140, "converged": False, "stopped": "max epochs"}) == "140 / 140 †, budget"
     assert _epochs({**row, "stopped": "time budget of 8 minutes"}) == "40 / 140, time"
     assert _epochs({**row, "stopped": None}) == "40 / 140" and _epochs({**row, "best_epoch": None}) == "-"
+
+
+def test_a_comparison_dataset_may_carry_its_own_split(tmp_path, planted):
+    thin = {"name": "p, half the training", "dataset": "p", "split": "ratio:0.4,0.3,0.3+thin:0.5"}
+    loaded = []
+    original = DataRef.load
+    DataRef.load = lambda self: loaded.append(self) or original(self)  # the planted loader, recording the refs
+    try:
+        results = run_comparison(["pop"], ["p", thin], tmp_path, focus=None)
+    finally:
+        DataRef.load = original
+    assert list(results) == ["p", "p, half the training"]
+    assert {ref.split for ref in loaded} == {None, "ratio:0.4,0.3,0.3+thin:0.5"}
+    assert (tmp_path / "p, half the training" / "pop" / "manifest.json").exists()
+    manifest = json.loads((tmp_path / "p, half the training" / "pop" / "manifest.json").read_text())
+    assert manifest["data"]["split"] == "ratio:0.4,0.3,0.3+thin:0.5"
+    with pytest.raises(ValueError, match=r"expected name, dataset and optionally split \(unknown \['splt'\]\)"):
+        run_comparison(["pop"], [{"name": "x", "dataset": "p", "splt": "loo"}], tmp_path)
+    with pytest.raises(ValueError, match="no '/' in it"):
+        run_comparison(["pop"], [{"name": "a/b", "dataset": "p"}], tmp_path)

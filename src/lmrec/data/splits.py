@@ -133,6 +133,21 @@ def carve_validation(split: SplitData, fraction: float = 0.1, seed: int = 2024) 
     return SplitData(split.name, split.user_ids, split.catalog, new_train, new_valid, split.test, protocol)
 
 
+def thin_train(split: SplitData, keep: float, seed: int = 2024) -> SplitData:
+    """Keep a seeded random share ``keep`` of each user's training items, max(1, round(keep·n)) of n (a user with
+    none keeps none); valid and test unchanged. The same users, items and held-out data at a lower training density,
+    to measure how a model's standing depends on density."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"thin: the share of training items kept must be in (0, 1], got {keep}")
+    train = split.train.tocoo()
+    part = Interactions(train.row, train.col, split.user_ids, split.catalog, name=split.name)
+    rows = _per_user_cut(part, np.random.default_rng(seed).permutation(len(part)), (keep, 1 - keep, 0),
+                         train_first=True)[0]
+    kept = to_csr(part.users[rows], part.items[rows], split.n_users, split.n_items)
+    protocol = f"{split.protocol}; training thinned to {keep:g} per user (seed {seed})"
+    return SplitData(split.name, split.user_ids, split.catalog, kept, split.valid, split.test, protocol)
+
+
 def _chronological(data: Interactions) -> np.ndarray:
     if data.timestamps is None:
         raise ValueError(f"{data.name}: a temporal split needs timestamps, and this source has none")
@@ -149,7 +164,17 @@ SPLITS = {
 
 def parse_split(spec: str, data: Interactions, seed: int = 2024) -> SplitData:
     """Apply a split given as text: ``ratio:0.4,0.3,0.3``, ``temporal-user:0.8,0.1,0.1``, ``temporal-global``,
-    ``loo``."""
+    ``loo``; ``+thin:0.1`` after one keeps that share of each user's training items (:func:`thin_train`)."""
+    spec, plus, thin = spec.partition("+")
+    if plus:
+        kind, _, share = thin.partition(":")
+        try:
+            keep = float(share) if kind == "thin" else None
+        except ValueError:
+            keep = None
+        if keep is None:
+            raise ValueError(f"split {spec}+{thin!r}: after '+' expected thin:<share kept>, e.g. {spec}+thin:0.1")
+        return thin_train(parse_split(spec, data, seed), keep, seed)
     name, _, args = spec.partition(":")
     if name not in SPLITS:
         raise ValueError(f"unknown split {spec!r}: expected one of {', '.join(SPLITS)} (e.g. ratio:0.8,0.1,0.1)")

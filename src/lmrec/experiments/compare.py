@@ -106,7 +106,7 @@ def _numeric(values: Sequence[Any]) -> bool:
 
 def run_comparison(
     runs: Sequence[str | RunSpec],
-    datasets: Sequence[str],
+    datasets: Sequence[str | Mapping[str, str]],
     out: Path,
     train_overrides: Mapping[str, Any] | None = None,
     focus: str | None = "alpharec",
@@ -118,8 +118,9 @@ def run_comparison(
     reuse: Path | None = None,
     records: Path | None = None,
 ) -> dict[str, Any]:
-    """Run every spec on every dataset. Training settings, later ones winning: ``train_overrides`` (all runs),
-    ``dataset_train_overrides[dataset]``, the spec's own. ``jobs`` > 1 runs that many independent runs at once, in
+    """Run every spec on every dataset (a name or path, or ``{"name": label, "dataset": name or path, "split":
+    split}``, see :class:`DatasetEntry`). Training settings, later ones winning: ``train_overrides`` (all runs),
+    ``dataset_train_overrides[label]``, the spec's own. ``jobs`` > 1 runs that many independent runs at once, in
     processes of their own, the CPU threads divided between them (each run as with one job: same seed, same
     result; a run's own determinism does not depend on the others). Run folders go to ``runs_dir/<dataset>/<name>``
     (default ``out``; another table's folder shares its finished runs), the table to ``out``. ``log`` gets a line
@@ -134,15 +135,16 @@ def run_comparison(
         raise ValueError(f"run names must be unique, got {names}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    folders = [dataset_folder(d) for d in datasets]
+    entries = [DatasetEntry.of(d, seed) for d in datasets]
+    folders = [e.folder for e in entries]
     if len(set(folders)) != len(folders):
         raise ValueError(f"datasets {list(datasets)} would share run folders {folders}: give them distinct names")
     tasks = []
-    for dataset in datasets:
+    for entry in entries:
         for spec in specs:
-            train = {**(train_overrides or {}), **(dataset_train_overrides or {}).get(dataset, {}),
+            train = {**(train_overrides or {}), **(dataset_train_overrides or {}).get(entry.label, {}),
                      **spec.train_overrides}
-            tasks.append((dataset, dataclasses.replace(spec, train_overrides=train)))
+            tasks.append((entry, dataclasses.replace(spec, train_overrides=train)))
     rows: list[dict[str, Any]] = [{}] * len(tasks)
     finished = 0
 
@@ -150,19 +152,19 @@ def run_comparison(
         nonlocal finished
         rows[i], finished = row, finished + 1
         if log is not None:
-            dataset, spec = tasks[i]
-            log(f"{finished}/{len(tasks)} " + progress_line(f"{dataset} / {spec.name}", SELECT_ON,
+            entry, spec = tasks[i]
+            log(f"{finished}/{len(tasks)} " + progress_line(f"{entry.label} / {spec.name}", SELECT_ON,
                                                              row["valid"][SELECT_ON]["mean"], row, row["fit_seconds"])
-                + (" (recorded run)" if row["source"] != str(runs_dir / dataset_folder(dataset) / spec.name) else ""))
+                + (" (recorded run)" if row["source"] != str(runs_dir / entry.folder / spec.name) else ""))
 
     if jobs == 1:
-        for i, (dataset, spec) in enumerate(tasks):
-            done(i, _fit_row(dataset, spec, seed, runs_dir, None, reuse, records))
+        for i, (entry, spec) in enumerate(tasks):
+            done(i, _fit_row(entry, spec, runs_dir, None, reuse, records))
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_fit_row, dataset, spec, seed, runs_dir, threads, reuse, records): i
-                       for i, (dataset, spec) in enumerate(tasks)}
+            futures = {pool.submit(_fit_row, entry, spec, runs_dir, threads, reuse, records): i
+                       for i, (entry, spec) in enumerate(tasks)}
             try:
                 for future in as_completed(futures):
                     done(futures[future], future.result())
@@ -170,28 +172,48 @@ def run_comparison(
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     results: dict[str, Any] = {}
-    sources = {(d, spec.name): Path(row.pop("source")) for (d, spec), row in zip(tasks, rows, strict=True)}
-    for dataset in datasets:
-        data = DataRef.of(dataset, seed=seed).load()
-        block = results[dataset] = {"stats": data.stats(), "checksum": data.checksum(), "models": {
+    sources = {(e.label, spec.name): Path(row.pop("source")) for (e, spec), row in zip(tasks, rows, strict=True)}
+    for entry in entries:
+        data = entry.ref.load()
+        block = results[entry.label] = {"stats": data.stats(), "checksum": data.checksum(), "models": {
             spec.name: {**row, "family": spec.row, "grid_edges": list(spec.edges)}
-            for (d, spec), row in zip(tasks, rows, strict=True) if d == dataset}}
+            for (e, spec), row in zip(tasks, rows, strict=True) if e == entry}}
         block["selected"] = select_per_family(block["models"])
         if focus in block["selected"] and len(block["selected"]) > 1:
             block["focus"] = _focus_vs_best(focus, block["selected"], block["models"],
-                                            {name: sources[dataset, name] for name in block["models"]})
+                                            {name: sources[entry.label, name] for name in block["models"]})
     write_json(out / "results.json", results)
     atomic_write(out / "results.md", lambda f: f.write(markdown(results)))
     return results
 
 
-def dataset_folder(dataset: str) -> str:
-    """The folder of a dataset's runs under a table's runs folder: a registered name as it is, a path by its last
-    part (a path must never place runs inside the data folder itself)."""
-    return Path(dataset).name if ("/" in dataset or os.sep in dataset) else dataset
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One dataset of a comparison: its ``label`` in the table, the ``folder`` of its runs under the runs folder
+    and how to load it (``ref``)."""
+
+    label: str
+    folder: str
+    ref: DataRef
+
+    @classmethod
+    def of(cls, entry: str | Mapping[str, str], seed: int) -> DatasetEntry:
+        """A registered name or a path (label as given; folder: a name as it is, a path by its last part, so runs
+        never go inside the data folder), or ``{"name", "dataset", "split"}``: the dataset with another split (e.g.
+        ``ratio:0.4,0.3,0.3+thin:0.1``), labelled and foldered by ``name``."""
+        if isinstance(entry, str):
+            folder = Path(entry).name if ("/" in entry or os.sep in entry) else entry
+            return cls(entry, folder, DataRef.of(entry, seed=seed))
+        unknown, missing = set(entry) - {"name", "dataset", "split"}, {"name", "dataset"} - set(entry)
+        if unknown or missing:
+            raise ValueError(f"dataset entry {dict(entry)}: expected name, dataset and optionally split "
+                             f"({'unknown ' + str(sorted(unknown)) if unknown else 'missing ' + str(sorted(missing))})")
+        if "/" in entry["name"] or os.sep in entry["name"]:
+            raise ValueError(f"dataset entry name {entry['name']!r} names a folder: no '/' in it")
+        return cls(entry["name"], entry["name"], DataRef.of(entry["dataset"], split=entry.get("split"), seed=seed))
 
 
-def _fit_row(dataset: str, spec: RunSpec, seed: int, out: Path, threads: int | None = None,
+def _fit_row(entry: DatasetEntry, spec: RunSpec, out: Path, threads: int | None = None,
              reuse: Path | None = None, records: Path | None = None) -> dict[str, Any]:
     """Fit (or reuse) one run and return its table row, with ``source``: the folder its numbers come from.
     ``resume=True``: a finished run with the same settings is reused, an interrupted one continues, one with other
@@ -204,8 +226,8 @@ def _fit_row(dataset: str, spec: RunSpec, seed: int, out: Path, threads: int | N
 
         torch.set_num_threads(threads)
         keep_freed_memory()
-    ref = DataRef.of(dataset, seed=seed)
-    where = Path(dataset_folder(dataset)) / spec.name
+    ref = entry.ref
+    where = Path(entry.folder) / spec.name
     source, data, train = out / where, ref, dict(spec.train_overrides)
     if reuse is not None and not (source / MANIFEST).exists():
         wanted, data = planned_manifest(spec.model, ref, train, **spec.model_overrides)

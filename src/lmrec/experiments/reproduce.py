@@ -106,7 +106,13 @@ def validate_settings(experiment: str, s: Mapping[str, Any]) -> None:
     sections: list[tuple[str, type, Mapping[str, Any]]] = []
     if experiment == "compare":
         sections.append(("[run] train", TrainConfig, s.get("train", {})))
-        from lmrec.experiments.compare import grid_specs
+        from lmrec.experiments.compare import DatasetEntry, grid_specs
+
+        for dataset in s["datasets"]:
+            try:
+                DatasetEntry.of(dataset, seed=0)
+            except ValueError as exc:
+                raise LmrecError(f"[run] datasets: {exc}") from None
 
         for name, entry in s["models"].items():
             _keys(f"[run.models] {name!r}", entry, set(), {"model", "set", "train", "grid"})
