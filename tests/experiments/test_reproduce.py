@@ -14,6 +14,7 @@ import torch
 from helpers import planted_data, single_thread, write_inspired, write_tiny_llm  # noqa: F401
 from lmrec import cli
 from lmrec.data.registry import DataRef
+from lmrec.data.splits import thin_train
 from lmrec.errors import LmrecError
 from lmrec.eval.crs_analysis import probe_delta
 from lmrec.experiments import reproduce, rta_table
@@ -336,20 +337,25 @@ def test_comparison_rows_say_why_training_stopped():
     assert _epochs({**row, "stopped": None}) == "40 / 140" and _epochs({**row, "best_epoch": None}) == "-"
 
 
-def test_a_comparison_dataset_may_carry_its_own_split(tmp_path, planted):
+def test_a_comparison_dataset_may_carry_its_own_split(tmp_path, planted, monkeypatch):
     thin = {"name": "p, half the training", "dataset": "p", "split": "ratio:0.4,0.3,0.3+thin:0.5"}
     loaded = []
-    original = DataRef.load
-    DataRef.load = lambda self: loaded.append(self) or original(self)  # the planted loader, recording the refs
-    try:
-        results = run_comparison(["pop"], ["p", thin], tmp_path, focus=None)
-    finally:
-        DataRef.load = original
+
+    def load(ref):  # the planted data, thinned as the split says (the registry applies it to real data)
+        loaded.append(ref.split)
+        return thin_train(planted[ref.dataset], 0.5) if ref.split else planted[ref.dataset]
+
+    monkeypatch.setattr(DataRef, "load", load)
+    results = run_comparison(["pop"], ["p", thin], tmp_path, focus=None)
     assert list(results) == ["p", "p, half the training"]
-    assert {ref.split for ref in loaded} == {None, "ratio:0.4,0.3,0.3+thin:0.5"}
+    assert set(loaded) == {None, "ratio:0.4,0.3,0.3+thin:0.5"}
     assert (tmp_path / "p, half the training" / "pop" / "manifest.json").exists()
     manifest = json.loads((tmp_path / "p, half the training" / "pop" / "manifest.json").read_text())
     assert manifest["data"]["split"] == "ratio:0.4,0.3,0.3+thin:0.5"
+    checksums = reproduce.environment([], tmp_path, quick=False)["data_checksums"]
+    assert checksums == {"p": results["p"]["checksum"],
+                         "p (ratio:0.4,0.3,0.3+thin:0.5)": results["p, half the training"]["checksum"]}
+    assert checksums["p"] != checksums["p (ratio:0.4,0.3,0.3+thin:0.5)"]
     with pytest.raises(ValueError, match=r"expected name, dataset and optionally split \(unknown \['splt'\]\)"):
         run_comparison(["pop"], [{"name": "x", "dataset": "p", "splt": "loo"}], tmp_path)
     with pytest.raises(ValueError, match="no '/' in it"):

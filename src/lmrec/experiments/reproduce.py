@@ -270,7 +270,8 @@ def environment(tables: list[Table], out: Path, quick: bool) -> dict[str, Any]:
     for path in sorted([*out.rglob("manifest.json"), *out.rglob("experiment.json")]):
         config = json.loads(path.read_text(encoding="utf-8"))
         if "data_checksum" in config:
-            checksums[Path(config["data"]["dataset"]).name] = config["data_checksum"]
+            split = config["data"].get("split")
+            checksums[Path(config["data"]["dataset"]).name + (f" ({split})" if split else "")] = config["data_checksum"]
         if "target_checksum" in config:
             checksums[Path(config["target"]["dataset"]).name] = config["target_checksum"]
     for path in sorted(out.rglob("table.json")):
