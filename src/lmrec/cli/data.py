@@ -40,7 +40,8 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
 def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
     """--format, --split and --data-seed: how a dataset name or folder is read and split."""
     p.add_argument("--format", help="source format of a folder (auto-detected when omitted)")
-    p.add_argument("--split", help="split protocol, e.g. ratio:0.4,0.3,0.3 | loo | temporal-user | fixed")
+    p.add_argument("--split", help="split protocol, e.g. ratio:0.4,0.3,0.3 | loo | temporal-user | fixed; "
+                   "+thin:0.1 after one keeps that share of each user's training items")
     p.add_argument("--data-seed", dest="data_seed", type=int, default=2024, help="seed of a random split")
 
 
