@@ -71,7 +71,7 @@ class Run:
                  metrics: dict[str, Any] | None = None, folder: Path | None = None, log: TrainLog | None = None):
         self.model, self.data, self.manifest = model, data, manifest
         self.metrics = metrics or {}
-        self.per_user: RankingResult | None = None  # the test evaluation per user (CF), once evaluated by fit
+        self.test_result: RankingResult | None = None  # the test evaluation per user (CF) once fit evaluated it
         self.folder = folder
         self.log = log
         self._finder: MentionFinder | None = None  # built on the first conversation
@@ -103,8 +103,8 @@ class Run:
             tensors.update(tensor_dict(self.model.artifacts(), "artifacts."))
         save_tensors(folder / WEIGHTS, tensors, {"model": self.model.name, "task": self.task})
         write_json(folder / METRICS, self.metrics, allow_nan=False)
-        if self.per_user is not None:
-            _write_per_user(folder, self.per_user)
+        if self.test_result is not None:
+            _write_per_user(folder, self.test_result)
         manifest = dict(self.manifest)
         features = manifest.get("features_abs")
         if features is None and manifest.get("features") and self.folder is not None:  # a loaded run saved elsewhere
@@ -320,7 +320,7 @@ def fit(
     if hasattr(model, "diagnostics"):
         manifest["fit"]["learned"] = model.diagnostics()
     run = Run(model, dataset, manifest, log=log)
-    run.metrics, run.per_user = _evaluate_splits(run)
+    run.metrics, run.test_result = _evaluate_splits(run)
     if folder is not None and distributed.current().is_main:
         run._write(folder)
     return run
