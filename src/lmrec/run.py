@@ -505,7 +505,9 @@ def per_user_test_values(folder: Path, data: SplitData | None = None) -> tuple[n
 
 
 def _write_per_user(folder: Path, result: RankingResult) -> None:
-    save_tensors(folder / PER_USER, {"users": torch.from_numpy(result.users), **tensor_dict(result.per_user)},
+    """int32 user indices and float32 values (what a paired test needs; half the size of int64 / float64)."""
+    values = {name: v.astype(np.float32) for name, v in result.per_user.items()}
+    save_tensors(folder / PER_USER, {"users": torch.from_numpy(result.users.astype(np.int32)), **tensor_dict(values)},
                  {"split": result.split})
 
 
