@@ -234,6 +234,8 @@ def test_results_lost_after_training_need_no_retraining(data, tmp_path, monkeypa
                         lambda self, rng, size: epochs_trained.append(1) or iter(()))
     resumed = lmrec.fit("mf", data, TRAIN, out=out, resume=True)
     assert epochs_trained == [] and resumed.manifest["fit"]["resumed_at"] == 3
+    # the seconds of the fit count the training done before the resume (not only this process's few)
+    assert resumed.manifest["fit"]["seconds"] >= resumed.log.seconds_before_resume > 0
     assert read_manifest(out)["status"] == "complete" and not (out / "checkpoint.safetensors").exists()
 
 

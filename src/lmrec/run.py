@@ -452,8 +452,10 @@ def progress_line(name: str, metric: str, valid: float | None, fit: Mapping[str,
 
 
 def _fit_summary(log: TrainLog | None, seconds: float) -> dict[str, Any]:
+    """``seconds``: the fit's wall time in this process, plus, for a resumed run, the seconds spent before."""
     if log is None:
         return {"seconds": seconds, "trained": False}
+    seconds += log.seconds_before_resume
     best = [r.steps for r in log.records if r.epoch <= log.best_epoch]
     return {"seconds": seconds, "trained": True, "best_epoch": log.best_epoch, "epochs_run": len(log.records),
             "steps_run": sum(r.steps for r in log.records), "steps_to_best": sum(best),

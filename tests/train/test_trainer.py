@@ -267,6 +267,7 @@ def test_resume_from_a_checkpoint_gives_the_unbroken_run(tmp_path, monkeypatch):
     resumed = LightGCN()
     log2 = resumed.fit(data, cfg, folder=tmp_path / "broken", resume=True)
     assert log2.resumed_at == 4 and log.resumed_at is None
+    assert log.seconds_before_resume == 0 and 0 < log2.seconds_before_resume <= log2.total_seconds
     assert [(r.epoch, r.loss, r.valid) for r in log2.records] == [(r.epoch, r.loss, r.valid) for r in log.records]
     assert (log2.best_epoch, log2.best_score) == (log.best_epoch, log.best_score)
     for key, value in whole.state().items():

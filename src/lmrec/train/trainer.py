@@ -115,6 +115,7 @@ class TrainLog:
     total_seconds: float = 0.0
     stopped: str = MAX_EPOCHS
     resumed_at: int | None = None  # the epoch of the checkpoint a resumed run started from
+    seconds_before_resume: float = 0.0  # training + validation seconds spent before the checkpoint resumed from
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -217,7 +218,7 @@ class Trainer:
             if restored is not None:
                 log, best_state, bad_evals, elapsed, finished = restored
                 first_epoch = log.records[-1].epoch + 1 if log.records else 1
-                log.resumed_at = first_epoch - 1
+                log.resumed_at, log.seconds_before_resume = first_epoch - 1, elapsed
         if world.any(first_epoch != world.from_main(first_epoch)):
             raise LmrecError(f"{self.checkpoint_path}: the training processes found different checkpoints to resume "
                              "from; a distributed run folder must be on storage that every machine sees")
