@@ -3,7 +3,7 @@
 A paper's tables are ``configs/<paper>/*.toml``, one file per table, run in file-name order::
 
     title = "Table 3: AlphaRec against the CF baselines"
-    experiment = "compare"        # compare | zeroshot | intention | convergence | crs
+    experiment = "compare"        # compare | density | zeroshot | intention | convergence | crs
     paper = '''markdown: the paper's numbers, printed beside ours'''
     notes = '''markdown: how our setting differs from the paper's'''
     [run]                         # the experiment's settings (see the runner functions below)
@@ -80,6 +80,7 @@ def load_table(path: Path, quick: bool = False) -> Table:
 #: experiment -> (required [run] keys, optional [run] keys)
 SETTINGS = {
     "compare": ({"datasets", "models"}, {"train", "train_by_dataset", "focus", "seed", "runs_in"}),
+    "density": ({"dataset", "shares", "models"}, {"split", "train", "focus", "seed"}),
     "zeroshot": ({"transfers"}, {"train", "set", "lightgcn", "seed"}),
     "intention": ({"run"}, {"alpha", "alphas", "n_users", "seed"}),
     "convergence": ({"runs"}, set()),
@@ -103,6 +104,12 @@ def validate_settings(experiment: str, s: Mapping[str, Any]) -> None:
     from lmrec.train import TrainConfig
 
     _keys("[run]", s, *SETTINGS[experiment])
+    if experiment == "density":
+        try:
+            validate_settings("compare", _density_as_compare(s))
+        except ValueError as exc:
+            raise LmrecError(f"[run]: {exc}") from None
+        return
     sections: list[tuple[str, type, Mapping[str, Any]]] = []
     if experiment == "compare":
         sections.append(("[run] train", TrainConfig, s.get("train", {})))
@@ -187,7 +194,29 @@ class Context:
 
 
 def _compare(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
-    from lmrec.experiments.compare import grid_specs, markdown, run_comparison
+    from lmrec.experiments.compare import markdown
+
+    return markdown(_comparison(s, folder, root, context))
+
+
+def _density_as_compare(s: Mapping[str, Any]) -> dict[str, Any]:
+    from lmrec.data.registry import DEFAULT_SPLIT
+    from lmrec.experiments import density
+
+    rest = {k: v for k, v in s.items() if k not in ("dataset", "shares", "split")}
+    return {**rest, "datasets": density.entries(s["dataset"], s["shares"], s.get("split", DEFAULT_SPLIT))}
+
+
+def _density(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
+    from lmrec.experiments import density
+    from lmrec.experiments.compare import markdown
+
+    results = _comparison(_density_as_compare(s), folder, root, context)
+    return density.write(results, folder) + "\n" + markdown(results)
+
+
+def _comparison(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> dict[str, Any]:
+    from lmrec.experiments.compare import grid_specs, run_comparison
 
     specs = [spec for name, entry in s["models"].items()
              for spec in grid_specs(name, entry.get("model", name), entry.get("set", {}), entry.get("train", {}),
@@ -198,7 +227,7 @@ def _compare(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -
                              dataset_train_overrides=s.get("train_by_dataset", {}), jobs=context.jobs,
                              runs_dir=root / runs, log=context.log, records=context.records / runs,
                              reuse=context.reuse / runs if context.reuse else None)
-    return markdown(results)
+    return results
 
 
 def _zeroshot(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
@@ -259,7 +288,8 @@ def _crs(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> st
 
 
 EXPERIMENTS: dict[str, Callable[[Mapping[str, Any], Path, Path, Context], str]] = {
-    "compare": _compare, "zeroshot": _zeroshot, "intention": _intention, "convergence": _convergence, "crs": _crs,
+    "compare": _compare, "density": _density, "zeroshot": _zeroshot, "intention": _intention,
+    "convergence": _convergence, "crs": _crs,
 }
 
 

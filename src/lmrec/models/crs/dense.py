@@ -7,9 +7,9 @@ within ``context_chars`` characters (:func:`lmrec.data.conversations.truncate_co
 word pieces, ≈ 1000 characters of English, and would otherwise keep the *oldest* part of a long conversation).
 The default 300 was chosen on validation HR@10 of both conversational datasets, tails of 150 / 300 / 600 / 1000
 characters: INSPIRED 0.195 / 0.201 / 0.166 / 0.146, ReDIAL 0.058 / 0.061 / 0.023 / 0.020 (the last request
-matters; older lines dilute it). No training: ``fit`` encodes the titles, ``score`` the context tails, both through the embedding
-cache (a table scores the same turns in several blocks and on every rerun; a probe's rewritten contexts are new
-texts and are encoded then).
+matters; older lines dilute it). No training: ``fit`` encodes the titles, ``score`` the context tails, both
+through the embedding cache (a table scores the same turns in several blocks and on every rerun; a probe's
+rewritten contexts are new texts and are encoded then).
 """
 
 from __future__ import annotations
