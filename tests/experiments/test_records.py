@@ -75,7 +75,9 @@ def test_a_reproduction_goes_on_from_the_records_of_another(tmp_path, planted, m
     assert tables[1]["p"]["focus"]["best_baseline"] in ("pop", "mf~lr=0.001", "mf~lr=0.01")
     convergence = [json.loads((out / "report" / "tables" / "02-convergence.json").read_text()) for out in
                    (first, second)]
-    assert convergence[0] == convergence[1] and convergence[1]
+    assert convergence[0] == convergence[1]
+    chosen = set(tables[1]["p"]["selected"].values()) - {"pop"}  # pop has no training log
+    assert {row["model"] for row in convergence[1]} == chosen and len(chosen) == 2  # one mf grid point of two
     assert sorted(p.name for p in (second / "report" / "records" / "01-comparison" / "p").iterdir()) == \
         ["lightgcn", "mf~lr=0.001", "mf~lr=0.01", "pop"]  # the new report carries them on
 

@@ -96,14 +96,16 @@ def read_run(folder: Path) -> Curve | None:
                  config.get("status") == "complete", folder, train_config)
 
 
-def find_curves(root: Path) -> list[Curve]:
+def find_curves(root: Path, comparison: Path | None = None) -> list[Curve]:
     """Every run under ``root`` (any depth) that has a log, sorted by dataset then model (the run folder's name).
-    Under a comparison (``root/results.json``) only each model's run chosen on validation is kept."""
+    Under a comparison (its ``results.json``: ``comparison``, default ``root/results.json``) only each model's run
+    chosen on validation is kept."""
     if not root.is_dir():
         raise LmrecError(f"{root}: not a folder of runs")
     curves = [c for log in sorted(root.rglob("log.jsonl")) if (c := read_run(log.parent)) is not None]
-    if (root / "results.json").exists():
-        results = json.loads((root / "results.json").read_text())
+    comparison = comparison or root / "results.json"
+    if comparison.exists():
+        results = json.loads(comparison.read_text())
         chosen = {(d, name) for d, block in results.items() for name in (block.get("selected") or {}).values()}
         curves = [c for c in curves if (c.folder.parent.name, c.folder.name) in chosen] if chosen else curves
     if not curves:
@@ -163,9 +165,10 @@ def plot(curves: list[Curve], path: Path) -> None:
     plt.close(fig)
 
 
-def run_convergence(root: Path, out: Path) -> list[dict[str, Any]]:
-    """Write ``out/convergence.{md,json,png}`` for every run under ``root``; returns the table rows."""
-    curves = find_curves(root)
+def run_convergence(root: Path, out: Path, comparison: Path | None = None) -> list[dict[str, Any]]:
+    """Write ``out/convergence.{md,json,png}`` for every run under ``root`` (see :func:`find_curves`); returns the
+    table rows."""
+    curves = find_curves(root, comparison)
     rows = [c.summary() for c in curves]
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "convergence.json", rows)

@@ -277,7 +277,8 @@ def _intention(s: Mapping[str, Any], folder: Path, root: Path, context: Context)
 def _convergence(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments.convergence import markdown, run_convergence
 
-    return markdown(run_convergence(context.records / s["runs"], folder))  # every finished run, reused ones too
+    # every finished run, recorded ones too; of a comparison's grid, the points it chose
+    return markdown(run_convergence(context.records / s["runs"], folder, root / s["runs"] / "results.json"))
 
 
 def _crs(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
