@@ -255,9 +255,10 @@ def _intention(s: Mapping[str, Any], folder: Path, root: Path, context: Context)
     from lmrec.run import Run, read_manifest
 
     run = root / s["run"]
-    if not is_complete(run) and is_complete(context.records / s["run"]):  # its record only: the model is needed
+    records = [r / s["run"] for r in (context.records, context.reuse) if r is not None and is_complete(r / s["run"])]
+    if not is_complete(run) and records:  # its record only, and the model is needed
         context.log(f"{s['run']} is a record without weights: training it again with its recorded settings")
-        train_again(context.records / s["run"], run)
+        train_again(records[0], run)
     if not is_complete(run):
         raise LmrecError(f"intention: {run} is not a finished run (configure the table that trains it first)")
     saved = read_manifest(run)
