@@ -7,6 +7,7 @@ scores, and clear errors for a misspelt setting, an unknown user or item id and 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def env(tmp_path_factory: pytest.TempPathFactory):
     mp.undo()
 
 
-def fitted(env, task: str, name: str, out: Path | None = None) -> lmrec.Run:
+def fitted(env, task: str, name: str, out: Path | None = None, train: dict | None = None,
+           resume: bool = False) -> lmrec.Run:
     cls = lmrec.get_model(name, task)
     data = env[task]
     kwargs = {}
@@ -51,7 +53,8 @@ def fitted(env, task: str, name: str, out: Path | None = None) -> lmrec.Run:
         kwargs["features"] = env["prepared"]
     if task == "crs" and cls.base_model:
         kwargs["base"] = fitted(env, task, cls.base_model)
-    return lmrec.fit(cls(**SETTINGS.get(name, {})), data, TINY_TRAIN if cls.trainable else None, out=out, **kwargs)
+    return lmrec.fit(cls(**SETTINGS.get(name, {})), data, (train or TINY_TRAIN) if cls.trainable else None, out=out,
+                     resume=resume, **kwargs)
 
 
 def scores_of(run: lmrec.Run) -> torch.Tensor:
@@ -85,6 +88,35 @@ def test_fit_score_recommend_and_round_trip(env, tmp_path, task, name):
     assert loaded.model.name == name and loaded.task == task
     assert torch.equal(scores_of(loaded), scores)
     assert loaded.metrics == run.metrics
+
+
+@pytest.mark.parametrize(("task", "name"), [e for e in ENTRIES if lmrec.get_model(e[1], e[0]).trainable])
+def test_an_interrupted_fit_resumes_into_the_unbroken_one(env, tmp_path, monkeypatch, task, name):
+    """Killed after epoch 6 (its last checkpoint: epoch 5), resumed: the same epochs, losses, validation scores and
+    results as an unbroken fit (state kept outside the parameters, e.g. BC Loss's epoch count that ends its popularity
+    warm-up after 5 epochs, must be in the checkpoint)."""
+    from lmrec.train.trainer import Trainer
+
+    train = {**TINY_TRAIN, "epochs": 8, "checkpoint_every": 1}
+    fitted(env, task, name, out=tmp_path / "whole", train=train)
+    append = Trainer._append_log
+
+    def killed_after_epoch_6(self, record):
+        if record.epoch == 6:
+            raise KeyboardInterrupt
+        append(self, record)
+
+    monkeypatch.setattr(Trainer, "_append_log", killed_after_epoch_6)
+    with pytest.raises(KeyboardInterrupt):
+        fitted(env, task, name, out=tmp_path / "broken", train=train)
+    monkeypatch.setattr(Trainer, "_append_log", append)
+    resumed = fitted(env, task, name, out=tmp_path / "broken", train=train, resume=True)
+    assert resumed.manifest["fit"]["resumed_at"] == 5
+    logs = [[(r["epoch"], r["loss"], r["valid"]) for r in map(json.loads, (tmp_path / folder / "log.jsonl").open())]
+            for folder in ("whole", "broken")]
+    assert logs[0] == logs[1] and len(logs[0]) == 8
+    assert json.loads((tmp_path / "broken" / "metrics.json").read_text()) == \
+        json.loads((tmp_path / "whole" / "metrics.json").read_text())
 
 
 @pytest.mark.parametrize(("task", "name"), ENTRIES)

@@ -13,6 +13,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 from torch import nn
 
 from lmrec.data.interactions import SplitData
+from lmrec.errors import LmrecError
 from lmrec.models.base import register
 from lmrec.models.cf.lightgcn import LightGCN, LightGCNConfig
 from lmrec.models.nn.losses import info_nce
@@ -93,6 +94,16 @@ class BCLoss(LightGCN):
             users, pos = self.sampler.user_positive(batch_size, rng)
             neg = self.sampler.negatives(users, self.config.n_negatives, rng)
             yield torch.from_numpy(users), torch.from_numpy(pos), torch.from_numpy(neg), warmup
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """The epochs run, in checkpoints: a resumed run goes on after the popularity warm-up, not through it again."""
+        return {"epoch": torch.tensor(self.epoch)}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        if "epoch" not in state:
+            raise LmrecError("a BC Loss checkpoint without its epoch count (made before lmrec kept it): resuming it "
+                             "would repeat the popularity warm-up; start the run again with --overwrite")
+        self.epoch = int(state["epoch"])
 
     def popularity_cosines(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
         """(cos(p_u, p_i⁺) (b,), cos(p_u, p_j) (b, n), raw p_u·p_i⁺ (b,)) of the popularity branch.
