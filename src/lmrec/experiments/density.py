@@ -66,6 +66,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.errorbar([d for d, _ in points], [e["mean"] for _, e in points], yerr=[e["se"] for _, e in points],
                     marker="o", capsize=3, label=family)
     ax.set_xscale("log")
+    densities = sorted({r["density"] for r in rows})
+    ax.set_xticks(densities, [f"{d:.4f}" for d in densities])
+    ax.minorticks_off()
     ax.set_xlabel("training density (interactions / users·items)")
     ax.set_ylabel(f"test {METRIC}")
     ax.legend()
