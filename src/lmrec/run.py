@@ -51,6 +51,7 @@ MANIFEST, WEIGHTS, METRICS, PER_USER = "manifest.json", "model.safetensors", "me
 REPORT_KS = (10, 20)
 REPORT_METRICS = ("recall", "ndcg", "hr", "mrr")
 CRS_KS = (1, 5, 10, 50)
+EVALUATION_NOTES = ("not_evaluated", "excluded_cold_users")  # what evaluating added to the manifest's protocol
 TITLE_CUTOFF = 85.0  # rapidfuzz WRatio a title must reach to name a catalog item
 
 
@@ -126,6 +127,10 @@ class Run:
         if manifest.get("status") != "complete":
             raise LmrecError(f"{folder}: the run is incomplete (training stopped before it finished); continue it "
                              "with `lmrec train ... --resume` or start again with --overwrite")
+        if not (folder / WEIGHTS).exists():
+            raise LmrecError(f"{folder}: a record of a finished run (its numbers, no {WEIGHTS}): the model itself "
+                             "is not there; train it again with the recorded settings "
+                             "(lmrec.experiments.records.train_again)")
         model = _make(get_model(manifest["model"], manifest["task"]), manifest["model_config"])
         if data is None:
             data = DataRef(**manifest["data"]).load()
@@ -506,6 +511,11 @@ def per_user_test_values(folder: Path, data: SplitData | None = None) -> tuple[n
     return tensors.pop("users").numpy(), {name: t.numpy() for name, t in tensors.items()}
 
 
+def read_metrics(folder: Path) -> dict[str, Any]:
+    """The metrics.json of a complete run folder (or record)."""
+    return _read_json(Path(folder) / METRICS)
+
+
 def _write_per_user(folder: Path, result: RankingResult) -> None:
     """int32 user indices and float32 values (what a paired test needs; half the size of int64 / float64)."""
     values = {name: v.astype(np.float32) for name, v in result.per_user.items()}
@@ -568,6 +578,9 @@ def settings_differ(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list
     model and training settings, data checksum); an unfinished run may change what resuming allows."""
     keys = ("model", "task", "model_config", "data_checksum")
     diff = [k for k in keys if saved.get(k) != wanted.get(k)]
+    protocol = lambda m: {k: v for k, v in (m.get("evaluation") or {}).items() if k not in EVALUATION_NOTES}  # noqa: E731
+    if protocol(saved) != protocol(wanted):
+        diff.append("evaluation")
     ignore = RESUME_MAY_CHANGE if saved.get("status") != "complete" else ("progress", "device")
     strip = lambda c: {k: v for k, v in (c or {}).items() if k not in ignore}  # noqa: E731
     if strip(saved.get("train_config")) != strip(wanted.get("train_config")):

@@ -131,3 +131,15 @@ def test_missing_train_is_named(tmp_path):
     (tmp_path / "test.txt").write_text("0 1\n")
     with pytest.raises(FileNotFoundError, match="train.txt"):
         load_lightgcn_txt(tmp_path)
+
+
+def test_a_fixed_split_can_be_thinned_too():
+    from lmrec.data.registry import load_dataset
+
+    data = load_dataset(FIXTURE, format="lightgcn", split="fixed+thin:0.5", seed=3)
+    # max(1, round(0.5·n)) of each user's training items: 3 -> 2, 2 -> 1, 0 -> 0, 3 -> 2
+    assert [len(r) for r in rows(data.train)] == [2, 1, 0, 2]
+    assert all(set(t) <= set(f) for t, f in zip(rows(data.train), [[1, 2, 3], [0, 4], [], [2, 4, 5]], strict=True))
+    assert rows(data.valid) == [[4], [1], [], [0]] and rows(data.test) == [[5], [2, 3], [1], [1]]
+    with pytest.raises(ValueError, match=r"expected thin:<share kept>, e.g. fixed\+thin:0.1"):
+        load_dataset(FIXTURE, format="lightgcn", split="fixed+half")

@@ -27,15 +27,18 @@ mf = { set = { emb_dim = 8 } }
 
 def test_entries_name_each_share_and_thin_the_split():
     assert density.entries("ml", [1, 0.25], "ratio:0.4,0.3,0.3") == [
-        "ml", {"name": "ml, train 25%", "dataset": "ml", "split": "ratio:0.4,0.3,0.3+thin:0.25"}]
+        {"name": "ml", "dataset": "ml", "split": "ratio:0.4,0.3,0.3"},
+        {"name": "ml, train 25%", "dataset": "ml", "split": "ratio:0.4,0.3,0.3+thin:0.25"}]
+    names = [e["name"] for e in density.entries("data/ml", [0.004, 0.001])]  # distinct, and no folder in them
+    assert names == ["ml, train 0.4%", "ml, train 0.1%"]
     with pytest.raises(ValueError, match=r"shares must be in \(0, 1\], got \[1.5\]"):
         density.entries("ml", [1.5])
 
 
 def test_a_density_table_compares_every_share(tmp_path, monkeypatch):
     planted = planted_data(0, name="p")
-    monkeypatch.setattr(DataRef, "load",
-                        lambda ref: thin_train(planted, float(ref.split.rpartition(":")[2])) if ref.split else planted)
+    monkeypatch.setattr(DataRef, "load", lambda ref: thin_train(planted, float(ref.split.rpartition("+thin:")[2]))
+                        if "+thin:" in ref.split else planted)
     (tmp_path / "configs" / "alpharec").mkdir(parents=True)
     (tmp_path / "configs" / "alpharec" / "01-density.toml").write_text(CONFIG)
     report = reproduce.reproduce("alpharec", tmp_path / "configs", tmp_path / "out", log=lambda _: None)

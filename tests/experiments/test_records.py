@@ -18,7 +18,7 @@ from lmrec.experiments.compare import RunSpec, run_comparison
 from lmrec.experiments.records import RECORD_FILES, matching_record, save_record, train_again
 from lmrec.models.cf.pop import Popularity
 from lmrec.models.torch_base import TorchRecommender
-from lmrec.run import per_user_test_values, planned_manifest, read_manifest
+from lmrec.run import Run, per_user_test_values, planned_manifest, read_manifest
 
 FAST = {"epochs": 2, "eval_every": 1, "patience": 2, "batch_size": 128, "progress": False}
 TABLES = {
@@ -63,6 +63,7 @@ def test_a_reproduction_goes_on_from_the_records_of_another(tmp_path, planted, m
     assert sorted(p.name for p in (records / "lightgcn").iterdir()) == sorted(RECORD_FILES)  # no weights
     capsys.readouterr()
 
+    fit = TorchRecommender.fit
     no_training(monkeypatch)  # another machine: no run folder, only the published records
     second = tmp_path / "machine-2"
     assert cli.main(["reproduce", "alpharec", "--configs", str(tmp_path / "configs"), "--out", str(second),
@@ -83,9 +84,17 @@ def test_a_reproduction_goes_on_from_the_records_of_another(tmp_path, planted, m
 
     (configs / "01-comparison.toml").write_text(TABLES["01-comparison.toml"].replace("mf = { set = { emb_dim = 8 }",
                                                                                       "mf = { set = { emb_dim = 16 }"))
-    with pytest.raises(pytest.fail.Exception, match="trained again"):  # mf's record has other settings now
-        reproduce.reproduce("alpharec", tmp_path / "configs", tmp_path / "machine-3", reuse=published,
-                            log=lambda _: None)
+    trained = []
+    monkeypatch.setattr(TorchRecommender, "fit", lambda self, *a, **k: trained.append(self.name) or fit(self, *a, **k))
+    lines = []
+    reproduce.reproduce("alpharec", tmp_path / "configs", tmp_path / "machine-3", reuse=published, log=lines.append)
+    assert trained == ["mf", "mf"]  # both mf grid points have other settings now; pop and lightgcn are recorded
+    assert sum("(its record not used: recorded with other model_config)" in line for line in lines) == 2
+    capsys.readouterr()
+    assert cli.main(["reproduce", "alpharec", "--configs", str(tmp_path / "configs"), "--out", str(tmp_path / "m4"),
+                     "--publish", str(published)]) == 2
+    assert "report: exists; publish into a new folder" in capsys.readouterr().err
+    assert not (tmp_path / "m4").exists()  # refused before anything ran
     with pytest.raises(LmrecError, match=r"--reuse .*machine-1: no records/ folder"):
         reproduce.reproduce("alpharec", tmp_path / "configs", tmp_path / "x", reuse=first, log=lambda _: None)
 
@@ -118,6 +127,8 @@ def test_a_record_trains_again_into_the_same_run(tmp_path, planted, single_threa
     run_comparison([RunSpec("lgcn", "lightgcn", {"emb_dim": 8}, FAST)], ["p"], tmp_path / "a", focus=None,
                    records=tmp_path / "records")
     record = tmp_path / "records" / "p" / "lgcn"
+    with pytest.raises(LmrecError, match=r"lgcn: a record of a finished run \(its numbers, no model.safetensors\)"):
+        Run.load(record)
     train_again(record, tmp_path / "again")
     assert (tmp_path / "again" / "model.safetensors").exists()
     assert json.loads((tmp_path / "again" / "metrics.json").read_text()) == \

@@ -354,8 +354,8 @@ def test_a_comparison_dataset_may_carry_its_own_split(tmp_path, planted, monkeyp
     assert manifest["data"]["split"] == "ratio:0.4,0.3,0.3+thin:0.5"
     checksums = reproduce.environment([], tmp_path, quick=False)["data_checksums"]
     assert checksums == {"p": results["p"]["checksum"],
-                         "p (ratio:0.4,0.3,0.3+thin:0.5)": results["p, half the training"]["checksum"]}
-    assert checksums["p"] != checksums["p (ratio:0.4,0.3,0.3+thin:0.5)"]
+                         "p (split ratio:0.4,0.3,0.3+thin:0.5)": results["p, half the training"]["checksum"]}
+    assert checksums["p"] != checksums["p (split ratio:0.4,0.3,0.3+thin:0.5)"]
     with pytest.raises(ValueError, match=r"expected name, dataset and optionally split \(unknown \['splt'\]\)"):
         run_comparison(["pop"], [{"name": "x", "dataset": "p", "splt": "loo"}], tmp_path)
     with pytest.raises(ValueError, match="no '/' in it"):

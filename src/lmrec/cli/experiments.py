@@ -9,6 +9,7 @@ from pathlib import Path
 from lmrec.cli.data import add_dataset_arguments
 from lmrec.cli.flags import add_settings, given
 from lmrec.cli.train import add_threads, set_threads
+from lmrec.errors import LmrecError
 
 
 def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
@@ -83,6 +84,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from lmrec.experiments.reproduce import publish, reproduce
 
     out = Path(args.out or f"runs/reproduce/{args.paper}{'-quick' if args.quick else ''}")
+    if args.publish and Path(args.publish).exists():  # known before hours of training, not after
+        raise LmrecError(f"--publish {args.publish}: exists; publish into a new folder")
     only = [o for o in (args.only or "").split(",") if o]
     start = time.perf_counter()
     report = reproduce(args.paper, Path(args.configs), out, args.quick, only, jobs=args.jobs,

@@ -21,7 +21,7 @@ from pathlib import Path
 from lmrec.data.conversations import CRSData
 from lmrec.data.interactions import Interactions, SplitData
 from lmrec.data.loaders import amazon, lightgcn_txt, movielens
-from lmrec.data.splits import parse_split
+from lmrec.data.splits import parse_split, split_modifier, thin_train
 from lmrec.errors import LmrecError
 
 DEFAULT_SPLIT = "ratio:0.4,0.3,0.3"
@@ -273,12 +273,14 @@ def load_dataset(
         return CRS_FORMATS[fmt](folder)
     if split is None:
         split = spec.split if spec else ("fixed" if fmt == "lightgcn" else DEFAULT_SPLIT)
-    if split == "fixed":
+    base, keep = split_modifier(split)
+    if base == "fixed":
         if fmt not in FIXED_SPLITS:
             raise ValueError(f"format {fmt!r} has no split of its own: use e.g. split={DEFAULT_SPLIT!r}")
         if min_rating is not None:
             raise ValueError(f"format {fmt!r} has no ratings: min_rating must be None")
-        return FIXED_SPLITS[fmt](folder, name, seed)
+        fixed = FIXED_SPLITS[fmt](folder, name, seed)
+        return fixed if keep is None else thin_train(fixed, keep, seed)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
     return parse_split(split, FORMATS[fmt](folder, name=name, min_rating=min_rating), seed)

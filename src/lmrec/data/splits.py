@@ -122,13 +122,18 @@ def temporal_global_split(data: Interactions, ratios: Sequence[float] = (0.8, 0.
     return _assemble(data, rows, f"global temporal {':'.join(f'{r:g}' for r in ratios)}")
 
 
-def carve_validation(split: SplitData, fraction: float = 0.1, seed: int = 2024) -> SplitData:
-    """Move a random ``fraction`` of each user's training items to validation (for sources without valid)."""
+def _recut_train(split: SplitData, ratios: Sequence[float], seed: int, train_first: bool = False) -> list:
+    """``split``'s training items cut again, per user in a seeded random order, by ``ratios`` (see
+    :func:`_per_user_cut`): the three parts as CSR matrices."""
     train = split.train.tocoo()
     part = Interactions(train.row, train.col, split.user_ids, split.catalog, name=split.name)
-    rows = _per_user_cut(part, np.random.default_rng(seed).permutation(len(part)), (1 - fraction, fraction, 0))
-    new_train = to_csr(part.users[rows[0]], part.items[rows[0]], split.n_users, split.n_items)
-    new_valid = to_csr(part.users[rows[1]], part.items[rows[1]], split.n_users, split.n_items)
+    rows = _per_user_cut(part, np.random.default_rng(seed).permutation(len(part)), ratios, train_first)
+    return [to_csr(part.users[r], part.items[r], split.n_users, split.n_items) for r in rows]
+
+
+def carve_validation(split: SplitData, fraction: float = 0.1, seed: int = 2024) -> SplitData:
+    """Move a random ``fraction`` of each user's training items to validation (for sources without valid)."""
+    new_train, new_valid, _ = _recut_train(split, (1 - fraction, fraction, 0), seed)
     protocol = f"{split.protocol}; validation carved from train ({fraction:g}, seed {seed})"
     return SplitData(split.name, split.user_ids, split.catalog, new_train, new_valid, split.test, protocol)
 
@@ -139,13 +144,25 @@ def thin_train(split: SplitData, keep: float, seed: int = 2024) -> SplitData:
     to measure how a model's standing depends on density."""
     if not 0 < keep <= 1:
         raise ValueError(f"thin: the share of training items kept must be in (0, 1], got {keep}")
-    train = split.train.tocoo()
-    part = Interactions(train.row, train.col, split.user_ids, split.catalog, name=split.name)
-    rows = _per_user_cut(part, np.random.default_rng(seed).permutation(len(part)), (keep, 1 - keep, 0),
-                         train_first=True)[0]
-    kept = to_csr(part.users[rows], part.items[rows], split.n_users, split.n_items)
+    kept = _recut_train(split, (keep, 1 - keep, 0), seed, train_first=True)[0]
     protocol = f"{split.protocol}; training thinned to {keep:g} per user (seed {seed})"
     return SplitData(split.name, split.user_ids, split.catalog, kept, split.valid, split.test, protocol)
+
+
+def split_modifier(spec: str) -> tuple[str, float | None]:
+    """(the split, the share of training items ``+thin:<share>`` keeps, or None): ``ratio:0.4,0.3,0.3+thin:0.1``
+    -> (``ratio:0.4,0.3,0.3``, 0.1)."""
+    base, plus, thin = spec.partition("+")
+    if not plus:
+        return spec, None
+    kind, _, share = thin.partition(":")
+    try:
+        keep = float(share)
+    except ValueError:
+        keep = None
+    if kind != "thin" or keep is None:
+        raise ValueError(f"split {spec!r}: after '+' expected thin:<share kept>, e.g. {base}+thin:0.1")
+    return base, keep
 
 
 def _chronological(data: Interactions) -> np.ndarray:
@@ -165,15 +182,8 @@ SPLITS = {
 def parse_split(spec: str, data: Interactions, seed: int = 2024) -> SplitData:
     """Apply a split given as text: ``ratio:0.4,0.3,0.3``, ``temporal-user:0.8,0.1,0.1``, ``temporal-global``,
     ``loo``; ``+thin:0.1`` after one keeps that share of each user's training items (:func:`thin_train`)."""
-    spec, plus, thin = spec.partition("+")
-    if plus:
-        kind, _, share = thin.partition(":")
-        try:
-            keep = float(share) if kind == "thin" else None
-        except ValueError:
-            keep = None
-        if keep is None:
-            raise ValueError(f"split {spec}+{thin!r}: after '+' expected thin:<share kept>, e.g. {spec}+thin:0.1")
+    spec, keep = split_modifier(spec)
+    if keep is not None:
         return thin_train(parse_split(spec, data, seed), keep, seed)
     name, _, args = spec.partition(":")
     if name not in SPLITS:

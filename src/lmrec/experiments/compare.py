@@ -1,8 +1,9 @@
 """Train several models on several datasets and write one comparison table (markdown + json).
 
-Each (dataset, run) is an ordinary run folder (``out/<dataset>/<run name>/``); a finished run is reused when its
-saved settings agree with the requested ones (and is an error naming the folder when they do not), so an
-interrupted comparison resumes where it stopped. A run is a :class:`RunSpec`: a registered model with settings, so
+Each (dataset, run) is an ordinary run folder (``runs_dir/<dataset>/<run name>/``) or, when taken from earlier
+records (``reuse``), a record of one (:mod:`lmrec.experiments.records`); a finished run is reused when its saved
+settings agree with the requested ones (and is an error naming the folder when they do not), so an interrupted
+comparison resumes where it stopped. A run is a :class:`RunSpec`: a registered model with settings, so
 one model can appear several times (e.g. ``linear_map`` with each text encoder). Runs of one ``family`` (the
 points of a hyper-parameter grid, :func:`grid_specs`) compete for one table row: the one with the best validation
 Recall@20 is reported. The table reports test mean ± SE, the epoch selected on validation, and the paired
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import multiprocessing
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -31,13 +31,13 @@ from lmrec.experiments.records import matching_record, save_record
 from lmrec.io import atomic_write, write_json
 from lmrec.run import (
     MANIFEST,
-    METRICS,
     epochs_summary,
     fit,
     per_user_test_values,
     planned_manifest,
     progress_line,
     read_manifest,
+    read_metrics,
 )
 
 COLUMNS = ("recall@20", "ndcg@20", "hr@20")
@@ -155,7 +155,8 @@ def run_comparison(
             entry, spec = tasks[i]
             log(f"{finished}/{len(tasks)} " + progress_line(f"{entry.label} / {spec.name}", SELECT_ON,
                                                              row["valid"][SELECT_ON]["mean"], row, row["fit_seconds"])
-                + (" (recorded run)" if row["source"] != str(runs_dir / entry.folder / spec.name) else ""))
+                + (" (recorded run)" if row["source"] != str(runs_dir / entry.folder / spec.name) else "")
+                + (f" ({row['note']})" if row["note"] else ""))
 
     if jobs == 1:
         for i, (entry, spec) in enumerate(tasks):
@@ -173,6 +174,8 @@ def run_comparison(
                 raise
     results: dict[str, Any] = {}
     sources = {(e.label, spec.name): Path(row.pop("source")) for (e, spec), row in zip(tasks, rows, strict=True)}
+    for row in rows:
+        del row["note"]
     for entry in entries:
         data = entry.ref.load()
         block = results[entry.label] = {"stats": data.stats(), "checksum": data.checksum(), "models": {
@@ -228,21 +231,23 @@ def _fit_row(entry: DatasetEntry, spec: RunSpec, out: Path, threads: int | None 
         keep_freed_memory()
     ref = entry.ref
     where = Path(entry.folder) / spec.name
-    source, data, train = out / where, ref, dict(spec.train_overrides)
+    source, data, train, note = out / where, ref, dict(spec.train_overrides), ""
     if reuse is not None and not (source / MANIFEST).exists():
         wanted, data = planned_manifest(spec.model, ref, train, **spec.model_overrides)
-        if matching_record(reuse / where, wanted)[0]:
+        usable, why = matching_record(reuse / where, wanted)
+        if usable:
             source = reuse / where
+        elif why != "no record":
+            note = f"its record not used: {why}"
     if source == out / where:
         fit(spec.model, data, train, ref=ref, out=source, resume=True, **spec.model_overrides)
     if records is not None:
         save_record(source, records / where)
-    fitted = read_manifest(source)["fit"]
-    metrics = json.loads((source / METRICS).read_text(encoding="utf-8"))
+    fitted, metrics = read_manifest(source)["fit"], read_metrics(source)
     return {"model": spec.model, "test": metrics["test"], "valid": metrics["valid"],
             "best_epoch": fitted.get("best_epoch"), "epochs_run": fitted.get("epochs_run"),
             "converged": fitted.get("converged", True), "stopped": fitted.get("stopped"),
-            "fit_seconds": fitted["seconds"], "source": str(source)}
+            "fit_seconds": fitted["seconds"], "source": str(source), "note": note}
 
 
 def select_per_family(rows: Mapping[str, Any]) -> dict[str, str]:

@@ -102,7 +102,9 @@ def find_curves(root: Path, comparison: Path | None = None) -> list[Curve]:
     chosen on validation is kept."""
     if not root.is_dir():
         raise LmrecError(f"{root}: not a folder of runs")
-    curves = [c for log in sorted(root.rglob("log.jsonl")) if (c := read_run(log.parent)) is not None]
+    logs = [log for log in sorted(root.rglob("log.jsonl"))
+            if not any(part.startswith(".") for part in log.relative_to(root).parts)]  # hidden: being written
+    curves = [c for log in logs if (c := read_run(log.parent)) is not None]
     comparison = comparison or root / "results.json"
     if comparison.exists():
         results = json.loads(comparison.read_text())

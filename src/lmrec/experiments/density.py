@@ -1,10 +1,11 @@
 """How a comparison changes with training density: the same dataset with each user's training items thinned to a
 share (:func:`lmrec.data.splits.thin_train`), every model at every share, one comparison table per share.
 
-For share s < 1 the dataset entry is ``{"name": "<dataset>, train <s>%", "split": "<split>+thin:<s>"}``; share 1 is
-the dataset itself. Training density = training interactions / (users · items). The summary gives, per share, the
-density, each model's test Recall@20 (mean ± SE) and the focus model's relative gain over the best other model
-chosen on validation, with the paired test of :func:`lmrec.experiments.compare.run_comparison`.
+For share s < 1 the dataset entry is ``{"name": "<dataset>, train <100·s>%", "split": "<split>+thin:<s>"}``; share 1
+is ``{"name": "<dataset>", "split": "<split>"}``. Training density = training interactions / (users · items). The
+summary gives, per share, the density, each model's test Recall@20 (mean ± SE) and the focus model's relative gain
+over the best other model chosen on validation, with the paired test of
+:func:`lmrec.experiments.compare.run_comparison`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from lmrec.io import atomic_write, write_json
 METRIC = "recall@20"
 
 
-def entries(dataset: str, shares: Sequence[float], split: str = DEFAULT_SPLIT) -> list[str | dict[str, str]]:
-    """The comparison's dataset entries, one per share (share 1: the dataset as it is)."""
+def entries(dataset: str, shares: Sequence[float], split: str = DEFAULT_SPLIT) -> list[dict[str, str]]:
+    """The comparison's dataset entries, one per share, all on ``split`` (share 1: not thinned)."""
     if not shares or any(not 0 < s <= 1 for s in shares):
         raise ValueError(f"shares must be in (0, 1], got {list(shares)}")
-    return [dataset if share == 1 else {"name": f"{dataset}, train {share:.0%}", "dataset": dataset,
-                                        "split": f"{split}+thin:{share:g}"} for share in shares]
+    name = Path(dataset).name
+    return [{"name": name, "dataset": dataset, "split": split} if share == 1 else
+            {"name": f"{name}, train {100 * share:g}%", "dataset": dataset, "split": f"{split}+thin:{share:g}"}
+            for share in shares]
 
 
 def summary(results: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -33,8 +33,9 @@ def is_complete(folder: Path) -> bool:
 
 
 def save_record(run: Path, dest: Path) -> None:
-    """Write the record of complete run folder ``run`` to ``dest`` (replaced whole, through a temporary folder and
-    a rename, so a record is never half-written)."""
+    """Write the record of complete run folder ``run`` to ``dest``, replacing any record there. It is assembled in a
+    hidden temporary folder beside ``dest`` (readers skip hidden folders) and swapped in by renames, so a record is
+    never half-written."""
     if not is_complete(run):
         raise ValueError(f"{run}: not a finished run; only finished runs are recorded")
     if Path(run).resolve() == Path(dest).resolve():
@@ -42,13 +43,18 @@ def save_record(run: Path, dest: Path) -> None:
     per_user_test_values(run)  # a run folder written before the values per user were kept gets them first
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would follow the record wherever it is published
-    for name in RECORD_FILES:
-        if (run / name).exists():
-            shutil.copyfile(run / name, tmp / name)
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
+    old = tmp.with_name(tmp.name + ".old")
+    try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would follow the record wherever it is published
+        for name in RECORD_FILES:
+            if (run / name).exists():
+                shutil.copyfile(run / name, tmp / name)
+        if dest.exists():
+            dest.rename(old)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def matching_record(record: Path, wanted: Mapping[str, Any]) -> tuple[bool, str]:
@@ -57,6 +63,9 @@ def matching_record(record: Path, wanted: Mapping[str, Any]) -> tuple[bool, str]
         return False, "no record"
     if not is_complete(record):
         return False, "the record is not of a finished run"
+    missing = [name for name in (METRICS, PER_USER) if not (Path(record) / name).exists()]
+    if missing:
+        return False, f"the record lacks {', '.join(missing)}"
     diff = settings_differ(read_manifest(record), wanted)
     return (not diff, f"recorded with other {', '.join(diff)}" if diff else "same settings and data")
 

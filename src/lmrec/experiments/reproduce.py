@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lmrec.data.registry import DataRef
+from lmrec.data.registry import DEFAULT_SEED, DataRef
 from lmrec.environment import cpu_name, versions
 from lmrec.errors import LmrecError
 from lmrec.experiments.steps import cached_step
@@ -278,8 +278,10 @@ def _intention(s: Mapping[str, Any], folder: Path, root: Path, context: Context)
 def _convergence(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments.convergence import markdown, run_convergence
 
-    # every finished run, recorded ones too; of a comparison's grid, the points it chose
-    return markdown(run_convergence(context.records / s["runs"], folder, root / s["runs"] / "results.json"))
+    # every finished run, recorded ones too (a work folder from before records: its run folders); of a comparison's
+    # grid, the points it chose
+    runs = context.records / s["runs"] if (context.records / s["runs"]).is_dir() else root / s["runs"]
+    return markdown(run_convergence(runs, folder, root / s["runs"] / "results.json"))
 
 
 def _crs(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
@@ -296,14 +298,19 @@ EXPERIMENTS: dict[str, Callable[[Mapping[str, Any], Path, Path, Context], str]] 
 
 
 # -- the report ----------------------------------------------------------------------------------------------
-def environment(tables: list[Table], out: Path, quick: bool) -> dict[str, Any]:
+def environment(tables: list[Table], out: Path, quick: bool, reuse: Path | None = None) -> dict[str, Any]:
     """Machine, library versions, git commit, seeds and the data checksums found in the run folders."""
     checksums: dict[str, str] = {}
     for path in sorted([*out.rglob("manifest.json"), *out.rglob("experiment.json")]):
+        if any(part.startswith(".") for part in path.relative_to(out).parts):  # a record being written
+            continue
         config = json.loads(path.read_text(encoding="utf-8"))
         if "data_checksum" in config:
-            split = config["data"].get("split")
-            checksums[Path(config["data"]["dataset"]).name + (f" ({split})" if split else "")] = config["data_checksum"]
+            data = config["data"]
+            how = [f"split {data['split']}" if data.get("split") else "",
+                   f"seed {data['seed']}" if data.get("seed", DEFAULT_SEED) != DEFAULT_SEED else ""]
+            label = Path(data["dataset"]).name + "".join(f" ({h})" for h in how if h)
+            checksums[label] = config["data_checksum"]
         if "target_checksum" in config:
             checksums[Path(config["target"]["dataset"]).name] = config["target_checksum"]
     for path in sorted(out.rglob("table.json")):
@@ -319,6 +326,7 @@ def environment(tables: list[Table], out: Path, quick: bool) -> dict[str, Any]:
         "split_seeds": {t.key: t.settings.get("seed", 2024) for t in tables if "seed" in SETTINGS[t.experiment][1]},
         "training_seed": "each model's TrainConfig.seed (default 2024; in each run's manifest.json)",
         "data_checksums": checksums,
+        "reused_records": str(reuse) if reuse is not None else None,  # runs finished elsewhere (their manifests)
     }
 
 
@@ -367,7 +375,7 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
         section = _section(table, ours, seconds, figures)
         atomic_write(folder / SECTION, lambda f, section=section: f.write(section))
     sections = [(out / t.key / SECTION).read_text(encoding="utf-8") for t in tables if (out / t.key / SECTION).exists()]
-    env = environment(tables, out, quick)
+    env = environment(tables, out, quick, reuse)
     write_json(report / "environment.json", env)
     atomic_write(report / "report.md", lambda f: f.write(_report(paper, env, sections)))
     return report

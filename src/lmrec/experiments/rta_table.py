@@ -131,7 +131,8 @@ def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any
                     raise LmrecError(f"baselines {folders[out]!r} and {label!r} would share the folder {out}: "
                                      "rename one")
                 folders[out] = label
-                spec = {"model": model, "options": options, "train": train if cls.trainable else None,
+                spec = {"model": model, "config": as_dict(cls(**options).config),  # defaults included: a changed
+                        "train": train if cls.trainable else None,                # default is another step
                         "data": features.data.checksum(), "source": "prepared" if source else "all",
                         **(_inputs(features) if source else {})}
                 cached_step(out, spec, lambda fit_it=fit_it, out=out: fit_it(out=out, resume=True))
