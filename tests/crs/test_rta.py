@@ -378,14 +378,20 @@ class PromptLM:
         return torch.randn(10, D, generator=torch.Generator().manual_seed(0))
 
 
-def test_prepare_makes_one_item_prompt_turn_per_item(tmp_path) -> None:
+def test_prepare_makes_one_item_prompt_turn_per_item(tmp_path, monkeypatch) -> None:
+    from lmrec.models.crs.rta import features as rta_features
     from lmrec.models.crs.rta.features import PrepareConfig, load_features, prepare_features
     from lmrec.text.cache import EmbeddingCache
 
     data = catalog_data(12)
     config = PrepareConfig(item_prompt="User: I want to watch {title}.", generate_splits=())
     lm = PromptLM()
-    prepare_features(data, lm, tmp_path, config, cache=EmbeddingCache(tmp_path / "cache"), progress=False)
+    monkeypatch.setattr(rta_features, "ENCODE_CHUNK", 5)  # item prompts are encoded in chunks, with progress lines
+    lines: list[str] = []
+    prepare_features(data, lm, tmp_path, config, cache=EmbeddingCache(tmp_path / "cache"), log=lines.append)
+    progress = [line.split(" (")[0].strip() for line in lines if "item prompts (" in line]
+    assert progress == ["encoded 5/12 item prompts", "encoded 10/12 item prompts", "encoded 12/12 item prompts"]
+    assert len(lm.reuse) >= 3  # one call per chunk
     features = load_features(tmp_path, data)  # through the folder: safetensors + JSON
     turns = features.item_prompt_samples()
     assert [(s.context, s.targets) for s in turns[:2]] == [("User: I want to watch t0.", [0]),

@@ -367,6 +367,27 @@ def load_features(folder: str | Path, data: CRSData) -> LLMFeatures:
     return LLMFeatures(folder, data, payload, meta)
 
 
+def _encode_in_chunks(lm: Any, contexts: Sequence[str], cfg: PrepareConfig, cache: Any, what: str, progress: bool,
+                      log: Callable[[str], None], completions: Sequence[str] | None = None
+                      ) -> tuple[torch.Tensor, dict[str, int]]:
+    """(q float32 (n, d), token counts) of ``contexts`` in order, ``ENCODE_CHUNK`` at a time: each chunk reaches the
+    cache as it finishes (a killed prepare resumes there) and, with ``progress``, logs a line."""
+    start = time.perf_counter()
+    parts = [torch.empty(0, lm.hidden_size)]
+    tokens = {"tokens": 0, "computed": 0}
+    for lo in range(0, len(contexts), ENCODE_CHUNK):
+        answers = None if completions is None else completions[lo : lo + ENCODE_CHUNK]
+        parts.append(lm.encode_contexts(contexts[lo : lo + ENCODE_CHUNK], batch_size=cfg.encode_batch_size,
+                                        max_length=cfg.max_length, completions=answers, cache=cache,
+                                        domain=cfg.domain, n_items=cfg.n_titles, reuse_kv=cfg.reuse_kv))
+        for key in tokens:
+            tokens[key] += lm.last_encoding.get(key, 0)
+        if progress and len(contexts) > ENCODE_CHUNK:
+            log(f"  encoded {min(lo + ENCODE_CHUNK, len(contexts))}/{len(contexts)} {what} "
+                f"({time.perf_counter() - start:.0f} s)")
+    return torch.cat(parts).float().contiguous(), tokens
+
+
 def prepare_features(
     data: CRSData,
     lm: Any,
@@ -412,20 +433,8 @@ def prepare_features(
         elif cfg.q_mode == "completion" and kept:
             raise LmrecError(f"q_mode='completion' needs generations for split {split!r}")
         start = time.perf_counter()
-        parts = [torch.empty(0, lm.hidden_size)]
-        tokens = {"tokens": 0, "computed": 0}
-        for lo in range(0, len(kept), ENCODE_CHUNK):  # chunks reach the cache as they finish: a rerun resumes
-            contexts = [s.context for s in kept[lo : lo + ENCODE_CHUNK]]  # dataset order: conversations, turns
-            answers = None if completions is None else completions[lo : lo + ENCODE_CHUNK]
-            parts.append(lm.encode_contexts(contexts, batch_size=cfg.encode_batch_size, max_length=cfg.max_length,
-                                            completions=answers, cache=cache, domain=cfg.domain, n_items=cfg.n_titles,
-                                            reuse_kv=cfg.reuse_kv))
-            for key in tokens:
-                tokens[key] += lm.last_encoding.get(key, 0)
-            if progress and len(kept) > ENCODE_CHUNK:
-                log(f"  encoded {min(lo + ENCODE_CHUNK, len(kept))}/{len(kept)} {split} turns "
-                    f"({time.perf_counter() - start:.0f} s)")
-        q = torch.cat(parts)
+        q, tokens = _encode_in_chunks(lm, [s.context for s in kept], cfg, cache, f"{split} turns",
+                                      progress, log, completions)
         seconds = time.perf_counter() - start
         info["encoding"] = {"seconds": seconds, "seconds_per_sample": seconds / max(len(kept), 1),
                             "note": "includes cache hits (0 s each)", "reuse_kv": cfg.reuse_kv,
@@ -440,9 +449,7 @@ def prepare_features(
             raise LmrecError("item_prompt needs q_mode='prefix' (item prompts have no generated answer to encode)")
         start = time.perf_counter()
         contexts = item_prompt_contexts(cfg.item_prompt, data.catalog.titles)
-        item_prompt_q = lm.encode_contexts(contexts, batch_size=cfg.encode_batch_size, max_length=cfg.max_length,
-                                           cache=cache, domain=cfg.domain, n_items=cfg.n_titles,
-                                           reuse_kv=cfg.reuse_kv).float().contiguous()
+        item_prompt_q = _encode_in_chunks(lm, contexts, cfg, cache, "item prompts", progress, log)[0]
         meta["item_prompts"] = {"template": cfg.item_prompt, "items": len(contexts),
                                 "seconds": time.perf_counter() - start}
         log(f"item prompts: {len(contexts)} in {meta['item_prompts']['seconds']:.1f} s")
