@@ -223,6 +223,7 @@ def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
     assert rows["reindexed (weighted) real labels"]["train_turns"] == 8 == rows["fism (8 train turns)"]["train_turns"]
     assert table["llm_label_turns"]["answered"] == 8 >= table["llm_label_turns"]["labelled"]
     assert table["turns"] == {"train": 8, "valid": 6, "test": 6} and table["generated_test_turns"] == 3
+    assert table["generated_test_contexts"] == 3
     assert table["loader_skipped"] == {"empty_conversation": 0, "empty_title": 0}
     assert 3 <= rows["zero-shot LLM"]["test"]["hr@10"]["n"] <= 6  # only the 3 answered turns (1 or 2 targets each)
     assert all(rows[r]["test"]["hr@10"]["n"] == 9 for r in rows if r != "zero-shot LLM")
@@ -360,3 +361,12 @@ def test_a_comparison_dataset_may_carry_its_own_split(tmp_path, planted, monkeyp
         run_comparison(["pop"], [{"name": "x", "dataset": "p", "splt": "loo"}], tmp_path)
     with pytest.raises(ValueError, match="no '/' in it"):
         run_comparison(["pop"], [{"name": "a/b", "dataset": "p"}], tmp_path)
+
+
+def test_rta_report_counts_answered_contexts_and_the_turns_that_share_them() -> None:
+    from lmrec.experiments.rta_table import _generated_test
+
+    assert _generated_test({"generated_test_turns": 3, "generated_test_contexts": 3}) == "the LLM answered 3 test turns"
+    assert _generated_test({"generated_test_turns": 518, "generated_test_contexts": 511}) == (
+        "the LLM answered 511 distinct test contexts, the context of 518 test turns")
+    assert _generated_test({"generated_test_turns": 4}) == "the LLM answered 4 test turns"  # a table of before

@@ -272,6 +272,7 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
         "loader_skipped": dict(features.data.skipped),
         "empty_context_turns": {split: features.data.empty_context_turns(split) for split in features.samples},
         "generated_test_turns": len(features.generated_samples("test")),
+        "generated_test_contexts": len({s.context for s in features.generated_samples("test")}),
         "zero_shot_mapped_share": generation.get("mapped_share"),
         "catalog": n_items,
         "llm_label_turns": _llm_label_turns(features),
@@ -400,13 +401,21 @@ def _label_turns_sentence(counts: Mapping[str, int] | None) -> str:
             "on the LLM's labels learns from).")
 
 
+def _generated_test(table: Mapping[str, Any]) -> str:
+    """How many test turns have an LLM answer; an answer is keyed by its context, and turns can share a context."""
+    turns, contexts = table["generated_test_turns"], table.get("generated_test_contexts")
+    if contexts is None or contexts == turns:
+        return f"the LLM answered {turns} test turns"
+    return f"the LLM answered {contexts} distinct test contexts, the context of {turns} test turns"
+
+
 def markdown(table: Mapping[str, Any], buckets_md: str, quantile_md: str = "") -> str:
     turns = table["turns"]
     first = next(row for name, row in table["rows"].items() if name != "zero-shot LLM")
     lines = [
         f"Dataset {table['dataset']}: {table['catalog']} items; prepared turns "
         + ", ".join(f"{k} {v}" for k, v in turns.items())
-        + f"; the LLM generated for {table['generated_test_turns']} test turns. Full ranking, ties by expectation, "
+        + f"; {_generated_test(table)}. Full ranking, ties by expectation, "
           "mean ± SE over (turn, target) pairs. The loader skipped: "
         + (", ".join(f"{n} {reason}" for reason, n in table.get("loader_skipped", {}).items()) or "nothing") + ". "
         + "Recommendations that open a conversation (nothing to condition on) are not turns: "
