@@ -449,9 +449,10 @@ def prepare_features(
             raise LmrecError("item_prompt needs q_mode='prefix' (item prompts have no generated answer to encode)")
         start = time.perf_counter()
         contexts = item_prompt_contexts(cfg.item_prompt, data.catalog.titles)
-        item_prompt_q = _encode_in_chunks(lm, contexts, cfg, cache, "item prompts", progress, log)[0]
+        item_prompt_q, prompt_tokens = _encode_in_chunks(lm, contexts, cfg, cache, "item prompts", progress, log)
         meta["item_prompts"] = {"template": cfg.item_prompt, "items": len(contexts),
-                                "seconds": time.perf_counter() - start}
+                                "seconds": time.perf_counter() - start, "tokens": prompt_tokens["tokens"],
+                                "tokens_computed": prompt_tokens["computed"]}
         log(f"item prompts: {len(contexts)} in {meta['item_prompts']['seconds']:.1f} s")
     tokens = title_tokens(lm, data.catalog.titles, cfg.max_title_tokens)
     tokens_no_year = title_tokens(lm, [strip_year(t) for t in data.catalog.titles], cfg.max_title_tokens)
