@@ -265,14 +265,15 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
     quantile = popularity_buckets(results, counts, bounds, names=("low", "mid", "high")) if len(bounds) == 2 else []
     probe = _cached_probe(rows, features, {**PROBE_DEFAULTS, **settings.get("probe", {})}, folder / "probe.json")
     generation = features.meta.get("splits", {}).get("test", {}).get("generation", {})
+    answered = features.generated_samples("test")
     table = {
         "dataset": dataset,
         "data_checksum": samples_checksum(features.samples),
         "turns": {split: len(s) for split, s in features.samples.items()},
         "loader_skipped": dict(features.data.skipped),
         "empty_context_turns": {split: features.data.empty_context_turns(split) for split in features.samples},
-        "generated_test_turns": len(features.generated_samples("test")),
-        "generated_test_contexts": len({s.context for s in features.generated_samples("test")}),
+        "generated_test_turns": len(answered),
+        "generated_test_contexts": len({s.context for s in answered}),
         "zero_shot_mapped_share": generation.get("mapped_share"),
         "catalog": n_items,
         "llm_label_turns": _llm_label_turns(features),

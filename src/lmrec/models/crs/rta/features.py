@@ -433,6 +433,7 @@ def prepare_features(
         elif cfg.q_mode == "completion" and kept:
             raise LmrecError(f"q_mode='completion' needs generations for split {split!r}")
         start = time.perf_counter()
+        # dataset order (conversations, then their turns): each context extends the last, so the KV cache is reused
         q, tokens = _encode_in_chunks(lm, [s.context for s in kept], cfg, cache, f"{split} turns",
                                       progress, log, completions)
         seconds = time.perf_counter() - start
