@@ -279,11 +279,12 @@ def load_dataset(
             raise ValueError(f"format {fmt!r} has no split of its own: use e.g. split={DEFAULT_SPLIT!r}")
         if min_rating is not None:
             raise ValueError(f"format {fmt!r} has no ratings: min_rating must be None")
-        fixed = FIXED_SPLITS[fmt](folder, name, seed)
-        return fixed if keep is None else thin_train(fixed, keep, seed)
-    if fmt not in FORMATS:
+        data = FIXED_SPLITS[fmt](folder, name, seed)
+    elif fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    return parse_split(split, FORMATS[fmt](folder, name=name, min_rating=min_rating), seed)
+    else:
+        data = parse_split(base, FORMATS[fmt](folder, name=name, min_rating=min_rating), seed)
+    return data if keep is None else thin_train(data, keep, seed)
 
 
 @dataclass
