@@ -44,7 +44,7 @@ from lmrec.models.base import Model, Recommender, get_model
 from lmrec.settings import SettingsError, as_dict, build
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict, with_prefix
 from lmrec.train import distributed
-from lmrec.train.trainer import CHECKPOINT_FILE, RESUME_MAY_CHANGE, TrainConfig, TrainLog, resolve_device
+from lmrec.train.trainer import CHECKPOINT_FILE, RESUME_MAY_CHANGE, TrainConfig, TrainLog, resolve_device, with_legacy
 
 FORMAT, VERSION = "lmrec-run", 1
 MANIFEST, WEIGHTS, METRICS, PER_USER = "manifest.json", "model.safetensors", "metrics.json", "per-user.safetensors"
@@ -300,6 +300,7 @@ def fit(
     features: Any = None,
     base: Run | Model | None = None,
     ref: DataRef | None = None,
+    label: str | None = None,
     **settings: Any,
 ) -> Run:
     """Fit a model (a registered name with its ``settings``, or a model object) on ``data`` (a dataset, a registered
@@ -310,9 +311,12 @@ def fit(
 
     CRS models: ``features`` is a prepared folder (``lmrec crs prepare``) or :class:`LLMFeatures` for the models
     that use the LLM (and restricts training to its prepared turns); ``base`` the reindex run ``rta_adapt`` adapts.
-    ``ref`` records how to load an in-memory ``data`` again (default: its name).
+    ``ref`` records how to load an in-memory ``data`` again (default: its name). ``label``: a display name kept in
+    the manifest (e.g. a comparison's ``alpharec~tau=0.2``; the folder's name may differ).
     """
     model, dataset, task, train_config, features, manifest = _plan(model, data, train, features, ref, settings)
+    if label is not None:
+        manifest["label"] = label
     folder = Path(out) if out is not None else None
     if folder is not None and _claim_once(folder, overwrite, resume, manifest):
         return Run.load(folder, data=dataset)  # complete already, with these settings
@@ -576,16 +580,30 @@ def claim_folder(folder: Path, overwrite: bool = False, resume: bool = False,
 def settings_differ(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """The manifest keys in which run ``saved`` was made with other settings than ``wanted`` asks for (model, task,
     model and training settings, data checksum); an unfinished run may change what resuming allows."""
-    keys = ("model", "task", "model_config", "data_checksum")
+    keys = ("model", "task", "data_checksum")
     diff = [k for k in keys if saved.get(k) != wanted.get(k)]
+    if _with_defaults(saved) != _with_defaults(wanted):
+        diff.append("model_config")
     protocol = lambda m: {k: v for k, v in (m.get("evaluation") or {}).items() if k not in EVALUATION_NOTES}  # noqa: E731
     if protocol(saved) != protocol(wanted):
         diff.append("evaluation")
     ignore = RESUME_MAY_CHANGE if saved.get("status") != "complete" else ("progress", "device")
     strip = lambda c: {k: v for k, v in (c or {}).items() if k not in ignore}  # noqa: E731
-    if strip(saved.get("train_config")) != strip(wanted.get("train_config")):
+    legacy = lambda c: with_legacy(c) if c is not None else None  # noqa: E731
+    if strip(legacy(saved.get("train_config"))) != strip(legacy(wanted.get("train_config"))):
         diff.append("train_config")
     return diff
+
+
+def _with_defaults(manifest: Mapping[str, Any]) -> Any:
+    """The manifest's model settings with those its model gained since (absent from an older manifest) at their
+    defaults: a setting is added with the default that keeps the earlier behaviour."""
+    config = manifest.get("model_config")
+    try:
+        defaults = as_dict(get_model(manifest["model"], manifest["task"]).Config())
+    except (LmrecError, KeyError):
+        return config
+    return {**defaults, **config} if isinstance(config, dict) else config
 
 
 def _check_same_run(folder: Path, saved: dict[str, Any], wanted: dict[str, Any] | None) -> None:

@@ -16,7 +16,7 @@ def write_run(folder: Path, valid: dict[int, float], seconds: float = 2.0, n_epo
               finished: bool = True, model: str | None = None, dataset: str | None = None,
               train: dict | None = None) -> None:
     folder.mkdir(parents=True)
-    lines = [json.dumps({"epoch": e, "loss": 1.0, "seconds": seconds,
+    lines = [json.dumps({"epoch": e, "loss": 1.0, "seconds": seconds, "steps": 4,
                          "valid": {"recall@20": valid[e], "ndcg@20": 0.0} if e in valid else None})
              for e in range(1, (n_epochs or max(valid)) + 1)]
     (folder / "log.jsonl").write_text("\n".join(lines) + "\n")
@@ -46,6 +46,7 @@ def test_summary_counts_epochs_and_training_seconds(runs):
     rows = {(r["dataset"], r["model"]): r for r in (c.summary() for c in C.find_curves(runs))}
     a = rows["ds1", "alpharec"]
     assert (a["best_valid"], a["epoch_to_best"], a["seconds_to_best"]) == (0.20, 15, 45.0)
+    assert a["steps_to_best"] == 60  # 15 epochs of 4 optimizer steps
     assert (a["epoch_to_95pct"], a["seconds_to_95pct"]) == (10, 30.0)  # 0.19 >= 0.95 * 0.20
     assert (a["epochs_run"], a["seconds_run"], a["seconds_per_epoch"]) == (20, 60.0, 3.0)
     g = rows["ds1", "lightgcn"]
@@ -67,7 +68,7 @@ def test_run_convergence_writes_table_and_plot(runs, tmp_path):
     C.run_convergence(runs, out)
     text = (out / "convergence.md").read_text()
     assert "### ds1" in text and "### ds2" in text
-    assert "| alpharec | 0.2000 | 15 | 45 | 10 | 30 | 20 | early stop | 3.00 |" in text
+    assert "| alpharec | 0.2000 | 15 | 60 | 45 | 10 | 30 | 20 | early stop | 3.00 |" in text
     assert "mf (still training)" in text
     assert (out / "convergence.png").read_bytes()[:4] == b"\x89PNG"
     assert len(json.loads((out / "convergence.json").read_text())) == 4

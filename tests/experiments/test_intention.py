@@ -133,7 +133,9 @@ def test_an_intention_describing_the_target_lifts_it(model, data):
     cases = I.make_cases(data)
     ranks = I.evaluate_intention(model, data, cases, encode_targets(data), alphas=(0.0, 1.0))
     without, with_ = I.hit_and_ndcg(ranks[0.0])[0].mean(), I.hit_and_ndcg(ranks[1.0])[0].mean()
-    assert with_ > without + 0.1
+    assert with_ >= without  # near the ceiling here (HR@5 0.93 without): the ranks show the lift
+    assert ranks[1.0].mean() < 0.5 * ranks[0.0].mean()
+    assert (ranks[1.0] < ranks[0.0]).mean() > 0.3 and not (ranks[1.0] > ranks[0.0]).any()
 
 
 def test_run_intention_writes_json_markdown_and_plot(model, data, tmp_path):
@@ -185,3 +187,4 @@ def test_cli_intention(patched_run, tmp_path, capsys):
     assert cli.main(["intention", patched_run, "--out", str(tmp_path), "--users", "12"]) == 0
     assert "HR@5" in capsys.readouterr().out
     assert json.loads((tmp_path / "intention.json").read_text())["users"] == 12
+

@@ -59,7 +59,7 @@ def test_a_reproduction_goes_on_from_the_records_of_another(tmp_path, planted, m
     assert cli.main(["reproduce", "alpharec", "--configs", str(tmp_path / "configs"), "--out", str(first),
                      "--publish", str(published)]) == 0
     records = published / "records" / "01-comparison" / "p"
-    assert sorted(p.name for p in records.iterdir()) == ["lightgcn", "mf~lr=0.001", "mf~lr=0.01", "pop"]
+    assert sorted(p.name for p in records.iterdir()) == ["lightgcn", "mf_lr-0.001", "mf_lr-0.01", "pop"]
     assert sorted(p.name for p in (records / "lightgcn").iterdir()) == sorted(RECORD_FILES)  # no weights
     capsys.readouterr()
 
@@ -80,7 +80,7 @@ def test_a_reproduction_goes_on_from_the_records_of_another(tmp_path, planted, m
     chosen = set(tables[1]["p"]["selected"].values()) - {"pop"}  # pop has no training log
     assert {row["model"] for row in convergence[1]} == chosen and len(chosen) == 2  # one mf grid point of two
     assert sorted(p.name for p in (second / "report" / "records" / "01-comparison" / "p").iterdir()) == \
-        ["lightgcn", "mf~lr=0.001", "mf~lr=0.01", "pop"]  # the new report carries them on
+        ["lightgcn", "mf_lr-0.001", "mf_lr-0.01", "pop"]  # the new report carries them on
 
     (configs / "01-comparison.toml").write_text(TABLES["01-comparison.toml"].replace("mf = { set = { emb_dim = 8 }",
                                                                                       "mf = { set = { emb_dim = 16 }"))

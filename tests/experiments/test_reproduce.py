@@ -350,8 +350,8 @@ def test_a_comparison_dataset_may_carry_its_own_split(tmp_path, planted, monkeyp
     results = run_comparison(["pop"], ["p", thin], tmp_path, focus=None)
     assert list(results) == ["p", "p, half the training"]
     assert set(loaded) == {None, "ratio:0.4,0.3,0.3+thin:0.5"}
-    assert (tmp_path / "p, half the training" / "pop" / "manifest.json").exists()
-    manifest = json.loads((tmp_path / "p, half the training" / "pop" / "manifest.json").read_text())
+    assert (tmp_path / "p_half-the-training" / "pop" / "manifest.json").exists()
+    manifest = json.loads((tmp_path / "p_half-the-training" / "pop" / "manifest.json").read_text())
     assert manifest["data"]["split"] == "ratio:0.4,0.3,0.3+thin:0.5"
     checksums = reproduce.environment([], tmp_path, quick=False)["data_checksums"]
     assert checksums == {"p": results["p"]["checksum"],
@@ -370,3 +370,66 @@ def test_rta_report_counts_answered_contexts_and_the_turns_that_share_them() -> 
     assert _generated_test({"generated_test_turns": 518, "generated_test_contexts": 511}) == (
         "the LLM answered 511 distinct test contexts, the context of 518 test turns")
     assert _generated_test({"generated_test_turns": 4}) == "the LLM answered 4 test turns"  # a table of before
+
+
+# -- seeds, widening and folder names ---------------------------------------------------------------------------
+def test_labels_become_plain_folder_names():
+    from lmrec.experiments.compare import slug
+
+    assert slug("alpharec~tau=0.2,seed=2025") == "alpharec_tau-0.2_seed-2025"
+    assert slug("movielens-100k, train 10%") == "movielens-100k_train-10pct"
+    assert slug("mf~lr=0.001") == "mf_lr-0.001"
+    with pytest.raises(ValueError, match="no letters or digits"):
+        slug("~=,")
+
+
+def test_next_grid_value_follows_the_grids_own_step():
+    from lmrec.experiments.compare import next_value
+
+    assert next_value([0.1, 0.15, 0.2], upward=True) == 0.25  # arithmetic
+    assert next_value([0.1, 0.15, 0.2], upward=False) == 0.05
+    assert next_value([0.05, 0.1, 0.15], upward=False) == 0.025  # 0 would leave the range: halved
+    assert next_value([5e-4, 1e-3, 2e-3], upward=True) == 4e-3  # geometric
+    assert next_value([5e-4, 1e-3, 2e-3], upward=False) == 2.5e-4
+    assert next_value([0.05, 0.07, 0.1], upward=True) == 0.14  # uneven steps: geometric, two digits
+
+
+def test_seeds_replicate_each_chosen_point_and_widening_leaves_no_edge(tmp_path, planted):
+    specs = [*grid_specs("mf", "mf", {"emb_dim": 8}, FAST, {"lr": [1e-4, 2e-4, 4e-4]}),
+             *grid_specs("lgcn", "lightgcn", {"emb_dim": 8}, FAST, {"lr": [1e-4, 2e-4, 4e-4]}), "pop"]
+    lines = []
+    results = run_comparison(specs, ["p"], tmp_path, focus="lgcn", seeds=[1, 2], focus_seeds=[3], widen=True,
+                             log=lines.append)["p"]
+    rows, selected = results["models"], results["selected"]
+    tuning = {n: r for n, r in rows.items() if r["point"] == n}
+    assert sum(r["family"] == "lgcn" for r in tuning.values()) > 3  # its first choice sat at an edge: widened
+    best = max(r["valid"]["recall@20"]["mean"] for r in tuning.values())
+    for family, name in selected.items():  # the rule: no edge left within 10% of the best
+        assert not rows[name]["grid_edges"] or rows[name]["valid"]["recall@20"]["mean"] < 0.9 * best
+    replicates = results["replicates"]
+    assert [rows[n]["seed"] for n in replicates["lgcn"]] == [1, 2, 3]  # the focus: seeds and focus seeds
+    best = results["focus"]["best_family"]
+    assert len(replicates["pop"]) == 1  # untrained: nothing random to replicate
+    assert len(replicates["mf"]) == (3 if best == "mf" else 2)
+    assert all(rows[n]["point"] == selected["lgcn"] for n in replicates["lgcn"])
+    assert results["focus"]["seeds"] == [1, 2, 3] and len(results["focus"]["per_seed"]) == 3
+    assert "seed_welch_pvalue" in results["focus"] or best == "pop"
+    text = markdown({"p": results})
+    assert "over the training seeds" in text and "(u ± " in text and "Per seed: seed 1 " in text
+    assert (tmp_path / "p" / f"{selected['lgcn'].replace('~', '_').replace('=', '-')}_seed-3" / "manifest.json"
+            ).exists()
+    again = run_comparison(specs, ["p"], tmp_path, focus="lgcn", seeds=[1, 2], focus_seeds=[3], widen=True)["p"]
+    assert again["models"] == rows  # every run finished already: the same decisions, nothing trained
+
+
+def test_records_from_before_a_setting_existed_match_only_what_they_did(tmp_path, planted):
+    from lmrec.run import settings_differ
+
+    spec = RunSpec("lgcn", "lightgcn", {"emb_dim": 8}, FAST)
+    run_comparison([spec], ["p"], tmp_path, focus=None)
+    saved = json.loads((tmp_path / "p" / "lgcn" / "manifest.json").read_text())
+    old = {**saved, "train_config": {k: v for k, v in saved["train_config"].items() if k != "streams"},
+           "model_config": {k: v for k, v in saved["model_config"].items() if k != "n_layers"}}
+    assert settings_differ(old, saved) == ["train_config"]  # written before streams: they were shared
+    shared = {**saved, "train_config": {**saved["train_config"], "streams": "shared"}}
+    assert settings_differ(old, shared) == []  # a model setting added since is at its default

@@ -304,3 +304,46 @@ def test_steps_are_logged_per_epoch_and_summed_in_the_run():
 
     summary = _fit_summary(log, 1.0)
     assert summary["steps_run"] == sum(r.steps for r in log.records) > 0
+
+
+# -- random streams and step budgets ---------------------------------------------------------------------------
+def test_each_model_and_grid_point_draws_its_own_stream_unless_shared():
+    from lmrec.models.base import get_model
+
+    cfg = TrainConfig(seed=7)
+    a, b = get_model("alpharec")(tau=0.15), get_model("alpharec")(tau=0.2)
+    seeds = {a.stream_seed(cfg), b.stream_seed(cfg), get_model("linear_map")().stream_seed(cfg)}
+    assert len(seeds) == 3 and 7 not in seeds
+    assert a.stream_seed(cfg) == get_model("alpharec")(tau=0.15).stream_seed(TrainConfig(seed=7))  # reproducible
+    assert a.stream_seed(TrainConfig(seed=8)) != a.stream_seed(cfg)
+    assert a.stream_seed(TrainConfig(seed=7, epochs=3, progress=False)) == a.stream_seed(cfg)  # bookkeeping only
+    assert a.stream_seed(TrainConfig(seed=7, lr=0.1)) != a.stream_seed(cfg)
+    shared = TrainConfig(seed=7, streams="shared")
+    assert a.stream_seed(shared) == b.stream_seed(shared) == 7
+
+
+def test_steps_per_epoch_fixes_the_optimizer_steps_of_an_epoch():
+    from lmrec.train.trainer import _epoch_batches
+
+    class Two:
+        def batches(self, rng, batch_size):
+            yield from (rng.integers(100), rng.integers(100))
+
+    rng = np.random.default_rng(0)
+    assert len(list(_epoch_batches(Two(), rng, TrainConfig(steps_per_epoch=5)))) == 5  # passes chained
+    assert len(list(_epoch_batches(Two(), rng, TrainConfig(steps_per_epoch=1)))) == 1
+    assert len(list(_epoch_batches(Two(), rng, TrainConfig()))) == 2
+
+
+def test_a_step_budget_run_resumes_exactly(tmp_path):
+    from lmrec.models.base import get_model
+
+    data = planted_data()
+    train = {"epochs": 4, "eval_every": 1, "batch_size": 16, "steps_per_epoch": 3, "checkpoint_every": 1,
+             "progress": False}
+    whole = get_model("lightgcn")(emb_dim=8).fit(data, train)
+    assert [r.steps for r in whole.records] == [3, 3, 3, 3]
+    get_model("lightgcn")(emb_dim=8).fit(data, {**train, "epochs": 2}, folder=tmp_path)  # stopped at 2 of 4
+    again = get_model("lightgcn")(emb_dim=8).fit(data, train, folder=tmp_path, resume=True)
+    assert again.resumed_at == 2
+    assert [r.valid for r in again.records] == [r.valid for r in whole.records]

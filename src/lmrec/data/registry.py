@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lmrec.data.conversations import CRSData
 from lmrec.data.interactions import Interactions, SplitData
-from lmrec.data.loaders import amazon, lightgcn_txt, movielens
+from lmrec.data.loaders import amazon, lightgcn_txt, movielens, recbole
 from lmrec.data.splits import parse_split, split_modifier, thin_train
 from lmrec.errors import LmrecError
 
@@ -92,6 +92,17 @@ DATASETS: dict[str, DatasetSpec] = {
             note="own leave-one-out split available with split='fixed'; ids are asins and reviewer ids",
         ),
         DatasetSpec(
+            "amazon-video-games-2018", "recbole", "amazon-video-games-2018",
+            description="Amazon 2018 Video Games 5-core, LLMRank's Games-6k preprocessing: 50,546 users, 16,859 "
+            "items with titles, 440,264 interactions in time order",
+            licence="Amazon review data (Ni, Li, McAuley 2019): research use; LLMRank repository MIT",
+            url="https://github.com/RUCAIBox/LLMRank",
+            note="AlphaRec's Games category (the paper's own files, 40,834 users / 14,344 items / 390,013 "
+            "interactions, are not released offline); full sequences rebuilt from the valid / test files; "
+            "split='fixed' is LLMRank's leave-one-out",
+            aliases=("games",),
+        ),
+        DatasetSpec(
             "inspired", "inspired", "inspired", split="fixed", task="crs",
             description="INSPIRED movie-recommendation dialogues, UniCRS split: 801 / 99 / 99 conversations",
             licence="not stated by its authors (sweetpeach/Inspired)", url="https://github.com/sweetpeach/Inspired",
@@ -128,6 +139,7 @@ FORMATS: dict[str, Loader] = {
     "amazon-2018": amazon.load_amazon_2018,
     "unisrec": _no_ratings(amazon.load_unisrec_interactions, "unisrec"),
     "lcrec": _no_ratings(amazon.load_lcrec, "lcrec"),
+    "recbole": recbole.load_recbole,
 }
 def _crs_loader(module: str, function: str) -> Callable[[Path], CRSData]:
     def load(folder: Path) -> CRSData:
@@ -147,6 +159,7 @@ CRS_FORMATS: dict[str, Callable[[Path], CRSData]] = {
 FIXED_SPLITS: dict[str, Callable[[Path, str, int], SplitData]] = {
     "lightgcn": lambda folder, name, seed: lightgcn_txt.load_lightgcn_txt(folder, name, seed=seed),
     "unisrec": lambda folder, name, seed: amazon.load_unisrec_split(folder, name),
+    "recbole": lambda folder, name, seed: recbole.load_recbole_split(folder, name),
 }
 
 
@@ -210,8 +223,10 @@ def detect_format(folder: str | Path) -> str:
         return "movielens-latest"
     if has("ratings.dat"):
         return "movielens-1m"
-    if any(n.endswith(".train.inter") for n in names):
+    if any(n.endswith(".train.inter") for n in names) and any(n.endswith(".item2index") for n in names):
         return "unisrec"
+    if any(n.endswith((".inter", ".inter.gz")) for n in names):
+        return "recbole"
     if any(n.endswith((".inter.json", ".inter.json.gz")) for n in names):
         return "lcrec"
     if any(n.endswith((".json", ".json.gz")) for n in names):

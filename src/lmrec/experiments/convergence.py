@@ -1,11 +1,13 @@
-"""Convergence (paper §2.8): how many epochs and seconds each model needs to reach its best validation score.
+"""Convergence (paper §2.8): how many epochs, optimizer steps and seconds each model needs to reach its best
+validation score.
 
 Reads run folders (``<root>/<dataset>/<model>/`` with ``log.jsonl`` and ``manifest.json``; see :mod:`lmrec.run`).
 For each run, from the validation points in its log:
 
     best = max_t v_t,  epoch to best = first evaluated epoch t with v_t = best,
     epoch to 95% = first evaluated epoch t with v_t ≥ 0.95·best,
-    seconds to t = Σ_{epochs ≤ t} training seconds of the epoch (validation time excluded).
+    seconds to t = Σ_{epochs ≤ t} training seconds of the epoch (validation time excluded),
+    steps to t = Σ_{epochs ≤ t} optimizer steps of the epoch (an epoch's steps differ between datasets and budgets).
 
 The selection metric is the run's own (``train_config.metric``, Recall@20 by default). A run whose manifest is not
 complete is still training and is marked as such (its numbers may change). Models without a training
@@ -38,6 +40,7 @@ class Curve:
     epochs: np.ndarray  # evaluated epochs
     values: np.ndarray  # validation metric at those epochs
     seconds: np.ndarray  # cumulative training seconds at those epochs
+    steps: np.ndarray  # cumulative optimizer steps at those epochs
     epochs_run: int
     seconds_run: float
     finished: bool
@@ -67,7 +70,7 @@ class Curve:
         return {
             "dataset": self.dataset, "model": self.model, "metric": self.metric, "finished": self.finished,
             "best_valid": best, "epoch_to_best": int(self.epochs[at_best]),
-            "seconds_to_best": float(self.seconds[at_best]),
+            "seconds_to_best": float(self.seconds[at_best]), "steps_to_best": int(self.steps[at_best]),
             f"epoch_to_{round(100 * fraction)}pct": int(self.epochs[at_frac]),
             f"seconds_to_{round(100 * fraction)}pct": float(self.seconds[at_frac]),
             "epochs_run": self.epochs_run, "seconds_run": self.seconds_run,
@@ -87,12 +90,14 @@ def read_run(folder: Path) -> Curve | None:
     metric = (train_config or {}).get("metric", "recall@20")
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     seconds = np.cumsum([r["seconds"] for r in records]) if records else np.zeros(0)
-    points = [(r["epoch"], r["valid"][metric], seconds[i]) for i, r in enumerate(records)
+    steps = np.cumsum([r.get("steps", 0) for r in records]) if records else np.zeros(0)
+    points = [(r["epoch"], r["valid"][metric], seconds[i], steps[i]) for i, r in enumerate(records)
               if r.get("valid") and metric in r["valid"]]
-    epochs, values, secs = (np.array(c) for c in zip(*points, strict=True)) if points else (np.zeros(0),) * 3
+    epochs, values, secs, at_steps = (np.array(c) for c in zip(*points, strict=True)) if points else (
+        np.zeros(0),) * 4
     dataset = Path((config.get("data") or {}).get("dataset") or folder.parent.name).name
-    return Curve(dataset, folder.name, metric, epochs.astype(int), values.astype(float),
-                 secs.astype(float), len(records), float(seconds[-1]) if len(seconds) else 0.0,
+    return Curve(dataset, config.get("label") or folder.name, metric, epochs.astype(int), values.astype(float),
+                 secs.astype(float), at_steps.astype(int), len(records), float(seconds[-1]) if len(seconds) else 0.0,
                  config.get("status") == "complete", folder, train_config)
 
 
@@ -108,7 +113,10 @@ def find_curves(root: Path, comparison: Path | None = None) -> list[Curve]:
     comparison = comparison or root / "results.json"
     if comparison.exists():
         results = json.loads(comparison.read_text())
-        chosen = {(d, name) for d, block in results.items() for name in (block.get("selected") or {}).values()}
+        from lmrec.experiments.compare import slug
+
+        chosen = {(slug(d), slug(name)) for d, block in results.items()
+                  for name in (block.get("selected") or {}).values()}
         curves = [c for c in curves if (c.folder.parent.name, c.folder.name) in chosen] if chosen else curves
     if not curves:
         raise LmrecError(f"{root}: no run folder with a log.jsonl below it")
@@ -122,15 +130,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         metric = next((r["metric"] for r in block if "metric" in r), "recall@20")
         lines += [f"### {dataset}", "",
                   f"Validation {metric}; seconds are training seconds (validation excluded), summed over epochs.", "",
-                  "| model | best valid | epoch to best | s to best | epoch to 95% | s to 95% | epochs run | stop | "
-                  "s/epoch |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| model | best valid | epoch to best | steps to best | s to best | epoch to 95% | s to 95% | "
+                  "epochs run | stop | s/epoch |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in block:
             name = r["model"] + ("" if r["finished"] else " (still training)")
             if not r["evaluations"]:
-                lines.append(f"| {name} | - | - | - | - | - | {r['epochs_run']} | {r['stop']} | - |")
+                lines.append(f"| {name} | - | - | - | - | - | - | {r['epochs_run']} | {r['stop']} | - |")
                 continue
             lines.append(
-                f"| {name} | {r['best_valid']:.4f} | {r['epoch_to_best']} | {r['seconds_to_best']:.0f} | "
+                f"| {name} | {r['best_valid']:.4f} | {r['epoch_to_best']} | {r['steps_to_best']} | "
+                f"{r['seconds_to_best']:.0f} | "
                 f"{r['epoch_to_95pct']} | {r['seconds_to_95pct']:.0f} | {r['epochs_run']} | {r['stop']} | "
                 f"{r['seconds_per_epoch']:.2f} |")
         lines.append("")

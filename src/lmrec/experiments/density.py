@@ -16,6 +16,7 @@ from typing import Any
 
 from lmrec.data.registry import DEFAULT_SPLIT
 from lmrec.eval.report import estimate_cell
+from lmrec.experiments.compare import family_estimate
 from lmrec.io import atomic_write, write_json
 
 METRIC = "recall@20"
@@ -36,7 +37,7 @@ def summary(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for label, block in results.items():
         s = block["stats"]
-        models = {family: block["models"][name]["test"][METRIC] for family, name in block["selected"].items()}
+        models = {family: family_estimate(block, family, METRIC) for family in block["selected"]}
         rows.append({"dataset": label, "train": s["train"], "density": s["train"] / (s["users"] * s["items"]),
                      "models": models, "focus": block.get("focus")})
     return rows

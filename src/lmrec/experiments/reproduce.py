@@ -79,8 +79,10 @@ def load_table(path: Path, quick: bool = False) -> Table:
 
 #: experiment -> (required [run] keys, optional [run] keys)
 SETTINGS = {
-    "compare": ({"datasets", "models"}, {"train", "train_by_dataset", "focus", "seed", "runs_in"}),
-    "density": ({"dataset", "shares", "models"}, {"split", "train", "focus", "seed"}),
+    "compare": ({"datasets", "models"}, {"train", "train_by_dataset", "focus", "seed", "runs_in", "seeds",
+                                         "focus_seeds", "widen"}),
+    "density": ({"dataset", "shares", "models"}, {"split", "train", "focus", "seed", "seeds", "focus_seeds",
+                                                  "widen", "runs_in"}),
     "zeroshot": ({"transfers"}, {"train", "set", "lightgcn", "seed"}),
     "intention": ({"run"}, {"alpha", "alphas", "n_users", "seed"}),
     "convergence": ({"runs"}, set()),
@@ -226,7 +228,8 @@ def _comparison(s: Mapping[str, Any], folder: Path, root: Path, context: Context
                              focus=s.get("focus", "alpharec"), seed=s.get("seed", 2024),
                              dataset_train_overrides=s.get("train_by_dataset", {}), jobs=context.jobs,
                              runs_dir=root / runs, log=context.log, records=context.records / runs,
-                             reuse=context.reuse / runs if context.reuse else None)
+                             reuse=context.reuse / runs if context.reuse else None, seeds=s.get("seeds"),
+                             focus_seeds=s.get("focus_seeds"), widen=s.get("widen", False))
     return results
 
 

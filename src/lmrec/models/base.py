@@ -20,7 +20,7 @@ import torch
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.registry import Registry
-from lmrec.settings import build, settings
+from lmrec.settings import as_dict, build, settings
 from lmrec.train.trainer import TrainConfig, TrainLog
 
 MODELS: Registry[type[Model]] = Registry("model", ("lmrec.models.cf", "lmrec.models.crs"))
@@ -54,6 +54,14 @@ class Model:
                      config: ModelConfig | None = None) -> TrainConfig:
         """The paper's training values (``train_defaults``) overridden by ``overrides``; validated."""
         return TrainConfig.with_overrides(cls.train_defaults, overrides)
+
+    def identity(self) -> dict[str, Any]:
+        """The model's name and settings: what makes its random streams its own (:meth:`TrainConfig.stream_seed`)."""
+        return {"name": self.name, "config": as_dict(self.config)}
+
+    def stream_seed(self, train: TrainConfig) -> int:
+        """This model's seed of sampling and initialisation under ``train`` (:meth:`TrainConfig.stream_seed`)."""
+        return train.stream_seed(self.identity())
 
     # -- learned state (safetensors) -----------------------------------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:

@@ -70,7 +70,8 @@ class TorchRecommender(Recommender):
             resume: bool = False) -> TrainLog:
         cfg = self.train_config(train, self.config)
         self.device = resolve_device(cfg.device)
-        self.prepare(data, cfg.seed)
+        seed = self.stream_seed(cfg)
+        self.prepare(data, seed)
 
         def validate() -> dict[str, float]:
             """Full ranking of ``data.valid`` (train items masked) at the selection metric and @20."""
@@ -80,7 +81,7 @@ class TorchRecommender(Recommender):
                               cold_users="exclude", world=distributed.current())
             return {name: est.mean for name, est in result.summary().items()}
 
-        return Trainer.in_folder(cfg, folder).run(self, validate, resume=resume)
+        return Trainer.in_folder(cfg, folder).run(self, validate, resume=resume, seed=seed)
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         return self.net.parameters()

@@ -8,8 +8,10 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
@@ -29,6 +31,10 @@ LOG_FILE = "log.jsonl"  # one JSON line per epoch, in a run folder
 RESUME_MAY_CHANGE = ("epochs", "progress", "device")  # settings a resumed run may change (more epochs: go on)
 CHECKPOINT_FILE = "checkpoint.safetensors"  # the resumable training state, in a run folder
 METRIC_PATTERN = r"^(recall|ndcg|hr|mrr|precision)@[1-9][0-9]*$"
+# the training settings that change what a model learns from its random streams (see TrainConfig.stream_seed)
+STREAM_SETTINGS = ("lr", "weight_decay", "batch_size", "optimizer", "grad_clip", "steps_per_epoch")
+# what runs made before a setting existed did, for settings added later (a saved config without the key means this)
+LEGACY_VALUES: dict[str, Any] = {"streams": "shared", "steps_per_epoch": None}
 
 
 @settings
@@ -57,6 +63,13 @@ class TrainConfig:
     grad_clip: Annotated[float | None, Field(gt=0, description="max global gradient norm")] = None
     device: Annotated[Device, Field(description="where tensors live: cpu, cuda or mps")] = "cpu"
     checkpoint_every: Annotated[int, Field(ge=1, description="write a resumable checkpoint every N epochs")] = 5
+    streams: Annotated[Literal["model", "shared"], Field(
+        description="random streams of sampling and initialisation: 'model' derives them from the seed and the "
+        "model's settings (each model and grid point its own), 'shared' from the seed alone (every model the same "
+        "draws)")] = "model"
+    steps_per_epoch: Annotated[int | None, Field(
+        ge=1, description="an epoch is this many optimizer steps instead of one pass over the training data, so "
+        "epochs, eval_every and patience count the same steps on data of any size")] = None
 
     @classmethod
     def with_overrides(cls, defaults: dict[str, Any] | None, overrides: TrainConfig | dict[str, Any] | None
@@ -66,6 +79,18 @@ class TrainConfig:
             return overrides
         return build(cls, {**(defaults or {}), **(overrides or {})}, what="training setting")
 
+    def stream_seed(self, identity: Mapping[str, Any]) -> int:
+        """The seed of a model's random streams (sampling, initialisation, dropout). ``streams="shared"``: ``seed``.
+        ``"model"``: a 64-bit seed derived from ``seed``, the model's ``identity`` (its name and settings) and the
+        training settings that shape learning (:data:`STREAM_SETTINGS`), so two models (or two grid points of one)
+        trained with the same ``seed`` draw independent streams, and no epoch is lucky for all of them at once."""
+        if self.streams == "shared":
+            return self.seed
+        key = json.dumps({"model": identity, **{k: getattr(self, k) for k in STREAM_SETTINGS}}, sort_keys=True,
+                         default=str)
+        return int(np.random.SeedSequence([self.seed % 2**64, zlib.crc32(key.encode())]).generate_state(
+            1, np.uint64)[0] % 2**63)
+
     @property
     def metric_name(self) -> str:
         return self.metric.partition("@")[0]
@@ -73,6 +98,12 @@ class TrainConfig:
     @property
     def metric_k(self) -> int:
         return int(self.metric.partition("@")[2])
+
+
+def with_legacy(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved training config with the settings added since it was written filled in with what such runs did
+    (:data:`LEGACY_VALUES`), so it compares equal to the same settings asked for today."""
+    return {**LEGACY_VALUES, **saved}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -193,18 +224,24 @@ class Trainer:
             return cls(config)
         return cls(config, Path(folder) / LOG_FILE, Path(folder) / CHECKPOINT_FILE)
 
-    def run(self, model: TorchTrainable, validate: Validate | None, resume: bool = False) -> TrainLog:
+    def run(self, model: TorchTrainable, validate: Validate | None, resume: bool = False, seed: int | None = None
+            ) -> TrainLog:
         """Epochs of ``model.batches`` with ``cfg.optimizer``; every ``eval_every`` epochs ``validate()`` must
         return ``cfg.metric``; the best state is kept and restored. Without ``validate`` the last state is kept.
-        ``resume``: continue from ``checkpoint_path`` (same settings), giving the same result as an unbroken run."""
+        ``resume``: continue from ``checkpoint_path`` (same settings), giving the same result as an unbroken run.
+        ``seed``: of the batches' random stream (default ``cfg.seed``; models pass ``cfg.stream_seed(...)``).
+        With ``cfg.steps_per_epoch`` an epoch is that many batches, drawn from ``model.batches`` called afresh as
+        often as needed (the rest of a pass is not carried over: an epoch starts from the saved random state, so a
+        resumed run equals an unbroken one)."""
         cfg = self.config
         world = distributed.current()
         if world.active and not getattr(model, "supports_distributed", False):
             raise LmrecError(f"{getattr(model, 'name', 'this model')} does not support distributed training; "
                              "run it in one process")
         self.world = world
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
+        seed = cfg.seed if seed is None else seed
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
         groups = getattr(model, "param_groups", None)  # per-parameter learning rates, where a model has them
@@ -232,7 +269,7 @@ class Trainer:
             t0 = time.perf_counter()
             model.set_training(True)
             total, n_batches = 0.0, 0
-            for batch in model.batches(rng, cfg.batch_size):
+            for batch in _epoch_batches(model, rng, cfg):
                 optimizer.zero_grad(set_to_none=True)
                 loss = _rank_loss(model, to_device(batch, device), world)
                 if loss.requires_grad:
@@ -314,7 +351,7 @@ class Trainer:
         if path is None or not Path(path).exists():
             return None
         tensors, meta = tensorfile.load_tensors(Path(path))
-        saved = {k: v for k, v in meta["config"].items() if k not in RESUME_MAY_CHANGE}
+        saved = {k: v for k, v in with_legacy(meta["config"]).items() if k not in RESUME_MAY_CHANGE}
         wanted = {k: v for k, v in as_dict(self.config).items() if k not in RESUME_MAY_CHANGE}
         if saved != wanted:
             diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
@@ -351,6 +388,23 @@ class Trainer:
             return
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(dataclasses.asdict(record)) + "\n")
+
+
+def _epoch_batches(model: TorchTrainable, rng: np.random.Generator, cfg: TrainConfig) -> Iterator[Any]:
+    """One epoch: a pass of ``model.batches``, or exactly ``cfg.steps_per_epoch`` batches (passes chained)."""
+    if cfg.steps_per_epoch is None:
+        return iter(model.batches(rng, cfg.batch_size))
+
+    def passes() -> Iterator[Any]:
+        while True:
+            empty = True
+            for batch in model.batches(rng, cfg.batch_size):
+                empty = False
+                yield batch
+            if empty:
+                return
+
+    return islice(passes(), cfg.steps_per_epoch)
 
 
 def _rank_loss(model: TorchTrainable, batch: Any, world: distributed.World) -> torch.Tensor:

@@ -31,6 +31,7 @@ import numpy as np
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.interactions import Interactions, SplitData, to_csr
 from lmrec.data.loaders.lightgcn_txt import iter_lines, parse_int
+from lmrec.data.loaders.recbole import chain_sequence
 from lmrec.errors import DataFormatError
 
 META_FIELDS = ("brand", "categories", "description")
@@ -284,31 +285,8 @@ def read_unisrec(folder: str | Path, name: str | None = None) -> UniSRecSequence
         for line_no, user, history, target in _read_inter(path, len(user_ids), len(item_ids)):
             samples[user].append((path, line_no, history, target))
     cap = max((len(h) for rows in samples for _, _, h, _ in rows), default=0)
-    sequences = [_chain(rows, cap, user_ids[u], files[-1]) for u, rows in enumerate(samples)]
+    sequences = [chain_sequence(rows, cap, user_ids[u], files[-1])[0] if rows else [] for u, rows in enumerate(samples)]
     return UniSRecSequences(name or prefix, user_ids, catalog, sequences, files)
-
-
-def _chain(rows: list[tuple[Path, int, list[int], int]], cap: int, user: str, where: Path) -> list[int]:
-    if not rows:
-        return []
-    by_history: dict[tuple[int, ...], tuple[Path, int, int]] = {}
-    for path, line_no, history, target in rows:
-        key = tuple(history)
-        if key in by_history and by_history[key][2] != target:
-            raise DataFormatError(path, line_no, f"expected one next item after this history of user {user!r}, got two")
-        by_history[key] = (path, line_no, target)
-    sequence = list(min((r[2] for r in rows), key=len))
-    start = len(sequence)
-    while True:
-        found = by_history.pop(tuple(sequence[-cap:]) if cap else (), None)
-        if found is None:
-            break
-        sequence.append(found[2])
-    if by_history or len(sequence) - start != len(rows):
-        raise DataFormatError(
-            where, None, f"expected the samples of user {user!r} to chain into one sequence, they do not"
-        )
-    return sequence
 
 
 def load_unisrec_interactions(folder: str | Path, name: str | None = None) -> Interactions:

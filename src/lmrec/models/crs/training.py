@@ -88,7 +88,7 @@ def sampled_cross_entropy(
 class _PairObjective:
     """The trainer's view of a CRS module: batches of training (turn, target) rows and their CE loss."""
 
-    def __init__(self, module: nn.Module, inputs: Inputs, train: Sequence[CRSSample], cfg: TrainConfig,
+    def __init__(self, module: nn.Module, inputs: Inputs, train: Sequence[CRSSample], seed: int,
                  n_negatives: int | None, name: str):
         pairs = expand_pairs(train)
         if not pairs:
@@ -97,7 +97,7 @@ class _PairObjective:
         self.sample_of = [p.sample for p in pairs]
         self.target_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long)
         self.n_negatives = n_negatives
-        self.generator = torch.Generator().manual_seed(cfg.seed)  # sampled negatives
+        self.generator = torch.Generator().manual_seed(seed)  # sampled negatives
         # per-parameter learning rates, if the module has them
         self.param_groups = getattr(module, "param_groups", None)
 
@@ -146,23 +146,26 @@ def fit_crs_module(
     folder: Path | None = None,
     resume: bool = False,
     name: str = "",
+    seed: int | None = None,
 ) -> TrainLog:
     """Train ``module`` so that ``module(*inputs(samples))`` -> (len(samples), n_items) logits scores the targets.
 
     ``inputs`` turns a batch of samples (one per training pair, a sample repeated per target) into the module's
     arguments, e.g. ``lambda s: (history_tensor([x.mentioned for x in s]),)``. Runs :class:`lmrec.train.Trainer`,
     validating with :func:`evaluate_crs` on ``valid``; without validation samples the last state is kept.
-    ``n_negatives``: see :func:`sampled_cross_entropy`; ``folder``: the per-epoch log and the checkpoint.
+    ``n_negatives``: see :func:`sampled_cross_entropy`; ``folder``: the per-epoch log and the checkpoint;
+    ``seed``: of the sampling streams (default ``config.seed``; models pass their :meth:`Model.stream_seed`).
     """
     cfg = config
     k = _metric_k(cfg.metric)
-    objective = _PairObjective(module, inputs, train, cfg, n_negatives, name)
+    seed = cfg.seed if seed is None else seed
+    objective = _PairObjective(module, inputs, train, seed, n_negatives, name)
 
     def validate() -> dict[str, float]:
         result = evaluate_crs(objective.score, valid, n_items, ks=(k,), batch_size=cfg.eval_batch_size)
         return {m: est.mean for m, est in result.summary().items()}
 
-    return Trainer.in_folder(cfg, folder).run(objective, validate if valid else None, resume=resume)
+    return Trainer.in_folder(cfg, folder).run(objective, validate if valid else None, resume=resume, seed=seed)
 
 
 def _metric_k(metric: str) -> int:
@@ -198,11 +201,12 @@ class HistoryRecommender(CRSRecommender):
         cfg = self.train_config(train, self.config)
         self.device = resolve_device(cfg.device)
         self.n_items = len(data.catalog)
-        torch.manual_seed(cfg.seed)  # initialisation
+        seed = self.stream_seed(cfg)
+        torch.manual_seed(seed)  # initialisation
         self.module = self.build(self.n_items).to(self.device)
         return fit_crs_module(self.module, self.inputs, split_samples(data, features, "train"),
                               split_samples(data, features, "valid"), self.n_items, cfg, self.config.n_negatives,
-                              folder, resume, name=self.name)
+                              folder, resume, name=self.name, seed=seed)
 
     def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
         if self.module is None:

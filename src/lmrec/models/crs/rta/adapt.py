@@ -199,7 +199,8 @@ class RTAAdapt(CRSRecommender):
         cfg = self.train_config(train, self.config)
         self.device = resolve_device(cfg.device)
         self.context = context_features(features)
-        self.build(copy.deepcopy(base.indexer).to(self.device), cfg.seed)
+        seed = self.stream_seed(cfg)
+        self.build(copy.deepcopy(base.indexer).to(self.device), seed)
         if len(data.catalog) != self.n_items:
             raise LmrecError(f"rta_adapt: {self.n_items} items indexed, the data has {len(data.catalog)}")
         if not any(p.requires_grad for p in self.module.parameters()):
@@ -212,7 +213,7 @@ class RTAAdapt(CRSRecommender):
                 self.module.log_scale.fill_(-float(torch.log(spread.clamp(min=1e-12))))
         self.log = fit_crs_module(self.module, self.inputs, features.samples["train"],
                                   features.samples.get("valid", []), self.n_items, cfg, self.config.n_negatives,
-                                  folder, resume, name=f"rta_adapt {self.config.variant}")
+                                  folder, resume, name=f"rta_adapt {self.config.variant}", seed=seed)
         return self.log
 
     def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:

@@ -209,9 +209,11 @@ def train_reindex(
     train_config: TrainConfig,
     folder: Path | None = None,
     resume: bool = False,
+    seed: int | None = None,
 ) -> TrainLog:
     """Fit ``indexer.aggregator`` on the (turn, label) pairs of ``train`` (labels = ``targets``), selecting on the
-    pairs of ``valid`` with :class:`lmrec.train.Trainer`; see the module docstring."""
+    pairs of ``valid`` with :class:`lmrec.train.Trainer`; see the module docstring. ``seed``: of the negatives'
+    stream (default ``train_config.seed``)."""
     pairs = expand_pairs(train)
     if not any(p.requires_grad for p in indexer.parameters()):
         log = TrainLog()
@@ -223,7 +225,8 @@ def train_reindex(
     q_train = q_source([s.context for s in train]).float().to(device)
     if config.center_q:  # the mean over the training turns (each turn once, not per label)
         indexer.q_mean.copy_(q_train.mean(0))
-    objective = _ReindexObjective(indexer, indexer.center(q_train), pairs, config, train_config.seed)
+    seed = train_config.seed if seed is None else seed
+    objective = _ReindexObjective(indexer, indexer.center(q_train), pairs, config, seed)
     k = train_config.metric_k
 
     def validate() -> dict[str, float]:
@@ -232,7 +235,8 @@ def train_reindex(
         result = evaluate_crs(scorer, valid, indexer.n_items, ks=(k,), batch_size=train_config.eval_batch_size)
         return {m: est.mean for m, est in result.summary().items()}
 
-    return Trainer.in_folder(train_config, folder).run(objective, validate if valid else None, resume=resume)
+    return Trainer.in_folder(train_config, folder).run(objective, validate if valid else None, resume=resume,
+                                                       seed=seed)
 
 
 @register("rta_reindex")
@@ -279,7 +283,8 @@ class RTAReindex(CRSRecommender):
         cfg = self.train_config(train, self.config)
         self.device = resolve_device(cfg.device)
         self.context = context_features(features)
-        self.build(features.title_tokens(self.config.title_year), cfg.seed)
+        seed = self.stream_seed(cfg)
+        self.build(features.title_tokens(self.config.title_year), seed)
         if len(data.catalog) != self.n_items:
             raise LmrecError(f"rta_reindex: {self.n_items} titles tokenized, the data has {len(data.catalog)} items")
         c = self.config
@@ -289,7 +294,7 @@ class RTAReindex(CRSRecommender):
         if c.item_prompts:
             labels["train"] += features.item_prompt_samples()
         self.log = train_reindex(self.indexer, self.context.q, labels["train"], labels["valid"], c, cfg, folder,
-                                 resume)
+                                 resume, seed=seed)
         self.table = self.indexer.item_table()
         return self.log
 
