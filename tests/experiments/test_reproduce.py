@@ -404,7 +404,7 @@ def test_seeds_replicate_each_chosen_point_and_widening_leaves_no_edge(tmp_path,
     tuning = {n: r for n, r in rows.items() if r["point"] == n}
     assert sum(r["family"] == "lgcn" for r in tuning.values()) > 3  # its first choice sat at an edge: widened
     best = max(r["valid"]["recall@20"]["mean"] for r in tuning.values())
-    for family, name in selected.items():  # the rule: no edge left within 10% of the best
+    for name in selected.values():  # the rule: no edge left within 10% of the best
         assert not rows[name]["grid_edges"] or rows[name]["valid"]["recall@20"]["mean"] < 0.9 * best
     replicates = results["replicates"]
     assert [rows[n]["seed"] for n in replicates["lgcn"]] == [1, 2, 3]  # the focus: seeds and focus seeds
