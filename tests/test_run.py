@@ -43,7 +43,7 @@ def test_manifest_records_everything_with_relative_paths(alpharec):
     assert manifest["model_config"]["mlp_ratio"] == 1.0 and manifest["train_config"]["epochs"] == 3
     assert manifest["data_checksum"] == alpharec.data.checksum()
     assert str(alpharec.folder) not in json.dumps(manifest)  # no absolute path to the folder itself
-    assert sorted(p.name for p in alpharec.folder.iterdir()) == ["log.jsonl", "manifest.json", "metrics.json",
+    assert sorted(p.name for p in alpharec.folder.iterdir()) == ["data", "log.jsonl", "manifest.json", "metrics.json",
                                                                  "model.safetensors", "per-user.safetensors"]
 
 

@@ -14,7 +14,8 @@ The public API::
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "DataRef": "lmrec.data.registry", "list_datasets": "lmrec.data.registry", "load_dataset": "lmrec.data.registry",
+    "DataRef": "lmrec.data.registry", "Dataset": "lmrec.data.frames", "list_datasets": "lmrec.data.registry",
+    "load_dataset": "lmrec.data.registry",
     "LmrecError": "lmrec.errors", "evaluate": "lmrec.eval.ranking", "get_model": "lmrec.models.base",
     "list_models": "lmrec.models.base", "Recommendation": "lmrec.run", "Run": "lmrec.run", "fit": "lmrec.run",
     "SettingsError": "lmrec.settings", "TrainConfig": "lmrec.train",

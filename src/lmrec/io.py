@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,3 +47,25 @@ def write_json(path: Path, obj: Any, allow_nan: bool = True) -> None:
     """``obj`` as indented JSON, atomically; ``allow_nan=False`` refuses NaN / inf (ValueError) instead of writing
     values no JSON parser reads."""
     atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=False, default=str, allow_nan=allow_nan))
+
+
+@contextmanager
+def atomic_folder(folder: Path) -> Iterator[Path]:
+    """A hidden temporary folder beside ``folder`` to write into; renamed to ``folder`` when the block ends without
+    an error (else removed), so ``folder`` is either absent or complete. An existing non-empty folder is refused
+    (:class:`FileExistsError` naming it); an empty one is replaced."""
+    import shutil
+
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise FileExistsError(errno.EEXIST, "exists and is not an empty folder; choose another", str(folder))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o777 & ~_UMASK)
+        if folder.exists():
+            folder.rmdir()
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

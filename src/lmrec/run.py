@@ -36,8 +36,10 @@ import torch
 from lmrec.data.conversations import CRSData, CRSSample, MentionFinder, Turn, conversation_sample, parse_conversation
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import DataRef
+from lmrec.data.snapshot import has_snapshot, read_snapshot, write_snapshot
+from lmrec.data.titles import TitleIndex, TitleMatch
 from lmrec.environment import versions
-from lmrec.errors import LmrecError, UnknownIdError
+from lmrec.errors import LmrecError
 from lmrec.eval.ranking import TIE_POLICY, NothingToEvaluate, RankingResult, evaluate
 from lmrec.io import write_json
 from lmrec.models.base import Model, Recommender, get_model
@@ -52,7 +54,6 @@ REPORT_KS = (10, 20)
 REPORT_METRICS = ("recall", "ndcg", "hr", "mrr")
 CRS_KS = (1, 5, 10, 50)
 EVALUATION_NOTES = ("not_evaluated", "excluded_cold_users")  # what evaluating added to the manifest's protocol
-TITLE_CUTOFF = 85.0  # rapidfuzz WRatio a title must reach to name a catalog item
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,15 @@ class Recommendation:
     item_id: str
     title: str
     score: float
+
+
+class Recommendations(list):
+    """The recommendations of one request, best first (a list of :class:`Recommendation`), and ``matched``: what
+    each title of the request was matched to (:class:`lmrec.data.titles.TitleMatch`; empty without titles)."""
+
+    def __init__(self, items: Sequence[Recommendation] = (), matched: Sequence[TitleMatch] = ()):
+        super().__init__(items)
+        self.matched = list(matched)
 
 
 class Run:
@@ -76,6 +86,7 @@ class Run:
         self.folder = folder
         self.log = log
         self._finder: MentionFinder | None = None  # built on the first conversation
+        self._titles: TitleIndex | None = None  # built on the first title
 
     @property
     def task(self) -> str:
@@ -103,6 +114,7 @@ class Run:
         if isinstance(self.model, Recommender):
             tensors.update(tensor_dict(self.model.artifacts(), "artifacts."))
         save_tensors(folder / WEIGHTS, tensors, {"model": self.model.name, "task": self.task})
+        write_snapshot(folder, self.data)
         write_json(folder / METRICS, self.metrics, allow_nan=False)
         if self.test_result is not None:
             _write_per_user(folder, self.test_result)
@@ -120,8 +132,10 @@ class Run:
 
     @classmethod
     def load(cls, folder: str | Path, data: SplitData | CRSData | None = None, device: str = "cpu") -> Run:
-        """Open a complete run folder: the model is rebuilt through the registry on ``data`` (default: the dataset
-        recorded in the manifest, checked against its checksum) on ``device``."""
+        """Open a complete run folder on ``device``: the model is rebuilt through the registry on the data the folder
+        keeps (:mod:`lmrec.data.snapshot`: it needs no dataset on disk), or on ``data`` when given (to evaluate
+        again on the dataset, which must have the recorded checksum). A folder from before snapshots loads the
+        dataset its manifest names."""
         folder = Path(folder)
         manifest = read_manifest(folder)
         if manifest.get("status") != "complete":
@@ -132,9 +146,12 @@ class Run:
                              "is not there; train it again with the recorded settings "
                              "(lmrec.experiments.records.train_again)")
         model = _make(get_model(manifest["model"], manifest["task"]), manifest["model_config"])
-        if data is None:
-            data = DataRef(**manifest["data"]).load()
-        checksum = data.checksum()
+        if data is None and has_snapshot(folder):
+            data = read_snapshot(folder)
+            checksum = manifest["data_checksum"] if isinstance(data, CRSData) else data.checksum()  # CRS: catalog
+        else:
+            data = DataRef(**manifest["data"]).load() if data is None else data
+            checksum = data.checksum()
         if manifest["data_checksum"] != checksum:
             raise LmrecError(f"{folder}: the model was trained on data with checksum {manifest['data_checksum']}, "
                              f"but {data.name!r} has checksum {checksum} (different data or split)")
@@ -192,9 +209,13 @@ class Run:
         - ``conversation`` (CRS runs): the text so far (lines ``User: ...`` / ``System: ...``, or turns); the movies
           it mentions are left out.
 
-        ``exclude``: more external item ids to leave out.
+        ``exclude``: more external item ids to leave out. The list returned also says what each title was matched to
+        (``.matched``); a title that names no item, or several, is an error listing the closest ones
+        (:mod:`lmrec.data.titles`).
         """
-        scores, seen = self._scores(user, items, titles, intent, alpha, conversation)
+        matched = self.resolve_titles(titles or [])
+        items = [*(items or []), *(m.item_id for m in matched)]
+        scores, seen = self._scores(user, items, intent, alpha, conversation)
         n_items = len(self.catalog)
         if not 1 <= int(k) <= n_items:
             raise SettingsError(f"k={k!r}: expected an integer between 1 and the catalog size {n_items}")
@@ -203,8 +224,84 @@ class Run:
         if left_out:
             scores[torch.as_tensor(left_out, dtype=torch.long)] = -torch.inf
         top = torch.topk(scores, min(int(k), int(torch.isfinite(scores).sum())))
-        return [Recommendation(r, self.catalog.ids[i], self.catalog.titles[i], float(s))
-                for r, (i, s) in enumerate(zip(top.indices.tolist(), top.values.tolist()), start=1)]
+        return Recommendations([Recommendation(r, self.catalog.ids[i], self.catalog.titles[i], float(s))
+                                for r, (i, s) in enumerate(zip(top.indices.tolist(), top.values.tolist()), start=1)],
+                               matched)
+
+    def recommend_many(self, users: Sequence[str | int] | None = None, k: int = 10, exclude_seen: bool = True,
+                       batch_size: int = 1024) -> Any:
+        """Every given user's top ``k`` (default: every user with training items) as a pandas data frame with the
+        columns user, rank, item, title, score (one row per recommendation, best first per user); what a user
+        already has is left out (``exclude_seen``), as :meth:`recommend` does. CF runs."""
+        import pandas as pd
+
+        if not isinstance(self.model, Recommender):
+            raise LmrecError(f"{self.model.name} is a conversational model: recommend for one conversation at a time")
+        data: SplitData = self.data  # type: ignore[assignment]
+        if not 1 <= int(k) <= data.n_items:
+            raise SettingsError(f"k={k!r}: expected an integer between 1 and the catalog size {data.n_items}")
+        if users is None:
+            rows = np.flatnonzero(np.diff(data.train.indptr) > 0)
+        else:
+            rows = np.array([data.user_index(u) for u in users], dtype=np.int64)
+            for u in rows:
+                data.train_items(int(u))  # a user without training items: an error naming them
+        seen = (data.train + data.valid + data.test).tocsr() if exclude_seen else None
+        top_items, top_scores = [np.zeros((0, k), np.int64)], [np.zeros((0, k), np.float32)]
+        with torch.no_grad():
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start : start + batch_size]
+                scores = self.model.score(batch).detach().to("cpu", torch.float32).clone()
+                if seen is not None:
+                    mask = seen[batch].tocoo()
+                    scores[torch.from_numpy(mask.row).long(), torch.from_numpy(mask.col).long()] = -torch.inf
+                top = torch.topk(scores, int(k), dim=1)
+                top_items.append(top.indices.numpy())
+                top_scores.append(top.values.numpy())
+        items, values = np.concatenate(top_items).ravel(), np.concatenate(top_scores).ravel()
+        keep = np.isfinite(values)  # fewer than k items left for a user: no row past them
+        users = np.asarray(data.user_ids, dtype=object)[np.repeat(rows, k)]
+        return pd.DataFrame({"user": users, "rank": np.tile(np.arange(1, k + 1), len(rows)),
+                             "item": np.asarray(self.catalog.ids, dtype=object)[items],
+                             "title": np.asarray(self.catalog.titles, dtype=object)[items], "score": values})[keep] \
+            .reset_index(drop=True)
+
+    def export_vectors(self, folder: str | Path, format: str = "parquet") -> list[Path]:
+        """Write the user and item vectors with their ids, for a vector database: the score of (u, i) is the dot
+        product of their vectors (AlphaRec's are unit vectors: the dot product is its cosine). ``parquet``:
+        ``users.parquet`` (user, vector) and ``items.parquet`` (item, title, vector); ``npy``: ``users.npy``,
+        ``items.npy`` and the ids in ``users.json`` / ``items.json`` (row order). Returns the files written."""
+        from lmrec.io import atomic_write
+
+        if format not in ("parquet", "npy"):
+            raise SettingsError(f"format={format!r}: expected 'parquet' or 'npy'")
+        model = self.model
+        items = model.item_vectors() if isinstance(model, Recommender) else None
+        if items is None:
+            raise LmrecError(f"{model.name} does not score by a dot product of user and item vectors: nothing to "
+                             "export (models that do: every trained CF model)")
+        users = model.user_vectors()
+        data: SplitData = self.data  # type: ignore[assignment]
+        out, written = Path(folder), []
+        out.mkdir(parents=True, exist_ok=True)
+        tables = {"users": (data.user_ids, users.detach().cpu().numpy().astype(np.float32), {}),
+                  "items": (self.catalog.ids, items.detach().cpu().numpy().astype(np.float32),
+                            {"title": self.catalog.titles})}
+        for name, (ids, vectors, extra) in tables.items():
+            if format == "npy":
+                atomic_write(out / f"{name}.npy", lambda f, v=vectors: np.save(f, v), binary=True)
+                write_json(out / f"{name}.json", list(ids))
+                written += [out / f"{name}.npy", out / f"{name}.json"]
+                continue
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
+            table = pa.table({name[:-1]: pa.array(list(ids), pa.string()), **{k: pa.array(v, pa.string())
+                              for k, v in extra.items()}, "vector": column})
+            atomic_write(out / f"{name}.parquet", lambda f, t=table: pq.write_table(t, f), binary=True)
+            written.append(out / f"{name}.parquet")
+        return written
 
     def conversation_sample(self, conversation: str | Sequence[str] | Sequence[Turn]) -> CRSSample:
         """The turn to recommend for, after ``conversation``: its context and the catalog items it mentions."""
@@ -217,24 +314,24 @@ class Run:
             self._finder = MentionFinder(self.catalog.titles)
         return conversation_sample(turns, self._finder)
 
-    def resolve_titles(self, titles: Sequence[str]) -> list[int]:
-        """Catalog indices of free-text titles (fuzzy match, best first); an unmatched title is an error."""
-        out = []
-        for title in titles:
-            found = self.catalog.match_title(title, limit=1)
-            if not found or found[0][1] < TITLE_CUTOFF:
-                closest = f"; closest: {self.catalog.titles[found[0][0]]!r} ({found[0][1]:.0f}/100)" if found else ""
-                raise UnknownIdError(f"no title in the {self.data.name} catalog matches {title!r}{closest}")
-            out.append(found[0][0])
-        return out
+    @property
+    def titles(self) -> TitleIndex:
+        """The catalog's titles for matching and search (:class:`lmrec.data.titles.TitleIndex`)."""
+        if self._titles is None:
+            self._titles = TitleIndex(self.catalog.ids, self.catalog.titles, f"the {self.data.name} catalog")
+        return self._titles
 
-    def who(self, user: str | int | None, items: Sequence[str | int] = (), titles: Sequence[str] = ()
-            ) -> tuple[int | None, list[int], list[int]]:
-        """(the dense index of a known ``user`` or None, a new user's item indices from ``items`` and ``titles``,
-        the items to leave out as seen). Exactly one of the two is given; a known user without training
-        interactions is an error naming them (the model knows nothing of them)."""
+    def resolve_titles(self, titles: Sequence[str]) -> list[TitleMatch]:
+        """What each free-text title names (:meth:`TitleIndex.match`): an error for a title that names no item or
+        several, listing the closest."""
+        return [self.titles.match(title) for title in titles]
+
+    def who(self, user: str | int | None, items: Sequence[str | int] = ()) -> tuple[int | None, list[int], list[int]]:
+        """(the dense index of a known ``user`` or None, a new user's item indices from ``items``, the items to leave
+        out as seen). Exactly one of the two is given; a known user without training interactions is an error naming
+        them (the model knows nothing of them)."""
         data: SplitData = self.data  # type: ignore[assignment]
-        history = [self.catalog.index(i) for i in items] + self.resolve_titles(titles)
+        history = [self.catalog.index(i) for i in items]
         if user is not None and history:
             raise LmrecError("pass either user=... (a known user) or items / titles (a new user), not both")
         if user is not None:
@@ -245,7 +342,7 @@ class Run:
             raise LmrecError("nothing to recommend for: pass user=..., items=... or titles=...")
         return None, history, history
 
-    def _scores(self, user: Any, items: Any, titles: Any, intent: str | None, alpha: float,
+    def _scores(self, user: Any, items: Any, intent: str | None, alpha: float,
                 conversation: Any) -> tuple[torch.Tensor, list[int]]:
         """(scores (n_items,), items to leave out as seen) for the request."""
         if not 0.0 <= float(alpha) <= 1.0:
@@ -254,7 +351,7 @@ class Run:
             raise SettingsError("intent is empty: write a sentence, or leave it out")
         model = self.model
         if not isinstance(model, Recommender):
-            if conversation is None or user is not None or items or titles:
+            if conversation is None or user is not None or items:
                 raise LmrecError(f"{model.name} is a conversational model: pass conversation=...")
             if intent is not None:
                 raise LmrecError(f"{model.name} takes no intent: say it in the conversation")
@@ -263,7 +360,7 @@ class Run:
                 return model.score([sample])[0], sample.mentioned  # type: ignore[attr-defined]
         if conversation is not None:
             raise LmrecError(f"{model.name} is a collaborative-filtering model: pass user=... or items=...")
-        u, history, seen = self.who(user, items or [], titles or [])
+        u, history, seen = self.who(user, items or [])
         if u is not None:
             if intent is not None:
                 return _alpharec(model, "intent").score_with_intent(u, intent, alpha), seen
@@ -291,7 +388,7 @@ def _alpharec(model: Model, what: str) -> Any:
 # -- fitting ---------------------------------------------------------------------------------------------------
 def fit(
     model: str | Model,
-    data: SplitData | CRSData | str | DataRef,
+    data: Any,
     train: TrainConfig | dict[str, Any] | None = None,
     *,
     out: str | Path | None = None,
@@ -304,7 +401,8 @@ def fit(
     **settings: Any,
 ) -> Run:
     """Fit a model (a registered name with its ``settings``, or a model object) on ``data`` (a dataset, a registered
-    name or path, or a :class:`DataRef`) with ``train`` (a :class:`TrainConfig` or overrides of the model's paper
+    name or path, a :class:`DataRef`, an imported :class:`lmrec.Dataset`, or a pandas / pyarrow table of
+    interactions) with ``train`` (a :class:`TrainConfig` or overrides of the model's paper
     values), evaluate it on valid and test, and return the :class:`Run`; with ``out`` the run folder is written
     (checkpoints included, so an interrupted run continues with ``resume=True``; a complete run with the same
     settings is then loaded instead of trained again, and one with other settings is an error).
@@ -347,6 +445,7 @@ def _plan(model: str | Model, data: SplitData | CRSData | str | DataRef, train: 
           features: Any, ref: DataRef | None, settings: dict[str, Any]) -> tuple[Any, ...]:
     """Validate :func:`fit`'s arguments and load what it needs: (model, data, task, training config, features,
     manifest)."""
+    data = _as_data(data)
     if isinstance(data, (str, Path, DataRef)):
         ref, dataset = data if isinstance(data, DataRef) else DataRef.of(data), None
         task = task_of(ref)
@@ -368,6 +467,18 @@ def _plan(model: str | Model, data: SplitData | CRSData | str | DataRef, train: 
         raise LmrecError(f"{dataset.name}: the training split is empty: nothing to fit")
     features = _features(features, dataset) if task == "crs" else None
     return model, dataset, task, train_config, features, _manifest(model, dataset, ref, train_config, features)
+
+
+def _as_data(data: Any) -> Any:
+    """An imported :class:`~lmrec.data.frames.Dataset` as its split, a data frame or pyarrow table of interactions
+    through :meth:`Dataset.from_frames` (columns found by name); anything else unchanged."""
+    from lmrec.data.frames import Dataset
+
+    if isinstance(data, Dataset):
+        return data.to_split()
+    if hasattr(data, "columns") or hasattr(data, "to_pandas"):  # pandas or pyarrow
+        return Dataset.from_frames(data).to_split()
+    return data
 
 
 def _claim_once(folder: Path, overwrite: bool, resume: bool, manifest: dict[str, Any]) -> bool:

@@ -18,6 +18,36 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     add_dataset_arguments(stats)
     stats.set_defaults(func=cmd_stats)
 
+    imp = data.add_parser("import", help="your interactions (and items) -> a dataset folder every command reads",
+                          description="Read interactions (and items) once: CSV / TSV (any delimiter), Parquet or "
+                          "JSON Lines, .gz too; ids kept as text. Writes a dataset folder (Parquet + dataset.json) "
+                          "that `--dataset DIR` and lmrec.load_dataset(DIR) take, and prints what it read and "
+                          "dropped.")
+    source = imp.add_mutually_exclusive_group(required=True)
+    source.add_argument("--interactions", help="file of interactions: a user and an item column, optionally a rating "
+                        "and a time column")
+    source.add_argument("--dataset", help="instead of files: a registered dataset or a folder of a known format "
+                        "(e.g. RecBole atomic files, with --format recbole)")
+    imp.add_argument("--items", help="file of items: an item column and text columns (title, description, ...)")
+    imp.add_argument("--format", help="format of --dataset (auto-detected when omitted)")
+    imp.add_argument("--user-col", help="the user column (default: user_id, user, customer_id, ... found by name)")
+    imp.add_argument("--item-col", help="the item column, in both files (default: item_id, item, sku, asin, ...)")
+    imp.add_argument("--rating-col", help="the rating column (default: rating, score, ... when present)")
+    imp.add_argument("--time-col", help="the time column: seconds or dates (default: timestamp, time, date, ...)")
+    imp.add_argument("--text-cols", help="comma-separated item text columns, the first the title (default: title,"
+                     "description where present)")
+    imp.add_argument("--sep", help=r"delimiter of CSV files (default: from the extension, else sniffed; \t or tab for "
+                     "tabs)")
+    imp.add_argument("--min-rating", type=float, help="keep interactions rated at least this")
+    imp.add_argument("--kcore", type=int, help="keep users and items with at least N interactions (repeatedly)")
+    imp.add_argument("--split", default="ratio:0.8,0.1,0.1", help="the folder's default split: ratio:0.8,0.1,0.1 | "
+                     "temporal-user:0.8,0.1,0.1 | temporal-global | loo (default %(default)s; --split at train time "
+                     "overrides it)")
+    imp.add_argument("--data-seed", dest="data_seed", type=int, default=2024, help="seed of a random split")
+    imp.add_argument("--name", help="the dataset's name (default: the --out folder's name)")
+    imp.add_argument("--out", required=True, help="the dataset folder to write (must not exist or be empty)")
+    imp.set_defaults(func=cmd_import)
+
     synth = data.add_parser("synth", help="write a synthetic dataset (power-law degrees, titles) of any size")
     synth.add_argument("--interactions", type=int, required=True, help="e.g. 1000000 (pairs asked for)")
     synth.add_argument("--users", type=int, help="default: interactions / 50")
@@ -74,6 +104,31 @@ def cmd_stats(args: argparse.Namespace) -> None:
     width = max(map(len, stats))
     for key, value in {**stats, "checksum": data.checksum()}.items():
         print(f"{key.ljust(width)}  {cell(value)}")
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from lmrec.data.frames import Dataset
+    from lmrec.data.registry import load_interactions
+
+    out = Path(args.out)
+    options = {"text_cols": args.text_cols.split(",") if args.text_cols else None, "min_rating": args.min_rating,
+               "kcore": args.kcore, "split": args.split, "seed": args.data_seed, "name": args.name or out.name}
+    if args.dataset is not None:
+        for flag in ("items", "user_col", "item_col", "rating_col", "time_col", "sep"):
+            if getattr(args, flag) is not None:
+                raise LmrecError(f"--{flag.replace('_', '-')} goes with --interactions, not --dataset")
+        dataset = Dataset.from_interactions(load_interactions(args.dataset, format=args.format),
+                                            **{k: v for k, v in options.items() if v is not None})
+    else:
+        sep = {"tab": "\t", "\\t": "\t"}.get(args.sep, args.sep) if args.sep else None
+        dataset = Dataset.from_files(args.interactions, args.items, sep=sep, user_col=args.user_col,
+                                     item_col=args.item_col, rating_col=args.rating_col, time_col=args.time_col,
+                                     **options)
+    dataset.save(out)
+    for line in dataset.report.lines():
+        print(line)
+    print(f"wrote {out}/ (default split {dataset.split}, seed {dataset.seed}; checksum {dataset.checksum()}): "
+          f"train on it with --dataset {out}")
 
 
 def cmd_synth(args: argparse.Namespace) -> None:

@@ -43,8 +43,15 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
                      defaults=_paper_training(name))
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="evaluate a run folder again (full ranking)")
+    ev = sub.add_parser("evaluate", help="evaluate a run folder again (full ranking)",
+                        description="Evaluate a run again: on the data the run folder keeps, or with --dataset on the "
+                        "dataset itself (it must have the checksum the run was trained on).")
     ev.add_argument("run")
+    ev.add_argument("--dataset", help="evaluate on this dataset (registry name or folder) instead of the run's copy")
+    ev.add_argument("--format", help="with --dataset: its format (auto-detected when omitted)")
+    ev.add_argument("--data-split", dest="split_protocol", help="with --dataset: its split protocol (default: the "
+                    "dataset's)")
+    ev.add_argument("--data-seed", dest="data_seed", type=int, default=2024, help="with --dataset: seed of its split")
     ev.add_argument("--split", default="test", choices=["valid", "test"])
     ev.add_argument("--k", type=_ks, help="comma-separated cut-offs (default: the run's)")
     ev.add_argument("--batch-size", dest="batch_size", type=_positive, default=1024)
@@ -58,6 +65,12 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     who.add_argument("--item", dest="items", action="append", metavar="ID", help="a new user's item (repeat)")
     who.add_argument("--title", dest="titles", action="append", metavar="TITLE", help="a new user's title (repeat)")
     who.add_argument("--conversation", help="CRS: a file of lines 'User: ...' / 'System: ...', or - for stdin")
+    who.add_argument("--all-users", dest="all_users", action="store_true",
+                     help="every user with training items, to a file (--out)")
+    who.add_argument("--users", help="a file of user ids (one per line, or a CSV / Parquet with a user column), "
+                     "to a file (--out)")
+    rec.add_argument("--out", help="with --all-users / --users: write user, rank, item, title, score to this .csv or "
+                     ".parquet file")
     rec.add_argument("--intent", help="a sentence stating what the user wants now (AlphaRec models)")
     rec.add_argument("--alpha", type=float, default=0.5, help="weight of the intention: (1-a)*user + a*intention")
     rec.add_argument("-k", type=_positive, default=10)
@@ -66,6 +79,12 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
                      help="also list items the user already has (or the conversation mentions)")
     add_threads(rec)
     rec.set_defaults(func=cmd_recommend)
+
+    exp = sub.add_parser("export", help="a run's user and item vectors with their ids, for a vector database")
+    exp.add_argument("run")
+    exp.add_argument("--out", required=True, help="folder to write users / items (.parquet, or .npy + .json ids)")
+    exp.add_argument("--format", default="parquet", choices=["parquet", "npy"])
+    exp.set_defaults(func=cmd_export)
 
     sub.add_parser("models", help="registered models").set_defaults(func=cmd_models)
 
@@ -195,8 +214,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from lmrec import Run
     from lmrec.eval.ranking import RankingResult
 
+    from lmrec.data.registry import load_dataset
+
     set_threads(args)
-    run = Run.load(args.run)
+    if args.dataset is None and (args.format or args.split_protocol):
+        raise LmrecError("--format and --data-split go with --dataset")
+    data = None if args.dataset is None else load_dataset(args.dataset, format=args.format,
+                                                           split=args.split_protocol, seed=args.data_seed)
+    run = Run.load(args.run, data=data)
     result = run.evaluate(args.split, ks=args.k, batch_size=args.batch_size)
     if isinstance(result, RankingResult):
         print(metrics_table({args.split: result.to_dict()}))
@@ -215,6 +240,10 @@ def cmd_recommend(args: argparse.Namespace) -> None:
 
     set_threads(args)
     run = Run.load(args.run)
+    if args.all_users or args.users:
+        return _recommend_to_file(run, args)
+    if args.out:
+        raise LmrecError("--out goes with --all-users or --users (one user's list is printed)")
     conversation = _read_conversation(args.conversation) if args.conversation else None
     if conversation is not None:
         sample = run.conversation_sample(conversation)
@@ -229,8 +258,57 @@ def cmd_recommend(args: argparse.Namespace) -> None:
         print(f"intention (alpha {args.alpha}): {args.intent}")
     top = run.recommend(args.user, items=args.items, titles=args.titles, intent=args.intent, alpha=args.alpha,
                         conversation=conversation, k=args.k, exclude=args.exclude, exclude_seen=not args.keep_seen)
+    for match in top.matched:
+        print(f"matched: {match}")
     for r in top:
         print(f"{r.rank:3d}. {r.title}  [{r.item_id}]  {r.score:.4f}")
+
+
+def _recommend_to_file(run, args: argparse.Namespace) -> None:
+    """``--all-users`` / ``--users FILE``: every user's top k to ``--out`` (.csv or .parquet)."""
+    import time
+
+    from lmrec.io import atomic_write
+
+    others = [flag for flag, value in (("--user", args.user), ("--item", args.items), ("--title", args.titles),
+                                        ("--conversation", args.conversation), ("--intent", args.intent)) if value]
+    if others:
+        raise LmrecError(f"--all-users / --users recommend for many users; {', '.join(others)} do not go with them")
+    if not args.out or Path(args.out).suffix.lower() not in (".csv", ".parquet"):
+        raise LmrecError("--out: expected a .csv or .parquet file for the recommendations of many users")
+    users = _read_users(Path(args.users)) if args.users else None
+    start = time.perf_counter()
+    frame = run.recommend_many(users, k=args.k, exclude_seen=not args.keep_seen)
+    out = Path(args.out)
+    if out.suffix.lower() == ".csv":
+        atomic_write(out, lambda f: frame.to_csv(f, index=False))
+    else:
+        atomic_write(out, lambda f: frame.to_parquet(f, index=False), binary=True)
+    print(f"wrote {len(frame)} recommendations for {frame['user'].nunique()} users to {out} in "
+          f"{time.perf_counter() - start:.1f} s")
+
+
+def _read_users(path: Path) -> list[str]:
+    """User ids from a text file (one per line) or a CSV / Parquet file with a ``user`` / ``user_id`` column."""
+    from lmrec.data.frames import USER_NAMES, read_table
+
+    if path.suffix.lower() in (".csv", ".tsv", ".parquet", ".jsonl") or path.name.endswith(".csv.gz"):
+        frame = read_table(path)
+        column = next((c for c in frame.columns if str(c).lower() in USER_NAMES), None)
+        if column is None:
+            raise LmrecError(f"{path}: no user column (one of {', '.join(USER_NAMES)}); or give one id per line")
+        return frame[column].astype(str).str.strip().tolist()
+    if not path.is_file():
+        raise LmrecError(f"{path}: no such file of user ids")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from lmrec import Run
+
+    run = Run.load(args.run)
+    for path in run.export_vectors(args.out, args.format):
+        print(f"wrote {path}")
 
 
 def _read_conversation(source: str) -> list[str]:

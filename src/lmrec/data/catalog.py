@@ -74,18 +74,6 @@ class ItemCatalog:
             fields={name: [values[i] for i in keep] for name, values in self.fields.items()},
         )
 
-    def match_title(self, query: str, limit: int = 1, score_cutoff: float = 0.0) -> list[tuple[int, float]]:
-        """Items whose normalized title is closest to ``query`` (rapidfuzz WRatio, 0-100), best first."""
-        from rapidfuzz import fuzz, process
-
-        choices = self.__dict__.get("_normalized_titles")
-        if choices is None:  # normalized once: a service matches titles on every request
-            choices = self.__dict__["_normalized_titles"] = [normalize_title(t) for t in self.titles]
-        found = process.extract(
-            normalize_title(query), choices, scorer=fuzz.WRatio, limit=limit, score_cutoff=score_cutoff
-        )
-        return [(index, float(score)) for _, score, index in found]
-
     def checksum(self) -> str:
         """sha256 over ids and titles: identifies the catalog in run records and caches."""
         digest = hashlib.sha256()

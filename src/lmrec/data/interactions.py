@@ -72,6 +72,14 @@ class Interactions:
             self.catalog.subset(keep_items.tolist()), self.ratings, self.timestamps, self.name,
         )
 
+    def checksum(self) -> str:
+        """sha256 over the user ids, the catalog and every row (user, item, rating, timestamp)."""
+        digest = hashlib.sha256(self.catalog.checksum().encode())
+        digest.update("\n".join(self.user_ids).encode())
+        for column in (self.users, self.items, self.ratings, self.timestamps):
+            digest.update(b"-" if column is None else np.ascontiguousarray(column).tobytes())
+        return digest.hexdigest()[:16]
+
     def to_csr(self) -> sp.csr_matrix:
         """Binary (n_users, n_items) matrix; repeated pairs count once."""
         return to_csr(self.users, self.items, self.n_users, self.n_items)

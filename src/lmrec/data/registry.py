@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmrec.data import frames
 from lmrec.data.conversations import CRSData
 from lmrec.data.interactions import Interactions, SplitData
 from lmrec.data.loaders import amazon, lightgcn_txt, movielens, recbole
@@ -140,6 +141,7 @@ FORMATS: dict[str, Loader] = {
     "unisrec": _no_ratings(amazon.load_unisrec_interactions, "unisrec"),
     "lcrec": _no_ratings(amazon.load_lcrec, "lcrec"),
     "recbole": recbole.load_recbole,
+    "lmrec": frames.load_canonical,
 }
 def _crs_loader(module: str, function: str) -> Callable[[Path], CRSData]:
     def load(folder: Path) -> CRSData:
@@ -211,6 +213,8 @@ def detect_format(folder: str | Path) -> str:
         raise DatasetNotFoundError(f"{folder}: not a folder")
     names = {p.name for p in folder.iterdir() if p.is_file()}
     has = lambda *options: any(n in names for n in options)  # noqa: E731
+    if frames.is_dataset_folder(folder):
+        return "lmrec"
     if (folder / "unicrs_processed").is_dir():
         return "inspired"
     if has("movies_with_mentions.csv"):
@@ -286,6 +290,10 @@ def load_dataset(
         if split not in (None, "fixed") or min_rating is not None:
             raise ValueError(f"conversational dataset {name!r} has its own split: split and min_rating must be None")
         return CRS_FORMATS[fmt](folder)
+    if split is None and fmt == "lmrec":  # an imported folder's own default split and seed
+        manifest = frames.read_manifest(folder)
+        split, seed = manifest.get("split", DEFAULT_SPLIT), seed if seed != DEFAULT_SEED else manifest.get("seed",
+                                                                                                        seed)
     if split is None:
         split = spec.split if spec else ("fixed" if fmt == "lightgcn" else DEFAULT_SPLIT)
     base, keep = split_modifier(split)

@@ -106,6 +106,10 @@ class Recommender(Model, ABC):
         does not score by a dot product (then only exact ranking through :meth:`score` serves it)."""
         return None
 
+    def user_vectors(self) -> torch.Tensor | None:
+        """(n_users, d) vectors of the training users against :meth:`item_vectors` (None: not a dot-product model)."""
+        return None
+
     def user_vector(self, user: int, intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
         """(d,) vector of training user ``user`` (``intent``: AlphaRec models mix a stated intention in)."""
         raise LmrecError(f"{self.name} has no user vectors (it does not score by a dot product)")

@@ -107,6 +107,9 @@ class TorchRecommender(Recommender):
     def item_vectors(self) -> torch.Tensor:
         return self.vectors()[1]
 
+    def user_vectors(self) -> torch.Tensor:
+        return self.vectors()[0]
+
     def user_vector(self, user: int, intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
         if intent is not None:
             raise LmrecError(f"{self.name} takes no intent: stated intentions need an AlphaRec-family model")

@@ -54,7 +54,10 @@ def create_app(runs: Mapping[str, Run | ServedRun], session_ttl: float = 1800.0,
     @app.exception_handler(LmrecError)
     async def lmrec_error(request: Request, exc: LmrecError) -> JSONResponse:
         status = 404 if isinstance(exc, (UnknownIdError, SessionNotFound)) else 400
-        return JSONResponse({"error": str(exc)}, status_code=status)
+        body: dict = {"error": str(exc)}
+        if getattr(exc, "candidates", None) is not None:  # a title that named no item, or several
+            body["candidates"] = [{"item_id": i, "title": t, "score": round(s, 1)} for i, t, s in exc.candidates]
+        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -88,9 +91,10 @@ def create_app(runs: Mapping[str, Run | ServedRun], session_ttl: float = 1800.0,
     @app.post("/models/{name}/recommend", response_model=S.RecommendResponse, tags=["recommend"])
     def recommend(body: S.RecommendRequest, name: str = Name) -> S.RecommendResponse:
         run = get(name)
-        top, how = run.recommend(body.user, body.items, body.titles, body.intent, body.alpha, body.k, body.exclude,
-                                 body.exclude_seen, body.retrieval)
-        return S.RecommendResponse(model=name, retrieval=how, recommendations=[_rec(r) for r in top])
+        top, how, matched = run.recommend(body.user, body.items, body.titles, body.intent, body.alpha, body.k,
+                                          body.exclude, body.exclude_seen, body.retrieval)
+        return S.RecommendResponse(model=name, retrieval=how, recommendations=[_rec(r) for r in top],
+                                   matched=[S.Matched(**m.as_dict()) for m in matched])
 
     @app.get("/models/{name}/items/{item_id}/similar", response_model=S.SimilarResponse, tags=["recommend"])
     def similar(name: str = Name, item_id: str = PathParam(max_length=S.MAX_ID),

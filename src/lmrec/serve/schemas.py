@@ -64,10 +64,21 @@ class RecommendRequest(Strict):
     retrieval: Retrieval = "auto"
 
 
+class Matched(BaseModel):
+    """What a title of the request was matched to (exact, normalized or fuzzy, see lmrec.data.titles)."""
+
+    query: str
+    item_id: str
+    title: str
+    how: Literal["exact", "normalized", "fuzzy"]
+    score: float
+
+
 class RecommendResponse(BaseModel):
     model: str
     retrieval: Literal["exact", "faiss"]
     recommendations: list[Recommendation]
+    matched: list[Matched] = Field(default_factory=list, description="what each title of the request named")
 
 
 class SimilarResponse(BaseModel):

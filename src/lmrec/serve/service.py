@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from lmrec.data.conversations import CRSData
+from lmrec.data.titles import TitleIndex, TitleMatch
 from lmrec.errors import LmrecError, UnknownIdError
 from lmrec.models.base import Recommender
 from lmrec.run import Recommendation, Run
@@ -61,6 +61,10 @@ class ServedRun:
             kind = retrieval if retrieval != "auto" else ("faiss" if len(base) >= FAISS_THRESHOLD else "exact")
             self.index = build_index(base, kind, **(faiss_options or {}) if kind == "faiss" else {})
         self.features = self._features()
+        # one matcher for search, titles in requests and added items (lmrec.data.titles)
+        self.titles = TitleIndex(run.catalog.ids, run.catalog.titles, name)
+        for item_id, title in zip(self.added_ids, self.added_titles, strict=True):
+            self.titles.add(item_id, title)
 
     # -- what it serves --------------------------------------------------------------------------------------
     @property
@@ -109,27 +113,31 @@ class ServedRun:
 
     # -- recommendation ------------------------------------------------------------------------------------
     def recommend(self, user: str | None, items: list[str], titles: list[str], intent: str | None, alpha: float,
-                  k: int, exclude: list[str], exclude_seen: bool, retrieval: str) -> tuple[list[Recommendation], str]:
+                  k: int, exclude: list[str], exclude_seen: bool, retrieval: str
+                  ) -> tuple[list[Recommendation], str, list[TitleMatch]]:
+        """(the top ``k``, the retrieval used, what each title was matched to)."""
         if self.task == "crs":
             raise LmrecError(f"{self.name} is a conversational run: open a session and post messages")
         if k > self.n_items:
             raise LmrecError(f"k={k}: the catalog of {self.name} has {self.n_items} items")
-        known = [i for i in items if i in self.run.catalog]
-        if len(known) < len(items):
-            raise UnknownIdError(f"unknown item id {next(i for i in items if i not in known)!r} in {self.name} "
-                                 "(items added through the service cannot stand for a user's history)")
-        u, history, seen = self.run.who(user, known, titles)
+        matched = [self.titles.match(title) for title in titles]
+        items = [*items, *(m.item_id for m in matched)]
+        added = next((i for i in items if i not in self.run.catalog and i in self.added_ids), None)
+        if added is not None:
+            raise LmrecError(f"item {added!r} was added through the service: it has no interactions to learn a "
+                             "taste from, so it cannot stand for a user's history (ask for items of the catalog)")
+        u, history, seen = self.run.who(user, items)
         left_out = [self.index_of(i) for i in exclude]
         use_index = retrieval == "faiss" or (retrieval == "auto" and self.retrieval == "faiss")
         if use_index and self.index is None:
             raise LmrecError(f"{self.model.name} does not score by a dot product: only exact retrieval serves it")
         with torch.no_grad():
             if not use_index:
-                return self._exact(user, u, history, intent, alpha, k, left_out, exclude_seen), "exact"
+                return self._exact(user, u, history, intent, alpha, k, left_out, exclude_seen), "exact", matched
             query = self._query(u, history, intent, alpha)
             with self.lock if isinstance(self.index, FaissIndex) else _nothing():
                 top, scores = self.index.search(query, k, [*left_out, *(seen if exclude_seen else [])])
-        return self._recommendations(top, scores), self.index.kind
+        return self._recommendations(top, scores), self.index.kind, matched
 
     def _query(self, user: int | None, history: list[int], intent: str | None, alpha: float) -> np.ndarray:
         """The query vector of a known user (dense index) or of a new user's items (see :meth:`Run.who`)."""
@@ -193,6 +201,8 @@ class ServedRun:
                 except OSError as exc:
                     raise LmrecError(f"cannot keep the new item in {self.run.folder}: {exc.strerror or exc}") from None
             new = len(ids) - len(self.added_ids)  # others may have added items meanwhile: take theirs too
+            for other_id, other_title in zip(ids[-new:], titles[-new:], strict=True):
+                self.titles.add(other_id, other_title)
             self.added_ids, self.added_titles = ids, titles  # ids first: no reader sees a row without its id
             self.vectors = np.concatenate([self.vectors, vectors[-new:]])
             self.index.add(vectors[-new:])
@@ -219,15 +229,9 @@ class ServedRun:
 
     # -- browsing ----------------------------------------------------------------------------------------
     def search_titles(self, query: str, limit: int) -> list[tuple[str, str]]:
-        """(id, title) of the items whose title contains every word of ``query`` (case-insensitive), best match
-        first; fuzzy matches when none does."""
-        words = re.findall(r"\w+", query.lower())
-        titles = [*self.run.catalog.titles, *self.added_titles]
-        hits = [i for i, t in enumerate(titles) if all(w in t.lower() for w in words)]
-        if not hits and words:
-            hits = [i for i, _ in self.run.catalog.match_title(query, limit=limit, score_cutoff=60)]
-        hits.sort(key=lambda i: (len(titles[i]), i))
-        return [(self.item_id(i), self.title(i)) for i in hits[:limit]]
+        """(id, title) of the items a search for ``query`` shows, best first (:meth:`TitleIndex.search`: the same
+        matcher as titles in requests, added items included)."""
+        return [(self.titles.ids[i], self.titles.titles[i]) for i in self.titles.search(query, limit)]
 
     def users(self, limit: int, offset: int) -> tuple[list[str], int]:
         if isinstance(self.run.data, CRSData):
