@@ -107,10 +107,9 @@ def test_titles_say_what_they_matched_in_python_the_cli_and_the_service(movie_da
 
 def test_added_items_are_found_by_search_and_by_title_matching_alike(movie_data, tmp_path, monkeypatch):
     features = np.random.default_rng(0).normal(size=(movie_data.n_items, 8)).astype(np.float32)
-    run = lmrec.fit(lmrec.get_model("alpharec")(features=features, n_negatives=8, mlp_ratio=1.0), movie_data,
+    lmrec.fit(lmrec.get_model("alpharec")(features=features, n_negatives=8, mlp_ratio=1.0), movie_data,
                     {"epochs": 1, "progress": False}, out=tmp_path / "ar")
-    served = create_app({"ar": lmrec.Run.load(tmp_path / "ar")})
-    client = TestClient(served)
+    client = TestClient(create_app({"ar": lmrec.Run.load(tmp_path / "ar")}))
     import torch
 
     from lmrec.models.cf.alpharec import AlphaRec

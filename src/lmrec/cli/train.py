@@ -212,9 +212,8 @@ def _flat(block: dict) -> dict:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from lmrec import Run
-    from lmrec.eval.ranking import RankingResult
-
     from lmrec.data.registry import load_dataset
+    from lmrec.eval.ranking import RankingResult
 
     set_threads(args)
     if args.dataset is None and (args.format or args.split_protocol):
