@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +12,8 @@ import torch
 
 import lmrec
 from helpers import planted_data, planted_features, single_thread  # noqa: F401
+from lmrec import clock
+from lmrec.clock import ManualClock
 from lmrec.run import per_user_test_values, read_manifest
 
 TRAIN = {"epochs": 3, "eval_every": 1, "progress": False}
@@ -234,8 +234,8 @@ def test_results_lost_after_training_need_no_retraining(data, tmp_path, monkeypa
     epochs_trained = []
     monkeypatch.setattr(lmrec.get_model("mf"), "batches",
                         lambda self, rng, size: epochs_trained.append(1) or iter(()))
-    monkeypatch.setattr(run_module, "time", SimpleNamespace(perf_counter=lambda: 0.0, strftime=time.strftime))
-    resumed = lmrec.fit("mf", data, TRAIN, out=out, resume=True)  # no wall time passes in this process
+    with clock.use(ManualClock()):  # no time passes in this process
+        resumed = lmrec.fit("mf", data, TRAIN, out=out, resume=True)
     assert epochs_trained == [] and resumed.manifest["fit"]["resumed_at"] == 3
     # the seconds of the fit are those spent before the resume (the checkpoint's), not this process's none
     assert resumed.manifest["fit"]["seconds"] == resumed.log.seconds_before_resume > 0

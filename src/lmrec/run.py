@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmrec import clock
 from lmrec.data.conversations import CRSData, CRSSample, MentionFinder, Turn, conversation_sample, parse_conversation
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import DataRef
@@ -316,12 +317,12 @@ def fit(
     folder = Path(out) if out is not None else None
     if folder is not None and _claim_once(folder, overwrite, resume, manifest):
         return Run.load(folder, data=dataset)  # complete already, with these settings
-    start = time.perf_counter()
+    start = clock.now()
     kwargs: dict[str, Any] = {"folder": folder, "resume": resume}
     if task == "crs":
         kwargs.update(features=features, base=base.model if isinstance(base, Run) else base)
     log = model.fit(dataset, train_config, **kwargs)  # type: ignore[arg-type]
-    manifest["fit"] = _fit_summary(log, time.perf_counter() - start)
+    manifest["fit"] = _fit_summary(log, clock.now() - start)
     if hasattr(model, "diagnostics"):
         manifest["fit"]["learned"] = model.diagnostics()
     run = Run(model, dataset, manifest, log=log)

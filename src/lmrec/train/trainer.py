@@ -7,7 +7,6 @@ import copy
 import dataclasses
 import json
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from lmrec import tensorfile
+from lmrec import clock, tensorfile
 from lmrec.errors import LmrecError
 from lmrec.settings import as_dict, build, settings
 from lmrec.train import checkpoint as ckpt
@@ -224,12 +223,12 @@ class Trainer:
                              "from; a distributed run folder must be on storage that every machine sees")
         self._rewrite_log(log)
         device = resolve_device(cfg.device)
-        start = time.perf_counter() - elapsed
+        start = clock.now() - elapsed
         last_epoch = first_epoch - 1 if finished else cfg.epochs  # a finished checkpoint: nothing left to train
         epochs = tqdm(range(first_epoch, last_epoch + 1), desc=f"train {getattr(model, 'name', '')}",
                       disable=not cfg.progress, initial=first_epoch - 1, total=cfg.epochs)
         for epoch in epochs:
-            t0 = time.perf_counter()
+            t0 = clock.now()
             model.set_training(True)
             total, n_batches = 0.0, 0
             for batch in model.batches(rng, cfg.batch_size):
@@ -246,8 +245,8 @@ class Trainer:
                 total += loss.item()
                 n_batches += 1
             model.set_training(False)
-            record = EpochRecord(epoch, total / max(n_batches, 1), time.perf_counter() - t0, steps=n_batches)
-            out_of_time = cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
+            record = EpochRecord(epoch, total / max(n_batches, 1), clock.now() - t0, steps=n_batches)
+            out_of_time = cfg.max_minutes is not None and clock.now() - start > 60 * cfg.max_minutes
             out_of_time = world.from_main(out_of_time)  # clocks differ: every rank stops at rank 0's epoch
             last = epoch == cfg.epochs or out_of_time
             if validate is not None and (epoch % cfg.eval_every == 0 or last):
@@ -258,7 +257,7 @@ class Trainer:
                 score = record.valid[cfg.metric]
                 if score > log.best_score:
                     log.best_score, log.best_epoch = score, epoch
-                    log.seconds_to_best = time.perf_counter() - start
+                    log.seconds_to_best = clock.now() - start
                     best_state = copy.deepcopy(model.state())
                     bad_evals = 0
                 else:
@@ -273,11 +272,11 @@ class Trainer:
             elif last and epoch != cfg.epochs:
                 stop = f"{TIME_BUDGET} of {cfg.max_minutes} minutes"
             if stop is None and not last and epoch % cfg.checkpoint_every == 0:
-                self._checkpoint(model, optimizer, rng, log, best_state, bad_evals, time.perf_counter() - start)
+                self._checkpoint(model, optimizer, rng, log, best_state, bad_evals, clock.now() - start)
             if stop is not None:
                 log.stopped = stop
                 break
-        log.total_seconds = time.perf_counter() - start
+        log.total_seconds = clock.now() - start
         if not finished:  # the end state too: results lost after training (a full disk) cost no retraining
             self._checkpoint(model, optimizer, rng, log, best_state, bad_evals, log.total_seconds, finished=True)
         if best_state is not None:

@@ -30,7 +30,6 @@ import hashlib
 import json
 import re
 import threading
-import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 from pydantic import NonNegativeInt, PositiveInt
 
+from lmrec import clock
 from lmrec.data.conversations import CRSData, CRSSample
 from lmrec.errors import LmrecError
 from lmrec.io import atomic_write, write_json
@@ -372,7 +372,7 @@ def _encode_in_chunks(lm: Any, contexts: Sequence[str], cfg: PrepareConfig, cach
                       ) -> tuple[torch.Tensor, dict[str, int]]:
     """(q float32 (n, d), token counts) of ``contexts`` in order, ``ENCODE_CHUNK`` at a time: each chunk reaches the
     cache as it finishes (a killed prepare resumes there) and, with ``progress``, logs a line."""
-    start = time.perf_counter()
+    start = clock.now()
     parts = [torch.empty(0, lm.hidden_size)]
     tokens = {"tokens": 0, "computed": 0}
     for lo in range(0, len(contexts), ENCODE_CHUNK):
@@ -384,7 +384,7 @@ def _encode_in_chunks(lm: Any, contexts: Sequence[str], cfg: PrepareConfig, cach
             tokens[key] += lm.last_encoding.get(key, 0)
         if progress and len(contexts) > ENCODE_CHUNK:
             log(f"  encoded {min(lo + ENCODE_CHUNK, len(contexts))}/{len(contexts)} {what} "
-                f"({time.perf_counter() - start:.0f} s)")
+                f"({clock.now() - start:.0f} s)")
     return torch.cat(parts).float().contiguous(), tokens
 
 
@@ -432,11 +432,11 @@ def prepare_features(
                 completions = [records[s.context].completion for s in kept]
         elif cfg.q_mode == "completion" and kept:
             raise LmrecError(f"q_mode='completion' needs generations for split {split!r}")
-        start = time.perf_counter()
+        start = clock.now()
         # dataset order (conversations, then their turns): each context extends the last, so the KV cache is reused
         q, tokens = _encode_in_chunks(lm, [s.context for s in kept], cfg, cache, f"{split} turns",
                                       progress, log, completions)
-        seconds = time.perf_counter() - start
+        seconds = clock.now() - start
         info["encoding"] = {"seconds": seconds, "seconds_per_sample": seconds / max(len(kept), 1),
                             "note": "includes cache hits (0 s each)", "reuse_kv": cfg.reuse_kv,
                             "tokens": tokens["tokens"], "tokens_computed": tokens["computed"]}
@@ -448,11 +448,11 @@ def prepare_features(
     if cfg.item_prompt is not None:
         if cfg.q_mode == "completion":
             raise LmrecError("item_prompt needs q_mode='prefix' (item prompts have no generated answer to encode)")
-        start = time.perf_counter()
+        start = clock.now()
         contexts = item_prompt_contexts(cfg.item_prompt, data.catalog.titles)
         item_prompt_q, prompt_tokens = _encode_in_chunks(lm, contexts, cfg, cache, "item prompts", progress, log)
         meta["item_prompts"] = {"template": cfg.item_prompt, "items": len(contexts),
-                                "seconds": time.perf_counter() - start, "tokens": prompt_tokens["tokens"],
+                                "seconds": clock.now() - start, "tokens": prompt_tokens["tokens"],
                                 "tokens_computed": prompt_tokens["computed"]}
         log(f"item prompts: {len(contexts)} in {meta['item_prompts']['seconds']:.1f} s")
     tokens = title_tokens(lm, data.catalog.titles, cfg.max_title_tokens)
@@ -482,9 +482,9 @@ def prepare_dataset(dataset: str | Path, out: str | Path, config: PrepareConfig 
     data = load_dataset(dataset)
     if not isinstance(data, CRSData):
         raise LmrecError(f"{dataset!r} is not a conversational dataset (expected e.g. inspired or redial)")
-    start = time.perf_counter()
+    start = clock.now()
     lm = CausalLM.load(cfg.llm, dtype=cfg.dtype, device=cfg.device)
-    load_seconds = time.perf_counter() - start
+    load_seconds = clock.now() - start
     features = prepare_features(data, lm, out, cfg, EmbeddingCache(cache_root) if cache_root else None, progress,
                                 log)
     features.meta.update(llm_load_seconds=load_seconds, loader_skipped=dict(data.skipped),
@@ -511,11 +511,11 @@ def _generate(
     seconds = 0.0
     for start in range(0, len(todo), chunk):
         rows = todo[start : start + chunk]
-        t0 = time.perf_counter()
+        t0 = clock.now()
         texts = lm.generate([prompts[i] for i in rows], max_new_tokens=cfg.max_new_tokens,
                             batch_size=cfg.generate_batch_size, formatted=True, answer_prefix=cfg.answer_prefix,
                             progress=False)
-        seconds += time.perf_counter() - t0
+        seconds += clock.now() - t0
         for i, text in zip(rows, texts):
             titles, items, n_mapped = map_completion(text, matcher, cfg.n_titles)
             s = samples[i]
