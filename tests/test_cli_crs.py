@@ -116,6 +116,33 @@ def test_malformed_line_and_empty_conversation(tiny_runs: dict[str, Path], monke
     assert "conversation is empty" in capsys.readouterr().err
 
 
+def test_prepare_with_no_answers_and_plain_per_split_values(tiny_runs: dict[str, Path], tmp_path: Path,
+                                                            capsys) -> None:
+    """Issue 25: --max-generate 0 in every split was a ZeroDivisionError; --max-samples wanted JSON."""
+    llm = ["--llm", str(tiny_runs["root"] / "llm"), "--dtype", "float32", "--max-new-tokens", "4", "--no-progress"]
+    out = tmp_path / "no-answers"
+    assert main(["crs", "prepare", "--dataset", "inspired", *llm, "--max-generate", "train=0,valid=0,test=0",
+                 "--max-samples", "train=5,valid=none", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "train: 5/24 turns" in printed and "valid: 6/6 turns" in printed and "test: 6/6 turns" in printed
+    assert printed.count("no answers generated (--max-generate)") == 3
+    prepared = json.loads((out / "prepare.json").read_text())
+    assert all("generation" not in info for info in prepared["splits"].values())
+    assert not list(out.glob("generations-*.jsonl"))
+    json_form = tmp_path / "json-form"  # JSON is still read, with the same meaning
+    assert main(["crs", "prepare", "--dataset", "inspired", *llm, "--max-generate", '{"train": 0, "valid": 0, '
+                 '"test": 0}', "--max-samples", '{"train": 5, "valid": null}', "--out", str(json_form)]) == 0
+    assert json.loads((json_form / "prepare.json").read_text())["config"] == prepared["config"]
+
+
+def test_prepare_help_shows_readable_defaults(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["crs", "prepare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--max-samples KEY=VALUE,... turns kept per split" in text and "e.g. train=200,valid=50" in text
+    assert "default train,valid,test" in text and "{}" not in text and "('train'" not in text
+
+
 def test_unknown_dataset_lists_the_names(tmp_path: Path, capsys) -> None:
     assert main(["crs", "prepare", "--dataset", "movielens", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err

@@ -38,7 +38,7 @@ from lmrec.data.conversations import CRSData, CRSSample, MentionFinder, Turn, co
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import DataRef
 from lmrec.environment import versions
-from lmrec.errors import LmrecError, UnknownIdError
+from lmrec.errors import Argument, ArgumentError, LmrecError, UnknownIdError
 from lmrec.eval.ranking import TIE_POLICY, NothingToEvaluate, RankingResult, evaluate
 from lmrec.io import write_json
 from lmrec.models.base import Model, Recommender, get_model
@@ -198,7 +198,7 @@ class Run:
         scores, seen = self._scores(user, items, titles, intent, alpha, conversation)
         n_items = len(self.catalog)
         if not 1 <= int(k) <= n_items:
-            raise SettingsError(f"k={k!r}: expected an integer between 1 and the catalog size {n_items}")
+            raise SettingsError(Argument("k", k), f": expected an integer between 1 and the catalog size {n_items}")
         scores = scores.detach().to("cpu", torch.float32).clone()
         left_out = [self.catalog.index(i) for i in exclude] + (list(seen) if exclude_seen else [])
         if left_out:
@@ -237,33 +237,36 @@ class Run:
         data: SplitData = self.data  # type: ignore[assignment]
         history = [self.catalog.index(i) for i in items] + self.resolve_titles(titles)
         if user is not None and history:
-            raise LmrecError("pass either user=... (a known user) or items / titles (a new user), not both")
+            raise ArgumentError("pass either ", Argument("user"), " (a known user) or ", Argument("items"), " / ",
+                                Argument("titles"), " (a new user), not both")
         if user is not None:
             u = data.user_index(user)
             data.train_items(u)
             return u, [], data.user_items(u).tolist()
         if not history:
-            raise LmrecError("nothing to recommend for: pass user=..., items=... or titles=...")
+            raise ArgumentError("nothing to recommend for: pass ", Argument("user"), ", ", Argument("items"), " or ",
+                                Argument("titles"))
         return None, history, history
 
     def _scores(self, user: Any, items: Any, titles: Any, intent: str | None, alpha: float,
                 conversation: Any) -> tuple[torch.Tensor, list[int]]:
         """(scores (n_items,), items to leave out as seen) for the request."""
         if not 0.0 <= float(alpha) <= 1.0:
-            raise SettingsError(f"alpha={alpha!r}: expected a number between 0 and 1")
+            raise SettingsError(Argument("alpha", alpha), ": expected a number between 0 and 1")
         if intent is not None and not intent.strip():
             raise SettingsError("intent is empty: write a sentence, or leave it out")
         model = self.model
         if not isinstance(model, Recommender):
             if conversation is None or user is not None or items or titles:
-                raise LmrecError(f"{model.name} is a conversational model: pass conversation=...")
+                raise ArgumentError(f"{model.name} is a conversational model: pass ", Argument("conversation"))
             if intent is not None:
                 raise LmrecError(f"{model.name} takes no intent: say it in the conversation")
             sample = conversation if isinstance(conversation, CRSSample) else self.conversation_sample(conversation)
             with torch.no_grad():
                 return model.score([sample])[0], sample.mentioned  # type: ignore[attr-defined]
         if conversation is not None:
-            raise LmrecError(f"{model.name} is a collaborative-filtering model: pass user=... or items=...")
+            raise ArgumentError(f"{model.name} is a collaborative-filtering model: pass ", Argument("user"), " or ",
+                                Argument("items"))
         u, history, seen = self.who(user, items or [], titles or [])
         if u is not None:
             if intent is not None:

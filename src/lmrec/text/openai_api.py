@@ -87,7 +87,7 @@ class OpenAIEmbeddingEncoder:
     def _request(self, texts: list[str]) -> np.ndarray:
         url = f"{self.base_url}/embeddings"
         if not self.api_key and self.base_url == _OPENAI_DEFAULT_URL:
-            raise LmrecError(f"{url}: no API key; set OPENAI_API_KEY or pass api_key=...")
+            raise LmrecError(f"{url}: no API key; set the environment variable OPENAI_API_KEY")
         body: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": "float"}
         if self.dimensions:
             body["dimensions"] = self.dimensions

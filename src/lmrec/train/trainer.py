@@ -18,7 +18,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from lmrec import clock, tensorfile
-from lmrec.errors import LmrecError
+from lmrec.errors import Argument, ArgumentError, LmrecError
 from lmrec.settings import as_dict, build, settings
 from lmrec.train import checkpoint as ckpt
 from lmrec.train import distributed
@@ -77,9 +77,11 @@ class TrainConfig:
 def resolve_device(device: str) -> torch.device:
     """``torch.device(device)`` after checking that this machine has it."""
     if device == "cuda" and not torch.cuda.is_available():
-        raise LmrecError("device 'cuda' was asked for, but torch sees no CUDA GPU on this machine (use device=cpu)")
+        raise ArgumentError(Argument("device", device), ": torch sees no CUDA GPU on this machine (use ",
+                            Argument("device", "cpu"), ")")
     if device == "mps" and not torch.backends.mps.is_available():
-        raise LmrecError("device 'mps' was asked for, but torch sees no Apple MPS device here (use device=cpu)")
+        raise ArgumentError(Argument("device", device), ": torch sees no Apple MPS device here (use ",
+                            Argument("device", "cpu"), ")")
     return torch.device(device)
 
 

@@ -34,17 +34,17 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from lmrec import clock
 from lmrec.data.conversations import CRSData, CRSSample
-from lmrec.errors import LmrecError
+from lmrec.errors import Argument, LmrecError
 from lmrec.io import atomic_write, write_json
-from lmrec.settings import settings
+from lmrec.settings import SettingsError, settings
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict
 
 __all__ = ["SPLITS", "ContextFeatures", "GenerationRecord", "LLMFeatures", "PrepareConfig", "TitleTokens",
@@ -67,9 +67,13 @@ class PrepareConfig:
 
     llm: str = "smollm2-135m"  # registered name, local folder, .gguf file or hub id
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 only with AMX / AVX512-BF16
-    max_samples: dict[Split, NonNegativeInt | None] = field(default_factory=dict)
-    generate_splits: tuple[Split, ...] = SPLITS
-    max_generate: dict[Split, NonNegativeInt | None] = field(default_factory=dict)  # per split, of the kept turns
+    max_samples: Annotated[dict[Split, NonNegativeInt | None], Field(
+        description="turns kept per split, a seeded subsample, e.g. train=200,valid=50 (a split not named: all)",
+    )] = field(default_factory=dict)
+    generate_splits: Annotated[tuple[Split, ...], Field(description="the splits whose turns the LLM answers")] = SPLITS
+    max_generate: Annotated[dict[Split, NonNegativeInt | None], Field(
+        description="kept turns the LLM answers per split, e.g. train=384 (a split not named: all; 0: none)",
+    )] = field(default_factory=dict)
     seed: int = 2024
     q_mode: Literal["prefix", "completion"] = "prefix"  # "prefix": prompt + "1."; "completion": + own answer (official)
     max_length: PositiveInt = 512  # tokens kept (the last ones) of an encoded prompt
@@ -420,18 +424,20 @@ def prepare_features(
         info: dict[str, Any] = {"samples": len(samples), "kept": len(kept),
                                 "subsample": None if len(kept) == len(samples) else f"seed {cfg.seed + k}"}
         completions = None
-        if split in cfg.generate_splits and kept:
-            answer = subsample(len(kept), cfg.max_generate.get(split), cfg.seed + 100 + k)
-            if cfg.q_mode == "completion" and len(answer) < len(kept):
-                raise LmrecError("q_mode='completion' needs a generation for every kept turn: drop max_generate")
+        answer = subsample(len(kept), cfg.max_generate.get(split), cfg.seed + 100 + k) \
+            if split in cfg.generate_splits else np.zeros(0, dtype=np.int64)
+        if cfg.q_mode == "completion" and len(answer) < len(kept):  # q is read after the LLM's own answer
+            raise SettingsError(Argument("q_mode", "completion"), " reads the LLM's answer to every kept turn, but "
+                                f"{len(answer)} of the {len(kept)} kept {split} turns are answered (",
+                                Argument("generate_splits", cfg.generate_splits), ", ",
+                                Argument("max_generate", cfg.max_generate), ")")
+        if len(answer):  # max_generate 0 for a split: nothing generated there
             records, info["generation"] = _generate(lm, [kept[int(i)] for i in answer],
                                                     folder / f"generations-{split}.jsonl", cfg, matcher, progress,
                                                     log, split)
             info["generation"]["turns"] = len(answer)
             if cfg.q_mode == "completion":
                 completions = [records[s.context].completion for s in kept]
-        elif cfg.q_mode == "completion" and kept:
-            raise LmrecError(f"q_mode='completion' needs generations for split {split!r}")
         start = clock.now()
         # dataset order (conversations, then their turns): each context extends the last, so the KV cache is reused
         q, tokens = _encode_in_chunks(lm, [s.context for s in kept], cfg, cache, f"{split} turns",
@@ -447,7 +453,8 @@ def prepare_features(
     item_prompt_q = None
     if cfg.item_prompt is not None:
         if cfg.q_mode == "completion":
-            raise LmrecError("item_prompt needs q_mode='prefix' (item prompts have no generated answer to encode)")
+            raise SettingsError(Argument("item_prompt", cfg.item_prompt), " needs ", Argument("q_mode", "prefix"),
+                                " (item prompts have no generated answer to encode)")
         start = clock.now()
         contexts = item_prompt_contexts(cfg.item_prompt, data.catalog.titles)
         item_prompt_q, prompt_tokens = _encode_in_chunks(lm, contexts, cfg, cache, "item prompts", progress, log)
