@@ -265,6 +265,41 @@ def test_a_parser_error_is_one_line_naming_the_flag(folder, tmp_path, capsys):
                                        "(`lmrec train --help` lists the flags)\n")
 
 
+def test_the_run_flags_go_with_every_model(folder, tmp_path, capsys):
+    """Issue 25: a script looping over models with the same run flags broke on pop ("unrecognized arguments")."""
+    from helpers import write_inspired
+
+    write_inspired(tmp_path / "data")
+    datasets = {"pop": folder, "mf": folder, "fism": tmp_path / "data" / "inspired"}
+    run_flags = ["--seed", "1", "--no-progress", "--device", "cpu", "--threads", "1"]
+    for model, dataset in [*datasets.items(), ("pop", tmp_path / "data" / "inspired")]:
+        out = tmp_path / "runs" / f"{model}-{dataset.name}"
+        assert main(["train", model, "--dataset", str(dataset), *run_flags, "--out", str(out)]) == 0, model
+        assert main(["train", model, "--dataset", str(dataset), *run_flags, "--resume", "--out", str(out)]) == 0
+        assert main(["train", model, "--dataset", str(dataset), *run_flags, "--overwrite", "--out", str(out)]) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["eval_seed"] == 1 and manifest["status"] == "complete"
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "error"), [
+    (["--lr", "0.1"], "pop does not train: --lr does not apply"),
+    (["--epochs", "3", "--patience", "2", "--seed", "1"], "pop does not train: --epochs, --patience do not apply"),
+])
+def test_training_settings_for_a_model_that_does_not_train_are_refused(folder, tmp_path, capsys, flags, error):
+    out = tmp_path / "pop"
+    assert main(["train", "pop", "--dataset", str(folder), *flags, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"lmrec: error: {error}\n" and not out.exists()
+
+
+def test_the_help_of_a_model_that_does_not_train_lists_the_run_flags_only(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "pop", "--help"])
+    text = capsys.readouterr().out
+    assert "run settings:" in text and "--seed" in text and "--no-progress" in text and "--device" in text
+    assert "--lr" not in text and "--epochs" not in text and "training settings" not in text
+
+
 def test_cut_offs_are_capped_at_a_small_catalog(tmp_path):
     out = tmp_path / "x"
     code = main(["train", "pop", "--dataset", str(FIXTURES / "lightgcn"), "--out", str(out)])

@@ -242,6 +242,23 @@ def test_results_lost_after_training_need_no_retraining(data, tmp_path, monkeypa
     assert read_manifest(out)["status"] == "complete" and not (out / "checkpoint.safetensors").exists()
 
 
+def test_a_model_that_does_not_train_takes_the_run_settings(tmp_path):
+    """pop: the seed breaks its (many) ties, the device is checked, training settings are left aside (a comparison
+    passes one set to every model); another seed in the same folder is another run."""
+    data = planted_data()
+    first = lmrec.fit("pop", data, {"seed": 1, "progress": False, "lr": 0.5}, out=tmp_path / "pop")
+    assert first.manifest["eval_seed"] == 1 and first.manifest["train_config"] is None
+    assert lmrec.fit("pop", data, {"seed": 1}).metrics == first.metrics
+    assert lmrec.fit("pop", data).manifest["eval_seed"] == 2024  # the data seed, as before
+    seeds = {json.dumps(lmrec.fit("pop", data, {"seed": seed}).metrics["test"]["ndcg@10"]) for seed in range(4)}
+    assert len(seeds) > 1  # the tie-breaking follows the seed
+    with pytest.raises(lmrec.LmrecError, match="resume it with the same settings"):
+        lmrec.fit("pop", data, {"seed": 2}, out=tmp_path / "pop", resume=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(lmrec.LmrecError, match="device='cuda': torch sees no CUDA GPU"):
+            lmrec.fit("pop", data, {"device": "cuda"})
+
+
 def test_empty_splits_are_errors_or_counted_notes_never_nan(tmp_path):
     from helpers import make_split
 

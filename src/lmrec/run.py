@@ -45,7 +45,14 @@ from lmrec.models.base import Model, Recommender, get_model
 from lmrec.settings import SettingsError, as_dict, build
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict, with_prefix
 from lmrec.train import distributed
-from lmrec.train.trainer import CHECKPOINT_FILE, RESUME_MAY_CHANGE, TrainConfig, TrainLog, resolve_device
+from lmrec.train.trainer import (
+    CHECKPOINT_FILE,
+    RESUME_MAY_CHANGE,
+    RUN_SETTINGS,
+    TrainConfig,
+    TrainLog,
+    resolve_device,
+)
 
 FORMAT, VERSION = "lmrec-run", 1
 MANIFEST, WEIGHTS, METRICS, PER_USER = "manifest.json", "model.safetensors", "metrics.json", "per-user.safetensors"
@@ -335,6 +342,15 @@ def fit(
     return run
 
 
+def run_settings(train: TrainConfig | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The settings about the run itself (:data:`~lmrec.train.trainer.RUN_SETTINGS`: seed, progress, device) that
+    ``train`` gives, validated: all of a :class:`TrainConfig`'s, a dict's keys among them."""
+    if isinstance(train, TrainConfig):
+        return {key: getattr(train, key) for key in RUN_SETTINGS}
+    given = {key: value for key, value in (train or {}).items() if key in RUN_SETTINGS}
+    return {key: getattr(build(TrainConfig, given, what="training setting"), key) for key in given}
+
+
 def planned_manifest(model: str, data: SplitData | CRSData | str | DataRef, train: dict[str, Any] | None = None,
                      *, ref: DataRef | None = None, **settings: Any) -> tuple[dict[str, Any], SplitData | CRSData]:
     """The manifest :func:`fit` would write for these arguments, and the data it would load, without training (what
@@ -359,15 +375,20 @@ def _plan(model: str | Model, data: SplitData | CRSData | str | DataRef, train: 
         raise LmrecError("settings go with a model name; a model object carries its own config")
     if model.task != task:
         raise LmrecError(f"{model.name} is a {model.task} model, but {ref.dataset!r} is {task} data")
-    # a model fitted from the data (pop, dense, zero_shot_llm) has no training loop: ``train`` does not apply to it
-    # (a comparison passes the same training settings to every model; the CLI offers none for such models)
+    # a model fitted from the data (pop, dense, zero_shot_llm) has no training loop: of ``train`` only the settings
+    # about the run apply to it (seed, progress, device); the others are left aside (a comparison passes the same
+    # training settings to every model; the CLI refuses them for such a model)
     train_config = model.train_config(train, model.config) if model.trainable else None
+    run = run_settings(train_config if model.trainable else train)
+    if not model.trainable:  # a trained model moves to the training device when it is fitted
+        model.device = resolve_device(run.get("device", "cpu"))
     if dataset is None:
         dataset = ref.load()
     if isinstance(dataset, SplitData) and dataset.train.nnz == 0:
         raise LmrecError(f"{dataset.name}: the training split is empty: nothing to fit")
     features = _features(features, dataset) if task == "crs" else None
-    return model, dataset, task, train_config, features, _manifest(model, dataset, ref, train_config, features)
+    manifest = _manifest(model, dataset, ref, train_config, features, run.get("seed", ref.seed))
+    return model, dataset, task, train_config, features, manifest
 
 
 def _claim_once(folder: Path, overwrite: bool, resume: bool, manifest: dict[str, Any]) -> bool:
@@ -411,12 +432,12 @@ def _features(features: Any, data: CRSData) -> Any:
 
 
 def _manifest(model: Model, data: SplitData | CRSData, ref: DataRef, train: TrainConfig | None,
-              features: Any) -> dict[str, Any]:
+              features: Any, eval_seed: int) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "status": "training", "task": model.task, "model": model.name,
         "model_config": as_dict(model.config), "train_config": None if train is None else as_dict(train),
         "data": asdict(ref), "data_checksum": data.checksum(), "data_stats": _data_stats(data),
-        "eval_seed": train.seed if train is not None else ref.seed,
+        "eval_seed": eval_seed,
         "evaluation": _evaluation_protocol(model),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
     }
@@ -580,7 +601,7 @@ def claim_folder(folder: Path, overwrite: bool = False, resume: bool = False,
 def settings_differ(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """The manifest keys in which run ``saved`` was made with other settings than ``wanted`` asks for (model, task,
     model and training settings, data checksum); an unfinished run may change what resuming allows."""
-    keys = ("model", "task", "model_config", "data_checksum")
+    keys = ("model", "task", "model_config", "data_checksum", "eval_seed")
     diff = [k for k in keys if saved.get(k) != wanted.get(k)]
     protocol = lambda m: {k: v for k, v in (m.get("evaluation") or {}).items() if k not in EVALUATION_NOTES}  # noqa: E731
     if protocol(saved) != protocol(wanted):

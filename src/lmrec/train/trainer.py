@@ -26,6 +26,9 @@ from lmrec.train import distributed
 Device = Literal["cpu", "cuda", "mps"]
 LOG_FILE = "log.jsonl"  # one JSON line per epoch, in a run folder
 RESUME_MAY_CHANGE = ("epochs", "progress", "device")  # settings a resumed run may change (more epochs: go on)
+# settings about the run itself, not its training: a model that does not train (pop, dense, zero_shot_llm) takes them
+# too (the seed of its evaluation's tie-breaking, its progress bars, where it computes)
+RUN_SETTINGS = ("seed", "progress", "device")
 CHECKPOINT_FILE = "checkpoint.safetensors"  # the resumable training state, in a run folder
 METRIC_PATTERN = r"^(recall|ndcg|hr|mrr|precision)@[1-9][0-9]*$"
 
