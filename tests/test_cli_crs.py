@@ -135,6 +135,28 @@ def test_prepare_with_no_answers_and_plain_per_split_values(tiny_runs: dict[str,
     assert json.loads((json_form / "prepare.json").read_text())["config"] == prepared["config"]
 
 
+@pytest.mark.parametrize(("flags", "error"), [
+    (["--max-samples", "train:2"], "argument --max-samples: expected KEY=VALUE pairs separated by commas, e.g. "
+                                   "train=200,valid=50; got 'train:2'"),
+    (["--max-samples", "train=-1"], "prepare setting --max-samples train=-1: expected greater than or equal to 0"),
+    (["--max-generate", "later=1"], "prepare setting --max-generate later=1: expected 'train', 'valid' or 'test'"),
+    (["--q-mode", "completion", "--max-generate", "test=0"], "--q-mode completion reads the LLM's answer to every "
+     "kept turn, but 0 of the 6 kept test turns are answered (--generate-splits train,valid,test, "
+     "--max-generate test=0)"),
+    (["--q-mode", "completion", "--item-prompt", "I want {title}"], "--item-prompt 'I want {title}' needs "
+     "--q-mode prefix"),
+])
+def test_prepare_errors_name_the_flags(tiny_runs: dict[str, Path], tmp_path: Path, capsys, flags, error) -> None:
+    llm = ["--llm", str(tiny_runs["root"] / "llm"), "--dtype", "float32", "--max-new-tokens", "4", "--no-progress"]
+    argv = ["crs", "prepare", "--dataset", "inspired", *llm, *flags, "--out", str(tmp_path / "x")]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # refused by the parser
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"lmrec: error: {error}") and err.count("\n") == 1, err
+
+
 def test_prepare_help_shows_readable_defaults(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["crs", "prepare", "--help"])

@@ -42,6 +42,7 @@ from lmrec.errors import Argument, ArgumentError, LmrecError, UnknownIdError
 from lmrec.eval.ranking import TIE_POLICY, NothingToEvaluate, RankingResult, evaluate
 from lmrec.io import write_json
 from lmrec.models.base import Model, Recommender, get_model
+from lmrec.progress import progress_bars
 from lmrec.settings import SettingsError, as_dict, build
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict, with_prefix
 from lmrec.train import distributed
@@ -331,12 +332,14 @@ def fit(
     kwargs: dict[str, Any] = {"folder": folder, "resume": resume}
     if task == "crs":
         kwargs.update(features=features, base=base.model if isinstance(base, Run) else base)
-    log = model.fit(dataset, train_config, **kwargs)  # type: ignore[arg-type]
-    manifest["fit"] = _fit_summary(log, clock.now() - start)
-    if hasattr(model, "diagnostics"):
-        manifest["fit"]["learned"] = model.diagnostics()
-    run = Run(model, dataset, manifest, log=log)
-    run.metrics, run.test_result = _evaluate_splits(run)
+    show = train_config.progress if train_config is not None else run_settings(train).get("progress", True)
+    with progress_bars(show):  # the bars of the libraries it calls, e.g. transformers loading an encoder
+        log = model.fit(dataset, train_config, **kwargs)  # type: ignore[arg-type]
+        manifest["fit"] = _fit_summary(log, clock.now() - start)
+        if hasattr(model, "diagnostics"):
+            manifest["fit"]["learned"] = model.diagnostics()
+        run = Run(model, dataset, manifest, log=log)
+        run.metrics, run.test_result = _evaluate_splits(run)
     if folder is not None and distributed.current().is_main:
         run._write(folder)
     return run

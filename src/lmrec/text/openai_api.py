@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from lmrec.errors import EmbeddingError, LmrecError
+from lmrec.progress import shown
 
 __all__ = ["OpenAIEmbeddingEncoder"]
 
@@ -68,7 +69,7 @@ class OpenAIEmbeddingEncoder:
         texts = list(texts)
         size = max(1, min(int(batch_size), self.max_inputs_per_request))
         starts = range(0, len(texts), size)
-        if progress:
+        if shown(progress):
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"embedding ({self.model})", unit="request")

@@ -44,6 +44,7 @@ from lmrec import clock
 from lmrec.data.conversations import CRSData, CRSSample
 from lmrec.errors import Argument, LmrecError
 from lmrec.io import atomic_write, write_json
+from lmrec.progress import progress_bars
 from lmrec.settings import SettingsError, settings
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict
 
@@ -489,11 +490,12 @@ def prepare_dataset(dataset: str | Path, out: str | Path, config: PrepareConfig 
     data = load_dataset(dataset)
     if not isinstance(data, CRSData):
         raise LmrecError(f"{dataset!r} is not a conversational dataset (expected e.g. inspired or redial)")
-    start = clock.now()
-    lm = CausalLM.load(cfg.llm, dtype=cfg.dtype, device=cfg.device)
-    load_seconds = clock.now() - start
-    features = prepare_features(data, lm, out, cfg, EmbeddingCache(cache_root) if cache_root else None, progress,
-                                log)
+    with progress_bars(progress):  # transformers' "Loading weights" bar too
+        start = clock.now()
+        lm = CausalLM.load(cfg.llm, dtype=cfg.dtype, device=cfg.device)
+        load_seconds = clock.now() - start
+        features = prepare_features(data, lm, out, cfg, EmbeddingCache(cache_root) if cache_root else None,
+                                    progress, log)
     features.meta.update(llm_load_seconds=load_seconds, loader_skipped=dict(data.skipped),
                          torch_threads=torch.get_num_threads())
     write_json(Path(out) / "prepare.json", features.meta)
