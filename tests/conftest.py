@@ -1,6 +1,6 @@
-"""Shared test fixtures: where the real (read-only) datasets live."""
+"""Shared test fixtures: where the real (read-only) datasets live, and lmrec's cache of the suite's own."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +28,16 @@ def real_dataset(shared_data: Path) -> Callable[[str], Path]:
         return path
 
     return find
+
+
+@pytest.fixture(scope="session", autouse=True)
+def suite_cache(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Path]:
+    """lmrec's cache (converted models, embeddings) in a folder of the suite's own, never the user's home: beside
+    pytest's own temp folders (``/tmp/pytest-of-<user>/lmrec-cache``, kept between sessions so that SmolLM2 is
+    converted once), inside ``--basetemp`` when one is given. A test may still point LMREC_CACHE elsewhere."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base if pytestconfig.getoption("basetemp") else base.parent) / "lmrec-cache"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LMREC_CACHE", str(folder))
+    yield folder
+    mp.undo()

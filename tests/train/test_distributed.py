@@ -124,19 +124,25 @@ def free_port() -> int:
 
 def test_torchrun_two_nodes_on_loopback(data, tmp_path):
     """Two torchrun launchers (node ranks 0 and 1, one process each) meet on 127.0.0.1: the multi-machine
-    entry point, as it would run on two hosts."""
+    entry point, as it would run on two hosts. Both must be told the port beforehand: a free one, and another if
+    something else took it before the first launcher listened on it."""
     one = train(data, tmp_path / "one", "lightgcn")
-    port, out = free_port(), tmp_path / "two-nodes"
-    command = lambda node: [  # noqa: E731
-        sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={node}",
-        "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "lmrec", "train", "lightgcn",
-        "--dataset", str(data), "--out", str(out), "--epochs", str(EPOCHS), "--eval-every", "2",
-        "--batch-size", "1024", "--no-progress"]
-    nodes = [subprocess.Popen(command(node), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for node in (0, 1)]
-    for node in nodes:
-        _, err = node.communicate(timeout=600)
-        assert node.returncode == 0, err[-3000:]
+    for attempt in range(3):
+        port, out = free_port(), tmp_path / f"two-nodes-{attempt}"
+        lmrec = ["-m", "lmrec", "train", "lightgcn", "--dataset", str(data), "--out", str(out), "--epochs",
+                 str(EPOCHS), "--eval-every", "2", "--batch-size", "1024", "--no-progress"]
+        nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+                                   f"--node-rank={node}", "--master-addr=127.0.0.1", f"--master-port={port}", *lmrec],
+                                  env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for node in (0, 1)]
+        errors = [node.communicate(timeout=600)[1] for node in nodes]
+        if any(node.returncode for node in nodes) and any("EADDRINUSE" in err for err in errors):
+            continue  # the port was taken meanwhile
+        for node, err in zip(nodes, errors, strict=True):
+            assert node.returncode == 0, err[-3000:]
+        break
+    else:
+        pytest.fail(f"three free ports were taken before torchrun listened on them: {errors[0][-1000:]}")
     assert_same_run(one, read(out))
 
 
