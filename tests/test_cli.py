@@ -356,6 +356,19 @@ def test_train_mf_on_real_movielens_100k(real_dataset, tmp_path, capsys):
         f"{metrics['test']['recall@20']['mean']:.4f}")
 
 
+def test_the_output_survives_a_locale_that_cannot_encode_it(folder, tmp_path):
+    """An ASCII locale (no UTF-8 mode): "±" is escaped; a finished run is not reported as an encoding error."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    result = subprocess.run([sys.executable, "-m", "lmrec", "train", "pop", "--dataset", str(folder),
+                             "--out", str(tmp_path / "pop")], env=env, capture_output=True)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert b" \\xb1 " in result.stdout and b"wrote" in result.stdout
+
+
 def test_the_command_keeps_freed_memory_in_the_process(monkeypatch, capsys):
     """`lmrec` sets glibc's allocator to reuse large blocks (lmrec.allocator), which this Linux machine supports."""
     import subprocess

@@ -44,8 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     keep_freed_memory()  # training's large temporaries stay in the process (lmrec.allocator)
-    if hasattr(sys.stdout, "reconfigure"):  # progress lines reach a log file as they are printed, not at exit
-        sys.stdout.reconfigure(line_buffering=True)
+    for stream in (sys.stdout, sys.stderr):  # progress lines reach a log file as they are printed, not at exit;
+        if hasattr(stream, "reconfigure"):  # a title or "±" the locale cannot encode is escaped, not an error
+            stream.reconfigure(line_buffering=True, errors="backslashreplace")
     if not args.debug:  # lmrec's warnings read like its errors, without a source line
         warnings.formatwarning = lambda message, category, *_, **__: f"lmrec: warning: {message}\n"
     try:
