@@ -25,11 +25,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "crs"
 
 
 @pytest.fixture(scope="module")
-def crs_shared_data() -> Path:
-    path = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    if not path.is_dir():
-        pytest.skip(f"shared data not found at {path}")
-    return path
+def crs_shared_data(shared_data: Path) -> Path:
+    return shared_data
 
 
 # ---------------------------------------------------------------- ReDIAL fixture
