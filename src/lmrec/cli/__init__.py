@@ -52,19 +52,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except (LmrecError, ValueError) as error:  # ValueError: the remaining checks of values in older modules
-        return fail(error, args, flag_namer(parser, args))
+        return _fail(error, args, _flag_namer(parser, args))
     except OSError as error:  # a path the user gave: unreadable, read-only, full disk, a file where a folder goes
         if error.filename is None:
             raise
         reason = error.strerror or str(error)
-        return fail(f"{error.filename}: {reason}", args)
+        return _fail(f"{error.filename}: {reason}", args)
     except KeyboardInterrupt:
         print("lmrec: interrupted", file=sys.stderr)
         return 130
     return 0
 
 
-def fail(error: object, args: argparse.Namespace, flag: Callable[[Argument], str] | None = None) -> int:
+def _fail(error: object, args: argparse.Namespace, flag: Callable[[Argument], str] | None = None) -> int:
     """Print ``lmrec: error: ...`` (the arguments it names as ``flag`` writes them) and return the exit status 2."""
     if getattr(args, "debug", False):
         import traceback
@@ -75,9 +75,10 @@ def fail(error: object, args: argparse.Namespace, flag: Callable[[Argument], str
     return 2
 
 
-def flag_namer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Callable[[Argument], str]:
-    """How the command that ran names an argument: its flag, with the value as one would type it (``--emb-dim 0``,
-    ``--max-samples train=200``, ``--no-progress``); an argument without a flag of its own keeps its name."""
+def _flag_namer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Callable[[Argument], str]:
+    """How the command that ran names an argument: its flag (found by the argument's name among the command's
+    options: ``items`` is ``--item``, ``k`` is ``-k``), with the value as one would type it (``--emb-dim 0``,
+    ``--max-samples train=200``, ``--no-progress``)."""
     flags: dict[str, list[str]] = {}
     for action in _command(parser, args)._actions:
         if action.option_strings:  # dest "items" (--item), settings "LightGCNConfig.emb_dim" (--emb-dim)

@@ -77,9 +77,9 @@ def parse_mapping(text: str) -> dict[str, Any]:
         return value
     mapping: dict[str, Any] = {}
     for part in (p.strip() for p in text.split(",")):
-        key, equals, value = part.partition("=")
         if not part:
             continue
+        key, equals, value = part.partition("=")
         if not equals or not key.strip():
             raise argparse.ArgumentTypeError(f"expected KEY=VALUE pairs separated by commas, e.g. "
                                              f"train=200,valid=50; got {part!r}")
