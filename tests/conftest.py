@@ -1,6 +1,7 @@
-"""Shared test fixtures: where the real (read-only) datasets live."""
+"""Shared test fixtures: where the real (read-only) datasets live, and lmrec's cache of the suite's own."""
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``<repo>/../shared/data``; the test is skipped when it is absent (real-data tests need it)."""
-    path = (REPO_ROOT / ".." / "shared" / "data").resolve()
+    """The real (read-only) datasets: the first folder of ``$LMREC_DATA`` (where lmrec finds datasets by name; the
+    Makefile sets it to ``../shared/data`` when the checkout has one beside it), else ``<repo>/../shared/data``,
+    wherever the checkout is; the test is skipped without them."""
+    candidates = [Path(p) for p in os.environ.get("LMREC_DATA", "").split(os.pathsep) if p]
+    path = next((p for p in candidates if p.is_dir()), (REPO_ROOT / ".." / "shared" / "data").resolve())
     if not path.is_dir():
-        pytest.skip("../shared/data not found: real-data tests need the shared datasets")
+        pytest.skip(f"no shared data ({path} not found; LMREC_DATA names no folder): real-data tests need it")
     return path
 
 
@@ -28,3 +32,16 @@ def real_dataset(shared_data: Path) -> Callable[[str], Path]:
         return path
 
     return find
+
+
+@pytest.fixture(scope="session", autouse=True)
+def suite_cache(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Path]:
+    """lmrec's cache (converted models, embeddings) in a folder of the suite's own, never the user's home: beside
+    pytest's own temp folders (``/tmp/pytest-of-<user>/lmrec-cache``, kept between sessions so that SmolLM2 is
+    converted once), inside ``--basetemp`` when one is given. A test may still point LMREC_CACHE elsewhere."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base if pytestconfig.getoption("basetemp") else base.parent) / "lmrec-cache"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LMREC_CACHE", str(folder))
+    yield folder
+    mp.undo()

@@ -186,17 +186,18 @@ def test_misspelt_choice_names_the_key_and_the_choices(folder, tmp_path, capsys)
 
 
 @pytest.mark.parametrize(("flags", "words"), [
-    (["--emb-dim", "0"], ["emb_dim=0", "greater than 0"]),
-    (["--n-layers", "-1"], ["n_layers=-1", "greater than or equal to 0"]),
-    (["--init-std", "abc"], ["init_std='abc'", "valid number"]),
-    (["--lr", "-1"], ["lr=-1", "greater than or equal to 0"]),
-    (["--metric", "recal@20"], ["metric='recal@20'"]),
+    (["--emb-dim", "0"], ["--emb-dim 0:", "greater than 0"]),
+    (["--n-layers", "-1"], ["--n-layers -1:", "greater than or equal to 0"]),
+    (["--init-std", "abc"], ["--init-std abc:", "valid number"]),
+    (["--lr", "-1"], ["--lr -1:", "greater than or equal to 0"]),
+    (["--metric", "recal@20"], ["--metric recal@20:"]),
 ])
-def test_invalid_setting_values_name_the_key_before_any_work(folder, tmp_path, capsys, flags, words):
+def test_invalid_setting_values_name_the_flag_before_any_work(folder, tmp_path, capsys, flags, words):
     out = tmp_path / "x"
     assert main(["train", "lightgcn", "--dataset", str(folder), *flags, "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert all(w in err for w in words), err
+    assert err.startswith("lmrec: error: ") and all(w in err for w in words), err
+    assert f"{flags[0][2:].replace('-', '_')}=" not in err  # the flag, not the Python keyword
     assert "Traceback" not in err and not out.exists()  # checked before the data is loaded or a folder made
 
 
@@ -204,7 +205,7 @@ def test_eval_every_zero_is_a_clean_error(folder, tmp_path, capsys):
     code = main(["train", "mf", "--dataset", str(folder), "--epochs", "1", "--eval-every", "0", "--no-progress",
                  "--out", str(tmp_path / "x")])
     assert code == 2
-    assert "eval_every=0" in capsys.readouterr().err
+    assert "--eval-every 0:" in capsys.readouterr().err
 
 
 def test_unknown_model_and_dataset(folder, tmp_path, capsys):
@@ -212,6 +213,91 @@ def test_unknown_model_and_dataset(folder, tmp_path, capsys):
     assert "no_such_model" in capsys.readouterr().err
     assert main(["train", "mf", "--dataset", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("fmt", "expected"), [
+    ("unisrec", "the unisrec format needs exactly one *.train.inter file, found none"),
+    ("movielens-latest", "no movies.csv, which the movielens-latest format needs"),
+    ("movielens-100k", "no u.item, which the movielens-100k format needs"),
+    ("movielens-1m", "no movies.dat, which the movielens-1m format needs"),
+    ("lcrec", "the lcrec format needs exactly one *.item.json[.gz] file, found none"),
+    ("amazon-2018", "the Amazon review format needs one review file"),
+])
+def test_data_stats_of_a_folder_without_the_files_of_its_format(fmt, expected, capsys):
+    """Issue 25: a FileNotFoundError traceback (exit 1) for a folder of another format."""
+    folder = FIXTURES / "lightgcn"
+    assert main(["data", "stats", str(folder), "--format", fmt]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lmrec: error: {folder}: {expected}") and err.count("\n") == 1, err
+
+
+def test_format_detection_and_split_errors_name_the_flags(tmp_path, capsys):
+    """Issue 25: format detection told a command-line user to "pass format=" (the Python keyword)."""
+    assert main(["data", "stats", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lmrec: error: {tmp_path}: cannot tell the format from its files (none); pass --format "
+                          "one of lightgcn, ") and "format=" not in err
+    assert main(["data", "stats", str(FIXTURES / "ml-100k"), "--split", "fixed"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("lmrec: error: format 'movielens-100k' has no split of its own: use e.g. "
+                   "--split ratio:0.4,0.3,0.3\n"), err
+    assert main(["data", "stats", str(FIXTURES / "ml-100k"), "--split", "ratio:0.5"]) == 2
+    assert capsys.readouterr().err.startswith("lmrec: error: --split ratio:0.5: expected three non-negative ratios")
+    assert main(["data", "stats", str(FIXTURES / "lightgcn"), "--format", "csv"]) == 2
+    assert capsys.readouterr().err.startswith("lmrec: error: --format csv: expected one of lightgcn, ")
+
+
+def test_recommend_errors_name_the_flags(run, capsys):
+    assert main(["recommend", str(run), "--user", "3", "--item", "4"]) == 2
+    assert capsys.readouterr().err == ("lmrec: error: pass either --user (a known user) or --item / --title "
+                                       "(a new user), not both\n")
+    assert main(["recommend", str(run), "--user", "3", "--intent", "x", "--alpha", "2"]) == 2
+    assert capsys.readouterr().err == "lmrec: error: --alpha 2.0: expected a number between 0 and 1\n"
+    assert main(["recommend", str(run), "--user", "3", "-k", "41"]) == 2
+    assert capsys.readouterr().err.startswith("lmrec: error: -k 41: expected an integer between 1 and ")
+
+
+def test_a_parser_error_is_one_line_naming_the_flag(folder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "lightgcn", "--dataset", str(folder), "--nproc", "0", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == ("lmrec: error: argument --nproc: expected a positive integer, got 0 "
+                                       "(`lmrec train --help` lists the flags)\n")
+
+
+def test_the_run_flags_go_with_every_model(folder, tmp_path, capsys):
+    """Issue 25: a script looping over models with the same run flags broke on pop ("unrecognized arguments")."""
+    from helpers import write_inspired
+
+    write_inspired(tmp_path / "data")
+    datasets = {"pop": folder, "mf": folder, "fism": tmp_path / "data" / "inspired"}
+    run_flags = ["--seed", "1", "--no-progress", "--device", "cpu", "--threads", "1"]
+    for model, dataset in [*datasets.items(), ("pop", tmp_path / "data" / "inspired")]:
+        out = tmp_path / "runs" / f"{model}-{dataset.name}"
+        assert main(["train", model, "--dataset", str(dataset), *run_flags, "--out", str(out)]) == 0, model
+        assert main(["train", model, "--dataset", str(dataset), *run_flags, "--resume", "--out", str(out)]) == 0
+        assert main(["train", model, "--dataset", str(dataset), *run_flags, "--overwrite", "--out", str(out)]) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["eval_seed"] == 1 and manifest["status"] == "complete"
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "error"), [
+    (["--lr", "0.1"], "pop does not train: --lr does not apply"),
+    (["--epochs", "3", "--patience", "2", "--seed", "1"], "pop does not train: --epochs, --patience do not apply"),
+])
+def test_training_settings_for_a_model_that_does_not_train_are_refused(folder, tmp_path, capsys, flags, error):
+    out = tmp_path / "pop"
+    assert main(["train", "pop", "--dataset", str(folder), *flags, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"lmrec: error: {error}\n" and not out.exists()
+
+
+def test_the_help_of_a_model_that_does_not_train_lists_the_run_flags_only(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "pop", "--help"])
+    text = capsys.readouterr().out
+    assert "run settings:" in text and "--seed" in text and "--no-progress" in text and "--device" in text
+    assert "--lr" not in text and "--epochs" not in text and "training settings" not in text
 
 
 def test_cut_offs_are_capped_at_a_small_catalog(tmp_path):
@@ -268,6 +354,19 @@ def test_train_mf_on_real_movielens_100k(real_dataset, tmp_path, capsys):
     assert 0 < metrics["test"]["recall@20"]["mean"] < 1
     assert table_cells(capsys.readouterr().out)["test"]["recall@20"].startswith(
         f"{metrics['test']['recall@20']['mean']:.4f}")
+
+
+def test_the_output_survives_a_locale_that_cannot_encode_it(folder, tmp_path):
+    """An ASCII locale (no UTF-8 mode): "±" is escaped; a finished run is not reported as an encoding error."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    result = subprocess.run([sys.executable, "-m", "lmrec", "train", "pop", "--dataset", str(folder),
+                             "--out", str(tmp_path / "pop")], env=env, capture_output=True)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert b" \\xb1 " in result.stdout and b"wrote" in result.stdout
 
 
 def test_the_command_keeps_freed_memory_in_the_process(monkeypatch, capsys):

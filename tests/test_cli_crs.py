@@ -116,6 +116,55 @@ def test_malformed_line_and_empty_conversation(tiny_runs: dict[str, Path], monke
     assert "conversation is empty" in capsys.readouterr().err
 
 
+def test_prepare_with_no_answers_and_plain_per_split_values(tiny_runs: dict[str, Path], tmp_path: Path,
+                                                            capsys) -> None:
+    """Issue 25: --max-generate 0 in every split was a ZeroDivisionError; --max-samples wanted JSON."""
+    llm = ["--llm", str(tiny_runs["root"] / "llm"), "--dtype", "float32", "--max-new-tokens", "4", "--no-progress"]
+    out = tmp_path / "no-answers"
+    assert main(["crs", "prepare", "--dataset", "inspired", *llm, "--max-generate", "train=0,valid=0,test=0",
+                 "--max-samples", "train=5,valid=none", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "train: 5/24 turns" in printed and "valid: 6/6 turns" in printed and "test: 6/6 turns" in printed
+    assert printed.count("no answers generated (--max-generate)") == 3
+    prepared = json.loads((out / "prepare.json").read_text())
+    assert all("generation" not in info for info in prepared["splits"].values())
+    assert not list(out.glob("generations-*.jsonl"))
+    json_form = tmp_path / "json-form"  # JSON is still read, with the same meaning
+    assert main(["crs", "prepare", "--dataset", "inspired", *llm, "--max-generate", '{"train": 0, "valid": 0, '
+                 '"test": 0}', "--max-samples", '{"train": 5, "valid": null}', "--out", str(json_form)]) == 0
+    assert json.loads((json_form / "prepare.json").read_text())["config"] == prepared["config"]
+
+
+@pytest.mark.parametrize(("flags", "error"), [
+    (["--max-samples", "train:2"], "argument --max-samples: expected KEY=VALUE pairs separated by commas, e.g. "
+                                   "train=200,valid=50; got 'train:2'"),
+    (["--max-samples", "train=-1"], "prepare setting --max-samples train=-1: expected greater than or equal to 0"),
+    (["--max-generate", "later=1"], "prepare setting --max-generate later=1: expected 'train', 'valid' or 'test'"),
+    (["--q-mode", "completion", "--max-generate", "test=0"], "--q-mode completion reads the LLM's answer to every "
+     "kept turn, but 0 of the 6 kept test turns are answered (--generate-splits train,valid,test, "
+     "--max-generate test=0)"),
+    (["--q-mode", "completion", "--item-prompt", "I want {title}"], "--item-prompt 'I want {title}' needs "
+     "--q-mode prefix"),
+])
+def test_prepare_errors_name_the_flags(tiny_runs: dict[str, Path], tmp_path: Path, capsys, flags, error) -> None:
+    llm = ["--llm", str(tiny_runs["root"] / "llm"), "--dtype", "float32", "--max-new-tokens", "4", "--no-progress"]
+    argv = ["crs", "prepare", "--dataset", "inspired", *llm, *flags, "--out", str(tmp_path / "x")]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # refused by the parser
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"lmrec: error: {error}") and err.count("\n") == 1, err
+
+
+def test_prepare_help_shows_readable_defaults(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["crs", "prepare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--max-samples KEY=VALUE,... turns kept per split" in text and "e.g. train=200,valid=50" in text
+    assert "default train,valid,test" in text and "{}" not in text and "('train'" not in text
+
+
 def test_unknown_dataset_lists_the_names(tmp_path: Path, capsys) -> None:
     assert main(["crs", "prepare", "--dataset", "movielens", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err

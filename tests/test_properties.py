@@ -132,19 +132,12 @@ def test_any_setting_value_is_validated_or_refused_by_name(config, data):
        value=st.one_of(st.integers(-3, 3).map(str), st.sampled_from(["abc", "", "1e-3", "-0.5", "nan", "inf", "[1]",
                                                                      "{}", "null", "cuda", "ndcg@0"])))
 def test_cli_settings_never_give_a_traceback(flag, value):
-    import contextlib
-    import io
-
-    err = io.StringIO()
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(err):
-        try:  # an invalid value stops before any data is read: "missing" is never opened
-            code = main(["train", "lightgcn", "--dataset", str(Path(tmp) / "missing"), flag, value,
-                         "--out", str(Path(tmp) / "out")])
-        except SystemExit as exc:  # argparse refused it (a choice, a type)
-            code = exc.code
-    assert code == 2 and "Traceback" not in err.getvalue()
-    assert flag.lstrip("-").replace("-", "_") in err.getvalue() or "missing" in err.getvalue() \
-        or flag in err.getvalue()
+    with tempfile.TemporaryDirectory() as tmp:  # an invalid value stops before any data is read
+        code, _, err = run_cli(["train", "lightgcn", "--dataset", str(Path(tmp) / "missing"), flag, value,
+                                "--out", str(Path(tmp) / "out")])
+    assert_a_cli_error(code, err)
+    assert flag in err or "missing" in err, err
+    assert f"{flag[2:].replace('-', '_')}=" not in err  # the flag, never the Python keyword
 
 
 @settings(max_examples=200, deadline=None)
@@ -156,3 +149,66 @@ def test_conversation_parser_returns_turns_or_names_the_line(lines):
         assert "<test>" in str(exc)
         return
     assert turns and all(t.role in ("user", "system") and t.text for t in turns)
+
+
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
+FOLDERS = sorted(str(p) for p in [*FIXTURES.iterdir(), *(FIXTURES / "crs").iterdir()] if p.is_dir() and p.name != "crs")
+FORMAT_NAMES = ["lightgcn", "movielens-100k", "movielens-latest", "movielens-1m", "amazon-2014", "amazon-2018",
+                "unisrec", "lcrec", "inspired", "redial"]
+PYTHON_KEYWORDS = ("format=", "split=", "min_rating=", "max_samples=", "max_generate=", "generate_splits=", "q_mode=")
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``lmrec argv``; the parser's refusals included."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_a_cli_error(code: int, err: str) -> None:
+    """Exit status 2 and one ``lmrec: error:`` line that names flags, never Python keywords."""
+    assert code == 2 and err.startswith("lmrec: error: ") and err.count("\n") == 1, (code, err)
+    assert "Traceback" not in err and not any(keyword in err for keyword in PYTHON_KEYWORDS), err
+
+
+@settings(max_examples=80, deadline=None)
+@given(folder=st.sampled_from(FOLDERS), fmt=st.sampled_from([*FORMAT_NAMES, "csv", ""]),
+       split=st.sampled_from([None, "fixed", "loo", "ratio:0.5", "ratio:0.4,0.3,0.3+thin:0.5", "bogus"]))
+def test_data_stats_of_any_folder_in_any_format_counts_or_names_the_problem(folder, fmt, split):
+    """Every fixture folder read as every format: the stats, or one line naming the folder or the flag."""
+    code, out, err = run_cli(["data", "stats", folder, "--format", fmt, *(["--split", split] if split else [])])
+    if code == 0:
+        assert "checksum" in out and not err, err
+        return
+    assert_a_cli_error(code, err)
+    assert folder in err or "--format" in err or "--split" in err, err
+
+
+MAPPING_VALUES = st.one_of(
+    st.lists(st.tuples(st.sampled_from(["train", "valid", "test", "later", ""]),
+                       st.sampled_from(["0", "2", "-1", "none", "x", "1.5", ""])), max_size=3)
+    .map(lambda pairs: ",".join(f"{k}={v}" for k, v in pairs)),
+    st.sampled_from(["train:2", "{bad", '{"train": 2}', '{"train": -2}', "[1]", "=", "train=2,,valid=1", "none"]),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(flag=st.sampled_from(["--max-samples", "--max-generate", "--generate-splits", "--q-mode", "--max-length",
+                             "--seed", "--dtype", "--device", "--n-titles", "--item-prompt"]),
+       value=st.one_of(MAPPING_VALUES, st.sampled_from(["train,test", "later", "completion", "0", "-3", "abc", ""])))
+def test_crs_prepare_options_are_read_or_named_before_any_work(flag, value):
+    """A value is refused naming its flag, or accepted; either way nothing is loaded (the dataset is missing)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        code, _, err = run_cli(["crs", "prepare", "--dataset", str(Path(tmp) / "missing"), flag, value,
+                                "--out", str(Path(tmp) / "out")])
+        assert not (Path(tmp) / "out").exists()
+    assert_a_cli_error(code, err)
+    assert flag in err or "missing" in err, err

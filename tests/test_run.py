@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +12,8 @@ import torch
 
 import lmrec
 from helpers import planted_data, planted_features, single_thread  # noqa: F401
+from lmrec import clock
+from lmrec.clock import ManualClock
 from lmrec.run import per_user_test_values, read_manifest
 
 TRAIN = {"epochs": 3, "eval_every": 1, "progress": False}
@@ -234,12 +234,29 @@ def test_results_lost_after_training_need_no_retraining(data, tmp_path, monkeypa
     epochs_trained = []
     monkeypatch.setattr(lmrec.get_model("mf"), "batches",
                         lambda self, rng, size: epochs_trained.append(1) or iter(()))
-    monkeypatch.setattr(run_module, "time", SimpleNamespace(perf_counter=lambda: 0.0, strftime=time.strftime))
-    resumed = lmrec.fit("mf", data, TRAIN, out=out, resume=True)  # no wall time passes in this process
+    with clock.use(ManualClock()):  # no time passes in this process
+        resumed = lmrec.fit("mf", data, TRAIN, out=out, resume=True)
     assert epochs_trained == [] and resumed.manifest["fit"]["resumed_at"] == 3
     # the seconds of the fit are those spent before the resume (the checkpoint's), not this process's none
     assert resumed.manifest["fit"]["seconds"] == resumed.log.seconds_before_resume > 0
     assert read_manifest(out)["status"] == "complete" and not (out / "checkpoint.safetensors").exists()
+
+
+def test_a_model_that_does_not_train_takes_the_run_settings(tmp_path):
+    """pop: the seed breaks its (many) ties, the device is checked, training settings are left aside (a comparison
+    passes one set to every model); another seed in the same folder is another run."""
+    data = planted_data()
+    first = lmrec.fit("pop", data, {"seed": 1, "progress": False, "lr": 0.5}, out=tmp_path / "pop")
+    assert first.manifest["eval_seed"] == 1 and first.manifest["train_config"] is None
+    assert lmrec.fit("pop", data, {"seed": 1}).metrics == first.metrics
+    assert lmrec.fit("pop", data).manifest["eval_seed"] == 2024  # the data seed, as before
+    seeds = {json.dumps(lmrec.fit("pop", data, {"seed": seed}).metrics["test"]["ndcg@10"]) for seed in range(4)}
+    assert len(seeds) > 1  # the tie-breaking follows the seed
+    with pytest.raises(lmrec.LmrecError, match="resume it with the same settings"):
+        lmrec.fit("pop", data, {"seed": 2}, out=tmp_path / "pop", resume=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(lmrec.LmrecError, match="device='cuda': torch sees no CUDA GPU"):
+            lmrec.fit("pop", data, {"device": "cuda"})
 
 
 def test_empty_splits_are_errors_or_counted_notes_never_nan(tmp_path):

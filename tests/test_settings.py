@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 from pydantic import PositiveInt
 
-from lmrec.cli import build_parser
+from lmrec.cli import build_parser, main
 from lmrec.cli.flags import add_settings, given
 from lmrec.models.base import MODELS
 from lmrec.settings import SettingsError, build, settings
@@ -85,11 +85,11 @@ def test_a_new_training_setting_touches_one_class():
         assert field in given(args, TrainConfig)
 
 
-def test_untrained_models_take_no_training_flags_and_the_model_may_follow_options():
+def test_untrained_models_take_the_run_flags_refuse_training_flags_and_the_model_may_follow_options(capsys):
     args = build_parser(["train", "dense"]).parse_args(["train", "dense", "--dataset", "d", "--out", "o",
-                                                        "--encode-batch-size", "8"])
-    assert args.model == "dense" and given(args, TrainConfig) == {}
-    with pytest.raises(SystemExit):
-        build_parser(["train", "pop"]).parse_args(["train", "pop", "--dataset", "d", "--out", "o", "--epochs", "3"])
+                                                        "--encode-batch-size", "8", "--seed", "3", "--no-progress"])
+    assert args.model == "dense" and given(args, TrainConfig) == {"seed": 3, "progress": False}
+    assert main(["train", "pop", "--dataset", "d", "--out", "o", "--epochs", "3", "--seed", "1"]) == 2
+    assert capsys.readouterr().err == "lmrec: error: pop does not train: --epochs does not apply\n"
     argv = ["train", "--dataset", "d", "alpharec", "--emb-dim", "3", "--out", "o"]
     assert build_parser(argv).parse_args(argv).model == "alpharec"

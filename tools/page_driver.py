@@ -1,25 +1,31 @@
-"""Drive lmrec's web page in headless Chromium (Debian's /usr/bin/chromium through Python Playwright): explore a CF
+"""Drive lmrec's web page in headless Chromium (Debian's chromium on PATH, through Python Playwright): explore a CF
 run (a user, then a new user built by searching titles, with an intention), chat with a CRS run, and take a
 screenshot of each view. Used by tests/serve/test_server.py and for the screenshots under docs/."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 
 
+def chromium() -> str | None:
+    """The Chromium on PATH (Debian's ``chromium``, or ``chromium-browser``), None without one."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
 def drive(url: str, out: Path, cf_model: str, user: str, search: str, crs_model: str, message: str,
-          intent: str = "something dark and tense") -> dict[str, Path]:
-    """Returns {"explore": png, "chat": png}; asserts along the way that titles appear."""
+          intent: str = "something dark and tense", executable: str | None = None) -> dict[str, Path]:
+    """Returns {"explore": png, "chat": png}; asserts along the way that titles appear. ``executable``: the browser
+    (default :func:`chromium`)."""
     from playwright.sync_api import expect, sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
     shots = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        browser = p.chromium.launch(executable_path=executable or chromium(), headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 860})
         page.goto(f"{url}/?model={cf_model}")
         recommendations = page.locator("#recommendations li")

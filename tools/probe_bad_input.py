@@ -169,6 +169,23 @@ def main() -> None:
     probe("a non-UTF-8 conversation file", "no path in the message",
           lmrec("recommend", str(run), "--conversation", str(latin)))
 
+    # -- issue 25: the command line names its flags; the run's flags go with every model ------------------------------
+    for fmt, before in (("unisrec", "FileNotFoundError traceback, exit 1"),
+                        ("movielens-latest", "FileNotFoundError traceback, exit 1")):
+        probe(f"`data stats` of a LightGCN folder with `--format {fmt}`", before,
+              lmrec("data", "stats", str(data), "--format", fmt))
+    empty = ROOT / "no-files"
+    empty.mkdir()
+    probe("`data stats` of a folder of no known format", "told to pass format= (the Python keyword)",
+          lmrec("data", "stats", str(empty)))
+    result = lmrec("train", "pop", "--dataset", str(data), "--seed", "1", "--no-progress", "--out", str(ROOT / "pop1"))
+    probe("`train pop --seed 1 --no-progress` (the flags of a loop over models)", "usage dump, unrecognized arguments",
+          f"exit {result.returncode}: " + (result.stdout.strip().splitlines() or [""])[-1][:160])
+    probe("`train pop --lr 0.1`", "usage dump, unrecognized arguments",
+          lmrec("train", "pop", "--dataset", str(data), "--lr", "0.1", "--out", str(ROOT / "pop2")))
+    probe("`crs prepare --max-samples train:2`", "expected JSON, naming --max_samples (the Python keyword)",
+          lmrec("crs", "prepare", "--dataset", "inspired", "--max-samples", "train:2", "--out", str(ROOT / "prep")))
+
     print("| probe | before | now |")
     print("|---|---|---|")
     for what, before, now in rows:

@@ -1,8 +1,61 @@
-"""Errors raised on bad input; each message names the file, line or id and what was expected."""
+"""Errors raised on bad input; each message names the file, line, id or argument and what was expected."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True)
+class Argument:
+    """An argument that an error message names, so that the caller can change it: its Python keyword and, when
+    the message quotes it, the value given."""
+
+    keyword: str
+    value: Any = UNSET
+
+    def python(self) -> str:
+        """How Python names it: ``emb_dim=0``, or ``format=...`` without a value."""
+        return f"{self.keyword}=..." if self.value is UNSET else f"{self.keyword}={self.value!r}"
 
 
 class LmrecError(Exception):
-    """Base class of lmrec's own errors (the CLI prints these without a traceback)."""
+    """Base class of lmrec's own errors (the CLI prints these without a traceback).
+
+    A message that names an argument has it as an :class:`Argument` among its parts, e.g.
+    ``LmrecError("pass ", Argument("format"), " one of lightgcn, unisrec")``: ``str(error)`` names the Python
+    keyword (``pass format= one of ...``) and :meth:`naming` lets another interface name it its own way (the command
+    line: ``pass --format one of ...``).
+    """
+
+    def __init__(self, *parts: Any):
+        self.parts = parts
+        named = any(isinstance(part, Argument) for part in parts)
+        super().__init__(*((self.naming(Argument.python),) if named else parts))
+
+    def naming(self, name: Callable[[Argument], str]) -> str:
+        """The message with each :class:`Argument` written by ``name``."""
+        if not any(isinstance(part, Argument) for part in self.parts):
+            return str(self)
+        return "".join(name(part) if isinstance(part, Argument) else str(part) for part in self.parts)
+
+
+class ArgumentError(LmrecError, ValueError):
+    """An argument's value that is not allowed, or one that is missing: the message names the argument."""
+
+
+class MissingFileError(LmrecError, FileNotFoundError):
+    """A file that a dataset's format needs is not in its folder: the message names the folder, the file and the
+    format."""
 
 
 class DataFormatError(LmrecError, ValueError):

@@ -33,20 +33,30 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmrec import clock
 from lmrec.data.conversations import CRSData, CRSSample, MentionFinder, Turn, conversation_sample, parse_conversation
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import DataRef
 from lmrec.data.snapshot import has_snapshot, read_snapshot, write_snapshot
 from lmrec.data.titles import TitleIndex, TitleMatch
 from lmrec.environment import versions
-from lmrec.errors import LmrecError
+from lmrec.errors import Argument, ArgumentError, LmrecError
 from lmrec.eval.ranking import TIE_POLICY, NothingToEvaluate, RankingResult, evaluate
 from lmrec.io import write_json
 from lmrec.models.base import Model, Recommender, get_model
+from lmrec.progress import progress_bars
 from lmrec.settings import SettingsError, as_dict, build
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict, with_prefix
 from lmrec.train import distributed
-from lmrec.train.trainer import CHECKPOINT_FILE, RESUME_MAY_CHANGE, TrainConfig, TrainLog, resolve_device, with_legacy
+from lmrec.train.trainer import (
+    CHECKPOINT_FILE,
+    RESUME_MAY_CHANGE,
+    RUN_SETTINGS,
+    TrainConfig,
+    TrainLog,
+    resolve_device,
+    with_legacy,
+)
 
 FORMAT, VERSION = "lmrec-run", 1
 MANIFEST, WEIGHTS, METRICS, PER_USER = "manifest.json", "model.safetensors", "metrics.json", "per-user.safetensors"
@@ -218,7 +228,7 @@ class Run:
         scores, seen = self._scores(user, items, intent, alpha, conversation)
         n_items = len(self.catalog)
         if not 1 <= int(k) <= n_items:
-            raise SettingsError(f"k={k!r}: expected an integer between 1 and the catalog size {n_items}")
+            raise SettingsError(Argument("k", k), f": expected an integer between 1 and the catalog size {n_items}")
         scores = scores.detach().to("cpu", torch.float32).clone()
         left_out = [self.catalog.index(i) for i in exclude] + (list(seen) if exclude_seen else [])
         if left_out:
@@ -239,7 +249,8 @@ class Run:
             raise LmrecError(f"{self.model.name} is a conversational model: recommend for one conversation at a time")
         data: SplitData = self.data  # type: ignore[assignment]
         if not 1 <= int(k) <= data.n_items:
-            raise SettingsError(f"k={k!r}: expected an integer between 1 and the catalog size {data.n_items}")
+            raise SettingsError(Argument("k", k), f": expected an integer between 1 and the catalog size "
+                                f"{data.n_items}")
         if users is None:
             rows = np.flatnonzero(np.diff(data.train.indptr) > 0)
         else:
@@ -274,7 +285,7 @@ class Run:
         from lmrec.io import atomic_write
 
         if format not in ("parquet", "npy"):
-            raise SettingsError(f"format={format!r}: expected 'parquet' or 'npy'")
+            raise SettingsError(Argument("format", format), ": expected 'parquet' or 'npy'")
         model = self.model
         items = model.item_vectors() if isinstance(model, Recommender) else None
         if items is None:
@@ -333,33 +344,36 @@ class Run:
         data: SplitData = self.data  # type: ignore[assignment]
         history = [self.catalog.index(i) for i in items]
         if user is not None and history:
-            raise LmrecError("pass either user=... (a known user) or items / titles (a new user), not both")
+            raise ArgumentError("pass either ", Argument("user"), " (a known user) or ", Argument("items"), " / ",
+                                Argument("titles"), " (a new user), not both")
         if user is not None:
             u = data.user_index(user)
             data.train_items(u)
             return u, [], data.user_items(u).tolist()
         if not history:
-            raise LmrecError("nothing to recommend for: pass user=..., items=... or titles=...")
+            raise ArgumentError("nothing to recommend for: pass ", Argument("user"), ", ", Argument("items"), " or ",
+                                Argument("titles"))
         return None, history, history
 
     def _scores(self, user: Any, items: Any, intent: str | None, alpha: float,
                 conversation: Any) -> tuple[torch.Tensor, list[int]]:
         """(scores (n_items,), items to leave out as seen) for the request."""
         if not 0.0 <= float(alpha) <= 1.0:
-            raise SettingsError(f"alpha={alpha!r}: expected a number between 0 and 1")
+            raise SettingsError(Argument("alpha", alpha), ": expected a number between 0 and 1")
         if intent is not None and not intent.strip():
             raise SettingsError("intent is empty: write a sentence, or leave it out")
         model = self.model
         if not isinstance(model, Recommender):
             if conversation is None or user is not None or items:
-                raise LmrecError(f"{model.name} is a conversational model: pass conversation=...")
+                raise ArgumentError(f"{model.name} is a conversational model: pass ", Argument("conversation"))
             if intent is not None:
                 raise LmrecError(f"{model.name} takes no intent: say it in the conversation")
             sample = conversation if isinstance(conversation, CRSSample) else self.conversation_sample(conversation)
             with torch.no_grad():
                 return model.score([sample])[0], sample.mentioned  # type: ignore[attr-defined]
         if conversation is not None:
-            raise LmrecError(f"{model.name} is a collaborative-filtering model: pass user=... or items=...")
+            raise ArgumentError(f"{model.name} is a collaborative-filtering model: pass ", Argument("user"), " or ",
+                                Argument("items"))
         u, history, seen = self.who(user, items or [])
         if u is not None:
             if intent is not None:
@@ -418,19 +432,30 @@ def fit(
     folder = Path(out) if out is not None else None
     if folder is not None and _claim_once(folder, overwrite, resume, manifest):
         return Run.load(folder, data=dataset)  # complete already, with these settings
-    start = time.perf_counter()
+    start = clock.now()
     kwargs: dict[str, Any] = {"folder": folder, "resume": resume}
     if task == "crs":
         kwargs.update(features=features, base=base.model if isinstance(base, Run) else base)
-    log = model.fit(dataset, train_config, **kwargs)  # type: ignore[arg-type]
-    manifest["fit"] = _fit_summary(log, time.perf_counter() - start)
-    if hasattr(model, "diagnostics"):
-        manifest["fit"]["learned"] = model.diagnostics()
-    run = Run(model, dataset, manifest, log=log)
-    run.metrics, run.test_result = _evaluate_splits(run)
+    show = train_config.progress if train_config is not None else run_settings(train).get("progress", True)
+    with progress_bars(show):  # the bars of the libraries it calls, e.g. transformers loading an encoder
+        log = model.fit(dataset, train_config, **kwargs)  # type: ignore[arg-type]
+        manifest["fit"] = _fit_summary(log, clock.now() - start)
+        if hasattr(model, "diagnostics"):
+            manifest["fit"]["learned"] = model.diagnostics()
+        run = Run(model, dataset, manifest, log=log)
+        run.metrics, run.test_result = _evaluate_splits(run)
     if folder is not None and distributed.current().is_main:
         run._write(folder)
     return run
+
+
+def run_settings(train: TrainConfig | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The settings about the run itself (:data:`~lmrec.train.trainer.RUN_SETTINGS`: seed, progress, device) that
+    ``train`` gives, validated: all of a :class:`TrainConfig`'s, a dict's keys among them."""
+    if isinstance(train, TrainConfig):
+        return {key: getattr(train, key) for key in RUN_SETTINGS}
+    given = {key: value for key, value in (train or {}).items() if key in RUN_SETTINGS}
+    return {key: getattr(build(TrainConfig, given, what="training setting"), key) for key in given}
 
 
 def planned_manifest(model: str, data: SplitData | CRSData | str | DataRef, train: dict[str, Any] | None = None,
@@ -458,15 +483,20 @@ def _plan(model: str | Model, data: SplitData | CRSData | str | DataRef, train: 
         raise LmrecError("settings go with a model name; a model object carries its own config")
     if model.task != task:
         raise LmrecError(f"{model.name} is a {model.task} model, but {ref.dataset!r} is {task} data")
-    # a model fitted from the data (pop, dense, zero_shot_llm) has no training loop: ``train`` does not apply to it
-    # (a comparison passes the same training settings to every model; the CLI offers none for such models)
+    # a model fitted from the data (pop, dense, zero_shot_llm) has no training loop: of ``train`` only the settings
+    # about the run apply to it (seed, progress, device); the others are left aside (a comparison passes the same
+    # training settings to every model; the CLI refuses them for such a model)
     train_config = model.train_config(train, model.config) if model.trainable else None
+    run = run_settings(train_config if model.trainable else train)
+    if not model.trainable:  # a trained model moves to the training device when it is fitted
+        model.device = resolve_device(run.get("device", "cpu"))
     if dataset is None:
         dataset = ref.load()
     if isinstance(dataset, SplitData) and dataset.train.nnz == 0:
         raise LmrecError(f"{dataset.name}: the training split is empty: nothing to fit")
     features = _features(features, dataset) if task == "crs" else None
-    return model, dataset, task, train_config, features, _manifest(model, dataset, ref, train_config, features)
+    manifest = _manifest(model, dataset, ref, train_config, features, run.get("seed", ref.seed))
+    return model, dataset, task, train_config, features, manifest
 
 
 def _as_data(data: Any) -> Any:
@@ -522,12 +552,12 @@ def _features(features: Any, data: CRSData) -> Any:
 
 
 def _manifest(model: Model, data: SplitData | CRSData, ref: DataRef, train: TrainConfig | None,
-              features: Any) -> dict[str, Any]:
+              features: Any, eval_seed: int) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "status": "training", "task": model.task, "model": model.name,
         "model_config": as_dict(model.config), "train_config": None if train is None else as_dict(train),
         "data": asdict(ref), "data_checksum": data.checksum(), "data_stats": _data_stats(data),
-        "eval_seed": train.seed if train is not None else ref.seed,
+        "eval_seed": eval_seed,
         "evaluation": _evaluation_protocol(model),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
     }
@@ -691,7 +721,7 @@ def claim_folder(folder: Path, overwrite: bool = False, resume: bool = False,
 def settings_differ(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """The manifest keys in which run ``saved`` was made with other settings than ``wanted`` asks for (model, task,
     model and training settings, data checksum); an unfinished run may change what resuming allows."""
-    keys = ("model", "task", "data_checksum")
+    keys = ("model", "task", "data_checksum", "eval_seed")
     diff = [k for k in keys if saved.get(k) != wanted.get(k)]
     if _with_defaults(saved) != _with_defaults(wanted):
         diff.append("model_config")

@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 from pydantic import ConfigDict, ValidationError
 from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
-from lmrec.errors import LmrecError
+from lmrec.errors import Argument, ArgumentError
 
 T = TypeVar("T")
 _CONFIG = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
-class SettingsError(LmrecError, ValueError):
+class SettingsError(ArgumentError):
     """A setting that is unknown, of the wrong type or out of range; the message names the key and what is allowed."""
 
 
@@ -55,18 +55,26 @@ def build(cls: type[T], values: Mapping[str, Any] | None = None, base: T | None 
     try:
         return dataclasses.replace(base, **values) if base is not None else cls(**values)  # type: ignore[type-var]
     except ValidationError as exc:
-        raise SettingsError(describe(exc, what, cls.__name__)) from None
+        raise SettingsError(*describe(exc, what, cls.__name__, values)) from None
 
 
-def describe(exc: ValidationError, what: str = "setting", owner: str = "") -> str:
-    """``"model setting negatives='per-row': expected 'shared' or 'per_row'"`` lines from a pydantic error."""
-    lines = []
+def describe(exc: ValidationError, what: str = "setting", owner: str = "",
+             values: Mapping[str, Any] | None = None) -> list[Any]:
+    """The parts of a :class:`SettingsError` (text and :class:`~lmrec.errors.Argument`) for a pydantic error, one
+    clause per invalid key: ``model setting negatives='per-row': expected 'shared' or 'per_row'``; ``values``: the
+    values given, so a clause about an entry of a dict or tuple quotes the whole value."""
+    parts: list[Any] = []
     for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"]) or "(value)"
+        loc = err["loc"]
         message = err["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
-        lines.append(f"{what} {key}={err.get('input')!r}: expected {message}")
-    where = f" ({owner})" if owner else ""
-    return "; ".join(lines) + where
+        where = f" (at {'.'.join(str(p) for p in loc[1:] if p != '[key]')})" if len(loc) > 1 else ""
+        parts += ["; " if parts else "", f"{what} "]
+        if loc:
+            parts.append(Argument(str(loc[0]), (values or {}).get(str(loc[0]), err.get("input"))))
+        else:
+            parts.append(repr(err.get("input")))
+        parts.append(f": expected {message}{where}")
+    return [*parts, f" ({owner})" if owner else ""]
 
 
 def as_dict(obj: Any) -> dict[str, Any]:

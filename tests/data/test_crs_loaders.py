@@ -25,11 +25,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "crs"
 
 
 @pytest.fixture(scope="module")
-def crs_shared_data() -> Path:
-    path = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    if not path.is_dir():
-        pytest.skip(f"shared data not found at {path}")
-    return path
+def crs_shared_data(shared_data: Path) -> Path:
+    return shared_data
 
 
 # ---------------------------------------------------------------- ReDIAL fixture
@@ -64,13 +61,13 @@ def test_redial_fixture_conversation():
 
 
 def _write(path: Path, lines: list[str]) -> Path:
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
 def test_redial_malformed_line_names_file_and_line(tmp_path):
     catalog = load_redial_catalog(FIXTURES / "redial" / "movies_with_mentions.csv")
-    good = (FIXTURES / "redial" / "test_data.jsonl").read_text().splitlines()[0]
+    good = (FIXTURES / "redial" / "test_data.jsonl").read_text(encoding="utf-8").splitlines()[0]
     path = _write(tmp_path / "bad.jsonl", [good, '{"messages": [}'])
     with pytest.raises(DataFormatError, match=r"bad\.jsonl, line 2"):
         read_redial(path, catalog)
@@ -108,7 +105,7 @@ def test_inspired_unicrs_bad_line_and_empty_dialog(tmp_path, crs_shared_data):
     folder = tmp_path / "inspired"
     shutil.copytree(crs_shared_data / "inspired" / "unicrs_processed", folder / "unicrs_processed")
     valid = folder / "unicrs_processed" / "valid_data_dbpedia.jsonl"
-    lines = valid.read_text().splitlines()
+    lines = valid.read_text(encoding="utf-8").splitlines()
     _write(valid, lines[:3] + ["[]"] + lines[3:])
     data = load_inspired(folder)
     assert data.skipped["empty_conversation"] == 1 and len(data.valid) == 99
@@ -164,7 +161,7 @@ def test_reddit_fixture_samples():
 
 def test_zeroshot_unknown_rec_and_bad_line(tmp_path):
     catalog = load_zeroshot_catalog(FIXTURES / "reddit")
-    lines = (FIXTURES / "reddit" / "test.jsonl").read_text().splitlines()
+    lines = (FIXTURES / "reddit" / "test.jsonl").read_text(encoding="utf-8").splitlines()
     sample = json.loads(lines[0])
     sample["rec"] = ["tt9999999"]
     path = _write(tmp_path / "t.jsonl", [lines[1], json.dumps(sample)])

@@ -66,7 +66,7 @@ def test_focus_model_first_within_a_dataset(runs):
 def test_run_convergence_writes_table_and_plot(runs, tmp_path):
     out = tmp_path / "out"
     C.run_convergence(runs, out)
-    text = (out / "convergence.md").read_text()
+    text = (out / "convergence.md").read_text(encoding="utf-8")
     assert "### ds1" in text and "### ds2" in text
     assert "| alpharec | 0.2000 | 15 | 60 | 45 | 10 | 30 | 20 | early stop | 3.00 |" in text
     assert "mf (still training)" in text

@@ -47,7 +47,7 @@ def test_a_density_table_compares_every_share(tmp_path, monkeypatch):
     assert rows[1]["train"] < rows[0]["train"] and rows[1]["density"] < rows[0]["density"]
     assert rows[0]["density"] == pytest.approx(planted.train.nnz / (planted.n_users * planted.n_items))
     assert set(rows[0]["models"]) == {"pop", "mf"} and rows[0]["focus"]["best_baseline"] == "pop"
-    text = (report / "report.md").read_text()
+    text = (report / "report.md").read_text(encoding="utf-8")
     assert "| p, train 50% | " in text and "vs pop (p = " in text
     assert "figures/01-density--density.png" in text and (report / "figures" / "01-density--density.png").exists()
     assert (report / "records" / "01-density" / "p_train-50pct" / "mf" / "per-user.safetensors").exists()

@@ -145,7 +145,7 @@ def test_run_intention_writes_json_markdown_and_plot(model, data, tmp_path):
     assert list(saved["per_alpha"]) == ["0.0", "0.5", "1.0"]
     assert saved["without"] == saved["per_alpha"]["0.0"] and saved["with"] == saved["per_alpha"]["0.5"]
     assert saved["examples"][0]["intention"].endswith(".")
-    text = (tmp_path / "intention.md").read_text()
+    text = (tmp_path / "intention.md").read_text(encoding="utf-8")
     assert "without intention" in text and "α = 0.5" in text
     assert (tmp_path / "alpha.png").read_bytes()[:4] == b"\x89PNG"
 

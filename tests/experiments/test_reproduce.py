@@ -167,7 +167,7 @@ def test_reproduce_writes_a_report_and_publishes_it(tmp_path, planted, capsys):
     assert code == 0 and "report:" in printed
     # a line per run as it finishes: count, dataset / run, validation score, epochs
     assert re.search(r"\[01-comparison\] 3/3 p / lightgcn: valid recall@20 [0-9.]+, best / run \d / 2", printed)
-    report = (out / "report" / "report.md").read_text()
+    report = (out / "report" / "report.md").read_text(encoding="utf-8")
     assert "## Comparison" in report and "### The paper" in report and "| AlphaRec | .1221 |" in report
     assert "| mf (8-d) |" in report and "±" in report and "## Convergence" in report
     assert "figures/02-convergence--convergence.png" in report
@@ -182,7 +182,7 @@ def test_reproduce_writes_a_report_and_publishes_it(tmp_path, planted, capsys):
         reproduce.publish(out / "report", published)
     # --only reruns one table; the report keeps every finished table's section
     reproduce.reproduce("alpharec", tmp_path / "configs", out, quick=True, only=["convergence"], log=lambda _: None)
-    assert "## Comparison" in (out / "report" / "report.md").read_text()
+    assert "## Comparison" in (out / "report" / "report.md").read_text(encoding="utf-8")
 
 
 RTA_TABLE = '''title = "Tiny INSPIRED"
@@ -238,7 +238,7 @@ def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
     assert rows["+ gate FISM"]["train_turns"] == 8  # adapt learns from every training turn's targets
     assert probe["fism (24 train turns)"]["delta"]["mean"] == 0.0  # item-based: the context text is not read
     assert probe["reindexed (weighted)"]["changed_samples"] > 0
-    assert "Popularity buckets" in (out / "report" / "report.md").read_text()
+    assert "Popularity buckets" in (out / "report" / "report.md").read_text(encoding="utf-8")
     assert (out / "report" / "figures" / "01-inspired--buckets.png").exists()
     baselines = sorted(p.name for p in (out / "01-inspired").glob("baseline-*"))
     assert baselines == ["baseline-fism", "baseline-fism-prepared", "baseline-pop"]

@@ -143,7 +143,7 @@ def test_run_zeroshot_writes_metrics_and_comparison(tmp_path):
     assert metrics["test"] == comparison["rows"]["AlphaRec zero-shot"]
     names = list(comparison["rows"])
     assert names[:3] == ["AlphaRec zero-shot", "Pop (target train)", "Random"] and names[3].startswith("LightGCN")
-    text = (out / "comparison.md").read_text()
+    text = (out / "comparison.md").read_text(encoding="utf-8")
     assert "a + b -> c" in text and "±" in text and "LightGCN" in text
     training = comparison["training"]  # both trainings in the table's "best / run" form, † when best is last
     assert f"best / run {training['best_epoch']} / {training['epochs_run']}" in text

@@ -12,8 +12,11 @@ from fastapi.testclient import TestClient
 
 import lmrec
 from helpers import single_thread  # noqa: F401
+from lmrec import clock
+from lmrec.clock import ManualClock
 from lmrec.serve import create_app
 from lmrec.serve.service import ADDED
+from lmrec.serve.sessions import SessionNotFound, SessionStore
 
 
 @pytest.fixture
@@ -176,18 +179,39 @@ def test_conversation_session(client):
     assert client.get(f"/models/fism/sessions/{sid}").status_code == 404
 
 
-def test_sessions_expire(app_runs, tmp_path, monkeypatch):
-    import lmrec.serve.sessions as sessions
+def test_sessions_expire(app_runs, tmp_path):
+    """Expiry reads lmrec's clock; a test clock that starts at 0 is a machine started a moment ago."""
+    with clock.use(ManualClock(start=0.0)) as manual:
+        client = TestClient(create_app({"fism": app_runs("fism", tmp_path)}, session_ttl=10))
+        sid = client.post("/models/fism/sessions").json()["session_id"]
+        manual.advance(5)
+        assert client.get(f"/models/fism/sessions/{sid}").status_code == 200  # a request: idle from here on
+        manual.advance(10)
+        assert client.get(f"/models/fism/sessions/{sid}").status_code == 200  # 10 s idle: not more than ttl
+        manual.advance(10.5)
+        response = client.get(f"/models/fism/sessions/{sid}")
+    assert response.status_code == 404 and "expired after 10 s" in response.json()["error"]
 
-    clock = [1000.0]
-    monkeypatch.setattr(sessions.time, "monotonic", lambda: clock[0])
-    client = TestClient(create_app({"fism": app_runs("fism", tmp_path)}, session_ttl=10))
-    sid = client.post("/models/fism/sessions").json()["session_id"]
-    clock[0] += 5
-    assert client.get(f"/models/fism/sessions/{sid}").status_code == 200
-    clock[0] += 11
-    response = client.get(f"/models/fism/sessions/{sid}")
-    assert response.status_code == 404 and "expired" in response.json()["error"]
+
+def test_a_full_store_drops_the_session_idle_longest():
+    store = SessionStore(ttl=60, max_sessions=2)
+    with clock.use(ManualClock()) as manual:
+        first = store.create("m")
+        manual.advance(1)
+        second = store.create("m")
+        manual.advance(1)
+        store.get(first.session_id, "m")  # first is now the more recent
+        third = store.create("m")
+        assert store.get(first.session_id, "m") and store.get(third.session_id, "m")
+        with pytest.raises(SessionNotFound):
+            store.get(second.session_id, "m")
+
+
+def test_sessions_on_the_real_clock_live_until_their_ttl():
+    """lmrec's default clock, whatever the machine's uptime (tests/test_clock.py runs this near a monotonic 0)."""
+    store = SessionStore(ttl=3600)
+    session = store.create("m")
+    assert store.get(session.session_id, "m") is session and 0 <= clock.now() - session.last_seen < 3600
 
 
 def test_faiss_retrieval_on_request(app_runs, tmp_path):

@@ -1,8 +1,11 @@
-"""A real `lmrec serve` process on loopback (uvicorn), and the web page driven in headless Chromium (Playwright)."""
+"""A real `lmrec serve` process on loopback (uvicorn, on a port the system picks), and the web page driven in headless
+Chromium (Playwright)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -16,15 +19,7 @@ import pytest
 import lmrec
 from helpers import planted_data, write_inspired, write_lightgcn_folder
 
-CHROMIUM = "/usr/bin/chromium"
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -35,12 +30,16 @@ def server(tmp_path_factory):
     lmrec.fit(alpharec, folder, {"epochs": 3, "progress": False}, out=root / "alpharec")
     write_inspired(root / "data")
     lmrec.fit("fism", root / "data" / "inspired", {"epochs": 2, "progress": False}, out=root / "fism")
-    port = free_port()
     env = {**os.environ, "LMREC_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "lmrec", "serve", str(root / "alpharec"), str(root / "fism"),
-                                "--port", str(port), "--threads", "1"], env=env, stdout=subprocess.PIPE,
+                                "--port", "0", "--threads", "1"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    started = process.stdout.readline()  # "lmrec serve: ... on http://127.0.0.1:<port>/ ...", or "" if it failed
+    address = re.search(r" on (http://127\.0\.0\.1:[1-9][0-9]*)/ ", started)
+    if address is None:
+        process.kill()
+        pytest.fail(f"lmrec serve did not start: {started}{process.stderr.read()[-2000:]}")
+    url = address.group(1)
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -71,11 +70,12 @@ def test_a_real_server_answers_on_loopback(server):
 
 
 def test_the_page_in_headless_chromium(server, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package to run the browser test "
-                    "(.ci/run does)")
-    from page_driver import drive
+    from page_driver import chromium, drive
 
+    if chromium() is None:
+        pytest.skip("no chromium on PATH: install Debian's chromium package to run the browser test (.ci/run does)")
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("Playwright is not installed: pip install -e '.[test]' to run the browser test")
     shots = drive(server["url"], tmp_path, cf_model="alpharec", user="3", search="number 1",
                   crs_model="fism", message="I loved Heat (1995) and Alien (1979), what next?")
     assert all(path.stat().st_size > 10_000 for path in shots.values())
@@ -83,3 +83,16 @@ def test_the_page_in_headless_chromium(server, tmp_path):
     if keep:
         for _name, path in shots.items():
             shutil.copyfile(path, Path(keep) / path.name)
+
+
+def test_a_busy_port_is_one_clear_error_and_port_0_picks_a_free_one():
+    from lmrec.cli.serve import listen
+
+    with socket.socket() as taken:  # a port the system picked for someone else, now listening
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(lmrec.LmrecError, match=f"--port {port}: cannot listen there"):
+            listen("127.0.0.1", port)
+    with listen("127.0.0.1", 0) as free:
+        assert free.getsockname()[1] > 0

@@ -21,21 +21,25 @@ import torch
 from lmrec.train.distributed import World
 
 EPOCHS = 6
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def env() -> dict[str, str]:
+    """The environment of a process a test starts: this one's as it is now (the suite's LMREC_CACHE included)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("synth") / "data"
     subprocess.run([sys.executable, "-m", "lmrec", "data", "synth", "--interactions", "20000", "--users", "400",
-                    "--items", "300", "--seed", "1", "--out", str(folder)], check=True, env=ENV, capture_output=True)
+                    "--items", "300", "--seed", "1", "--out", str(folder)], check=True, env=env(), capture_output=True)
     return folder
 
 
 def train(data: Path, out: Path, model: str, *extra: str, epochs: int = EPOCHS) -> dict:
     command = [sys.executable, "-m", "lmrec", "train", model, "--dataset", str(data), "--out", str(out),
                "--epochs", str(epochs), "--eval-every", "2", "--batch-size", "1024", "--no-progress", *extra]
-    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return read(out)
 
@@ -124,19 +128,25 @@ def free_port() -> int:
 
 def test_torchrun_two_nodes_on_loopback(data, tmp_path):
     """Two torchrun launchers (node ranks 0 and 1, one process each) meet on 127.0.0.1: the multi-machine
-    entry point, as it would run on two hosts."""
+    entry point, as it would run on two hosts. Both must be told the port beforehand: a free one, and another if
+    something else took it before the first launcher listened on it."""
     one = train(data, tmp_path / "one", "lightgcn")
-    port, out = free_port(), tmp_path / "two-nodes"
-    command = lambda node: [  # noqa: E731
-        sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={node}",
-        "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "lmrec", "train", "lightgcn",
-        "--dataset", str(data), "--out", str(out), "--epochs", str(EPOCHS), "--eval-every", "2",
-        "--batch-size", "1024", "--no-progress"]
-    nodes = [subprocess.Popen(command(node), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for node in (0, 1)]
-    for node in nodes:
-        _, err = node.communicate(timeout=600)
-        assert node.returncode == 0, err[-3000:]
+    for attempt in range(3):
+        port, out = free_port(), tmp_path / f"two-nodes-{attempt}"
+        lmrec = ["-m", "lmrec", "train", "lightgcn", "--dataset", str(data), "--out", str(out), "--epochs",
+                 str(EPOCHS), "--eval-every", "2", "--batch-size", "1024", "--no-progress"]
+        nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+                                   f"--node-rank={node}", "--master-addr=127.0.0.1", f"--master-port={port}", *lmrec],
+                                  env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for node in (0, 1)]
+        errors = [node.communicate(timeout=600)[1] for node in nodes]
+        if any(node.returncode for node in nodes) and any("EADDRINUSE" in err for err in errors):
+            continue  # the port was taken meanwhile
+        for node, err in zip(nodes, errors, strict=True):
+            assert node.returncode == 0, err[-3000:]
+        break
+    else:
+        pytest.fail(f"three free ports were taken before torchrun listened on them: {errors[0][-1000:]}")
     assert_same_run(one, read(out))
 
 

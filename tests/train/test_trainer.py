@@ -11,6 +11,8 @@ import torch
 
 import lmrec.models.torch_base as torch_base_module
 from helpers import make_split, planted_data, single_thread  # noqa: F401
+from lmrec import clock
+from lmrec.clock import ManualClock
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.eval.ranking import evaluate
@@ -169,11 +171,21 @@ def test_no_early_stop_while_improving():
 
 
 def test_time_budget_stops_after_an_evaluation():
+    """Each epoch takes 50 s on lmrec's clock: a 2-minute budget is spent after the third epoch."""
     data = planted_data()
     model = Scripted(data, [1.0] * 10)
-    log = model.fit(data, TrainConfig(epochs=10, eval_every=5, max_minutes=1e-9, progress=False))
-    assert len(log.records) == 1 and log.records[0].valid is not None
-    assert log.stopped.startswith("time budget") and log.best_epoch == 1
+    manual, epoch = ManualClock(start=5.0), model.batches  # a machine started 5 s ago
+
+    def fifty_seconds_each(rng, size):
+        manual.advance(50)
+        yield from epoch(rng, size)
+
+    model.batches = fifty_seconds_each
+    with clock.use(manual):
+        log = model.fit(data, TrainConfig(epochs=10, eval_every=5, max_minutes=2, progress=False))
+    assert len(log.records) == 3 and log.records[-1].valid is not None  # evaluated before it stops
+    assert [r.seconds for r in log.records] == [50.0, 50.0, 50.0] and log.total_seconds == 150.0
+    assert log.stopped == "time budget of 2.0 minutes" and log.best_epoch == 3
 
 
 def test_selection_metric_is_used_and_recorded():

@@ -52,6 +52,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             per = f"{gen['seconds_per_sample']:.1f} s/turn" if gen["seconds_per_sample"] else "all cached"
             line += (f"; generated {gen['generated_now']} new ({per}), "
                      f"{100 * gen['mapped_share']:.1f}% of {gen['titles_per_turn']:.1f} titles/turn mapped")
+        elif split in config.generate_splits and info["kept"]:
+            line += "; no answers generated (--max-generate)"
         print(line)
     skipped = features.meta["loader_skipped"]
     print("loader skipped: " + (", ".join(f"{n} {reason}" for reason, n in skipped.items()) if skipped else "nothing"))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
+from lmrec import clock
 from lmrec.errors import LmrecError
 from lmrec.eval.report import cell, text_table
 
@@ -134,11 +134,11 @@ def cmd_import(args: argparse.Namespace) -> None:
 def cmd_synth(args: argparse.Namespace) -> None:
     from lmrec.data.synth import synthesize
 
-    start = time.perf_counter()
+    start = clock.now()
     stats = synthesize(Path(args.out), args.interactions, args.users, args.items, args.seed)
     print(f"{stats.users} users, {stats.items} items, {stats.interactions} interactions "
           f"({stats.interactions_asked} asked; repeated pairs collapse): train/valid/test "
-          f"{stats.train}/{stats.valid}/{stats.test}; wrote {args.out}/ in {time.perf_counter() - start:.1f} s")
+          f"{stats.train}/{stats.valid}/{stats.test}; wrote {args.out}/ in {clock.now() - start:.1f} s")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -150,9 +150,9 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
     catalog = load_interactions(args.dataset, format=args.format).catalog
     texts = catalog.text(tuple(args.fields.split(",")))
-    start = time.perf_counter()
+    start = clock.now()
     vectors = encode_catalog(texts, get_encoder(args.encoder, device=args.device), progress=True)
-    print(f"{len(texts)} item texts -> {vectors.shape} with {args.encoder} in {time.perf_counter() - start:.1f} s "
+    print(f"{len(texts)} item texts -> {vectors.shape} with {args.encoder} in {clock.now() - start:.1f} s "
           f"(cached: a second run encodes nothing)")
     if args.out:
         atomic_write(Path(args.out), lambda f: np.save(f, vectors), binary=True)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
+from lmrec import clock
 from lmrec.cli.data import add_dataset_arguments
 from lmrec.cli.flags import add_settings, given
 from lmrec.cli.train import add_threads, set_threads
@@ -87,10 +87,10 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     if args.publish and Path(args.publish).exists():  # known before hours of training, not after
         raise LmrecError(f"--publish {args.publish}: exists; publish into a new folder")
     only = [o for o in (args.only or "").split(",") if o]
-    start = time.perf_counter()
+    start = clock.now()
     report = reproduce(args.paper, Path(args.configs), out, args.quick, only, jobs=args.jobs,
                        reuse=Path(args.reuse) if args.reuse else None)
-    print(f"report: {report / 'report.md'} ({(time.perf_counter() - start) / 60:.1f} min)")
+    print(f"report: {report / 'report.md'} ({(clock.now() - start) / 60:.1f} min)")
     if args.publish:
         print(f"published to {publish(report, Path(args.publish))}")
 

@@ -2,8 +2,9 @@
 
 ``--emb-dim 32`` for ``emb_dim: PositiveInt``; ``--negatives {shared,per_row}`` for a ``Literal``;
 ``--pred-norm / --no-pred-norm`` for a ``bool``; ``--text-fields title,genres`` for a tuple; ``none`` for an
-optional value; a dict field takes JSON. Values are checked by the settings class itself (one validation for the
-CLI and the Python API), so an error names the key, the value and what is allowed.
+optional value; ``--max-samples train=200,valid=50`` for a dict (JSON is read too). Values are checked by the
+settings class itself (one validation for the CLI and the Python API), so an error names the flag, the value and
+what is allowed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import types
 import typing
 from typing import Any, Literal
@@ -38,7 +40,7 @@ def _kind(annotation: Any) -> str:
     if origin is tuple or annotation is tuple:
         return "tuple"
     if origin is dict or annotation is dict:
-        return "json"
+        return "mapping"
     if annotation is bool:
         return "bool"
     if annotation is str:
@@ -46,38 +48,70 @@ def _kind(annotation: Any) -> str:
     return "scalar"  # int, float: given as text, converted by the settings class
 
 
-def _converter(kind: str, optional: bool, name: str) -> Any:
+def _converter(kind: str, optional: bool) -> Any:
     def convert(text: str) -> Any:
         if optional and text.lower() in ("none", "null"):
             return None
         if kind == "tuple":
             return [part.strip() for part in text.split(",") if part.strip()]
-        if kind == "json":
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise argparse.ArgumentTypeError(
-                    f"--{name}: expected JSON, e.g. '{{\"train\": 256}}' ({exc})"
-                ) from None
+        if kind == "mapping":
+            return parse_mapping(text)
         if kind == "scalar":  # numbers as numbers (so errors show 0, not '0'); the settings class checks the type
             return parse_value(text)
         return text
 
-    convert.__name__ = {"tuple": "list", "json": "JSON"}.get(kind, "value")
+    convert.__name__ = {"tuple": "list", "mapping": "KEY=VALUE list"}.get(kind, "value")
     return convert
+
+
+def parse_mapping(text: str) -> dict[str, Any]:
+    """``train=200,valid=50`` (or the JSON ``{"train": 200, "valid": 50}``) as a dict; each value as
+    :func:`~lmrec.settings.parse_value` reads it, ``none`` as None; an empty text is an empty dict."""
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE pairs, e.g. train=200,valid=50; got {text!r}")
+        return value
+    mapping: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, equals, value = part.partition("=")
+        if not equals or not key.strip():
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE pairs separated by commas, e.g. "
+                                             f"train=200,valid=50; got {part!r}")
+        value = value.strip()
+        mapping[key.strip()] = None if value.lower() in ("none", "null") else parse_value(value)
+    return mapping
+
+
+def typed(value: Any) -> str:
+    """A value as one types it on the command line: ``0``, ``none``, ``train=200,valid=50``, ``title,genres``."""
+    if value is None:
+        return "none"
+    if isinstance(value, dict):
+        return shlex.quote(",".join(f"{k}={typed(v)}" for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return shlex.quote(",".join(str(v) for v in value))
+    return shlex.quote(str(value).lower() if isinstance(value, bool) else str(value))
 
 
 _BOUNDS = {"Ge": "≥", "Gt": ">", "Le": "≤", "Lt": "<"}
 
 
 def add_settings(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = (),
-                 defaults: dict[str, Any] | None = None) -> None:
-    """One flag per field of the settings class ``cls`` (in a group named ``title``); a flag not given keeps the
-    default (``defaults``, e.g. a model's paper values, else the class's), so only given flags reach :func:`given`."""
+                 defaults: dict[str, Any] | None = None, only: tuple[str, ...] | None = None,
+                 hidden: bool = False) -> None:
+    """One flag per field of the settings class ``cls`` (in a group named ``title``; ``only``: just these fields;
+    ``hidden``: flags that parse but are not listed by ``--help``); a flag not given keeps the default
+    (``defaults``, e.g. a model's paper values, else the class's), so only given flags reach :func:`given`."""
     group = parser.add_argument_group(title)
     fields = getattr(cls, "__pydantic_fields__", {})
     for f in dataclasses.fields(cls):
-        if f.name in skip:
+        if f.name in skip or (only is not None and f.name not in only):
             continue
         info = fields.get(f.name)
         annotation = info.annotation if info is not None and info.annotation is not None else f.type
@@ -91,15 +125,18 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, title: str, skip: t
         bounds = " ".join(f"{_BOUNDS[type(m).__name__]} {getattr(m, type(m).__name__.lower())}" for m in metadata
                           if type(m).__name__ in _BOUNDS)
         description = info.description if info is not None and info.description else ""
-        text = "; ".join(p for p in (description, bounds, f"default {default!r}") if p)
-        options: dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": argparse.SUPPRESS, "help": text}
+        shown = typed(default) if default not in ({}, ()) else "none"
+        text = "; ".join(p for p in (description, bounds, f"default {shown}") if p)
+        options: dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": argparse.SUPPRESS,
+                                   "help": argparse.SUPPRESS if hidden else text}
         if kind == "bool":
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
         elif kind == "choice":
             choices = [str(c) for c in typing.get_args(inner)] + (["none"] if optional else [])
-            group.add_argument(flag, choices=choices, type=_converter("str", optional, f.name), **options)
+            group.add_argument(flag, choices=choices, type=_converter("str", optional), **options)
         else:
-            group.add_argument(flag, type=_converter(kind, optional, f.name), metavar=f.name.upper(), **options)
+            metavar = "KEY=VALUE,..." if kind == "mapping" else f.name.upper()
+            group.add_argument(flag, type=_converter(kind, optional), metavar=metavar, **options)
 
 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:

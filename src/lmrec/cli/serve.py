@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import socket
 
 from lmrec.cli.train import add_threads, set_threads
+from lmrec.errors import LmrecError
 
 
 def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
@@ -12,7 +14,7 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     serve.add_argument("runs", nargs="+", help="run folders")
     serve.add_argument("--name", action="append", help="the name of each run in the API (default: folder names)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="0: a free port, printed when the server starts")
     serve.add_argument("--retrieval", default="auto", choices=["auto", "exact", "faiss"],
                        help="auto: FAISS for catalogs of 200k items and more")
     serve.add_argument("--nprobe", type=int, default=64, help="FAISS lists searched per query (recall vs speed)")
@@ -32,5 +34,19 @@ def cmd_serve(args: argparse.Namespace) -> None:
     runs = load_runs(args.runs, args.name, args.device)
     app = create_app(runs, session_ttl=args.session_ttl, retrieval=args.retrieval,
                      faiss_options={"nprobe": args.nprobe})
-    print(f"lmrec serve: {', '.join(runs)} on http://{args.host}:{args.port}/ (API docs: /docs)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    sock = listen(args.host, args.port)
+    port = sock.getsockname()[1]
+    print(f"lmrec serve: {', '.join(runs)} on http://{args.host}:{port}/ (API docs: /docs)", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (port 0: a free one, picked by the system) for the server to listen on."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise LmrecError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
+    return sock

@@ -12,12 +12,13 @@ from pathlib import Path
 
 from lmrec.cli.data import add_dataset_arguments
 from lmrec.cli.flags import add_settings, given, model_name_in, model_settings_class
-from lmrec.errors import LmrecError
+from lmrec.errors import Argument, ArgumentError, LmrecError
 from lmrec.eval.report import metrics_table
 
 
 def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     from lmrec.train import TrainConfig
+    from lmrec.train.trainer import RUN_SETTINGS
 
     train = sub.add_parser("train", help="train a model, select on validation, report test (a run folder)",
                            allow_abbrev=False)  # --nproc is found in argv by its full name
@@ -38,9 +39,12 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     config = model_settings_class(name)
     if config is not None:
         add_settings(train, config, f"{name} settings")
-    if _trainable(name):  # a model fitted from the data (pop, dense, zero_shot_llm) takes no training settings
+    if _trainable(name):
         add_settings(train, TrainConfig, "training settings (defaults: the model's paper values)",
                      defaults=_paper_training(name))
+    else:  # a model fitted from the data (pop, dense, zero_shot_llm): the run's settings, no training settings
+        add_settings(train, TrainConfig, "run settings", only=RUN_SETTINGS)
+        add_settings(train, TrainConfig, "", skip=RUN_SETTINGS, hidden=True)  # parsed to be refused by name
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a run folder again (full ranking)",
@@ -131,12 +135,16 @@ def _ks(text: str) -> tuple[int, ...]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from lmrec.train import distributed
+    from lmrec.train import TrainConfig, distributed
+    from lmrec.train.trainer import RUN_SETTINGS
 
+    training = [key for key in given(args, TrainConfig) if key not in RUN_SETTINGS]
+    if training and not _trainable(args.model):
+        names = [part for key in training for part in (", ", Argument(key))][1:]
+        raise ArgumentError(f"{args.model} does not train: ", *names,
+                            f" do{'es' if len(training) == 1 else ''} not apply")
     if args.nproc > 1 and not distributed.launched():
         raise SystemExit(_launch(args.nproc))
-    from lmrec.train import TrainConfig
-
     world = distributed.init_from_env(given(args, TrainConfig).get("device", "cpu"))
     try:
         _train(args, world)

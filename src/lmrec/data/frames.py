@@ -37,7 +37,7 @@ from lmrec.data.catalog import ItemCatalog
 from lmrec.data.interactions import Interactions, SplitData
 from lmrec.data.splits import kcore as kcore_filter
 from lmrec.data.splits import parse_split
-from lmrec.errors import DataFormatError, LmrecError
+from lmrec.errors import Argument, ArgumentError, DataFormatError, LmrecError
 
 FORMAT, VERSION = "lmrec-dataset", 1
 MANIFEST, INTERACTIONS, ITEMS = "dataset.json", "interactions.parquet", "items.parquet"
@@ -110,15 +110,15 @@ class Dataset:
         """
         where = (sources or {}).get("interactions", "interactions")
         frame = _frame(interactions, where)
-        user_col = _column(frame, user_col, USER_NAMES, "user", where, "--user-col / user_col")
-        item_col = _column(frame, item_col, ITEM_NAMES, "item", where, "--item-col / item_col")
-        rating_col = _column(frame, rating_col, RATING_NAMES, None, where, "--rating-col / rating_col")
-        time_col = _column(frame, time_col, TIME_NAMES, None, where, "--time-col / time_col")
+        user_col = _column(frame, user_col, USER_NAMES, "user", where, "user_col")
+        item_col = _column(frame, item_col, ITEM_NAMES, "item", where, "item_col")
+        rating_col = _column(frame, rating_col, RATING_NAMES, None, where, "rating_col")
+        time_col = _column(frame, time_col, TIME_NAMES, None, where, "time_col")
         if min_rating is not None and rating_col is None:
-            raise LmrecError(f"{where}: a minimum rating needs a rating column (none of {', '.join(RATING_NAMES)}; "
-                             "name it with --rating-col / rating_col)")
+            raise ArgumentError(f"{where}: ", Argument("min_rating", min_rating), " needs a rating column (none of "
+                                f"{', '.join(RATING_NAMES)} is there); name it with ", Argument("rating_col"))
         if kcore is not None and kcore < 1:
-            raise LmrecError(f"kcore={kcore}: expected a positive number of interactions")
+            raise ArgumentError(Argument("kcore", kcore), ": expected a positive number of interactions")
         report = ImportReport(rows=len(frame))
         users, items_ = _ids(frame[user_col]), _ids(frame[item_col])
         keep = (users != "") & (items_ != "")
@@ -315,18 +315,20 @@ def _frame(value: Any, where: str) -> Any:
     raise LmrecError(f"{where}: expected a pandas DataFrame or a pyarrow Table, got {type(value).__name__}")
 
 
-def _column(frame: Any, given: str | None, names: Sequence[str], what: str | None, where: str, flag: str) -> str | None:
+def _column(frame: Any, given: str | None, names: Sequence[str], what: str | None, where: str, keyword: str
+            ) -> str | None:
     """The column given (an error naming it when absent), else the first of ``names`` present (any case)."""
     columns = [str(c) for c in frame.columns]
     if given is not None:
         if given not in columns:
-            raise LmrecError(f"{where}: no column {given!r} ({flag}); its columns are {', '.join(columns)}")
+            raise ArgumentError(f"{where}: no column {given!r} (", Argument(keyword, given), "); its columns are "
+                                f"{', '.join(columns)}")
         return given
     lower = {c.lower(): c for c in columns}
     found = next((lower[n] for n in names if n in lower), None)
     if found is None and what is not None:
-        raise LmrecError(f"{where}: which column holds the {what}? None of {', '.join(names)} is there (columns: "
-                         f"{', '.join(columns)}); name it with {flag}")
+        raise ArgumentError(f"{where}: which column holds the {what}? None of {', '.join(names)} is there (columns: "
+                            f"{', '.join(columns)}); name it with ", Argument(keyword))
     return found
 
 
@@ -374,17 +376,18 @@ def _items(items: Any, item_col: str, text_cols: Sequence[str] | None, sources: 
     """(item ids in the items frame's order, id -> {column: text}, the title column, the text columns)."""
     if items is None:
         if text_cols:
-            raise LmrecError(f"text columns {', '.join(text_cols)} need an items file (--items / items=)")
+            raise ArgumentError(Argument("text_cols", ",".join(text_cols)), " needs a file of items: ",
+                                Argument("items"))
         return [], {}, None, []
     where = (sources or {}).get("items", "items")
     frame = _frame(items, where)
-    key = item_col if item_col in frame.columns else _column(frame, None, ITEM_NAMES, "item", where, "--item-col")
+    key = item_col if item_col in frame.columns else _column(frame, None, ITEM_NAMES, "item", where, "item_col")
     if text_cols is None:
         text_cols = [c for c in ("title", "description") if c in frame.columns]
     for c in text_cols:
         if c not in frame.columns:
-            raise LmrecError(f"{where}: no column {c!r} (--text-cols / text_cols); its columns are "
-                             f"{', '.join(map(str, frame.columns))}")
+            raise ArgumentError(f"{where}: no column {c!r} (", Argument("text_cols", ",".join(text_cols)),
+                                f"); its columns are {', '.join(map(str, frame.columns))}")
     ids = _ids(frame[key])
     columns = {c: frame[c].astype("string").fillna("").str.strip().to_numpy(dtype=object) for c in text_cols}
     order, texts = [], {}
@@ -400,5 +403,5 @@ def _check_split(split: str, data: Interactions) -> None:
     try:
         parse_split(split, data, 0)
     except ValueError as exc:
-        raise LmrecError(f"--split / split {split!r}: {exc}") from None
+        raise ArgumentError(Argument("split", split), f": {exc}") from None
 

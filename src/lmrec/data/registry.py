@@ -23,7 +23,7 @@ from lmrec.data.conversations import CRSData
 from lmrec.data.interactions import Interactions, SplitData
 from lmrec.data.loaders import amazon, lightgcn_txt, movielens, recbole
 from lmrec.data.splits import parse_split, split_modifier, thin_train
-from lmrec.errors import LmrecError
+from lmrec.errors import Argument, ArgumentError, LmrecError
 
 DEFAULT_SPLIT = "ratio:0.4,0.3,0.3"
 DEFAULT_SEED = 2024
@@ -124,7 +124,7 @@ Loader = Callable[..., Interactions]  # loader(folder, name=..., min_rating=...)
 def _no_ratings(load: Callable[[Path, str], Interactions], fmt: str) -> Loader:
     def wrapped(folder: Path, name: str, min_rating: float | None = None) -> Interactions:
         if min_rating is not None:
-            raise ValueError(f"format {fmt!r} has no ratings: min_rating must be None")
+            raise ArgumentError(f"format {fmt!r} has no ratings: leave out ", Argument("min_rating"))
         return load(folder, name)
 
     return wrapped
@@ -236,8 +236,8 @@ def detect_format(folder: str | Path) -> str:
     if any(n.endswith((".json", ".json.gz")) for n in names):
         return f"amazon-{amazon.amazon_release(folder)}"
     raise DatasetNotFoundError(
-        f"{folder}: cannot tell the format from its files ({', '.join(sorted(names)[:10]) or 'none'}); "
-        f"pass format= one of {', '.join(FORMATS)}"
+        f"{folder}: cannot tell the format from its files ({', '.join(sorted(names)[:10]) or 'none'}); pass ",
+        Argument("format"), f" one of {', '.join([*FORMATS, *CRS_FORMATS])}"
     )
 
 
@@ -265,8 +265,8 @@ def load_interactions(
     """All interactions of a registered dataset or a folder (before any split)."""
     folder, fmt, name, _ = _resolve(name_or_path, format, data_dir)
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)} "
-                         f"(conversational: {', '.join(CRS_FORMATS)}, loaded by load_dataset)")
+        raise ArgumentError(Argument("format", fmt), f": expected one of {', '.join(FORMATS)} "
+                            f"(conversational: {', '.join(CRS_FORMATS)}, loaded by load_dataset)")
     return FORMATS[fmt](folder, name=name, min_rating=min_rating)
 
 
@@ -288,8 +288,11 @@ def load_dataset(
     folder, fmt, name, spec = _resolve(name_or_path, format, data_dir)
     if fmt in CRS_FORMATS:
         if split not in (None, "fixed") or min_rating is not None:
-            raise ValueError(f"conversational dataset {name!r} has its own split: split and min_rating must be None")
+            given = Argument("split", split) if split not in (None, "fixed") else Argument("min_rating", min_rating)
+            raise ArgumentError(f"conversational dataset {name!r} has its own split: leave out ", given)
         return CRS_FORMATS[fmt](folder)
+    if fmt not in FORMATS:
+        raise ArgumentError(Argument("format", fmt), f": expected one of {', '.join([*FORMATS, *CRS_FORMATS])}")
     if split is None and fmt == "lmrec":  # an imported folder's own default split and seed
         manifest = frames.read_manifest(folder)
         split, seed = manifest.get("split", DEFAULT_SPLIT), seed if seed != DEFAULT_SEED else manifest.get("seed",
@@ -299,12 +302,10 @@ def load_dataset(
     base, keep = split_modifier(split)
     if base == "fixed":
         if fmt not in FIXED_SPLITS:
-            raise ValueError(f"format {fmt!r} has no split of its own: use e.g. split={DEFAULT_SPLIT!r}")
+            raise ArgumentError(f"format {fmt!r} has no split of its own: use e.g. ", Argument("split", DEFAULT_SPLIT))
         if min_rating is not None:
-            raise ValueError(f"format {fmt!r} has no ratings: min_rating must be None")
+            raise ArgumentError(f"format {fmt!r} has no ratings: leave out ", Argument("min_rating"))
         data = FIXED_SPLITS[fmt](folder, name, seed)
-    elif fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
     else:
         data = parse_split(base, FORMATS[fmt](folder, name=name, min_rating=min_rating), seed)
     return data if keep is None else thin_train(data, keep, seed)

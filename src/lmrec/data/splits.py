@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lmrec.data.interactions import Interactions, SplitData, to_csr
+from lmrec.errors import Argument, ArgumentError
 
 
 def kcore(data: Interactions, k_user: int = 5, k_item: int = 5) -> Interactions:
@@ -161,13 +162,14 @@ def split_modifier(spec: str) -> tuple[str, float | None]:
     except ValueError:
         keep = None
     if kind != "thin" or keep is None:
-        raise ValueError(f"split {spec!r}: after '+' expected thin:<share kept>, e.g. {base}+thin:0.1")
+        raise ArgumentError(Argument("split", spec), f": after '+' expected thin:<share kept>, e.g. {base}+thin:0.1")
     return base, keep
 
 
 def _chronological(data: Interactions) -> np.ndarray:
     if data.timestamps is None:
-        raise ValueError(f"{data.name}: a temporal split needs timestamps, and this source has none")
+        raise ArgumentError(f"{data.name}: a temporal or leave-one-out ", Argument("split"),
+                            " needs timestamps, and this source has none")
     return np.argsort(data.timestamps, kind="stable")
 
 
@@ -187,18 +189,21 @@ def parse_split(spec: str, data: Interactions, seed: int = 2024) -> SplitData:
         return thin_train(parse_split(spec, data, seed), keep, seed)
     name, _, args = spec.partition(":")
     if name not in SPLITS:
-        raise ValueError(f"unknown split {spec!r}: expected one of {', '.join(SPLITS)} (e.g. ratio:0.8,0.1,0.1)")
+        raise ArgumentError("unknown split ", Argument("split", spec),
+                            f": expected one of {', '.join(SPLITS)} (e.g. ratio:0.8,0.1,0.1)")
     if name == "loo":
         if args:
-            raise ValueError(f"split {spec!r}: leave-one-out takes no ratios")
+            raise ArgumentError(Argument("split", spec), ": leave-one-out takes no ratios")
         return leave_one_out(data)
     kwargs: dict = {"seed": seed} if name == "ratio" else {}
     if args:
         try:
             ratios = [float(x) for x in args.split(",")]
         except ValueError:
-            raise ValueError(f"split {spec!r}: ratios must be three numbers, e.g. {name}:0.8,0.1,0.1") from None
+            raise ArgumentError(Argument("split", spec),
+                                f": ratios must be three numbers, e.g. {name}:0.8,0.1,0.1") from None
         if len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0:
-            raise ValueError(f"split {spec!r}: expected three non-negative ratios (train > 0), e.g. {name}:0.8,0.1,0.1")
+            raise ArgumentError(Argument("split", spec),
+                                f": expected three non-negative ratios (train > 0), e.g. {name}:0.8,0.1,0.1")
         kwargs["ratios"] = ratios
     return SPLITS[name](data, **kwargs)

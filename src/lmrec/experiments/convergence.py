@@ -85,10 +85,10 @@ def read_run(folder: Path) -> Curve | None:
     if not log.exists():
         return None
     config_path = folder / "manifest.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
     train_config = config.get("train_config") or None
     metric = (train_config or {}).get("metric", "recall@20")
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
     seconds = np.cumsum([r["seconds"] for r in records]) if records else np.zeros(0)
     steps = np.cumsum([r.get("steps", 0) for r in records]) if records else np.zeros(0)
     points = [(r["epoch"], r["valid"][metric], seconds[i], steps[i]) for i, r in enumerate(records)
@@ -112,7 +112,7 @@ def find_curves(root: Path, comparison: Path | None = None) -> list[Curve]:
     curves = [c for log in logs if (c := read_run(log.parent)) is not None]
     comparison = comparison or root / "results.json"
     if comparison.exists():
-        results = json.loads(comparison.read_text())
+        results = json.loads(comparison.read_text(encoding="utf-8"))
         from lmrec.experiments.compare import slug
 
         chosen = {(slug(d), slug(name)) for d, block in results.items()

@@ -7,9 +7,9 @@ AlphaRec against LightGCN, then recommends titles for one user.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
+from lmrec import clock
 from lmrec.data.registry import DataRef
 from lmrec.eval.report import text_table
 from lmrec.eval.stats import paired_test
@@ -23,7 +23,7 @@ DEMO_MODELS = {
 
 
 def run_demo(out: Path = Path("runs/demo"), dataset: str = "movielens-latest-small", user: str = "1") -> None:
-    start = time.perf_counter()
+    start = clock.now()
     ref = DataRef.of(dataset)
     data = ref.load()
     stats = data.stats()
@@ -52,4 +52,4 @@ def run_demo(out: Path = Path("runs/demo"), dataset: str = "movielens-latest-sma
           f"{'; '.join(data.catalog.titles[i] for i in data.train_items(index)[:3])}):")
     for r in results["alpharec"].recommend(user, k=10):
         print(f"{r.rank:3d}. {r.title}  ({r.score:.3f})")
-    print(f"\nruns written to {out}/ ; demo took {time.perf_counter() - start:.0f} s")
+    print(f"\nruns written to {out}/ ; demo took {clock.now() - start:.0f} s")

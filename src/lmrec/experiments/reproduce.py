@@ -26,12 +26,12 @@ import os
 import platform
 import shutil
 import subprocess
-import time
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from lmrec import clock
 from lmrec.data.registry import DEFAULT_SEED, DataRef
 from lmrec.environment import cpu_name, versions
 from lmrec.errors import LmrecError
@@ -364,13 +364,13 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
     context = Context(report / RECORDS, jobs, log, Path(reuse) / RECORDS if reuse is not None else None)
     for table in select(tables, only):
         log(f"[{table.key}] {table.title} ...")
-        start = time.perf_counter()
+        start = clock.now()
         folder = out / table.key
         folder.mkdir(parents=True, exist_ok=True)
         runner = EXPERIMENTS[table.experiment]
         ours = runner(table.settings, folder, out,
                       dataclasses.replace(context, log=lambda line, key=table.key: log(f"[{key}] {line}")))
-        seconds = time.perf_counter() - start
+        seconds = clock.now() - start
         log(f"[{table.key}] done in {seconds / 60:.1f} min")
         assert table.source is not None
         shutil.copyfile(table.source, report / "configs" / table.source.name)

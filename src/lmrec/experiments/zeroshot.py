@@ -17,7 +17,6 @@ Random scorer (uniform noise).
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from lmrec import clock
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import DataRef
@@ -235,9 +235,9 @@ def run_zeroshot(
                                              **tensor_dict(model.artifacts(), "artifacts.")})
     (out / CHECKPOINT_FILE).unlink(missing_ok=True)
 
-    start = time.perf_counter()
+    start = clock.now()
     scorer = zero_shot_scorer(model, target, features(target, config))
-    apply_seconds = time.perf_counter() - start
+    apply_seconds = clock.now() - start
     seed = train_config.seed
     ks = tuple(sorted({min(k, target.n_items) for k in REPORT_KS}))
     results = {split: evaluate(scorer, target, split, ks=ks, metrics=REPORT_METRICS, seed=seed)

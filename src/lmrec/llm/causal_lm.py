@@ -18,6 +18,7 @@ import torch
 
 from lmrec.errors import LmrecError
 from lmrec.llm.prompts import ANSWER_PREFIX, MAX_CONTEXT_CHARS, build_prompt, cut_after_first_item
+from lmrec.progress import shown
 
 if TYPE_CHECKING:
     from lmrec.text.cache import EmbeddingCache
@@ -202,7 +203,7 @@ class CausalLM:
         base = self.model.base_model
         accepts = set(inspect.signature(base.forward).parameters)
         batches: Any = self._batches(ids, batch_size)
-        if progress:
+        if shown(progress):
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, total=-(-len(texts) // batch_size), desc="encoding contexts", unit="batch")
@@ -244,7 +245,7 @@ class CausalLM:
         cache: Any = None
         previous: list[int] = []
         rows: Any = enumerate(self._ids(texts, max_length))
-        if progress:
+        if shown(progress):
             from tqdm.auto import tqdm
 
             rows = tqdm(rows, total=len(texts), desc="encoding contexts (KV reuse)", unit="text")
@@ -370,7 +371,7 @@ class CausalLM:
             return out
         ids = self._ids(prompts, max_length)
         batches: Any = self._batches(ids, batch_size)
-        if progress:
+        if shown(progress):
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, total=-(-len(prompts) // batch_size), desc="generating", unit="batch")

@@ -1,12 +1,13 @@
-"""Conversation sessions of a CRS run: turns kept in memory, dropped after ``ttl`` seconds without a message."""
+"""Conversation sessions of a CRS run: turns kept in memory, dropped after ``ttl`` seconds without a message (on
+lmrec's clock, :mod:`lmrec.clock`)."""
 
 from __future__ import annotations
 
 import secrets
 import threading
-import time
 from dataclasses import dataclass, field
 
+from lmrec import clock
 from lmrec.data.conversations import Turn
 from lmrec.errors import LmrecError
 
@@ -19,8 +20,8 @@ class SessionNotFound(LmrecError):
 class Session:
     session_id: str
     model: str
+    last_seen: float  # lmrec.clock.now() at its last request
     turns: list[Turn] = field(default_factory=list)
-    last_seen: float = field(default_factory=time.monotonic)
 
 
 class SessionStore:
@@ -38,7 +39,7 @@ class SessionStore:
             if len(self._sessions) >= self.max_sessions:
                 oldest = min(self._sessions.values(), key=lambda s: s.last_seen)
                 del self._sessions[oldest.session_id]
-            session = Session(secrets.token_urlsafe(12), model)
+            session = Session(secrets.token_urlsafe(12), model, clock.now())
             self._sessions[session.session_id] = session
             return session
 
@@ -49,7 +50,7 @@ class SessionStore:
             if session is None or session.model != model:
                 raise SessionNotFound(f"no session {session_id[:40]!r} for {model!r} (unknown, or expired after "
                                       f"{self.ttl:.0f} s without a message)")
-            session.last_seen = time.monotonic()
+            session.last_seen = clock.now()
             return session
 
     def add(self, session: Session, turn: Turn) -> list[Turn]:
@@ -70,6 +71,6 @@ class SessionStore:
             self._sessions.pop(session_id, None)
 
     def _expire(self) -> None:
-        now = time.monotonic()
+        now = clock.now()
         for key in [k for k, s in self._sessions.items() if now - s.last_seen > self.ttl]:
             del self._sessions[key]

@@ -27,6 +27,7 @@ import numpy as np
 
 from lmrec.errors import EmbeddingError, LmrecError
 from lmrec.io import write_bytes
+from lmrec.progress import shown
 from lmrec.text.protocol import TextEncoder
 
 __all__ = [
@@ -290,7 +291,7 @@ class CachedEncoder:
         self.last_encoded = 0
         todo = list(missing)
         bar = None
-        if progress and todo:
+        if shown(progress) and todo:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(todo), desc=f"encoding ({identity})", unit="text")

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from lmrec.errors import EmbeddingError, LmrecError
+from lmrec.progress import shown
 from lmrec.text.protocol import LazyModel
 from lmrec.text.weights import _CAUSAL_LM_ALIASES, _CAUSAL_LMS, _registered_gguf, resolve_causal_lm
 
@@ -127,7 +128,7 @@ class HFPooledEncoder(LazyModel):
         order = np.argsort([len(seq) for seq in ids], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         starts = range(0, len(texts), batch_size)
-        if progress:
+        if shown(progress):
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"encoding ({self.name})", unit="batch")

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from lmrec.errors import EmbeddingError, LmrecError
+from lmrec.progress import shown
 
 __all__ = ["OpenAIEmbeddingEncoder"]
 
@@ -68,7 +69,7 @@ class OpenAIEmbeddingEncoder:
         texts = list(texts)
         size = max(1, min(int(batch_size), self.max_inputs_per_request))
         starts = range(0, len(texts), size)
-        if progress:
+        if shown(progress):
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"embedding ({self.model})", unit="request")
@@ -87,7 +88,7 @@ class OpenAIEmbeddingEncoder:
     def _request(self, texts: list[str]) -> np.ndarray:
         url = f"{self.base_url}/embeddings"
         if not self.api_key and self.base_url == _OPENAI_DEFAULT_URL:
-            raise LmrecError(f"{url}: no API key; set OPENAI_API_KEY or pass api_key=...")
+            raise LmrecError(f"{url}: no API key; set the environment variable OPENAI_API_KEY")
         body: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": "float"}
         if self.dimensions:
             body["dimensions"] = self.dimensions

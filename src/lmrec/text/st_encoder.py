@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from lmrec.errors import LmrecError
+from lmrec.progress import shown
 from lmrec.text.protocol import LazyModel
 from lmrec.text.weights import _SPLIT_ZIP_PACKAGES, _assemble_from_packages, default_models_dir
 
@@ -94,7 +95,7 @@ class SentenceTransformerEncoder(LazyModel):
         vectors = model.encode(
             texts,
             batch_size=batch_size,
-            show_progress_bar=progress,
+            show_progress_bar=shown(progress),
             convert_to_numpy=True,
             normalize_embeddings=self.normalize,
         )

@@ -7,7 +7,6 @@ import copy
 import dataclasses
 import json
 import math
-import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,8 +19,8 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from lmrec import tensorfile
-from lmrec.errors import LmrecError
+from lmrec import clock, tensorfile
+from lmrec.errors import Argument, ArgumentError, LmrecError
 from lmrec.settings import as_dict, build, settings
 from lmrec.train import checkpoint as ckpt
 from lmrec.train import distributed
@@ -29,6 +28,9 @@ from lmrec.train import distributed
 Device = Literal["cpu", "cuda", "mps"]
 LOG_FILE = "log.jsonl"  # one JSON line per epoch, in a run folder
 RESUME_MAY_CHANGE = ("epochs", "progress", "device")  # settings a resumed run may change (more epochs: go on)
+# settings about the run itself, not its training: a model that does not train (pop, dense, zero_shot_llm) takes them
+# too (the seed of its evaluation's tie-breaking, its progress bars, where it computes)
+RUN_SETTINGS = ("seed", "progress", "device")
 CHECKPOINT_FILE = "checkpoint.safetensors"  # the resumable training state, in a run folder
 METRIC_PATTERN = r"^(recall|ndcg|hr|mrr|precision)@[1-9][0-9]*$"
 # the training settings that change what a model learns from its random streams (see TrainConfig.stream_seed)
@@ -109,9 +111,11 @@ def with_legacy(saved: Mapping[str, Any]) -> dict[str, Any]:
 def resolve_device(device: str) -> torch.device:
     """``torch.device(device)`` after checking that this machine has it."""
     if device == "cuda" and not torch.cuda.is_available():
-        raise LmrecError("device 'cuda' was asked for, but torch sees no CUDA GPU on this machine (use device=cpu)")
+        raise ArgumentError(Argument("device", device), ": torch sees no CUDA GPU on this machine (use ",
+                            Argument("device", "cpu"), ")")
     if device == "mps" and not torch.backends.mps.is_available():
-        raise LmrecError("device 'mps' was asked for, but torch sees no Apple MPS device here (use device=cpu)")
+        raise ArgumentError(Argument("device", device), ": torch sees no Apple MPS device here (use ",
+                            Argument("device", "cpu"), ")")
     return torch.device(device)
 
 
@@ -261,12 +265,12 @@ class Trainer:
                              "from; a distributed run folder must be on storage that every machine sees")
         self._rewrite_log(log)
         device = resolve_device(cfg.device)
-        start = time.perf_counter() - elapsed
+        start = clock.now() - elapsed
         last_epoch = first_epoch - 1 if finished else cfg.epochs  # a finished checkpoint: nothing left to train
         epochs = tqdm(range(first_epoch, last_epoch + 1), desc=f"train {getattr(model, 'name', '')}",
                       disable=not cfg.progress, initial=first_epoch - 1, total=cfg.epochs)
         for epoch in epochs:
-            t0 = time.perf_counter()
+            t0 = clock.now()
             model.set_training(True)
             total, n_batches = 0.0, 0
             for batch in _epoch_batches(model, rng, cfg):
@@ -283,8 +287,8 @@ class Trainer:
                 total += loss.item()
                 n_batches += 1
             model.set_training(False)
-            record = EpochRecord(epoch, total / max(n_batches, 1), time.perf_counter() - t0, steps=n_batches)
-            out_of_time = cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
+            record = EpochRecord(epoch, total / max(n_batches, 1), clock.now() - t0, steps=n_batches)
+            out_of_time = cfg.max_minutes is not None and clock.now() - start > 60 * cfg.max_minutes
             out_of_time = world.from_main(out_of_time)  # clocks differ: every rank stops at rank 0's epoch
             last = epoch == cfg.epochs or out_of_time
             if validate is not None and (epoch % cfg.eval_every == 0 or last):
@@ -295,7 +299,7 @@ class Trainer:
                 score = record.valid[cfg.metric]
                 if score > log.best_score:
                     log.best_score, log.best_epoch = score, epoch
-                    log.seconds_to_best = time.perf_counter() - start
+                    log.seconds_to_best = clock.now() - start
                     best_state = copy.deepcopy(model.state())
                     bad_evals = 0
                 else:
@@ -310,11 +314,11 @@ class Trainer:
             elif last and epoch != cfg.epochs:
                 stop = f"{TIME_BUDGET} of {cfg.max_minutes} minutes"
             if stop is None and not last and epoch % cfg.checkpoint_every == 0:
-                self._checkpoint(model, optimizer, rng, log, best_state, bad_evals, time.perf_counter() - start)
+                self._checkpoint(model, optimizer, rng, log, best_state, bad_evals, clock.now() - start)
             if stop is not None:
                 log.stopped = stop
                 break
-        log.total_seconds = time.perf_counter() - start
+        log.total_seconds = clock.now() - start
         if not finished:  # the end state too: results lost after training (a full disk) cost no retraining
             self._checkpoint(model, optimizer, rng, log, best_state, bad_evals, log.total_seconds, finished=True)
         if best_state is not None:

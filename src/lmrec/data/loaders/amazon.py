@@ -32,7 +32,7 @@ from lmrec.data.catalog import ItemCatalog
 from lmrec.data.interactions import Interactions, SplitData, to_csr
 from lmrec.data.loaders.lightgcn_txt import iter_lines, parse_int
 from lmrec.data.loaders.recbole import chain_sequence
-from lmrec.errors import DataFormatError
+from lmrec.errors import DataFormatError, MissingFileError
 
 META_FIELDS = ("brand", "categories", "description")
 
@@ -149,9 +149,9 @@ def find_amazon_files(folder: str | Path) -> tuple[Path, Path | None]:
     metas = [p for p in files if p.name.startswith("meta_")]
     reviews = [p for p in files if not p.name.startswith("meta_")]
     if len(reviews) != 1 or len(metas) > 1:
-        raise FileNotFoundError(
-            f"{folder}: expected one review file (*.json[.gz]) and at most one meta_*.json[.gz], "
-            f"got reviews {[p.name for p in reviews]} and metadata {[p.name for p in metas]}"
+        raise MissingFileError(
+            f"{folder}: the Amazon review format needs one review file (*.json[.gz]) and at most one "
+            f"meta_*.json[.gz], found reviews {_names(reviews)} and metadata {_names(metas)}"
         )
     return reviews[0], (metas[0] if metas else None)
 
@@ -197,8 +197,13 @@ class UniSRecSequences:
 def _prefix(folder: Path, suffix: str) -> str:
     found = sorted(folder.glob(f"*{suffix}"))
     if len(found) != 1:
-        raise FileNotFoundError(f"{folder}: expected exactly one *{suffix} file, got {[p.name for p in found]}")
+        raise MissingFileError(f"{folder}: the unisrec format needs exactly one *{suffix} file, found {_names(found)}")
     return found[0].name[: -len(suffix)]
+
+
+def _names(paths: list[Path]) -> str:
+    """``none`` or the file names, comma-separated."""
+    return ", ".join(p.name for p in paths) or "none"
 
 
 def _read_index(path: Path) -> list[str]:
@@ -332,7 +337,8 @@ def _json_file(path: Path) -> Any:
 def _one(folder: Path, suffix: str) -> Path:
     found = sorted(folder.glob(f"*{suffix}")) + sorted(folder.glob(f"*{suffix}.gz"))
     if len(found) != 1:
-        raise FileNotFoundError(f"{folder}: expected exactly one *{suffix}[.gz] file, got {[p.name for p in found]}")
+        raise MissingFileError(f"{folder}: the lcrec format needs exactly one *{suffix}[.gz] file, "
+                               f"found {_names(found)}")
     return found[0]
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.conversations import Conversation, CRSData, Turn, check_policy, iter_jsonl
-from lmrec.errors import DataFormatError, UnknownIdError
+from lmrec.errors import DataFormatError, MissingFileError, UnknownIdError
 
 _ROLES = {"SEEKER": "user", "RECOMMENDER": "system"}
 UNICRS_FILES = {split: f"unicrs_processed/{split}_data_dbpedia.jsonl" for split in ("train", "valid", "test")}
@@ -96,6 +96,9 @@ def load_inspired(folder: str | Path) -> CRSData:
     test's ``dialog_id``). An empty dialog (``[]``) is skipped and counted in ``skipped["empty_conversation"]``.
     """
     folder = Path(folder)
+    missing = [name for name in UNICRS_FILES.values() if not (folder / name).is_file()]
+    if missing:
+        raise MissingFileError(f"{folder}: no {', '.join(missing)}, which the inspired format needs")
     raw = {split: _read_unicrs(folder / name) for split, name in UNICRS_FILES.items()}
     titles: dict[str, None] = {}
     for dialogs in raw.values():

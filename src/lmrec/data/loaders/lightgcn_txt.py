@@ -30,7 +30,7 @@ import numpy as np
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.interactions import Interactions, SplitData, to_csr
 from lmrec.data.splits import carve_validation
-from lmrec.errors import DataFormatError
+from lmrec.errors import DataFormatError, MissingFileError
 
 SPLIT_FILES = ("train", "valid", "test")
 
@@ -142,7 +142,7 @@ def _read_folder(folder: Path) -> _Folder:
         if path is not None:
             files[split] = path
         elif split != "valid":
-            raise FileNotFoundError(f"{folder}: expected {split}.txt or {split}.txt.gz (LightGCN text format)")
+            raise MissingFileError(f"{folder}: no {split}.txt or {split}.txt.gz, which the lightgcn format needs")
     text_path = find_file(folder, "items.tsv")
     texts = read_item_texts(text_path) if text_path else None
     raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -18,7 +18,7 @@ import numpy as np
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.interactions import Interactions
 from lmrec.data.loaders.lightgcn_txt import iter_lines, parse_int
-from lmrec.errors import DataFormatError
+from lmrec.errors import DataFormatError, MissingFileError
 
 #: ``u.genre`` order of the 19 genre flags of ``u.item`` (used when ``u.genre`` is missing).
 GENRES_100K = (
@@ -90,9 +90,10 @@ def _build(
     )
 
 
-def _require(path: Path) -> Path:
+def _require(path: Path, fmt: str) -> Path:
+    """``path`` when it is a file, else a :class:`MissingFileError` naming it and the format that needs it."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
+        raise MissingFileError(f"{path.parent}: no {path.name}, which the {fmt} format needs")
     return path
 
 
@@ -113,7 +114,7 @@ def load_movielens_100k(
                 if parse_int(genre_path, line_no, position, "genre index") != len(genres):
                     raise DataFormatError(genre_path, line_no, f"expected genre index {len(genres)}, got {position!r}")
                 genres.append(genre)
-    item_path = _require(folder / "u.item")
+    item_path = _require(folder / "u.item", "movielens-100k")
     ids, titles, genre_texts, seen = [], [], [], set()
     for line_no, line in iter_lines(item_path, "latin-1"):
         if not line.strip():
@@ -128,7 +129,7 @@ def load_movielens_100k(
         titles.append(fields[1].strip())
         genre_texts.append(", ".join(g for g, f in zip(genres, flags) if f == "1"))
     catalog = ItemCatalog(ids, titles, {"genres": genre_texts})
-    data_path = _require(folder / "u.data")
+    data_path = _require(folder / "u.data", "movielens-100k")
     ratings = [
         _rating(data_path, line_no, _split(data_path, line_no, line, "\t", 4, "user, movie, rating, timestamp"))
         for line_no, line in iter_lines(data_path, records=True)
@@ -171,7 +172,7 @@ def load_movielens_latest(
     (``userId,movieId,tag,timestamp``): each movie's distinct tags (case-insensitive, first spelling kept, in file
     order) joined by ``", "`` form the ``tags`` field."""
     folder = Path(folder)
-    movies_path = _require(folder / "movies.csv")
+    movies_path = _require(folder / "movies.csv", "movielens-latest")
     ids, titles, genres, seen = [], [], [], set()
     for line_no, (movie, title, genre) in _csv_rows(movies_path, ["movieId", "title", "genres"]):
         _add_id(ids, seen, movies_path, line_no, movie)
@@ -190,7 +191,7 @@ def load_movielens_latest(
                 per_movie[index[movie]].setdefault(tag.strip().lower(), tag.strip())
         fields["tags"] = [", ".join(found.values()) for found in per_movie]
     catalog = ItemCatalog(ids, titles, fields)
-    ratings_path = _require(folder / "ratings.csv")
+    ratings_path = _require(folder / "ratings.csv", "movielens-latest")
     ratings = [
         _rating(ratings_path, line_no, row)
         for line_no, row in _csv_rows(ratings_path, ["userId", "movieId", "rating", "timestamp"])
@@ -202,7 +203,7 @@ def load_movielens_1m(folder: str | Path, min_rating: float | None = None, name:
     """MovieLens 1M (Latin-1, ``::``-separated): ``ratings.dat`` (``1::1193::5::978300760``: user, movie, rating,
     time) and ``movies.dat`` (``1::Toy Story (1995)::Animation|Children's|Comedy``)."""
     folder = Path(folder)
-    movies_path = _require(folder / "movies.dat")
+    movies_path = _require(folder / "movies.dat", "movielens-1m")
     ids, titles, genres, seen = [], [], [], set()
     for line_no, line in iter_lines(movies_path, "latin-1"):
         if line.strip():
@@ -211,7 +212,7 @@ def load_movielens_1m(folder: str | Path, min_rating: float | None = None, name:
             titles.append(title.strip())
             genres.append(_genres(genre.strip()))
     catalog = ItemCatalog(ids, titles, {"genres": genres})
-    ratings_path = _require(folder / "ratings.dat")
+    ratings_path = _require(folder / "ratings.dat", "movielens-1m")
     ratings = [
         _rating(ratings_path, line_no, _split(ratings_path, line_no, line, "::", 4, "user, movie, rating, timestamp"))
         for line_no, line in iter_lines(ratings_path, "latin-1", records=True)

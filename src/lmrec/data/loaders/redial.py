@@ -23,7 +23,7 @@ from typing import Any
 
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.conversations import Conversation, CRSData, Turn, check_policy, iter_jsonl, split_conversations
-from lmrec.errors import DataFormatError, UnknownIdError
+from lmrec.errors import DataFormatError, MissingFileError, UnknownIdError
 
 _MENTION = re.compile(r"@(\d+)")
 
@@ -142,6 +142,9 @@ def load_redial(
     ``train_file`` at the official ``train_data.jsonl`` when you have it. ``skipped`` sums both files.
     """
     folder = Path(folder)
+    missing = [name for name in ("movies_with_mentions.csv", train_file, test_file) if not (folder / name).is_file()]
+    if missing:
+        raise MissingFileError(f"{folder}: no {', '.join(missing)}, which the redial format needs")
     catalog = load_redial_catalog(folder / "movies_with_mentions.csv")
     skipped = {"empty_conversation": 0, "unknown_movie": 0}
     pool = read_redial(folder / train_file, catalog, on_unknown, skipped)

@@ -27,7 +27,7 @@ from urllib.parse import unquote
 
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.conversations import ROLE_PREFIX, CRSSample, check_policy, iter_jsonl
-from lmrec.errors import DataFormatError, UnknownIdError
+from lmrec.errors import DataFormatError, MissingFileError, UnknownIdError
 
 DBPEDIA_PREFIX = "<http://dbpedia.org/resource/"
 _TRAILING_PAREN = re.compile(r"\s*\([^()]*\)$")
@@ -162,7 +162,7 @@ def find_test_file(folder: str | Path) -> Path:
     for name in ("test.jsonl", "test.jsonl.gz"):
         if (Path(folder) / name).exists():
             return Path(folder) / name
-    raise FileNotFoundError(f"no test.jsonl or test.jsonl.gz in {folder}")
+    raise MissingFileError(f"{folder}: no test.jsonl or test.jsonl.gz")
 
 
 def load_zeroshot_crs(

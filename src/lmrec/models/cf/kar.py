@@ -10,10 +10,11 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 from torch import nn
 
 from lmrec.data.interactions import SplitData
+from lmrec.errors import Argument
 from lmrec.models.base import register
 from lmrec.models.cf.xsimgcl import XSimGCL, XSimGCLConfig
 from lmrec.models.nn.lm_inputs import LMFeatures
-from lmrec.settings import settings
+from lmrec.settings import SettingsError, settings
 
 
 @settings
@@ -84,7 +85,9 @@ class KAR(LMFeatures, XSimGCL):
         if cfg.fusion not in ("concat", "add"):
             raise ValueError(f"unknown fusion {cfg.fusion!r}: expected 'concat' or 'add'")
         if cfg.fusion == "add" and cfg.expert_arch[-1] != cfg.emb_dim:
-            raise ValueError(f"fusion='add' needs expert_arch[-1] == emb_dim ({cfg.expert_arch[-1]} != {cfg.emb_dim})")
+            raise SettingsError("kar setting ", Argument("fusion", "add"), ": needs the last width of ",
+                                Argument("expert_arch", cfg.expert_arch), " to equal ",
+                                Argument("emb_dim", cfg.emb_dim))
         self.z_users, self.z_items = self.lm_inputs(data)
         net = super().build(data)
         net.adaptor = HybridExpertAdaptor(self.z_items.shape[1], cfg.n_shared_experts, cfg.n_specific_experts,

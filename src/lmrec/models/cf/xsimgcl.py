@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
+from lmrec.errors import Argument
 from lmrec.models.base import register
 from lmrec.models.cf.lightgcn import LightGCN, LightGCNConfig
 from lmrec.models.nn.augment import propagate_layers
 from lmrec.models.nn.contrastive import view_info_nce
-from lmrec.settings import settings
+from lmrec.settings import SettingsError, settings
 
 
 @settings
@@ -42,7 +43,8 @@ class XSimGCL(LightGCN):
 
     def build(self, data) -> torch.nn.Module:
         if not 1 <= self.config.cl_layer <= self.config.n_layers:
-            raise ValueError(f"cl_layer must be in [1, n_layers={self.config.n_layers}], got {self.config.cl_layer}")
+            raise SettingsError("xsimgcl setting ", Argument("cl_layer", self.config.cl_layer), ": expected 1 to ",
+                                Argument("n_layers", self.config.n_layers))
         return super().build(data)
 
     def _propagated(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from lmrec.data.conversations import CRSData, CRSSample
-from lmrec.errors import LmrecError
+from lmrec.errors import Argument, ArgumentError
 from lmrec.models.base import Model, ModelConfig
 from lmrec.train.trainer import TrainConfig, TrainLog
 
@@ -62,7 +62,8 @@ class CRSRecommender(Model, ABC):
     def q(self, samples: Sequence[CRSSample]) -> torch.Tensor:
         """(len(samples), d) LLM context vectors."""
         if self.context is None:
-            raise LmrecError(f"{self.name} needs LLM features: fit it with features=..., or load its run folder")
+            raise ArgumentError(f"{self.name} needs LLM features: fit it with ", Argument("features"),
+                                ", or load its run folder")
         return self.context.q([s.context for s in samples]).float().to(self.device)
 
 

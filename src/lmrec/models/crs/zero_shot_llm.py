@@ -24,7 +24,7 @@ import torch
 from pydantic import PositiveInt
 
 from lmrec.data.conversations import CRSData, CRSSample
-from lmrec.errors import LmrecError
+from lmrec.errors import Argument, ArgumentError
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.crs.base import CRSRecommender
 from lmrec.settings import settings
@@ -70,7 +70,8 @@ class ZeroShotLLM(CRSRecommender):
         if self._completions is not None:
             return self._completions(contexts)
         if self.context is None:
-            raise LmrecError("zero_shot_llm needs LLM features: fit it with features=..., or load its run folder")
+            raise ArgumentError("zero_shot_llm needs LLM features: fit it with ", Argument("features"),
+                                ", or load its run folder")
         return self.context.completions(contexts)
 
     def fit(self, data: CRSData, train: Any = None, *, features: Any = None, base: Any = None,

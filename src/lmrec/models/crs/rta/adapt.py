@@ -43,7 +43,7 @@ from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
 from lmrec.data.conversations import CRSData, CRSSample
-from lmrec.errors import LmrecError
+from lmrec.errors import Argument, ArgumentError, LmrecError
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.crs.base import CRSRecommender
 from lmrec.models.crs.rta.reindex import ItemIndexer
@@ -195,7 +195,8 @@ class RTAAdapt(CRSRecommender):
         from lmrec.models.crs.rta.reindex import RTAReindex
 
         if features is None or not isinstance(base, RTAReindex) or base.indexer is None:
-            raise LmrecError("rta_adapt adapts a fitted rta_reindex: fit it with features=... and base=<reindex run>")
+            raise ArgumentError("rta_adapt adapts a fitted rta_reindex: fit it with ", Argument("features"), " and ",
+                                Argument("base"), " (the rta_reindex run)")
         cfg = self.train_config(train, self.config)
         self.device = resolve_device(cfg.device)
         self.context = context_features(features)

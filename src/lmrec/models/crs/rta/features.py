@@ -30,21 +30,22 @@ import hashlib
 import json
 import re
 import threading
-import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 
+from lmrec import clock
 from lmrec.data.conversations import CRSData, CRSSample
-from lmrec.errors import LmrecError
+from lmrec.errors import Argument, LmrecError
 from lmrec.io import atomic_write, write_json
-from lmrec.settings import settings
+from lmrec.progress import progress_bars
+from lmrec.settings import SettingsError, settings
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict
 
 __all__ = ["SPLITS", "ContextFeatures", "GenerationRecord", "LLMFeatures", "PrepareConfig", "TitleTokens",
@@ -67,9 +68,13 @@ class PrepareConfig:
 
     llm: str = "smollm2-135m"  # registered name, local folder, .gguf file or hub id
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 only with AMX / AVX512-BF16
-    max_samples: dict[Split, NonNegativeInt | None] = field(default_factory=dict)
-    generate_splits: tuple[Split, ...] = SPLITS
-    max_generate: dict[Split, NonNegativeInt | None] = field(default_factory=dict)  # per split, of the kept turns
+    max_samples: Annotated[dict[Split, NonNegativeInt | None], Field(
+        description="turns kept per split, a seeded subsample, e.g. train=200,valid=50 (a split not named: all)",
+    )] = field(default_factory=dict)
+    generate_splits: Annotated[tuple[Split, ...], Field(description="the splits whose turns the LLM answers")] = SPLITS
+    max_generate: Annotated[dict[Split, NonNegativeInt | None], Field(
+        description="kept turns the LLM answers per split, e.g. train=384 (a split not named: all; 0: none)",
+    )] = field(default_factory=dict)
     seed: int = 2024
     q_mode: Literal["prefix", "completion"] = "prefix"  # "prefix": prompt + "1."; "completion": + own answer (official)
     max_length: PositiveInt = 512  # tokens kept (the last ones) of an encoded prompt
@@ -372,7 +377,7 @@ def _encode_in_chunks(lm: Any, contexts: Sequence[str], cfg: PrepareConfig, cach
                       ) -> tuple[torch.Tensor, dict[str, int]]:
     """(q float32 (n, d), token counts) of ``contexts`` in order, ``ENCODE_CHUNK`` at a time: each chunk reaches the
     cache as it finishes (a killed prepare resumes there) and, with ``progress``, logs a line."""
-    start = time.perf_counter()
+    start = clock.now()
     parts = [torch.empty(0, lm.hidden_size)]
     tokens = {"tokens": 0, "computed": 0}
     for lo in range(0, len(contexts), ENCODE_CHUNK):
@@ -384,7 +389,7 @@ def _encode_in_chunks(lm: Any, contexts: Sequence[str], cfg: PrepareConfig, cach
             tokens[key] += lm.last_encoding.get(key, 0)
         if progress and len(contexts) > ENCODE_CHUNK:
             log(f"  encoded {min(lo + ENCODE_CHUNK, len(contexts))}/{len(contexts)} {what} "
-                f"({time.perf_counter() - start:.0f} s)")
+                f"({clock.now() - start:.0f} s)")
     return torch.cat(parts).float().contiguous(), tokens
 
 
@@ -420,23 +425,25 @@ def prepare_features(
         info: dict[str, Any] = {"samples": len(samples), "kept": len(kept),
                                 "subsample": None if len(kept) == len(samples) else f"seed {cfg.seed + k}"}
         completions = None
-        if split in cfg.generate_splits and kept:
-            answer = subsample(len(kept), cfg.max_generate.get(split), cfg.seed + 100 + k)
-            if cfg.q_mode == "completion" and len(answer) < len(kept):
-                raise LmrecError("q_mode='completion' needs a generation for every kept turn: drop max_generate")
+        answer = subsample(len(kept), cfg.max_generate.get(split), cfg.seed + 100 + k) \
+            if split in cfg.generate_splits else np.zeros(0, dtype=np.int64)
+        if cfg.q_mode == "completion" and len(answer) < len(kept):  # q is read after the LLM's own answer
+            raise SettingsError(Argument("q_mode", "completion"), " reads the LLM's answer to every kept turn, but "
+                                f"{len(answer)} of the {len(kept)} kept {split} turns are answered (",
+                                Argument("generate_splits", cfg.generate_splits), ", ",
+                                Argument("max_generate", cfg.max_generate), ")")
+        if len(answer):  # max_generate 0 for a split: nothing generated there
             records, info["generation"] = _generate(lm, [kept[int(i)] for i in answer],
                                                     folder / f"generations-{split}.jsonl", cfg, matcher, progress,
                                                     log, split)
             info["generation"]["turns"] = len(answer)
             if cfg.q_mode == "completion":
                 completions = [records[s.context].completion for s in kept]
-        elif cfg.q_mode == "completion" and kept:
-            raise LmrecError(f"q_mode='completion' needs generations for split {split!r}")
-        start = time.perf_counter()
+        start = clock.now()
         # dataset order (conversations, then their turns): each context extends the last, so the KV cache is reused
         q, tokens = _encode_in_chunks(lm, [s.context for s in kept], cfg, cache, f"{split} turns",
                                       progress, log, completions)
-        seconds = time.perf_counter() - start
+        seconds = clock.now() - start
         info["encoding"] = {"seconds": seconds, "seconds_per_sample": seconds / max(len(kept), 1),
                             "note": "includes cache hits (0 s each)", "reuse_kv": cfg.reuse_kv,
                             "tokens": tokens["tokens"], "tokens_computed": tokens["computed"]}
@@ -447,12 +454,13 @@ def prepare_features(
     item_prompt_q = None
     if cfg.item_prompt is not None:
         if cfg.q_mode == "completion":
-            raise LmrecError("item_prompt needs q_mode='prefix' (item prompts have no generated answer to encode)")
-        start = time.perf_counter()
+            raise SettingsError(Argument("item_prompt", cfg.item_prompt), " needs ", Argument("q_mode", "prefix"),
+                                " (item prompts have no generated answer to encode)")
+        start = clock.now()
         contexts = item_prompt_contexts(cfg.item_prompt, data.catalog.titles)
         item_prompt_q, prompt_tokens = _encode_in_chunks(lm, contexts, cfg, cache, "item prompts", progress, log)
         meta["item_prompts"] = {"template": cfg.item_prompt, "items": len(contexts),
-                                "seconds": time.perf_counter() - start, "tokens": prompt_tokens["tokens"],
+                                "seconds": clock.now() - start, "tokens": prompt_tokens["tokens"],
                                 "tokens_computed": prompt_tokens["computed"]}
         log(f"item prompts: {len(contexts)} in {meta['item_prompts']['seconds']:.1f} s")
     tokens = title_tokens(lm, data.catalog.titles, cfg.max_title_tokens)
@@ -482,11 +490,12 @@ def prepare_dataset(dataset: str | Path, out: str | Path, config: PrepareConfig 
     data = load_dataset(dataset)
     if not isinstance(data, CRSData):
         raise LmrecError(f"{dataset!r} is not a conversational dataset (expected e.g. inspired or redial)")
-    start = time.perf_counter()
-    lm = CausalLM.load(cfg.llm, dtype=cfg.dtype, device=cfg.device)
-    load_seconds = time.perf_counter() - start
-    features = prepare_features(data, lm, out, cfg, EmbeddingCache(cache_root) if cache_root else None, progress,
-                                log)
+    with progress_bars(progress):  # transformers' "Loading weights" bar too
+        start = clock.now()
+        lm = CausalLM.load(cfg.llm, dtype=cfg.dtype, device=cfg.device)
+        load_seconds = clock.now() - start
+        features = prepare_features(data, lm, out, cfg, EmbeddingCache(cache_root) if cache_root else None,
+                                    progress, log)
     features.meta.update(llm_load_seconds=load_seconds, loader_skipped=dict(data.skipped),
                          torch_threads=torch.get_num_threads())
     write_json(Path(out) / "prepare.json", features.meta)
@@ -511,11 +520,11 @@ def _generate(
     seconds = 0.0
     for start in range(0, len(todo), chunk):
         rows = todo[start : start + chunk]
-        t0 = time.perf_counter()
+        t0 = clock.now()
         texts = lm.generate([prompts[i] for i in rows], max_new_tokens=cfg.max_new_tokens,
                             batch_size=cfg.generate_batch_size, formatted=True, answer_prefix=cfg.answer_prefix,
                             progress=False)
-        seconds += time.perf_counter() - t0
+        seconds += clock.now() - t0
         for i, text in zip(rows, texts):
             titles, items, n_mapped = map_completion(text, matcher, cfg.n_titles)
             s = samples[i]

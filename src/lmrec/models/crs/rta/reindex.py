@@ -37,7 +37,7 @@ from pydantic import PositiveInt
 from torch import nn
 
 from lmrec.data.conversations import CRSData, CRSSample, expand_pairs
-from lmrec.errors import LmrecError
+from lmrec.errors import Argument, ArgumentError, LmrecError
 from lmrec.eval.crs import evaluate_crs
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.crs.base import CRSRecommender
@@ -279,7 +279,8 @@ class RTAReindex(CRSRecommender):
         from lmrec.models.crs.rta.features import context_features
 
         if features is None:
-            raise LmrecError("rta_reindex learns from the LLM's answers: fit it with features= (lmrec crs prepare)")
+            raise ArgumentError("rta_reindex learns from the LLM's answers: fit it with ", Argument("features"),
+                                " (a folder made by `lmrec crs prepare`)")
         cfg = self.train_config(train, self.config)
         self.device = resolve_device(cfg.device)
         self.context = context_features(features)
