@@ -52,6 +52,9 @@ def test_exact_then_normalized_then_fuzzy_and_never_a_silent_guess():
     assert missing.value.candidates and all(score < 88 for _, _, score in missing.value.candidates)
     with pytest.raises(TitleNotFound):
         index.match("Father of the Bride")
+    with pytest.raises(AmbiguousTitle, match="'Star Wars' matches 2 items"):
+        TitleIndex(["a", "b"], ["Star Wars: Episode IV (1977)", "Star Wars: Episode V (1980)"]).match("Star Wars")
+    assert TitleIndex(["a"], ["The Restless Lantern: a pirate story"]).match("restless lantern").how == "normalized"
     index.add("new-1", "Brand New Gadget")
     assert index.match("brand new gadget").item_id == "new-1"
     assert [index.ids[i] for i in index.search("matrix")] == ["0", "1"]  # the exact words first

@@ -38,7 +38,7 @@ from lmrec.models.nn.lm_inputs import user_profiles
 from lmrec.settings import SettingsError
 
 BPR = dict(epochs=30, lr=0.05, eval_every=10, batch_size=256, progress=False)
-VAE = dict(epochs=30, lr=0.01, eval_every=10, batch_size=16, progress=False)
+VAE = dict(epochs=60, lr=0.01, eval_every=10, batch_size=16, progress=False)
 RANDOM_FEATURES = np.random.default_rng(1).normal(size=(N_ITEMS, 24)).astype(np.float32)
 
 # key -> (registered name, model factory, train config)

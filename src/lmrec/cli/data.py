@@ -53,7 +53,9 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     synth.add_argument("--users", type=int, help="default: interactions / 50")
     synth.add_argument("--items", type=int, help="default: interactions / 200")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--out", required=True, help="folder to write (LightGCN text format + items.tsv)")
+    synth.add_argument("--csv", action="store_true", help="write a shop's raw files instead: interactions.csv and "
+                       "items.csv with text ids (SKU-000017), ratings and timestamps, no split (for `data import`)")
+    synth.add_argument("--out", required=True, help="folder to write (LightGCN text format + items.tsv, or --csv)")
     synth.set_defaults(func=cmd_synth)
 
     embed = sub.add_parser("embed", help="encode a dataset's item texts into the embedding cache")
@@ -135,10 +137,12 @@ def cmd_synth(args: argparse.Namespace) -> None:
     from lmrec.data.synth import synthesize
 
     start = clock.now()
-    stats = synthesize(Path(args.out), args.interactions, args.users, args.items, args.seed)
+    stats = synthesize(Path(args.out), args.interactions, args.users, args.items, args.seed, csv=args.csv)
+    split = "interactions.csv + items.csv, no split" if args.csv else \
+        f"train/valid/test {stats.train}/{stats.valid}/{stats.test}"
     print(f"{stats.users} users, {stats.items} items, {stats.interactions} interactions "
-          f"({stats.interactions_asked} asked; repeated pairs collapse): train/valid/test "
-          f"{stats.train}/{stats.valid}/{stats.test}; wrote {args.out}/ in {clock.now() - start:.1f} s")
+          f"({stats.interactions_asked} asked; repeated pairs collapse): {split}; wrote {args.out}/ in "
+          f"{clock.now() - start:.1f} s")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:

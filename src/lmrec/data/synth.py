@@ -7,7 +7,9 @@ ranking (weight ∝ (rank + 1)^-``item_exponent``). A user's number of interacti
 pairs collapse, so the count written is a little below the one asked for (both are reported). Titles are built
 from a vocabulary: two random words and a theme word of the item's cluster (so text carries the cluster, as
 AlphaRec needs). Written in the LightGCN text format (``train.txt``, ``valid.txt``, ``test.txt``, ``items.tsv``),
-each user's items split at random by ``ratios``.
+each user's items split at random by ``ratios``; or (``csv=True``) as a shop's raw files would be, with text ids and
+no split: ``interactions.csv`` (user_id ``c000042``, item_id ``SKU-000017``, a rating 1-5, a timestamp; rows in time
+order) and ``items.csv`` (item_id, title, description), for ``lmrec data import``.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class SynthStats:
 
 def synthesize(out: Path, interactions: int, users: int | None = None, items: int | None = None, seed: int = 0,
                ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), item_exponent: float = 0.8,
-               focus: float = 0.8, min_per_user: int = 5) -> SynthStats:
+               focus: float = 0.8, min_per_user: int = 5, csv: bool = False) -> SynthStats:
     """Write a synthetic dataset into the folder ``out`` (see the module docstring); returns its counts."""
     users = users or max(10, interactions // 50)
     items = items or max(20, interactions // 200)
@@ -77,9 +79,11 @@ def synthesize(out: Path, interactions: int, users: int | None = None, items: in
     keys = np.unique(user_of * items + picks)  # repeated pairs collapse; sorted by user
     u, i = keys // items, keys % items
 
-    part = _split(u, ratios, rng)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if csv:
+        return _write_csv(out, u, i, cluster, rng, SynthStats(users, items, interactions, len(keys), len(keys), 0, 0))
+    part = _split(u, ratios, rng)
     sizes = []
     for p, name in enumerate(("train", "valid", "test")):
         mask = part == p
@@ -89,6 +93,25 @@ def synthesize(out: Path, interactions: int, users: int | None = None, items: in
     atomic_write(out / "items.tsv", lambda f: f.write("item_id\ttext\n" + "".join(
         f"{j}\t{t}\n" for j, t in enumerate(titles))))
     return SynthStats(users, items, interactions, len(keys), *sizes)
+
+
+def _write_csv(out: Path, users: np.ndarray, items: np.ndarray, cluster: np.ndarray, rng: np.random.Generator,
+               stats: SynthStats) -> SynthStats:
+    """``interactions.csv`` and ``items.csv`` with text ids (see the module docstring)."""
+    import pandas as pd
+
+    order = np.argsort(rng.random(len(users)), kind="stable")  # the log's rows in time order
+    times = 1_600_000_000 + np.sort(rng.integers(0, 3 * 365 * 86400, len(users)))
+    log = pd.DataFrame({"user_id": np.char.add("c", np.char.zfill(users[order].astype(str), 6)),
+                        "item_id": np.char.add("SKU-", np.char.zfill(items[order].astype(str), 6)),
+                        "rating": rng.integers(1, 6, len(users)), "timestamp": times})
+    titles = _titles(cluster, rng)
+    catalog = pd.DataFrame({"item_id": [f"SKU-{j:06d}" for j in range(len(cluster))], "title": titles,
+                            "description": [f"{t.split(': a ')[1].capitalize()}, in the catalog since "
+                                            f"{2000 + j % 20}." for j, t in enumerate(titles)]})
+    atomic_write(out / "interactions.csv", lambda f: log.to_csv(f, index=False))
+    atomic_write(out / "items.csv", lambda f: catalog.to_csv(f, index=False))
+    return stats
 
 
 def _split(users: np.ndarray, ratios: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:

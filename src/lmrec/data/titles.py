@@ -6,7 +6,8 @@ A query is tried in three steps, and the answer says which one matched (``how``)
 1. ``exact``: the catalog title, character for character;
 2. ``normalized``: the same words after case, accents and punctuation are dropped, an article moved to the end
    ("Matrix, The") or written in front ("The Matrix") or left out ("matrix"), and the year optional: a query without
-   a year matches every year; one with a year, only that year;
+   a year matches every year; one with a year, only that year. Failing that, the same for the main title, the part
+   before a colon ("The Restless Lantern" for "The Restless Lantern: a pirate story");
 3. ``fuzzy``: the closest normalized title by rapidfuzz's ``ratio`` (0–100), when it reaches :data:`FUZZY_MIN` and
    leads the next different title by :data:`FUZZY_MARGIN` (typos: "Shawshank Redemtion").
 
@@ -96,6 +97,7 @@ class TitleIndex:
         self.years: list[str | None] = []
         self._exact: dict[str, list[int]] = {}
         self._by_key: dict[str, list[int]] = {}
+        self._by_main: dict[str, list[int]] = {}  # the main title (before a colon) of titles that have one
         for item_id, title in zip(ids, titles, strict=True):
             self.add(item_id, title)
 
@@ -113,6 +115,9 @@ class TitleIndex:
         self._exact.setdefault(title.strip(), []).append(index)
         if key:
             self._by_key.setdefault(key, []).append(index)
+        main, colon, _ = title.partition(":")
+        if colon and title_words(main)[0]:
+            self._by_main.setdefault(title_words(main)[0], []).append(index)
         return index
 
     def match(self, query: str) -> TitleMatch:
@@ -126,11 +131,12 @@ class TitleIndex:
         if len(exact) > 1:
             self._ambiguous(query, exact, "is the title of")
         key, year = title_words(text)
-        same = [i for i in self._by_key.get(key, []) if year is None or self.years[i] == year]
-        if len(same) == 1:
-            return self._match(query, same[0], "normalized", 100.0)
-        if len(same) > 1:
-            self._ambiguous(query, same, "matches")
+        for table in (self._by_key, self._by_main):
+            same = [i for i in table.get(key, []) if year is None or self.years[i] == year]
+            if len(same) == 1:
+                return self._match(query, same[0], "normalized", 100.0)
+            if len(same) > 1:
+                self._ambiguous(query, same, "matches")
         return self._fuzzy(query, key, year)
 
     def _fuzzy(self, query: str, key: str, year: str | None) -> TitleMatch:
