@@ -1,5 +1,5 @@
 """Beyond-accuracy metrics (coverage, novelty, ARP, APLT, ILD) on hand-computed top-K lists, through the full
-ranking (masking, seeded ties)."""
+ranking (masking, seeded ties), and from a run."""
 
 import math
 
@@ -8,7 +8,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from helpers import make_split, planted_data, single_thread  # noqa: F401
+import lmrec
+from helpers import make_split, planted_data, planted_features, single_thread  # noqa: F401
 from lmrec.eval import beyond as B
 from lmrec.eval.ranking import evaluate
 from lmrec.eval.report import estimate_cell
@@ -204,3 +205,46 @@ def test_coverage_is_reported_without_se():
     assert out["coverage@2"] == {"mean": pytest.approx(5 / 6), "se": None, "n": 4}
     assert set(out["recall@2"]) == {"mean", "se", "n"} and out["recall@2"]["se"] is not None
     assert estimate_cell(out["coverage@2"]) == "0.8333" and str(result.summary()["coverage@2"]) == "0.8333"
+
+
+# -- from a run ------------------------------------------------------------------------------------------------
+def test_run_evaluate_uses_the_saved_lm_features(tmp_path):
+    data = planted_data()
+    model = lmrec.get_model("alpharec")(mlp_ratio=1.0, features=planted_features())
+    run = lmrec.fit(model, data, {"epochs": 1, "progress": False}, out=tmp_path / "ar")
+    loaded = lmrec.Run.load(run.folder, data=data)
+    got = loaded.evaluate("test", ks=(10,), metrics=("recall", "ild", "coverage"))
+    want = evaluate(loaded.model.score, data, "test", ks=(10,), metrics=("recall", "ild", "coverage"),
+                    seed=loaded.manifest["eval_seed"], cold_users="exclude", item_embeddings=planted_features())
+    np.testing.assert_allclose(got.per_user["ild@10"], want.per_user["ild@10"])
+    np.testing.assert_allclose(got.per_user["recall@10"], want.per_user["recall@10"])
+    assert got.catalog == want.catalog
+    assert set(loaded.evaluate("test").per_user) == {f"{m}@{k}" for m in ("recall", "ndcg", "hr", "mrr")
+                                                     for k in (10, 20)}  # the default is unchanged
+
+
+def test_run_evaluate_encodes_titles_without_lm_features(tmp_path, monkeypatch):
+    import lmrec.text
+
+    class TitleEncoder:  # a vector per title: "Movie number i" -> one-hot of i % 4 plus a constant
+        identity, dim = "test:title-numbers", 5
+
+        def encode(self, texts, batch_size=64, progress=False):
+            rows = np.zeros((len(texts), 5), np.float32)
+            for r, text in enumerate(texts):
+                rows[r, int(text.split()[-1]) % 4] = 1.0
+                rows[r, 4] = 1.0
+            return rows
+
+    specs = []
+    monkeypatch.setenv("LMREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(lmrec.text, "get_encoder", lambda spec, **kw: specs.append(spec) or TitleEncoder())
+    data = planted_data()
+    run = lmrec.fit("pop", data, out=tmp_path / "pop")
+    got = run.evaluate("test", ks=(5,), metrics=("ild",))
+    assert specs == [B.DEFAULT_ENCODER]
+    emb = TitleEncoder().encode(data.catalog.titles)
+    want = evaluate(run.model.score, data, "test", ks=(5,), metrics=("ild",), seed=run.manifest["eval_seed"],
+                    cold_users="exclude", item_embeddings=emb)
+    np.testing.assert_allclose(got.per_user["ild@5"], want.per_user["ild@5"])
+    assert ((got.per_user["ild@5"] >= 0) & (got.per_user["ild@5"] <= 0.5 + 1e-12)).all()  # cos ≥ 1/2 here
