@@ -135,6 +135,41 @@ def test_evaluate_reproduces_metrics_json_with_ties(folder, tmp_path, capsys):
         assert rows["test"][name] == f"{metrics[name]['mean']:.4f} ± {metrics[name]['se']:.4f}", name
 
 
+
+def test_evaluate_beyond_accuracy_metrics(run, tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    import lmrec.text
+
+    class NumberEncoder:  # "Movie number i" -> (1, i % 3): a stand-in for the default text encoder
+        identity, dim = "test:movie-numbers", 2
+
+        def encode(self, texts, batch_size=64, progress=False):
+            return np.array([[1.0, int(t.split()[-1]) % 3] for t in texts], np.float32)
+
+    monkeypatch.setenv("LMREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(lmrec.text, "get_encoder", lambda spec, **kw: NumberEncoder())
+    assert main(["evaluate", str(run), "--k", "5", "--metrics", "recall,coverage,novelty,arp,aplt,ild"]) == 0
+    out = capsys.readouterr().out
+    rows = table_cells(out)["test"]
+    expected = Run.load(run).evaluate("test", ks=(5,), metrics=("recall", "coverage", "novelty", "arp", "aplt",
+                                                                "ild")).to_dict()
+    assert set(rows) == {"split", *expected}
+    for name, value in expected.items():
+        cell = f"{value['mean']:.4f}" + ("" if value["se"] is None else f" ± {value['se']:.4f}")
+        assert rows[name] == cell, name
+    assert "±" not in rows["coverage@5"] and "coverage@5: one number for the catalog (no SE)" in out
+    assert "popularity from the training split" in out
+
+
+def test_evaluate_unknown_metric_names_the_allowed_ones(run, capsys):
+    assert main(["evaluate", str(run), "--metrics", "recall,gini"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmrec: error: --metrics") and "gini" in err and "Traceback" not in err
+    for name in ("recall", "ndcg", "hr", "mrr", "precision", "coverage", "novelty", "arp", "aplt", "ild"):
+        assert name in err.split("expected", 1)[1], name
+
+
 def test_recommend_prints_titles_not_seen(run, folder, capsys):
     assert main(["recommend", str(run), "--user", "3", "-k", "5"]) == 0
     out = capsys.readouterr().out.splitlines()

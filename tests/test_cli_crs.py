@@ -78,6 +78,8 @@ def test_evaluate_reproduces_the_metrics(tiny_runs: dict[str, Path], capsys) -> 
     after = lmrec.Run.load(tiny_runs["adapt"]).evaluate("test")
     assert after["all"].summary()["hr@10"].mean == pytest.approx(before["test"]["all"]["hr@10"]["mean"])
     assert after["new"].summary()["hr@10"].mean == pytest.approx(before["test"]["new"]["hr@10"]["mean"])
+    assert main(["evaluate", str(tiny_runs["adapt"]), "--metrics", "hr,coverage"]) == 2
+    assert "choosing metrics applies to CF runs only" in capsys.readouterr().err
 
 
 def test_recommend_reads_a_conversation_from_stdin(tiny_runs: dict[str, Path], monkeypatch, capsys) -> None:

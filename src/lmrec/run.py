@@ -41,6 +41,7 @@ from lmrec.data.snapshot import has_snapshot, read_snapshot, write_snapshot
 from lmrec.data.titles import TitleIndex, TitleMatch
 from lmrec.environment import versions
 from lmrec.errors import Argument, ArgumentError, LmrecError
+from lmrec.eval.beyond import item_text_embeddings
 from lmrec.eval.ranking import TIE_POLICY, NothingToEvaluate, RankingResult, evaluate
 from lmrec.io import write_json
 from lmrec.models.base import Model, Recommender, get_model
@@ -177,16 +178,23 @@ class Run:
         return cls(model, data, manifest, metrics, folder)
 
     # -- evaluation --------------------------------------------------------------------------------------
-    def evaluate(self, split: str = "test", ks: Sequence[int] | None = None, batch_size: int = 1024) -> Any:
-        """Full-catalog evaluation of ``split`` with the run's seed. CF: a :class:`RankingResult` (recall, NDCG, HR,
-        MRR @ ``ks``; train (+ valid) items masked; users without training interactions left out and counted).
-        CRS: ``{"all": CRSResult, "new": CRSResult}`` over the turns the run was evaluated on (HR / NDCG / MRR @
-        ``ks``, expected ties)."""
+    def evaluate(self, split: str = "test", ks: Sequence[int] | None = None, batch_size: int = 1024,
+                 metrics: Sequence[str] | None = None) -> Any:
+        """Full-catalog evaluation of ``split`` with the run's seed. CF: a :class:`RankingResult` (``metrics``,
+        default recall, NDCG, HR, MRR, @ ``ks``; train (+ valid) items masked; users without training interactions
+        left out and counted; ``ild`` over the model's LM item features, else the titles encoded with the default
+        text encoder through the embedding cache). CRS: ``{"all": CRSResult, "new": CRSResult}`` over the turns the
+        run was evaluated on (HR / NDCG / MRR @ ``ks``, expected ties; ``metrics`` does not apply)."""
         seed = self.manifest.get("eval_seed", 0)
         if isinstance(self.model, Recommender):
             ks = tuple(sorted({min(k, self.data.n_items) for k in (ks or REPORT_KS)}))
-            return evaluate(self.model.score, self.data, split, ks=ks, metrics=REPORT_METRICS,
-                            batch_size=batch_size, seed=seed, cold_users="exclude")
+            metrics = tuple(metrics or REPORT_METRICS)
+            embeddings = item_text_embeddings(self.data, self.model) if "ild" in metrics else None
+            return evaluate(self.model.score, self.data, split, ks=ks, metrics=metrics, batch_size=batch_size,
+                            seed=seed, cold_users="exclude", item_embeddings=embeddings)
+        if metrics is not None:
+            raise LmrecError(f"{self.model.name} is a conversational model, evaluated on HR / NDCG / MRR per turn: "
+                             "choosing metrics applies to CF runs only")
         from lmrec.eval.crs import evaluate_turns
 
         samples = _eval_samples(self.model, self.data, split)

@@ -58,6 +58,8 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     ev.add_argument("--data-seed", dest="data_seed", type=int, default=2024, help="with --dataset: seed of its split")
     ev.add_argument("--split", default="test", choices=["valid", "test"])
     ev.add_argument("--k", type=_ks, help="comma-separated cut-offs (default: the run's)")
+    ev.add_argument("--metrics", help="CF runs: comma-separated metrics (default: recall,ndcg,hr,mrr), of "
+                                      + ", ".join(_metric_names()))
     ev.add_argument("--batch-size", dest="batch_size", type=_positive, default=1024)
     add_threads(ev)
     ev.set_defaults(func=cmd_evaluate)
@@ -218,6 +220,24 @@ def _flat(block: dict) -> dict:
     return block
 
 
+def _metric_names() -> list[str]:
+    from lmrec.eval import beyond, metrics
+
+    return [*metrics.METRICS, *beyond.METRICS]
+
+
+def _metrics(text: str | None) -> tuple[str, ...] | None:
+    """The --metrics names (None: the run's defaults); an unknown name is an error naming the allowed ones."""
+    if text is None:
+        return None
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
+    unknown = [n for n in names if n not in _metric_names()]
+    if unknown or not names:
+        raise LmrecError(f"--metrics: unknown metric(s) {', '.join(unknown) or repr(text)}; "
+                         f"expected some of {', '.join(_metric_names())}")
+    return names
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from lmrec import Run
     from lmrec.data.registry import load_dataset
@@ -228,8 +248,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise LmrecError("--format and --data-split go with --dataset")
     data = None if args.dataset is None else load_dataset(args.dataset, format=args.format,
                                                            split=args.split_protocol, seed=args.data_seed)
+    metrics = _metrics(args.metrics)
     run = Run.load(args.run, data=data)
-    result = run.evaluate(args.split, ks=args.k, batch_size=args.batch_size)
+    result = run.evaluate(args.split, ks=args.k, batch_size=args.batch_size, metrics=metrics)
     if isinstance(result, RankingResult):
         print(metrics_table({args.split: result.to_dict()}))
         print(f"full ranking over {run.data.n_items} items, "
@@ -237,6 +258,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
               f" ties: {result.protocol['ties']}")
         if result.protocol["excluded_cold_users"]:
             print(f"{result.protocol['excluded_cold_users']} user(s) without training interactions left out")
+        if result.catalog:
+            print(f"{', '.join(result.catalog)}: one number for the catalog (no SE)")
+        if "head_items" in result.protocol:
+            print(f"popularity from the training split; head: the {result.protocol['head_items']} most popular "
+                  "items (>= 20% of the training interactions, ties at the boundary in the head), tail: the rest")
     else:
         print(metrics_table({args.split: _flat({k: r.to_dict() for k, r in result.items()})}))
         print(f"full ranking over {len(run.catalog)} items per (turn, target) pair; ties by expectation")

@@ -11,6 +11,7 @@ the train items), except items that are themselves targets. The masked splits ar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
+from lmrec.eval import beyond as B
 from lmrec.eval import metrics as M
 from lmrec.eval.stats import Estimate, summarize
 from lmrec.train.distributed import World
@@ -33,19 +35,26 @@ TIE_POLICY = "random (seeded item priority, batch-size invariant)"
 
 @dataclass
 class RankingResult:
-    """Per-user metric values of one evaluation, and how it was made."""
+    """Per-user metric values of one evaluation, and how it was made. ``catalog``: the catalog-level metrics
+    (coverage@K), one number each, reported with n = the users evaluated and no SE (NaN in :meth:`summary`,
+    None in :meth:`to_dict`)."""
 
     split: str
     users: np.ndarray  # dense indices of the evaluated users (those with >= 1 target)
     per_user: dict[str, np.ndarray]
     protocol: dict[str, object] = field(default_factory=dict)
+    catalog: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Estimate]:
-        return summarize(self.per_user)
+        n = len(self.users)
+        return {**summarize(self.per_user), **{name: Estimate(v, math.nan, n) for name, v in self.catalog.items()}}
 
-    def to_dict(self) -> dict[str, dict[str, float | int]]:
-        """``{"recall@20": {"mean": m, "se": s, "n": n}, ...}``."""
-        return {name: est.as_dict() for name, est in self.summary().items()}
+    def to_dict(self) -> dict[str, dict[str, float | int | None]]:
+        """``{"recall@20": {"mean": m, "se": s, "n": n}, ..., "coverage@20": {"mean": c, "se": None, "n": n}}``."""
+        out: dict[str, dict[str, float | int | None]] = {name: est.as_dict() for name, est in self.summary().items()}
+        for name in self.catalog:
+            out[name]["se"] = None
+        return out
 
 
 MASKED_KEY = torch.iinfo(torch.int64).min  # the key of an item removed from the ranking
@@ -146,8 +155,14 @@ def evaluate(
     progress: bool = False,
     cold_users: str = "include",
     world: World | None = None,
+    item_embeddings: np.ndarray | None = None,
 ) -> RankingResult:
     """Rank every item for every user with targets in ``split`` and compute per-user metrics.
+
+    ``metrics``: accuracy metrics (:mod:`lmrec.eval.metrics`: recall, ndcg, hr, mrr, precision) and beyond-accuracy
+    ones (:mod:`lmrec.eval.beyond`: coverage, novelty, arp, aplt, ild), all on the same top-K lists; ``ild`` needs
+    ``item_embeddings`` ((n_items, d), e.g. the LM item features), and coverage is one catalog-level number
+    (:attr:`RankingResult.catalog`).
 
     ``mask`` lists the splits whose items are removed from the ranking (default: train for valid,
     train + valid for test). ``users`` restricts the evaluation to a subset (still only users with targets).
@@ -159,6 +174,12 @@ def evaluate(
     """
     if cold_users not in ("exclude", "include"):
         raise ValueError(f"cold_users must be 'exclude' or 'include', got {cold_users!r}")
+    unknown = [m for m in metrics if m not in M.METRICS and m not in B.METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}: expected some of {[*M.METRICS, *B.METRICS]}")
+    accuracy = tuple(m for m in metrics if m in M.METRICS)
+    beyond = tuple(m for m in metrics if m in B.METRICS)
+    unit = B.check(beyond, ks, data.n_items, item_embeddings)
     targets = data.split(split)
     has_targets = np.diff(targets.indptr) > 0
     candidates = np.flatnonzero(has_targets) if users is None else np.asarray(users)[has_targets[users]]
@@ -177,7 +198,7 @@ def evaluate(
     world = world or World()
     lo, hi = world.bounds(len(candidates))
     mine = candidates[lo:hi]
-    all_hits = []
+    all_hits, all_top = [], []
     batches = range(0, len(mine), batch_size)
     for start in tqdm(batches, desc=f"rank {split}", disable=not progress, leave=False):
         batch = mine[start : start + batch_size]
@@ -187,10 +208,17 @@ def evaluate(
             raise LmrecError(f"scorer returned shape {tuple(scores.shape)}, expected {(len(batch), data.n_items)}")
         top = top_k(scores, k_max, priority, None if exclude is None else exclude[batch]).cpu().numpy()
         all_hits.append(hit_matrix(targets, batch, top))
+        if beyond:
+            all_top.append(top)
     hits = np.concatenate(all_hits) if all_hits else np.zeros((0, k_max), bool)
     hits = world.gather_rows(hits, len(candidates))
     n_targets = np.diff(targets.indptr)[candidates]
-    per_user = M.compute(hits, n_targets, tuple(metrics), tuple(ks))
+    per_user = M.compute(hits, n_targets, accuracy, tuple(ks))
+    catalog: dict[str, float] = {}
+    if beyond:
+        tops = np.concatenate(all_top) if all_top else np.zeros((0, k_max), np.int64)
+        more, catalog = B.compute(world.gather_rows(tops, len(candidates)), beyond, tuple(ks), data.train, unit)
+        per_user.update(more)
     protocol = {
         "split": split,
         "ranking": "full catalog",
@@ -201,4 +229,8 @@ def evaluate(
         "excluded_cold_users": int(cold.sum()) if cold_users == "exclude" else 0,
         "items": int(data.n_items),
     }
-    return RankingResult(split, candidates, per_user, protocol)
+    if beyond:
+        pop = B.item_popularity(data.train)
+        protocol["popularity"] = "training users per item (train split only)"
+        protocol["head_items"] = int((~B.long_tail(pop)).sum())
+    return RankingResult(split, candidates, per_user, protocol, catalog)
