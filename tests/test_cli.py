@@ -51,11 +51,14 @@ def table_cells(text: str) -> dict[str, dict[str, str]]:
 def test_train_writes_metrics_json(run, folder):
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == {"valid", "test"}
+    beyond = {f"{m}@{k}" for m in ("coverage", "novelty", "arp", "aplt") for k in (10, 20)}
+    assert set(metrics["test"]) == METRIC_NAMES | beyond and set(metrics["valid"]) == METRIC_NAMES
     for split, n_users in (("valid", 30), ("test", 30)):  # user 30 has no training items: left out, counted
-        assert set(metrics[split]) == METRIC_NAMES
-        for name, value in metrics[split].items():
+        for name in METRIC_NAMES:
+            value = metrics[split][name]
             assert set(value) == {"mean", "se", "n"}, name
             assert 0 <= value["mean"] <= 1 and value["se"] >= 0 and value["n"] == n_users
+    assert metrics["test"]["coverage@20"]["se"] is None and metrics["test"]["novelty@20"]["mean"] > 0
 
 
 def test_train_writes_the_manifest(run, folder):

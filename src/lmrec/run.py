@@ -63,6 +63,8 @@ FORMAT, VERSION = "lmrec-run", 1
 MANIFEST, WEIGHTS, METRICS, PER_USER = "manifest.json", "model.safetensors", "metrics.json", "per-user.safetensors"
 REPORT_KS = (10, 20)
 REPORT_METRICS = ("recall", "ndcg", "hr", "mrr")
+# beyond accuracy, in every CF run's test metrics (lmrec.eval.beyond; ILD needs text embeddings: on request only)
+REPORT_BEYOND = ("coverage", "novelty", "arp", "aplt")
 CRS_KS = (1, 5, 10, 50)
 EVALUATION_NOTES = ("not_evaluated", "excluded_cold_users")  # what evaluating added to the manifest's protocol
 
@@ -640,7 +642,8 @@ def _evaluate_splits(run: Run) -> tuple[dict[str, Any], RankingResult | None]:
     notes = run.manifest["evaluation"]
     for split in ("valid", "test"):
         try:
-            result = run.evaluate(split)
+            beyond = split == "test" and isinstance(run.model, Recommender)
+            result = run.evaluate(split, metrics=REPORT_METRICS + REPORT_BEYOND if beyond else None)
         except NothingToEvaluate as exc:
             notes.setdefault("not_evaluated", {})[split] = str(exc)
             continue

@@ -55,6 +55,7 @@ from lmrec.run import (
 )
 
 COLUMNS = ("recall@20", "ndcg@20", "hr@20")
+BEYOND_COLUMNS = ("coverage@20", "novelty@20")  # runs made before they were recorded show "–"
 SELECT_ON = "recall@20"  # validation metric that picks a family's run
 WIDEN_WITHIN = 0.10  # a family at a grid edge is widened when its validation score is within 10% of the best
 MAX_WIDENING = 4  # points a widening adds to one family at most
@@ -483,11 +484,14 @@ def family_estimate(block: Mapping[str, Any], family: str, metric: str = SELECT_
     """A family's ``metric``: over its seeds, mean ± SE of the seeds' means (``over``: "seeds", ``n`` seeds) with
     the mean per-user SE beside it (``user_se``); at one seed the per-user estimate (``over``: "users")."""
     names = block.get("replicates", {}).get(family) or [block["selected"][family]]
-    cells = [block["models"][n][split][metric] for n in names]
+    cells = [block["models"][n][split].get(metric) for n in names]
+    if any(c is None for c in cells):  # a run recorded before the metric was: nothing to show
+        return {"mean": None, "se": None, "n": 0, "over": "users"}
     if len(cells) == 1:
         return {**cells[0], "over": "users"}
     seed_means = estimate(np.array([c["mean"] for c in cells]))
-    return {**seed_means.as_dict(), "over": "seeds", "user_se": float(np.mean([c["se"] for c in cells]))}
+    user_se = [c["se"] for c in cells if c.get("se") is not None]  # coverage is one number per run: no user SE
+    return {**seed_means.as_dict(), "over": "seeds", **({"user_se": float(np.mean(user_se))} if user_se else {})}
 
 
 def _focus_vs_best(focus: str, block: Mapping[str, Any], folders: Mapping[str, Path]) -> dict[str, Any]:
@@ -544,15 +548,17 @@ def markdown(results: dict[str, Any]) -> str:
                   f"{s['users']} users, {s['items']} items, train/valid/test {s['train']}/{s['valid']}/{s['test']} "
                   f"interactions ({s['protocol']}). Test, full ranking, train+valid masked, {n_users} users; "
                   f"{spread}.", "",
-                  "| model | " + " | ".join(COLUMNS) + (" | seeds" if seeded else "")
+                  "| model | " + " | ".join((*COLUMNS, *BEYOND_COLUMNS)) + (" | seeds" if seeded else "")
                   + " | best epoch / run (valid), why it stopped | steps to best / run | fit s |",
-                  "|---|" + "---|" * (len(COLUMNS) + 3 + seeded)]
+                  "|---|" + "---|" * (len(COLUMNS) + len(BEYOND_COLUMNS) + 3 + seeded)]
         for family, name in selected.items():
             row = rows[name]
             cells = []
-            for c in COLUMNS:
-                est = family_estimate(block, family, c) if "replicates" in block else row["test"][c]
-                cells.append(estimate_cell(est) + (f" (u ± {est['user_se']:.4f})" if "user_se" in est else ""))
+            for c in (*COLUMNS, *BEYOND_COLUMNS):
+                est = family_estimate(block, family, c) if "replicates" in block else row["test"].get(c)
+                shown = estimate_cell(est) + (f" (u ± {est['user_se']:.4f})" if est and "user_se" in est and
+                                              c in COLUMNS else "")
+                cells.append(shown)
             label = family if name == family else f"{family} ({name.partition('~')[2]})"
             label += " ‡" if row.get("grid_edges") else ""
             n_seeds = len(block.get("replicates", {}).get(family, [name]))
