@@ -50,7 +50,10 @@ def test_a_density_table_compares_every_share(tmp_path, monkeypatch):
     text = (report / "report.md").read_text(encoding="utf-8")
     assert "| p, train 50% | " in text and "vs pop (p = " in text
     assert "figures/01-density--density.png" in text and (report / "figures" / "01-density--density.png").exists()
-    assert (report / "records" / "01-density" / "p_train-50pct" / "mf" / "per-user.safetensors").exists()
+    from lmrec.experiments.records import unpack_records
+
+    unpacked = unpack_records(report / "records", tmp_path / "unpacked")
+    assert (unpacked / "01-density" / "p_train-50pct" / "mf" / "per-user.safetensors").exists()
 
 
 def test_a_density_config_is_checked_before_anything_runs(tmp_path):

@@ -44,6 +44,16 @@ def planted(monkeypatch):
     return datasets
 
 
+def packed_runs(report) -> list[str]:
+    """The runs a report's packed records hold (``dataset/run``), and that none holds weights."""
+    import gzip
+
+    lines = gzip.decompress((report / "records" / "01-comparison.jsonl.gz").read_bytes()).decode().splitlines()
+    records = [json.loads(line) for line in lines if line]
+    assert all(set(r) == {"where", "manifest", "metrics", "log"} for r in records)
+    return sorted(r["where"] for r in records)
+
+
 def no_training(monkeypatch):
     for cls in (TorchRecommender, Popularity):
         monkeypatch.setattr(cls, "fit", lambda *a, **k: pytest.fail("a recorded run was trained again"))
@@ -58,9 +68,9 @@ def test_a_reproduction_goes_on_from_the_records_of_another(tmp_path, planted, m
     published = tmp_path / "docs" / "report"
     assert cli.main(["reproduce", "alpharec", "--configs", str(tmp_path / "configs"), "--out", str(first),
                      "--publish", str(published)]) == 0
-    records = published / "records" / "01-comparison" / "p"
-    assert sorted(p.name for p in records.iterdir()) == ["lightgcn", "mf_lr-0.001", "mf_lr-0.01", "pop"]
-    assert sorted(p.name for p in (records / "lightgcn").iterdir()) == sorted(RECORD_FILES)  # no weights
+    assert sorted(p.name for p in (published / "records").iterdir()) == [  # packed: two files per runs folder
+        "01-comparison.jsonl.gz", "01-comparison.values.safetensors.gz"]
+    assert packed_runs(published) == ["p/lightgcn", "p/mf_lr-0.001", "p/mf_lr-0.01", "p/pop"]
     capsys.readouterr()
 
     fit = TorchRecommender.fit
@@ -79,8 +89,7 @@ def test_a_reproduction_goes_on_from_the_records_of_another(tmp_path, planted, m
     assert convergence[0] == convergence[1]
     chosen = set(tables[1]["p"]["selected"].values()) - {"pop"}  # pop has no training log
     assert {row["model"] for row in convergence[1]} == chosen and len(chosen) == 2  # one mf grid point of two
-    assert sorted(p.name for p in (second / "report" / "records" / "01-comparison" / "p").iterdir()) == \
-        ["lightgcn", "mf_lr-0.001", "mf_lr-0.01", "pop"]  # the new report carries them on
+    assert packed_runs(second / "report") == packed_runs(published)  # the new report carries them on
 
     (configs / "01-comparison.toml").write_text(TABLES["01-comparison.toml"].replace("mf = { set = { emb_dim = 8 }",
                                                                                       "mf = { set = { emb_dim = 16 }"))
@@ -95,8 +104,9 @@ def test_a_reproduction_goes_on_from_the_records_of_another(tmp_path, planted, m
                      "--publish", str(published)]) == 2
     assert "report: exists; publish into a new folder" in capsys.readouterr().err
     assert not (tmp_path / "m4").exists()  # refused before anything ran
-    with pytest.raises(LmrecError, match=r"--reuse .*machine-1: no records/ folder"):
-        reproduce.reproduce("alpharec", tmp_path / "configs", tmp_path / "x", reuse=first, log=lambda _: None)
+    with pytest.raises(LmrecError, match=r"--reuse .*configs: no records/ folder"):
+        reproduce.reproduce("alpharec", tmp_path / "configs", tmp_path / "x", reuse=tmp_path / "configs",
+                            log=lambda _: None)
 
 
 def test_a_record_counts_only_for_its_settings_and_data(tmp_path, planted, monkeypatch):

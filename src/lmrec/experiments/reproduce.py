@@ -35,6 +35,7 @@ from lmrec import clock
 from lmrec.data.registry import DEFAULT_SEED, DataRef
 from lmrec.environment import cpu_name, versions
 from lmrec.errors import LmrecError
+from lmrec.experiments.records import pack_records, unpack_records
 from lmrec.experiments.steps import cached_step
 from lmrec.io import atomic_write, write_json
 
@@ -361,7 +362,9 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
     report = out / "report"
     for sub in ("configs", "figures", "tables", RECORDS):
         (report / sub).mkdir(parents=True, exist_ok=True)
-    context = Context(report / RECORDS, jobs, log, Path(reuse) / RECORDS if reuse is not None else None)
+    _move_folder_records(report / RECORDS, out / RECORDS)
+    reused = None if reuse is None else unpack_records(Path(reuse) / RECORDS, out / ".reused-records")
+    context = Context(out / RECORDS, jobs, log, reused)
     for table in select(tables, only):
         log(f"[{table.key}] {table.title} ...")
         start = clock.now()
@@ -377,11 +380,26 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
         figures = _collect(folder, report, table.key)
         section = _section(table, ours, seconds, figures)
         atomic_write(folder / SECTION, lambda f, section=section: f.write(section))
+        if (out / RECORDS).is_dir():  # the report's records, packed as each table finishes
+            pack_records(out / RECORDS, report / RECORDS)
     sections = [(out / t.key / SECTION).read_text(encoding="utf-8") for t in tables if (out / t.key / SECTION).exists()]
     env = environment(tables, out, quick, reuse)
     write_json(report / "environment.json", env)
     atomic_write(report / "report.md", lambda f: f.write(_report(paper, env, sections)))
     return report
+
+
+def _move_folder_records(report_records: Path, work_records: Path) -> None:
+    """Records in folder form that an earlier lmrec kept in ``report/records/`` move to the work folder's
+    ``records/`` (the report keeps them packed)."""
+    for group in [p for p in report_records.iterdir() if p.is_dir()] if report_records.is_dir() else []:
+        target = work_records / group.name
+        if target.exists():
+            shutil.copytree(group, target, dirs_exist_ok=True)
+            shutil.rmtree(group)
+        else:
+            work_records.mkdir(parents=True, exist_ok=True)
+            group.rename(target)
 
 
 def _collect(folder: Path, report: Path, key: str) -> list[str]:
