@@ -15,7 +15,7 @@ from lmrec.data.registry import DataRef
 from lmrec.errors import LmrecError
 from lmrec.experiments import reproduce
 from lmrec.experiments.compare import RunSpec, run_comparison
-from lmrec.experiments.records import RECORD_FILES, matching_record, save_record, train_again
+from lmrec.experiments.records import matching_record, save_record, train_again
 from lmrec.models.cf.pop import Popularity
 from lmrec.models.torch_base import TorchRecommender
 from lmrec.run import Run, per_user_test_values, planned_manifest, read_manifest
