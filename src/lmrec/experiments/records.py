@@ -93,8 +93,9 @@ PACKED_METRICS = ("recall@20", "ndcg@20")  # the values per user that paired tes
 def pack_records(folder: Path, dest: Path) -> list[Path]:
     """Pack the records under ``folder`` (``<group>/<dataset>/<run>/``, :func:`save_record`'s layout) into two files
     per group in ``dest``: ``<group>.jsonl.gz`` (one JSON line per run: ``where`` = ``dataset/run``, its manifest,
-    metrics and per-epoch log, null without one) and ``<group>.values.safetensors.gz`` (per run ``where::users`` and ``where::<m>`` for
-    the metrics of :data:`PACKED_METRICS`, float32). Each file is written atomically; returns the files."""
+    metrics and per-epoch log, null without one) and ``<group>.values.safetensors.gz`` (per run ``where::users``
+    and ``where::<m>`` for the metrics of :data:`PACKED_METRICS`, float32). Each file is written atomically; returns
+    the files."""
     import gzip
     import json
 
