@@ -40,7 +40,8 @@ class LmrecError(Exception):
     def __init__(self, *parts: Any):
         self.parts = parts
         named = any(isinstance(part, Argument) for part in parts)
-        super().__init__(*((self.naming(Argument.python),) if named else parts))
+        joined = named or (len(parts) > 1 and all(isinstance(part, str) for part in parts))
+        super().__init__(*((self.naming(Argument.python) if named else "".join(parts),) if joined else parts))
 
     def naming(self, name: Callable[[Argument], str]) -> str:
         """The message with each :class:`Argument` written by ``name``."""

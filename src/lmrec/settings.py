@@ -66,6 +66,11 @@ def describe(exc: ValidationError, what: str = "setting", owner: str = "",
     parts: list[Any] = []
     for err in exc.errors():
         loc = err["loc"]
+        if err["type"] in ("missing", "missing_argument", "unexpected_keyword_argument", "extra_forbidden"):
+            # a key left out or one that does not exist (nested: models.mf.sett)
+            kind = "missing" if err["type"].startswith("missing") else "unknown"
+            parts += ["; " if parts else "", f"{kind} {what} {'.'.join(str(p) for p in loc if p != '[key]')}"]
+            continue
         message = err["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
         where = f" (at {'.'.join(str(p) for p in loc[1:] if p != '[key]')})" if len(loc) > 1 else ""
         parts += ["; " if parts else "", f"{what} "]

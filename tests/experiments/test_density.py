@@ -62,5 +62,5 @@ def test_a_density_config_is_checked_before_anything_runs(tmp_path):
     with pytest.raises(LmrecError, match=r"01-density.toml: \[run\]: shares must be in \(0, 1\]"):
         reproduce.load_table(path)
     path.write_text(CONFIG.replace('dataset = "p"', 'datasets = ["p"]'))
-    with pytest.raises(LmrecError, match=r"missing \['dataset'\]; unknown \['datasets'\]"):
+    with pytest.raises(LmrecError, match=r"unknown \[run\] setting datasets; the \[run\] settings of DensitySettings"):
         reproduce.load_table(path)

@@ -19,6 +19,7 @@ from lmrec.errors import LmrecError
 from lmrec.eval.crs_analysis import probe_delta
 from lmrec.experiments import reproduce, rta_table
 from lmrec.experiments.compare import RunSpec, grid_specs, markdown, run_comparison
+from lmrec.experiments.schemas import table_settings
 from lmrec.experiments.steps import cached_step
 from lmrec.models.cf.pop import Popularity
 from lmrec.models.torch_base import TorchRecommender
@@ -114,8 +115,9 @@ def write_config(folder: Path, name: str, text: str) -> Path:
 def test_table_config_quick_replaces_keys_and_bad_configs_name_the_file(tmp_path):
     path = write_config(tmp_path, "01-x.toml", 'title = "T"\nexperiment = "compare"\n[run]\ndatasets = ["a", "b"]\n'
                                                'models = { pop = {} }\n[quick]\ndatasets = ["a"]\n')
-    assert reproduce.load_table(path).settings == {"datasets": ["a", "b"], "models": {"pop": {}}}
-    assert reproduce.load_table(path, quick=True).settings == {"datasets": ["a"], "models": {"pop": {}}}
+    assert reproduce.load_table(path).settings.datasets == ["a", "b"]
+    assert reproduce.load_table(path, quick=True).settings.datasets == ["a"]
+    assert list(reproduce.load_table(path).settings.models) == ["pop"]
     bad = write_config(tmp_path, "02-y.toml", 'experiment = "compare"\nrun_settings = {}\n')
     with pytest.raises(LmrecError, match=r"02-y.toml: unknown key\(s\) \['run_settings'\]"):
         reproduce.load_table(bad)
@@ -129,13 +131,13 @@ def test_table_config_quick_replaces_keys_and_bad_configs_name_the_file(tmp_path
     with pytest.raises(LmrecError, match=r"--only \['nothing'\]"):
         reproduce.select(reproduce.load_tables(tmp_path), only=["nothing"])
     bad.write_text('experiment = "compare"\n[run]\ndatasets = ["a"]\nmodels = { mf = { sett = {} } }\n')
-    with pytest.raises(LmrecError, match=r"02-y.toml: \[run.models\] 'mf': unknown \['sett'\]"):
+    with pytest.raises(LmrecError, match=r"02-y.toml: unknown \[run\] setting models.mf.sett"):
         reproduce.load_table(bad)
     bad.write_text('experiment = "crs"\n[run]\ndataset = "inspired"\nreindex = { aggregator = "gru", lrr = 1 }\n')
     with pytest.raises(LmrecError, match=r"02-y.toml: \[run.reindex\].*lrr"):
         reproduce.load_table(bad)
     bad.write_text('experiment = "intention"\n[run]\nalpha = 0.5\n')
-    with pytest.raises(LmrecError, match=r"02-y.toml: \[run\]: missing \['run'\]"):
+    with pytest.raises(LmrecError, match=r"02-y.toml: missing \[run\] setting run \(IntentionSettings\)"):
         reproduce.load_table(bad)
 
 
@@ -324,7 +326,7 @@ def test_reindex_variants_update_the_base_reindex_settings():
                                           "train": {"lr": 1e-3, "epochs": 80}}
     config = {"dataset": "inspired", **settings, "reindex_variants": {"bad": {"aggregator": "lstm"}}}
     with pytest.raises(LmrecError, match=r"\[run.reindex_variants\] 'bad'.*aggregator"):
-        reproduce.validate_settings("crs", config)
+        table_settings("crs", config)
 
 
 def test_comparison_rows_say_why_training_stopped():

@@ -36,8 +36,17 @@ from lmrec.data.registry import DEFAULT_SEED, DataRef
 from lmrec.environment import cpu_name, versions
 from lmrec.errors import LmrecError
 from lmrec.experiments.records import pack_records, unpack_records
+from lmrec.experiments.schemas import (
+    CompareSettings,
+    ConvergenceSettings,
+    CRSTableSettings,
+    DensitySettings,
+    IntentionSettings,
+    ZeroShotSettings,
+)
 from lmrec.experiments.steps import cached_step
 from lmrec.io import atomic_write, write_json
+from lmrec.settings import as_dict
 
 SECTION = "section.md"  # a finished table's report section, kept in its work folder
 RECORDS = "records"  # the report's folder of finished runs' records
@@ -52,14 +61,17 @@ class Table:
     key: str  # file stem, also the work folder name
     title: str
     experiment: str
-    settings: dict[str, Any]
+    settings: Any  # the experiment's settings class (lmrec.experiments.schemas)
     paper: str = ""
     notes: str = ""
     source: Path | None = None
 
 
 def load_table(path: Path, quick: bool = False) -> Table:
-    """Read one config; unknown top-level keys and unknown experiments are errors naming the file."""
+    """Read one config; unknown top-level keys, unknown experiments and invalid ``[run]`` settings
+    (:mod:`lmrec.experiments.schemas`) are errors naming the file and the key."""
+    from lmrec.experiments.schemas import EXPERIMENT_SETTINGS, table_settings
+
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -67,99 +79,16 @@ def load_table(path: Path, quick: bool = False) -> Table:
     unknown = sorted(set(raw) - {"title", "experiment", "paper", "notes", "run", "quick"})
     if unknown:
         raise LmrecError(f"{path}: unknown key(s) {unknown}; expected title, experiment, paper, notes, run, quick")
-    if raw.get("experiment") not in EXPERIMENTS:
-        raise LmrecError(f"{path}: experiment must be one of {sorted(EXPERIMENTS)}, got {raw.get('experiment')!r}")
-    settings = {**raw.get("run", {}), **(raw.get("quick", {}) if quick else {})}
+    if raw.get("experiment") not in EXPERIMENT_SETTINGS:
+        raise LmrecError(f"{path}: experiment must be one of {sorted(EXPERIMENT_SETTINGS)}, got "
+                         f"{raw.get('experiment')!r}")
+    values = {**raw.get("run", {}), **(raw.get("quick", {}) if quick else {})}
     try:
-        validate_settings(raw["experiment"], settings)
+        settings = table_settings(raw["experiment"], values)
     except (LmrecError, TypeError, ValueError) as exc:
         raise LmrecError(f"{path}: {exc}") from exc
     return Table(path.stem, raw.get("title", path.stem), raw["experiment"], settings, raw.get("paper", ""),
                  raw.get("notes", ""), path)
-
-
-#: experiment -> (required [run] keys, optional [run] keys)
-SETTINGS = {
-    "compare": ({"datasets", "models"}, {"train", "train_by_dataset", "focus", "seed", "runs_in", "seeds",
-                                         "focus_seeds", "widen"}),
-    "density": ({"dataset", "shares", "models"}, {"split", "train", "focus", "seed", "seeds", "focus_seeds",
-                                                  "widen", "runs_in"}),
-    "zeroshot": ({"transfers"}, {"train", "set", "lightgcn", "seed"}),
-    "intention": ({"run"}, {"alpha", "alphas", "n_users", "seed"}),
-    "convergence": ({"runs"}, set()),
-    "crs": ({"dataset", "reindex"}, {"prepare", "baselines", "baseline_train", "zero_shot", "reindex_variants",
-                                     "adapt", "probe"}),
-}
-
-
-def _keys(where: str, given: Mapping[str, Any], required: set[str], optional: set[str]) -> None:
-    missing, unknown = sorted(required - set(given)), sorted(set(given) - required - optional)
-    if missing or unknown:
-        raise LmrecError(f"{where}: " + "; ".join(
-            part for part in (f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else "")
-            if part) + f" (allowed: {sorted(required | optional)})")
-
-
-def validate_settings(experiment: str, s: Mapping[str, Any]) -> None:
-    """Every key known and every nested config constructible, before anything runs (errors name the section)."""
-    from lmrec.models.base import get_model
-    from lmrec.settings import build
-    from lmrec.train import TrainConfig
-
-    _keys("[run]", s, *SETTINGS[experiment])
-    if experiment == "density":
-        try:
-            validate_settings("compare", _density_as_compare(s))
-        except ValueError as exc:
-            raise LmrecError(f"[run]: {exc}") from None
-        return
-    sections: list[tuple[str, type, Mapping[str, Any]]] = []
-    if experiment == "compare":
-        sections.append(("[run] train", TrainConfig, s.get("train", {})))
-        from lmrec.experiments.compare import DatasetEntry, grid_specs
-
-        for dataset in s["datasets"]:
-            try:
-                DatasetEntry.of(dataset, seed=0)
-            except ValueError as exc:
-                raise LmrecError(f"[run] datasets: {exc}") from None
-
-        for name, entry in s["models"].items():
-            _keys(f"[run.models] {name!r}", entry, set(), {"model", "set", "train", "grid"})
-            config = get_model(entry.get("model", name), "cf").Config
-            sections += [(f"[run.models] {name!r} set", config, entry.get("set", {})),
-                         (f"[run.models] {name!r} train", TrainConfig, entry.get("train", {}))]
-            try:
-                points = grid_specs(name, entry.get("model", name), entry.get("set", {}), entry.get("train", {}),
-                                    entry.get("grid", {}))
-            except ValueError as exc:
-                raise LmrecError(f"[run.models] {name!r}: {exc}") from None
-            for spec in points:
-                sections += [(f"[run.models] grid point {spec.name!r}", config, spec.model_overrides),
-                             (f"[run.models] grid point {spec.name!r}", TrainConfig, spec.train_overrides)]
-    elif experiment == "zeroshot":
-        for transfer in s["transfers"]:
-            _keys("[run] transfers entry", transfer, {"train", "target"}, set())
-    elif experiment == "crs":
-        from lmrec.models.crs.rta.features import PrepareConfig
-
-        sections.append(("[run.prepare]", PrepareConfig, s.get("prepare", {})))
-        from lmrec.experiments.rta_table import reindex_variants
-
-        models = [(f"[run.reindex_variants] {name!r}" if name else "[run.reindex]", "rta_reindex", options)
-                  for name, options in reindex_variants(s).items()]
-        models += [(f"[run.adapt] {name!r}", "rta_adapt", o) for name, o in s.get("adapt", {}).items()]
-        models += [(f"[run.baselines] {name!r}", o.get("model", name), o) for name, o in s.get("baselines", {}).items()]
-        for where, model, options in models:
-            settings = {k: v for k, v in options.items() if k not in ("train", "model")}
-            sections += [(where, get_model(model, "crs").Config, settings),
-                         (f"{where} train", TrainConfig, options.get("train", {}))]
-        _keys("[run.probe]", s.get("probe", {}), set(), {"models", "modes", "max_samples", "seed"})
-    for where, cls, options in sections:
-        try:
-            build(cls, options)
-        except LmrecError as exc:
-            raise LmrecError(f"{where}: {exc}") from exc
 
 
 def load_tables(folder: Path, quick: bool = False) -> list[Table]:
@@ -196,106 +125,93 @@ class Context:
     reuse: Path | None = None
 
 
-def _compare(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
+def _compare(s: CompareSettings, folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments.compare import markdown
 
     return markdown(_comparison(s, folder, root, context))
 
 
-def _density_as_compare(s: Mapping[str, Any]) -> dict[str, Any]:
-    from lmrec.data.registry import DEFAULT_SPLIT
-    from lmrec.experiments import density
-
-    rest = {k: v for k, v in s.items() if k not in ("dataset", "shares", "split")}
-    return {**rest, "datasets": density.entries(s["dataset"], s["shares"], s.get("split", DEFAULT_SPLIT))}
-
-
-def _density(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
+def _density(s: DensitySettings, folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments import density
     from lmrec.experiments.compare import markdown
 
-    results = _comparison(_density_as_compare(s), folder, root, context)
+    results = _comparison(s.as_compare(), folder, root, context)
     return density.write(results, folder) + "\n" + markdown(results)
 
 
-def _comparison(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> dict[str, Any]:
+def _comparison(s: CompareSettings, folder: Path, root: Path, context: Context) -> dict[str, Any]:
     from lmrec.experiments.compare import grid_specs, run_comparison
 
-    specs = [spec for name, entry in s["models"].items()
-             for spec in grid_specs(name, entry.get("model", name), entry.get("set", {}), entry.get("train", {}),
-                                    entry.get("grid", {}))]
-    runs = s.get("runs_in", folder.name)  # another table's runs: those with equal settings are reused
-    results = run_comparison(specs, s["datasets"], folder, {"progress": False, **s.get("train", {})},
-                             focus=s.get("focus", "alpharec"), seed=s.get("seed", 2024),
-                             dataset_train_overrides=s.get("train_by_dataset", {}), jobs=context.jobs,
-                             runs_dir=root / runs, log=context.log, records=context.records / runs,
-                             reuse=context.reuse / runs if context.reuse else None, seeds=s.get("seeds"),
-                             focus_seeds=s.get("focus_seeds"), widen=s.get("widen", False))
-    return results
+    specs = [spec for name, entry in s.models.items()
+             for spec in grid_specs(name, entry.model or name, entry.set, entry.train, entry.grid)]
+    runs = s.runs_in or folder.name  # another table's runs: those with equal settings are reused
+    return run_comparison(specs, s.datasets, folder, {"progress": False, **s.train}, focus=s.focus, seed=s.seed,
+                          dataset_train_overrides=s.train_by_dataset, jobs=context.jobs, runs_dir=root / runs,
+                          log=context.log, records=context.records / runs,
+                          reuse=context.reuse / runs if context.reuse else None, seeds=s.seeds,
+                          focus_seeds=s.focus_seeds, widen=s.widen)
 
 
-def _zeroshot(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
+def _zeroshot(s: ZeroShotSettings, folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments import zeroshot
 
     parts = []
-    seed = s.get("seed", 2024)
-    for transfer in s["transfers"]:
-        sources = [DataRef.of(name, seed=seed) for name in transfer["train"]]
-        target = DataRef.of(transfer["target"], seed=seed)
-        out = folder / f"{transfer['target']}-from-{'+'.join(transfer['train'])}"
-        spec = {"transfer": transfer, "train": s.get("train", {}), "set": s.get("set", {}),
-                "lightgcn": s.get("lightgcn", {}), "seed": seed}
+    for transfer in s.transfers:
+        sources = [DataRef.of(name, seed=s.seed) for name in transfer.train]
+        target = DataRef.of(transfer.target, seed=s.seed)
+        out = folder / f"{transfer.target}-from-{'+'.join(transfer.train)}"
+        spec = {"transfer": {"train": transfer.train, "target": transfer.target}, "train": s.train, "set": s.set,
+                "lightgcn": s.lightgcn, "seed": s.seed}
         cached_step(out, spec, lambda out=out, sources=sources, target=target: zeroshot.run_zeroshot(
-            [r.load() for r in sources], target.load(), out, {"progress": False, **s.get("train", {})},
-            s.get("set", {}), s.get("lightgcn", {}), features=zeroshot.lm_features, target_ref=target,
-            source_refs=sources))
+            [r.load() for r in sources], target.load(), out, {"progress": False, **s.train}, s.set, s.lightgcn,
+            features=zeroshot.lm_features, target_ref=target, source_refs=sources))
         parts.append((out / "comparison.md").read_text(encoding="utf-8"))
     return "\n".join(parts)
 
 
-def _intention(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
+def _intention(s: IntentionSettings, folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments import intention
     from lmrec.experiments.records import is_complete, train_again
     from lmrec.run import Run, read_manifest
 
-    run = root / s["run"]
-    records = [r / s["run"] for r in (context.records, context.reuse) if r is not None and is_complete(r / s["run"])]
+    run = root / s.run
+    records = [r / s.run for r in (context.records, context.reuse) if r is not None and is_complete(r / s.run)]
     if not is_complete(run) and records:  # its record only, and the model is needed
-        context.log(f"{s['run']} is a record without weights: training it again with its recorded settings")
+        context.log(f"{s.run} is a record without weights: training it again with its recorded settings")
         train_again(records[0], run)
     if not is_complete(run):
         raise LmrecError(f"intention: {run} is not a finished run (configure the table that trains it first)")
     saved = read_manifest(run)
-    spec = {"run": s["run"], "alpha": s.get("alpha", 0.5), "alphas": s.get("alphas", list(intention.ALPHAS)),
-            "n_users": s.get("n_users"), "seed": s.get("seed", 2024),
-            "run_config": {k: saved.get(k) for k in ("model_config", "train_config", "data_checksum", "fit")}}
+    spec = {"run": s.run, "alpha": s.alpha, "alphas": s.alphas or list(intention.ALPHAS), "n_users": s.n_users,
+            "seed": s.seed, "run_config": {k: saved.get(k) for k in ("model_config", "train_config", "data_checksum",
+                                                                      "fit")}}
 
     def go() -> None:
         loaded = Run.load(run)
         intention.run_intention(loaded.model, loaded.data, folder, spec["alpha"], spec["alphas"], spec["n_users"],
-                                spec["seed"], run=s["run"])
+                                spec["seed"], run=s.run)
 
     cached_step(folder, spec, go)
     return (folder / "intention.md").read_text(encoding="utf-8")
 
 
-def _convergence(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
+def _convergence(s: ConvergenceSettings, folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments.convergence import markdown, run_convergence
 
     # every finished run, recorded ones too (a work folder from before records: its run folders); of a comparison's
     # grid, the points it chose
-    runs = context.records / s["runs"] if (context.records / s["runs"]).is_dir() else root / s["runs"]
-    return markdown(run_convergence(runs, folder, root / s["runs"] / "results.json"))
+    runs = context.records / s.runs if (context.records / s.runs).is_dir() else root / s.runs
+    return markdown(run_convergence(runs, folder, root / s.runs / "results.json"))
 
 
-def _crs(s: Mapping[str, Any], folder: Path, root: Path, context: Context) -> str:
+def _crs(s: CRSTableSettings, folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments.rta_table import run_rta_table
 
-    run_rta_table(s["dataset"], folder, s, progress=True, log=context.log)
+    run_rta_table(s.dataset, folder, as_dict(s), progress=True, log=context.log)
     return (folder / "table.md").read_text(encoding="utf-8")
 
 
-EXPERIMENTS: dict[str, Callable[[Mapping[str, Any], Path, Path, Context], str]] = {
+EXPERIMENTS: dict[str, Callable[[Any, Path, Path, Context], str]] = {
     "compare": _compare, "density": _density, "zeroshot": _zeroshot, "intention": _intention,
     "convergence": _convergence, "crs": _crs,
 }
@@ -327,7 +243,7 @@ def environment(tables: list[Table], out: Path, quick: bool, reuse: Path | None 
                     "torch_threads": _torch_threads(), "load_average": list(os.getloadavg())},
         "versions": versions(),
         "git": _git(),
-        "split_seeds": {t.key: t.settings.get("seed", 2024) for t in tables if "seed" in SETTINGS[t.experiment][1]},
+        "split_seeds": {t.key: t.settings.seed for t in tables if hasattr(t.settings, "seed")},
         "training_seed": "each model's TrainConfig.seed (default 2024; in each run's manifest.json)",
         "data_checksums": checksums,
         "reused_records": str(reuse) if reuse is not None else None,  # runs finished elsewhere (their manifests)
