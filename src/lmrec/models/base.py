@@ -20,6 +20,7 @@ import torch
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.registry import Registry
+from lmrec.search_space import Range
 from lmrec.settings import as_dict, build, settings
 from lmrec.train.trainer import OnValidation, TrainConfig, TrainLog
 
@@ -42,6 +43,8 @@ class Model:
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig values of the paper; empty for untrained models
     trainable: ClassVar[bool] = False  # fitted by lmrec.train.Trainer (takes a TrainConfig)
+    # what `lmrec tune` searches: model settings and training settings -> ranges (lmrec.search_space); empty: no search
+    search_space: ClassVar[dict[str, Range]] = {}
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
         if config is not None and not isinstance(config, self.Config):
