@@ -12,10 +12,10 @@ import warnings
 from collections.abc import Sequence
 
 from lmrec.allocator import keep_freed_memory
-from lmrec.cli import crs, data, experiments, serve, train
+from lmrec.cli import crs, data, experiments, serve, train, tune
 from lmrec.errors import LmrecError
 
-GROUPS = (data, train, crs, experiments, serve)
+GROUPS = (data, train, tune, crs, experiments, serve)
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
