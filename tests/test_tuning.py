@@ -73,6 +73,8 @@ def test_the_test_split_is_read_only_after_the_search(searched):
     assert "test" in splits and all(s == "test" for s in splits[last_valid + 1:])
     assert 1 <= splits.count("test") <= 2  # the best trial and the default settings' trial, once each
     for row in read_trials(out):  # trial folders other than those two keep no test metrics
+        if row["state"] != "complete":
+            continue
         metrics = json.loads((out / "trials" / row["trial"] / "metrics.json").read_text())
         assert ("test" in metrics) == (row["trial"] in {"0", result.best.manifest["label"].split()[-1]})
 
@@ -100,6 +102,18 @@ def test_pruned_trials_stop_early_and_are_marked(data, tmp_path):
             lmrec.Run.load(folder, data=data)
     assert result.best.manifest["label"] == "mf trial 0" and "were best" in result.comparison
     assert sum("pruned at epoch 2" in line for line in lines) == 2
+
+
+class PruneAtTheEnd(optuna.pruners.BasePruner):
+    """Would prune every trial after the first at the last epoch of the budget (4)."""
+
+    def prune(self, study, trial):
+        return trial.number > 0 and max(trial.intermediate_values) >= 4
+
+
+def test_the_last_epoch_is_never_pruned(data, tmp_path):
+    lmrec.tune("mf", data, trials=2, fixed=FAST, out=tmp_path / "late", pruner=PruneAtTheEnd(), log=None)
+    assert [r["state"] for r in read_trials(tmp_path / "late")] == ["complete", "complete"]
 
 
 def test_the_median_pruner_prunes_a_trial_behind_the_others(data, tmp_path):

@@ -117,8 +117,7 @@ def tune(model: str, data: SplitData | str | Path | DataRef, trials: int = 20, *
         study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=STARTUP_TRIALS)
         left = trials - sum(_counts(t) for t in study.trials)
         if left > 0:
-            objective = _Objective(cls, dataset, ref, space, model_fixed, {**train_fixed, "seed": seed},
-                                   train.metric, out)
+            objective = _Objective(cls, dataset, ref, space, model_fixed, {**train_fixed, "seed": seed}, train, out)
 
             def finished(study: Any, trial: Any) -> None:
                 say(_progress_line(trial, train.metric))
@@ -261,11 +260,13 @@ def mark(folder: Path, status: str) -> None:
 
 class _Objective:
     """One trial: the sampled settings fitted into ``trials/<n>/`` (valid only), its best validation score returned;
-    a pruned trial raises optuna's TrialPruned, a diverged one returns NaN (failed)."""
+    a pruned trial raises optuna's TrialPruned, a diverged one returns NaN (failed). The last epoch of the budget
+    is never pruned: nothing would be saved, and the trial is complete."""
 
     def __init__(self, cls: type, data: SplitData, ref: DataRef, space: Space, model_fixed: dict[str, Any],
-                 train_fixed: dict[str, Any], metric: str, out: Path):
-        self.cls, self.data, self.ref, self.space, self.metric, self.out = cls, data, ref, space, metric, out
+                 train_fixed: dict[str, Any], train: TrainConfig, out: Path):
+        self.cls, self.data, self.ref, self.space, self.out = cls, data, ref, space, out
+        self.metric, self.epochs = train.metric, train.epochs
         self.model_fixed, self.train_fixed = model_fixed, {"progress": False, **train_fixed}
         self.own = set(field_names(cls.Config))
 
@@ -279,7 +280,7 @@ class _Objective:
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
             trial.report(metrics[self.metric], epoch)
-            if trial.should_prune():
+            if epoch < self.epochs and trial.should_prune():
                 raise Pruned(epoch, metrics[self.metric])
 
         try:
