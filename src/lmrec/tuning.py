@@ -373,7 +373,8 @@ def _row(trial: Any, names: list[str], metric: str, retries: dict[int, int]) -> 
     steps = trial.intermediate_values
     best_epoch = max(steps, key=lambda e: (steps[e], -e)) if steps else None
     note = "default settings" if trial.user_attrs.get("default") else ""
-    if trial.user_attrs.get("interrupted"):
+    interrupted = trial.user_attrs.get("interrupted")  # its end is when a rerun found it: no duration
+    if interrupted:
         note = "; ".join(filter(None, [note, "interrupted" + (f", tried again as trial {retries[trial.number]}"
                                                               if trial.number in retries else "")]))
     if trial.user_attrs.get("error"):
@@ -381,7 +382,7 @@ def _row(trial: Any, names: list[str], metric: str, retries: dict[int, int]) -> 
     return {"trial": trial.number, "state": _state(trial), **{name: trial.params.get(name) for name in names},
             f"valid {metric}": steps[best_epoch] if steps else None, "best epoch": best_epoch,
             "epochs": max(steps) if steps else None,
-            "seconds": trial.duration.total_seconds() if trial.duration is not None else None, "note": note}
+            "seconds": trial.duration.total_seconds() if trial.duration and not interrupted else None, "note": note}
 
 
 def _write_tables(out: Path, study: Any, space: Space, metric: str, settings: dict[str, Any], best: Any = None,
