@@ -20,7 +20,10 @@ The output folder::
 A killed search rerun with the same arguments goes on: finished trials are kept, a trial that was running is
 marked failed and its settings are tried again as a new trial, and ``trials`` counts every finished trial. The
 sampler is seeded again from ``seed`` and the number of trials so far, so a resumed search proposes other points
-than an unbroken one would (never the same random points twice).
+than an unbroken one would (never the same random points twice). One search per folder at a time.
+
+Collaborative-filtering models that train are searched; pop (fitted from counts) and the conversational models are
+refused with the reason.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ def tune(model: str, data: SplitData | str | Path | DataRef, trials: int = 20, *
         start = defaults(cls)
         _recover(study, storage, out, {name: start[name] for name in space}, say)
         study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=STARTUP_TRIALS)
-        left = trials - sum(_counts(t) for t in study.trials)
+        left = trials - sum(_counted(t) for t in study.trials)
         if left > 0:
             objective = _Objective(cls, dataset, ref, space, model_fixed, {**train_fixed, "seed": seed}, train, out)
 
@@ -240,7 +243,7 @@ def _recover(study: Any, storage: Any, out: Path, default: dict[str, Any], say: 
             say(f"trial {trial.number} was interrupted: marked failed; its settings are tried again")
 
 
-def _counts(trial: Any) -> bool:
+def _counted(trial: Any) -> bool:
     """Whether a trial counts towards ``trials``: finished (complete, pruned, or failed on its own, e.g. a loss that
     diverged), not interrupted."""
     from optuna.trial import TrialState
