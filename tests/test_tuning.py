@@ -183,6 +183,26 @@ def test_training_never_imports_optuna():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
+def test_a_diverged_trial_fails_and_the_search_goes_on(data, tmp_path, monkeypatch):
+    real = tuning_module.fit
+
+    def nan_loss(epoch, metrics):
+        raise FloatingPointError("loss became nan at epoch 1; lower the learning rate")
+
+    def diverging(*args, **kwargs):  # trial 1's loss diverges
+        if kwargs["out"].name == "1":
+            kwargs["on_validation"] = nan_loss
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuning_module, "fit", diverging)
+    lines = []
+    lmrec.tune("mf", data, trials=3, fixed=FAST, out=tmp_path / "nan", log=lines.append)
+    rows = read_trials(tmp_path / "nan")
+    assert [r["state"] for r in rows] == ["complete", "failed", "complete"]
+    assert "loss became nan" in rows[1]["note"] and "failed: loss became nan" in lines[1]
+    assert json.loads((tmp_path / "nan" / "trials" / "1" / "manifest.json").read_text())["status"] == "failed"
+
+
 # -- the command -----------------------------------------------------------------------------------------------
 def test_the_command_writes_a_best_run_that_loads_on_its_own(data, tmp_path, capsys):
     folder = write_lightgcn_folder(data, tmp_path / "planted")
