@@ -147,6 +147,26 @@ def test_resume_reuses_a_complete_run_and_refuses_other_settings(data, tmp_path)
         lmrec.fit("mf", data, {**TRAIN, "lr": 0.5}, out=out, resume=True)
 
 
+def test_a_fit_without_test_never_evaluates_it_until_asked(data, tmp_path, monkeypatch):
+    import lmrec.run as run_module
+
+    splits = []
+    real = run_module.evaluate
+    monkeypatch.setattr(run_module, "evaluate", lambda scorer, d, split, **kw: (splits.append(split),
+                                                                                 real(scorer, d, split, **kw))[1])
+    out = tmp_path / "mf"
+    lmrec.fit("mf", data, TRAIN, out=out, test=False)
+    assert splits == ["valid"]
+    run = lmrec.Run.load(out, data=data)
+    assert set(run.metrics) == {"valid"} and "test" in run.manifest["evaluation"]["not_evaluated"]
+    run.add_test()
+    assert splits == ["valid", "test"]
+    again = lmrec.Run.load(out, data=data)
+    assert again.metrics["test"] == run.metrics["test"] and "not_evaluated" not in again.manifest["evaluation"]
+    users, values = per_user_test_values(out, data)
+    assert np.isclose(values["recall@20"].mean(), again.metrics["test"]["recall@20"]["mean"])
+
+
 def test_recommend_known_user_leaves_out_everything_they_have(alpharec, data):
     user = data.user_index("u4")
     have = {data.catalog.ids[i] for s in ("train", "valid", "test")

@@ -9,6 +9,7 @@ The public API::
     run = lmrec.Run.load("runs/ar")                                # a run folder, moved or not
     run.recommend(user="1", k=10)                                  # known user
     run.recommend(titles=["Toy Story (1995)"], intent="a funny heist movie", alpha=0.5)   # new user, intention
+    found = lmrec.tune("lightgcn", data, trials=8, fixed={"epochs": 30}, out="runs/tune")   # a search on validation
 """
 
 __version__ = "0.2.0"
@@ -18,7 +19,7 @@ _EXPORTS = {
     "load_dataset": "lmrec.data.registry",
     "LmrecError": "lmrec.errors", "evaluate": "lmrec.eval.ranking", "get_model": "lmrec.models.base",
     "list_models": "lmrec.models.base", "Recommendation": "lmrec.run", "Run": "lmrec.run", "fit": "lmrec.run",
-    "SettingsError": "lmrec.settings", "TrainConfig": "lmrec.train",
+    "SettingsError": "lmrec.settings", "TrainConfig": "lmrec.train", "tune": "lmrec.tuning",
 }
 __all__ = ["__version__", *sorted(_EXPORTS)]
 

@@ -48,7 +48,7 @@ from lmrec.models.base import Model, Recommender, get_model
 from lmrec.progress import progress_bars
 from lmrec.settings import SettingsError, as_dict, build
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict, with_prefix
-from lmrec.train import distributed
+from lmrec.train import OnValidation, distributed
 from lmrec.train.trainer import (
     CHECKPOINT_FILE,
     RESUME_MAY_CHANGE,
@@ -67,6 +67,9 @@ REPORT_METRICS = ("recall", "ndcg", "hr", "mrr")
 REPORT_BEYOND = ("coverage", "novelty", "arp", "aplt")
 CRS_KS = (1, 5, 10, 50)
 EVALUATION_NOTES = ("not_evaluated", "excluded_cold_users")  # what evaluating added to the manifest's protocol
+# manifest statuses of a search's trials that ended before training did (lmrec.tuning), and what happened
+TRIAL_ENDS = {"pruned": "was pruned (its validation curve fell behind the other trials')",
+              "failed": "failed or was interrupted"}
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,10 @@ class Run:
         dataset its manifest names."""
         folder = Path(folder)
         manifest = read_manifest(folder)
-        if manifest.get("status") != "complete":
+        status = manifest.get("status")
+        if status in TRIAL_ENDS:
+            raise LmrecError(f"{folder}: a trial of `lmrec tune` that {TRIAL_ENDS[status]}: it has no final model")
+        if status != "complete":
             raise LmrecError(f"{folder}: the run is incomplete (training stopped before it finished); continue it "
                              "with `lmrec train ... --resume` or start again with --overwrite")
         if not (folder / WEIGHTS).exists():
@@ -204,6 +210,25 @@ class Run:
             answered = " that prepare answered" if getattr(self.model, "answers_by_generation", False) else ""
             raise NothingToEvaluate(f"{self.data.name}: no {split} turns{answered} with a recommendation to evaluate")
         return evaluate_turns(self.model.score, samples, len(self.catalog), ks=tuple(ks or CRS_KS))
+
+    def add_test(self) -> None:
+        """Evaluate the test split of a CF run fitted with ``test=False`` and write it into its folder (metrics,
+        values per user, manifest); a run that has its test metrics already is left as it is."""
+        if "test" in self.metrics or not isinstance(self.model, Recommender):
+            return
+        result = self.evaluate("test", metrics=REPORT_METRICS + REPORT_BEYOND)
+        self.metrics = {**self.metrics, "test": result.to_dict()}
+        self.test_result = result
+        notes = self.manifest["evaluation"]
+        notes.get("not_evaluated", {}).pop("test", None)
+        if not notes.get("not_evaluated"):
+            notes.pop("not_evaluated", None)
+        if result.protocol.get("excluded_cold_users"):
+            notes.setdefault("excluded_cold_users", {})["test"] = result.protocol["excluded_cold_users"]
+        if self.folder is not None:
+            write_json(self.folder / METRICS, self.metrics, allow_nan=False)
+            _write_per_user(self.folder, result)
+            write_json(self.folder / MANIFEST, self.manifest)
 
     # -- recommendation ----------------------------------------------------------------------------------
     def recommend(
@@ -422,6 +447,8 @@ def fit(
     base: Run | Model | None = None,
     ref: DataRef | None = None,
     label: str | None = None,
+    test: bool = True,
+    on_validation: OnValidation | None = None,
     **settings: Any,
 ) -> Run:
     """Fit a model (a registered name with its ``settings``, or a model object) on ``data`` (a dataset, a registered
@@ -435,6 +462,9 @@ def fit(
     that use the LLM (and restricts training to its prepared turns); ``base`` the reindex run ``rta_adapt`` adapts.
     ``ref`` records how to load an in-memory ``data`` again (default: its name). ``label``: a display name kept in
     the manifest (e.g. a comparison's ``alpharec~tau=0.2``; the folder's name may differ).
+    ``test=False`` leaves the test split unevaluated (a search that selects on validation; :meth:`Run.add_test`
+    evaluates it later). ``on_validation(epoch, metrics)`` (CF models): called after each validation of training
+    (:meth:`lmrec.train.Trainer.run`); what it raises stops the fit.
     """
     model, dataset, task, train_config, features, manifest = _plan(model, data, train, features, ref, settings)
     if label is not None:
@@ -446,6 +476,10 @@ def fit(
     kwargs: dict[str, Any] = {"folder": folder, "resume": resume}
     if task == "crs":
         kwargs.update(features=features, base=base.model if isinstance(base, Run) else base)
+    if on_validation is not None:
+        if task != "cf":
+            raise LmrecError(f"{model.name}: on_validation is for collaborative-filtering models")
+        kwargs["on_validation"] = on_validation
     show = train_config.progress if train_config is not None else run_settings(train).get("progress", True)
     with progress_bars(show):  # the bars of the libraries it calls, e.g. transformers loading an encoder
         log = model.fit(dataset, train_config, **kwargs)  # type: ignore[arg-type]
@@ -453,7 +487,7 @@ def fit(
         if hasattr(model, "diagnostics"):
             manifest["fit"]["learned"] = model.diagnostics()
         run = Run(model, dataset, manifest, log=log)
-        run.metrics, run.test_result = _evaluate_splits(run)
+        run.metrics, run.test_result = _evaluate_splits(run, ("valid", "test") if test else ("valid",))
     if folder is not None and distributed.current().is_main:
         run._write(folder)
     return run
@@ -634,13 +668,17 @@ def _eval_samples(model: Model, data: CRSData, split: str) -> list[CRSSample]:
     return data.samples(split)
 
 
-def _evaluate_splits(run: Run) -> tuple[dict[str, Any], RankingResult | None]:
-    """The metrics.json blocks of valid and test, and the test evaluation per user (CF); what was not evaluated,
-    and why, goes into the manifest."""
+def _evaluate_splits(run: Run, splits: Sequence[str] = ("valid", "test")) -> tuple[dict[str, Any],
+                                                                               RankingResult | None]:
+    """The metrics.json blocks of ``splits``, and the test evaluation per user (CF); what was not evaluated,
+    and why, goes into the manifest (a split left out on purpose too)."""
     metrics: dict[str, Any] = {}
     per_user = None
     notes = run.manifest["evaluation"]
     for split in ("valid", "test"):
+        if split not in splits:
+            notes.setdefault("not_evaluated", {})[split] = "left out when fitted (a search selecting on validation)"
+            continue
         try:
             beyond = split == "test" and isinstance(run.model, Recommender)
             result = run.evaluate(split, metrics=REPORT_METRICS + REPORT_BEYOND if beyond else None)

@@ -150,6 +150,25 @@ def test_best_state_is_restored_real_model():
     assert valid_score(model, data, TrainConfig().seed, "ndcg@20") == pytest.approx(log.best_score, abs=1e-12)
 
 
+def test_on_validation_hears_every_validation_and_can_stop_training(tmp_path):
+    data = planted_data()
+    heard = []
+    MF().fit(data, FAST, on_validation=lambda epoch, metrics: heard.append((epoch, metrics["recall@20"])))
+    assert [epoch for epoch, _ in heard] == [2, 4, 6]
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_4(epoch, metrics):
+        if epoch == 4:
+            raise Stop
+
+    with pytest.raises(Stop):
+        MF().fit(data, FAST, folder=tmp_path / "run", on_validation=stop_at_4)
+    logged = [json.loads(line)["epoch"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4]  # the epoch it stopped at is logged, nothing after
+
+
 # -- early stopping, time budget, metric --------------------------------------------------------------------
 def test_early_stopping_after_patience_evaluations():
     data = planted_data()

@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from lmrec.allocator import keep_freed_memory
-from lmrec.cli import crs, data, experiments, serve, train
+from lmrec.cli import crs, data, experiments, serve, train, tune
 from lmrec.cli.flags import typed
 from lmrec.errors import UNSET, Argument, LmrecError
 
-GROUPS = (data, train, crs, experiments, serve)
+GROUPS = (data, train, tune, crs, experiments, serve)
 
 
 class Parser(argparse.ArgumentParser):

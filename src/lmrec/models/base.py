@@ -20,8 +20,9 @@ import torch
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.registry import Registry
+from lmrec.search_space import Range
 from lmrec.settings import as_dict, build, settings
-from lmrec.train.trainer import TrainConfig, TrainLog
+from lmrec.train.trainer import OnValidation, TrainConfig, TrainLog
 
 MODELS: Registry[type[Model]] = Registry("model", ("lmrec.models.cf", "lmrec.models.crs"))
 register = MODELS.register
@@ -42,6 +43,8 @@ class Model:
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig values of the paper; empty for untrained models
     trainable: ClassVar[bool] = False  # fitted by lmrec.train.Trainer (takes a TrainConfig)
+    # what `lmrec tune` searches: model settings and training settings -> ranges (lmrec.search_space); empty: no search
+    search_space: ClassVar[dict[str, Range]] = {}
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
         if config is not None and not isinstance(config, self.Config):
@@ -87,9 +90,10 @@ class Recommender(Model, ABC):
 
     @abstractmethod
     def fit(self, data: SplitData, train: TrainConfig | dict | None = None, *, folder: Path | None = None,
-            resume: bool = False) -> TrainLog | None:
+            resume: bool = False, on_validation: OnValidation | None = None) -> TrainLog | None:
         """Learn from ``data.train`` (select on ``data.valid``); returns the training log (None if untrained).
-        ``folder``: where the per-epoch log and the resumable checkpoint go; ``resume``: continue from it."""
+        ``folder``: where the per-epoch log and the resumable checkpoint go; ``resume``: continue from it;
+        ``on_validation``: given to :meth:`lmrec.train.Trainer.run` (untrained models never validate)."""
 
     @abstractmethod
     def score(self, users: np.ndarray) -> torch.Tensor:

@@ -13,7 +13,7 @@ from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.models.base import ModelConfig, Recommender
-from lmrec.train import TrainConfig, Trainer, TrainLog, distributed, resolve_device
+from lmrec.train import OnValidation, TrainConfig, Trainer, TrainLog, distributed, resolve_device
 
 
 class TorchRecommender(Recommender):
@@ -67,7 +67,7 @@ class TorchRecommender(Recommender):
         return self
 
     def fit(self, data: SplitData, train: TrainConfig | dict | None = None, *, folder: Path | None = None,
-            resume: bool = False) -> TrainLog:
+            resume: bool = False, on_validation: OnValidation | None = None) -> TrainLog:
         cfg = self.train_config(train, self.config)
         self.device = resolve_device(cfg.device)
         seed = self.stream_seed(cfg)
@@ -81,7 +81,7 @@ class TorchRecommender(Recommender):
                               cold_users="exclude", world=distributed.current())
             return {name: est.mean for name, est in result.summary().items()}
 
-        return Trainer.in_folder(cfg, folder).run(self, validate, resume=resume, seed=seed)
+        return Trainer.in_folder(cfg, folder).run(self, validate, resume=resume, seed=seed, on_validation=on_validation)
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         return self.net.parameters()

@@ -204,6 +204,9 @@ class TorchTrainable(Protocol):
 
 
 Validate = Callable[[], dict[str, float]]  # metrics of the current state on VALIDATION data
+# called with (epoch, validation metrics) after each validation; what it raises stops training (e.g. a search's
+# pruning) and reaches the caller unchanged
+OnValidation = Callable[[int, dict[str, float]], None]
 
 
 class Trainer:
@@ -228,15 +231,16 @@ class Trainer:
             return cls(config)
         return cls(config, Path(folder) / LOG_FILE, Path(folder) / CHECKPOINT_FILE)
 
-    def run(self, model: TorchTrainable, validate: Validate | None, resume: bool = False, seed: int | None = None
-            ) -> TrainLog:
+    def run(self, model: TorchTrainable, validate: Validate | None, resume: bool = False, seed: int | None = None,
+            on_validation: OnValidation | None = None) -> TrainLog:
         """Epochs of ``model.batches`` with ``cfg.optimizer``; every ``eval_every`` epochs ``validate()`` must
         return ``cfg.metric``; the best state is kept and restored. Without ``validate`` the last state is kept.
         ``resume``: continue from ``checkpoint_path`` (same settings), giving the same result as an unbroken run.
         ``seed``: of the batches' random stream (default ``cfg.seed``; models pass ``cfg.stream_seed(...)``).
         With ``cfg.steps_per_epoch`` an epoch is that many batches, drawn from ``model.batches`` called afresh as
         often as needed (the rest of a pass is not carried over: an epoch starts from the saved random state, so a
-        resumed run equals an unbroken one)."""
+        resumed run equals an unbroken one). ``on_validation(epoch, metrics)``: called after each validation, once
+        the epoch is logged; an exception it raises ends training and propagates (no end checkpoint is written)."""
         cfg = self.config
         world = distributed.current()
         if world.active and not getattr(model, "supports_distributed", False):
@@ -308,6 +312,8 @@ class Trainer:
                                    best=f"{log.best_score:.4f}@{log.best_epoch}")
             log.records.append(record)
             self._append_log(record)
+            if on_validation is not None and record.valid is not None:
+                on_validation(epoch, dict(record.valid))
             stop = None
             if bad_evals >= cfg.patience:
                 stop = f"{EARLY_STOP}: no validation improvement in {cfg.patience} evaluations"

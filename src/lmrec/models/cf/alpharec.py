@@ -22,6 +22,7 @@ from lmrec.models.nn.lm_inputs import LMFeatures, profile_matrix
 from lmrec.models.nn.losses import info_nce
 from lmrec.models.nn.sampling import Sampler
 from lmrec.models.torch_base import TorchRecommender
+from lmrec.search_space import FloatRange
 from lmrec.settings import settings
 
 # The paper picks the MLP width per LM to keep ~4.7M MLP parameters: hidden = m·d with m = 1/2 for
@@ -100,6 +101,9 @@ class AlphaRec(LMFeatures, TorchRecommender):
 
     Config = AlphaRecConfig
     train_defaults = {"lr": 5e-4, "batch_size": 4096, "epochs": 500, "eval_every": 5, "patience": 20}
+    # τ around the paper's 0.15 (and the authors' 0.2 for Games; our validation grid chose 0.25-0.3 on MovieLens,
+    # docs/results/2026-12-03-alpharec-epyc-2core); lr around 5e-4 (AlphaRec parse.py:44). linear_map inherits it.
+    search_space = {"tau": FloatRange(0.05, 0.5, log=True), "lr": FloatRange(1e-4, 5e-3, log=True)}
 
     # -- model -----------------------------------------------------------------------------------------
     def build(self, data: SplitData) -> nn.Module:

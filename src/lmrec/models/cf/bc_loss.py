@@ -17,6 +17,7 @@ from lmrec.errors import LmrecError
 from lmrec.models.base import register
 from lmrec.models.cf.lightgcn import LightGCN, LightGCNConfig
 from lmrec.models.nn.losses import info_nce
+from lmrec.search_space import FloatRange
 from lmrec.settings import settings
 
 _CLAMP = 1 - 1e-7  # arccos is not differentiable at ±1 (the official code clamps the same way)
@@ -72,6 +73,10 @@ class BCLoss(LightGCN):
     """
 
     Config = BCLossConfig
+    # τ₁ around the official 0.07 (parse.py:78), up past 0.1 (our grid's choice, an edge); τ₂ around 0.1 (:80);
+    # lr as LightGCN's
+    search_space = {"tau1": FloatRange(0.03, 0.3, log=True), "tau2": FloatRange(0.05, 0.3, log=True),
+                    "lr": FloatRange(1e-4, 1e-2, log=True)}
     train_defaults = {**LightGCN.train_defaults, "batch_size": 1024}
 
     def build(self, data: SplitData) -> nn.Module:

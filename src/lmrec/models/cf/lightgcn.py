@@ -16,6 +16,7 @@ from lmrec.models.nn.graph import normalized_adjacency, propagate
 from lmrec.models.nn.losses import bpr_loss
 from lmrec.models.nn.sampling import Sampler
 from lmrec.models.torch_base import TorchRecommender
+from lmrec.search_space import FloatRange, IntRange
 from lmrec.settings import settings
 
 
@@ -56,6 +57,10 @@ class LightGCN(TorchRecommender):
 
     Config = LightGCNConfig
     train_defaults = {"lr": 5e-4, "batch_size": 4096, "epochs": 500, "eval_every": 5, "patience": 20}
+    # lr around AlphaRec's 5e-4 (parse.py:44) and the LightGCN paper's 1e-3 (§4.1.2); reg over the paper's L2 grid
+    # {1e-6, ..., 1e-2} (§4.1.2; AlphaRec's 1e-5, parse.py:77); 1-3 layers (the paper tries 1-4, AlphaRec runs 2)
+    search_space = {"lr": FloatRange(1e-4, 1e-2, log=True), "reg": FloatRange(1e-6, 1e-2, log=True),
+                    "n_layers": IntRange(1, 3)}
 
     def build(self, data: SplitData) -> nn.Module:
         self.sampler = Sampler(data.train)
@@ -102,3 +107,5 @@ class MF(LightGCN):
     score(u, i) = p_u·q_i."""
 
     Config = MFConfig
+    # LightGCN's ranges of lr and L2 (no layers: MF is the zero-layer case)
+    search_space = {"lr": FloatRange(1e-4, 1e-2, log=True), "reg": FloatRange(1e-6, 1e-2, log=True)}

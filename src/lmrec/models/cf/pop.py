@@ -29,7 +29,8 @@ class Popularity(Recommender):
 
     Config = PopConfig
 
-    def fit(self, data: SplitData, train: Any = None, *, folder: Path | None = None, resume: bool = False) -> None:
+    def fit(self, data: SplitData, train: Any = None, *, folder: Path | None = None, resume: bool = False,
+            on_validation: Any = None) -> None:
         self.prepare(data)
 
     def score_new_user(self, items: Sequence[int]) -> torch.Tensor:

@@ -12,6 +12,7 @@ from lmrec.models.base import register
 from lmrec.models.cf.xsimgcl import XSimGCL, XSimGCLConfig
 from lmrec.models.nn.contrastive import view_info_nce
 from lmrec.models.nn.lm_inputs import LMFeatures
+from lmrec.search_space import FloatRange
 from lmrec.settings import settings
 
 
@@ -47,6 +48,8 @@ class RLMRec(LMFeatures, XSimGCL):
     """
 
     Config = RLMRecConfig
+    # XSimGCL's space, and the alignment weight around RLMRec's 1e-2 (simgcl_plus.yml:37; AlphaRec parse.py:179)
+    search_space = {**XSimGCL.search_space, "kd_weight": FloatRange(1e-3, 0.1, log=True)}
 
     def build(self, data: SplitData) -> nn.Module:
         self.z_users, self.z_items = self.lm_inputs(data)

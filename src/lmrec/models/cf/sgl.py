@@ -15,6 +15,7 @@ from lmrec.models.cf.lightgcn import LightGCN, LightGCNConfig
 from lmrec.models.nn.augment import edge_dropout
 from lmrec.models.nn.contrastive import view_info_nce
 from lmrec.models.nn.graph import normalized_adjacency, propagate
+from lmrec.search_space import FloatRange
 from lmrec.settings import settings
 
 
@@ -53,6 +54,10 @@ class SGL(LightGCN):
     """
 
     Config = SGLConfig
+    # λ around AlphaRec's 0.2 and SGL-Torch's 0.1, down past 0.02 (our grid's choice, an edge); τ around 0.15 / 0.2;
+    # ρ around 0.1 (the SGL paper searches {0, 0.1, ..., 0.5}); lr as LightGCN's
+    search_space = {"ssl_weight": FloatRange(0.005, 0.5, log=True), "ssl_tau": FloatRange(0.1, 0.5, log=True),
+                    "drop_ratio": FloatRange(0.05, 0.5), "lr": FloatRange(1e-4, 1e-2, log=True)}
 
     def build(self, data) -> torch.nn.Module:
         if self.config.ssl_negatives not in ("batch", "all"):

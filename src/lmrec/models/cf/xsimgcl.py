@@ -10,6 +10,7 @@ from lmrec.models.base import register
 from lmrec.models.cf.lightgcn import LightGCN, LightGCNConfig
 from lmrec.models.nn.augment import propagate_layers
 from lmrec.models.nn.contrastive import view_info_nce
+from lmrec.search_space import FloatRange
 from lmrec.settings import SettingsError, settings
 
 
@@ -40,6 +41,10 @@ class XSimGCL(LightGCN):
     """
 
     Config = XSimGCLConfig
+    # λ around AlphaRec's 0.1, down past the authors' 0.01 for Games and our grid's 0.005-0.01; τ around 0.15 / 0.2;
+    # eps around AlphaRec's 0.1 and SELFRec's 0.2; lr as LightGCN's. KAR inherits it.
+    search_space = {"cl_weight": FloatRange(0.002, 0.5, log=True), "cl_tau": FloatRange(0.1, 0.3),
+                    "eps": FloatRange(0.05, 0.3), "lr": FloatRange(1e-4, 1e-2, log=True)}
 
     def build(self, data) -> torch.nn.Module:
         if not 1 <= self.config.cl_layer <= self.config.n_layers:
