@@ -150,8 +150,9 @@ class Run:
     def load(cls, folder: str | Path, data: SplitData | CRSData | None = None, device: str = "cpu") -> Run:
         """Open a complete run folder on ``device``: the model is rebuilt through the registry on the data the folder
         keeps (:mod:`lmrec.data.snapshot`: it needs no dataset on disk), or on ``data`` when given (to evaluate
-        again on the dataset, which must have the recorded checksum). A folder from before snapshots loads the
-        dataset its manifest names."""
+        again on the dataset, which must have the recorded checksum). A conversational run takes its dataset where
+        it still loads with the recorded checksum (its evaluation needs the conversations; its snapshot keeps the
+        catalog), else its snapshot. A folder from before snapshots loads the dataset its manifest names."""
         folder = Path(folder)
         manifest = read_manifest(folder)
         status = manifest.get("status")
@@ -165,6 +166,8 @@ class Run:
                              "is not there; train it again with the recorded settings "
                              "(lmrec.experiments.records.train_again)")
         model = _make(get_model(manifest["model"], manifest["task"]), manifest["model_config"])
+        if data is None and manifest["task"] == "crs":  # its conversations, where they are still found: the
+            data = _recorded_data(manifest)           # prepared turns it is evaluated on need them
         if data is None and has_snapshot(folder):
             data = read_snapshot(folder)
             checksum = manifest["data_checksum"] if isinstance(data, CRSData) else data.checksum()  # CRS: catalog
@@ -813,15 +816,26 @@ def _read_json(path: Path) -> Any:
         raise LmrecError(f"{path}: not valid JSON ({exc})") from None
 
 
+def _recorded_data(manifest: Mapping[str, Any]) -> SplitData | CRSData | None:
+    """The dataset a run's manifest names, when it still loads with the recorded checksum; else None."""
+    try:
+        data = DataRef(**manifest["data"]).load()
+    except (LmrecError, OSError, ValueError):
+        return None
+    return data if data.checksum() == manifest.get("data_checksum") else None
+
+
 def _context(manifest: dict[str, Any], folder: Path, data: CRSData, device: str) -> Any:
     """The LLM context features of a CRS run: its prepared folder when it is still where the manifest says
-    (relative to the run folder), else the LLM alone (through the embedding cache), run on ``device``."""
+    (relative to the run folder) and ``data`` has the conversations it was prepared from, else the LLM alone (through
+    the embedding cache), run on ``device``."""
     from lmrec.models.crs.rta.features import context_features, load_features, prepare_config
 
     # prepare_config drops settings older versions recorded that no longer exist (title_year moved to the run)
     config = prepare_config({**manifest["llm"], "device": device})
     features = None
-    if manifest.get("features"):
+    has_turns = any(data.split(s) for s in ("train", "valid", "test"))  # a run's snapshot keeps its catalog only
+    if manifest.get("features") and has_turns:
         path = (folder / manifest["features"]).resolve()
         if (path / "prepare.json").exists():
             features = load_features(path, data)
