@@ -99,10 +99,15 @@ def test_bring_your_own_data_runs_as_written(tmp_path):
         command = [sys.executable, "-m", "lmrec", *argv[1:]] if argv[0] == "lmrec" else argv
         result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, f"{line}\n{result.stderr[-3000:]}"
-        printed[" ".join(argv[:3])] = result.stdout
-    assert "kept " in printed["lmrec data import --interactions"]
+        printed[" ".join(argv)] = result.stdout
+
+    def output(start: str) -> str:  # what the one line starting so printed
+        [out] = [out for line, out in printed.items() if line.startswith(start)]
+        return out
+
+    assert "kept " in output("lmrec data import --interactions")
     assert "matched: 'the restless lantern' -> 'The Restless Lantern: a pirate story'" in \
-        printed["lmrec recommend runs/shop"]
+        output("lmrec recommend runs/shop --title")
     assert (tmp_path / "recs.parquet").exists() and (tmp_path / "vectors" / "items.parquet").exists()
     assert not (tmp_path / "data" / "shop").exists()  # the recommendations came from the run folder alone
     code = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
