@@ -1,5 +1,6 @@
-"""The README runs as written: every `lmrec` command line parses with the real parser (names, flags and choices
-exist), and the Python example runs and prints what the README says it prints (up to the numbers)."""
+"""The README and the guide run as written: every `lmrec` command line of README.md and docs/**/*.md parses with the
+real parser (names, flags and choices exist), the Python example (docs/guide/python.md) runs and prints what the page
+says it prints (up to the numbers), and Bring your own data (docs/guide/data.md) runs line by line."""
 
 from __future__ import annotations
 
@@ -14,25 +15,36 @@ import pytest
 from lmrec.cli import build_parser
 from lmrec.models.base import MODELS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+PYTHON = ROOT / "docs" / "guide" / "python.md"  # the Python API's example
+OWN_DATA = ROOT / "docs" / "guide" / "data.md"  # Bring your own data
 
 
-def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+def blocks(language: str, pages: list[Path] = PAGES) -> list[str]:
+    return [block for page in pages
+            for block in re.findall(rf"```{language}\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)]
 
 
-def command_lines() -> list[list[str]]:
-    lines = [line for block in blocks("bash") for line in block.splitlines() if line.strip().startswith("lmrec ")]
+def command_lines() -> list[tuple[str, list[str]]]:
+    """(page, argv) of every command line in a bash block of the README and the docs."""
+    lines = [(page.relative_to(ROOT).as_posix(), line) for page in PAGES for block in blocks("bash", [page])
+             for line in block.splitlines() if line.strip().startswith("lmrec ")]
     # a shell substitution such as $(date +%F) stands for one word
-    return [shlex.split(re.sub(r"\$\([^)]*\)", "X", line), comments=True)[1:] for line in lines]
+    return [(page, shlex.split(re.sub(r"\$\([^)]*\)", "X", line), comments=True)[1:]) for page, line in lines]
 
 
-def test_the_readme_has_commands_and_python_examples():
-    assert len(command_lines()) >= 25 and len(blocks("python")) == 2
+def test_the_docs_have_commands_and_python_examples():
+    assert len(command_lines()) >= 25
+    assert {page for page, _ in command_lines()} >= {"docs/guide/cli.md", "docs/guide/data.md"}
+    # the two Python examples are the ones run below, and there is no other
+    assert len(blocks("python", [PYTHON])) == 1 and len(blocks("python", [OWN_DATA])) == 1
+    assert sorted(blocks("python")) == sorted(blocks("python", [PYTHON]) + blocks("python", [OWN_DATA]))
 
 
-@pytest.mark.parametrize("argv", command_lines(), ids=lambda argv: " ".join(argv)[:60])
-def test_every_readme_command_parses(argv):
+@pytest.mark.parametrize(("page", "argv"), command_lines(), ids=lambda x: x if isinstance(x, str) else " ".join(x)[:60])
+def test_every_command_parses(page, argv):
     if "--help" in argv:
         with pytest.raises(SystemExit) as exc:
             build_parser(argv).parse_args(argv)
@@ -44,7 +56,7 @@ def test_every_readme_command_parses(argv):
 
 
 def test_the_python_example_runs_as_written(tmp_path):
-    code = blocks("python")[0]
+    code = blocks("python", [PYTHON])[0]
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                             env={**__import__("os").environ, "LMREC_CACHE": str(tmp_path / "cache"),
                                  "OMP_NUM_THREADS": "2"}, timeout=900)
@@ -55,18 +67,12 @@ def test_the_python_example_runs_as_written(tmp_path):
     assert (tmp_path / "runs" / "readme-alpharec" / "manifest.json").exists()
 
 
-def section(title: str) -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index(f"\n## {title}\n")
-    return text[start : text.index("\n## ", start + 1)]
-
-
 def test_bring_your_own_data_runs_as_written(tmp_path):
-    """The section's shell lines run in order in an empty folder (the server on a free port instead of 8000, asked
-    over HTTP, then stopped), then its Python example; each line must succeed and print what the README says."""
+    """The page's shell lines run in order in an empty folder (the server on a free port instead of 8000, asked
+    over HTTP, then stopped), then its Python example; each line must succeed and print what the page says."""
     import httpx
 
-    text = section("Bring your own data")
+    text = OWN_DATA.read_text(encoding="utf-8")
     shell = re.findall(r"```bash\n(.*?)```", text, flags=re.S)[0]
     env = {**__import__("os").environ, "LMREC_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "2"}
     printed = {}
@@ -93,10 +99,15 @@ def test_bring_your_own_data_runs_as_written(tmp_path):
         command = [sys.executable, "-m", "lmrec", *argv[1:]] if argv[0] == "lmrec" else argv
         result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, f"{line}\n{result.stderr[-3000:]}"
-        printed[" ".join(argv[:3])] = result.stdout
-    assert "kept " in printed["lmrec data import --interactions"]
+        printed[" ".join(argv)] = result.stdout
+
+    def output(start: str) -> str:  # what the one line starting so printed
+        [out] = [out for line, out in printed.items() if line.startswith(start)]
+        return out
+
+    assert "kept " in output("lmrec data import --interactions")
     assert "matched: 'the restless lantern' -> 'The Restless Lantern: a pirate story'" in \
-        printed["lmrec recommend runs/shop"]
+        output("lmrec recommend runs/shop --title")
     assert (tmp_path / "recs.parquet").exists() and (tmp_path / "vectors" / "items.parquet").exists()
     assert not (tmp_path / "data" / "shop").exists()  # the recommendations came from the run folder alone
     code = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]

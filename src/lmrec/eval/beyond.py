@@ -46,8 +46,9 @@ def training_users(train: sp.spmatrix) -> int:
 
 
 def long_tail(pop: Array, head_share: float = HEAD_SHARE) -> Array:
-    """Boolean mask of the tail items. Head = {i : pop_i ≥ p*}, p* = the largest popularity such that the items with
-    pop ≥ p* hold at least ``head_share`` of the training interactions (Σ_{pop_i ≥ p*} pop_i ≥ share · Σ_i pop_i).
+    """Boolean mask of the tail items. Head = ``{i : pop_i ≥ p*}``, ``p*`` = the largest popularity such that the items
+    with pop ≥ ``p*`` hold at least ``head_share`` of the training interactions
+    (``Σ_{pop_i ≥ p*} pop_i ≥ share · Σ_i pop_i``).
     This is the smallest set of most popular items holding that share, except that the items tied with the boundary
     item are all in the head (the rule depends on popularity only, never on item ids). The tail is the rest, always
     including the items no training user has (and every item when training is empty)."""
