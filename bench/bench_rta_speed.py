@@ -41,9 +41,10 @@ import torch
 from common import machine
 
 from lmrec.eval.report import text_table as format_table
+from lmrec.inputs.lookup import ContextFeatures
+from lmrec.inputs.store import load_features
 from lmrec.io import atomic_write, write_json
 from lmrec.llm import CausalLM
-from lmrec.models.crs.rta.features import ContextFeatures, load_features
 from lmrec.models.crs.zero_shot_llm import ZeroShotLLM
 from lmrec.run import Run
 

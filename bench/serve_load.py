@@ -44,7 +44,8 @@ MESSAGES = ["I loved The Dark Knight (2008) and Inception (2010), anything like 
 def make_runs() -> dict[str, Path]:
     """The four run folders (made once)."""
     from lmrec.data.synth import synthesize
-    from lmrec.models.crs.rta.features import PrepareConfig, prepare_dataset
+    from lmrec.inputs.config import PrepareConfig
+    from lmrec.inputs.prepare import prepare_dataset
 
     runs = {"ml-alpharec": WORK / "ml-alpharec", "million-mf": WORK / "million-mf", "inspired-rta": WORK / "rta",
             "inspired-fism": WORK / "fism"}

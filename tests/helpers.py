@@ -23,6 +23,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from lmrec.data.catalog import ItemCatalog  # noqa: E402
 from lmrec.data.interactions import SplitData, to_csr  # noqa: E402
+from lmrec.models.queries import KnownUsers
 
 N_USERS, N_ITEMS, N_POPULAR, N_CLUSTERS = 30, 40, 4, 6
 CLUSTER_ITEMS = (N_ITEMS - N_POPULAR) // N_CLUSTERS  # 6
@@ -97,7 +98,7 @@ def fit_specs(specs: dict, data: SplitData, root: Path) -> dict:
 
 def all_scores(model, data: SplitData) -> torch.Tensor:
     """(n_users, n_items) scores of a CF model."""
-    return model.score(np.arange(data.n_users)).detach().clone()
+    return model.score(KnownUsers(np.arange(data.n_users))).detach().clone()
 
 
 def write_lightgcn_folder(data: SplitData, folder: Path) -> Path:

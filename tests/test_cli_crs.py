@@ -15,6 +15,7 @@ import torch
 import lmrec
 from helpers import write_inspired, write_tiny_llm
 from lmrec.cli import main
+from lmrec.models.queries import Conversations
 
 
 @pytest.fixture(scope="module")
@@ -192,10 +193,12 @@ def test_fitted_and_loaded_runs_score_the_same(tiny_runs: dict[str, Path], tmp_p
     loaded = lmrec.Run.load(tmp_path / "adapt")
     samples = fitted.model.context.samples["test"]
     assert len(samples) == 6
-    assert torch.equal(loaded.model.score(samples), fitted.model.score(samples))
+    assert torch.equal(loaded.model.score(Conversations(tuple(samples))),
+                       fitted.model.score(Conversations(tuple(samples))))
     assert loaded.metrics == json.loads(json.dumps(fitted.metrics))
     # adapting trained a copy of the reindexed item table: the base run scores as its folder does
-    assert torch.equal(base.model.score(samples), lmrec.Run.load(tiny_runs["reindex"]).model.score(samples))
+    assert torch.equal(base.model.score(Conversations(tuple(samples))),
+                       lmrec.Run.load(tiny_runs["reindex"]).model.score(Conversations(tuple(samples))))
 
 
 def test_a_copied_adapt_run_loads_without_the_prepared_folder(tiny_runs: dict[str, Path], tmp_path: Path,
@@ -207,7 +210,7 @@ def test_a_copied_adapt_run_loads_without_the_prepared_folder(tiny_runs: dict[st
     original = lmrec.Run.load(tiny_runs["adapt"])
     samples = original.model.context.samples["test"]
     assert len(samples) == 6
-    expected = original.model.score(samples)
+    expected = original.model.score(Conversations(tuple(samples)))
     copy = tmp_path / "elsewhere" / "adapt"
     shutil.copytree(tiny_runs["adapt"], copy)
     assert not (copy / json.loads((copy / "manifest.json").read_text())["features"]).exists()
@@ -215,7 +218,7 @@ def test_a_copied_adapt_run_loads_without_the_prepared_folder(tiny_runs: dict[st
     monkeypatch.setenv("LMREC_CACHE", str(cache))
     moved = lmrec.Run.load(copy)
     assert moved.model.context.samples == {} and moved.model.context.q_table == {}  # nothing prepared is read
-    got = moved.model.score(samples)
+    got = moved.model.score(Conversations(tuple(samples)))
     # the LLM encodes these turns in other batches than prepare did (other padding widths): equal to float rounding
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
     assert any((cache / "embeddings").rglob("*.npz")), "the new q vectors went into the embedding cache"
@@ -225,7 +228,7 @@ def test_a_copied_adapt_run_loads_without_the_prepared_folder(tiny_runs: dict[st
 
     monkeypatch.setattr(CausalLM, "encode_texts", no_encoding)
     again = lmrec.Run.load(copy)
-    assert torch.equal(again.model.score(samples), got)  # read back from the cache, bit for bit
+    assert torch.equal(again.model.score(Conversations(tuple(samples))), got)  # read back from the cache, bit for bit
 
 
 def test_a_model_that_answers_by_generation_is_evaluated_on_the_answered_turns() -> None:
@@ -233,7 +236,7 @@ def test_a_model_that_answers_by_generation_is_evaluated_on_the_answered_turns()
     from types import SimpleNamespace
 
     from lmrec.data.conversations import CRSSample
-    from lmrec.models.crs.rta.features import ContextFeatures
+    from lmrec.inputs.lookup import ContextFeatures
     from lmrec.run import _eval_samples
 
     turns = [CRSSample("c", t, f"context {t}", [], [0], [True]) for t in range(4)]

@@ -13,6 +13,7 @@ from helpers import planted_data, planted_features, random_level
 from lmrec.eval.ranking import evaluate
 from lmrec.models.base import Model
 from lmrec.models.crs.rta.aggregators import build_aggregator
+from lmrec.models.queries import KnownUsers, user_scorer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 
@@ -36,11 +37,13 @@ def test_training_on_cuda_learns_and_the_run_reloads_on_either_device(name, data
     run = lmrec.fit(make(name), data, {**TRAIN[name], "device": "cuda"}, out=tmp_path / name)
     assert run.model.device.type == "cuda"
     chance = random_level(data, "valid", 5)
-    recall = evaluate(run.model.score, data, "valid", ks=(5,), metrics=("recall",)).summary()["recall@5"].mean
+    recall = evaluate(user_scorer(run.model.score), data, "valid", ks=(5,),
+                      metrics=("recall",)).summary()["recall@5"].mean
     assert recall > chance + 0.08, (name, recall, chance)
     on_cpu = lmrec.Run.load(tmp_path / name, data=data, device="cpu")
-    cpu_scores = on_cpu.model.score(list(range(data.n_users)))
-    torch.testing.assert_close(run.model.score(list(range(data.n_users))).cpu(), cpu_scores, rtol=1e-4, atol=1e-4)
+    cpu_scores = on_cpu.model.score(KnownUsers(list(range(data.n_users))))
+    torch.testing.assert_close(run.model.score(KnownUsers(list(range(data.n_users)))).cpu(), cpu_scores, rtol=1e-4,
+                               atol=1e-4)
 
 
 def test_full_ranking_on_cuda_equals_the_cpu(data, tmp_path):

@@ -18,6 +18,7 @@ from lmrec.data.catalog import ItemCatalog
 from lmrec.data.interactions import SplitData
 from lmrec.data.titles import AmbiguousTitle, TitleIndex, TitleNotFound, title_words
 from lmrec.errors import DataFormatError, LmrecError
+from lmrec.models.queries import KnownUsers
 from lmrec.serve import create_app
 
 MOVIES = ["Matrix, The (1999)", "Matrix Reloaded, The (2003)", "Psycho (1960)", "Psycho (1998)",
@@ -149,7 +150,7 @@ def test_every_users_top_k_to_a_file_and_the_vectors_out(movie_data, tmp_path, c
         tmp_path / "parquet" / "items.parquet")
     u = np.stack(users.set_index("user").loc["u7", "vector"])
     scores = np.stack(items["vector"].to_list()) @ u
-    np.testing.assert_allclose(scores, run.model.score(np.array([movie_data.user_index("u7")]))[0].numpy(),
+    np.testing.assert_allclose(scores, run.model.score(KnownUsers(np.array([movie_data.user_index("u7")])))[0].numpy(),
                                rtol=1e-5, atol=1e-6)
     assert json.loads((tmp_path / "npy" / "items.json").read_text()) == movie_data.catalog.ids
     assert np.load(tmp_path / "npy" / "users.npy").shape == (movie_data.n_users, 8)

@@ -41,10 +41,12 @@ from lmrec.data.snapshot import has_snapshot, read_snapshot, write_snapshot
 from lmrec.data.titles import TitleIndex, TitleMatch
 from lmrec.environment import versions
 from lmrec.errors import Argument, ArgumentError, LmrecError
-from lmrec.eval.beyond import item_text_embeddings
-from lmrec.eval.ranking import TIE_POLICY, NothingToEvaluate, RankingResult, evaluate
+from lmrec.eval.model import CRS_KS, REPORT_KS, test_metrics
+from lmrec.eval.ranking import TIE_POLICY, NothingToEvaluate, RankingResult
+from lmrec.inputs import ModelInputs
 from lmrec.io import write_json
-from lmrec.models.base import Model, Recommender, get_model
+from lmrec.models.base import Model, get_model
+from lmrec.models.queries import Conversations, KnownUsers, NewUser, Query
 from lmrec.progress import progress_bars
 from lmrec.settings import SettingsError, as_dict, build
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict, with_prefix
@@ -61,11 +63,6 @@ from lmrec.train.trainer import (
 
 FORMAT, VERSION = "lmrec-run", 1
 MANIFEST, WEIGHTS, METRICS, PER_USER = "manifest.json", "model.safetensors", "metrics.json", "per-user.safetensors"
-REPORT_KS = (10, 20)
-REPORT_METRICS = ("recall", "ndcg", "hr", "mrr")
-# beyond accuracy, in every CF run's test metrics (lmrec.eval.beyond; ILD needs text embeddings: on request only)
-REPORT_BEYOND = ("coverage", "novelty", "arp", "aplt")
-CRS_KS = (1, 5, 10, 50)
 EVALUATION_NOTES = ("not_evaluated", "excluded_cold_users")  # what evaluating added to the manifest's protocol
 # manifest statuses of a search's trials that ended before training did (lmrec.tuning), and what happened
 TRIAL_ENDS = {"pruned": "was pruned (its validation curve fell behind the other trials')",
@@ -127,8 +124,7 @@ class Run:
 
     def _write(self, folder: Path) -> None:
         tensors = tensor_dict(self.model.state(), "state.")
-        if isinstance(self.model, Recommender):
-            tensors.update(tensor_dict(self.model.artifacts(), "artifacts."))
+        tensors.update(tensor_dict(self.model.artifacts(), "artifacts."))
         save_tensors(folder / WEIGHTS, tensors, {"model": self.model.name, "task": self.task})
         write_snapshot(folder, self.data)
         write_json(folder / METRICS, self.metrics, allow_nan=False)
@@ -180,11 +176,9 @@ class Run:
         tensors, _ = load_tensors(folder / WEIGHTS)
         state, artifacts = with_prefix(tensors, "state."), with_prefix(tensors, "artifacts.")
         model.device = resolve_device(device)
-        if isinstance(model, Recommender):
-            model.restore(state, artifacts, data)  # type: ignore[arg-type]
-        else:
-            context = _context(manifest, folder, data, device) if model.uses_llm else None
-            model.restore(state, data, context)  # type: ignore[call-arg]
+        inputs = ModelInputs(item_features=artifacts["features"].numpy() if "features" in artifacts else None,
+                             context=_context(manifest, folder, data, device) if manifest.get("llm") else None)
+        model.restore(state, inputs, data)
         metrics = _read_json(folder / METRICS) if (folder / METRICS).exists() else {}
         return cls(model, data, manifest, metrics, folder)
 
@@ -196,30 +190,16 @@ class Run:
         left out and counted; ``ild`` over the model's LM item features, else the titles encoded with the default
         text encoder through the embedding cache). CRS: ``{"all": CRSResult, "new": CRSResult}`` over the turns the
         run was evaluated on (HR / NDCG / MRR @ ``ks``, expected ties; ``metrics`` does not apply)."""
-        seed = self.manifest.get("eval_seed", 0)
-        if isinstance(self.model, Recommender):
-            ks = tuple(sorted({min(k, self.data.n_items) for k in (ks or REPORT_KS)}))
-            metrics = tuple(metrics or REPORT_METRICS)
-            embeddings = item_text_embeddings(self.data, self.model) if "ild" in metrics else None
-            return evaluate(self.model.score, self.data, split, ks=ks, metrics=metrics, batch_size=batch_size,
-                            seed=seed, cold_users="exclude", item_embeddings=embeddings)
-        if metrics is not None:
-            raise LmrecError(f"{self.model.name} is a conversational model, evaluated on HR / NDCG / MRR per turn: "
-                             "choosing metrics applies to CF runs only")
-        from lmrec.eval.crs import evaluate_turns
+        from lmrec.eval.model import evaluate_model
 
-        samples = _eval_samples(self.model, self.data, split)
-        if not samples:
-            answered = " that prepare answered" if getattr(self.model, "answers_by_generation", False) else ""
-            raise NothingToEvaluate(f"{self.data.name}: no {split} turns{answered} with a recommendation to evaluate")
-        return evaluate_turns(self.model.score, samples, len(self.catalog), ks=tuple(ks or CRS_KS))
+        return evaluate_model(self.model, self.data, split, ks, metrics, batch_size, self.manifest.get("eval_seed", 0))
 
     def add_test(self) -> None:
         """Evaluate the test split of a CF run fitted with ``test=False`` and write it into its folder (metrics,
         values per user, manifest); a run that has its test metrics already is left as it is."""
-        if "test" in self.metrics or not isinstance(self.model, Recommender):
+        if "test" in self.metrics or not isinstance(self.data, SplitData):
             return
-        result = self.evaluate("test", metrics=REPORT_METRICS + REPORT_BEYOND)
+        result = self.evaluate("test", metrics=test_metrics(self.data))
         self.metrics = {**self.metrics, "test": result.to_dict()}
         self.test_result = result
         notes = self.manifest["evaluation"]
@@ -263,7 +243,9 @@ class Run:
         """
         matched = self.resolve_titles(titles or [])
         items = [*(items or []), *(m.item_id for m in matched)]
-        scores, seen = self._scores(user, items, intent, alpha, conversation)
+        query, seen = self.query(user, items, intent, alpha, conversation)
+        with torch.no_grad():
+            scores = self.model.score(query)[0]
         n_items = len(self.catalog)
         if not 1 <= int(k) <= n_items:
             raise SettingsError(Argument("k", k), f": expected an integer between 1 and the catalog size {n_items}")
@@ -283,9 +265,9 @@ class Run:
         already has is left out (``exclude_seen``), as :meth:`recommend` does. CF runs."""
         import pandas as pd
 
-        if not isinstance(self.model, Recommender):
-            raise LmrecError(f"{self.model.name} is a conversational model: recommend for one conversation at a time")
-        data: SplitData = self.data  # type: ignore[assignment]
+        if not isinstance(self.data, SplitData):
+            raise LmrecError(f"{self.model.name} recommends for conversations: one conversation at a time")
+        data: SplitData = self.data
         if not 1 <= int(k) <= data.n_items:
             raise SettingsError(Argument("k", k), f": expected an integer between 1 and the catalog size "
                                 f"{data.n_items}")
@@ -300,7 +282,7 @@ class Run:
         with torch.no_grad():
             for start in range(0, len(rows), batch_size):
                 batch = rows[start : start + batch_size]
-                scores = self.model.score(batch).detach().to("cpu", torch.float32).clone()
+                scores = self.model.score(KnownUsers(batch)).detach().to("cpu", torch.float32).clone()
                 if seen is not None:
                     mask = seen[batch].tocoo()
                     scores[torch.from_numpy(mask.row).long(), torch.from_numpy(mask.col).long()] = -torch.inf
@@ -325,7 +307,7 @@ class Run:
         if format not in ("parquet", "npy"):
             raise SettingsError(Argument("format", format), ": expected 'parquet' or 'npy'")
         model = self.model
-        items = model.item_vectors() if isinstance(model, Recommender) else None
+        items = model.item_vectors()
         if items is None:
             raise LmrecError(f"{model.name} does not score by a dot product of user and item vectors: nothing to "
                              "export (models that do: every trained CF model)")
@@ -393,48 +375,34 @@ class Run:
                                 Argument("titles"))
         return None, history, history
 
-    def _scores(self, user: Any, items: Any, intent: str | None, alpha: float,
-                conversation: Any) -> tuple[torch.Tensor, list[int]]:
-        """(scores (n_items,), items to leave out as seen) for the request."""
+    def query(self, user: str | int | None = None, items: Sequence[str | int] = (), intent: str | None = None,
+              alpha: float = 0.5, conversation: Any = None) -> tuple[Query, list[int]]:
+        """(the typed query of a request, the items to leave out as seen): a known ``user``, a new user from
+        ``items``, or a ``conversation`` (see :meth:`recommend`); whether the model answers it is the model's
+        (:meth:`lmrec.models.base.Model.score`)."""
         if not 0.0 <= float(alpha) <= 1.0:
             raise SettingsError(Argument("alpha", alpha), ": expected a number between 0 and 1")
         if intent is not None and not intent.strip():
             raise SettingsError("intent is empty: write a sentence, or leave it out")
-        model = self.model
-        if not isinstance(model, Recommender):
-            if conversation is None or user is not None or items:
-                raise ArgumentError(f"{model.name} is a conversational model: pass ", Argument("conversation"))
-            if intent is not None:
-                raise LmrecError(f"{model.name} takes no intent: say it in the conversation")
-            sample = conversation if isinstance(conversation, CRSSample) else self.conversation_sample(conversation)
-            with torch.no_grad():
-                return model.score([sample])[0], sample.mentioned  # type: ignore[attr-defined]
         if conversation is not None:
-            raise ArgumentError(f"{model.name} is a collaborative-filtering model: pass ", Argument("user"), " or ",
-                                Argument("items"))
-        u, history, seen = self.who(user, items or [])
-        if u is not None:
+            if user is not None or items:
+                raise ArgumentError("pass either ", Argument("conversation"), " or ", Argument("user"), " / ",
+                                    Argument("items"), ", not both")
             if intent is not None:
-                return _alpharec(model, "intent").score_with_intent(u, intent, alpha), seen
-            with torch.no_grad():
-                return model.score(np.array([u]))[0], seen
-        if intent is not None:
-            return _alpharec(model, "intent").score_new_user(history, intent, alpha), seen
-        return model.score_new_user(history), seen
+                raise LmrecError(f"{self.model.name} takes no intent with a conversation: say it in the conversation")
+            sample = conversation if isinstance(conversation, CRSSample) else self.conversation_sample(conversation)
+            return Conversations((sample,)), list(sample.mentioned)
+        if not isinstance(self.data, SplitData):  # conversational data has no users to name
+            raise ArgumentError(f"{self.model.name} recommends for conversations: pass ", Argument("conversation"))
+        u, history, seen = self.who(user, items)
+        if u is not None:
+            return KnownUsers(np.array([u]), intent, alpha), seen
+        return NewUser(tuple(history), intent, alpha), seen
 
 
 def _make(cls: type[Model], settings: dict[str, Any]) -> Model:
     """A model from its settings (through its config, so no setting is taken for a constructor argument)."""
     return cls(build(cls.Config, settings, what=f"{cls.name} setting"))
-
-
-def _alpharec(model: Model, what: str) -> Any:
-    from lmrec.models.cf.alpharec import AlphaRec
-
-    if not isinstance(model, AlphaRec):
-        raise LmrecError(f"{model.name} takes no {what}: stated intentions need an AlphaRec-family model "
-                         "(alpharec, linear_map)")
-    return model
 
 
 # -- fitting ---------------------------------------------------------------------------------------------------
@@ -476,16 +444,11 @@ def fit(
     if folder is not None and _claim_once(folder, overwrite, resume, manifest):
         return Run.load(folder, data=dataset)  # complete already, with these settings
     start = clock.now()
-    kwargs: dict[str, Any] = {"folder": folder, "resume": resume}
-    if task == "crs":
-        kwargs.update(features=features, base=base.model if isinstance(base, Run) else base)
-    if on_validation is not None:
-        if task != "cf":
-            raise LmrecError(f"{model.name}: on_validation is for collaborative-filtering models")
-        kwargs["on_validation"] = on_validation
+    inputs = model.check_inputs(ModelInputs(features=features, base=base.model if isinstance(base, Run) else base))
     show = train_config.progress if train_config is not None else run_settings(train).get("progress", True)
     with progress_bars(show):  # the bars of the libraries it calls, e.g. transformers loading an encoder
-        log = model.fit(dataset, train_config, **kwargs)  # type: ignore[arg-type]
+        log = model.fit(dataset, train_config, inputs=inputs, folder=folder, resume=resume,
+                        on_validation=on_validation)
         manifest["fit"] = _fit_summary(log, clock.now() - start)
         if hasattr(model, "diagnostics"):
             manifest["fit"]["learned"] = model.diagnostics()
@@ -541,7 +504,7 @@ def _plan(model: str | Model, data: SplitData | CRSData | str | DataRef, train: 
         dataset = ref.load()
     if isinstance(dataset, SplitData) and dataset.train.nnz == 0:
         raise LmrecError(f"{dataset.name}: the training split is empty: nothing to fit")
-    features = _features(features, dataset) if task == "crs" else None
+    features = _features(features, dataset)
     manifest = _manifest(model, dataset, ref, train_config, features, run.get("seed", ref.seed))
     return model, dataset, task, train_config, features, manifest
 
@@ -590,10 +553,11 @@ def task_of(ref: DataRef) -> str:
     return "crs" if folder.is_dir() and detect_format(folder) in CRS_FORMATS else "cf"
 
 
-def _features(features: Any, data: CRSData) -> Any:
+def _features(features: Any, data: SplitData | CRSData) -> Any:
+    """A prepared LLM folder (a path) opened for ``data``; an opened one (or None) as it is."""
     if features is None or not isinstance(features, (str, Path)):
         return features
-    from lmrec.models.crs.rta.features import load_features
+    from lmrec.inputs.store import load_features
 
     return load_features(Path(features), data)
 
@@ -605,7 +569,7 @@ def _manifest(model: Model, data: SplitData | CRSData, ref: DataRef, train: Trai
         "model_config": as_dict(model.config), "train_config": None if train is None else as_dict(train),
         "data": asdict(ref), "data_checksum": data.checksum(), "data_stats": _data_stats(data),
         "eval_seed": eval_seed,
-        "evaluation": _evaluation_protocol(model),
+        "evaluation": _evaluation_protocol(data),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
     }
     if features is not None:
@@ -621,8 +585,8 @@ def _data_stats(data: SplitData | CRSData) -> dict[str, Any]:
                                                               for s in ("train", "valid", "test")}}
 
 
-def _evaluation_protocol(model: Model) -> dict[str, Any]:
-    if model.task == "cf":
+def _evaluation_protocol(data: SplitData | CRSData) -> dict[str, Any]:
+    if isinstance(data, SplitData):
         return {"ranking": "full catalog", "valid_masks": ["train"], "test_masks": ["train", "valid"],
                 "ties": TIE_POLICY, "ks": list(REPORT_KS)}
     return {"ranking": "full catalog", "ties": "expected under random tie-breaking", "pairs": "one per (turn, target)",
@@ -659,18 +623,6 @@ def _fit_summary(log: TrainLog | None, seconds: float) -> dict[str, Any]:
             "stopped": log.stopped, "converged": log.converged, "resumed_at": log.resumed_at}
 
 
-def _eval_samples(model: Model, data: CRSData, split: str) -> list[CRSSample]:
-    """The turns a CRS run is evaluated on: its prepared turns when it has LLM features (for a model that answers
-    by generation, those the LLM answered in prepare), else all of them."""
-    context = getattr(model, "context", None)
-    prepared = getattr(context, "samples", None)
-    if prepared and split in prepared:
-        if getattr(model, "answers_by_generation", False):
-            return [s for s in prepared[split] if s.context in context.completion_table]
-        return list(prepared[split])
-    return data.samples(split)
-
-
 def _evaluate_splits(run: Run, splits: Sequence[str] = ("valid", "test")) -> tuple[dict[str, Any],
                                                                                RankingResult | None]:
     """The metrics.json blocks of ``splits``, and the test evaluation per user (CF); what was not evaluated,
@@ -683,8 +635,7 @@ def _evaluate_splits(run: Run, splits: Sequence[str] = ("valid", "test")) -> tup
             notes.setdefault("not_evaluated", {})[split] = "left out when fitted (a search selecting on validation)"
             continue
         try:
-            beyond = split == "test" and isinstance(run.model, Recommender)
-            result = run.evaluate(split, metrics=REPORT_METRICS + REPORT_BEYOND if beyond else None)
+            result = run.evaluate(split, metrics=test_metrics(run.data) if split == "test" else None)
         except NothingToEvaluate as exc:
             notes.setdefault("not_evaluated", {})[split] = str(exc)
             continue
@@ -829,7 +780,9 @@ def _context(manifest: dict[str, Any], folder: Path, data: CRSData, device: str)
     """The LLM context features of a CRS run: its prepared folder when it is still where the manifest says
     (relative to the run folder) and ``data`` has the conversations it was prepared from, else the LLM alone (through
     the embedding cache), run on ``device``."""
-    from lmrec.models.crs.rta.features import context_features, load_features, prepare_config
+    from lmrec.inputs.config import prepare_config
+    from lmrec.inputs.lookup import context_features
+    from lmrec.inputs.store import load_features
 
     # prepare_config drops settings older versions recorded that no longer exist (title_year moved to the run)
     config = prepare_config({**manifest["llm"], "device": device})

@@ -26,6 +26,7 @@ from lmrec.models.crs.training import (
     item_tokens,
     sampled_cross_entropy,
 )
+from lmrec.models.queries import Conversations, turn_scorer
 from lmrec.text import EmbeddingCache
 from lmrec.train import TrainConfig
 
@@ -76,7 +77,7 @@ def quick(epochs: int = 40, **kw) -> TrainConfig:
 
 
 def hr(model, samples, k: int = 1) -> float:
-    return evaluate_crs(model.score, samples, N_ITEMS, ks=(k,)).summary()[f"hr@{k}"].mean
+    return evaluate_crs(turn_scorer(model.score), samples, N_ITEMS, ks=(k,)).summary()[f"hr@{k}"].mean
 
 
 # -- popularity ------------------------------------------------------------------------------------------------
@@ -87,7 +88,7 @@ def test_pop_counts_only_training_mentions(data):
     assert pop.counts.tolist() == expected.astype(float).tolist()
     assert pop.counts[SEED[0]] == 16 and pop.counts[ANSWER[0]] == 16  # 16 training conversations per group
     assert pop.counts[POPULAR].sum() == 16 * N_GROUPS  # one blockbuster per training conversation
-    scores = pop.score(data.samples("test")[:3])
+    scores = pop.score(Conversations(tuple(data.samples("test")[:3])))
     assert scores.shape == (3, N_ITEMS) and torch.equal(scores[0], scores[2])
 
 
@@ -225,7 +226,7 @@ def test_history_recommenders_are_registered_and_sampled_negatives_train(data):
     model.fit(data, quick(lr=0.05))
     assert hr(model, data.samples("test"), 1) >= 0.9
     with pytest.raises(LmrecError, match="fit"):
-        SASRecRecommender().score(data.samples("test"))
+        SASRecRecommender().score(Conversations(tuple(data.samples("test"))))
 
 
 # -- dense retriever --------------------------------------------------------------------------------------------
@@ -253,19 +254,19 @@ def test_dense_ranks_the_most_similar_title_first(tmp_path):
     model.fit(data)
     assert enc.seen == titles  # the catalog went through the (empty) cache
     s = CRSSample("c", 1, "User: a horse story?\nSystem: sure\nUser: something set in space", [], [1], [True])
-    scores = model.score([s])
+    scores = model.score(Conversations(tuple([s])))
     assert scores.shape == (1, 4)
     assert int(scores[0].argmax()) == 1  # only the most recent 41 characters are encoded: "space"
     assert model.context_text(s) == "System: sure\nUser: something set in space"
     wide = DenseRetriever(encoder=BagOfWords(), cache=EmbeddingCache(tmp_path), context_chars=1000)
     wide.fit(data)
     s2 = CRSSample("c", 1, "User: a horse movie about war", [], [2], [True])
-    assert int(wide.score([s2])[0].argmax()) == 2  # "War Horse" has both words
-    assert float(wide.score([s2])[0].max()) <= 1.0 + 1e-6  # cosine
+    assert int(wide.score(Conversations(tuple([s2])))[0].argmax()) == 2  # "War Horse" has both words
+    assert float(wide.score(Conversations(tuple([s2])))[0].max()) <= 1.0 + 1e-6  # cosine
     # contexts go through the cache too: a turn scored again (another block, a rerun) is not encoded again
     again = DenseRetriever(encoder=BagOfWords(), cache=EmbeddingCache(tmp_path), context_chars=1000)
     again.fit(data)
-    torch.testing.assert_close(again.score([s2]), wide.score([s2]))
+    torch.testing.assert_close(again.score(Conversations(tuple([s2]))), wide.score(Conversations(tuple([s2]))))
     assert again.encoder.seen == []
 
 
@@ -281,7 +282,7 @@ def test_fism_beats_popularity_on_inspired(real_dataset):
     pop.fit(data)
     fism = FISMRecommender()
     fism.fit(data, crs_train(epochs=15, patience=15, progress=False))
-    hr_pop = evaluate_crs(pop.score, test, n).summary()["hr@10"]
-    hr_fism = evaluate_crs(fism.score, test, n).summary()["hr@10"]
+    hr_pop = evaluate_crs(turn_scorer(pop.score), test, n).summary()["hr@10"]
+    hr_fism = evaluate_crs(turn_scorer(fism.score), test, n).summary()["hr@10"]
     print(f"INSPIRED test HR@10: pop {hr_pop}, FISM {hr_fism}")
     assert hr_fism.mean > hr_pop.mean

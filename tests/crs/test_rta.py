@@ -11,9 +11,12 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.conversations import CRSData, CRSSample
 from lmrec.errors import LmrecError
+from lmrec.inputs import ModelInputs
+from lmrec.inputs.lookup import ContextFeatures
+from lmrec.inputs.prepare import subsample
+from lmrec.inputs.store import TitleTokens
 from lmrec.models.crs.rta.adapt import AdaptConfig, AdaptModule, RTAAdapt
 from lmrec.models.crs.rta.aggregators import AGGREGATORS, build_aggregator
-from lmrec.models.crs.rta.features import ContextFeatures, TitleTokens, subsample
 from lmrec.models.crs.rta.reindex import (
     ItemIndexer,
     ReindexConfig,
@@ -23,6 +26,7 @@ from lmrec.models.crs.rta.reindex import (
     sampled_softmax_loss,
 )
 from lmrec.models.crs.training import history_tensor
+from lmrec.models.queries import Conversations, turn_scorer
 from lmrec.settings import SettingsError
 from lmrec.train import TrainConfig
 
@@ -192,7 +196,7 @@ def quiet(**kw) -> dict:
 
 
 def hit_at_1(model, samples) -> float:
-    scores = model.score(samples)
+    scores = model.score(Conversations(tuple(samples)))
     return float((scores.argmax(1) == torch.tensor([s.targets[0] for s in samples])).float().mean())
 
 
@@ -205,30 +209,33 @@ def test_reindex_learns_to_rank_the_planted_item_first() -> None:
     untrained.context = source
     before = hit_at_1(untrained, valid)
     model = RTAReindex(config)
-    log = model.fit(catalog_data(), train_config, features=planted_features(tokens, source, train, valid))
+    log = model.fit(catalog_data(), train_config,
+                    inputs=ModelInputs(features=planted_features(tokens, source, train, valid)))
     after = hit_at_1(model, valid)
     assert after > 0.8 > before + 0.5
     assert log.best_epoch > 0 and log.records[log.best_epoch - 1].valid is not None
     # the ranking is one matrix product with the item table
-    torch.testing.assert_close(model.score(valid[:3]), source.q([s.context for s in valid[:3]]) @ model.item_table().T)
+    torch.testing.assert_close(model.score(Conversations(tuple(valid[:3]))),
+                               source.q([s.context for s in valid[:3]]) @ model.item_table().T)
 
 
 def test_reindex_restores_the_best_validation_state() -> None:
     tokens, source, train, valid = planted_problem(n_train=200, n_valid=40, seed=1)
     model = RTAReindex(aggregator="weighted", n_negatives=10)
     log = model.fit(catalog_data(), quiet(lr=5e-2, epochs=12, eval_every=1, batch_size=64),
-                    features=planted_features(tokens, source, train, valid))
+                    inputs=ModelInputs(features=planted_features(tokens, source, train, valid)))
     best = max(r.valid["hr@10"] for r in log.records if r.valid)
     from lmrec.eval.crs import evaluate_crs
 
-    final = evaluate_crs(model.score, valid, model.n_items, ks=(10,)).summary()["hr@10"].mean
+    final = evaluate_crs(turn_scorer(model.score), valid, model.n_items, ks=(10,)).summary()["hr@10"].mean
     assert final == pytest.approx(best)
 
 
 def test_sum_aggregator_has_nothing_to_train() -> None:
     tokens, source, train, valid = planted_problem(n_train=20, n_valid=5)
     model = RTAReindex(ReindexConfig(aggregator="sum"))
-    log = model.fit(catalog_data(), quiet(), features=planted_features(tokens, source, train, valid))
+    log = model.fit(catalog_data(), quiet(),
+                    inputs=ModelInputs(features=planted_features(tokens, source, train, valid)))
     assert "no parameters" in log.stopped
     manual = torch.stack([tokens.table[tokens.ids[i, : tokens.lengths[i]]].sum(0) for i in range(30)])
     torch.testing.assert_close(model.item_table(), manual)
@@ -278,8 +285,8 @@ def test_frozen_aggregator_does_not_change_while_bias_and_gate_train() -> None:
     valid = [CRSSample(s.conv_id, s.turn_id, s.context, history[s.context], s.targets, [True]) for s in valid]
     for variant in ("gW+b", "gate-fism"):
         model = RTAAdapt(AdaptConfig(variant=variant, n_negatives=None, llm_scale="learned"))
-        model.fit(catalog_data(), quiet(epochs=3, lr=1e-2), features=planted_features(tokens, source, train, valid),
-                  base=base)
+        model.fit(catalog_data(), quiet(epochs=3, lr=1e-2),
+                  inputs=ModelInputs(features=planted_features(tokens, source, train, valid), base=base))
         for key, value in model.module.indexer.aggregator.state_dict().items():
             assert torch.equal(value, frozen[key]), key
         trained = model.module.bias if variant == "gW+b" else model.module.gate
@@ -291,8 +298,8 @@ def test_trainable_aggregator_changes() -> None:
     before = {k: v.clone() for k, v in base.indexer.aggregator.state_dict().items()}
     tokens, source, train, valid = planted_problem(n_train=64, n_valid=8, seed=3)
     model = RTAAdapt(variant="b", freeze_aggregator=False)
-    model.fit(catalog_data(), quiet(epochs=2, lr=1e-2), features=planted_features(tokens, source, train, valid),
-              base=base)
+    model.fit(catalog_data(), quiet(epochs=2, lr=1e-2),
+              inputs=ModelInputs(features=planted_features(tokens, source, train, valid), base=base))
     assert any(not torch.equal(v, before[k]) for k, v in model.module.indexer.aggregator.state_dict().items())
     # the adapted model trains its own copy: the reindex run it started from is left as it was
     assert all(torch.equal(v, before[k]) for k, v in base.indexer.aggregator.state_dict().items())
@@ -314,7 +321,8 @@ def test_standardized_llm_scale_starts_the_llm_logits_at_unit_spread() -> None:
     tokens, source, train, valid = planted_problem(n_train=64, n_valid=8, seed=4)
     features = planted_features(tokens, source, train, valid)
     model = RTAAdapt(variant="gate-fism", llm_scale="standardized")
-    model.fit(catalog_data(), quiet(epochs=1, lr=1e-9), features=features, base=reindexed("gru"))  # ~no step
+    model.fit(catalog_data(), quiet(epochs=1, lr=1e-9),
+              inputs=ModelInputs(features=features, base=reindexed("gru")))  # ~no step
     with torch.no_grad():
         spread = model.module.llm_logits(source.q([s.context for s in train])).std()
     assert float(spread) == pytest.approx(1.0, rel=0.05)
@@ -379,8 +387,10 @@ class PromptLM:
 
 
 def test_prepare_makes_one_item_prompt_turn_per_item(tmp_path, monkeypatch) -> None:
-    from lmrec.models.crs.rta import features as rta_features
-    from lmrec.models.crs.rta.features import PrepareConfig, load_features, prepare_features
+    from lmrec.inputs import prepare as rta_features
+    from lmrec.inputs.config import PrepareConfig
+    from lmrec.inputs.prepare import prepare_features
+    from lmrec.inputs.store import load_features
     from lmrec.text.cache import EmbeddingCache
 
     data = catalog_data(12)
@@ -424,7 +434,7 @@ def test_item_prompts_alone_teach_the_reindexer_every_item() -> None:
     features = WithPrompts(tokens, source, {"train": [], "valid": list(valid)})
     model = RTAReindex(aggregator="weighted", n_negatives=10, item_prompts=True)
     model.fit(catalog_data(), quiet(lr=2e-2, epochs=30, eval_every=10, batch_size=100, patience=100),
-              features=features)
+              inputs=ModelInputs(features=features))
     assert hit_at_1(model, valid) > 0.6
 
 
@@ -432,15 +442,16 @@ def test_center_q_scores_with_the_training_mean_removed() -> None:
     tokens, source, train, valid = planted_problem(n_train=100, n_valid=10, seed=5)
     model = RTAReindex(aggregator="weighted", n_negatives=10, center_q=True)
     model.fit(catalog_data(), quiet(epochs=2, eval_every=1, batch_size=50),
-              features=planted_features(tokens, source, train, valid))
+              inputs=ModelInputs(features=planted_features(tokens, source, train, valid)))
     mean = source.q([s.context for s in train]).mean(0)
     torch.testing.assert_close(model.indexer.q_mean, mean)
     q = source.q([s.context for s in valid[:3]])
-    torch.testing.assert_close(model.score(valid[:3]), (q - mean) @ model.item_table().T)
+    torch.testing.assert_close(model.score(Conversations(tuple(valid[:3]))), (q - mean) @ model.item_table().T)
     adapt = AdaptModule(model.indexer, "gW+b")  # adapt scores with the same centring
     torch.testing.assert_close(adapt.llm_logits(q), (q - mean) @ model.item_table().T)
     plain = RTAReindex(aggregator="weighted", n_negatives=10)
-    plain.fit(catalog_data(), quiet(epochs=1, batch_size=50), features=planted_features(tokens, source, train, valid))
+    plain.fit(catalog_data(), quiet(epochs=1, batch_size=50),
+              inputs=ModelInputs(features=planted_features(tokens, source, train, valid)))
     assert not plain.indexer.q_mean.any()  # the paper's raw q
 
 
@@ -455,7 +466,9 @@ def test_indexer_state_without_q_mean_still_loads() -> None:
 
 def test_prepare_keeps_the_titles_with_and_without_the_year(tmp_path) -> None:
     """Both token sets are prepared; the reindex step picks one with title_year (the year by default)."""
-    from lmrec.models.crs.rta.features import PrepareConfig, load_features, prepare_features
+    from lmrec.inputs.config import PrepareConfig
+    from lmrec.inputs.prepare import prepare_features
+    from lmrec.inputs.store import load_features
     from lmrec.text.cache import EmbeddingCache
 
     class TitleLM(PromptLM):
@@ -473,7 +486,7 @@ def test_prepare_keeps_the_titles_with_and_without_the_year(tmp_path) -> None:
     assert year.lengths.tolist() == [2, 1] and plain.lengths.tolist() == [1, 1]
     assert year.vocab[year.ids[0, :2]].tolist() == [4, 6] and plain.vocab[plain.ids[0, :1]].tolist() == [4]
     # a folder of an older version has one set: the year-less one if it was prepared with title_year = false
-    from lmrec.models.crs.rta.features import LLMFeatures
+    from lmrec.inputs.store import LLMFeatures
 
     payload = {"identity": "fake-lm", "splits": {}, "tokens": plain}
     old = LLMFeatures(tmp_path, data, payload, {"config": {"title_year": False}})
@@ -485,7 +498,7 @@ def test_prepare_keeps_the_titles_with_and_without_the_year(tmp_path) -> None:
 
 
 def test_strip_year() -> None:
-    from lmrec.models.crs.rta.features import strip_year
+    from lmrec.inputs.prepare import strip_year
 
     assert strip_year("Heat (1995)") == "Heat" and strip_year("Se7en") == "Se7en"
     assert strip_year("1984 (1984)") == "1984" and strip_year("(2019)") == "(2019)"  # never emptied
@@ -515,19 +528,21 @@ def test_valid_labels_ground_truth_selects_on_the_real_targets_whatever_trains()
             return super().llm_label_samples(split, top_k, label_source)
 
     features = Recording(tokens, source, {"train": list(train), "valid": list(valid)})
-    RTAReindex(n_negatives=5).fit(catalog_data(), quiet(epochs=1), features=features)
+    RTAReindex(n_negatives=5).fit(catalog_data(), quiet(epochs=1), inputs=ModelInputs(features=features))
     assert asked == [("train", "llm"), ("valid", "llm")]  # the official behaviour: validation on the same source
     asked.clear()
-    RTAReindex(n_negatives=5, valid_labels="ground_truth").fit(catalog_data(), quiet(epochs=1), features=features)
+    RTAReindex(n_negatives=5, valid_labels="ground_truth").fit(catalog_data(), quiet(epochs=1),
+               inputs=ModelInputs(features=features))
     assert asked == [("train", "llm"), ("valid", "ground_truth")]
     assert features.year_asked is True
-    RTAReindex(n_negatives=5, title_year=False).fit(catalog_data(), quiet(epochs=1), features=features)
+    RTAReindex(n_negatives=5, title_year=False).fit(catalog_data(), quiet(epochs=1),
+               inputs=ModelInputs(features=features))
     assert features.year_asked is False
 
 
 def test_prepare_config_of_an_older_version_drops_settings_that_moved() -> None:
     """Runs saved before title_year moved to the reindex step record it with their LLM settings; they still load."""
-    from lmrec.models.crs.rta.features import prepare_config
+    from lmrec.inputs.config import prepare_config
 
     config = prepare_config({"llm": "smollm2-135m", "title_year": False, "max_new_tokens": 7})
     assert config.max_new_tokens == 7 and not hasattr(config, "title_year")

@@ -11,6 +11,7 @@ from lmrec.data.catalog import ItemCatalog
 from lmrec.data.conversations import CRSData, CRSSample
 from lmrec.eval.crs import evaluate_crs
 from lmrec.models.crs.zero_shot_llm import ZeroShotLLM, positional_scores
+from lmrec.models.queries import Conversations, turn_scorer
 
 TITLES = ["Toy Story (1995)", "Heat (1995)", "The Matrix (1999)", "Alien (1979)", "Jaws (1975)", "Fargo (1996)"]
 
@@ -42,7 +43,7 @@ def test_mapped_titles_rank_in_generated_order_and_the_rest_tie() -> None:
         "User: context 1": "I cannot recommend anything.",
     })
     model = zero_shot(complete)
-    scores = model.score([sample(0, [2]), sample(1, [0])])
+    scores = model.score(Conversations(tuple([sample(0, [2]), sample(1, [0])])))
     assert scores.shape == (2, len(TITLES))
     # Matrix first, Heat second, the unmapped title skipped, the duplicate Matrix ignored, everything else tied at 0
     assert scores[0].tolist() == [0.0, 1.0, 2.0, 0.0, 0.0, 0.0]
@@ -56,7 +57,7 @@ def test_mapped_titles_rank_in_generated_order_and_the_rest_tie() -> None:
 def test_ties_are_scored_at_their_expected_rank() -> None:
     complete, _ = fake({"User: context 0": "1. Alien\n2. Jaws", "User: context 1": "1. Alien\n2. Jaws"})
     model = zero_shot(complete)
-    result = evaluate_crs(model.score, [sample(0, [4]), sample(1, [5])], len(TITLES), ks=(1, 2, 3))
+    result = evaluate_crs(turn_scorer(model.score), [sample(0, [4]), sample(1, [5])], len(TITLES), ks=(1, 2, 3))
     hr = result.per_pair
     assert hr["hr@1"].tolist() == [0.0, 0.0] and hr["hr@2"].tolist() == [1.0, 0.0]
     # Fargo is tied with 3 other unlisted items below the two listed ones: HR@3 = 1/4 in expectation
@@ -77,8 +78,8 @@ def test_smollm2_features_small() -> None:
     """The real LLM: q at the last token of prompt + "1." is its final hidden state, and because SmolLM2 ties its
     input and output embeddings, q·E[t] is the next-token logit of t — so the ``sum`` aggregator scores a title
     by the sum of its tokens' first-step logits."""
+    from lmrec.inputs.prepare import title_tokens
     from lmrec.llm import CausalLM
-    from lmrec.models.crs.rta.features import title_tokens
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -105,8 +106,9 @@ def test_smollm2_features_small() -> None:
 def test_smollm2_zero_shot_on_inspired_turns(real_dataset) -> None:
     """Real generation on 4 INSPIRED test turns: completions parse, scores have the catalog's shape."""
     from lmrec.data.loaders.inspired import load_inspired
+    from lmrec.inputs.config import PrepareConfig
+    from lmrec.inputs.lookup import ContextFeatures
     from lmrec.llm import CausalLM
-    from lmrec.models.crs.rta.features import ContextFeatures, PrepareConfig
 
     data = load_inspired(real_dataset("inspired"))
     samples = data.samples("test")[:4]
@@ -114,6 +116,6 @@ def test_smollm2_zero_shot_on_inspired_turns(real_dataset) -> None:
     source = ContextFeatures(lm_loader=lambda: lm, config=PrepareConfig(max_new_tokens=60))
     model = ZeroShotLLM(completions=source.completions)
     model.fit(data)
-    scores = model.score(samples)
+    scores = model.score(Conversations(tuple(samples)))
     assert scores.shape == (4, len(data.catalog)) and (scores >= 0).all()
     assert model.stats()["turns"] == 4

@@ -13,6 +13,7 @@ from helpers import make_split, planted_data, planted_features, single_thread  #
 from lmrec.eval import beyond as B
 from lmrec.eval.ranking import evaluate
 from lmrec.eval.report import estimate_cell
+from lmrec.models.queries import user_scorer
 
 LOG2 = math.log2
 
@@ -214,7 +215,7 @@ def test_run_evaluate_uses_the_saved_lm_features(tmp_path):
     run = lmrec.fit(model, data, {"epochs": 1, "progress": False}, out=tmp_path / "ar")
     loaded = lmrec.Run.load(run.folder, data=data)
     got = loaded.evaluate("test", ks=(10,), metrics=("recall", "ild", "coverage"))
-    want = evaluate(loaded.model.score, data, "test", ks=(10,), metrics=("recall", "ild", "coverage"),
+    want = evaluate(user_scorer(loaded.model.score), data, "test", ks=(10,), metrics=("recall", "ild", "coverage"),
                     seed=loaded.manifest["eval_seed"], cold_users="exclude", item_embeddings=planted_features())
     np.testing.assert_allclose(got.per_user["ild@10"], want.per_user["ild@10"])
     np.testing.assert_allclose(got.per_user["recall@10"], want.per_user["recall@10"])
@@ -244,7 +245,8 @@ def test_run_evaluate_encodes_titles_without_lm_features(tmp_path, monkeypatch):
     got = run.evaluate("test", ks=(5,), metrics=("ild",))
     assert specs == [B.DEFAULT_ENCODER]
     emb = TitleEncoder().encode(data.catalog.titles)
-    want = evaluate(run.model.score, data, "test", ks=(5,), metrics=("ild",), seed=run.manifest["eval_seed"],
+    want = evaluate(user_scorer(run.model.score), data, "test", ks=(5,), metrics=("ild",),
+                    seed=run.manifest["eval_seed"],
                     cold_users="exclude", item_embeddings=emb)
     np.testing.assert_allclose(got.per_user["ild@5"], want.per_user["ild@5"])
     assert ((got.per_user["ild@5"] >= 0) & (got.per_user["ild@5"] <= 0.5 + 1e-12)).all()  # cos ≥ 1/2 here

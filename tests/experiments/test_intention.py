@@ -19,6 +19,7 @@ from lmrec.data.registry import DataRef
 from lmrec.experiments import intention as I
 from lmrec.models.cf.alpharec import AlphaRec, IntentScorer
 from lmrec.models.nn.graph import propagate
+from lmrec.models.queries import KnownUsers
 
 FAST = {"epochs": 10, "eval_every": 5, "batch_size": 64, "lr": 1e-2, "progress": False}
 
@@ -104,7 +105,7 @@ def test_alpha_zero_gives_the_models_own_scores(model, data):
     scorer = IntentScorer(model)
     e = scorer.map_intent(planted_features()[5])[0]
     for user in (0, 13):
-        torch.testing.assert_close(scorer.scores(user, e, [0.0])[0], model.score(np.array([user]))[0])
+        torch.testing.assert_close(scorer.scores(user, e, [0.0])[0], model.score(KnownUsers(np.array([user])))[0])
 
 
 def test_mixing_is_exactly_replacing_the_users_layer0_row(model, data):

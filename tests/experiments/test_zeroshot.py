@@ -14,6 +14,7 @@ from lmrec import cli
 from lmrec.eval.ranking import evaluate
 from lmrec.experiments import zeroshot as Z
 from lmrec.models.nn.lm_inputs import user_profiles
+from lmrec.models.queries import KnownUsers
 from lmrec.train import TrainConfig
 
 FAST = {"epochs": 6, "eval_every": 2, "patience": 5, "batch_size": 64, "lr": 1e-2, "progress": False}
@@ -80,7 +81,8 @@ def test_validation_is_the_unweighted_mean_of_per_source_values(fitted, mixed):
     model, log = fitted
     values = Z.mixed_validation(model, mixed)
     for s, source in enumerate(mixed.sources):
-        own = evaluate(lambda u, s=s: model.score(u + s * N_USERS)[:, s * N_ITEMS:(s + 1) * N_ITEMS], source,
+        own = evaluate(lambda u, s=s: model.score(KnownUsers(u + s * N_USERS))[:, s * N_ITEMS:(s + 1) * N_ITEMS],
+                       source,
                        "valid", metrics=("recall",)).summary()["recall@20"].mean
         assert values[f"{source.name}/recall@20"] == pytest.approx(own)
     assert values["recall@20"] == pytest.approx((values["a/recall@20"] + values["b/recall@20"]) / 2)

@@ -35,6 +35,7 @@ from lmrec.models.nn.augment import edge_dropout, propagate_layers, uniform_nois
 from lmrec.models.nn.contrastive import view_info_nce
 from lmrec.models.nn.graph import normalized_adjacency, propagate
 from lmrec.models.nn.lm_inputs import user_profiles
+from lmrec.models.queries import KnownUsers, user_scorer
 from lmrec.settings import SettingsError
 
 BPR = dict(epochs=30, lr=0.05, eval_every=10, batch_size=256, progress=False)
@@ -83,7 +84,8 @@ def test_baselines_are_registered():
 
 @pytest.mark.parametrize("key", LEARNERS)
 def test_baseline_beats_random_on_valid(key, fitted, data):
-    recall = evaluate(fitted[key].score, data, "valid", ks=(5,), metrics=("recall",)).summary()["recall@5"].mean
+    recall = evaluate(user_scorer(fitted[key].score), data, "valid", ks=(5,),
+                      metrics=("recall",)).summary()["recall@5"].mean
     chance = random_level(data, "valid", 5)  # ~0.135
     assert recall > chance + 0.08 and recall > 1.5 * chance, (key, recall, chance)
 
@@ -92,7 +94,7 @@ def test_baseline_beats_random_on_valid(key, fitted, data):
 def test_scores_shape_and_finite(key, fitted, data):
     scores = all_scores(fitted[key], data)
     assert scores.shape == (data.n_users, data.n_items) and torch.isfinite(scores).all()
-    torch.testing.assert_close(fitted[key].score(np.array([4, 2])), scores[[4, 2]])
+    torch.testing.assert_close(fitted[key].score(KnownUsers(np.array([4, 2]))), scores[[4, 2]])
 
 
 @pytest.mark.parametrize("key", list(SPECS))

@@ -26,6 +26,7 @@ from lmrec.models.cf.alpharec import AlphaRec, IntentScorer, LinearMap
 from lmrec.models.cf.lightgcn import MF, LightGCN
 from lmrec.models.cf.pop import Popularity
 from lmrec.models.nn.lm_inputs import user_profiles
+from lmrec.models.queries import KnownUsers, user_scorer
 from lmrec.settings import SettingsError
 
 BPR = dict(epochs=60, lr=0.05, eval_every=10, batch_size=256, progress=False)
@@ -81,7 +82,7 @@ def test_registry_lists_the_five_models():
 # -- learning ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("key", LEARNERS)
 def test_model_beats_random_on_valid(key, fitted, data):
-    result = evaluate(fitted[key].score, data, "valid", ks=(5,), metrics=("recall",))
+    result = evaluate(user_scorer(fitted[key].score), data, "valid", ks=(5,), metrics=("recall",))
     recall = result.summary()["recall@5"].mean
     chance = random_level(data, "valid", 5)  # ~0.135
     assert recall > chance + 0.08 and recall > 1.5 * chance, (key, recall, chance)
@@ -92,7 +93,7 @@ def test_scores_shape_and_finite(key, fitted, data):
     scores = all_scores(fitted[key], data)
     assert scores.shape == (data.n_users, data.n_items)
     assert torch.isfinite(scores).all()
-    sub = fitted[key].score(np.array([4, 2]))
+    sub = fitted[key].score(KnownUsers(np.array([4, 2])))
     torch.testing.assert_close(sub, scores[[4, 2]])
 
 
@@ -153,7 +154,7 @@ def test_popularity_counts_come_from_train_only():
     data = make_split(train, valid, test, 4, 25)
     model = Popularity()
     model.fit(data)
-    scores = model.score(np.arange(4))
+    scores = model.score(KnownUsers(np.arange(4)))
     assert scores[0, 3] == 2 and scores[0, 5] == 1 and scores[0, 9] == 0 and scores[0, 8] == 0
     assert (scores == scores[0]).all()  # one ranking for everyone
     run = lmrec.Run(model, data, {})
@@ -258,7 +259,7 @@ def test_linear_map_is_a_bias_free_linear_map_without_graph(fitted):
     w = linears[0].weight.detach()
     u = torch.nn.functional.normalize(model.z_users @ w.T, dim=-1)
     i = torch.nn.functional.normalize(model.z_items @ w.T, dim=-1)
-    torch.testing.assert_close(model.score(np.arange(5)), (u @ i.T)[:5])
+    torch.testing.assert_close(model.score(KnownUsers(np.arange(5))), (u @ i.T)[:5])
 
 
 def test_alpharec_mlp_width_rule():
@@ -319,4 +320,4 @@ def test_load_names_unknown_saved_settings(data, tmp_path):
 def test_alpharec_intent_with_features_its_encoder_did_not_make_is_a_clear_error(fitted):
     """Planted 16-d features, MiniLM (384-d) as the encoder: the intention cannot be mapped; say so, not a 500."""
     with pytest.raises(LmrecError, match="16-d.*'minilm' gives 384-d"):
-        fitted["alpharec"].score_with_intent(0, "something dark and tense")
+        fitted["alpharec"].score(KnownUsers(np.array([0]), intent="something dark and tense"))

@@ -18,6 +18,7 @@ import torch
 import lmrec
 from helpers import planted_data, single_thread, write_inspired, write_tiny_llm  # noqa: F401
 from lmrec.models.base import MODELS
+from lmrec.models.queries import Conversations, KnownUsers
 from lmrec.settings import SettingsError
 
 ENTRIES = [(task, name) for task, name, _ in MODELS.entries()]
@@ -29,7 +30,8 @@ SETTINGS = {"rta_reindex": {"label_source": "both"}}
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory):
     """An embedding cache of its own, a tiny INSPIRED-format dataset and its features from a tiny random Llama."""
-    from lmrec.models.crs.rta.features import PrepareConfig, prepare_dataset
+    from lmrec.inputs.config import PrepareConfig
+    from lmrec.inputs.prepare import prepare_dataset
 
     root = tmp_path_factory.mktemp("contract")
     mp = pytest.MonkeyPatch()
@@ -59,8 +61,8 @@ def fitted(env, task: str, name: str, out: Path | None = None, train: dict | Non
 
 def scores_of(run: lmrec.Run) -> torch.Tensor:
     if run.task == "cf":
-        return run.model.score(np.arange(run.data.n_users))
-    return run.model.score(run.data.samples("test")[:5])
+        return run.model.score(KnownUsers(np.arange(run.data.n_users)))
+    return run.model.score(Conversations(tuple(run.data.samples("test")[:5])))
 
 
 @pytest.mark.parametrize(("task", "name"), ENTRIES)
@@ -132,10 +134,12 @@ def test_bad_input_gives_clear_errors(env, task, name):
             run.recommend(user="nobody")
         with pytest.raises(lmrec.LmrecError, match="unknown item id 'no-such-item'"):
             run.recommend(items=["no-such-item"])
-        with pytest.raises(lmrec.LmrecError, match="collaborative-filtering model"):
+        with pytest.raises(lmrec.LmrecError, match="pass either conversation=... or user=... / items=..., not both"):
             run.recommend(user=run.data.user_ids[0], conversation="User: hi")
+        with pytest.raises(lmrec.LmrecError, match=f"{name} cannot score conversations \\(a collaborative-filtering"):
+            run.recommend(conversation="User: hi")
     else:
         with pytest.raises(lmrec.LmrecError, match="expected 'User: ...'"):
             run.recommend(conversation="hello there")
-        with pytest.raises(lmrec.LmrecError, match="conversational model"):
+        with pytest.raises(lmrec.LmrecError, match="recommends for conversations: pass conversation="):
             run.recommend(user="u0")

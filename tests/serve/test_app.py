@@ -240,7 +240,8 @@ def test_the_llm_is_loaded_once_and_used_one_call_at_a_time_from_many_threads():
     import threading
     import time
 
-    from lmrec.models.crs.rta.features import ContextFeatures, PrepareConfig
+    from lmrec.inputs.config import PrepareConfig
+    from lmrec.inputs.lookup import ContextFeatures
 
     loads, active, most = [], [0], [0]
     guard = threading.Lock()

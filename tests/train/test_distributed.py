@@ -152,9 +152,9 @@ def test_torchrun_two_nodes_on_loopback(data, tmp_path):
 
 def test_a_model_without_data_parallel_support_is_refused(monkeypatch):
     from lmrec.train import distributed
-    from lmrec.train.trainer import Trainer
+    from lmrec.train.trainer import Trainable, Trainer
 
-    class Plain:
+    class Plain(Trainable):  # supports_distributed: the default, False
         name = "plain"
 
         def parameters(self):
@@ -179,9 +179,9 @@ def test_shares_cover_the_batch_once():
 
 def test_weighted_shares_give_the_whole_batch_gradient():
     """Σ_r (|B_r|·N/|B|)·mean(B_r) / N = mean(B), also when the shares differ in size."""
-    from lmrec.train.trainer import _rank_loss
+    from lmrec.train.trainer import Trainable, _rank_loss
 
-    class Mean:
+    class Mean(Trainable):
         supports_distributed = True
 
         def __init__(self):

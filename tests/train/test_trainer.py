@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-import lmrec.models.torch_base as torch_base_module
+import lmrec.eval.ranking as validation_module  # what the trainer's validation ranks with
 from helpers import make_split, planted_data, single_thread  # noqa: F401
 from lmrec import clock
 from lmrec.clock import ManualClock
@@ -18,6 +18,7 @@ from lmrec.errors import LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.models.cf.alpharec import AlphaRec
 from lmrec.models.cf.lightgcn import MF, LightGCN
+from lmrec.models.queries import user_scorer
 from lmrec.models.torch_base import TorchRecommender
 from lmrec.settings import SettingsError
 from lmrec.train import TrainConfig
@@ -56,8 +57,8 @@ class Scripted(TorchRecommender):
     def loss(self, batch):
         return self._loss(self.w)
 
-    def score(self, users):
-        users = torch.as_tensor(users, dtype=torch.long)
+    def score_users(self, query):
+        users = torch.as_tensor(query.users, dtype=torch.long)
         return self.quality * self.truth[users] + self.noise[users]
 
     def state(self):
@@ -73,7 +74,7 @@ class Scripted(TorchRecommender):
 
 def valid_score(model, data, seed, metric="recall@20"):
     name, k = metric.split("@")
-    result = evaluate(model.score, data, "valid", ks=(int(k),), metrics=(name,), seed=seed)
+    result = evaluate(user_scorer(model.score), data, "valid", ks=(int(k),), metrics=(name,), seed=seed)
     return result.summary()[metric].mean
 
 
@@ -95,7 +96,7 @@ def test_selection_evaluates_only_the_validation_split(monkeypatch):
         calls.append(split)
         return evaluate(scorer, data, split, **kwargs)
 
-    monkeypatch.setattr(torch_base_module, "evaluate", spy)
+    monkeypatch.setattr(validation_module, "evaluate", spy)
     MF().fit(planted_data(), FAST)
     assert calls == ["valid"] * 3  # epochs 2, 4, 6
 

@@ -16,7 +16,7 @@ from lmrec.errors import LmrecError
 
 
 def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
-    from lmrec.models.crs.rta.features import PrepareConfig
+    from lmrec.inputs.config import PrepareConfig
 
     crs = sub.add_parser("crs", help="conversational recommendation with an LLM (Reindex-Then-Adapt)")
     crs_sub = crs.add_subparsers(dest="crs_command", required=True)
@@ -38,7 +38,8 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from lmrec.models.crs.rta.features import PrepareConfig, prepare_dataset
+    from lmrec.inputs.config import PrepareConfig
+    from lmrec.inputs.prepare import prepare_dataset
     from lmrec.settings import build
 
     set_threads(args)

@@ -16,7 +16,7 @@ import torch
 from lmrec.data.conversations import CRSSample
 from lmrec.errors import LmrecError
 from lmrec.eval.crs import CRSResult, evaluate_crs, evaluate_turns
-from lmrec.models.crs.rta.features import LLMFeatures
+from lmrec.inputs.store import LLMFeatures
 
 KS = (1, 5, 10, 50)
 Scorer = Callable[[Sequence[CRSSample]], torch.Tensor]

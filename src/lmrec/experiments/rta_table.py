@@ -43,9 +43,12 @@ from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import paired_test
 from lmrec.experiments.crs import crs_results
 from lmrec.experiments.steps import cached_step, normalised
+from lmrec.inputs.config import PrepareConfig
+from lmrec.inputs.prepare import prepare_dataset
+from lmrec.inputs.store import LLMFeatures, load_features
 from lmrec.io import atomic_write, write_json
 from lmrec.models.base import get_model
-from lmrec.models.crs.rta.features import LLMFeatures, PrepareConfig, load_features, prepare_dataset
+from lmrec.models.queries import turn_scorer
 from lmrec.run import MANIFEST, WEIGHTS, Run, fit, progress_line
 from lmrec.settings import as_dict, build
 
@@ -137,7 +140,8 @@ def fit_baselines(features: LLMFeatures, settings: Mapping[str, Mapping[str, Any
                         **(_inputs(features) if source else {})}
                 cached_step(out, spec, lambda fit_it=fit_it, out=out: fit_it(out=out, resume=True))
                 run = Run.load(out, data=features.data)
-            rows.append(Row(label, "baseline", run.model.score, crs_results(run.model.score, features),
+            scorer = turn_scorer(run.model.score)
+            rows.append(Row(label, "baseline", scorer, crs_results(scorer, features),
                             n_turns if cls.trainable else None,
                             run=(out, spec) if folder is not None else None))
             log(_progress_line(rows[-1], run))
@@ -223,7 +227,8 @@ def _run_row(name: str, run: Path, spec: dict[str, Any], features: LLMFeatures, 
     other row)."""
     loaded = Run.load(run, data=features.data)
     generated_only = loaded.model.name == "zero_shot_llm"
-    row = Row(name, "llm", loaded.model.score, crs_results(loaded.model.score, features, generated_only), train_turns,
+    scorer = turn_scorer(loaded.model.score)
+    row = Row(name, "llm", scorer, crs_results(scorer, features, generated_only), train_turns,
               run=(run, spec))
     log(_progress_line(row, loaded))
     return row

@@ -146,8 +146,8 @@ class CRSTableSettings:
 
     def check(self) -> None:
         from lmrec.experiments.rta_table import reindex_variants
+        from lmrec.inputs.config import PrepareConfig
         from lmrec.models.base import get_model
-        from lmrec.models.crs.rta.features import PrepareConfig
         from lmrec.train import TrainConfig
 
         _section("[run.prepare]", lambda: build(PrepareConfig, self.prepare))

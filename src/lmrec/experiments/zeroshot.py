@@ -31,6 +31,7 @@ from lmrec.data.catalog import ItemCatalog
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import DataRef
 from lmrec.environment import versions
+from lmrec.eval.model import REPORT_KS, REPORT_METRICS
 from lmrec.eval.ranking import RankingResult, Scorer, evaluate
 from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import paired_test
@@ -38,7 +39,8 @@ from lmrec.io import atomic_write, write_json
 from lmrec.models.cf.alpharec import AlphaRec, AlphaRecConfig
 from lmrec.models.nn.graph import normalized_adjacency
 from lmrec.models.nn.lm_inputs import user_profiles
-from lmrec.run import REPORT_KS, REPORT_METRICS, epochs_summary, fit
+from lmrec.models.queries import user_scorer
+from lmrec.run import epochs_summary, fit
 from lmrec.settings import as_dict, build
 from lmrec.tensorfile import save_tensors, tensor_dict
 from lmrec.train import TrainConfig, Trainer, TrainLog
@@ -154,7 +156,7 @@ def mixed_validation(model: AlphaRec, mixed: MixedData, ks: Sequence[int] = (20,
     per_source: list[dict[str, float]] = []
     for s, source in enumerate(mixed.sources):
         ks_s = sorted({min(k, source.n_items) for k in ks})
-        result = evaluate(mixed.source_scorer(model.score, s), source, "valid", ks=ks_s,
+        result = evaluate(mixed.source_scorer(user_scorer(model.score), s), source, "valid", ks=ks_s,
                           metrics=("recall", "ndcg", "hr"), seed=seed, batch_size=batch_size)
         values = {name: est.mean for name, est in result.summary().items()}
         per_source.append(values)
@@ -169,18 +171,19 @@ def fit_mixed(model: MixedAlphaRec, train_config: TrainConfig, folder: Path | No
     ``train_config.metric`` (ranking the union as one dataset would weight sources by their users and rank
     every source's users over all domains). ``folder``: the per-epoch log and the checkpoint (resumed when there)."""
     cfg, mixed = train_config, model.mixed
-    model.prepare(mixed.data, cfg.seed)
+    seed = model.stream_seed(cfg)
+    model.prepare(mixed.data, seed)
     validate = lambda: mixed_validation(model, mixed, sorted({cfg.metric_k, 20}), cfg.seed,  # noqa: E731
                                         cfg.eval_batch_size)
-    return Trainer.in_folder(cfg, folder).run(model, validate, resume=True)
+    return Trainer.in_folder(cfg, folder).run(model, validate, resume=True, seed=seed)
 
 
 # -- zero-shot application -------------------------------------------------------------------------------
 def lm_features(data: SplitData, config: AlphaRecConfig) -> np.ndarray:
     """LM embeddings of ``data``'s item texts (``config.text_fields`` with ``config.encoder``), cached."""
-    from lmrec.text import encode_catalog, get_encoder
+    from lmrec.inputs.prepare import item_text_features
 
-    return encode_catalog(data.catalog.text(config.text_fields), get_encoder(config.encoder), progress=False)
+    return item_text_features(data.catalog, config.encoder, config.text_fields)
 
 
 def zero_shot_scorer(model: AlphaRec, target: SplitData, item_features: np.ndarray) -> Scorer:
@@ -247,12 +250,12 @@ def run_zeroshot(
     ref = target_ref or DataRef(target.name)
     lightgcn_train = {"progress": False, **(lightgcn_overrides or {})}
     baselines: dict[str, Scorer] = {
-        "Pop (target train)": fit("pop", target, out=out / "pop", resume=True, ref=ref).model.score,
+        "Pop (target train)": user_scorer(fit("pop", target, out=out / "pop", resume=True, ref=ref).model.score),
         "Random": random_scorer(target.n_items, seed),
     }
     lightgcn = fit("lightgcn", target, lightgcn_train, out=out / "lightgcn", resume=True, ref=ref)
     baselines[f"LightGCN (trained on target, best epoch {lightgcn.manifest['fit']['best_epoch']})"] = \
-        lightgcn.model.score
+        user_scorer(lightgcn.model.score)
     rows = {"AlphaRec zero-shot": results["test"]}
     rows.update({name: evaluate(s, target, "test", ks=ks, metrics=REPORT_METRICS, seed=seed)
                  for name, s in baselines.items()})

@@ -1,24 +1,35 @@
-"""The model contract shared by every model of lmrec, and the one registry of models by name.
+"""The one model contract of lmrec, for collaborative filtering and conversational recommendation alike, and the
+one registry of models by name.
 
-:class:`Model` (every model): a typed ``Config`` (see :mod:`lmrec.settings`), the paper's training values in
-``train_defaults`` (turned into a :class:`lmrec.train.TrainConfig` by :meth:`Model.train_config`), and its learned
-state as a flat dict of tensors (saved as safetensors by :class:`lmrec.run.Run`; nothing is pickled).
-:class:`Recommender` (collaborative filtering, task ``"cf"``) adds fit / score over the users of a
-:class:`SplitData`; :class:`lmrec.models.crs.base.CRSRecommender` (task ``"crs"``) scores conversation turns.
+Every model is a :class:`Model`: a typed ``Config`` (:mod:`lmrec.settings`) whose defaults are its paper's values,
+the paper's training values in ``train_defaults`` (a :class:`lmrec.train.TrainConfig` through
+:meth:`Model.train_config`), and
+
+- ``fit(data, train, *, inputs, folder, resume, on_validation)``: learn from the training split (select on
+  validation); ``inputs`` (:class:`lmrec.inputs.ModelInputs`) holds what it reads besides the data (LLM features, a
+  base model), ``needs`` names the inputs it cannot do without;
+- ``state()`` / ``artifacts()``: what a run folder saves (safetensors: nothing pickled), the learned state and the
+  inputs it keeps (e.g. LM item features); ``restore(state, inputs, data)`` rebuilds the fitted model from them;
+- ``score(query)``: (batch, n_items) scores for a typed query (:mod:`lmrec.models.queries`: known users, a new user,
+  conversations); a model answers the kinds whose hook it implements (``score_users``, ``score_new_user``,
+  ``score_conversations``: :meth:`Model.answers`) and refuses the others with one clear error.
+
+``task`` ("cf" or "crs") says which data a model learns from (:class:`Recommender`: interactions, a
+:class:`SplitData`; :class:`lmrec.models.crs.base.CRSRecommender`: conversations); nothing else branches on it.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
+from lmrec.inputs import ModelInputs
+from lmrec.models.queries import KINDS, Conversations, KnownUsers, NewUser, Query
 from lmrec.registry import Registry
 from lmrec.search_space import Range
 from lmrec.settings import as_dict, build, settings
@@ -36,7 +47,8 @@ class ModelConfig:
 
 
 class Model:
-    """Any lmrec model. ``name`` and ``task`` identify it in the registry and in run folders."""
+    """Any lmrec model (see the module docstring). ``name`` and ``task`` identify it in the registry and in run
+    folders."""
 
     name: ClassVar[str] = "model"
     task: ClassVar[str] = ""
@@ -45,12 +57,16 @@ class Model:
     trainable: ClassVar[bool] = False  # fitted by lmrec.train.Trainer (takes a TrainConfig)
     # what `lmrec tune` searches: model settings and training settings -> ranges (lmrec.search_space); empty: no search
     search_space: ClassVar[dict[str, Range]] = {}
+    needs: ClassVar[tuple[str, ...]] = ()  # ModelInputs fields fit cannot do without ("features", "base")
+    base_model: ClassVar[str | None] = None  # the registered model whose fitted run ``inputs.base`` must be
+    takes_intent: ClassVar[bool] = False  # a stated intention can be mixed into a user (AlphaRec family)
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
         if config is not None and not isinstance(config, self.Config):
             raise LmrecError(f"{self.name} takes a {self.Config.__name__}, got a {type(config).__name__}")
         self.config = build(self.Config, overrides, base=config, what=f"{self.name} setting")
         self.device = torch.device("cpu")
+        self.data: Any = None
 
     @classmethod
     def train_config(cls, overrides: TrainConfig | dict[str, Any] | None = None,
@@ -66,6 +82,35 @@ class Model:
         """This model's seed of sampling and initialisation under ``train`` (:meth:`TrainConfig.stream_seed`)."""
         return train.stream_seed(self.identity())
 
+    # -- fitting and restoring -----------------------------------------------------------------------------
+    def fit(self, data: Any, train: TrainConfig | dict | None = None, *, inputs: ModelInputs | None = None,
+            folder: Path | None = None, resume: bool = False, on_validation: OnValidation | None = None
+            ) -> TrainLog | None:
+        """Learn from ``data``'s training split, selecting on its validation split; returns the training log (None
+        when nothing is trained). ``folder``: where the per-epoch log and the resumable checkpoint go; ``resume``:
+        continue from it; ``on_validation``: given to :meth:`lmrec.train.Trainer.run`."""
+        raise NotImplementedError
+
+    def restore(self, state: dict[str, torch.Tensor], inputs: ModelInputs, data: Any) -> None:
+        """Rebuild the fitted model on ``data`` from its saved ``state`` and ``inputs`` (its artifacts as
+        ``inputs.item_features``, the LLM lookup as ``inputs.context``); no training."""
+        self.prepare(data)
+        self.load_state(state)
+
+    def prepare(self, data: Any, seed: int = 0) -> None:
+        """Build what the model derives from the training data (graph, profiles); called by fit and restore."""
+        self.data = data
+
+    def check_inputs(self, inputs: ModelInputs | None) -> ModelInputs:
+        """``inputs`` (empty when None), an error naming what :attr:`needs` asks for and is missing."""
+        inputs = inputs or ModelInputs()
+        missing = [name for name in self.needs if getattr(inputs, name) is None]
+        if missing:
+            what = {"features": "features= (a folder made by `lmrec crs prepare`)",
+                    "base": f"base= (a fitted {self.base_model} run)"}
+            raise LmrecError(f"{self.name} needs {' and '.join(what[m] for m in missing)}")
+        return inputs
+
     # -- learned state (safetensors) -----------------------------------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:
         """Learned state to save: a flat dict of tensors."""
@@ -74,35 +119,50 @@ class Model:
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         """Restore what :meth:`state` returned."""
 
+    def artifacts(self) -> dict[str, torch.Tensor]:
+        """Inputs saved beside the state that are not derived from the data (e.g. LM item features: given back to
+        :meth:`restore` as ``inputs.item_features``)."""
+        return {}
 
-class Recommender(Model, ABC):
-    """A top-N recommender over the items of one :class:`SplitData` (task ``"cf"``).
+    # -- scoring -------------------------------------------------------------------------------------------
+    def score(self, query: Query) -> torch.Tensor:
+        """(batch, n_items) scores of a typed query (:mod:`lmrec.models.queries`), higher is better."""
+        if getattr(query, "intent", None) is not None and not self.takes_intent:
+            raise LmrecError(f"{self.name} takes no intent: stated intentions need an AlphaRec-family model "
+                             "(alpharec, linear_map)")
+        if isinstance(query, KnownUsers):
+            return self.score_users(query)
+        if isinstance(query, NewUser):
+            return self.score_new_user(query)
+        if isinstance(query, Conversations):
+            return self.score_conversations(query)
+        raise TypeError(f"not a query: {type(query).__name__} (expected KnownUsers, NewUser or Conversations)")
 
-    Subclasses implement :meth:`fit` and :meth:`score`; models that can score a user who was not in the training
-    data (from a list of items, without retraining) implement :meth:`score_new_user`.
-    """
+    def score_users(self, query: KnownUsers) -> torch.Tensor:
+        """Scores of training users (the hook :meth:`score` calls for :class:`KnownUsers`)."""
+        raise self._refusal(KnownUsers)
 
-    task: ClassVar[str] = "cf"
+    def score_new_user(self, query: NewUser) -> torch.Tensor:
+        """(1, n_items) scores of a user the model was not trained on, from their items, without retraining."""
+        raise self._refusal(NewUser)
 
-    def __init__(self, config: ModelConfig | None = None, **overrides: Any):
-        super().__init__(config, **overrides)
-        self.data: SplitData | None = None
+    def score_conversations(self, query: Conversations) -> torch.Tensor:
+        """Scores of conversation turns."""
+        raise self._refusal(Conversations)
 
-    @abstractmethod
-    def fit(self, data: SplitData, train: TrainConfig | dict | None = None, *, folder: Path | None = None,
-            resume: bool = False, on_validation: OnValidation | None = None) -> TrainLog | None:
-        """Learn from ``data.train`` (select on ``data.valid``); returns the training log (None if untrained).
-        ``folder``: where the per-epoch log and the resumable checkpoint go; ``resume``: continue from it;
-        ``on_validation``: given to :meth:`lmrec.train.Trainer.run` (untrained models never validate)."""
+    @classmethod
+    def answers(cls) -> list[str]:
+        """The kinds of query this model answers: those whose hook it implements (``lmrec.models.queries.KINDS``)."""
+        hooks = {KnownUsers: "score_users", NewUser: "score_new_user", Conversations: "score_conversations"}
+        return [KINDS[kind] for kind, hook in hooks.items() if getattr(cls, hook) is not getattr(Model, hook)]
 
-    @abstractmethod
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        """Scores (len(users), n_items) for dense user indices; higher is better."""
-
-    def score_new_user(self, items: Sequence[int]) -> torch.Tensor:
-        """(n_items,) scores for a user who was not in the training data and interacted with ``items``."""
-        raise LmrecError(f"{self.name} cannot score a user it was not trained on (it learns one vector per "
-                         "training user); models that can: pop, multvae, alpharec, linear_map")
+    def _refusal(self, kind: type) -> LmrecError:
+        able = ", ".join(sorted({name for _, name, cls in MODELS.entries() if KINDS[kind] in cls.answers()}))
+        what = {KnownUsers: f"cannot score known users (it learns from {self.task} data, not users' histories)",
+                NewUser: "cannot score a user it was not trained on (it learns one vector per training user)",
+                Conversations: "cannot score conversations (a collaborative-filtering model: pass user=... or "
+                               "items=...)"}[kind]
+        return LmrecError(f"{self.name} {what}; models that can: {able}")
 
     # -- vectors (dot-product models): score(u, i) = user_vector(u) · item_vectors()[i] -------------------
     def item_vectors(self) -> torch.Tensor | None:
@@ -120,7 +180,8 @@ class Recommender(Model, ABC):
 
     def new_user_vector(self, items: Sequence[int], intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
         """(d,) vector of a user the model was not trained on, from their ``items``."""
-        self.score_new_user(items)  # the same refusal, for the models that cannot
+        if "new users" not in self.answers():
+            raise self._refusal(NewUser)
         raise LmrecError(f"{self.name} has no user vectors (it does not score by a dot product)")
 
     def new_item_vectors(self, texts: Sequence[str]) -> torch.Tensor:
@@ -128,16 +189,10 @@ class Recommender(Model, ABC):
         raise LmrecError(f"{self.name} cannot place a new item without retraining: it learns one vector per training "
                          "item; AlphaRec models (alpharec, linear_map) place an item from its title")
 
-    # -- persistence -------------------------------------------------------------------------------------
-    def artifacts(self) -> dict[str, torch.Tensor]:
-        """Inputs saved beside the state that are not derived from the data (e.g. LM item features)."""
-        return {}
 
-    def restore(self, state: dict[str, torch.Tensor], artifacts: dict[str, torch.Tensor], data: SplitData) -> None:
-        """Rebuild on ``data`` and load a saved state (subclasses first take back their artifacts)."""
-        self.prepare(data)
-        self.load_state(state)
+class Recommender(Model):
+    """A collaborative-filtering model (task ``"cf"``): it learns from the interactions of a :class:`SplitData`
+    and answers known users (and, some, new users)."""
 
-    def prepare(self, data: SplitData, seed: int = 0) -> None:
-        """Build what the model derives from training data (graph, profiles); called by fit and restore."""
-        self.data = data
+    task: ClassVar[str] = "cf"
+    data: SplitData | None

@@ -11,12 +11,14 @@ import torch
 
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
-from lmrec.eval.ranking import evaluate
+from lmrec.eval.validation import user_validation
+from lmrec.inputs import ModelInputs
 from lmrec.models.base import ModelConfig, Recommender
-from lmrec.train import OnValidation, TrainConfig, Trainer, TrainLog, distributed, resolve_device
+from lmrec.models.queries import KnownUsers, user_scorer
+from lmrec.train import OnValidation, Trainable, TrainConfig, Trainer, TrainLog, resolve_device
 
 
-class TorchRecommender(Recommender):
+class TorchRecommender(Recommender, Trainable):
     """A recommender whose parameters live in ``self.net`` (built by :meth:`prepare`) and are fitted by
     :class:`lmrec.train.Trainer`. Subclasses implement :meth:`build`, :meth:`batches`, :meth:`loss` and
     :meth:`embed` (user and item representations used for scoring).
@@ -66,21 +68,13 @@ class TorchRecommender(Recommender):
         self._inference = None
         return self
 
-    def fit(self, data: SplitData, train: TrainConfig | dict | None = None, *, folder: Path | None = None,
-            resume: bool = False, on_validation: OnValidation | None = None) -> TrainLog:
+    def fit(self, data: SplitData, train: TrainConfig | dict | None = None, *, inputs: ModelInputs | None = None,
+            folder: Path | None = None, resume: bool = False, on_validation: OnValidation | None = None) -> TrainLog:
         cfg = self.train_config(train, self.config)
         self.device = resolve_device(cfg.device)
         seed = self.stream_seed(cfg)
         self.prepare(data, seed)
-
-        def validate() -> dict[str, float]:
-            """Full ranking of ``data.valid`` (train items masked) at the selection metric and @20."""
-            result = evaluate(self.score, data, "valid", ks=sorted({cfg.metric_k, min(20, data.n_items)}),
-                              batch_size=cfg.eval_batch_size, seed=cfg.seed,
-                              metrics=tuple(dict.fromkeys((cfg.metric_name, "recall", "ndcg", "hr"))),
-                              cold_users="exclude", world=distributed.current())
-            return {name: est.mean for name, est in result.summary().items()}
-
+        validate = user_validation(user_scorer(self.score), data, cfg)
         return Trainer.in_folder(cfg, folder).run(self, validate, resume=resume, seed=seed, on_validation=on_validation)
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:
@@ -100,9 +94,9 @@ class TorchRecommender(Recommender):
                 cached = self._inference = tuple(t.detach() for t in self.embed())  # type: ignore[assignment]
         return cached  # type: ignore[return-value]
 
-    def score(self, users: np.ndarray) -> torch.Tensor:
+    def score_users(self, query: KnownUsers) -> torch.Tensor:
         user_emb, item_emb = self.vectors()
-        return user_emb[torch.as_tensor(users, dtype=torch.long, device=user_emb.device)] @ item_emb.T
+        return user_emb[torch.as_tensor(query.users, dtype=torch.long, device=user_emb.device)] @ item_emb.T
 
     def item_vectors(self) -> torch.Tensor:
         return self.vectors()[1]

@@ -125,7 +125,7 @@ def create_app(runs: Mapping[str, Run | ServedRun], session_ttl: float = 1800.0,
     @app.post("/models/{name}/sessions", response_model=S.SessionResponse, status_code=201, tags=["conversation"])
     def create_session(name: str = Name) -> S.SessionResponse:
         run = get(name)
-        if run.task != "crs":
+        if "conversation" not in run.features:
             raise LmrecError(f"{name} is a collaborative-filtering run: conversations need a CRS run")
         session = sessions.create(name)
         return S.SessionResponse(session_id=session.session_id, model=name, expires_in=sessions.ttl)
@@ -176,7 +176,7 @@ def _info(run: ServedRun) -> S.ModelInfo:
     test = run.run.metrics.get("test", {})
     block = test.get("all", test) if isinstance(test.get("all"), dict) else test
     metrics = {k: v["mean"] for k, v in block.items() if isinstance(v, dict) and "mean" in v}
-    users = run.run.data.n_users if run.task == "cf" else None
+    users = getattr(run.run.data, "n_users", None)
     return S.ModelInfo(name=run.name, model=run.model.name, task=run.task, dataset=run.run.data.name,
                        items=run.n_items, users=users, metrics=jsonable_encoder(metrics), retrieval=run.retrieval,
                        features=run.features)

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmrec.data.conversations import CRSData
+from lmrec.data.interactions import SplitData
 from lmrec.data.titles import TitleIndex, TitleMatch
 from lmrec.errors import LmrecError, UnknownIdError
-from lmrec.models.base import Recommender
+from lmrec.models.base import Model
 from lmrec.run import Recommendation, Run
 from lmrec.serve.index import FAISS_THRESHOLD, ExactIndex, FaissIndex, build_index
 from lmrec.tensorfile import load_tensors, save_tensors
@@ -50,7 +50,7 @@ class ServedRun:
         self.added_titles: list[str] = []
         self.index: ExactIndex | FaissIndex | None = None
         self._unit: np.ndarray | None = None  # the item vectors normalized, for similar items (cached)
-        vectors = self.model.item_vectors() if isinstance(self.model, Recommender) else None
+        vectors = self.model.item_vectors()
         if vectors is not None:
             added = self._read_added()
             self.vectors = vectors.detach().cpu().numpy()  # the catalog's, then the added items'
@@ -80,16 +80,15 @@ class ServedRun:
         return self.index.kind if self.index is not None else "exact"
 
     def _features(self) -> list[str]:
-        """What this run answers (shown by /models and used by the page)."""
-        if self.task == "crs":
-            return ["conversation"]
-        out = ["user"]
-        if _can(lambda: self.model.score_new_user([0])):
-            out.append("new_user")
-        from lmrec.models.cf.alpharec import AlphaRec
-
-        if isinstance(self.model, AlphaRec):
-            out += ["intent", "add_item"]
+        """What this run answers (shown by /models and used by the page), from the model's contract: the queries it
+        answers (:meth:`lmrec.models.base.Model.answers`), intentions, placing items from text, vectors."""
+        answers = self.model.answers()
+        kinds = {"conversations": "conversation", "known users": "user", "new users": "new_user"}
+        out = [feature for kind, feature in kinds.items() if kind in answers]
+        if self.model.takes_intent:
+            out.append("intent")
+        if type(self.model).new_item_vectors is not Model.new_item_vectors:
+            out.append("add_item")
         if self.index is not None:
             out.append("similar")
         return out
@@ -116,7 +115,7 @@ class ServedRun:
                   k: int, exclude: list[str], exclude_seen: bool, retrieval: str
                   ) -> tuple[list[Recommendation], str, list[TitleMatch]]:
         """(the top ``k``, the retrieval used, what each title was matched to)."""
-        if self.task == "crs":
+        if "user" not in self.features and "new_user" not in self.features:
             raise LmrecError(f"{self.name} is a conversational run: open a session and post messages")
         if k > self.n_items:
             raise LmrecError(f"k={k}: the catalog of {self.name} has {self.n_items} items")
@@ -234,19 +233,11 @@ class ServedRun:
         return [(self.titles.ids[i], self.titles.titles[i]) for i in self.titles.search(query, limit)]
 
     def users(self, limit: int, offset: int) -> tuple[list[str], int]:
-        if isinstance(self.run.data, CRSData):
-            return [], 0
         data = self.run.data
+        if not isinstance(data, SplitData):  # conversational data: no users
+            return [], 0
         active = np.flatnonzero(np.diff(data.train.indptr) > 0)
         return [data.user_ids[u] for u in active[offset : offset + limit]], len(active)
-
-
-def _can(call) -> bool:
-    try:
-        call()
-    except LmrecError:
-        return False
-    return True
 
 
 def _nothing() -> contextlib.AbstractContextManager:

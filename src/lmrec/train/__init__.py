@@ -1,11 +1,11 @@
 from lmrec.train.trainer import (
     EpochRecord,
     OnValidation,
-    TorchTrainable,
+    Trainable,
     TrainConfig,
     Trainer,
     TrainLog,
     resolve_device,
 )
 
-__all__ = ["EpochRecord", "OnValidation", "TorchTrainable", "TrainConfig", "TrainLog", "Trainer", "resolve_device"]
+__all__ = ["EpochRecord", "OnValidation", "Trainable", "TrainConfig", "TrainLog", "Trainer", "resolve_device"]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -173,34 +173,57 @@ class TrainLog:
         return not self.records or self.best_epoch != self.records[-1].epoch
 
 
-class TorchTrainable(Protocol):
-    """What the trainer needs from a model: parameters, one epoch of batches, a loss, its state.
+class Trainable:
+    """What the trainer trains, every hook declared here with its default (a model overrides what it needs):
 
-    Optional: ``extra_state() -> dict[str, Tensor]`` / ``load_extra_state(dict)`` for training state outside the
-    parameters (e.g. a private random generator), saved in checkpoints.
-
-    ``param_groups(lr) -> list[dict]`` (optional): torch optimizer parameter groups, for parameters that learn at
-    their own rate (the others take ``lr``).
-
-    Data-parallel training (:mod:`.distributed`) needs ``supports_distributed = True`` and a ``loss`` that is a
-    mean over the batch's rows; terms over the whole batch go in ``loss_parts(rows, whole) -> (mean over rows,
-    whole-batch terms)``, and ``row_fields`` names the batch fields that are per row when some are not.
+    - ``parameters()``, ``batches(rng, batch_size)`` (one epoch), ``loss(batch)``, ``state()`` / ``load_state()``
+      and ``set_training(training)`` (train / eval mode; drop cached inference vectors): every trainable has them;
+    - ``param_groups(lr)``: torch optimizer parameter groups, for parameters that learn at their own rate (default
+      None: every parameter at ``lr``);
+    - ``extra_state()`` / ``load_extra_state(state)``: training state outside the parameters (e.g. a private random
+      generator), saved in checkpoints (default: none);
+    - data-parallel training (:mod:`.distributed`): ``supports_distributed`` and a ``loss`` that is a mean over the
+      batch's rows; terms over the whole batch go in ``loss_parts(rows, whole) -> (mean over rows, whole-batch
+      terms)`` (default: ``(loss(rows), 0)``), and ``row_fields`` names the batch fields that are per row when some
+      are not (default None: every field).
     """
 
-    name: str
+    name: str = ""
+    supports_distributed: ClassVar[bool] = False
 
-    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        raise NotImplementedError
 
-    def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[Any]: ...
+    def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[Any]:
+        raise NotImplementedError
 
-    def loss(self, batch: Any) -> torch.Tensor: ...
+    def loss(self, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
 
-    def state(self) -> dict[str, torch.Tensor]: ...
+    def state(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
-    def load_state(self, state: dict[str, torch.Tensor]) -> None: ...
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
 
     def set_training(self, training: bool) -> None:
-        """Switch train/eval mode and drop cached inference embeddings."""
+        """Switch train / eval mode (and drop cached inference vectors)."""
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]] | None:
+        return None
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+    def loss_parts(self, rows: Any, whole: Any) -> tuple[torch.Tensor, torch.Tensor | float]:
+        return self.loss(rows), 0.0
+
+    @property
+    def row_fields(self) -> tuple[int, ...] | None:
+        return None
 
 
 Validate = Callable[[], dict[str, float]]  # metrics of the current state on VALIDATION data
@@ -231,7 +254,7 @@ class Trainer:
             return cls(config)
         return cls(config, Path(folder) / LOG_FILE, Path(folder) / CHECKPOINT_FILE)
 
-    def run(self, model: TorchTrainable, validate: Validate | None, resume: bool = False, seed: int | None = None,
+    def run(self, model: Trainable, validate: Validate | None, resume: bool = False, seed: int | None = None,
             on_validation: OnValidation | None = None) -> TrainLog:
         """Epochs of ``model.batches`` with ``cfg.optimizer``; every ``eval_every`` epochs ``validate()`` must
         return ``cfg.metric``; the best state is kept and restored. Without ``validate`` the last state is kept.
@@ -243,8 +266,8 @@ class Trainer:
         the epoch is logged; an exception it raises ends training and propagates (no end checkpoint is written)."""
         cfg = self.config
         world = distributed.current()
-        if world.active and not getattr(model, "supports_distributed", False):
-            raise LmrecError(f"{getattr(model, 'name', 'this model')} does not support distributed training; "
+        if world.active and not model.supports_distributed:
+            raise LmrecError(f"{model.name or 'this model'} does not support distributed training; "
                              "run it in one process")
         self.world = world
         seed = cfg.seed if seed is None else seed
@@ -252,8 +275,8 @@ class Trainer:
         rng = np.random.default_rng(seed)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-        groups = getattr(model, "param_groups", None)  # per-parameter learning rates, where a model has them
-        optimizer = optimizer_class(groups(cfg.lr) if groups is not None else params, lr=cfg.lr,
+        groups = model.param_groups(cfg.lr)  # per-parameter learning rates, where a model has them
+        optimizer = optimizer_class(groups if groups is not None else params, lr=cfg.lr,
                                     weight_decay=cfg.weight_decay)
         log = TrainLog()
         best_state: dict[str, Any] | None = None
@@ -271,7 +294,7 @@ class Trainer:
         device = resolve_device(cfg.device)
         start = clock.now() - elapsed
         last_epoch = first_epoch - 1 if finished else cfg.epochs  # a finished checkpoint: nothing left to train
-        epochs = tqdm(range(first_epoch, last_epoch + 1), desc=f"train {getattr(model, 'name', '')}",
+        epochs = tqdm(range(first_epoch, last_epoch + 1), desc=f"train {model.name}",
                       disable=not cfg.progress, initial=first_epoch - 1, total=cfg.epochs)
         for epoch in epochs:
             t0 = clock.now()
@@ -333,7 +356,7 @@ class Trainer:
         return log
 
     # -- checkpoints -----------------------------------------------------------------------------------------
-    def _checkpoint(self, model: TorchTrainable, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+    def _checkpoint(self, model: Trainable, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
                     log: TrainLog, best_state: dict[str, Any] | None, bad_evals: int, elapsed: float,
                     finished: bool = False) -> None:
         if self.checkpoint_path is None or not self.world.is_main:
@@ -346,16 +369,14 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.cuda.is_available():  # noise on the GPU draws from this process's device generator
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
-        extra = getattr(model, "extra_state", None)
-        if extra is not None:
-            tensors.update(tensorfile.tensor_dict(extra(), "extra."))
+        tensors.update(tensorfile.tensor_dict(model.extra_state(), "extra."))
         meta = {"config": as_dict(self.config), "log": log.to_dict(), "bad_evals": bad_evals, "elapsed": elapsed,
                 "finished": finished,
                 "has_best": best_state is not None, "numpy_rng": rng.bit_generator.state, "optimizer": optim_meta}
         meta = json.loads(json.dumps(meta, default=_json_default))
         tensorfile.save_tensors(Path(self.checkpoint_path), tensors, meta)
 
-    def _restore(self, model: TorchTrainable, optimizer: torch.optim.Optimizer, rng: np.random.Generator
+    def _restore(self, model: Trainable, optimizer: torch.optim.Optimizer, rng: np.random.Generator
                  ) -> tuple[TrainLog, dict[str, Any] | None, int, float, bool] | None:
         path = self.checkpoint_path
         if path is None or not Path(path).exists():
@@ -374,9 +395,7 @@ class Trainer:
         if "rng.cuda" in tensors and torch.cuda.is_available():  # every rank's device drew what rank 0's did
             torch.cuda.set_rng_state(tensors["rng.cuda"])
         rng.bit_generator.state = meta["numpy_rng"]
-        load_extra = getattr(model, "load_extra_state", None)
-        if load_extra is not None:
-            load_extra(tensorfile.with_prefix(tensors, "extra."))
+        model.load_extra_state(tensorfile.with_prefix(tensors, "extra."))
         log = TrainLog.from_dict(meta["log"])
         last = log.records[-1].epoch if log.records else 0
         # a run that ended at its epoch budget goes on when the budget was raised; an early stop stays stopped
@@ -400,7 +419,7 @@ class Trainer:
             f.write(json.dumps(dataclasses.asdict(record)) + "\n")
 
 
-def _epoch_batches(model: TorchTrainable, rng: np.random.Generator, cfg: TrainConfig) -> Iterator[Any]:
+def _epoch_batches(model: Trainable, rng: np.random.Generator, cfg: TrainConfig) -> Iterator[Any]:
     """One epoch: a pass of ``model.batches``, or exactly ``cfg.steps_per_epoch`` batches (passes chained)."""
     if cfg.steps_per_epoch is None:
         return iter(model.batches(rng, cfg.batch_size))
@@ -417,18 +436,17 @@ def _epoch_batches(model: TorchTrainable, rng: np.random.Generator, cfg: TrainCo
     return islice(passes(), cfg.steps_per_epoch)
 
 
-def _rank_loss(model: TorchTrainable, batch: Any, world: distributed.World) -> torch.Tensor:
+def _rank_loss(model: Trainable, batch: Any, world: distributed.World) -> torch.Tensor:
     """The loss this process minimises. One process: ``model.loss(batch)``. Rank r of N holding rows B_r of the
     global batch B: (|B_r|·N/|B|)·L_rows(B_r) + L_batch(B), so that the gradient averaged over ranks is the
     one-process gradient (see :mod:`.distributed`)."""
     if not world.active:
         return model.loss(batch)
-    rows = world.share(batch, getattr(model, "row_fields", None))
+    rows = world.share(batch, model.row_fields)
     n, n_rows = _n_rows(batch), _n_rows(rows)
     if n_rows == 0:  # a batch smaller than the world: no rows here (weight 0), the whole-batch terms still count
         rows = batch
-    parts = getattr(model, "loss_parts", None)
-    row_loss, whole = parts(rows, batch) if parts is not None else (model.loss(rows), 0.0)
+    row_loss, whole = model.loss_parts(rows, batch)
     return row_loss * (n_rows * world.size / n) + whole
 
 

@@ -21,6 +21,7 @@ from lmrec.models.nn.graph import csr_tensor, normalized_adjacency, propagate, s
 from lmrec.models.nn.lm_inputs import LMFeatures, profile_matrix
 from lmrec.models.nn.losses import info_nce
 from lmrec.models.nn.sampling import Sampler
+from lmrec.models.queries import KnownUsers, NewUser
 from lmrec.models.torch_base import TorchRecommender
 from lmrec.search_space import FloatRange
 from lmrec.settings import settings
@@ -100,6 +101,7 @@ class AlphaRec(LMFeatures, TorchRecommender):
     """
 
     Config = AlphaRecConfig
+    takes_intent = True
     train_defaults = {"lr": 5e-4, "batch_size": 4096, "epochs": 500, "eval_every": 5, "patience": 20}
     # τ around the paper's 0.15 (and the authors' 0.2 for Games; our validation grid chose 0.25-0.3 on MovieLens,
     # docs/results/2026-12-03-alpharec-epyc-2core); lr around 5e-4 (AlphaRec parse.py:44). linear_map inherits it.
@@ -202,22 +204,27 @@ class AlphaRec(LMFeatures, TorchRecommender):
         users, item_emb = self.represent(z_users, self.z_items, normalized_adjacency(train).to(self.device), e0_users)
         return users[-1], item_emb
 
-    def score_new_user(self, items: Sequence[int], intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
-        """(n_items,) cosine scores of a user who interacted with ``items``, added to the training graph (exact
-        propagation on the graph with that user); ``intent`` mixes a stated intention in with weight ``alpha``."""
-        user, item_emb = self._with_new_user(items, intent, alpha)
-        return user @ item_emb.T
+    def score_new_user(self, query: NewUser) -> torch.Tensor:
+        """(1, n_items) cosine scores of a user who interacted with ``query.items``, added to the training graph
+        (exact propagation on the graph with that user); an intent is mixed in with weight ``alpha``."""
+        user, item_emb = self._with_new_user(query.items, query.intent, query.alpha)
+        return (user @ item_emb.T)[None]
 
     def new_user_vector(self, items: Sequence[int], intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
         """The new user's vector; against :meth:`item_vectors` (the graph without that user) the scores differ from
         :meth:`score_new_user` only by the degree change of the user's items."""
         return self._with_new_user(items, intent, alpha)[0]
 
-    def score_with_intent(self, user: int, intent: str, alpha: float = 0.5) -> torch.Tensor:
-        """(n_items,) scores of training user ``user`` with the stated ``intent`` mixed in
-        (see :class:`IntentScorer`)."""
+    def score_users(self, query: KnownUsers) -> torch.Tensor:
+        """Cosine scores of training users; with an intent (one user), the user's layer-0 row mixed with it
+        (:class:`IntentScorer`)."""
+        if query.intent is None:
+            return super().score_users(query)
+        if len(query.users) != 1:
+            raise LmrecError("a stated intention is one user's: ask for one user at a time")
         scorer = IntentScorer(self)
-        return scorer.scores(user, scorer.map_intent(self.encode_texts([intent]))[0], [alpha])[0]
+        return scorer.scores(int(query.users[0]), scorer.map_intent(self.encode_texts([query.intent]))[0],
+                             [query.alpha])
 
     def user_vector(self, user: int, intent: str | None = None, alpha: float = 0.5) -> torch.Tensor:
         if intent is None:

@@ -15,6 +15,7 @@ from torch import nn
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.models.base import ModelConfig, register
+from lmrec.models.queries import NewUser
 from lmrec.models.torch_base import TorchRecommender
 from lmrec.search_space import FloatRange
 from lmrec.settings import settings
@@ -136,6 +137,6 @@ class MultVAE(TorchRecommender):
         x[0, torch.as_tensor(np.unique(np.asarray(items, dtype=np.int64)), device=self.device)] = 1.0
         return self._decoder_inputs(self.net.enc_in(F.normalize(x, dim=1)))[0]
 
-    def score_new_user(self, items: Sequence[int]) -> torch.Tensor:
-        """The decoder logits at z = μ of the bag of ``items``."""
-        return self.new_user_vector(items) @ self.item_vectors().T
+    def score_new_user(self, query: NewUser) -> torch.Tensor:
+        """The decoder logits at z = μ of the bag of the user's items."""
+        return (self.new_user_vector(query.items) @ self.item_vectors().T)[None]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import torch
 
 from lmrec.data.interactions import SplitData
 from lmrec.models.base import ModelConfig, Recommender, register
+from lmrec.models.queries import KnownUsers, NewUser
 from lmrec.settings import settings
 
 
@@ -29,19 +29,19 @@ class Popularity(Recommender):
 
     Config = PopConfig
 
-    def fit(self, data: SplitData, train: Any = None, *, folder: Path | None = None, resume: bool = False,
-            on_validation: Any = None) -> None:
+    def fit(self, data: SplitData, train: Any = None, *, inputs: Any = None, folder: Path | None = None,
+            resume: bool = False, on_validation: Any = None) -> None:
         self.prepare(data)
 
-    def score_new_user(self, items: Sequence[int]) -> torch.Tensor:
-        return self.counts.clone()
+    def score_new_user(self, query: NewUser) -> torch.Tensor:
+        return self.counts[None].clone()
 
     def prepare(self, data: SplitData, seed: int = 0) -> None:
         super().prepare(data)
         self.counts = torch.from_numpy(data.item_popularity().astype(np.float32))
 
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        return self.counts.expand(len(users), -1)
+    def score_users(self, query: KnownUsers) -> torch.Tensor:
+        return self.counts.expand(len(query.users), -1)
 
     def state(self) -> dict[str, Any]:
         return {"counts": self.counts}

@@ -14,7 +14,6 @@ rewritten contexts are new texts and are encoded then).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from lmrec.data.conversations import CRSData, CRSSample, truncate_context
 from lmrec.errors import LmrecError
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.crs.base import CRSRecommender
+from lmrec.models.queries import Conversations
 from lmrec.settings import settings
 from lmrec.text import CachedEncoder, EmbeddingCache, TextEncoder, encode_catalog, get_encoder
 
@@ -69,8 +69,8 @@ class DenseRetriever(CRSRecommender):
             self._cached = CachedEncoder(self._encoder(), self.cache)
         return self._cached
 
-    def fit(self, data: CRSData, train: Any = None, *, features: Any = None, base: Any = None,
-            folder: Path | None = None, resume: bool = False) -> None:
+    def fit(self, data: CRSData, train: Any = None, *, inputs: Any = None, folder: Path | None = None,
+            resume: bool = False, on_validation: Any = None) -> None:
         self.n_items = len(data.catalog)
         vectors = encode_catalog(data.catalog.titles, self._cached_encoder(), progress=False,
                                  batch_size=self.config.encode_batch_size)
@@ -86,9 +86,9 @@ class DenseRetriever(CRSRecommender):
         """The part of the context that is encoded."""
         return truncate_context(sample.context.split("\n"), self.config.context_chars)
 
-    def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
+    def score_conversations(self, query: Conversations) -> torch.Tensor:
         if self.items is None:
             raise LmrecError("dense: call fit before score")
-        texts = [self.context_text(s) for s in samples]
+        texts = [self.context_text(s) for s in query.samples]
         queries = self._cached_encoder().encode(texts, batch_size=self.config.encode_batch_size)
         return _unit(queries) @ self.items.T

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lmrec.data.conversations import CRSData, CRSSample, training_mentions
+from lmrec.data.conversations import CRSData, training_mentions
 from lmrec.errors import LmrecError
 from lmrec.models.base import register
 from lmrec.models.crs.base import CRSRecommender
+from lmrec.models.queries import Conversations
 
 
 @register("pop")
@@ -23,15 +23,15 @@ class CRSPopularity(CRSRecommender):
         super().__init__(config, **overrides)
         self.counts: torch.Tensor | None = None
 
-    def fit(self, data: CRSData, train: Any = None, *, features: Any = None, base: Any = None,
-            folder: Path | None = None, resume: bool = False) -> None:
+    def fit(self, data: CRSData, train: Any = None, *, inputs: Any = None, folder: Path | None = None,
+            resume: bool = False, on_validation: Any = None) -> None:
         self.n_items = len(data.catalog)
         self.counts = torch.from_numpy(training_mentions(data.train, self.n_items)).to(torch.float32)
 
-    def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
+    def score_conversations(self, query: Conversations) -> torch.Tensor:
         if self.counts is None:
             raise LmrecError("pop: call fit before score")
-        return self.counts.expand(len(samples), -1)
+        return self.counts.expand(len(query.samples), -1)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"counts": self.counts}

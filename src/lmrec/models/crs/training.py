@@ -28,9 +28,12 @@ from torch import nn
 
 from lmrec.data.conversations import CRSData, CRSSample, expand_pairs
 from lmrec.errors import LmrecError
-from lmrec.eval.crs import evaluate_crs
+from lmrec.eval.validation import turn_validation
+from lmrec.inputs import ModelInputs
 from lmrec.models.crs.base import CRSRecommender, split_samples
-from lmrec.train.trainer import TrainConfig, Trainer, TrainLog, resolve_device
+from lmrec.models.nn.losses import sample_negatives, sampled_softmax
+from lmrec.models.queries import Conversations
+from lmrec.train.trainer import Trainable, TrainConfig, Trainer, TrainLog, resolve_device
 
 PAD = -1  # padding value of history tensors (right padding)
 MAX_HISTORY = 128  # the official RecSys input keeps the last 128 mentioned items
@@ -71,53 +74,45 @@ CRS_TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 200, "lr": 1e-3, "batch_size": 2
 def sampled_cross_entropy(
     logits: torch.Tensor, targets: torch.Tensor, n_negatives: int | None, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Full-softmax CE when ``n_negatives`` is None (or ≥ n_items − 1), else CE over [target, shared negatives]
-    with collisions masked (see the module docstring). ``logits``: (b, n_items), ``targets``: (b,)."""
+    """Full-softmax CE when ``n_negatives`` is None (or ≥ n_items − 1), else :func:`sampled_softmax` over [target,
+    shared negatives] with collisions left out (see the module docstring). ``logits``: (b, n_items), ``targets``:
+    (b,)."""
     n_items = logits.shape[1]
     if n_negatives is None or n_negatives >= n_items - 1:
         return F.cross_entropy(logits, targets)
     if n_negatives < 1:
         raise ValueError(f"n_negatives must be >= 1 or None, got {n_negatives}")
-    neg = torch.randperm(n_items, generator=generator)[:n_negatives].to(logits.device)
-    pos = logits.gather(1, targets[:, None])
-    neg_logits = logits[:, neg].masked_fill(neg[None, :] == targets[:, None], -torch.inf)
-    sel = torch.cat([pos, neg_logits], dim=1)
-    return F.cross_entropy(sel, torch.zeros_like(targets))
+    neg = sample_negatives(n_items, n_negatives, generator).to(logits.device)
+    pos = logits.gather(1, targets[:, None])[:, 0]
+    return sampled_softmax(pos, logits[:, neg], neg[None, :] == targets[:, None])
 
 
-class _PairObjective:
-    """The trainer's view of a CRS module: batches of training (turn, target) rows and their CE loss."""
+PairLoss = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (row indices, negatives' generator) -> loss
 
-    def __init__(self, module: nn.Module, inputs: Inputs, train: Sequence[CRSSample], seed: int,
-                 n_negatives: int | None, name: str):
-        pairs = expand_pairs(train)
-        if not pairs:
-            raise LmrecError("no training (turn, target) pairs: the training samples have no targets")
-        self.module, self.inputs, self.train, self.name = module, inputs, train, name
-        self.sample_of = [p.sample for p in pairs]
-        self.target_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long)
-        self.n_negatives = n_negatives
-        self.generator = torch.Generator().manual_seed(seed)  # sampled negatives
-        # per-parameter learning rates, if the module has them
-        self.param_groups = getattr(module, "param_groups", None)
+
+class PairObjective(Trainable):
+    """The trainer's view of a conversational model learning from (turn, target) rows: each epoch the rows in a
+    seeded random order, in batches; ``loss(rows, generator)`` is the model's loss on a batch of row indices (its
+    negatives drawn from ``generator``, part of the training state); the learned state is ``module``'s;
+    ``groups(lr)``: optimizer parameter groups, when the module has its own learning rates."""
+
+    def __init__(self, name: str, module: nn.Module, n_rows: int, loss: PairLoss, seed: int,
+                 groups: Callable[[float], list[dict[str, Any]]] | None = None):
+        if n_rows == 0:
+            raise LmrecError(f"{name}: no training (turn, target) pairs: the training samples have no targets")
+        self.name, self.module, self.n_rows, self._loss, self._groups = name, module, n_rows, loss, groups
+        self.generator = torch.Generator().manual_seed(seed)  # sampled negatives (drawn on the CPU)
 
     def parameters(self) -> Iterator[nn.Parameter]:
         return self.module.parameters()
 
-    def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[np.ndarray]:
-        order = rng.permutation(len(self.sample_of))
+    def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[torch.Tensor]:
+        order = torch.from_numpy(rng.permutation(self.n_rows))
         for start in range(0, len(order), batch_size):
             yield order[start : start + batch_size]
 
-    def loss(self, rows: np.ndarray) -> torch.Tensor:
-        batch = [self.train[self.sample_of[r]] for r in rows]
-        logits = self.module(*self.inputs(batch))
-        targets = self.target_of[torch.from_numpy(rows)].to(logits.device)
-        return sampled_cross_entropy(logits, targets, self.n_negatives, self.generator)
-
-    def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
-        with torch.no_grad():
-            return self.module(*self.inputs(samples))
+    def loss(self, rows: torch.Tensor) -> torch.Tensor:
+        return self._loss(rows, self.generator)
 
     def state(self) -> dict[str, Any]:
         return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
@@ -127,6 +122,9 @@ class _PairObjective:
 
     def set_training(self, training: bool) -> None:
         self.module.train(training)
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]] | None:
+        return self._groups(lr) if self._groups is not None else None
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         return {"generator": self.generator.get_state()}
@@ -147,32 +145,33 @@ def fit_crs_module(
     resume: bool = False,
     name: str = "",
     seed: int | None = None,
+    groups: Callable[[float], list[dict[str, Any]]] | None = None,
 ) -> TrainLog:
     """Train ``module`` so that ``module(*inputs(samples))`` -> (len(samples), n_items) logits scores the targets.
 
     ``inputs`` turns a batch of samples (one per training pair, a sample repeated per target) into the module's
     arguments, e.g. ``lambda s: (history_tensor([x.mentioned for x in s]),)``. Runs :class:`lmrec.train.Trainer`,
-    validating with :func:`evaluate_crs` on ``valid``; without validation samples the last state is kept.
-    ``n_negatives``: see :func:`sampled_cross_entropy`; ``folder``: the per-epoch log and the checkpoint;
-    ``seed``: of the sampling streams (default ``config.seed``; models pass their :meth:`Model.stream_seed`).
+    validating on ``valid`` (:func:`lmrec.eval.validation.turn_validation`); without validation samples the last
+    state is kept. ``n_negatives``: see :func:`sampled_cross_entropy`; ``folder``: the per-epoch log and the
+    checkpoint; ``seed``: of the sampling streams (default ``config.seed``; models pass their
+    :meth:`Model.stream_seed`); ``groups``: the module's optimizer parameter groups (:class:`PairObjective`).
     """
-    cfg = config
-    k = _metric_k(cfg.metric)
-    seed = cfg.seed if seed is None else seed
-    objective = _PairObjective(module, inputs, train, seed, n_negatives, name)
+    seed = config.seed if seed is None else seed
+    pairs = expand_pairs(train)
+    sample_of = [p.sample for p in pairs]
+    target_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long)
 
-    def validate() -> dict[str, float]:
-        result = evaluate_crs(objective.score, valid, n_items, ks=(k,), batch_size=cfg.eval_batch_size)
-        return {m: est.mean for m, est in result.summary().items()}
+    def loss(rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        logits = module(*inputs([train[sample_of[r]] for r in rows.tolist()]))
+        return sampled_cross_entropy(logits, target_of[rows.cpu()].to(logits.device), n_negatives, generator)
 
-    return Trainer.in_folder(cfg, folder).run(objective, validate if valid else None, resume=resume, seed=seed)
+    def scorer(samples: Sequence[CRSSample]) -> torch.Tensor:
+        with torch.no_grad():
+            return module(*inputs(samples))
 
-
-def _metric_k(metric: str) -> int:
-    name, _, k = metric.partition("@")
-    if name not in ("hr", "ndcg") or not k.isdigit():
-        raise ValueError(f"selection metric {metric!r} must look like 'hr@10' or 'ndcg@10'")
-    return int(k)
+    objective = PairObjective(name, module, len(pairs), loss, seed, groups)
+    validate = turn_validation(scorer, valid, n_items, config)
+    return Trainer.in_folder(config, folder).run(objective, validate, resume=resume, seed=seed)
 
 
 class HistoryRecommender(CRSRecommender):
@@ -196,8 +195,9 @@ class HistoryRecommender(CRSRecommender):
     def inputs(self, samples: Sequence[CRSSample]) -> tuple[torch.Tensor, ...]:
         return (history_tensor([s.mentioned for s in samples], self.config.max_len).to(self.device),)
 
-    def fit(self, data: CRSData, train: TrainConfig | dict | None = None, *, features: Any = None,
-            base: Any = None, folder: Path | None = None, resume: bool = False) -> TrainLog:
+    def fit(self, data: CRSData, train: TrainConfig | dict | None = None, *, inputs: ModelInputs | None = None,
+            folder: Path | None = None, resume: bool = False, on_validation: Any = None) -> TrainLog:
+        features = (inputs or ModelInputs()).features
         cfg = self.train_config(train, self.config)
         self.device = resolve_device(cfg.device)
         self.n_items = len(data.catalog)
@@ -208,12 +208,12 @@ class HistoryRecommender(CRSRecommender):
                               split_samples(data, features, "valid"), self.n_items, cfg, self.config.n_negatives,
                               folder, resume, name=self.name, seed=seed)
 
-    def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
+    def score_conversations(self, query: Conversations) -> torch.Tensor:
         if self.module is None:
             raise LmrecError(f"{self.name}: call fit before score")
         self.module.eval()
         with torch.no_grad():
-            return self.module(*self.inputs(samples))
+            return self.module(*self.inputs(query.samples))
 
     def state(self) -> dict[str, torch.Tensor]:
         if self.module is None:

@@ -10,7 +10,7 @@ the answer); a title too far from every catalog title stays unmapped instead of 
 ``mapped_share`` reports the share of parsed titles that mapped, over every turn scored so far.
 
 ``completions`` turns contexts into completions: usually
-:meth:`lmrec.models.crs.rta.features.ContextFeatures.completions` (cached generations first, the LLM for the rest);
+:meth:`lmrec.inputs.lookup.ContextFeatures.completions` (cached generations first, the LLM for the rest);
 tests inject a fake.
 """
 
@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from pydantic import PositiveInt
 
-from lmrec.data.conversations import CRSData, CRSSample
+from lmrec.data.conversations import CRSData
 from lmrec.errors import Argument, ArgumentError
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.crs.base import CRSRecommender
+from lmrec.models.queries import Conversations
 from lmrec.settings import settings
 
 __all__ = ["ZeroShotLLM", "positional_scores"]
@@ -74,17 +75,18 @@ class ZeroShotLLM(CRSRecommender):
                                 ", or load its run folder")
         return self.context.completions(contexts)
 
-    def fit(self, data: CRSData, train: Any = None, *, features: Any = None, base: Any = None,
-            folder: Path | None = None, resume: bool = False) -> None:
+    def fit(self, data: CRSData, train: Any = None, *, inputs: Any = None, folder: Path | None = None,
+            resume: bool = False, on_validation: Any = None) -> None:
         """Nothing to learn (zero-shot): keeps the catalog (for the title matcher) and the LLM features."""
+        features = inputs.features if inputs is not None else None
         if features is not None:
-            from lmrec.models.crs.rta.features import context_features
+            from lmrec.inputs.lookup import context_features
 
             self.context = context_features(features)
         self._catalog(data)
 
-    def restore(self, state: dict[str, torch.Tensor], data: CRSData, context: Any) -> None:
-        super().restore(state, data, context)
+    def restore(self, state: dict[str, torch.Tensor], inputs: Any, data: CRSData) -> None:
+        super().restore(state, inputs, data)
         self._catalog(data)
 
     def _catalog(self, data: CRSData) -> None:
@@ -95,7 +97,7 @@ class ZeroShotLLM(CRSRecommender):
 
     def rank_items(self, contexts: Sequence[str]) -> list[list[int]]:
         """The mapped catalog items of each context's completion, in generated order."""
-        from lmrec.models.crs.rta.features import map_completion
+        from lmrec.inputs.prepare import map_completion
 
         out = []
         for text in self.completions(list(contexts)):
@@ -106,8 +108,8 @@ class ZeroShotLLM(CRSRecommender):
             out.append(items)
         return out
 
-    def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
-        ranked = self.rank_items([s.context for s in samples])
+    def score_conversations(self, query: Conversations) -> torch.Tensor:
+        ranked = self.rank_items([s.context for s in query.samples])
         if not ranked:
             return torch.zeros(0, self.n_items)
         return torch.stack([positional_scores(items, self.n_items) for items in ranked])

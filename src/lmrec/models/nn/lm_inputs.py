@@ -50,11 +50,10 @@ class LMFeatures:
 
     def item_features(self, data: SplitData) -> np.ndarray:
         if self.features is None:
-            from lmrec.text import encode_catalog, get_encoder
+            from lmrec.inputs.prepare import item_text_features
 
-            texts = data.catalog.text(self.config.text_fields)  # type: ignore[attr-defined]
-            encoder = get_encoder(self.config.encoder, device=str(self.device))  # type: ignore[attr-defined]
-            self.features = encode_catalog(texts, encoder)
+            self.features = item_text_features(data.catalog, self.config.encoder,  # type: ignore[attr-defined]
+                                               self.config.text_fields, str(self.device))  # type: ignore[attr-defined]
         return check_features(self.features, data)
 
     def lm_inputs(self, data: SplitData) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +64,7 @@ class LMFeatures:
     def artifacts(self) -> dict[str, torch.Tensor]:
         return {"features": torch.from_numpy(np.asarray(self.features, np.float32))}
 
-    def restore(self, state: dict[str, Any], artifacts: dict[str, Any], data: SplitData) -> None:
-        self.features = artifacts["features"].numpy()
-        super().restore(state, artifacts, data)  # type: ignore[misc]
+    def restore(self, state: dict[str, Any], inputs: Any, data: SplitData) -> None:
+        """Rebuild with the item features the run saved (``inputs.item_features``: its artifact)."""
+        self.features = np.asarray(inputs.item_features, dtype=np.float32)
+        super().restore(state, inputs, data)  # type: ignore[misc]

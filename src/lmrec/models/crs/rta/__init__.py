@@ -1,17 +1,12 @@
-"""Reindex-Then-Adapt (RTA): LLM features, title aggregators, the reindexed LLM and its adapted variants."""
+"""Reindex-Then-Adapt (RTA): title aggregators, the reindexed LLM and its adapted variants (the LLM features they
+read are model inputs: :mod:`lmrec.inputs`, re-exported here)."""
 
+from lmrec.inputs.config import PrepareConfig
+from lmrec.inputs.lookup import ContextFeatures
+from lmrec.inputs.prepare import prepare_features, title_tokens
+from lmrec.inputs.store import GenerationRecord, LLMFeatures, TitleTokens, load_features
 from lmrec.models.crs.rta.adapt import AdaptConfig, AdaptModule, RTAAdapt, build_recsys
 from lmrec.models.crs.rta.aggregators import AGGREGATORS, Aggregator, build_aggregator
-from lmrec.models.crs.rta.features import (
-    ContextFeatures,
-    GenerationRecord,
-    LLMFeatures,
-    PrepareConfig,
-    TitleTokens,
-    load_features,
-    prepare_features,
-    title_tokens,
-)
 from lmrec.models.crs.rta.reindex import ItemIndexer, ReindexConfig, RTAReindex, train_reindex
 
 __all__ = [

@@ -44,10 +44,12 @@ from torch import nn
 
 from lmrec.data.conversations import CRSData, CRSSample
 from lmrec.errors import Argument, ArgumentError, LmrecError
+from lmrec.inputs import ModelInputs
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.crs.base import CRSRecommender
 from lmrec.models.crs.rta.reindex import ItemIndexer
 from lmrec.models.crs.training import CRS_TRAIN_DEFAULTS, MAX_HISTORY, fit_crs_module, history_tensor
+from lmrec.models.queries import Conversations
 from lmrec.settings import settings
 from lmrec.train.trainer import TrainConfig, TrainLog, resolve_device
 
@@ -155,8 +157,8 @@ class AdaptModule(nn.Module):
 class RTAAdapt(CRSRecommender):
     """The reindexed LLM adapted to the platform (bias terms or RecSys gating), trained on ground truth.
 
-    ``fit(data, train, features=..., base=<a fitted rta_reindex>)``; a saved run holds the whole module (the
-    reindexed item table and the title tokens included), so it loads without the reindex run.
+    ``fit(data, train, inputs=ModelInputs(features=..., base=<a fitted rta_reindex>))``; a saved run holds the whole
+    module (the reindexed item table and the title tokens included), so it loads without the reindex run.
     """
 
     Config = AdaptConfig
@@ -164,6 +166,7 @@ class RTAAdapt(CRSRecommender):
     trainable = True
     uses_llm = True
     base_model = "rta_reindex"
+    needs = ("features", "base")
 
     def __init__(self, config: AdaptConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
@@ -189,12 +192,14 @@ class RTAAdapt(CRSRecommender):
     def inputs(self, samples: Sequence[CRSSample]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.q(samples), history_tensor([s.mentioned for s in samples], self.config.max_history).to(self.device)
 
-    def fit(self, data: CRSData, train: TrainConfig | dict | None = None, *, features: Any = None, base: Any = None,
-            folder: Path | None = None, resume: bool = False) -> TrainLog:
-        from lmrec.models.crs.rta.features import context_features
+    def fit(self, data: CRSData, train: TrainConfig | dict | None = None, *, inputs: ModelInputs | None = None,
+            folder: Path | None = None, resume: bool = False, on_validation: Any = None) -> TrainLog:
+        from lmrec.inputs.lookup import context_features
         from lmrec.models.crs.rta.reindex import RTAReindex
 
-        if features is None or not isinstance(base, RTAReindex) or base.indexer is None:
+        inputs = self.check_inputs(inputs)
+        features, base = inputs.features, inputs.base
+        if not isinstance(base, RTAReindex) or base.indexer is None:
             raise ArgumentError("rta_adapt adapts a fitted rta_reindex: fit it with ", Argument("features"), " and ",
                                 Argument("base"), " (the rta_reindex run)")
         cfg = self.train_config(train, self.config)
@@ -214,15 +219,16 @@ class RTAAdapt(CRSRecommender):
                 self.module.log_scale.fill_(-float(torch.log(spread.clamp(min=1e-12))))
         self.log = fit_crs_module(self.module, self.inputs, features.samples["train"],
                                   features.samples.get("valid", []), self.n_items, cfg, self.config.n_negatives,
-                                  folder, resume, name=f"rta_adapt {self.config.variant}", seed=seed)
+                                  folder, resume, name=f"rta_adapt {self.config.variant}", seed=seed,
+                                  groups=self.module.param_groups)
         return self.log
 
-    def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
+    def score_conversations(self, query: Conversations) -> torch.Tensor:
         if self.module is None:
             raise LmrecError("rta_adapt: call fit before score")
         self.module.eval()
         with torch.no_grad():
-            return self.module(*self.inputs(samples))
+            return self.module(*self.inputs(query.samples))
 
     def diagnostics(self) -> dict[str, Any]:
         """Learned gate σ(c), scale λ and bias / weight summaries."""

@@ -26,28 +26,30 @@ logit the LLM gives the title's tokens) and learns a correction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import PositiveInt
 from torch import nn
 
 from lmrec.data.conversations import CRSData, CRSSample, expand_pairs
-from lmrec.errors import Argument, ArgumentError, LmrecError
-from lmrec.eval.crs import evaluate_crs
+from lmrec.errors import LmrecError
+from lmrec.eval.validation import turn_validation
+from lmrec.inputs import ModelInputs
+from lmrec.inputs.store import TitleTokens
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.crs.base import CRSRecommender
 from lmrec.models.crs.rta.aggregators import Aggregator, build_aggregator, length_mask
-from lmrec.models.crs.rta.features import TitleTokens
+from lmrec.models.crs.training import PairObjective
+from lmrec.models.nn.losses import sample_negatives, sampled_softmax
+from lmrec.models.queries import Conversations
 from lmrec.settings import settings
 from lmrec.train.trainer import TrainConfig, Trainer, TrainLog, resolve_device
 
 __all__ = ["REINDEX_TRAIN_DEFAULTS", "ItemIndexer", "QSource", "RTAReindex", "ReindexConfig", "negative_mask",
-           "sample_negatives", "sampled_softmax_loss", "tokens_from_state", "train_reindex"]
+           "sampled_softmax_loss", "tokens_from_state", "train_reindex"]
 
 QSource = Callable[[Sequence[str]], torch.Tensor]  # contexts -> (n, d) q vectors
 
@@ -135,11 +137,6 @@ class ItemIndexer(nn.Module):
         return table
 
 
-def sample_negatives(n_items: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``min(n, n_items)`` distinct items drawn uniformly (without replacement) from ``range(n_items)``."""
-    return torch.randperm(n_items, generator=generator)[: min(n, n_items)]
-
-
 def negative_mask(positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
     """(b, N) bool: True where negative j equals row b's positive (those logits are removed from the row)."""
     return negatives[None, :] == positives[:, None]
@@ -153,51 +150,9 @@ def sampled_softmax_loss(
     union of the batch's items). With ``filter_collisions`` a negative equal to the row's positive is masked."""
     items, inverse = torch.unique(torch.cat([positives, negatives]), return_inverse=True)
     logits = q @ embed(items).T  # (b, u)
-    pos = logits.gather(1, inverse[: len(positives), None])  # (b, 1)
+    pos = logits.gather(1, inverse[: len(positives), None])[:, 0]  # (b,)
     neg = logits[:, inverse[len(positives) :]]  # (b, N)
-    if filter_collisions:
-        neg = neg.masked_fill(negative_mask(positives, negatives), -torch.inf)
-    return F.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros(len(q), dtype=torch.long, device=q.device))
-
-
-class _ReindexObjective:
-    """The trainer's view of reindexing: batches of (turn, label) rows, sampled-softmax loss, the aggregator's state."""
-
-    name = "reindex"
-
-    def __init__(self, indexer: ItemIndexer, q_train: torch.Tensor, pairs: list, cfg: ReindexConfig, seed: int):
-        self.indexer, self.q_train, self.cfg = indexer, q_train, cfg
-        self.sample_of = torch.as_tensor([p.sample for p in pairs], dtype=torch.long, device=q_train.device)
-        self.label_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long, device=q_train.device)
-        self.generator = torch.Generator().manual_seed(seed)  # sampled negatives (drawn on the CPU)
-
-    def parameters(self) -> Iterator[nn.Parameter]:
-        return self.indexer.parameters()
-
-    def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[torch.Tensor]:
-        order = torch.from_numpy(rng.permutation(len(self.label_of)))
-        for start in range(0, len(order), batch_size):
-            yield order[start : start + batch_size]
-
-    def loss(self, rows: torch.Tensor) -> torch.Tensor:
-        negatives = sample_negatives(self.indexer.n_items, self.cfg.n_negatives, self.generator).to(rows.device)
-        return sampled_softmax_loss(self.q_train[self.sample_of[rows]], self.label_of[rows], negatives,
-                                    self.indexer.embed, self.cfg.filter_collisions)
-
-    def state(self) -> dict[str, Any]:
-        return {k: v.detach().clone() for k, v in self.indexer.aggregator.state_dict().items()}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.indexer.aggregator.load_state_dict(state)
-
-    def set_training(self, training: bool) -> None:
-        self.indexer.train(training)
-
-    def extra_state(self) -> dict[str, torch.Tensor]:
-        return {"generator": self.generator.get_state()}
-
-    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.generator.set_state(state["generator"])
+    return sampled_softmax(pos, neg, negative_mask(positives, negatives) if filter_collisions else None)
 
 
 def train_reindex(
@@ -226,31 +181,37 @@ def train_reindex(
     if config.center_q:  # the mean over the training turns (each turn once, not per label)
         indexer.q_mean.copy_(q_train.mean(0))
     seed = train_config.seed if seed is None else seed
-    objective = _ReindexObjective(indexer, indexer.center(q_train), pairs, config, seed)
-    k = train_config.metric_k
+    q_rows = indexer.center(q_train)
+    sample_of = torch.as_tensor([p.sample for p in pairs], dtype=torch.long, device=device)
+    label_of = torch.as_tensor([p.target for p in pairs], dtype=torch.long, device=device)
 
-    def validate() -> dict[str, float]:
-        table = indexer.item_table()
-        scorer = lambda samples: indexer.center(q_source([s.context for s in samples]).float().to(device)) @ table.T  # noqa: E731
-        result = evaluate_crs(scorer, valid, indexer.n_items, ks=(k,), batch_size=train_config.eval_batch_size)
-        return {m: est.mean for m, est in result.summary().items()}
+    def loss(rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        rows = rows.to(device)
+        negatives = sample_negatives(indexer.n_items, config.n_negatives, generator).to(device)
+        return sampled_softmax_loss(q_rows[sample_of[rows]], label_of[rows], negatives, indexer.embed,
+                                    config.filter_collisions)
 
-    return Trainer.in_folder(train_config, folder).run(objective, validate if valid else None, resume=resume,
-                                                       seed=seed)
+    def scorer(samples: Sequence[CRSSample]) -> torch.Tensor:
+        return indexer.center(q_source([s.context for s in samples]).float().to(device)) @ indexer.item_table().T
+
+    objective = PairObjective("reindex", indexer.aggregator, len(pairs), loss, seed)
+    validate = turn_validation(scorer, valid, indexer.n_items, train_config)
+    return Trainer.in_folder(train_config, folder).run(objective, validate, resume=resume, seed=seed)
 
 
 @register("rta_reindex")
 class RTAReindex(CRSRecommender):
     """The reindexed LLM: ``score = q @ E.T`` with E = the aggregated single-token item table.
 
-    ``fit(data, train, features=...)`` trains on the reindex labels of the prepared TRAINING turns
-    (:meth:`lmrec.models.crs.rta.features.LLMFeatures.llm_label_samples`, per ``label_source``).
+    ``fit(data, train, inputs=ModelInputs(features=...))`` trains on the reindex labels of the prepared TRAINING
+    turns (:meth:`lmrec.inputs.store.LLMFeatures.llm_label_samples`, per ``label_source``).
     """
 
     Config = ReindexConfig
     train_defaults = REINDEX_TRAIN_DEFAULTS
     trainable = True
     uses_llm = True
+    needs = ("features",)
 
     def __init__(self, config: ReindexConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
@@ -274,13 +235,11 @@ class RTAReindex(CRSRecommender):
         self.n_items = self.indexer.n_items
         self.table = None
 
-    def fit(self, data: CRSData, train: TrainConfig | dict | None = None, *, features: Any = None, base: Any = None,
-            folder: Path | None = None, resume: bool = False) -> TrainLog:
-        from lmrec.models.crs.rta.features import context_features
+    def fit(self, data: CRSData, train: TrainConfig | dict | None = None, *, inputs: ModelInputs | None = None,
+            folder: Path | None = None, resume: bool = False, on_validation: Any = None) -> TrainLog:
+        from lmrec.inputs.lookup import context_features
 
-        if features is None:
-            raise ArgumentError("rta_reindex learns from the LLM's answers: fit it with ", Argument("features"),
-                                " (a folder made by `lmrec crs prepare`)")
+        features = self.check_inputs(inputs).features
         cfg = self.train_config(train, self.config)
         self.device = resolve_device(cfg.device)
         self.context = context_features(features)
@@ -306,8 +265,8 @@ class RTAReindex(CRSRecommender):
             self.table = self.indexer.item_table()
         return self.table
 
-    def score(self, samples: Sequence[CRSSample]) -> torch.Tensor:
-        return self.indexer.center(self.q(samples)) @ self.item_table().T
+    def score_conversations(self, query: Conversations) -> torch.Tensor:
+        return self.indexer.center(self.q(query.samples)) @ self.item_table().T
 
     def state(self) -> dict[str, torch.Tensor]:
         return {**{f"indexer.{k}": v for k, v in self.indexer.state_dict().items()}, "item_table": self.item_table()}
