@@ -171,6 +171,8 @@ class Run:
         tensors, _ = load_tensors(folder / WEIGHTS)
         state, artifacts = with_prefix(tensors, "state."), with_prefix(tensors, "artifacts.")
         model.device = resolve_device(device)
+        if manifest.get("train_config"):  # the precision it was trained in (runs from before the setting: fp32)
+            model.precision = with_legacy(manifest["train_config"])["precision"]
         if isinstance(model, Recommender):
             model.restore(state, artifacts, data)  # type: ignore[arg-type]
         else:
@@ -506,6 +508,8 @@ def _plan(model: str | Model, data: SplitData | CRSData | str | DataRef, train: 
         raise LmrecError(f"{dataset.name}: the training split is empty: nothing to fit")
     features = _features(features, dataset) if task == "crs" else None
     manifest = _manifest(model, dataset, ref, train_config, features, run.get("seed", ref.seed))
+    if train_config is not None:  # what it runs in, what "auto" picks here, and why
+        manifest["precision"] = train_config.precision_choice(model.bf16_path, model.name).as_dict()
     return model, dataset, task, train_config, features, manifest
 
 

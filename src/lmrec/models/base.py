@@ -42,18 +42,22 @@ class Model:
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig values of the paper; empty for untrained models
     trainable: ClassVar[bool] = False  # fitted by lmrec.train.Trainer (takes a TrainConfig)
+    # dense products that run in bf16 under TrainConfig.precision (lmrec.train.precision); without, always fp32
+    bf16_path: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
         if config is not None and not isinstance(config, self.Config):
             raise LmrecError(f"{self.name} takes a {self.Config.__name__}, got a {type(config).__name__}")
         self.config = build(self.Config, overrides, base=config, what=f"{self.name} setting")
         self.device = torch.device("cpu")
+        self.precision = "fp32"  # of the dense products (TrainConfig.precision), set when the model is fitted or loaded
 
     @classmethod
     def train_config(cls, overrides: TrainConfig | dict[str, Any] | None = None,
                      config: ModelConfig | None = None) -> TrainConfig:
-        """The paper's training values (``train_defaults``) overridden by ``overrides``; validated."""
-        return TrainConfig.with_overrides(cls.train_defaults, overrides)
+        """The paper's training values (``train_defaults``) overridden by ``overrides``; validated, with ``precision``
+        resolved for this model on this machine (never "auto")."""
+        return TrainConfig.with_overrides(cls.train_defaults, overrides).with_precision(cls.bf16_path, cls.name)
 
     def identity(self) -> dict[str, Any]:
         """The model's name and settings: what makes its random streams its own (:meth:`TrainConfig.stream_seed`)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +14,7 @@ from lmrec.errors import LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.models.base import ModelConfig, Recommender
 from lmrec.train import TrainConfig, Trainer, TrainLog, distributed, resolve_device
+from lmrec.train.precision import autocast
 
 
 class TorchRecommender(Recommender):
@@ -23,6 +24,9 @@ class TorchRecommender(Recommender):
 
     Device: tensors that :meth:`build` stores on the model (graphs, LM features) and the module are moved to
     the training config's ``device``; batches are moved by the trainer.
+
+    Precision: the model runs in the training config's ``precision`` (``self.precision``, "fp32" or "bf16");
+    models with dense products to run in bf16 (``bf16_path``) call them through :meth:`dense`.
     """
 
     trainable: ClassVar[bool] = True
@@ -70,6 +74,7 @@ class TorchRecommender(Recommender):
             resume: bool = False) -> TrainLog:
         cfg = self.train_config(train, self.config)
         self.device = resolve_device(cfg.device)
+        self.precision = cfg.precision
         seed = self.stream_seed(cfg)
         self.prepare(data, seed)
 
@@ -85,6 +90,15 @@ class TorchRecommender(Recommender):
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         return self.net.parameters()
+
+    def dense(self, fn: Callable[..., Any], *inputs: Any) -> Any:
+        """``fn(*inputs)`` with its dense products at the model's precision (bf16 autocast when it is "bf16"), its
+        output (a tensor or a tuple of tensors) in float32 either way."""
+        if self.precision != "bf16":
+            return fn(*inputs)
+        with autocast(self.precision, self.device):
+            out = fn(*inputs)
+        return tuple(t.float() for t in out) if isinstance(out, tuple) else out.float()
 
     def set_training(self, training: bool) -> None:
         """Switch train / eval mode; the cached vectors are dropped when training starts (or the mode changes)."""

@@ -66,7 +66,7 @@ class _Mapper(nn.Module):
         """(f(P z_items), f(z_items)) for a profile matrix P (rows: weights summing to 1, or empty; ``profile_t`` =
         Pᵀ). The first layer is affine, so it runs on the items only: W(P z) + b = P(W z) + b for every non-empty
         row, and b for an empty one (z_u = 0); equal up to float32 rounding. Users then cost a sparse product
-        instead of a dense layer."""
+        instead of a dense layer (in fp32 whatever the autocast: a sum)."""
         first, rest = (self.f[0], self.f[1:]) if isinstance(self.f, nn.Sequential) else (self.f, nn.Identity())
         items = F.linear(z_items, first.weight)
         users = sparse_product(profile, profile_t, items)
@@ -100,6 +100,7 @@ class AlphaRec(LMFeatures, TorchRecommender):
 
     Config = AlphaRecConfig
     train_defaults = {"lr": 5e-4, "batch_size": 4096, "epochs": 500, "eval_every": 5, "patience": 20}
+    bf16_path = True  # the MLP's products (TrainConfig.precision)
 
     # -- model -----------------------------------------------------------------------------------------
     def build(self, data: SplitData) -> nn.Module:
@@ -115,12 +116,16 @@ class AlphaRec(LMFeatures, TorchRecommender):
         self.sampler = Sampler(data.train)
         return _Mapper(self.z_items.shape[1], self.config)
 
+    def mlp(self, z: torch.Tensor) -> torch.Tensor:
+        """MLP(z) (the mapping) at the model's precision, as float32."""
+        return self.dense(self.net, z)
+
     def represent(self, z_users: torch.Tensor, z_items: torch.Tensor, adj: torch.Tensor,
                   e0_users: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """Normalized (user, item) representations for LM inputs on a graph (also used zero-shot);
         ``e0_users`` replaces MLP(z_users) as the users' layer-0 rows when given."""
-        users0 = self.net(z_users) if e0_users is None else e0_users
-        return self.propagated(users0, self.net(z_items), adj)
+        users0 = self.mlp(z_users) if e0_users is None else e0_users
+        return self.propagated(users0, self.mlp(z_items), adj)
 
     def propagated(self, users0: torch.Tensor, items0: torch.Tensor, adj: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Normalized (user, item) rows of LightGCN(adj, [users0; items0])."""
@@ -132,7 +137,8 @@ class AlphaRec(LMFeatures, TorchRecommender):
         """:meth:`represent` of the training users and items; with many users per edge, MLP(z_users) computed as
         :meth:`_Mapper.of_profiles` (z_users = P z_items: the same values, one dense layer over the items only)."""
         if self.users_via_items:
-            return self.propagated(*self.net.of_profiles(self.profile, self.profile_t, self.z_items), self.adj)
+            return self.propagated(*self.dense(self.net.of_profiles, self.profile, self.profile_t, self.z_items),
+                                   self.adj)
         return self.represent(self.z_users, self.z_items, self.adj)
 
     def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -191,9 +197,9 @@ class AlphaRec(LMFeatures, TorchRecommender):
         train = sp.vstack([self.data.train, row], format="csr")
         z_user = self.z_items[torch.from_numpy(items).to(self.device)].mean(0, keepdim=True)
         z_users = torch.cat([self.z_users, z_user])
-        e0_users = self.net(z_users)
+        e0_users = self.mlp(z_users)
         if intent is not None:
-            e_intent = self.net(self.encode_texts([intent]))[0]
+            e_intent = self.mlp(self.encode_texts([intent]))[0]
             e0_users[-1] = (1 - alpha) * e0_users[-1] + alpha * e_intent
         users, item_emb = self.represent(z_users, self.z_items, normalized_adjacency(train).to(self.device), e0_users)
         return users[-1], item_emb
@@ -227,7 +233,7 @@ class AlphaRec(LMFeatures, TorchRecommender):
         edge in the training graph, so its propagated vector is MLP(LM(text))/(L+1), normalized: exact, and every
         score against it is exact too (no other vector depends on an isolated node)."""
         self.set_training(False)
-        return F.normalize(self.net(self.encode_texts(list(texts))), dim=-1)
+        return F.normalize(self.mlp(self.encode_texts(list(texts))), dim=-1)
 
 
 class IntentScorer:
@@ -246,7 +252,7 @@ class IntentScorer:
         self.model = model
         model.set_training(False)
         with torch.no_grad():
-            self.e0 = model.net(torch.cat([model.z_users, model.z_items]))  # E⁽⁰⁾ (n_users + n_items, d)
+            self.e0 = model.mlp(torch.cat([model.z_users, model.z_items]))  # E⁽⁰⁾ (n_users + n_items, d)
             self.final = propagate(model.adj, self.e0, model.config.n_layers)  # E = P·E⁽⁰⁾
         self.n_users = len(model.z_users)
 
@@ -255,7 +261,7 @@ class IntentScorer:
         z = torch.as_tensor(np.asarray(z_intent.cpu() if isinstance(z_intent, torch.Tensor) else z_intent,
                                        dtype=np.float32)).reshape(-1, self.model.z_items.shape[1])
         with torch.no_grad():
-            return self.model.net(z.to(self.model.device))
+            return self.model.mlp(z.to(self.model.device))
 
     def user_vector(self, user: int, e_intent: torch.Tensor, alpha: float) -> torch.Tensor:
         """u's final normalized vector with ẽ_u⁽⁰⁾ = (1 − α)·e_u⁽⁰⁾ + α·e_intent (exact)."""
