@@ -17,11 +17,10 @@ from torch import nn
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.models.base import ModelConfig, register
-from lmrec.models.nn.graph import normalized_adjacency, propagate
+from lmrec.models.nn.graph import csr_tensor, normalized_adjacency, propagate, sparse_product
 from lmrec.models.nn.lm_inputs import LMFeatures, profile_matrix
 from lmrec.models.nn.losses import info_nce
 from lmrec.models.nn.sampling import Sampler
-from lmrec.models.nn.spmm import SparseMatrix, product
 from lmrec.models.torch_base import TorchRecommender
 from lmrec.settings import settings
 
@@ -29,8 +28,9 @@ from lmrec.settings import settings
 # text-embedding-3-large (3072-d), 2 for ada-002 (1536-d), 8 for BERT (768-d), 9/32 for 4096-d LLMs.
 PAPER_MLP_RATIO = {3072: 0.5, 1536: 2.0, 768: 8.0, 4096: 9 / 32}
 _ENCODER_LOCK = threading.Lock()
-# FLOPs of a dense product per byte a sparse product moves in the same time, on CPU (2-core Xeon, one thread:
-# dense fp32 ~110 GFLOP/s; the CSR products of bench/sparse_product.py 5-20 GB/s); bf16 on AMX is ~5x fp32
+# FLOPs of a dense product per byte a sparse product moves in the same time, on CPU (2-core Xeon, one thread: dense
+# fp32 ~110 GFLOP/s; torch's CSR products of P and Pᵀ 5.5 GB/s on Amazon Games, 16 GB/s on ML-1M-sized data,
+# bench/sparse_product.py); bf16 products on AMX run ~5x fp32
 DENSE_PER_SPARSE = {"fp32": 10, "bf16": 50}
 
 
@@ -75,7 +75,7 @@ class _Mapper(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x)
 
-    def of_profiles(self, profile: SparseMatrix, profile_t: SparseMatrix, z_items: torch.Tensor
+    def of_profiles(self, profile: torch.Tensor, profile_t: torch.Tensor, z_items: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(P z_items), f(z_items)) for a profile matrix P (rows: weights summing to 1, or empty; ``profile_t`` =
         Pᵀ). The first layer is affine, so it runs on the items only: W(P z) + b = P(W z) + b for every non-empty
@@ -83,7 +83,7 @@ class _Mapper(nn.Module):
         instead of a dense layer (in fp32 whatever the autocast: a sum)."""
         first, rest = (self.f[0], self.f[1:]) if isinstance(self.f, nn.Sequential) else (self.f, nn.Identity())
         items = F.linear(z_items, first.weight)
-        users = product(profile, profile_t, items)
+        users = sparse_product(profile, profile_t, items)
         if first.bias is not None:
             users, items = users + first.bias, items + first.bias
         return rest(users), rest(items)
@@ -120,7 +120,7 @@ class AlphaRec(LMFeatures, TorchRecommender):
     def build(self, data: SplitData) -> nn.Module:
         self.z_users, self.z_items = self.lm_inputs(data)
         profile = profile_matrix(data.train)  # z_users = P z_items
-        self.profile, self.profile_t = SparseMatrix(profile), SparseMatrix(profile.T)
+        self.profile, self.profile_t = csr_tensor(profile), csr_tensor(profile.T)
         # Amazon Industrial (8,317 users, 22,824 edges) 1.52x per step through the items, MovieLens latest-small
         # (610 users) 0.87x (bench/alpharec_step.py, CPU)
         self.users_via_items = users_via_items(data.n_users, data.n_items, data.train.nnz, self.z_items.shape[1],
@@ -128,11 +128,6 @@ class AlphaRec(LMFeatures, TorchRecommender):
         self.adj = normalized_adjacency(data.train)
         self.sampler = Sampler(data.train)
         return _Mapper(self.z_items.shape[1], self.config)
-
-    def to(self, device: torch.device | str) -> AlphaRec:
-        super().to(device)
-        self.profile, self.profile_t = self.profile.to(self.device), self.profile_t.to(self.device)
-        return self
 
     def mlp(self, z: torch.Tensor) -> torch.Tensor:
         """MLP(z) (the mapping) at the model's precision, as float32."""
