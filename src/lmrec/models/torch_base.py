@@ -11,7 +11,7 @@ import torch
 
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
-from lmrec.eval.ranking import evaluate
+from lmrec.eval.ranking import evaluate, fresh_scores
 from lmrec.models.base import ModelConfig, Recommender
 from lmrec.train import TrainConfig, Trainer, TrainLog, distributed, resolve_device
 from lmrec.train.precision import autocast
@@ -37,6 +37,7 @@ class TorchRecommender(Recommender):
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
         self._inference: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._columns: tuple[torch.Tensor, torch.Tensor] | None = None  # (item vectors, their transpose, contiguous)
 
     # -- to implement --------------------------------------------------------------------------------
     def build(self, data: SplitData) -> torch.nn.Module:
@@ -114,9 +115,13 @@ class TorchRecommender(Recommender):
                 cached = self._inference = tuple(t.detach() for t in self.embed())  # type: ignore[assignment]
         return cached  # type: ignore[return-value]
 
+    @fresh_scores  # a new product at every call
     def score(self, users: np.ndarray) -> torch.Tensor:
         user_emb, item_emb = self.vectors()
-        return user_emb[torch.as_tensor(users, dtype=torch.long, device=user_emb.device)] @ item_emb.T
+        columns = self._columns
+        if columns is None or columns[0] is not item_emb:  # the item vectors as contiguous columns, once per state:
+            columns = self._columns = (item_emb, item_emb.T.contiguous())  # MKL multiplies by them ~1.7x faster
+        return user_emb[torch.as_tensor(users, dtype=torch.long, device=user_emb.device)] @ columns[1]
 
     def item_vectors(self) -> torch.Tensor:
         return self.vectors()[1]
