@@ -38,6 +38,7 @@ import torch
 from bench_cf import peak_rss_mb
 from common import machine
 
+from lmrec.allocator import keep_freed_memory
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import load_dataset
 from lmrec.eval.ranking import evaluate
@@ -111,6 +112,7 @@ def lmrec_worker(args: argparse.Namespace) -> dict[str, Any]:
     """Train one lmrec model with its Trainer and time epochs and full-ranking test evaluations."""
     load_start = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the lmrec command does
     data = load_dataset(args.datasets[0])
     name = args.worker
     if name == "alpharec":
@@ -148,7 +150,7 @@ def lmrec_worker(args: argparse.Namespace) -> dict[str, Any]:
         "best_epoch": log.best_epoch, "best_valid_recall@20": log.best_score,
         "seconds_to_best": log.seconds_to_best, "total_seconds": log.total_seconds,
         "valid_log": [{"epoch": r.epoch, **r.valid} for r in log.records if r.valid],
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": model.precision,
         "load_start": load_start, "load_end": os.getloadavg()[0],
     }
 
