@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import machine
+from common import dataset_path, machine
 from recbole_compare import (
     RECBOLE_PYTHON,
     RESULTS,
-    ROOT,
     lmrec_command,
     recbole_command,
     run_child,
@@ -47,22 +46,9 @@ from lmrec.data.registry import load_dataset
 from lmrec.eval.report import text_table
 from lmrec.io import atomic_write, write_json
 
-SYNTH = {"synth-ml1m": dict(interactions=1_000_000, users=6040, items=3260, seed=1)}
 RUNS = (("lmrec", "alpharec"), ("lmrec", "lightgcn"), ("recbole", "LightGCN"))
 COLUMNS = ["dataset", "model", "library", "precision", "best epoch", "epochs run", "valid recall@20", "s to best",
            "total s", "epoch s", "test recall@20", "test ndcg@20", "load"]
-
-
-def dataset_path(name: str) -> str:
-    """A registered name or folder as given; ``synth-ml1m`` written to runs/bench-ml1m first (once)."""
-    if name not in SYNTH:
-        return str(Path(name).resolve()) if Path(name).is_dir() else name
-    folder = ROOT / "runs" / "bench-ml1m"
-    if not (folder / "train.txt").exists():
-        from lmrec.data.synth import synthesize
-
-        synthesize(folder, **SYNTH[name])
-    return str(folder)
 
 
 def row(dataset: str, run: dict[str, Any]) -> dict[str, Any]:
