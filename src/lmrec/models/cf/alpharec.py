@@ -75,17 +75,18 @@ class _Mapper(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x)
 
-    def of_profiles(self, profile: torch.Tensor, profile_t: torch.Tensor, z_items: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def of_profiles(self, profile: torch.Tensor, profile_t: torch.Tensor, z_items: torch.Tensor,
+                    empty: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(P z_items), f(z_items)) for a profile matrix P (rows: weights summing to 1, or empty; ``profile_t`` =
-        Pᵀ). The first layer is affine, so it runs on the items only: W(P z) + b = P(W z) + b for every non-empty
-        row, and b for an empty one (z_u = 0); equal up to float32 rounding. Users then cost a sparse product
-        instead of a dense layer (in fp32 whatever the autocast: a sum)."""
+        Pᵀ; ``empty``: the indices of the empty rows). The first layer is affine, so it runs on the items only:
+        W(P z) + b = P(W z + b) for every non-empty row, and b for an empty one (z_u = 0); equal up to float32
+        rounding. Users then cost a sparse product instead of a dense layer (in fp32 whatever the autocast: a sum),
+        and no pass over the users' rows adds the bias."""
         first, rest = (self.f[0], self.f[1:]) if isinstance(self.f, nn.Sequential) else (self.f, nn.Identity())
-        items = F.linear(z_items, first.weight)
+        items = F.linear(z_items, first.weight, first.bias)
         users = sparse_product(profile, profile_t, items)
-        if first.bias is not None:
-            users, items = users + first.bias, items + first.bias
+        if first.bias is not None and empty is not None and len(empty):
+            users = users.index_add_(0, empty, first.bias.to(users.dtype).expand(len(empty), -1))
         return rest(users), rest(items)
 
 
@@ -121,6 +122,7 @@ class AlphaRec(LMFeatures, TorchRecommender):
         self.z_users, self.z_items = self.lm_inputs(data)
         profile = profile_matrix(data.train)  # z_users = P z_items
         self.profile, self.profile_t = csr_tensor(profile), csr_tensor(profile.T)
+        self.empty_users = torch.from_numpy(np.flatnonzero(np.diff(data.train.indptr) == 0))  # their z_u is 0
         # Amazon Industrial (8,317 users, 22,824 edges) 1.52x per step through the items, MovieLens latest-small
         # (610 users) 0.87x (bench/alpharec_step.py, CPU)
         self.users_via_items = users_via_items(data.n_users, data.n_items, data.train.nnz, self.z_items.shape[1],
@@ -150,8 +152,8 @@ class AlphaRec(LMFeatures, TorchRecommender):
         """:meth:`represent` of the training users and items; with many users per edge, MLP(z_users) computed as
         :meth:`_Mapper.of_profiles` (z_users = P z_items: the same values, one dense layer over the items only)."""
         if self.users_via_items:
-            return self.propagated(*self.dense(self.net.of_profiles, self.profile, self.profile_t, self.z_items),
-                                   self.adj)
+            return self.propagated(*self.dense(self.net.of_profiles, self.profile, self.profile_t, self.z_items,
+                                               self.empty_users), self.adj)
         return self.represent(self.z_users, self.z_items, self.adj)
 
     def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
