@@ -75,7 +75,7 @@ def main() -> None:
                     scores[precision][metric].append(test[metric]["mean"])
                 seconds = _seconds_to_best(folder)
                 lines.append(f"| {data.name} | {seed} | {precision} | {test['recall@20']['mean']:.4f} | "
-                             f"{test['ndcg@20']['mean']:.4f} | {fit['best_epoch']} | {seconds:.0f} |")
+                             f"{test['ndcg@20']['mean']:.4f} | {fit["best_epoch"]} | {seconds:.1f} |")
                 print(lines[-1], flush=True)
         cells = []
         for metric in ("recall@20", "ndcg@20"):
@@ -97,3 +97,7 @@ def _seconds_to_best(folder: Path) -> float:
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     best = manifest["fit"]["best_epoch"]
     return float(sum(r["seconds"] for r in records if r["epoch"] <= best))
+
+
+if __name__ == "__main__":
+    main()
