@@ -75,7 +75,7 @@ def main() -> None:
                     scores[precision][metric].append(test[metric]["mean"])
                 seconds = _seconds_to_best(folder)
                 lines.append(f"| {data.name} | {seed} | {precision} | {test['recall@20']['mean']:.4f} | "
-                             f"{test['ndcg@20']['mean']:.4f} | {fit["best_epoch"]} | {seconds:.1f} |")
+                             f"{test['ndcg@20']['mean']:.4f} | {fit['best_epoch']} | {seconds:.1f} |")
                 print(lines[-1], flush=True)
         cells = []
         for metric in ("recall@20", "ndcg@20"):
