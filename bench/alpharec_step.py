@@ -71,7 +71,8 @@ def _median_ms(model: Any, batch_size: int, repeats: int) -> dict[str, float]:
     batch = next(model.batches(np.random.default_rng(0), batch_size))
     ways = {"dense": lambda: model.represent(model.z_users, model.z_items, model.adj),
             "via items": lambda: model.propagated(*model.net.of_profiles(model.profile, model.profile_t,
-                                                                         model.z_items), model.adj)}
+                                                                         model.z_items, model.empty_users),
+                                                  model.adj)}
 
     def step(embed: Callable[[], tuple[torch.Tensor, ...]]) -> float:
         model.net.zero_grad()

@@ -10,10 +10,27 @@ from pathlib import Path
 from lmrec.environment import cpu_name
 from lmrec.io import atomic_write
 
+ROOT = Path(__file__).resolve().parent.parent
+# synthetic datasets the benches name: MovieLens-1M-sized (6,040 users, 3,260 items, 1M pairs asked: 502k training)
+SYNTH = {"synth-ml1m": (ROOT / "runs" / "bench-ml1m", dict(interactions=1_000_000, users=6040, items=3260, seed=1))}
+
 
 def machine() -> str:
     """CPU model and core count, e.g. 'Intel(R) Xeon(R) ... (2 cores, Linux x86_64)'."""
     return f"{cpu_name()} ({os.cpu_count()} cores, {platform.system()} {platform.machine()})"
+
+
+def dataset_path(name: str) -> str:
+    """A registered dataset name as given, a folder made absolute (child processes run elsewhere), or one of
+    :data:`SYNTH`'s names as its folder, written there first when missing (``lmrec data synth``)."""
+    if name in SYNTH:
+        folder, spec = SYNTH[name]
+        if not (folder / "train.txt").exists():
+            from lmrec.data.synth import synthesize
+
+            synthesize(folder, **spec)
+        return str(folder)
+    return str(Path(name).resolve()) if Path(name).is_dir() else name
 
 
 def write_lines(path: Path, lines: Sequence[str]) -> None:

@@ -17,6 +17,7 @@ Set-up once: ``bash bench/setup_recbole.sh`` (creates .venv-recbole). Run alone:
 same cores distort every figure; the load average at start and end is recorded.
 
     python bench/recbole_compare.py movielens-100k movielens-latest-small [--epochs 20] [--threads 1]
+    python bench/recbole_compare.py synth-ml1m amazon-video-games-2018 --epochs 5 --budget 0   # ML-1M-sized, Games
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 from bench_cf import peak_rss_mb
-from common import machine
+from common import dataset_path, machine
 
+from lmrec.allocator import keep_freed_memory
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import load_dataset
 from lmrec.eval.ranking import evaluate
@@ -111,6 +113,7 @@ def lmrec_worker(args: argparse.Namespace) -> dict[str, Any]:
     """Train one lmrec model with its Trainer and time epochs and full-ranking test evaluations."""
     load_start = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the lmrec command does
     data = load_dataset(args.datasets[0])
     name = args.worker
     if name == "alpharec":
@@ -149,6 +152,7 @@ def lmrec_worker(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_to_best": log.seconds_to_best, "total_seconds": log.total_seconds,
         "valid_log": [{"epoch": r.epoch, **r.valid} for r in log.records if r.valid],
         "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "precision": getattr(model, "precision", "fp32"),  # lmrec before 2026-12-06 had fp32 only
         "load_start": load_start, "load_end": os.getloadavg()[0],
     }
 
@@ -274,8 +278,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "recbole_compare")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one lmrec model, print JSON
     args = parser.parse_args()
-    # a folder is passed on to the worker processes, which run elsewhere: make it absolute
-    args.datasets = [str(Path(d).resolve()) if Path(d).is_dir() else d for d in args.datasets]
+    # a folder is passed on to the worker processes, which run elsewhere: made absolute (synth-ml1m: written once)
+    args.datasets = [dataset_path(d) for d in args.datasets]
     if args.worker:
         print(json.dumps(lmrec_worker(args)))
         return

@@ -149,7 +149,7 @@ def main() -> None:
         "best_epoch": best["epoch"], "best_valid_recall@20": best["score"],
         "seconds_to_best": best["seconds"], "total_seconds": total_seconds,
         "valid_log": valid_log,
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": "fp32",
         "load_start": load_start, "load_end": os.getloadavg()[0],
     }
     print(json.dumps(out))

@@ -236,14 +236,14 @@ def test_a_model_that_answers_by_generation_is_evaluated_on_the_answered_turns()
     from types import SimpleNamespace
 
     from lmrec.data.conversations import CRSSample
+    from lmrec.eval.model import evaluation_turns
     from lmrec.inputs.lookup import ContextFeatures
-    from lmrec.run import _eval_samples
 
     turns = [CRSSample("c", t, f"context {t}", [], [0], [True]) for t in range(4)]
     context = ContextFeatures(completions={"context 1": "1. Heat", "context 3": "1. Alien"},
                               samples={"test": turns, "valid": turns[:2]})
     zero_shot = SimpleNamespace(context=context, answers_by_generation=True)
-    assert [s.turn_id for s in _eval_samples(zero_shot, None, "test")] == [1, 3]
-    assert [s.turn_id for s in _eval_samples(zero_shot, None, "valid")] == [1]
+    assert [s.turn_id for s in evaluation_turns(zero_shot, None, "test")] == [1, 3]
+    assert [s.turn_id for s in evaluation_turns(zero_shot, None, "valid")] == [1]
     reindexed = SimpleNamespace(context=context, answers_by_generation=False)
-    assert len(_eval_samples(reindexed, None, "test")) == 4
+    assert len(evaluation_turns(reindexed, None, "test")) == 4

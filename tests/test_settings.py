@@ -79,7 +79,7 @@ def test_a_new_training_setting_touches_one_class():
     """Every TrainConfig field is a flag of `lmrec train` and `lmrec compare` without further code."""
     parser = build_parser(["train", "mf"])
     values = {"progress": (), "optimizer": ("adamw",), "device": ("cpu",), "metric": ("ndcg@10",),
-              "streams": ("shared",)}
+              "streams": ("shared",), "precision": ("bf16",)}
     for field in TrainConfig.__dataclass_fields__:
         flag = "--" + field.replace("_", "-")
         args = parser.parse_args(["train", "mf", "--dataset", "d", "--out", "o", flag, *values.get(field, ("1",))])

@@ -8,8 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import lmrec
-import lmrec.models.torch_base as torch_base_module
-import lmrec.run as run_module
+import lmrec.eval.ranking as ranking_module
 import lmrec.tuning as tuning_module
 from helpers import planted_data, single_thread, write_lightgcn_folder  # noqa: F401
 from lmrec.cli import main
@@ -31,10 +30,9 @@ def searched(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("tune") / "mf"
     splits = []
     with pytest.MonkeyPatch.context() as patch:
-        for module in (run_module, torch_base_module):
-            real = module.evaluate
-            patch.setattr(module, "evaluate", lambda scorer, d, split="test", _real=real, **kw: (
-                splits.append(split), _real(scorer, d, split, **kw))[1])
+        real = ranking_module.evaluate  # every ranking of a split goes through it (training and the run's)
+        patch.setattr(ranking_module, "evaluate", lambda scorer, d, split="test", _real=real, **kw: (
+            splits.append(split), _real(scorer, d, split, **kw))[1])
         result = lmrec.tune("mf", data, trials=4, fixed=FAST, out=out, log=None)
     return result, out, splits
 

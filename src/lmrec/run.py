@@ -176,6 +176,8 @@ class Run:
         tensors, _ = load_tensors(folder / WEIGHTS)
         state, artifacts = with_prefix(tensors, "state."), with_prefix(tensors, "artifacts.")
         model.device = resolve_device(device)
+        if manifest.get("train_config"):  # the precision it was trained in (runs from before the setting: fp32)
+            model.precision = with_legacy(manifest["train_config"])["precision"]
         inputs = ModelInputs(item_features=artifacts["features"].numpy() if "features" in artifacts else None,
                              context=_context(manifest, folder, data, device) if manifest.get("llm") else None)
         model.restore(state, inputs, data)
@@ -506,6 +508,8 @@ def _plan(model: str | Model, data: SplitData | CRSData | str | DataRef, train: 
         raise LmrecError(f"{dataset.name}: the training split is empty: nothing to fit")
     features = _features(features, dataset)
     manifest = _manifest(model, dataset, ref, train_config, features, run.get("seed", ref.seed))
+    if train_config is not None:  # what it runs in, what "auto" picks here, and why
+        manifest["precision"] = train_config.precision_choice(model.bf16_path, model.name).as_dict()
     return model, dataset, task, train_config, features, manifest
 
 

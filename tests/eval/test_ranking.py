@@ -7,7 +7,7 @@ import torch
 
 from helpers import make_split, planted_data, single_thread  # noqa: F401
 from lmrec.errors import LmrecError
-from lmrec.eval.ranking import evaluate, mask_matrix, tie_break_keys, top_k
+from lmrec.eval.ranking import CHUNK, evaluate, largest, mask_matrix, tie_break_keys, top_k
 
 
 def table_scorer(table: np.ndarray):
@@ -205,6 +205,89 @@ def test_fast_path_equals_the_exact_key_ranking(levels):
     keys[dense] = torch.iinfo(torch.int64).min
     expected = torch.topk(keys, k, dim=1).indices
     assert torch.equal(top_k(table, k, priority, exclude), expected)
+
+
+@pytest.mark.parametrize("levels", [3, 50, None])
+@pytest.mark.parametrize("n_items", [CHUNK * 130, CHUNK * 130 + 17])  # the chunked selection, with a shorter last chunk
+def test_largest_returns_the_k_largest_values_of_wide_rows(levels, n_items):
+    """The two-stage selection gives torch.topk's values (equal values: any of them) at the right items."""
+    rng = np.random.default_rng(7)
+    raw = rng.standard_normal((64, n_items))
+    x = torch.from_numpy((np.floor(raw * levels) if levels else raw).astype(np.float32))
+    x[0] = -torch.inf  # every entry equal
+    x[1, :100] = -torch.inf
+    x[2, -3:] = torch.inf  # the largest in the last, shorter chunk
+    x[3, 5::CHUNK] = 1e6  # one large entry in every chunk: the chunk maxima tie
+    values, items = largest(x, 21)
+    expected = torch.topk(x, 21, dim=1).values
+    assert torch.equal(values, expected)
+    assert torch.equal(torch.gather(x, 1, items), values)  # each index holds its value
+    assert all(len(set(row)) == 21 for row in items.tolist())  # 21 distinct items per row
+    if levels is None:  # distinct values: the very indices of torch.topk
+        assert torch.equal(items[4:], torch.topk(x, 21, dim=1).indices[4:])
+
+
+def test_largest_is_the_same_on_any_thread_count():
+    x = torch.randn(1000, CHUNK * 90 + 5)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            results.append(largest(x, 21))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+@pytest.mark.parametrize("levels", [3, 50, None])
+def test_fast_path_equals_the_exact_key_ranking_on_a_wide_catalog(levels):
+    """As above on rows wide enough for the chunked selection (:func:`largest`)."""
+    rng = np.random.default_rng(levels or 0)
+    n_users, n_items, k = 80, CHUNK * 100 + 9, 20
+    raw = rng.random((n_users, n_items))
+    table = torch.from_numpy((np.floor(raw * levels) if levels else raw).astype(np.float32))
+    table[0] = -torch.inf
+    exclude = sp.random(n_users, n_items, density=0.05, format="lil", random_state=1)
+    exclude[1, :] = 1.0
+    exclude[2, : n_items - 5] = 1.0  # fewer than k items left
+    exclude = exclude.tocsr()
+    priority = torch.rand(n_items, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    keys = tie_break_keys(table, priority)
+    keys[torch.from_numpy(exclude.toarray() > 0)] = torch.iinfo(torch.int64).min
+    assert torch.equal(top_k(table, k, priority, exclude), torch.topk(keys, k, dim=1).indices)
+
+
+@pytest.mark.parametrize("n_items", [60, CHUNK * 100 + 9])  # torch.topk, the chunked selection
+@pytest.mark.parametrize("where", ["masked", "unmasked", "last chunk"])
+def test_a_nan_anywhere_is_found_without_a_pass_of_its_own(n_items, where):
+    table = torch.rand(5, n_items)
+    exclude = sp.lil_matrix((5, n_items))
+    exclude[3, 7] = 1.0
+    table[3, {"masked": 7, "unmasked": 8, "last chunk": n_items - 2}[where]] = torch.nan
+    priority = torch.rand(n_items, dtype=torch.float64)
+    with pytest.raises(LmrecError, match="NaN scores \\(batch row 3\\)"):
+        top_k(table, 10, priority, exclude.tocsr())
+
+
+def test_fresh_scores_are_masked_in_place_and_others_copied():
+    """A scorer marked fresh_scores gives its tensor away (masked in place); any other scorer's is left as it was;
+    the results are the same."""
+    from lmrec.eval.ranking import fresh_scores
+
+    data = planted_data()
+    table = torch.from_numpy(np.random.default_rng(2).random((data.n_users, data.n_items)).astype(np.float32))
+    kept = table.clone()
+    shared = lambda users: table[: len(users)] if len(users) == data.n_users else table[users]  # noqa: E731
+    given = fresh_scores(lambda users: table[torch.as_tensor(users)].clone())
+    users = np.arange(data.n_users)
+    a = evaluate(shared, data, "test", users=users, batch_size=data.n_users)
+    b = evaluate(given, data, "test", users=users, batch_size=data.n_users)
+    assert torch.equal(table, kept)  # the shared table was not masked
+    assert all(np.array_equal(a.per_user[m], b.per_user[m]) for m in a.per_user)
+    out = given(users)
+    top_k(out, 5, torch.rand(data.n_items, dtype=torch.float64), mask_matrix(data, "test", None)[0], owned=True)
+    assert torch.isinf(out).any()  # given away: masked in place
 
 
 def test_masked_items_never_in_top_k():

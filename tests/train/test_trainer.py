@@ -263,8 +263,10 @@ def test_train_defaults_are_merged_with_overrides():
     cfg = LightGCN.train_config({"epochs": 3})
     assert cfg.epochs == 3 and cfg.lr == 5e-4 and cfg.eval_every == 5
     assert AlphaRec.train_config(None).lr == 5e-4
-    explicit = TrainConfig(lr=0.5)
-    assert AlphaRec.train_config(explicit) is explicit
+    explicit = TrainConfig(lr=0.5, precision="fp32")
+    assert AlphaRec.train_config(explicit) is explicit  # taken as is: its precision is a choice already
+    auto = AlphaRec.train_config(TrainConfig(lr=0.5))  # "auto" is resolved (lmrec.train.precision), nothing else
+    assert auto.precision in ("fp32", "bf16") and dataclasses.replace(auto, precision="auto") == TrainConfig(lr=0.5)
 
 
 

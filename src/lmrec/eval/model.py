@@ -10,7 +10,8 @@ from typing import Any
 from lmrec.data.conversations import CRSData, CRSSample
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
-from lmrec.eval.ranking import NothingToEvaluate, evaluate
+from lmrec.eval import ranking
+from lmrec.eval.ranking import NothingToEvaluate
 from lmrec.models.queries import turn_scorer, user_scorer
 
 REPORT_KS = (10, 20)
@@ -34,7 +35,7 @@ def evaluate_model(model: Any, data: SplitData | CRSData, split: str, ks: Sequen
         ks = tuple(sorted({min(k, data.n_items) for k in (ks or REPORT_KS)}))
         metrics = tuple(metrics or REPORT_METRICS)
         embeddings = item_text_embeddings(data, model) if "ild" in metrics else None
-        return evaluate(user_scorer(model.score), data, split, ks=ks, metrics=metrics, batch_size=batch_size,
+        return ranking.evaluate(user_scorer(model.score), data, split, ks=ks, metrics=metrics, batch_size=batch_size,
                         seed=seed, cold_users="exclude", item_embeddings=embeddings)
     if metrics is not None:
         raise LmrecError(f"{model.name} is a conversational model, evaluated on HR / NDCG / MRR per turn: choosing "

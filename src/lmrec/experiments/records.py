@@ -26,7 +26,7 @@ import torch
 from lmrec.data.registry import DataRef
 from lmrec.run import MANIFEST, METRICS, PER_USER, fit, per_user_test_values, read_manifest, settings_differ
 from lmrec.tensorfile import save_tensors
-from lmrec.train.trainer import LOG_FILE
+from lmrec.train.trainer import LOG_FILE, with_legacy
 
 RECORD_FILES = (MANIFEST, METRICS, LOG_FILE, PER_USER)
 
@@ -78,7 +78,7 @@ def train_again(record: Path, out: Path) -> Path:
     """Train the run of ``record`` again into ``out`` with its recorded model, settings and data (and so its seed),
     for a table that needs the model itself; the data must still have the recorded checksum."""
     saved = read_manifest(record)
-    fit(saved["model"], DataRef(**saved["data"]), saved["train_config"], out=out, resume=True,
+    fit(saved["model"], DataRef(**saved["data"]), with_legacy(saved["train_config"]), out=out, resume=True,
               **saved["model_config"])
     if settings_differ(read_manifest(out), saved):
         raise ValueError(f"{out}: trained again from {record}, but with other settings")

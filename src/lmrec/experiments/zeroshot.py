@@ -170,7 +170,8 @@ def fit_mixed(model: MixedAlphaRec, train_config: TrainConfig, folder: Path | No
     """:class:`lmrec.train.Trainer` with validation = mean over sources of the per-source valid
     ``train_config.metric`` (ranking the union as one dataset would weight sources by their users and rank
     every source's users over all domains). ``folder``: the per-epoch log and the checkpoint (resumed when there)."""
-    cfg, mixed = train_config, model.mixed
+    cfg, mixed = model.train_config(train_config), model.mixed  # a TrainConfig as given, its precision resolved
+    model.precision = cfg.precision
     seed = model.stream_seed(cfg)
     model.prepare(mixed.data, seed)
     validate = lambda: mixed_validation(model, mixed, sorted({cfg.metric_k, 20}), cfg.seed,  # noqa: E731

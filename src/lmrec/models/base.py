@@ -60,6 +60,8 @@ class Model:
     needs: ClassVar[tuple[str, ...]] = ()  # ModelInputs fields fit cannot do without ("features", "base")
     base_model: ClassVar[str | None] = None  # the registered model whose fitted run ``inputs.base`` must be
     takes_intent: ClassVar[bool] = False  # a stated intention can be mixed into a user (AlphaRec family)
+    # dense products that run in bf16 under TrainConfig.precision (lmrec.train.precision); without, always fp32
+    bf16_path: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
         if config is not None and not isinstance(config, self.Config):
@@ -67,12 +69,14 @@ class Model:
         self.config = build(self.Config, overrides, base=config, what=f"{self.name} setting")
         self.device = torch.device("cpu")
         self.data: Any = None
+        self.precision = "fp32"  # of the dense products (TrainConfig.precision), set when the model is fitted or loaded
 
     @classmethod
     def train_config(cls, overrides: TrainConfig | dict[str, Any] | None = None,
                      config: ModelConfig | None = None) -> TrainConfig:
-        """The paper's training values (``train_defaults``) overridden by ``overrides``; validated."""
-        return TrainConfig.with_overrides(cls.train_defaults, overrides)
+        """The paper's training values (``train_defaults``) overridden by ``overrides``; validated, with ``precision``
+        resolved for this model on this machine (never "auto")."""
+        return TrainConfig.with_overrides(cls.train_defaults, overrides).with_precision(cls.bf16_path, cls.name)
 
     def identity(self) -> dict[str, Any]:
         """The model's name and settings: what makes its random streams its own (:meth:`TrainConfig.stream_seed`)."""

@@ -53,8 +53,13 @@ KINDS = {KnownUsers: "known users", NewUser: "new users", Conversations: "conver
 
 
 def user_scorer(score: Callable[[Query], torch.Tensor]) -> Callable[[np.ndarray], torch.Tensor]:
-    """A model's ``score`` as evaluation's scorer of known users: dense indices -> (batch, n_items)."""
-    return lambda users: score(KnownUsers(np.asarray(users)))
+    """A model's ``score`` as evaluation's scorer of known users: dense indices -> (batch, n_items); marked as
+    giving fresh tensors (:func:`lmrec.eval.ranking.fresh_scores`) when the model's ``score_users`` is."""
+    scorer = lambda users: score(KnownUsers(np.asarray(users)))  # noqa: E731
+    hook = getattr(getattr(score, "__self__", None), "score_users", None)
+    if getattr(hook, "fresh_scores", False):
+        scorer.fresh_scores = True  # type: ignore[attr-defined]
+    return scorer
 
 
 def turn_scorer(score: Callable[[Query], torch.Tensor]) -> Callable[[Sequence[CRSSample]], torch.Tensor]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,11 +11,13 @@ import torch
 
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
+from lmrec.eval.ranking import fresh_scores
 from lmrec.eval.validation import user_validation
 from lmrec.inputs import ModelInputs
 from lmrec.models.base import ModelConfig, Recommender
 from lmrec.models.queries import KnownUsers, user_scorer
 from lmrec.train import OnValidation, Trainable, TrainConfig, Trainer, TrainLog, resolve_device
+from lmrec.train.precision import autocast
 
 
 class TorchRecommender(Recommender, Trainable):
@@ -25,6 +27,9 @@ class TorchRecommender(Recommender, Trainable):
 
     Device: tensors that :meth:`build` stores on the model (graphs, LM features) and the module are moved to
     the training config's ``device``; batches are moved by the trainer.
+
+    Precision: the model runs in the training config's ``precision`` (``self.precision``, "fp32" or "bf16");
+    models with dense products to run in bf16 (``bf16_path``) call them through :meth:`dense`.
     """
 
     trainable: ClassVar[bool] = True
@@ -35,6 +40,7 @@ class TorchRecommender(Recommender, Trainable):
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
         self._inference: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._columns: tuple[torch.Tensor, torch.Tensor] | None = None  # (item vectors, their transpose, contiguous)
 
     # -- to implement --------------------------------------------------------------------------------
     def build(self, data: SplitData) -> torch.nn.Module:
@@ -72,6 +78,7 @@ class TorchRecommender(Recommender, Trainable):
             folder: Path | None = None, resume: bool = False, on_validation: OnValidation | None = None) -> TrainLog:
         cfg = self.train_config(train, self.config)
         self.device = resolve_device(cfg.device)
+        self.precision = cfg.precision
         seed = self.stream_seed(cfg)
         self.prepare(data, seed)
         validate = user_validation(user_scorer(self.score), data, cfg)
@@ -79,6 +86,15 @@ class TorchRecommender(Recommender, Trainable):
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         return self.net.parameters()
+
+    def dense(self, fn: Callable[..., Any], *inputs: Any) -> Any:
+        """``fn(*inputs)`` with its dense products at the model's precision (bf16 autocast when it is "bf16"), its
+        output (a tensor or a tuple of tensors) in float32 either way."""
+        if self.precision != "bf16":
+            return fn(*inputs)
+        with autocast(self.precision, self.device):
+            out = fn(*inputs)
+        return tuple(t.float() for t in out) if isinstance(out, tuple) else out.float()
 
     def set_training(self, training: bool) -> None:
         """Switch train / eval mode; the cached vectors are dropped when training starts (or the mode changes)."""
@@ -94,9 +110,13 @@ class TorchRecommender(Recommender, Trainable):
                 cached = self._inference = tuple(t.detach() for t in self.embed())  # type: ignore[assignment]
         return cached  # type: ignore[return-value]
 
+    @fresh_scores  # a new product at every call
     def score_users(self, query: KnownUsers) -> torch.Tensor:
         user_emb, item_emb = self.vectors()
-        return user_emb[torch.as_tensor(query.users, dtype=torch.long, device=user_emb.device)] @ item_emb.T
+        columns = self._columns
+        if columns is None or columns[0] is not item_emb:  # the item vectors as contiguous columns, once per state:
+            columns = self._columns = (item_emb, item_emb.T.contiguous())  # MKL multiplies by them ~1.7x faster
+        return user_emb[torch.as_tensor(query.users, dtype=torch.long, device=user_emb.device)] @ columns[1]
 
     def item_vectors(self) -> torch.Tensor:
         return self.vectors()[1]

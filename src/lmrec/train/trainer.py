@@ -24,6 +24,7 @@ from lmrec.errors import Argument, ArgumentError, LmrecError
 from lmrec.settings import as_dict, build, settings
 from lmrec.train import checkpoint as ckpt
 from lmrec.train import distributed
+from lmrec.train.precision import Precision, PrecisionChoice, choose
 
 Device = Literal["cpu", "cuda", "mps"]
 LOG_FILE = "log.jsonl"  # one JSON line per epoch, in a run folder
@@ -33,10 +34,12 @@ RESUME_MAY_CHANGE = ("epochs", "progress", "device")  # settings a resumed run m
 RUN_SETTINGS = ("seed", "progress", "device")
 CHECKPOINT_FILE = "checkpoint.safetensors"  # the resumable training state, in a run folder
 METRIC_PATTERN = r"^(recall|ndcg|hr|mrr|precision)@[1-9][0-9]*$"
-# the training settings that change what a model learns from its random streams (see TrainConfig.stream_seed)
+# the training settings that change what a model learns from its random streams (see TrainConfig.stream_seed);
+# not ``precision``: the same seed draws the same batches and initial state in fp32 and bf16, so two such runs
+# differ by precision only (and "auto", which resolves by machine, cannot move a run's streams)
 STREAM_SETTINGS = ("lr", "weight_decay", "batch_size", "optimizer", "grad_clip", "steps_per_epoch")
 # what runs made before a setting existed did, for settings added later (a saved config without the key means this)
-LEGACY_VALUES: dict[str, Any] = {"streams": "shared", "steps_per_epoch": None}
+LEGACY_VALUES: dict[str, Any] = {"streams": "shared", "steps_per_epoch": None, "precision": "fp32"}
 
 
 @settings
@@ -72,6 +75,10 @@ class TrainConfig:
     steps_per_epoch: Annotated[int | None, Field(
         ge=1, description="an epoch is this many optimizer steps instead of one pass over the training data, so "
         "epochs, eval_every and patience count the same steps on data of any size")] = None
+    precision: Annotated[Precision, Field(
+        description="float type of the dense products over LM vectors (AlphaRec's MLP, KAR / RLMRec projections): "
+        "'auto' takes bf16 where it is fast (CPU with AMX, CUDA with bf16) and fp32 elsewhere; losses, sums and "
+        "optimizer state stay fp32. A model's training config holds the choice, never 'auto'")] = "auto"
 
     @classmethod
     def with_overrides(cls, defaults: dict[str, Any] | None, overrides: TrainConfig | dict[str, Any] | None
@@ -92,6 +99,16 @@ class TrainConfig:
                          default=str)
         return int(np.random.SeedSequence([self.seed % 2**64, zlib.crc32(key.encode())]).generate_state(
             1, np.uint64)[0] % 2**63)
+
+    def precision_choice(self, bf16_path: bool, model: str = "the model") -> PrecisionChoice:
+        """What ``precision`` means here for a model with (``bf16_path``) or without dense products to run in bf16,
+        on ``device`` (see :mod:`lmrec.train.precision`)."""
+        return choose(self.precision, self.device, bf16_path, model)
+
+    def with_precision(self, bf16_path: bool, model: str = "the model") -> TrainConfig:
+        """This config with ``precision`` resolved to "fp32" or "bf16" (:meth:`precision_choice`)."""
+        used = self.precision_choice(bf16_path, model).used
+        return self if used == self.precision else dataclasses.replace(self, precision=used)
 
     @property
     def metric_name(self) -> str:

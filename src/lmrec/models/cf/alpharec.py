@@ -30,6 +30,20 @@ from lmrec.settings import settings
 # text-embedding-3-large (3072-d), 2 for ada-002 (1536-d), 8 for BERT (768-d), 9/32 for 4096-d LLMs.
 PAPER_MLP_RATIO = {3072: 0.5, 1536: 2.0, 768: 8.0, 4096: 9 / 32}
 _ENCODER_LOCK = threading.Lock()
+# FLOPs of a dense product per byte a sparse product moves in the same time, on CPU (2-core Xeon, one thread: dense
+# fp32 ~110 GFLOP/s; torch's CSR products of P and Pᵀ 5.5 GB/s on Amazon Games, 16 GB/s on ML-1M-sized data,
+# bench/sparse_product.py); bf16 products on AMX run ~5x fp32
+DENSE_PER_SPARSE = {"fp32": 10, "bf16": 50}
+
+
+def users_via_items(n_users: int, n_items: int, nnz: int, d: int, precision: str = "fp32") -> bool:
+    """Whether the users' first MLP layer is cheaper through their items' means (:meth:`_Mapper.of_profiles`) than
+    dense over their mean inputs. Per hidden unit, the dense layer over the users costs 4·users·d FLOPs (forward and
+    weight gradient); the two sparse products (P·X forward, Pᵀ·G backward) move about 4·(2·nnz + users + items)
+    bytes (a row of X read per non-zero, the output rows written), at :data:`DENSE_PER_SPARSE` FLOPs per byte.
+    Amazon Games (50,546 users, 173,545 edges, 384-d) and Industrial go through the items, MovieLens 100k /
+    latest-small / ML-1M-sized data dense, in fp32."""
+    return n_users * d > DENSE_PER_SPARSE[precision] * (2 * nnz + n_users + n_items)
 
 
 @settings
@@ -63,17 +77,18 @@ class _Mapper(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x)
 
-    def of_profiles(self, profile: torch.Tensor, profile_t: torch.Tensor, z_items: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def of_profiles(self, profile: torch.Tensor, profile_t: torch.Tensor, z_items: torch.Tensor,
+                    empty: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(P z_items), f(z_items)) for a profile matrix P (rows: weights summing to 1, or empty; ``profile_t`` =
-        Pᵀ). The first layer is affine, so it runs on the items only: W(P z) + b = P(W z) + b for every non-empty
-        row, and b for an empty one (z_u = 0); equal up to float32 rounding. Users then cost a sparse product
-        instead of a dense layer."""
+        Pᵀ; ``empty``: the indices of the empty rows). The first layer is affine, so it runs on the items only:
+        W(P z) + b = P(W z + b) for every non-empty row, and b for an empty one (z_u = 0); equal up to float32
+        rounding. Users then cost a sparse product instead of a dense layer (in fp32 whatever the autocast: a sum),
+        and no pass over the users' rows adds the bias."""
         first, rest = (self.f[0], self.f[1:]) if isinstance(self.f, nn.Sequential) else (self.f, nn.Identity())
-        items = F.linear(z_items, first.weight)
+        items = F.linear(z_items, first.weight, first.bias)
         users = sparse_product(profile, profile_t, items)
-        if first.bias is not None:
-            users, items = users + first.bias, items + first.bias
+        if first.bias is not None and empty is not None and len(empty):
+            users = users.index_add_(0, empty, first.bias.to(users.dtype).expand(len(empty), -1))
         return rest(users), rest(items)
 
 
@@ -106,27 +121,32 @@ class AlphaRec(LMFeatures, TorchRecommender):
     # τ around the paper's 0.15 (and the authors' 0.2 for Games; our validation grid chose 0.25-0.3 on MovieLens,
     # docs/results/2026-12-03-alpharec-epyc-2core); lr around 5e-4 (AlphaRec parse.py:44). linear_map inherits it.
     search_space = {"tau": FloatRange(0.05, 0.5, log=True), "lr": FloatRange(1e-4, 5e-3, log=True)}
+    bf16_path = True  # the MLP's products (TrainConfig.precision)
 
     # -- model -----------------------------------------------------------------------------------------
     def build(self, data: SplitData) -> nn.Module:
         self.z_users, self.z_items = self.lm_inputs(data)
         profile = profile_matrix(data.train)  # z_users = P z_items
         self.profile, self.profile_t = csr_tensor(profile), csr_tensor(profile.T)
-        # users through the items' first layer when the dense layer over the users costs more than the two sparse
-        # products (3·n_users·d vs 2·nnz per hidden unit; sparse runs ~8x slower per multiply-add on CPU):
-        # Amazon Industrial (8,317 users, 22,824 edges) 1.52x per step, MovieLens latest-small (610 users) 0.87x
-        # (bench/alpharec_step.py, CPU)
-        self.users_via_items = data.n_users * self.z_items.shape[1] > 16 * data.train.nnz
+        self.empty_users = torch.from_numpy(np.flatnonzero(np.diff(data.train.indptr) == 0))  # their z_u is 0
+        # Amazon Industrial (8,317 users, 22,824 edges) 1.52x per step through the items, MovieLens latest-small
+        # (610 users) 0.87x (bench/alpharec_step.py, CPU)
+        self.users_via_items = users_via_items(data.n_users, data.n_items, data.train.nnz, self.z_items.shape[1],
+                                               self.precision)
         self.adj = normalized_adjacency(data.train)
         self.sampler = Sampler(data.train)
         return _Mapper(self.z_items.shape[1], self.config)
+
+    def mlp(self, z: torch.Tensor) -> torch.Tensor:
+        """MLP(z) (the mapping) at the model's precision, as float32."""
+        return self.dense(self.net, z)
 
     def represent(self, z_users: torch.Tensor, z_items: torch.Tensor, adj: torch.Tensor,
                   e0_users: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """Normalized (user, item) representations for LM inputs on a graph (also used zero-shot);
         ``e0_users`` replaces MLP(z_users) as the users' layer-0 rows when given."""
-        users0 = self.net(z_users) if e0_users is None else e0_users
-        return self.propagated(users0, self.net(z_items), adj)
+        users0 = self.mlp(z_users) if e0_users is None else e0_users
+        return self.propagated(users0, self.mlp(z_items), adj)
 
     def propagated(self, users0: torch.Tensor, items0: torch.Tensor, adj: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Normalized (user, item) rows of LightGCN(adj, [users0; items0])."""
@@ -138,7 +158,8 @@ class AlphaRec(LMFeatures, TorchRecommender):
         """:meth:`represent` of the training users and items; with many users per edge, MLP(z_users) computed as
         :meth:`_Mapper.of_profiles` (z_users = P z_items: the same values, one dense layer over the items only)."""
         if self.users_via_items:
-            return self.propagated(*self.net.of_profiles(self.profile, self.profile_t, self.z_items), self.adj)
+            return self.propagated(*self.dense(self.net.of_profiles, self.profile, self.profile_t, self.z_items,
+                                               self.empty_users), self.adj)
         return self.represent(self.z_users, self.z_items, self.adj)
 
     def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -197,9 +218,9 @@ class AlphaRec(LMFeatures, TorchRecommender):
         train = sp.vstack([self.data.train, row], format="csr")
         z_user = self.z_items[torch.from_numpy(items).to(self.device)].mean(0, keepdim=True)
         z_users = torch.cat([self.z_users, z_user])
-        e0_users = self.net(z_users)
+        e0_users = self.mlp(z_users)
         if intent is not None:
-            e_intent = self.net(self.encode_texts([intent]))[0]
+            e_intent = self.mlp(self.encode_texts([intent]))[0]
             e0_users[-1] = (1 - alpha) * e0_users[-1] + alpha * e_intent
         users, item_emb = self.represent(z_users, self.z_items, normalized_adjacency(train).to(self.device), e0_users)
         return users[-1], item_emb
@@ -238,7 +259,7 @@ class AlphaRec(LMFeatures, TorchRecommender):
         edge in the training graph, so its propagated vector is MLP(LM(text))/(L+1), normalized: exact, and every
         score against it is exact too (no other vector depends on an isolated node)."""
         self.set_training(False)
-        return F.normalize(self.net(self.encode_texts(list(texts))), dim=-1)
+        return F.normalize(self.mlp(self.encode_texts(list(texts))), dim=-1)
 
 
 class IntentScorer:
@@ -257,7 +278,7 @@ class IntentScorer:
         self.model = model
         model.set_training(False)
         with torch.no_grad():
-            self.e0 = model.net(torch.cat([model.z_users, model.z_items]))  # E⁽⁰⁾ (n_users + n_items, d)
+            self.e0 = model.mlp(torch.cat([model.z_users, model.z_items]))  # E⁽⁰⁾ (n_users + n_items, d)
             self.final = propagate(model.adj, self.e0, model.config.n_layers)  # E = P·E⁽⁰⁾
         self.n_users = len(model.z_users)
 
@@ -266,7 +287,7 @@ class IntentScorer:
         z = torch.as_tensor(np.asarray(z_intent.cpu() if isinstance(z_intent, torch.Tensor) else z_intent,
                                        dtype=np.float32)).reshape(-1, self.model.z_items.shape[1])
         with torch.no_grad():
-            return self.model.net(z.to(self.model.device))
+            return self.model.mlp(z.to(self.model.device))
 
     def user_vector(self, user: int, e_intent: torch.Tensor, alpha: float) -> torch.Tensor:
         """u's final normalized vector with ẽ_u⁽⁰⁾ = (1 − α)·e_u⁽⁰⁾ + α·e_intent (exact)."""

@@ -79,6 +79,7 @@ class KAR(LMFeatures, XSimGCL):
     """
 
     Config = KARConfig
+    bf16_path = True  # the adaptor's products (TrainConfig.precision)
 
     def build(self, data: SplitData) -> nn.Module:
         cfg = self.config
@@ -95,7 +96,7 @@ class KAR(LMFeatures, XSimGCL):
         return net
 
     def _ego(self) -> torch.Tensor:
-        r_users, r_items = self.net.adaptor(self.z_users, self.z_items)
+        r_users, r_items = self.dense(self.net.adaptor, self.z_users, self.z_items)
         if self.config.fusion == "concat":
             return torch.cat([torch.cat([self.net.users, r_users], 1), torch.cat([self.net.items, r_items], 1)])
         return torch.cat([self.net.users + r_users, self.net.items + r_items])

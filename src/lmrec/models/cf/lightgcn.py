@@ -7,6 +7,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
@@ -85,12 +86,19 @@ class LightGCN(TorchRecommender):
             yield tuple(torch.from_numpy(a) for a in (users, pos, neg))
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """One gather per table (positives and negatives together; for MF, whose propagated rows are the layer-0
+        rows, the L2 term reuses them): each gather's backward scatters into a zeroed copy of its whole table."""
         users, pos, neg = batch
         user_emb, item_emb = self._propagated()
-        u, i, j = user_emb[users], item_emb[pos], item_emb[neg]
+        items = torch.cat([pos, neg])
+        u, ij = F.embedding(users, user_emb), F.embedding(items, item_emb)
+        i, j = ij[: len(pos)], ij[len(pos) :]
         rank_loss = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
-        ego = self.net.users[users].pow(2).sum() + self.net.items[pos].pow(2).sum() + self.net.items[neg].pow(2).sum()
-        return rank_loss + self.config.reg * ego / (2 * len(users))
+        if user_emb is self.net.users and item_emb is self.net.items:
+            ego_u, ego_ij = u, ij
+        else:
+            ego_u, ego_ij = F.embedding(users, self.net.users), F.embedding(items, self.net.items)
+        return rank_loss + self.config.reg * (ego_u.pow(2).sum() + ego_ij.pow(2).sum()) / (2 * len(users))
 
     def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._propagated()
@@ -109,3 +117,9 @@ class MF(LightGCN):
     Config = MFConfig
     # LightGCN's ranges of lr and L2 (no layers: MF is the zero-layer case)
     search_space = {"lr": FloatRange(1e-4, 1e-2, log=True), "reg": FloatRange(1e-6, 1e-2, log=True)}
+
+    def _propagated(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Without propagation layers the tables themselves (no concatenated copy per batch)."""
+        if self.adj is None:
+            return self.net.users, self.net.items
+        return super()._propagated()

@@ -50,6 +50,7 @@ class RLMRec(LMFeatures, XSimGCL):
     Config = RLMRecConfig
     # XSimGCL's space, and the alignment weight around RLMRec's 1e-2 (simgcl_plus.yml:37; AlphaRec parse.py:179)
     search_space = {**XSimGCL.search_space, "kd_weight": FloatRange(1e-3, 0.1, log=True)}
+    bf16_path = True  # the projection MLP's products (TrainConfig.precision)
 
     def build(self, data: SplitData) -> nn.Module:
         self.z_users, self.z_items = self.lm_inputs(data)
@@ -72,7 +73,7 @@ class RLMRec(LMFeatures, XSimGCL):
         main, backbone = super().loss_parts(rows, whole)
         users, pos, neg = whole
         user_emb, item_emb = self._last
-        tau, mlp = self.config.kd_tau, self.net.mlp
+        tau, mlp = self.config.kd_tau, lambda z: self.dense(self.net.mlp, z)
         s_users = mlp(self.z_users)
         u, i, j = torch.unique(users), torch.unique(pos), torch.unique(neg)
         kd = (view_info_nce(user_emb[u], s_users, tau, targets=u)

@@ -24,7 +24,8 @@ def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
 
 
 class _SparseProduct(torch.autograd.Function):
-    """y = M x for a sparse M with its transpose Mᵀ at hand; the backward is Mᵀ g, as cheap as the forward.
+    """y = M x for a sparse M with its transpose Mᵀ at hand; the backward is Mᵀ g, as cheap as the forward. Float32
+    whatever the autocast.
 
     (torch's generic backward for sparse CSR products is ~20x slower than the forward on CPU.)
     """
@@ -32,11 +33,18 @@ class _SparseProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, m: torch.Tensor, m_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.m_t = m_t
-        return m @ x
+        with torch.autocast(x.device.type, enabled=False):  # a sum: fp32 (torch has no bf16 CSR product on CPU)
+            return m @ full_precision(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return None, None, ctx.m_t @ grad
+        with torch.autocast(grad.device.type, enabled=False):
+            return None, None, ctx.m_t @ full_precision(grad)
+
+
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as float32 when it is a 16-bit float (bf16 / fp16 from autocast), else unchanged (float32, float64)."""
+    return x.to(torch.float32) if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 def sparse_product(m: torch.Tensor, m_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -178,7 +178,8 @@ class RTAAdapt(CRSRecommender):
         """The official schedule with lr 1e-4 for the bias variants and 1e-3 for gating (unless given)."""
         variant = config.variant if config is not None else AdaptConfig().variant
         lr = 1e-3 if variant in GATE_VARIANTS else 1e-4
-        return TrainConfig.with_overrides({**cls.train_defaults, "lr": lr}, overrides)
+        return TrainConfig.with_overrides({**cls.train_defaults, "lr": lr}, overrides).with_precision(cls.bf16_path,
+                                                                                                       cls.name)
 
     def build(self, indexer: ItemIndexer, seed: int) -> None:
         c = self.config

@@ -1,0 +1,124 @@
+"""Time to a trained model: seconds until the best validation Recall@20 of lmrec AlphaRec, lmrec LightGCN and RecBole
+1.2.1 LightGCN, on the same data and split, in one run, under one stopping rule (lmrec's trainer's):
+
+    validation (full ranking, train items masked) every ``--eval-every`` (5) epochs, stop after ``--patience`` (20)
+    validations without improvement or at ``--budget`` (500) epochs, the best epoch's state kept.
+
+Seconds to best: from the first epoch to the end of the validation that found the best state (training and
+validation), the same clock in both libraries (lmrec's ``TrainLog.seconds_to_best``, recbole_worker.py's). Settings:
+AlphaRec with its paper's (MiniLM titles, 384 → 768 → 64 MLP, lr 5e-4, InfoNCE τ 0.15, 256 shared negatives, batch
+4096, precision auto); both LightGCNs 64-d, 2 layers, batch 4096, Adam lr ``--lr`` (1e-3), L2 ``--reg`` (1e-4) on the
+batch's layer-0 rows, one uniform negative, xavier init. The split is lmrec's (Games: per-user random 4:3:3, seed
+2024; the synthetic set: its files), written as RecBole atomic files (recbole_compare.py's machinery). Each run is a
+process of its own with ``--threads`` torch threads; the test metrics are of the best state.
+
+Datasets: registered names or folders; ``synth-ml1m`` is MovieLens-1M-sized synthetic data (6,040 users, 3,260
+items, 1M pairs asked: 502k training pairs), written to runs/bench-ml1m on first use. Set-up once:
+``bash bench/setup_recbole.sh``. Run alone: a run takes hours (AlphaRec on Games: ~20 s per epoch on two cores).
+
+    LMREC_DATA=../shared/data python bench/time_to_best.py [amazon-video-games-2018 synth-ml1m] [--threads 2]
+    python bench/time_to_best.py movielens-100k --budget 2 --eval-every 1 --libraries lmrec   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import dataset_path, machine
+from recbole_compare import (
+    RECBOLE_PYTHON,
+    RESULTS,
+    lmrec_command,
+    recbole_command,
+    run_child,
+    write_atomic_files,
+)
+
+from lmrec.data.registry import load_dataset
+from lmrec.eval.report import text_table
+from lmrec.io import atomic_write, write_json
+
+RUNS = (("lmrec", "alpharec"), ("lmrec", "lightgcn"), ("recbole", "LightGCN"))
+COLUMNS = ["dataset", "model", "library", "precision", "best epoch", "epochs run", "valid recall@20", "s to best",
+           "total s", "epoch s", "test recall@20", "test ndcg@20", "load"]
+
+
+def row(dataset: str, run: dict[str, Any]) -> dict[str, Any]:
+    epochs = run.get("epoch_s_all") or [run["epoch_s"]]
+    return {"dataset": dataset, "model": run["model"], "library": run["library"],
+            "precision": run.get("precision", "fp32"), "best epoch": run["best_epoch"],
+            "epochs run": run["epochs_run"], "valid recall@20": f"{run['best_valid_recall@20']:.4f}",
+            "s to best": f"{run['seconds_to_best']:.4g}", "total s": f"{run['total_seconds']:.4g}",
+            "epoch s": f"{sorted(epochs)[len(epochs) // 2]:.3g}", "test recall@20": f"{run['recall@20']:.4f}",
+            "test ndcg@20": f"{run['ndcg@20']:.4f}", "load": f"{run['load_start']:.1f}-{run['load_end']:.1f}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("datasets", nargs="*", default=["amazon-video-games-2018", "synth-ml1m"])
+    parser.add_argument("--budget", type=int, default=500, help="epochs at most")
+    parser.add_argument("--eval-every", type=int, default=5)
+    parser.add_argument("--patience", type=int, default=20, help="validations without improvement before stopping")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads in every process")
+    parser.add_argument("--lr", type=float, default=1e-3, help="both LightGCNs")
+    parser.add_argument("--reg", type=float, default=1e-4, help="both LightGCNs")
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--libraries", default="lmrec,recbole")
+    parser.add_argument("--recbole-python", type=Path, default=RECBOLE_PYTHON)
+    parser.add_argument("--out", type=Path, default=RESULTS / "time_to_best")
+    args = parser.parse_args()
+    libraries = set(args.libraries.split(","))
+    if "recbole" in libraries and not args.recbole_python.exists():
+        sys.exit(f"{args.recbole_python} not found: run `bash bench/setup_recbole.sh` first (or --libraries lmrec)")
+    recbole = subprocess.run([str(args.recbole_python), "-c", "import recbole; print(recbole.__version__)"],
+                             capture_output=True, text=True).stdout.strip() if "recbole" in libraries else "-"
+    load_start = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, RecBole {recbole}, {args.threads} thread(s); load average {load_start:.2f} "
+          f"on {os.cpu_count()} cores", flush=True)
+    rows, runs = [], []
+    with tempfile.TemporaryDirectory(prefix="time-to-best-") as tmp:
+        for name in args.datasets:
+            path = dataset_path(name)
+            data = load_dataset(path)
+            label = Path(name).name
+            write_atomic_files(data, Path(tmp) / label, label)
+            print(f"{name}: {data.n_users} users, {data.n_items} items, train {data.train.nnz}", flush=True)
+            for library, model in RUNS:
+                if library not in libraries:
+                    continue
+                command = (lmrec_command(args, path, model, args.budget, args.eval_every) if library == "lmrec" else
+                           recbole_command(args, Path(tmp), label, model, args.budget, args.eval_every))
+                run = run_child(command, args.threads, Path(tmp))
+                runs.append({"dataset": name, **run})
+                rows.append(row(name, run))
+                print(text_table(rows[-1:], COLUMNS), flush=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("recbole_python", "out")}
+    report = {"date": datetime.date.today().isoformat(), "machine": machine(), "torch": torch.__version__,
+              "recbole": recbole, "settings": settings, "load_start": load_start, "load_end": os.getloadavg()[0],
+              "runs": runs}
+    lines = [f"# Time to the best validation Recall@20 — {report['date']}", "",
+             f"Machine: {report['machine']}. torch {report['torch']}, RecBole {recbole}, {args.threads} thread(s) in "
+             f"every process. Load average (1 min) at start {load_start:.2f}, at end {report['load_end']:.2f}.",
+             f"Rule: validation every {args.eval_every} epochs, stop after {args.patience} validations without "
+             f"improvement or at {args.budget} epochs, best state kept. LightGCN (both): 64-d, 2 layers, batch 4096, "
+             f"Adam lr {args.lr}, L2 {args.reg}. AlphaRec: its paper's settings, precision auto. Seed {args.seed}.",
+             "", "```", text_table(rows, COLUMNS), "```", "",
+             "s to best: training + validation seconds until the best validation ended; total s: until training "
+             "stopped; epoch s: median training seconds of an epoch.", ""]
+    if not {"lmrec", "recbole"} <= libraries:
+        lines.append(f"Libraries run: {args.libraries} only (no comparison).")
+    write_json(args.out.with_suffix(".json"), report)
+    atomic_write(args.out.with_suffix(".md"), lambda f: f.write("\n".join(lines) + "\n"))
+    print("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Mixed precision: the float type of a model's dense products, chosen from the hardware.
+
+``"bf16"``: the dense products a model runs through :func:`autocast` (the MLPs and projections over LM vectors of
+AlphaRec, the linear mapping, KAR and RLMRec) run in bf16; their outputs come back as fp32, and the losses, the
+propagation sums (sparse products), evaluation's score products and the optimizer state stay fp32. Scores stay fp32
+because bf16 keeps 8 bits of mantissa: cosines near the top of a ranking would tie by the dozen and the seeded
+tie-break, not the model, would order them. A model without such products (``Model.bf16_path`` false) always runs
+in fp32.
+
+``"auto"`` picks bf16 where bf16 products are fast: a CPU with AMX (``amx_bf16`` in /proc/cpuinfo: ~5x fp32 for a
+50,546 x 384 by 384 x 768 product) or a CUDA GPU with bf16; fp32 elsewhere. AVX512-BF16 alone does not count: on
+such a Xeon (no AMX) the MLP's bf16 products ran 1.2-2.7x slower than fp32 (``bench/precision.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+Precision = Literal["auto", "fp32", "bf16"]
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """``used``: what the model runs in ("fp32" or "bf16"); ``auto``: what "auto" picks for it here; ``why``: the
+    hardware (and model) reason, in words."""
+
+    used: str
+    auto: str
+    why: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags /proc/cpuinfo lists (empty where there is no such file, e.g. not Linux)."""
+    try:
+        text = CPUINFO.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def fast_bf16(device: str) -> tuple[bool, str]:
+    """(whether bf16 products are faster than fp32 on ``device`` ("cpu", "cuda", "mps"), the reason in words)."""
+    if device == "cuda":
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return ok, "CUDA GPU with bf16" if ok else "CUDA GPU without bf16 support"
+    if device != "cpu":
+        return False, f"{device}: lmrec runs fp32 there"
+    flags = cpu_flags()
+    if "amx_bf16" in flags:
+        return True, "CPU with AMX (amx_bf16)"
+    if "avx512_bf16" in flags:
+        return False, "CPU without AMX (no amx_bf16 flag); AVX512-BF16 alone runs these products slower than fp32"
+    return False, "CPU without AMX (no amx_bf16 flag): bf16 products are slower than fp32"
+
+
+def choose(asked: str, device: str, bf16_path: bool, model: str = "the model") -> PrecisionChoice:
+    """The precision a model runs in: ``asked`` ("auto", "fp32" or "bf16") on ``device``; ``bf16_path``: whether the
+    model has dense products to run in bf16 (without, it is fp32 whatever is asked)."""
+    if asked not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {asked!r}")
+    if not bf16_path:
+        return PrecisionChoice("fp32", "fp32", f"{model} has no dense product that bf16 would speed up")
+    fast, why = fast_bf16(device)
+    auto = "bf16" if fast else "fp32"
+    return PrecisionChoice(auto if asked == "auto" else asked, auto, why)
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device``'s type when ``precision`` is "bf16" (what runs inside: the dense products in
+    bf16, see torch.autocast), else nothing. Callers turn the outputs back to fp32."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
