@@ -242,7 +242,7 @@ def test_results_lost_after_training_need_no_retraining(data, tmp_path, monkeypa
     """A full disk when the results are written: the error names the file; --resume then trains nothing again."""
     import errno
 
-    import lmrec.run as run_module
+    import lmrec.run.run as run_module  # where a run folder is written
 
     out = tmp_path / "mf"
     real = run_module.save_tensors

@@ -330,7 +330,7 @@ def test_reindex_variants_update_the_base_reindex_settings():
 
 
 def test_comparison_rows_say_why_training_stopped():
-    from lmrec.run import epochs_summary as _epochs
+    from lmrec.eval.report import epochs_summary as _epochs
 
     row = {"best_epoch": 40, "epochs_run": 140, "converged": True}
     assert (_epochs({**row, "stopped": "early stop: no validation improvement in 20 evaluations"})

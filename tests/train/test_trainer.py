@@ -334,7 +334,7 @@ def test_steps_are_logged_per_epoch_and_summed_in_the_run():
     model = Scripted(data, [1.0] * 4)
     log = model.fit(data, TrainConfig(epochs=4, eval_every=1, progress=False))
     assert log.records[0].steps >= 1 and all(r.steps == log.records[0].steps for r in log.records)
-    from lmrec.run import _fit_summary
+    from lmrec.run.fitting import _fit_summary
 
     summary = _fit_summary(log, 1.0)
     assert summary["steps_run"] == sum(r.steps for r in log.records) > 0

@@ -48,3 +48,24 @@ def metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
         return "(no metrics)"
     names = list(dict.fromkeys(k for block in metrics.values() for k in block))
     return text_table([{"split": split, **values} for split, values in metrics.items()], ["split", *names])
+
+
+def epochs_summary(fit: Mapping[str, Any]) -> str:
+    """A run's training in one cell, from its manifest's ``fit`` block (or a table row with the same keys):
+    ``"best / run"``, `` †`` when the best validation epoch is the last one run (unconverged), and why training
+    ended (:meth:`TrainLog.reason`: patience, budget or time), e.g. ``"40 / 140, patience"``; ``"-"`` untrained."""
+    if not fit.get("best_epoch"):
+        return "-"
+    from lmrec.train.trainer import TrainLog
+
+    why = TrainLog.reason(fit.get("stopped"))
+    return (f"{fit['best_epoch']} / {fit.get('epochs_run') or '?'}" + ("" if fit.get("converged", True) else " †")
+            + (f", {why}" if why else ""))
+
+
+def progress_line(name: str, metric: str, valid: float | None, fit: Mapping[str, Any], seconds: float) -> str:
+    """A finished run in one line for long tables: ``name: valid <metric> …, best / run …, … min`` (the validation
+    part left out without a score, the epochs without a trained best epoch; see :func:`epochs_summary`)."""
+    score = f"valid {metric} {valid:.4f}, " if valid is not None else ""
+    epochs = f"best / run {epochs_summary(fit)}, " if fit.get("best_epoch") else ""
+    return f"{name}: {score}{epochs}{seconds / 60:.1f} min"

@@ -39,17 +39,15 @@ from typing import Any
 import numpy as np
 
 from lmrec.data.registry import DataRef
-from lmrec.eval.report import estimate_cell
+from lmrec.eval.report import epochs_summary, estimate_cell, progress_line
 from lmrec.eval.stats import estimate, paired_test
 from lmrec.experiments.records import matching_record, save_record
 from lmrec.io import atomic_write, write_json
 from lmrec.run import (
     MANIFEST,
-    epochs_summary,
     fit,
     per_user_test_values,
     planned_manifest,
-    progress_line,
     read_manifest,
     read_metrics,
 )

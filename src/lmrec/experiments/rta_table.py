@@ -39,7 +39,7 @@ from lmrec.data.registry import load_dataset
 from lmrec.errors import LmrecError
 from lmrec.eval.crs import CRSResult
 from lmrec.eval.crs_analysis import buckets_table, popularity_buckets, probe_delta, quantile_bounds
-from lmrec.eval.report import estimate_cell
+from lmrec.eval.report import estimate_cell, progress_line
 from lmrec.eval.stats import paired_test
 from lmrec.experiments.crs import crs_results
 from lmrec.experiments.steps import cached_step, normalised
@@ -49,7 +49,7 @@ from lmrec.inputs.store import LLMFeatures, load_features
 from lmrec.io import atomic_write, write_json
 from lmrec.models.base import get_model
 from lmrec.models.queries import turn_scorer
-from lmrec.run import MANIFEST, WEIGHTS, Run, fit, progress_line
+from lmrec.run import MANIFEST, WEIGHTS, Run, fit
 from lmrec.settings import as_dict, build
 
 Scorer = Callable[[Sequence[CRSSample]], torch.Tensor]
@@ -244,7 +244,7 @@ def run_identity(folder: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _progress_line(row: Row, run: Run) -> str:
-    """A row as it is done (fitted or found fitted), in :func:`lmrec.run.progress_line`'s form."""
+    """A row as it is done (fitted or found fitted), in :func:`lmrec.eval.report.progress_line`'s form."""
     fitted = run.manifest["fit"]
     return progress_line(row.name, "hr@10", _valid_hr(row) if "valid" in row.results else None, fitted,
                          fitted["seconds"])

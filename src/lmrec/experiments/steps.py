@@ -9,6 +9,7 @@ from typing import Any
 
 from lmrec.errors import LmrecError
 from lmrec.io import write_json
+from lmrec.run.folder import differences
 
 SPEC = "spec.json"
 
@@ -30,7 +31,7 @@ def cached_step(folder: Path, spec: Mapping[str, Any], run: Callable[[], Any]) -
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved == wanted:
             return False
-        keys = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        keys = differences(saved, wanted)
         detail = "; ".join(f"{k}: saved {saved.get(k)!r}, requested {wanted.get(k)!r}" for k in keys)
         raise LmrecError(f"{folder} was made with other settings ({detail}); remove it or use another output folder")
     run()

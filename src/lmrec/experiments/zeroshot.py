@@ -33,14 +33,14 @@ from lmrec.data.registry import DataRef
 from lmrec.environment import versions
 from lmrec.eval.model import REPORT_KS, REPORT_METRICS
 from lmrec.eval.ranking import RankingResult, Scorer, evaluate
-from lmrec.eval.report import estimate_cell
+from lmrec.eval.report import epochs_summary, estimate_cell
 from lmrec.eval.stats import paired_test
 from lmrec.io import atomic_write, write_json
 from lmrec.models.cf.alpharec import AlphaRec, AlphaRecConfig
 from lmrec.models.nn.graph import normalized_adjacency
 from lmrec.models.nn.lm_inputs import user_profiles
 from lmrec.models.queries import user_scorer
-from lmrec.run import epochs_summary, fit
+from lmrec.run import fit
 from lmrec.settings import as_dict, build
 from lmrec.tensorfile import save_tensors, tensor_dict
 from lmrec.train import TrainConfig, Trainer, TrainLog

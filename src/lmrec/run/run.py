@@ -1,72 +1,48 @@
-"""A trained model with its data and results: :func:`fit` makes one, :meth:`Run.load` opens a run folder, and a
-run answers :meth:`Run.recommend` for a known user, a new user (item ids or titles), a stated intention, or a
-conversation.
-
-One run-folder format for every model (CF and CRS)::
-
-    manifest.json            format / version, status ("training" until the run is complete), task and model name,
-                             model settings, training settings, the data reference and checksum, LLM settings and the
-                             prepared-features folder (CRS; a path relative to the run folder), fit summary, versions
-    model.safetensors        the learned state ("state.*") and saved inputs ("artifacts.*", e.g. LM item features)
-    metrics.json             {"valid": {...}, "test": {...}}: mean / SE / n per metric
-    per-user.safetensors     CF runs: the test values per user ("users": dense user indices, "<metric>": values in
-                             that order), what paired tests compare without loading the model
-    log.jsonl                one line per epoch (trained models)
-    checkpoint.safetensors   the resumable training state while training (removed when the run completes)
-    added-items.safetensors  items added by title through ``lmrec serve`` (AlphaRec runs; see lmrec.serve.service)
-
-Nothing is pickled: tensors are safetensors, everything else JSON, so opening a run folder received from someone
-else runs no code. Paths inside are relative to the folder, so a run folder copied elsewhere loads.
-"""
+"""A fitted model with its data and results (:class:`Run`): it opens a run folder (:meth:`Run.load`), evaluates,
+and answers :meth:`Run.recommend` for a known user, a new user (item ids or titles), a stated intention, or a
+conversation, through the one model contract (:meth:`lmrec.models.base.Model.score` and its typed queries)."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from lmrec import clock
 from lmrec.data.conversations import CRSData, CRSSample, MentionFinder, Turn, conversation_sample, parse_conversation
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import DataRef
 from lmrec.data.snapshot import has_snapshot, read_snapshot, write_snapshot
 from lmrec.data.titles import TitleIndex, TitleMatch
-from lmrec.environment import versions
 from lmrec.errors import Argument, ArgumentError, LmrecError
-from lmrec.eval.model import CRS_KS, REPORT_KS, test_metrics
-from lmrec.eval.ranking import TIE_POLICY, NothingToEvaluate, RankingResult
+from lmrec.eval.model import test_metrics
+from lmrec.eval.ranking import RankingResult
 from lmrec.inputs import ModelInputs
 from lmrec.io import write_json
 from lmrec.models.base import Model, get_model
 from lmrec.models.queries import Conversations, KnownUsers, NewUser, Query
-from lmrec.progress import progress_bars
-from lmrec.settings import SettingsError, as_dict, build
+from lmrec.run.folder import (
+    MANIFEST,
+    METRICS,
+    TRIAL_ENDS,
+    WEIGHTS,
+    _read_json,
+    _write_per_user,
+    claim_folder,
+    read_manifest,
+)
+from lmrec.settings import SettingsError, build
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict, with_prefix
-from lmrec.train import OnValidation, distributed
 from lmrec.train.trainer import (
     CHECKPOINT_FILE,
-    RESUME_MAY_CHANGE,
-    RUN_SETTINGS,
-    TrainConfig,
     TrainLog,
     resolve_device,
     with_legacy,
 )
-
-FORMAT, VERSION = "lmrec-run", 1
-MANIFEST, WEIGHTS, METRICS, PER_USER = "manifest.json", "model.safetensors", "metrics.json", "per-user.safetensors"
-EVALUATION_NOTES = ("not_evaluated", "excluded_cold_users")  # what evaluating added to the manifest's protocol
-# manifest statuses of a search's trials that ended before training did (lmrec.tuning), and what happened
-TRIAL_ENDS = {"pruned": "was pruned (its validation curve fell behind the other trials')",
-              "failed": "failed or was interrupted"}
 
 
 @dataclass(frozen=True)
@@ -408,367 +384,6 @@ def _make(cls: type[Model], settings: dict[str, Any]) -> Model:
 
 
 # -- fitting ---------------------------------------------------------------------------------------------------
-def fit(
-    model: str | Model,
-    data: Any,
-    train: TrainConfig | dict[str, Any] | None = None,
-    *,
-    out: str | Path | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    features: Any = None,
-    base: Run | Model | None = None,
-    ref: DataRef | None = None,
-    label: str | None = None,
-    test: bool = True,
-    on_validation: OnValidation | None = None,
-    **settings: Any,
-) -> Run:
-    """Fit a model (a registered name with its ``settings``, or a model object) on ``data`` (a dataset, a registered
-    name or path, a :class:`DataRef`, an imported :class:`lmrec.Dataset`, or a pandas / pyarrow table of
-    interactions) with ``train`` (a :class:`TrainConfig` or overrides of the model's paper
-    values), evaluate it on valid and test, and return the :class:`Run`; with ``out`` the run folder is written
-    (checkpoints included, so an interrupted run continues with ``resume=True``; a complete run with the same
-    settings is then loaded instead of trained again, and one with other settings is an error).
-
-    CRS models: ``features`` is a prepared folder (``lmrec crs prepare``) or :class:`LLMFeatures` for the models
-    that use the LLM (and restricts training to its prepared turns); ``base`` the reindex run ``rta_adapt`` adapts.
-    ``ref`` records how to load an in-memory ``data`` again (default: its name). ``label``: a display name kept in
-    the manifest (e.g. a comparison's ``alpharec~tau=0.2``; the folder's name may differ).
-    ``test=False`` leaves the test split unevaluated (a search that selects on validation; :meth:`Run.add_test`
-    evaluates it later). ``on_validation(epoch, metrics)`` (CF models): called after each validation of training
-    (:meth:`lmrec.train.Trainer.run`); what it raises stops the fit.
-    """
-    model, dataset, task, train_config, features, manifest = _plan(model, data, train, features, ref, settings)
-    if label is not None:
-        manifest["label"] = label
-    folder = Path(out) if out is not None else None
-    if folder is not None and _claim_once(folder, overwrite, resume, manifest):
-        return Run.load(folder, data=dataset)  # complete already, with these settings
-    start = clock.now()
-    inputs = model.check_inputs(ModelInputs(features=features, base=base.model if isinstance(base, Run) else base))
-    show = train_config.progress if train_config is not None else run_settings(train).get("progress", True)
-    with progress_bars(show):  # the bars of the libraries it calls, e.g. transformers loading an encoder
-        log = model.fit(dataset, train_config, inputs=inputs, folder=folder, resume=resume,
-                        on_validation=on_validation)
-        manifest["fit"] = _fit_summary(log, clock.now() - start)
-        if hasattr(model, "diagnostics"):
-            manifest["fit"]["learned"] = model.diagnostics()
-        run = Run(model, dataset, manifest, log=log)
-        run.metrics, run.test_result = _evaluate_splits(run, ("valid", "test") if test else ("valid",))
-    if folder is not None and distributed.current().is_main:
-        run._write(folder)
-    return run
-
-
-def run_settings(train: TrainConfig | Mapping[str, Any] | None) -> dict[str, Any]:
-    """The settings about the run itself (:data:`~lmrec.train.trainer.RUN_SETTINGS`: seed, progress, device) that
-    ``train`` gives, validated: all of a :class:`TrainConfig`'s, a dict's keys among them."""
-    if isinstance(train, TrainConfig):
-        return {key: getattr(train, key) for key in RUN_SETTINGS}
-    given = {key: value for key, value in (train or {}).items() if key in RUN_SETTINGS}
-    return {key: getattr(build(TrainConfig, given, what="training setting"), key) for key in given}
-
-
-def planned_manifest(model: str, data: SplitData | CRSData | str | DataRef, train: dict[str, Any] | None = None,
-                     *, ref: DataRef | None = None, **settings: Any) -> tuple[dict[str, Any], SplitData | CRSData]:
-    """The manifest :func:`fit` would write for these arguments, and the data it would load, without training (what
-    a finished run's record is matched against)."""
-    _, dataset, _, _, _, manifest = _plan(model, data, train, None, ref, settings)
-    return manifest, dataset
-
-
-def _plan(model: str | Model, data: SplitData | CRSData | str | DataRef, train: TrainConfig | dict[str, Any] | None,
-          features: Any, ref: DataRef | None, settings: dict[str, Any]) -> tuple[Any, ...]:
-    """Validate :func:`fit`'s arguments and load what it needs: (model, data, task, training config, features,
-    manifest)."""
-    data = _as_data(data)
-    if isinstance(data, (str, Path, DataRef)):
-        ref, dataset = data if isinstance(data, DataRef) else DataRef.of(data), None
-        task = task_of(ref)
-    else:
-        ref, dataset = ref or DataRef(data.name), data
-        task = "crs" if isinstance(data, CRSData) else "cf"
-    if isinstance(model, str):  # settings are validated before any data is read
-        model = _make(get_model(model, task), settings)
-    elif settings:
-        raise LmrecError("settings go with a model name; a model object carries its own config")
-    if model.task != task:
-        raise LmrecError(f"{model.name} is a {model.task} model, but {ref.dataset!r} is {task} data")
-    # a model fitted from the data (pop, dense, zero_shot_llm) has no training loop: of ``train`` only the settings
-    # about the run apply to it (seed, progress, device); the others are left aside (a comparison passes the same
-    # training settings to every model; the CLI refuses them for such a model)
-    train_config = model.train_config(train, model.config) if model.trainable else None
-    run = run_settings(train_config if model.trainable else train)
-    if not model.trainable:  # a trained model moves to the training device when it is fitted
-        model.device = resolve_device(run.get("device", "cpu"))
-    if dataset is None:
-        dataset = ref.load()
-    if isinstance(dataset, SplitData) and dataset.train.nnz == 0:
-        raise LmrecError(f"{dataset.name}: the training split is empty: nothing to fit")
-    features = _features(features, dataset)
-    manifest = _manifest(model, dataset, ref, train_config, features, run.get("seed", ref.seed))
-    if train_config is not None:  # what it runs in, what "auto" picks here, and why
-        manifest["precision"] = train_config.precision_choice(model.bf16_path, model.name).as_dict()
-    return model, dataset, task, train_config, features, manifest
-
-
-def _as_data(data: Any) -> Any:
-    """An imported :class:`~lmrec.data.frames.Dataset` as its split, a data frame or pyarrow table of interactions
-    through :meth:`Dataset.from_frames` (columns found by name); anything else unchanged."""
-    from lmrec.data.frames import Dataset
-
-    if isinstance(data, Dataset):
-        return data.to_split()
-    if hasattr(data, "columns") or hasattr(data, "to_pandas"):  # pandas or pyarrow
-        return Dataset.from_frames(data).to_split()
-    return data
-
-
-def _claim_once(folder: Path, overwrite: bool, resume: bool, manifest: dict[str, Any]) -> bool:
-    """:func:`claim_folder` in the main process only; in data-parallel training the other processes learn its
-    outcome (complete already / go on / failed) before anyone reads a checkpoint from the folder."""
-    world = distributed.current()
-    if not world.active:
-        return claim_folder(folder, overwrite=overwrite, resume=resume, manifest=manifest)
-    outcome, error = 2, None  # 2: failed
-    if world.is_main:
-        try:
-            outcome = int(claim_folder(folder, overwrite=overwrite, resume=resume, manifest=manifest))
-        except Exception as exc:  # noqa: BLE001 -- the other ranks must hear of any failure, then it is raised
-            error = exc
-    outcome = world.from_main(outcome)
-    if error is not None:
-        raise error
-    if outcome == 2:
-        raise LmrecError(f"{folder}: the main process could not claim the run folder (its error is in its output)")
-    return bool(outcome)
-
-
-def task_of(ref: DataRef) -> str:
-    """"crs" for conversational data, else "cf", from the registry or the folder's files (nothing is loaded)."""
-    from lmrec.data.registry import CRS_FORMATS, detect_format, get_spec, is_registered
-
-    if ref.format is not None:
-        return "crs" if ref.format in CRS_FORMATS else "cf"
-    if is_registered(ref.dataset):
-        return get_spec(ref.dataset).task
-    folder = Path(ref.dataset).expanduser()
-    return "crs" if folder.is_dir() and detect_format(folder) in CRS_FORMATS else "cf"
-
-
-def _features(features: Any, data: SplitData | CRSData) -> Any:
-    """A prepared LLM folder (a path) opened for ``data``; an opened one (or None) as it is."""
-    if features is None or not isinstance(features, (str, Path)):
-        return features
-    from lmrec.inputs.store import load_features
-
-    return load_features(Path(features), data)
-
-
-def _manifest(model: Model, data: SplitData | CRSData, ref: DataRef, train: TrainConfig | None,
-              features: Any, eval_seed: int) -> dict[str, Any]:
-    manifest: dict[str, Any] = {
-        "format": FORMAT, "version": VERSION, "status": "training", "task": model.task, "model": model.name,
-        "model_config": as_dict(model.config), "train_config": None if train is None else as_dict(train),
-        "data": asdict(ref), "data_checksum": data.checksum(), "data_stats": _data_stats(data),
-        "eval_seed": eval_seed,
-        "evaluation": _evaluation_protocol(data),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
-    }
-    if features is not None:
-        manifest["llm"] = features.meta["config"]
-        manifest["features_abs"] = str(features.folder.resolve())
-    return manifest
-
-
-def _data_stats(data: SplitData | CRSData) -> dict[str, Any]:
-    if isinstance(data, SplitData):
-        return data.stats()
-    return {"name": data.name, "items": len(data.catalog), **{f"{s}_conversations": len(data.split(s))
-                                                              for s in ("train", "valid", "test")}}
-
-
-def _evaluation_protocol(data: SplitData | CRSData) -> dict[str, Any]:
-    if isinstance(data, SplitData):
-        return {"ranking": "full catalog", "valid_masks": ["train"], "test_masks": ["train", "valid"],
-                "ties": TIE_POLICY, "ks": list(REPORT_KS)}
-    return {"ranking": "full catalog", "ties": "expected under random tie-breaking", "pairs": "one per (turn, target)",
-            "ks": list(CRS_KS), "test_new": "new targets only, mentioned items removed from the ranking"}
-
-
-def epochs_summary(fit: Mapping[str, Any]) -> str:
-    """A run's training in one cell, from its manifest's ``fit`` block (or a table row with the same keys):
-    ``"best / run"``, `` †`` when the best validation epoch is the last one run (unconverged), and why training
-    ended (:meth:`TrainLog.reason`: patience, budget or time), e.g. ``"40 / 140, patience"``; ``"-"`` untrained."""
-    if not fit.get("best_epoch"):
-        return "-"
-    why = TrainLog.reason(fit.get("stopped"))
-    return (f"{fit['best_epoch']} / {fit.get('epochs_run') or '?'}" + ("" if fit.get("converged", True) else " †")
-            + (f", {why}" if why else ""))
-
-
-def progress_line(name: str, metric: str, valid: float | None, fit: Mapping[str, Any], seconds: float) -> str:
-    """A finished run in one line for long tables: ``name: valid <metric> …, best / run …, … min`` (the validation
-    part left out without a score, the epochs without a trained best epoch; see :func:`epochs_summary`)."""
-    score = f"valid {metric} {valid:.4f}, " if valid is not None else ""
-    epochs = f"best / run {epochs_summary(fit)}, " if fit.get("best_epoch") else ""
-    return f"{name}: {score}{epochs}{seconds / 60:.1f} min"
-
-
-def _fit_summary(log: TrainLog | None, seconds: float) -> dict[str, Any]:
-    """``seconds``: the fit's wall time in this process, plus, for a resumed run, the seconds spent before."""
-    if log is None:
-        return {"seconds": seconds, "trained": False}
-    seconds += log.seconds_before_resume
-    best = [r.steps for r in log.records if r.epoch <= log.best_epoch]
-    return {"seconds": seconds, "trained": True, "best_epoch": log.best_epoch, "epochs_run": len(log.records),
-            "steps_run": sum(r.steps for r in log.records), "steps_to_best": sum(best),
-            "stopped": log.stopped, "converged": log.converged, "resumed_at": log.resumed_at}
-
-
-def _evaluate_splits(run: Run, splits: Sequence[str] = ("valid", "test")) -> tuple[dict[str, Any],
-                                                                               RankingResult | None]:
-    """The metrics.json blocks of ``splits``, and the test evaluation per user (CF); what was not evaluated,
-    and why, goes into the manifest (a split left out on purpose too)."""
-    metrics: dict[str, Any] = {}
-    per_user = None
-    notes = run.manifest["evaluation"]
-    for split in ("valid", "test"):
-        if split not in splits:
-            notes.setdefault("not_evaluated", {})[split] = "left out when fitted (a search selecting on validation)"
-            continue
-        try:
-            result = run.evaluate(split, metrics=test_metrics(run.data) if split == "test" else None)
-        except NothingToEvaluate as exc:
-            notes.setdefault("not_evaluated", {})[split] = str(exc)
-            continue
-        if isinstance(result, RankingResult):
-            metrics[split] = result.to_dict()
-            per_user = result if split == "test" else per_user
-            if result.protocol.get("excluded_cold_users"):
-                notes.setdefault("excluded_cold_users", {})[split] = result.protocol["excluded_cold_users"]
-        else:
-            metrics[split] = {name: r.to_dict() for name, r in result.items()}
-    return metrics, per_user
-
-
-def per_user_test_values(folder: Path, data: SplitData | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(dense user indices, {metric: value per user}) of a complete CF run folder's test evaluation, from its
-    ``per-user.safetensors`` (``data``: the run's data, when it cannot be loaded from the manifest)."""
-    folder = Path(folder)
-    if not (folder / PER_USER).exists():  # a folder written before the values per user were kept: they are added
-        _write_per_user(folder, Run.load(folder, data=data).evaluate("test"))
-    tensors, _ = load_tensors(folder / PER_USER)
-    return tensors.pop("users").numpy(), {name: t.numpy() for name, t in tensors.items()}
-
-
-def read_metrics(folder: Path) -> dict[str, Any]:
-    """The metrics.json of a complete run folder (or record)."""
-    return _read_json(Path(folder) / METRICS)
-
-
-def _write_per_user(folder: Path, result: RankingResult) -> None:
-    """int32 user indices and float32 values (what a paired test needs; half the size of int64 / float64)."""
-    values = {name: v.astype(np.float32) for name, v in result.per_user.items()}
-    save_tensors(folder / PER_USER, {"users": torch.from_numpy(result.users.astype(np.int32)), **tensor_dict(values)},
-                 {"split": result.split})
-
-
-# -- the folder ------------------------------------------------------------------------------------------------
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of a run folder; a clear error for a folder that is not one, an old or a foreign one."""
-    path = Path(folder) / MANIFEST
-    if not Path(folder).is_dir():
-        raise LmrecError(f"{folder}: no such run folder")
-    if not path.exists():
-        old = " (an old lmrec run folder: config.json + model.pt; train it again)" if (
-            Path(folder) / "model.pt").exists() else ""
-        raise LmrecError(f"{folder}: not an lmrec run folder (no {MANIFEST}){old}")
-    manifest = _read_json(path)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise LmrecError(f"{path}: not an lmrec run manifest (format {manifest.get('format')!r})"
-                         if isinstance(manifest, dict) else f"{path}: not an lmrec run manifest")
-    if manifest.get("version") != VERSION:
-        raise LmrecError(f"{path}: run-folder version {manifest.get('version')!r}; this lmrec reads version {VERSION}")
-    return manifest
-
-
-def claim_folder(folder: Path, overwrite: bool = False, resume: bool = False,
-                 manifest: dict[str, Any] | None = None) -> bool:
-    """Make ``folder`` ready for a run: a new or empty folder is used; an existing run is replaced only with
-    ``overwrite`` and continued only with ``resume`` (same model, settings and data); any other non-empty
-    folder is refused, so nothing is silently replaced or mixed. Writes the "training" manifest. True when
-    ``resume`` finds the run complete already (with the same settings)."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise LmrecError(f"{folder}: exists and is not a folder")
-    existing = folder.is_dir() and any(folder.iterdir())
-    if existing:
-        saved = read_manifest(folder) if (folder / MANIFEST).exists() else None
-        if resume and saved is not None:
-            _check_same_run(folder, saved, manifest)
-            return saved.get("status") == "complete"
-        if overwrite and saved is not None:
-            shutil.rmtree(folder)
-        elif saved is None:
-            raise LmrecError(f"{folder}: exists, is not empty and is not an lmrec run folder; choose another --out")
-        else:
-            raise LmrecError(f"{folder}: holds a run already; pass --overwrite to replace it"
-                             + (" or --resume to continue it" if saved.get("status") != "complete" else ""))
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if manifest is not None:
-            write_json(folder / MANIFEST, {k: v for k, v in manifest.items() if k != "features_abs"})
-    except OSError as exc:
-        raise LmrecError(f"{folder}: cannot write the run folder ({exc.strerror or exc})") from None
-    return False
-
-
-def settings_differ(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """The manifest keys in which run ``saved`` was made with other settings than ``wanted`` asks for (model, task,
-    model and training settings, data checksum); an unfinished run may change what resuming allows."""
-    keys = ("model", "task", "data_checksum", "eval_seed")
-    diff = [k for k in keys if saved.get(k) != wanted.get(k)]
-    if _with_defaults(saved) != _with_defaults(wanted):
-        diff.append("model_config")
-    protocol = lambda m: {k: v for k, v in (m.get("evaluation") or {}).items() if k not in EVALUATION_NOTES}  # noqa: E731
-    if protocol(saved) != protocol(wanted):
-        diff.append("evaluation")
-    ignore = RESUME_MAY_CHANGE if saved.get("status") != "complete" else ("progress", "device")
-    strip = lambda c: {k: v for k, v in (c or {}).items() if k not in ignore}  # noqa: E731
-    legacy = lambda c: with_legacy(c) if c is not None else None  # noqa: E731
-    if strip(legacy(saved.get("train_config"))) != strip(legacy(wanted.get("train_config"))):
-        diff.append("train_config")
-    return diff
-
-
-def _with_defaults(manifest: Mapping[str, Any]) -> Any:
-    """The manifest's model settings with those its model gained since (absent from an older manifest) at their
-    defaults: a setting is added with the default that keeps the earlier behaviour."""
-    config = manifest.get("model_config")
-    try:
-        defaults = as_dict(get_model(manifest["model"], manifest["task"]).Config())
-    except (LmrecError, KeyError):
-        return config
-    return {**defaults, **config} if isinstance(config, dict) else config
-
-
-def _check_same_run(folder: Path, saved: dict[str, Any], wanted: dict[str, Any] | None) -> None:
-    if wanted is None:
-        return
-    diff = settings_differ(saved, wanted)
-    if diff:
-        detail = "; ".join(f"{k}: saved {saved.get(k)!r}, requested {wanted.get(k)!r}" for k in diff)
-        raise LmrecError(f"{folder}: holds a run made with other settings ({detail}); resume it with the same "
-                         "settings, or start again with --overwrite (or another folder)")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LmrecError(f"{path}: not valid JSON ({exc})") from None
 
 
 def _recorded_data(manifest: Mapping[str, Any]) -> SplitData | CRSData | None:
