@@ -30,7 +30,7 @@ import math
 import multiprocessing
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,24 +346,22 @@ def _focus_pair(focus: str | None, chosen: Mapping[str, str], rows: Mapping[str,
 
 
 def _run_tasks(tasks: list[tuple[DatasetEntry, RunSpec]], runs_dir: Path, jobs: int, reuse: Path | None,
-               records: Path | None) -> list[tuple[DatasetEntry, RunSpec, dict[str, Any]]]:
-    """Fit (or reuse) each task, in processes of their own when ``jobs`` > 1; rows in order of finishing."""
-    done = []
+               records: Path | None) -> Iterator[tuple[DatasetEntry, RunSpec, dict[str, Any]]]:
+    """Fit (or reuse) each task, in processes of their own when ``jobs`` > 1; each row as soon as its run is done."""
     if jobs == 1:
         for entry, spec in tasks:
-            done.append((entry, spec, _fit_row(entry, spec, runs_dir, None, reuse, records)))
-        return done
+            yield entry, spec, _fit_row(entry, spec, runs_dir, None, reuse, records)
+        return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_fit_row, entry, spec, runs_dir, threads, reuse, records): (entry, spec)
                    for entry, spec in tasks}
         try:
             for future in as_completed(futures):
-                done.append((*futures[future], future.result()))
+                yield *futures[future], future.result()
         except BaseException:  # a failed run (or ^C) stops the table: the queued runs are not started
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-    return done
 
 
 def _results(entries: Sequence[DatasetEntry], board: _Board, focus: str | None, runs_dir: Path,
