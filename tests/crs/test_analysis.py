@@ -203,6 +203,6 @@ def test_matched_comparison_takes_the_best_llm_row_that_a_baseline_matches():
     rows = [row("fism", "baseline", False, 100), row("reindexed", "llm", False, 100),
             row("reindexed + item prompts", "llm", True, 150)]
     results = {r.name: r.results["test"] for r in rows}
-    assert _best_vs_best(rows, results)["llm"] == "reindexed + item prompts"
-    matched = _best_vs_best(rows, results, matched=True)
+    assert _best_vs_best(rows, results, samples)["llm"] == "reindexed + item prompts"
+    matched = _best_vs_best(rows, results, samples, matched=True)
     assert matched["llm"] == "reindexed" and matched["baseline"] == "fism"

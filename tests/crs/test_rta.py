@@ -173,7 +173,8 @@ class PlantedFeatures:
     def completions(self) -> dict[str, str]:
         return {}
 
-    def llm_label_samples(self, split: str, top_k: int = 5, label_source: str = "llm") -> list[CRSSample]:
+    def llm_label_samples(self, split: str, top_k: int = 5, label_source: str = "llm",
+                          title_match: str = "fuzzy") -> list[CRSSample]:
         return list(self.samples.get(split, []))
 
     def title_tokens(self, year: bool = True) -> TitleTokens:
@@ -523,9 +524,10 @@ def test_valid_labels_ground_truth_selects_on_the_real_targets_whatever_trains()
     asked: list[tuple[str, str]] = []
 
     class Recording(PlantedFeatures):
-        def llm_label_samples(self, split: str, top_k: int = 5, label_source: str = "llm") -> list[CRSSample]:
+        def llm_label_samples(self, split: str, top_k: int = 5, label_source: str = "llm",
+                              title_match: str = "fuzzy") -> list[CRSSample]:
             asked.append((split, label_source))
-            return super().llm_label_samples(split, top_k, label_source)
+            return super().llm_label_samples(split, top_k, label_source, title_match)
 
     features = Recording(tokens, source, {"train": list(train), "valid": list(valid)})
     RTAReindex(n_negatives=5).fit(catalog_data(), quiet(epochs=1), inputs=ModelInputs(features=features))

@@ -49,6 +49,16 @@ def test_make_samples_exact(conv):
     assert second.target_is_new == [True, False]
 
 
+def test_new_targets_only(conv):
+    """targets="new": a turn's targets are the items its context has not mentioned; a turn left with none is no
+    sample (here: none is, both turns recommend one new item)."""
+    first, second = make_samples(conv, targets="new")
+    assert (first.targets, first.target_is_new) == ([COLLATERAL], [True])
+    assert (second.targets, second.target_is_new) == ([RONIN], [True])
+    repeat = Conversation("c2", [Turn("user", "I loved Heat (1995)", [HEAT]), Turn("system", "Heat (1995)!", [HEAT])])
+    assert len(make_samples(repeat)) == 1 and make_samples(repeat, targets="new") == []
+
+
 def test_context_never_holds_the_target_turn(conv):
     for sample in make_samples(conv):
         assert conv.turns[sample.turn_id].text.split("\n")[0] not in sample.context

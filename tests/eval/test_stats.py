@@ -72,3 +72,22 @@ def test_paired_test_no_shift_is_not_significant():
 def test_paired_test_shape_mismatch():
     with pytest.raises(ValueError, match="same users"):
         paired_test(np.zeros(3), np.zeros(4))
+
+
+def test_cluster_bootstrap_se():
+    """Clusters of identical values: the bootstrap SE is the SE over cluster means (here 3x the values of one
+    cluster carry no more information than one); one value per cluster: the per-value SE, shrunk by the bootstrap's
+    sqrt((C-1)/C); one cluster: 0; n counts clusters."""
+    from lmrec.eval.stats import cluster_bootstrap, estimate
+
+    rng = np.random.default_rng(1)
+    means = rng.random(200)
+    clustered = cluster_bootstrap(np.repeat(means, 3), np.repeat(np.arange(200), 3), n_boot=4000)
+    assert clustered.n == 200 and clustered.mean == pytest.approx(means.mean())
+    assert clustered.se == pytest.approx(estimate(means).se, rel=0.08)
+    assert estimate(np.repeat(means, 3)).se < 0.65 * clustered.se  # the per-pair SE is too small
+    single = cluster_bootstrap(means, np.arange(200).astype(str), n_boot=4000)
+    assert single.se == pytest.approx(estimate(means).se * np.sqrt(199 / 200), rel=0.08)
+    assert cluster_bootstrap(np.array([1.0, 0.0]), np.array(["a", "a"])).se == 0.0
+    with pytest.raises(ValueError, match="3 values but 2 cluster labels"):
+        cluster_bootstrap(np.ones(3), np.array([0, 1]))

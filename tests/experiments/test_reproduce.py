@@ -273,6 +273,79 @@ def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
         reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
 
 
+PAPER_PIPELINE = '''title = "Tiny INSPIRED, the paper's pipeline"
+experiment = "crs"
+[run]
+dataset = "inspired"
+targets = ["new", "all"]
+zero_shot = {{ title_match = "nearest" }}
+baselines = {{ pop = {{}} }}
+reindex_variants = {{ "real labels" = {{ label_source = "ground_truth" }} }}
+adapt_base = "reindex"
+[run.reindex]
+aggregator = "weighted"
+label_source = "both"
+title_match = "nearest"
+train = {{ lr = 1e-2, epochs = 2, eval_every = 1 }}
+[run.adapt]
+"+ b" = {{ variant = "b", train = {{ epochs = 1 }} }}
+"+ b, trainable" = {{ variant = "b", freeze_aggregator = false, train = {{ epochs = 1 }} }}
+[run.prepare]
+llm = "{llm}"
+dtype = "float32"
+max_new_tokens = 6
+max_samples = {{ train = 8 }}
+max_generate = {{ test = 3 }}
+'''
+
+
+def test_rta_paper_pipeline_tables_per_target_definition(tmp_path, monkeypatch):
+    """One prepare, a table per target definition (new targets first); the reindex on LLM labels mapped to the
+    nearest title learns from every answered training turn that names anything; adapt builds on it as asked;
+    dialogue-bootstrap SEs beside the per-pair ones."""
+    from lmrec.data.registry import load_dataset
+    from lmrec.inputs.store import load_features
+
+    write_inspired(tmp_path / "data")
+    write_tiny_llm(tmp_path / "llm")
+    monkeypatch.setenv("LMREC_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("LMREC_CACHE", str(tmp_path / "cache"))
+    write_config(tmp_path / "configs" / "rta", "01-inspired.toml", PAPER_PIPELINE.format(llm=tmp_path / "llm"))
+    out = tmp_path / "out"
+    reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
+    folder = out / "01-inspired"
+    table = json.loads((folder / "table.json").read_text())
+    assert list(table["targets"]) == ["new", "all"] and sorted(p.name for p in folder.glob("prepare*")) == ["prepare"]
+    new, every = table["targets"]["new"], table["targets"]["all"]
+    features = load_features(folder / "prepare", load_dataset("inspired"))
+    test_all = features.samples["test"]
+    pairs = lambda samples: sum(len(s.targets) for s in samples)
+    assert every["rows"]["pop"]["test"]["hr@10"]["n"] == pairs(test_all)
+    n_new = sum(sum(s.target_is_new) for s in test_all)
+    assert new["rows"]["pop"]["test"]["hr@10"]["n"] == n_new < pairs(test_all)  # the fixture repeats an item
+    assert new["turns"]["test"] == sum(any(s.target_is_new) for s in test_all)
+    answered = features.generated_samples("train")
+    named = [s for s in answered if features.generations["train"][s.context].titles]  # the tiny LLM writes dots
+    assert every["llm_label_turns"] == {"answered": len(answered), "labelled": len(named)}
+    # an answer naming a title far from every catalog title: fuzzy gives no label, nearest the closest title
+    record = features.generations["train"][answered[0].context]
+    record.titles, record.items = ["The Matrixx Reloaded"], []
+    labels = {s.context: s.targets for s in features.llm_label_samples("train", title_match="nearest")}
+    assert labels[answered[0].context] == [features.data.catalog.titles.index("The Matrix (1999)")]
+    assert answered[0].context not in {s.context for s in features.llm_label_samples("train")}
+    rows = every["rows"]
+    assert list(rows) == ["pop", "zero-shot LLM", "reindexed (weighted)", "reindexed (weighted) real labels",
+                          "+ b", "+ b, trainable"]
+    adapt = json.loads((folder / "targets-all" / "adapt-b" / "spec.json").read_text())
+    assert adapt["reindex"]["label_source"] == "both" and adapt["reindex"]["title_match"] == "nearest"
+    by_dialogue = rows["pop"]["test_by_dialogue"]["hr@10"]
+    assert by_dialogue["n"] == every["test_dialogues"] == len({s.conv_id for s in test_all})
+    assert by_dialogue["mean"] == pytest.approx(rows["pop"]["test"]["hr@10"]["mean"])
+    text = (folder / "table.md").read_text(encoding="utf-8")
+    assert text.index("#### Targets: only the items") < text.index("#### Targets: every item")
+    assert "HR@10 by dialogue" in text and "bootstrap over the" in text
+
+
 def test_distinct_top_items_counts_catalog_coverage():
     from lmrec.experiments.rta_table import distinct_top_items
 

@@ -3,7 +3,14 @@
 import pytest
 from rapidfuzz.distance import Levenshtein
 
-from lmrec.llm.parsing import TitleMatcher, map_titles_to_catalog, parse_completion, parse_titles, title_key
+from lmrec.llm.parsing import (
+    TitleMatcher,
+    map_titles_to_catalog,
+    parse_completion,
+    parse_titles,
+    title_key,
+    title_matcher,
+)
 
 MESSY = """Sure! Here are 20 movie titles like the ones you loved in 2011.
 
@@ -117,3 +124,17 @@ def test_official_nearest_edit_distance_maps_everything():
     result = matcher.map(["the matrix reloaded", "star wars episode iv a new hope"])
     assert result.indices[0] == 2 and result.scores[0] == 9  # "the matrix": 9 insertions
     assert result.n_unmapped == 0 and len(result.indices) == 2
+
+
+def test_title_matcher_modes():
+    """"fuzzy" leaves a far title unmapped; "nearest" (the official rule) maps it to the nearest title, ties to the
+    first in catalog order; an unknown mode names the choices."""
+    far = ["star wars episode iv a new hope"]
+    assert title_matcher(CATALOG, "fuzzy").map(far).indices == []
+    nearest = title_matcher(CATALOG, "nearest")
+    distances = [Levenshtein.distance(far[0], title_key(t)) for t in CATALOG]
+    assert nearest.map(far).indices == [distances.index(min(distances))]
+    assert nearest.map(["heat"]).indices == [4]  # "Heat (1995)" and "Heat (1986)" tie at 0: the first
+    assert nearest.map(["heat"], ground_truth=[5]).indices == [5]  # the turn's target within 2 edits first
+    with pytest.raises(ValueError, match="fuzzy, nearest"):
+        title_matcher(CATALOG, "closest")

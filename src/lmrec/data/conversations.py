@@ -7,6 +7,7 @@ samples: one per system turn that mentions at least one item, with everything sa
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import re
@@ -21,6 +22,7 @@ from lmrec.data.catalog import ItemCatalog
 from lmrec.errors import DataFormatError, LmrecError
 
 Role = Literal["user", "system"]
+Targets = Literal["all", "new"]
 ROLE_PREFIX: dict[str, str] = {"user": "User", "system": "System"}
 
 
@@ -73,7 +75,11 @@ class Pair(NamedTuple):
 @dataclass
 class CRSData:
     """A conversational dataset: the catalog, conversations per split, and what the loader skipped
-    (``skipped[reason] = count``; e.g. ``"empty_conversation"``, ``"unknown_movie"``)."""
+    (``skipped[reason] = count``; e.g. ``"empty_conversation"``, ``"unknown_movie"``).
+
+    ``targets``: which items of a recommending turn are its targets, in every split: ``"all"`` (every item it
+    mentions) or ``"new"`` (only those the context has not mentioned; a turn left with none is not a sample).
+    """
 
     name: str
     catalog: ItemCatalog
@@ -81,6 +87,13 @@ class CRSData:
     valid: list[Conversation]
     test: list[Conversation]
     skipped: dict[str, int] = field(default_factory=dict)
+    targets: Targets = "all"
+
+    def with_targets(self, targets: Targets) -> CRSData:
+        """The same conversations with another target definition (see the class docstring)."""
+        if targets not in ("all", "new"):
+            raise ValueError(f"targets must be 'all' or 'new', got {targets!r}")
+        return dataclasses.replace(self, targets=targets)
 
     def split(self, name: str) -> list[Conversation]:
         if name not in ("train", "valid", "test"):
@@ -92,6 +105,8 @@ class CRSData:
         import hashlib
 
         digest = hashlib.sha256(self.catalog.checksum().encode())
+        if self.targets != "all":
+            digest.update(f"targets\x00{self.targets}\x00".encode())
         for split in ("train", "valid", "test"):
             for conv in self.split(split):
                 digest.update(f"{split}\x00{conv.conv_id}\x00".encode())
@@ -101,7 +116,7 @@ class CRSData:
 
     def samples(self, split: str, max_context_chars: int | None = None) -> list[CRSSample]:
         """All samples of a split, conversation by conversation (see :func:`make_samples`)."""
-        return [s for conv in self.split(split) for s in make_samples(conv, max_context_chars)]
+        return [s for conv in self.split(split) for s in make_samples(conv, max_context_chars, self.targets)]
 
     def empty_context_turns(self, split: str) -> int:
         """System turns of ``split`` that recommend before anything was said: not samples (nothing to condition
@@ -138,28 +153,30 @@ def _distinct(items: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(items))
 
 
-def make_samples(conv: Conversation, max_context_chars: int | None = None) -> list[CRSSample]:
+def make_samples(conv: Conversation, max_context_chars: int | None = None, targets: Targets = "all"
+                 ) -> list[CRSSample]:
     """One :class:`CRSSample` per system turn that mentions at least one item and has a context (a recommendation
     that opens the conversation has nothing to condition on: left out, see :meth:`CRSData.empty_context_turns`).
 
     Example: turns ``User: I liked Heat (1995)`` [Heat], ``System: Try Ronin (1998) or Heat (1995)`` [Ronin, Heat]
     give one sample with context ``"User: I liked Heat (1995)"``, mentioned [Heat], targets [Ronin, Heat],
     target_is_new [True, False]. ``max_context_chars`` keeps only the most recent context (see
-    :func:`truncate_context`); ``mentioned`` always covers the whole history.
+    :func:`truncate_context`); ``mentioned`` always covers the whole history. ``targets="new"`` keeps only the
+    items not mentioned before (here [Ronin]); a turn with no new item is then no sample.
     """
     samples: list[CRSSample] = []
     lines: list[str] = []
     mentioned: dict[int, None] = {}
     for turn_id, turn in enumerate(conv.turns):
-        targets = _distinct(turn.items)
-        if turn.role == "system" and targets and lines:
+        items = [t for t in _distinct(turn.items) if targets == "all" or t not in mentioned]
+        if turn.role == "system" and items and lines:
             samples.append(CRSSample(
                 conv_id=conv.conv_id,
                 turn_id=turn_id,
                 context=truncate_context(lines, max_context_chars),
                 mentioned=list(mentioned),
-                targets=targets,
-                target_is_new=[t not in mentioned for t in targets],
+                targets=items,
+                target_is_new=[t not in mentioned for t in items],
             ))
         lines.append(render_turn(turn))
         mentioned.update(dict.fromkeys(turn.items))

@@ -71,3 +71,27 @@ def paired_test(a: np.ndarray, b: np.ndarray) -> PairedTest:
         t_p = float(sps.ttest_rel(b, a).pvalue)
     w_p = float(sps.wilcoxon(b, a, zero_method="wilcox").pvalue)  # zero differences dropped (standard)
     return PairedTest(estimate(diff), t_p, w_p)
+
+
+def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """Mean of ``values`` with the SE of a bootstrap over clusters (e.g. the (turn, target) pairs of one dialogue).
+
+    Each of ``n_boot`` resamples draws the C clusters with replacement and takes the pooled mean of their values,
+    Σ sums / Σ counts; SE = the standard deviation (ddof=1) of those means. Values of one cluster are not
+    independent (they share a context), so this SE is the honest one where the per-value SE assumes independence.
+    ``n`` of the result is the number of clusters. One cluster: SE 0; no values: NaN.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) != len(clusters):
+        raise ValueError(f"cluster_bootstrap: {len(values)} values but {len(clusters)} cluster labels")
+    if len(values) == 0:
+        return Estimate(math.nan, math.nan, 0)
+    _, index = np.unique(np.asarray(clusters), return_inverse=True)
+    sums = np.bincount(index, weights=values)
+    counts = np.bincount(index).astype(np.float64)
+    mean = float(values.mean())
+    if len(sums) < 2:
+        return Estimate(mean, 0.0, len(sums))
+    draws = np.random.default_rng(seed).integers(0, len(sums), size=(n_boot, len(sums)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    return Estimate(mean, float(means.std(ddof=1)), len(sums))

@@ -40,7 +40,7 @@ from lmrec.errors import LmrecError
 from lmrec.eval.crs import CRSResult
 from lmrec.eval.crs_analysis import buckets_table, popularity_buckets, probe_delta, quantile_bounds
 from lmrec.eval.report import estimate_cell, progress_line
-from lmrec.eval.stats import paired_test
+from lmrec.eval.stats import cluster_bootstrap, paired_test
 from lmrec.experiments.crs import crs_results
 from lmrec.experiments.steps import cached_step, normalised
 from lmrec.inputs.config import PrepareConfig
@@ -155,18 +155,24 @@ def _inputs(features: LLMFeatures) -> dict[str, Any]:
             "llm": features.identity, "prepare": features.meta["config"]}
 
 
-def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], zero_shot: bool,
-             log: Log = _silent) -> list[Row]:
-    """Zero-shot LLM, reindexed LLM and the adapt variants: run folders reused when their settings AND their
-    inputs match (each spec holds the features' identity, and an adapt spec its reindex spec)."""
+def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any],
+             zero_shot: bool | Mapping[str, Any], log: Log = _silent) -> list[Row]:
+    """Zero-shot LLM (``zero_shot``: True, or its ``zero_shot_llm`` options), reindexed LLM and the adapt variants
+    (built on the reindex row ``settings["adapt_base"]`` names: ``"best"`` on validation, ``"reindex"`` the
+    ``[run.reindex]`` row, or a ``reindex_variants`` name): run folders reused when their settings AND their inputs
+    match (each spec holds the features' identity, and an adapt spec its reindex spec)."""
     inputs = _inputs(features)
     data = features.data
     rows = []
     if zero_shot:
+        options = dict(zero_shot) if isinstance(zero_shot, Mapping) else {}
         out = folder / "zero-shot"
-        cached_step(out, inputs, lambda: fit("zero_shot_llm", data, features=features, out=out, resume=True))
-        rows.append(_run_row("zero-shot LLM", out, inputs, features, log=log))
-    reindex_runs: dict[str, tuple[Path, dict[str, Any], bool]] = {}  # row name -> (folder, spec, item prompts)
+        spec = {**inputs, "zero_shot": options} if options else inputs
+        cached_step(out, spec, lambda: fit("zero_shot_llm", data, features=features, out=out, resume=True,
+                                           **options))
+        rows.append(_run_row("zero-shot LLM", out, spec, features, log=log))
+    reindex_runs: dict[str, tuple[Path, dict[str, Any], bool]] = {}  # variant -> (folder, spec, item prompts)
+    names: dict[str, str] = {}  # row name -> variant ("reindex": the [run.reindex] row)
     for variant, variant_options in reindex_variants(settings).items():
         options = dict(variant_options)
         train = {"progress": False, **options.pop("train", {})}
@@ -176,15 +182,23 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any], z
         cached_step(out, spec, lambda out=out, train=train, options=options: fit(
             "rta_reindex", data, train, features=features, out=out, resume=True, **options))
         # the turns it learned from: with label_source "llm", only those whose answer names a catalog item
-        turns = (len(features.llm_label_samples("train", reindex.top_k, reindex.label_source))
+        turns = (len(features.llm_label_samples("train", reindex.top_k, reindex.label_source, reindex.title_match))
                  + (features.n_items if reindex.item_prompts else 0))
         row = _run_row(f"reindexed ({reindex.aggregator})" + (f" {variant}" if variant else ""), out, spec, features,
                        turns, log)
         row.reindex = True
         rows.append(row)
-        reindex_runs[row.name] = (out, spec, reindex.item_prompts)
-    # adapt builds on the reindex row chosen on validation and learns from every training turn's real targets
-    out, reindex_spec, item_prompts = reindex_runs[best_reindexed(rows).name]
+        reindex_runs[variant or "reindex"] = (out, spec, reindex.item_prompts)
+        names[row.name] = variant or "reindex"
+    # adapt builds on one reindex row (by default the one chosen on validation) and learns from every training
+    # turn's real targets
+    base = settings.get("adapt_base", "best")
+    if base == "best":
+        base = names[best_reindexed(rows).name]
+    if base not in reindex_runs:
+        raise LmrecError(f"adapt_base {base!r}: expected 'best', 'reindex' or one of the reindex_variants "
+                         f"{[v for v in reindex_runs if v != 'reindex']}")
+    out, reindex_spec, item_prompts = reindex_runs[base]
     adapt_turns = len(features.samples["train"]) + (features.n_items if item_prompts else 0)
     for name, adapt_options in settings.get("adapt", {}).items():
         adapt_options = dict(adapt_options)
@@ -254,10 +268,39 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
                   log: Log = _silent) -> dict[str, Any]:
     """Prepare, fit / reuse every model, then write ``table.{json,md}`` and ``buckets.png``; returns the table.
     ``progress``: prepare prints how many turns it has answered and encoded (a line per chunk); ``log`` gets a
-    line per row as it is fitted or found fitted."""
+    line per row as it is fitted or found fitted.
+
+    ``settings["targets"]``: the target definition (:class:`lmrec.data.conversations.CRSData`), ``"all"`` or
+    ``"new"``, or a list of them: one prepare, then every model of each definition in ``targets-<t>/`` and one
+    table per definition (the first is the headline; ``table.json`` holds them under ``"targets"``)."""
     folder.mkdir(parents=True, exist_ok=True)
     features_dir = (folder / "prepare").resolve()
     features = _prepare(dataset, features_dir, settings.get("prepare", {}), progress, log)
+    targets = settings.get("targets", "all")
+    if isinstance(targets, str):
+        return _definition_table(dataset, features.with_targets(targets), folder, settings, log)
+    tables = {}
+    for definition in targets:
+        log(f"targets = {definition!r}")
+        tables[definition] = _definition_table(dataset, features.with_targets(definition),
+                                               folder / f"targets-{definition}", settings, log)
+    table = {"dataset": dataset, "targets": tables}
+    write_json(folder / "table.json", table)
+    atomic_write(folder / "table.md", lambda f: f.write("\n".join(
+        f"#### Targets: {TARGETS_TITLE[d]}\n\n" + (folder / f"targets-{d}" / "table.md").read_text(encoding="utf-8")
+        for d in tables)))
+    return table
+
+
+TARGETS_TITLE = {"all": "every item the recommending turn mentions (repeats of items mentioned earlier included)",
+                 "new": "only the items the context has not mentioned (a turn without one is not a sample)"}
+
+
+def _definition_table(dataset: str, features: LLMFeatures, folder: Path, settings: Mapping[str, Any],
+                      log: Log) -> dict[str, Any]:
+    """Every row on ``features`` (one target definition), the analyses, and ``table.{json,md}``, ``buckets.png`` in
+    ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
     rows = fit_baselines(features, settings.get("baselines", {}), settings.get("baseline_train", "all"), folder,
                          log)
     rows += llm_rows(features, folder, settings, settings.get("zero_shot", True), log)
@@ -273,21 +316,24 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
     answered = features.generated_samples("test")
     table = {
         "dataset": dataset,
+        "targets": features.data.targets,
         "data_checksum": samples_checksum(features.samples),
         "turns": {split: len(s) for split, s in features.samples.items()},
         "loader_skipped": dict(features.data.skipped),
         "empty_context_turns": {split: features.data.empty_context_turns(split) for split in features.samples},
         "generated_test_turns": len(answered),
         "generated_test_contexts": len({s.context for s in answered}),
+        "test_dialogues": len({s.conv_id for s in test}),
         "zero_shot_mapped_share": generation.get("mapped_share"),
         "catalog": n_items,
-        "llm_label_turns": _llm_label_turns(features),
+        "llm_label_turns": _llm_label_turns(features, settings),
         "rows": {r.name: {"kind": r.kind, "train_turns": r.train_turns,
                           **{b: m for b, m in r.metrics.items() if b in ("valid", *BLOCKS)},
+                          "test_by_dialogue": _by_dialogue(r, features),
                           "distinct_top10": distinct_top_items(r.scorer, test) if r.name in results else None}
                  for r in rows},
-        "best_vs_best": _best_vs_best(rows, results),
-        "matched_vs_best": _best_vs_best(rows, results, matched=True),
+        "best_vs_best": _best_vs_best(rows, results, test),
+        "matched_vs_best": _best_vs_best(rows, results, test, matched=True),
         "buckets": [b.as_dict() for b in buckets],
         "buckets_quantile": [b.as_dict() for b in quantile],
         "probe": probe,
@@ -299,11 +345,31 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
     return table
 
 
-def _llm_label_turns(features: LLMFeatures) -> dict[str, int]:
-    """How many training turns the LLM answered, and how many of those answers name a catalog item (the turns an
-    LLM-labelled reindex row learns from)."""
+DIALOGUE_METRICS = ("hr@10", "ndcg@10", "hr@50")
+
+
+def _pair_dialogues(result: CRSResult, samples: Sequence[CRSSample]) -> np.ndarray:
+    """The dialogue (conv_id) of each of ``result``'s (turn, target) pairs, ``samples`` being those it ranked."""
+    return np.array([samples[int(i)].conv_id for i in result.pairs[:, 0]])
+
+
+def _by_dialogue(row: Row, features: LLMFeatures) -> dict[str, Any] | None:
+    """The test block's means with SEs from a bootstrap over dialogues (:func:`lmrec.eval.stats.cluster_bootstrap`);
+    the zero-shot row is scored on the answered turns."""
+    result = row.results.get("test")
+    if result is None:
+        return None
+    samples = features.generated_samples("test") if row.name == "zero-shot LLM" else features.samples["test"]
+    dialogues = _pair_dialogues(result, samples)
+    return {m: cluster_bootstrap(result.per_pair[m], dialogues).as_dict() for m in DIALOGUE_METRICS}
+
+
+def _llm_label_turns(features: LLMFeatures, settings: Mapping[str, Any]) -> dict[str, int]:
+    """How many training turns the LLM answered, and how many of those answers name a catalog item under the
+    ``[run.reindex]`` title match (the turns an LLM-labelled reindex row learns from)."""
     answered = features.generated_samples("train")
-    labelled = features.llm_label_samples("train", label_source="llm") if answered else []
+    match = settings.get("reindex", {}).get("title_match", "fuzzy")
+    labelled = features.llm_label_samples("train", label_source="llm", title_match=match) if answered else []
     return {"answered": len(answered), "labelled": len(labelled)}
 
 
@@ -325,9 +391,10 @@ def samples_checksum(samples: Mapping[str, Sequence[CRSSample]]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _best_vs_best(rows: Sequence[Row], results: Mapping[str, CRSResult], matched: bool = False
-                  ) -> dict[str, Any] | None:
-    """The LLM row and the baseline row with the best VALIDATION HR@10, paired on test HR@10 (LLM − baseline).
+def _best_vs_best(rows: Sequence[Row], results: Mapping[str, CRSResult], test: Sequence[CRSSample],
+                  matched: bool = False) -> dict[str, Any] | None:
+    """The LLM row and the baseline row with the best VALIDATION HR@10, paired on test HR@10 (LLM − baseline;
+    ``diff_by_dialogue``: its SE from a bootstrap over the ``test`` dialogues).
     ``matched``: only pairs trained on as many training turns (the same prepared turns; a row that also learned
     from item prompts counts them, so no baseline matches it): the best LLM row among those a baseline matches."""
     def scored(kind: str, turns: set[int | None] | None = None) -> list[Row]:
@@ -342,9 +409,11 @@ def _best_vs_best(rows: Sequence[Row], results: Mapping[str, CRSResult], matched
     base = best("baseline", {llm.train_turns} if matched and llm is not None else None)
     if llm is None or base is None:
         return None
-    test = paired_test(results[base.name].per_pair["hr@10"], results[llm.name].per_pair["hr@10"])
-    return {"llm": llm.name, "baseline": base.name, "diff": test.diff.as_dict(), "t_pvalue": test.t_pvalue,
-            "wilcoxon_pvalue": test.wilcoxon_pvalue}
+    a, b = results[base.name].per_pair["hr@10"], results[llm.name].per_pair["hr@10"]
+    paired = paired_test(a, b)
+    by_dialogue = cluster_bootstrap(b - a, _pair_dialogues(results[llm.name], test))
+    return {"llm": llm.name, "baseline": base.name, "diff": paired.diff.as_dict(), "t_pvalue": paired.t_pvalue,
+            "wilcoxon_pvalue": paired.wilcoxon_pvalue, "diff_by_dialogue": by_dialogue.as_dict()}
 
 
 BEST_REINDEXED = "best reindexed"  # a probe model: the reindex row with the best validation HR@10
@@ -422,7 +491,10 @@ def markdown(table: Mapping[str, Any], buckets_md: str, quantile_md: str = "") -
         f"Dataset {table['dataset']}: {table['catalog']} items; prepared turns "
         + ", ".join(f"{k} {v}" for k, v in turns.items())
         + f"; {_generated_test(table)}. Full ranking, ties by expectation, "
-          "mean ± SE over (turn, target) pairs. The loader skipped: "
+          "mean ± SE over (turn, target) pairs"
+        + (f"; \"by dialogue\": the SE of a bootstrap over the {table['test_dialogues']} test dialogues (2,000 "
+           "resamples; the pairs of one dialogue share its context)" if table.get("test_dialogues") else "")
+        + ". The loader skipped: "
         + (", ".join(f"{n} {reason}" for reason, n in table.get("loader_skipped", {}).items()) or "nothing") + ". "
         + "Recommendations that open a conversation (nothing to condition on) are not turns: "
         + (", ".join(f"{split} {n}" for split, n in table.get("empty_context_turns", {}).items()) or "none") + "."
@@ -431,23 +503,26 @@ def markdown(table: Mapping[str, Any], buckets_md: str, quantile_md: str = "") -
            "item.")
         + _label_turns_sentence(table.get("llm_label_turns")),
         "",
-        f"| model | train turns | HR@10 ({first['test']['hr@10']['n']} pairs) | NDCG@10 | HR@50 "
-        f"| HR@10 new, mentioned removed | HR@10 on the generated turns | distinct items in the top-10 lists |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| model | train turns | HR@10 ({first['test']['hr@10']['n']} pairs) | HR@10 by dialogue | NDCG@10 "
+        f"| HR@50 | HR@10 new, mentioned removed | HR@10 on the generated turns | distinct items in the top-10 lists |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in table["rows"].items():
         test = row.get("test") if name != "zero-shot LLM" else None
         generated = row.get("test_generated") or (row.get("test") if name == "zero-shot LLM" else None)
+        by_dialogue = row.get("test_by_dialogue") if test else None
         lines.append(f"| {name} | {row.get('train_turns') if row.get('train_turns') is not None else '–'} | "
-                     f"{_cell(test, 'hr@10')} | {_cell(test, 'ndcg@10')} | {_cell(test, 'hr@50')} | "
-                     f"{_cell(row.get('test_new') if test else None, 'hr@10')} | {_cell(generated, 'hr@10')} | "
-                     f"{row.get('distinct_top10') or '–'} |")
+                     f"{_cell(test, 'hr@10')} | {_cell(by_dialogue, 'hr@10')} | {_cell(test, 'ndcg@10')} | "
+                     f"{_cell(test, 'hr@50')} | {_cell(row.get('test_new') if test else None, 'hr@10')} | "
+                     f"{_cell(generated, 'hr@10')} | {row.get('distinct_top10') or '–'} |")
     for key, what in (("matched_vs_best", "trained on the same turns"), ("best_vs_best", "of all")):
         best = table.get(key)
         if best:
+            by_dialogue = best.get("diff_by_dialogue")
             lines += ["", f"Best LLM row on validation ({best['llm']}) − best baseline {what} on validation "
                           f"({best['baseline']}), test HR@10: {estimate_cell(best['diff'], signed=True)} "
-                          f"(paired t p = {best['t_pvalue']:.2g}, Wilcoxon p = {best['wilcoxon_pvalue']:.2g})."]
+                          f"(paired t p = {best['t_pvalue']:.2g}, Wilcoxon p = {best['wilcoxon_pvalue']:.2g})"
+                          + (f"; SE by dialogue {by_dialogue['se']:.4f}" if by_dialogue else "") + "."]
     lines += ["", "Popularity buckets (training mentions), HR@10 on the test pairs whose target is in the bucket:", "",
               buckets_md]
     if quantile_md:

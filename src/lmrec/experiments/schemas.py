@@ -139,9 +139,11 @@ class CRSTableSettings:
     prepare: dict[str, Any] = Field(default_factory=dict)
     baselines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     baseline_train: Literal["all", "prepared", "both"] = "all"
-    zero_shot: bool = True
+    zero_shot: bool | dict[str, Any] = True  # or the zero_shot_llm options, e.g. {title_match = "nearest"}
     reindex_variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
     adapt: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    adapt_base: str = "best"  # the reindex row adapt builds on: "best" on validation, "reindex", or a variant name
+    targets: Literal["all", "new"] | list[Literal["all", "new"]] = "all"  # a list: one table per definition
     probe: ProbeSettings = Field(default_factory=ProbeSettings)
 
     def check(self) -> None:
@@ -155,6 +157,11 @@ class CRSTableSettings:
         models = [(f"[run.reindex_variants] {name!r}" if name else "[run.reindex]", "rta_reindex", options)
                   for name, options in reindex_variants(raw).items()]
         models += [(f"[run.adapt] {name!r}", "rta_adapt", o) for name, o in self.adapt.items()]
+        if isinstance(self.zero_shot, dict):
+            models.append(("[run.zero_shot]", "zero_shot_llm", self.zero_shot))
+        variants = ["best", "reindex", *(name for name in self.reindex_variants)]
+        if self.adapt_base not in variants:
+            raise LmrecError(f"[run] adapt_base = {self.adapt_base!r}: expected one of {variants}")
         models += [(f"[run.baselines] {name!r}", o.get("model", name), o) for name, o in self.baselines.items()]
         for where, model, options in models:
             values = {k: v for k, v in options.items() if k not in ("train", "model")}

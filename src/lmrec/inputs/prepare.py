@@ -100,13 +100,15 @@ def item_prompt_contexts(template: str, titles: Sequence[str]) -> list[str]:
                          f"({exc!r})") from None
 
 
-def map_completion(completion: str, matcher: Any, n_titles: int = 20) -> tuple[list[str], list[int], int]:
+def map_completion(completion: str, matcher: Any, n_titles: int = 20, ground_truth: Sequence[int] | None = None
+                   ) -> tuple[list[str], list[int], int]:
     """(parsed display titles, catalog items in order, number of titles that mapped) of one completion, keeping
-    its first ``n_titles`` titles (:func:`lmrec.llm.parse_completion` then ``TitleMatcher.map``, no ground truth)."""
+    its first ``n_titles`` titles (:func:`lmrec.llm.parse_completion` then ``TitleMatcher.map``; ``ground_truth``:
+    the turn's targets, tried first, as the official mapping does for training labels)."""
     from lmrec.llm import parse_completion
 
     parsed = parse_completion(completion)[:n_titles]
-    mapping = matcher.map([t.key for t in parsed])
+    mapping = matcher.map([t.key for t in parsed], ground_truth)
     return [t.display for t in parsed], mapping.indices, sum(m is not None for m in mapping.matched)
 
 

@@ -13,6 +13,8 @@ the LLM's identity and the settings its generations were made with.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -22,10 +24,11 @@ from typing import Any
 
 import torch
 
-from lmrec.data.conversations import CRSData, CRSSample
+from lmrec.data.conversations import CRSData, CRSSample, Targets
 from lmrec.errors import LmrecError
 from lmrec.inputs.config import SPLITS, generation_settings, prepare_config
 from lmrec.io import atomic_write
+from lmrec.llm.parsing import TitleMatch
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict
 
 FEATURES_FILE = "features.safetensors"
@@ -130,6 +133,7 @@ class LLMFeatures:
                     raise LmrecError(f"{self.folder}: the {split} samples changed since prepare "
                                      f"(expected turn {conv}/{turn}, found {s.conv_id}/{s.turn_id}); run prepare again")
             self.samples[split], self.q[split] = kept, entry["q"]
+        self._matchers: dict[str, Any] = {}  # title_match -> TitleMatcher, built when first asked for
         self.item_prompt: str | None = payload.get("item_prompt")
         self.item_prompt_q: torch.Tensor | None = payload.get("item_prompt_q")
         # only the records made with this folder's settings: a generations file keeps those of earlier settings too
@@ -182,6 +186,19 @@ class LLMFeatures:
         contexts = item_prompt_contexts(self.item_prompt, self.data.catalog.titles)
         return [CRSSample("item-prompt", i, context, [], [i], [True]) for i, context in enumerate(contexts)]
 
+    def with_targets(self, targets: Targets) -> LLMFeatures:
+        """The same folder under another target definition (:class:`lmrec.data.conversations.CRSData`): with
+        ``"new"``, each kept turn keeps the targets its context has not mentioned, and a turn left with none is
+        dropped with its q row. Generations and title tokens are shared."""
+        view = copy.copy(self)
+        view.data = self.data.with_targets(targets)
+        view.samples, view.q = {}, {}
+        for split, samples in self.samples.items():
+            rows = [i for i, s in enumerate(samples) if targets == "all" or any(s.target_is_new)]
+            view.samples[split] = [_only_new(samples[i]) if targets == "new" else samples[i] for i in rows]
+            view.q[split] = self.q[split][torch.as_tensor(rows, dtype=torch.long)]
+        return view
+
     def completions(self) -> dict[str, str]:
         """context -> generated completion over every generated split."""
         return {ctx: r.completion for records in self.generations.values() for ctx, r in records.items()}
@@ -191,11 +208,16 @@ class LLMFeatures:
         records = self.generations.get(split, {})
         return [s for s in self.samples.get(split, []) if s.context in records]
 
-    def llm_label_samples(self, split: str, top_k: int = 5, label_source: str = "llm") -> list[CRSSample]:
+    def llm_label_samples(self, split: str, top_k: int = 5, label_source: str = "llm",
+                          title_match: TitleMatch = "fuzzy") -> list[CRSSample]:
         """Samples whose targets are reindex labels: the LLM's top-``top_k`` mapped items (``"llm"``: the turns with
         a generation), the ground truth (``"ground_truth"``: every kept turn) or both (``"both"``: every kept turn,
         its LLM items first where it has a generation, then its targets, duplicates removed). Samples left with no
-        label are dropped. ``target_is_new`` is recomputed against ``mentioned``."""
+        label are dropped. ``target_is_new`` is recomputed against ``mentioned``.
+
+        ``title_match``: how the answer's titles become items (:func:`lmrec.llm.title_matcher`). ``"fuzzy"``: the
+        items mapped at prepare time; ``"nearest"`` (the official rule): the titles mapped again, each to the turn's
+        target within 2 edits if there is one, else to the nearest catalog title."""
         if label_source not in ("llm", "ground_truth", "both"):
             raise ValueError(f"label_source must be 'llm', 'ground_truth' or 'both', got {label_source!r}")
         records = self.generations.get(split, {})
@@ -206,7 +228,7 @@ class LLMFeatures:
         for s in pool:
             labels: list[int] = []
             if label_source in ("llm", "both") and s.context in records:
-                labels += records[s.context].items[:top_k]
+                labels += self.mapped_items(records[s.context], title_match, s.targets)[:top_k]
             if label_source in ("ground_truth", "both"):
                 labels += s.targets
             labels = list(dict.fromkeys(labels))
@@ -216,6 +238,24 @@ class LLMFeatures:
                                      [t not in mentioned for t in labels]))
         return out
 
+
+    def mapped_items(self, record: GenerationRecord, title_match: TitleMatch = "fuzzy",
+                     ground_truth: Sequence[int] | None = None) -> list[int]:
+        """The catalog items of one generation's parsed titles, in order, under ``title_match`` (see
+        :meth:`llm_label_samples`)."""
+        if title_match == "fuzzy":
+            return record.items
+        if title_match not in self._matchers:
+            from lmrec.llm import title_matcher
+
+            self._matchers[title_match] = title_matcher(self.data.catalog.titles, title_match)
+        return self._matchers[title_match].map(record.titles, ground_truth).indices
+
+
+def _only_new(sample: CRSSample) -> CRSSample:
+    """``sample`` with only its new targets (those its context has not mentioned)."""
+    new = [t for t, is_new in zip(sample.targets, sample.target_is_new) if is_new]
+    return dataclasses.replace(sample, targets=new, target_is_new=[True] * len(new))
 
 
 _TOKEN_FIELDS = {"title_ids": "ids", "title_lengths": "lengths", "token_table": "table", "vocab": "vocab"}

@@ -2,13 +2,16 @@
 
 from lmrec.llm.causal_lm import CausalLM, resolve_dtype
 from lmrec.llm.parsing import (
+    TITLE_MATCHES,
     ParsedTitle,
     TitleMapping,
+    TitleMatch,
     TitleMatcher,
     map_titles_to_catalog,
     parse_completion,
     parse_titles,
     title_key,
+    title_matcher,
 )
 from lmrec.llm.prompts import (
     ANSWER_PREFIX,
@@ -25,7 +28,9 @@ __all__ = [
     "MAX_CONTEXT_CHARS",
     "CausalLM",
     "ParsedTitle",
+    "TITLE_MATCHES",
     "TitleMapping",
+    "TitleMatch",
     "TitleMatcher",
     "build_prompt",
     "cut_after_first_item",
@@ -36,5 +41,6 @@ __all__ = [
     "resolve_dtype",
     "system_prompt",
     "title_key",
+    "title_matcher",
     "user_prompt",
 ]

@@ -23,17 +23,23 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
+    "TITLE_MATCHES",
     "ParsedTitle",
+    "TitleMatch",
     "TitleMapping",
     "TitleMatcher",
     "map_titles_to_catalog",
     "parse_completion",
     "parse_titles",
     "title_key",
+    "title_matcher",
 ]
+
+TitleMatch = Literal["fuzzy", "nearest"]
+TITLE_MATCHES: tuple[TitleMatch, ...] = ("fuzzy", "nearest")
 
 _FIRST_ITEM = re.compile(r"(?<![\d.])1\.(?!\d)")
 _NUMBERED = re.compile(r"^\s*(?:[#*\s]*)\d{1,3}\s*[.)、]")
@@ -193,6 +199,20 @@ class TitleMatcher:
                 seen.add(index)
                 indices.append(index)
         return TitleMapping(indices, matched, scores, unmapped)
+
+
+def title_matcher(catalog_titles: Sequence[str], match: TitleMatch = "fuzzy") -> TitleMatcher:
+    """The matcher of one mapping rule. ``"fuzzy"`` (lmrec's default): ``fuzz.ratio`` ≥ 80, a title far from every
+    catalog title stays unmapped. ``"nearest"`` (the official tools/2_entity_mapping.py, the paper's row): every
+    title goes to the catalog title at the smallest Levenshtein distance of the normalized forms (ties: the first in
+    catalog order), so each title the LLM writes becomes an item, however far."""
+    if match == "fuzzy":
+        return TitleMatcher(catalog_titles)
+    if match == "nearest":
+        from rapidfuzz.distance import Levenshtein
+
+        return TitleMatcher(catalog_titles, scorer=Levenshtein.distance, cutoff=None)
+    raise ValueError(f"title match must be one of {', '.join(TITLE_MATCHES)}; got {match!r}")
 
 
 def map_titles_to_catalog(

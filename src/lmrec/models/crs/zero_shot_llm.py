@@ -4,9 +4,10 @@
                    = 0        for every other item (all tied at the bottom: the evaluator's tie policy handles them)
 
 So the first mapped title scores highest. Parsing is :func:`lmrec.llm.parse_completion` (first ``n_titles`` titles)
-and mapping :class:`lmrec.llm.TitleMatcher` (rapidfuzz ``fuzz.ratio`` ≥ 80 on normalized titles). Unlike the
-official tools/2_entity_mapping.py the turn's ground-truth labels are NOT consulted while mapping (that rule looks at
-the answer); a title too far from every catalog title stays unmapped instead of being forced onto the nearest one.
+and mapping :func:`lmrec.llm.title_matcher` with ``title_match``: ``"fuzzy"`` (default; rapidfuzz ``fuzz.ratio`` ≥ 80
+on normalized titles, a title too far from every catalog title stays unmapped) or ``"nearest"`` (the official
+tools/2_entity_mapping.py: every title goes to the nearest catalog title by edit distance). Unlike the official
+code, the turn's ground-truth labels are NOT consulted while mapping a test answer (that rule looks at the answer).
 ``mapped_share`` reports the share of parsed titles that mapped, over every turn scored so far.
 
 ``completions`` turns contexts into completions: usually
@@ -25,6 +26,7 @@ from pydantic import PositiveInt
 
 from lmrec.data.conversations import CRSData
 from lmrec.errors import Argument, ArgumentError
+from lmrec.llm.parsing import TitleMatch
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.crs.base import CRSRecommender
 from lmrec.models.queries import Conversations
@@ -44,6 +46,7 @@ def positional_scores(items: Sequence[int], n_items: int) -> torch.Tensor:
 @settings
 class ZeroShotConfig(ModelConfig):
     n_titles: PositiveInt = 20  # titles of each completion considered
+    title_match: TitleMatch = "fuzzy"  # "nearest": the official mapping (see the module docstring)
 
 
 @register("zero_shot_llm")
@@ -90,10 +93,10 @@ class ZeroShotLLM(CRSRecommender):
         self._catalog(data)
 
     def _catalog(self, data: CRSData) -> None:
-        from lmrec.llm import TitleMatcher
+        from lmrec.llm import title_matcher
 
         self.n_items = len(data.catalog)
-        self.matcher = TitleMatcher(data.catalog.titles)
+        self.matcher = title_matcher(data.catalog.titles, self.config.title_match)
 
     def rank_items(self, contexts: Sequence[str]) -> list[list[int]]:
         """The mapped catalog items of each context's completion, in generated order."""

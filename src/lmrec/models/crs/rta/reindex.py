@@ -39,6 +39,7 @@ from lmrec.errors import LmrecError
 from lmrec.eval.validation import turn_validation
 from lmrec.inputs import ModelInputs
 from lmrec.inputs.store import TitleTokens
+from lmrec.llm.parsing import TitleMatch
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.crs.base import CRSRecommender
 from lmrec.models.crs.rta.aggregators import Aggregator, build_aggregator, length_mask
@@ -64,6 +65,10 @@ class ReindexConfig(ModelConfig):
     # "ground_truth" (the turns' real targets: selection on what the tables measure, no validation answers needed)
     valid_labels: Literal["label_source", "ground_truth"] = "label_source"
     top_k: PositiveInt = 5  # LLM labels kept per turn (official MAX_LEN = 5)
+    # how the LLM's titles become label items (lmrec.llm.title_matcher): "fuzzy" (fuzz.ratio >= 80, a title far from
+    # every catalog title gives no label) or "nearest" (the official tools/2_entity_mapping.py: the turn's target
+    # within 2 edits, else the nearest catalog title, always)
+    title_match: TitleMatch = "fuzzy"
     n_negatives: PositiveInt = 1000
     filter_collisions: bool = True
     max_title_tokens: PositiveInt = 32
@@ -249,7 +254,8 @@ class RTAReindex(CRSRecommender):
             raise LmrecError(f"rta_reindex: {self.n_items} titles tokenized, the data has {len(data.catalog)} items")
         c = self.config
         valid_source = c.label_source if c.valid_labels == "label_source" else "ground_truth"
-        labels = {split: features.llm_label_samples(split, c.top_k, source) if split in features.samples else []
+        labels = {split: features.llm_label_samples(split, c.top_k, source, c.title_match)
+                  if split in features.samples else []
                   for split, source in (("train", c.label_source), ("valid", valid_source))}
         if c.item_prompts:
             labels["train"] += features.item_prompt_samples()
