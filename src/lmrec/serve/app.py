@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmrec.data.conversations import parse_conversation
-from lmrec.errors import Argument, LmrecError, UnknownIdError
+from lmrec.errors import UNSET, Argument, LmrecError, UnknownIdError
 from lmrec.run import Run
 from lmrec.serve import schemas as S
 from lmrec.serve.service import ServedRun, WriteRefused
@@ -80,7 +80,7 @@ def create_app(runs: Mapping[str, Run | ServedRun], session_ttl: float = 1800.0,
     async def lmrec_error(request: Request, exc: LmrecError) -> JSONResponse:
         status = 404 if isinstance(exc, (UnknownIdError, SessionNotFound)) else 400
         status = 403 if isinstance(exc, WriteRefused) else status
-        body: dict = {"error": str(exc)}
+        body: dict = {"error": exc.naming(_json_name)}
         named = next((p.keyword for p in getattr(exc, "parts", ()) if isinstance(p, Argument)), None)
         if named is not None:
             body["field"] = named
@@ -221,6 +221,11 @@ def _rec(r) -> S.Recommendation:
     because = [S.Because(item_id=b.item_id, title=b.title, similarity=_finite(b.similarity)) for b in r.because]
     return S.Recommendation(rank=r.rank, item_id=r.item_id, title=r.title, score=_finite(r.score), because=because,
                             intent=r.intent, reason=r.reason)
+
+
+def _json_name(argument: Argument) -> str:
+    """An argument as a JSON request names it: the field, with the value given where the message quotes one."""
+    return argument.keyword if argument.value is UNSET else f"{argument.keyword}={argument.value!r}"
 
 
 def _finite(value: float) -> float:
