@@ -1,5 +1,6 @@
 """Drive lmrec's web page in headless Chromium (Debian's chromium on PATH, through Python Playwright): explore a CF
-run (a user, then a new user built by searching titles, with an intention, and an item's details), chat with a CRS
+run (a user found by id, a new user built by searching titles, an intention, then the user again with their
+history, the intention and an item's details), chat with a CRS
 run, and take a screenshot of each view at desktop (1280 px) and phone (420 px) width. Used by
 tests/serve/test_server.py and for the screenshots under docs/serve/:
 
@@ -78,6 +79,9 @@ def drive(url: str, out: Path, cf_model: str, user: str, search: str, crs_model:
         page.fill("#alpha", "0.7")
         page.dispatch_event("#alpha", "input")
         page.wait_for_timeout(1000)  # the debounce before the refresh with the intention is sent
+        wait_for_recommendations(page)
+        page.check("input[name=who][value=user]")  # back to the user of the data, the intention kept
+        expect(page.locator("#user-history-title")).to_have_text(f"history of user {user}", timeout=30_000)
         wait_for_recommendations(page)
         recommendations.first.locator("button.title").click()
         expect(page.locator("#details")).to_be_visible(timeout=30_000)
