@@ -147,6 +147,11 @@ def test_added_item_is_rankable_at_once_and_survives_a_restart(client, app_runs,
     assert item["item_id"].startswith("added:") and added.json()["items"] == 41
     top = client.post("/models/alpharec/recommend", json={"user": "u0", "k": 5}).json()["recommendations"]
     assert item["item_id"] in [r["item_id"] for r in top]
+    mine = next(r for r in top if r["item_id"] == item["item_id"])
+    train = {f"i{i}" for i in client.app_data.train_items(client.app_data.user_index("u0"))}
+    assert mine["because"] and {b["item_id"] for b in mine["because"]} <= train  # an added item has its reasons too
+    details = client.get(f"/models/alpharec/items/{item['item_id']}").json()
+    assert details["added"] and details["popularity"] is None and details["title"] == "A Film Nobody Has Seen"
     assert client.post("/models/alpharec/items", json={"title": "A Film Nobody Has Seen"},
                        headers=AUTH).status_code == 400
     folder = tmp_path / "alpharec"
@@ -244,6 +249,26 @@ def test_faiss_retrieval_on_request(app_runs, tmp_path):
     assert [r["item_id"] for r in body["recommendations"]] == [r["item_id"] for r in exact["recommendations"]]
     np.testing.assert_allclose([r["score"] for r in body["recommendations"]],
                                [r["score"] for r in exact["recommendations"]], rtol=1e-5)
+    assert [(r["because"], r["reason"]) for r in body["recommendations"]] == \
+        [(r["because"], r["reason"]) for r in exact["recommendations"]]  # the same reasons, from the index's vectors
+
+
+def test_the_intention_is_credited_alike_by_the_index_and_exactly(app_runs, tmp_path, monkeypatch):
+    from lmrec.models.cf.alpharec import AlphaRec
+
+    monkeypatch.setattr(AlphaRec, "encode_texts",
+                        lambda self, texts: self.z_items[22:28].mean(0, keepdim=True).expand(len(texts), -1))
+    client = TestClient(create_app({"a": app_runs("alpharec", tmp_path)}, retrieval="faiss",
+                                   faiss_options={"nlist": 4, "nprobe": 4}))
+    ask = {"user": "u0", "intent": "cluster three please", "alpha": 1.0, "k": 6}
+    plain = {r["item_id"] for r in client.post("/models/a/recommend", json={"user": "u0", "k": 6}).json()[
+        "recommendations"]}
+    answers = [client.post("/models/a/recommend", json={**ask, "retrieval": how}).json() for how in ("faiss", "exact")]
+    assert [a["retrieval"] for a in answers] == ["faiss", "exact"]
+    for answer in answers:
+        top = answer["recommendations"]
+        brought = {r["item_id"] for r in top} - plain
+        assert brought and {r["item_id"] for r in top if r["intent"] == "cluster three please"} == brought
 
 
 def test_the_page_is_served(client):
