@@ -42,8 +42,11 @@ def page(browser, server):
     page = browser.new_page(viewport=DESKTOP)
     page.set_default_timeout(TIMEOUT)
     page.url_of = lambda model: f"{server['url']}/?model={model}"  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
     page.close()
+    assert errors == [], f"the page's script failed: {errors}"
 
 
 def explore(page, user: str | None = None):
