@@ -179,12 +179,13 @@ def test_recommend_prints_titles_not_seen(run, folder, capsys):
     data = load_dataset(folder, format="lightgcn")
     seen = {data.catalog.ids[i] for i in data.train_items(data.user_index("3"))}
     assert out[0].startswith("user 3: 3 training items") and "Movie number" in out[0]
-    recs = [re.match(r"\s*(\d+)\. (.+)  \[(\w+)\]  (-?[\d.]+)$", line) for line in out[1:]]
+    recs = [re.match(r"\s*(\d+)\. (.+)  \[(\w+)\]  (-?[\d.]+)  \(because you liked (.+)\)$", line) for line in out[1:]]
     assert len(recs) == 5 and all(recs)
     assert [int(m.group(1)) for m in recs] == [1, 2, 3, 4, 5]
     for m in recs:
         assert m.group(2) == f"Movie number {m.group(3)}"  # the title, with the id beside it
         assert m.group(3) not in seen
+        assert set(m.group(5).replace(" and ", ", ").split(", ")) <= {f"Movie number {i}" for i in seen}
     scores = [float(m.group(4)) for m in recs]
     assert scores == sorted(scores, reverse=True)
 

@@ -208,6 +208,61 @@ def test_intent_steers_the_ranking(alpharec, data):
         del alpharec.model.encode_texts
 
 
+def _cosines(run, item: str, history: list[str]) -> dict[str, float]:
+    vectors = run.model.item_vectors().detach().numpy()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    row = unit[run.catalog.index(item)]
+    return {h: float(unit[run.catalog.index(h)] @ row) for h in history}
+
+
+def test_every_recommendation_names_the_history_items_nearest_to_it(alpharec, data):
+    history = ["i4", "i5", "i30", "i0"]
+    top = alpharec.recommend(items=history, k=6)
+    for r in top:
+        cosines = _cosines(alpharec, r.item_id, history)
+        expected = sorted(history, key=lambda h: -cosines[h])[:3]
+        assert [b.item_id for b in r.because] == expected
+        assert [b.title for b in r.because] == [data.catalog.titles[data.catalog.index(h)] for h in expected]
+        np.testing.assert_allclose([b.similarity for b in r.because], [cosines[h] for h in expected], atol=1e-3)
+        assert r.intent is None and r.reason.startswith("because you liked " + r.because[0].title)
+    known = alpharec.recommend(user="u7", k=5)  # a known user: the training items the model learned them from
+    train = {data.catalog.ids[i] for i in data.train_items(data.user_index("u7"))}
+    assert all(1 <= len(r.because) <= 3 and {b.item_id for b in r.because} <= train for r in known)
+
+
+def test_the_intention_is_the_reason_for_the_items_it_brought_in(alpharec, data):
+    features = planted_features()
+    cluster3 = features[4 + 3 * 6 : 4 + 4 * 6].mean(0)
+    alpharec.model.encode_texts = lambda texts: torch.from_numpy(np.tile(cluster3, (len(texts), 1)))
+    try:
+        plain = {r.item_id for r in alpharec.recommend(user="u0", k=8)}
+        steered = alpharec.recommend(user="u0", intent="cluster three", alpha=1.0, k=8)
+    finally:
+        del alpharec.model.encode_texts
+    brought = {r.item_id for r in steered} - plain
+    assert brought and {r.item_id for r in steered if r.intent == "cluster three"} == brought
+    assert all(r.reason.startswith("for your intention \u201ccluster three\u201d") for r in steered if r.intent)
+    assert all(r.intent is None and r.reason.startswith("because you liked") for r in steered
+               if r.item_id not in brought)
+    with pytest.raises(lmrec.LmrecError, match=r"alpha=0.3 weighs a stated intention: pass intent="):
+        alpharec.recommend(user="u0", alpha=0.3)
+
+
+def test_a_model_without_an_item_space_names_no_reason_item(data):
+    top = lmrec.fit("pop", data).recommend(user="u3", k=3)
+    assert all(r.because == () and r.reason == "pop has no item space to compare it with your history" for r in top)
+
+
+def test_nearest_orders_by_cosine_and_never_names_the_item_itself():
+    from lmrec.run.reasons import nearest
+
+    space = np.array([[1, 0], [0, 1], [1, 1], [1, 0.1], [-1, 0]], dtype=np.float32)
+    # item 2: 1 and 0 tie at cosine 0.707: the earlier in the history first
+    assert [[j for j, _ in row] for row in nearest(space, [1, 2, 3, 4, 0], [0, 2], n=2)] == [[3, 2], [3, 1]]
+    np.testing.assert_allclose([c for _, c in nearest(space, [4], [0])[0]], [-1.0])
+    assert nearest(space, [], [0, 1]) == [[], []]
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"user": "u0", "k": 0}, "k=0"),
     ({"user": "u0", "k": 41}, "k=41"),

@@ -139,6 +139,10 @@ def _check_recommendations(run: Any) -> None:
     _check([r.rank for r in top] == [1, 2, 3, 4, 5], f"{name}: ranks {[r.rank for r in top]}, expected 1..5")
     _check([r.score for r in top] == sorted((r.score for r in top), reverse=True),
            f"{name}: recommendations not sorted by score")
+    space = run.model.item_space()  # why an item is recommended is read there (lmrec.run.reasons)
+    _check(space is None or tuple(space.shape[:1]) == (len(run.catalog),),
+           f"{name}: item_space() has {None if space is None else space.shape[0]} rows for {len(run.catalog)} items")
+    _check(all(r.reason and len(r.because) <= 3 for r in top), f"{name}: a recommendation without its reason")
 
 
 def check_resume(name: str, folder: str | Path, task: str | None = None, data: Any = None,

@@ -47,3 +47,52 @@ def app_runs(served_runs):
         return lmrec.Run.load(folder, data=data)
 
     return load
+
+
+SERVER_TOKEN = "browser-test-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """`lmrec serve --allow-writes` (token from the environment) on two run folders whose data is on disk (a LightGCN
+    folder of the planted data, a tiny INSPIRED folder), on a port the system picks."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from helpers import write_lightgcn_folder
+
+    root = tmp_path_factory.mktemp("server")
+    folder = write_lightgcn_folder(planted_data(), root / "planted")
+    alpharec = lmrec.get_model("alpharec")(mlp_ratio=1.0)  # features from its encoder, so intentions can be read
+    lmrec.fit(alpharec, folder, {"epochs": 3, "progress": False}, out=root / "alpharec")
+    write_inspired(root / "data")
+    lmrec.fit("fism", root / "data" / "inspired", {"epochs": 2, "progress": False}, out=root / "fism")
+    env = {**os.environ, "LMREC_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1", "LMREC_SERVE_TOKEN": SERVER_TOKEN}
+    process = subprocess.Popen([sys.executable, "-m", "lmrec", "serve", str(root / "alpharec"), str(root / "fism"),
+                                "--port", "0", "--threads", "1", "--allow-writes", "--max-added-items", "5"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = process.stdout.readline()  # "lmrec serve: ... on http://127.0.0.1:<port>/ ...", or "" if it failed
+    address = re.search(r" on (http://127\.0\.0\.1:[1-9][0-9]*)/ ", started)
+    if address is None:
+        process.kill()
+        pytest.fail(f"lmrec serve did not start: {started}{process.stderr.read()[-2000:]}")
+    url = address.group(1)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"lmrec serve did not start: {process.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    yield {"url": url, "process": process, "root": root, "started": started, "token": SERVER_TOKEN}
+    process.terminate()
+    process.wait(timeout=30)

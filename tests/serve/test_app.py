@@ -18,11 +18,14 @@ from lmrec.serve import create_app
 from lmrec.serve.service import ADDED
 from lmrec.serve.sessions import SessionNotFound, SessionStore
 
+TOKEN = "a-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
 
 @pytest.fixture
 def client(app_runs, tmp_path):
     runs = {name: app_runs(name, tmp_path) for name in ("alpharec", "pop", "crs-pop", "fism")}
-    client = TestClient(create_app(runs, session_ttl=60))
+    client = TestClient(create_app(runs, session_ttl=60, token=TOKEN))
     client.app_data = runs["alpharec"].data  # the planted data is in memory only: reloads take it from here
     return client
 
@@ -34,6 +37,7 @@ def test_health_and_models(client):
     assert models["alpharec"]["features"] == ["user", "new_user", "intent", "add_item", "similar"]
     assert models["pop"]["features"] == ["user", "new_user"] and models["fism"]["features"] == ["conversation"]
     assert models["alpharec"]["items"] == 40 and models["alpharec"]["users"] == 30
+    assert models["alpharec"]["writes"] and not models["pop"]["writes"]  # pop cannot place an item from its title
     assert 0 < models["alpharec"]["metrics"]["recall@20"] <= 1
     assert client.get("/models/fism").json()["task"] == "crs"
 
@@ -80,7 +84,11 @@ def test_intent(client, monkeypatch):
     ({"user": "u1", "alpha": 2}, 422, "alpha"),
     ({"user": "u1", "intent": "x" * 2001}, 422, "intent"),
     ({"user": "u1", "intent": ""}, 422, "intent"),
-    ({"user": 5}, 422, "user"),
+    ({"user": 5}, 404, "unknown user id '5'"),  # an integer id is the same id as "5": this data has none
+    ({"user": True}, 422, "user"),
+    ({"user": 5.5}, 422, "user"),
+    ({"user": "u1", "alpha": 0.3}, 400, "alpha=0.3 weighs a stated intention"),
+    ({"user": "u1", "retrieval": "faiss"}, 400, "retrieval='faiss': alpharec is served with exact retrieval"),
     ({"user": "u1", "surprise": 1}, 422, "surprise"),
     ({}, 400, "nothing to recommend"),
     ({"user": "u1", "items": ["i1"]}, 400, "either user"),
@@ -88,6 +96,16 @@ def test_intent(client, monkeypatch):
 def test_recommend_errors(client, body, status, words):
     response = client.post("/models/alpharec/recommend", json=body)
     assert response.status_code == status and words in response.json()["error"], response.json()
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"user": "u1", "alpha": 0.3}, "alpha"), ({"user": "u1", "retrieval": "faiss"}, "retrieval"),
+    ({"user": "u1", "k": 0}, "k"), ({"user": True}, "user"), ({"user": "u1", "intent": ""}, "intent"),
+    ({"user": "u1", "items": ["i1"]}, "user"), ({"user": "nobody"}, None),
+])
+def test_errors_name_the_field_they_are_about(client, body, field):
+    """The page shows an error next to the field it names."""
+    assert client.post("/models/alpharec/recommend", json=body).json().get("field") == field
 
 
 def test_more_errors(client):
@@ -99,7 +117,7 @@ def test_more_errors(client):
     assert client.post("/models/fism/recommend", json={"user": "u1"}).status_code == 400
     assert client.get("/models/pop/items/i1/similar").status_code == 400
     assert client.get("/models/alpharec/items/zzz/similar").status_code == 404
-    assert client.post("/models/pop/items", json={"title": "A New Film"}).status_code == 400
+    assert client.post("/models/pop/items", json={"title": "A New Film"}, headers=AUTH).status_code == 400
     assert client.post("/models/alpharec/sessions").status_code == 400
     assert client.get("/nowhere").json() == {"error": "Not Found"}
 
@@ -123,13 +141,19 @@ def test_added_item_is_rankable_at_once_and_survives_a_restart(client, app_runs,
     # the new title's LM vector is cluster 0's direction: it must rank among cluster 0's items for a cluster-0 user
     monkeypatch.setattr(AlphaRec, "encode_texts",
                         lambda self, texts: self.z_items[4:10].mean(0, keepdim=True).expand(len(texts), -1))
-    added = client.post("/models/alpharec/items", json={"title": "A Film Nobody Has Seen"})
+    added = client.post("/models/alpharec/items", json={"title": "A Film Nobody Has Seen"}, headers=AUTH)
     assert added.status_code == 201
     item = added.json()["item"]
     assert item["item_id"].startswith("added:") and added.json()["items"] == 41
     top = client.post("/models/alpharec/recommend", json={"user": "u0", "k": 5}).json()["recommendations"]
     assert item["item_id"] in [r["item_id"] for r in top]
-    assert client.post("/models/alpharec/items", json={"title": "A Film Nobody Has Seen"}).status_code == 400
+    mine = next(r for r in top if r["item_id"] == item["item_id"])
+    train = {f"i{i}" for i in client.app_data.train_items(client.app_data.user_index("u0"))}
+    assert mine["because"] and {b["item_id"] for b in mine["because"]} <= train  # an added item has its reasons too
+    details = client.get(f"/models/alpharec/items/{item['item_id']}").json()
+    assert details["added"] and details["popularity"] is None and details["title"] == "A Film Nobody Has Seen"
+    assert client.post("/models/alpharec/items", json={"title": "A Film Nobody Has Seen"},
+                       headers=AUTH).status_code == 400
     folder = tmp_path / "alpharec"
     tensors_file = folder / ADDED
     assert tensors_file.exists()
@@ -147,12 +171,12 @@ def test_concurrent_additions_lose_none(app_runs, tmp_path, monkeypatch):
     monkeypatch.setattr(AlphaRec, "encode_texts",
                         lambda self, texts: torch.ones(len(texts), self.z_items.shape[1]))
     run = app_runs("alpharec", tmp_path)
-    clients = [TestClient(create_app({"a": run})), TestClient(create_app({"a": lmrec.Run.load(run.folder,
-                                                                                              data=run.data)}))]
+    clients = [TestClient(create_app({"a": run}, token=TOKEN)),
+               TestClient(create_app({"a": lmrec.Run.load(run.folder, data=run.data)}, token=TOKEN))]
     titles = [f"New title {i}" for i in range(24)]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(lambda i: clients[i % 2].post("/models/a/items", json={"title": titles[i]}).status_code,
-                              range(len(titles))))
+        codes = list(pool.map(lambda i: clients[i % 2].post("/models/a/items", json={"title": titles[i]},
+                                                            headers=AUTH).status_code, range(len(titles))))
     assert codes == [201] * len(titles)
     from lmrec.tensorfile import load_tensors
 
@@ -225,6 +249,26 @@ def test_faiss_retrieval_on_request(app_runs, tmp_path):
     assert [r["item_id"] for r in body["recommendations"]] == [r["item_id"] for r in exact["recommendations"]]
     np.testing.assert_allclose([r["score"] for r in body["recommendations"]],
                                [r["score"] for r in exact["recommendations"]], rtol=1e-5)
+    assert [(r["because"], r["reason"]) for r in body["recommendations"]] == \
+        [(r["because"], r["reason"]) for r in exact["recommendations"]]  # the same reasons, from the index's vectors
+
+
+def test_the_intention_is_credited_alike_by_the_index_and_exactly(app_runs, tmp_path, monkeypatch):
+    from lmrec.models.cf.alpharec import AlphaRec
+
+    monkeypatch.setattr(AlphaRec, "encode_texts",
+                        lambda self, texts: self.z_items[22:28].mean(0, keepdim=True).expand(len(texts), -1))
+    client = TestClient(create_app({"a": app_runs("alpharec", tmp_path)}, retrieval="faiss",
+                                   faiss_options={"nlist": 4, "nprobe": 4}))
+    ask = {"user": "u0", "intent": "cluster three please", "alpha": 1.0, "k": 6}
+    plain = {r["item_id"] for r in client.post("/models/a/recommend", json={"user": "u0", "k": 6}).json()[
+        "recommendations"]}
+    answers = [client.post("/models/a/recommend", json={**ask, "retrieval": how}).json() for how in ("faiss", "exact")]
+    assert [a["retrieval"] for a in answers] == ["faiss", "exact"]
+    for answer in answers:
+        top = answer["recommendations"]
+        brought = {r["item_id"] for r in top} - plain
+        assert brought and {r["item_id"] for r in top if r["intent"] == "cluster three please"} == brought
 
 
 def test_the_page_is_served(client):
@@ -266,3 +310,107 @@ def test_the_llm_is_loaded_once_and_used_one_call_at_a_time_from_many_threads():
         results = list(pool.map(lambda i: context.q([f"context {i}"]), range(16)))
     assert len(loads) == 1 and most[0] == 1
     assert all(torch.equal(r[0], torch.full((4,), float(len(f"context {i}")))) for i, r in enumerate(results))
+
+
+def test_every_recommendation_says_why_as_the_library_does(client, app_runs, tmp_path):
+    body = client.post("/models/alpharec/recommend", json={"items": ["i4", "i5", "i30"], "k": 5}).json()
+    direct = app_runs("alpharec", tmp_path / "direct").recommend(items=["i4", "i5", "i30"], k=5)
+    assert [[b["item_id"] for b in r["because"]] for r in body["recommendations"]] == \
+        [[b.item_id for b in r.because] for r in direct]
+    assert [r["reason"] for r in body["recommendations"]] == [r.reason for r in direct]
+    assert all(1 <= len(r["because"]) <= 3 and r["reason"].startswith("because you liked ")
+               for r in body["recommendations"])
+    pop = client.post("/models/pop/recommend", json={"user": "u1", "k": 2}).json()["recommendations"]
+    assert all(r["because"] == [] and "no item space" in r["reason"] for r in pop)
+
+
+def test_an_integer_user_id_is_the_string_id(app_runs, tmp_path):
+    """The Python API takes user=5 for "5": so does the service (a dataset with numeric ids)."""
+    from helpers import planted_data
+
+    data = planted_data()
+    numeric = type(data)(data.name, [str(i) for i in range(data.n_users)], data.catalog, data.train, data.valid,
+                         data.test)
+    client = TestClient(create_app({"pop": lmrec.fit("pop", numeric)}))
+    as_int = client.post("/models/pop/recommend", json={"user": 5, "k": 3, "exclude": ["i1"]})
+    as_str = client.post("/models/pop/recommend", json={"user": "5", "k": 3, "exclude": ["i1"]})
+    assert as_int.status_code == 200 and as_int.json() == as_str.json()
+    assert client.get("/models/pop/users/5").json()["user_id"] == "5"
+
+
+def test_faiss_is_refused_where_the_run_is_served_exactly(client):
+    refused = client.post("/models/alpharec/recommend", json={"user": "u1", "retrieval": "faiss"})
+    assert refused.status_code == 400 and "--retrieval faiss" in refused.json()["error"]
+    assert client.post("/models/alpharec/recommend", json={"user": "u1", "retrieval": "exact"}).status_code == 200
+    no_index = client.post("/models/pop/recommend", json={"user": "u1", "retrieval": "faiss"})
+    assert no_index.status_code == 400 and "only exact retrieval" in no_index.json()["error"]
+
+
+def test_item_details(client):
+    data = client.app_data
+    body = client.get("/models/alpharec/items/i4").json()
+    assert body == {"model": "alpharec", "item_id": "i4", "title": "Movie number 4", "fields": {}, "added": False,
+                    "popularity": int(data.item_popularity()[4]), "popularity_of": "training users who have the item"}
+    assert body["popularity"] > 0
+    assert client.get("/models/alpharec/items/nope").status_code == 404
+    crs = client.get("/models/fism/items", params={"q": "heat"}).json()["items"][0]
+    details = client.get(f"/models/fism/items/{crs['item_id']}").json()
+    assert details["title"] == "Heat (1995)" and details["popularity"] is not None
+
+
+def test_user_history_and_finding_any_user(client):
+    data = client.app_data
+    u = data.user_index("u7")
+    body = client.get("/models/alpharec/users/u7?limit=3").json()
+    train = data.user_items(u, ("train",))
+    assert body["total"] == len(train) and body["held_out"] == 4  # the planted data holds 2 valid + 2 test back
+    assert [h["item_id"] for h in body["history"]] == [data.catalog.ids[i] for i in train[:3]]
+    assert client.get("/models/alpharec/users/nobody").status_code == 404
+    assert client.get("/models/fism/users/u1").status_code == 400
+    found = client.get("/models/alpharec/users", params={"q": "U2"}).json()
+    assert found == {"users": ["u2", "u20", "u21", "u22", "u23", "u24", "u25", "u26", "u27", "u28", "u29"],
+                     "total": 11}
+    pages = [client.get("/models/alpharec/users", params={"limit": 7, "offset": o}).json()["users"]
+             for o in range(0, 30, 7)]
+    assert sum(pages, []) == [f"u{i}" for i in range(30)]  # paging reaches every user
+
+
+def test_writes_are_off_unless_allowed_and_need_the_token(app_runs, tmp_path, monkeypatch):
+    from lmrec.models.cf.alpharec import AlphaRec
+
+    monkeypatch.setattr(AlphaRec, "encode_texts", lambda self, texts: torch.ones(len(texts), self.z_items.shape[1]))
+    run = app_runs("alpharec", tmp_path)
+    read_only = TestClient(create_app({"a": run}))
+    off = read_only.post("/models/a/items", json={"title": "New"}, headers=AUTH)
+    assert off.status_code == 403 and "--allow-writes" in off.json()["error"]
+    assert not read_only.get("/models/a").json()["writes"]
+    guarded = TestClient(create_app({"a": run}, token=TOKEN, max_added_items=2))
+    missing = guarded.post("/models/a/items", json={"title": "New"})
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert "Authorization: Bearer" in missing.json()["error"]
+    wrong = guarded.post("/models/a/items", json={"title": "New"}, headers={"Authorization": "Bearer not-it"})
+    assert wrong.status_code == 403 and "not this server's" in wrong.json()["error"]
+    assert guarded.post("/models/a/items", json={"title": "New"}, headers={"Authorization": TOKEN}).status_code == 401
+    assert [guarded.post("/models/a/items", json={"title": t}, headers=AUTH).status_code
+            for t in ("One", "Two", "Three")] == [201, 201, 403]
+    capped = guarded.post("/models/a/items", json={"title": "Four"}, headers=AUTH).json()
+    assert "has 2 added items, the most this server allows (lmrec serve --max-added-items 2)" in capped["error"]
+    from lmrec.tensorfile import load_tensors
+
+    assert load_tensors(run.folder / ADDED)[1]["titles"] == ["One", "Two"]  # the refused one was not written
+    assert guarded.get("/models/a").json()["items"] == 42
+    assert guarded.get("/models/a/items/i1").status_code == 200  # reads stay open, without a token
+
+
+def test_a_message_says_where_it_names_each_item(client):
+    sid = client.post("/models/fism/sessions").json()["session_id"]
+    text = "I like heat (1995), and Alien (1979)!"
+    body = client.post(f"/models/fism/sessions/{sid}/messages", json={"text": text}).json()
+    assert [(text[m["start"]:m["end"]], m["title"]) for m in body["mentions"]] == \
+        [("heat (1995)", "Heat (1995)"), ("Alien (1979)", "Alien (1979)")]
+    mentioned = {"Heat (1995)", "Alien (1979)"}
+    assert all(r["because"] and {b["title"] for b in r["because"]} <= mentioned
+               and r["reason"].startswith("because you mentioned") for r in body["recommendations"])
+    crs_pop = client.post("/models/crs-pop/sessions").json()["session_id"]
+    top = client.post(f"/models/crs-pop/sessions/{crs_pop}/messages", json={"text": text}).json()["recommendations"]
+    assert all(r["because"] == [] and "no item space" in r["reason"] for r in top)

@@ -5,55 +5,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 import lmrec
-from helpers import planted_data, write_inspired, write_lightgcn_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`lmrec serve` on two run folders whose data is on disk (a LightGCN folder, a tiny INSPIRED folder)."""
-    root = tmp_path_factory.mktemp("server")
-    folder = write_lightgcn_folder(planted_data(), root / "planted")
-    alpharec = lmrec.get_model("alpharec")(mlp_ratio=1.0)  # features from its encoder, so intentions can be read
-    lmrec.fit(alpharec, folder, {"epochs": 3, "progress": False}, out=root / "alpharec")
-    write_inspired(root / "data")
-    lmrec.fit("fism", root / "data" / "inspired", {"epochs": 2, "progress": False}, out=root / "fism")
-    env = {**os.environ, "LMREC_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "lmrec", "serve", str(root / "alpharec"), str(root / "fism"),
-                                "--port", "0", "--threads", "1"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    started = process.stdout.readline()  # "lmrec serve: ... on http://127.0.0.1:<port>/ ...", or "" if it failed
-    address = re.search(r" on (http://127\.0\.0\.1:[1-9][0-9]*)/ ", started)
-    if address is None:
-        process.kill()
-        pytest.fail(f"lmrec serve did not start: {started}{process.stderr.read()[-2000:]}")
-    url = address.group(1)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"lmrec serve did not start: {process.stderr.read()[-2000:]}")
-        time.sleep(0.2)
-    yield {"url": url, "process": process, "root": root}
-    process.terminate()
-    process.wait(timeout=30)
 
 
 def test_a_real_server_answers_on_loopback(server):
@@ -96,3 +58,48 @@ def test_a_busy_port_is_one_clear_error_and_port_0_picks_a_free_one():
             listen("127.0.0.1", port)
     with listen("127.0.0.1", 0) as free:
         assert free.getsockname()[1] > 0
+
+
+def test_writes_on_a_real_server_need_its_token_and_reads_do_not(server):
+    url, token = server["url"], server["token"]
+    assert "writes: on, up to 5 items per run" in server["started"]
+    missing = httpx.post(f"{url}/models/alpharec/items", json={"title": "Nobody's Film"})
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    wrong = httpx.post(f"{url}/models/alpharec/items", json={"title": "Nobody's Film"},
+                       headers={"Authorization": "Bearer " + token[::-1]})
+    assert wrong.status_code == 403 and wrong.json() == {"error": "the bearer token is not this server's"}
+    assert httpx.get(f"{url}/models/alpharec/items/3").json()["title"] == "Movie number 3"
+
+
+@pytest.mark.parametrize(("allow", "file_text", "variable", "error"), [
+    (False, "x" * 20, None, "--token-file goes with --allow-writes"),
+    (True, None, None, "--allow-writes needs a token: --token-file PATH, or the environment variable "
+                       "LMREC_SERVE_TOKEN"),
+    (True, "short\n", None, "--token-file TOKEN: expected a token of at least 16 characters"),
+    (True, None, "has a space in it somewhere", "LMREC_SERVE_TOKEN: expected a token of at least 16 characters"),
+])
+def test_the_write_token_is_read_from_a_file_or_the_environment(tmp_path, monkeypatch, allow, file_text, variable,
+                                                                error):
+    from lmrec.cli.serve import read_token
+
+    monkeypatch.delenv("LMREC_SERVE_TOKEN", raising=False)
+    if variable is not None:
+        monkeypatch.setenv("LMREC_SERVE_TOKEN", variable)
+    path = tmp_path / "token"
+    if file_text is not None:
+        path.write_text(file_text)
+    with pytest.raises(lmrec.LmrecError) as raised:
+        read_token(allow, str(path) if file_text is not None else None)
+    assert str(raised.value).replace(str(path), "TOKEN").startswith(error)
+
+
+def test_a_token_file_wins_over_the_environment_and_no_writes_need_none(tmp_path, monkeypatch):
+    from lmrec.cli.serve import read_token
+
+    monkeypatch.setenv("LMREC_SERVE_TOKEN", "from-the-environment-0123")
+    (tmp_path / "token").write_text("  from-the-file-0123456789\n")
+    assert read_token(True, str(tmp_path / "token")) == "from-the-file-0123456789"
+    assert read_token(True, None) == "from-the-environment-0123"
+    assert read_token(False, None) is None
+    with pytest.raises(lmrec.LmrecError, match="cannot read it"):
+        read_token(True, str(tmp_path / "missing"))

@@ -1,12 +1,22 @@
-"""``lmrec serve RUN [RUN ...]``: run folders as an HTTP service with a web page (FastAPI + uvicorn)."""
+"""``lmrec serve RUN [RUN ...]``: run folders as an HTTP service with a web page (FastAPI + uvicorn).
+
+The service reads only, unless ``--allow-writes``: then ``POST /models/{name}/items`` takes new items from clients
+that send the bearer token read from ``--token-file`` or the environment variable ``LMREC_SERVE_TOKEN`` (never from
+a flag's value, which other users of the machine can see), at most ``--max-added-items`` per run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
+from pathlib import Path
 
 from lmrec.cli.train import add_threads, set_threads
 from lmrec.errors import LmrecError
+
+TOKEN_VARIABLE = "LMREC_SERVE_TOKEN"
+MIN_TOKEN = 16  # characters
 
 
 def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
@@ -21,6 +31,12 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     serve.add_argument("--session-ttl", dest="session_ttl", type=float, default=1800.0,
                        help="seconds a conversation session lives without a message")
     serve.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
+    serve.add_argument("--allow-writes", dest="allow_writes", action="store_true",
+                       help="take new items (POST /models/NAME/items) from clients that send the bearer token")
+    serve.add_argument("--token-file", dest="token_file",
+                       help=f"the file holding that token (default: the environment variable {TOKEN_VARIABLE})")
+    serve.add_argument("--max-added-items", dest="max_added_items", type=int, default=1000,
+                       help="items that may be added to each run, in all (default 1000)")
     add_threads(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -31,13 +47,40 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from lmrec.serve.app import create_app, load_runs
 
     set_threads(args)
+    token = read_token(args.allow_writes, args.token_file)
+    if args.max_added_items < 0:
+        raise LmrecError(f"--max-added-items {args.max_added_items}: expected 0 or more")
     runs = load_runs(args.runs, args.name, args.device)
     app = create_app(runs, session_ttl=args.session_ttl, retrieval=args.retrieval,
-                     faiss_options={"nprobe": args.nprobe})
+                     faiss_options={"nprobe": args.nprobe}, token=token, max_added_items=args.max_added_items)
     sock = listen(args.host, args.port)
     port = sock.getsockname()[1]
-    print(f"lmrec serve: {', '.join(runs)} on http://{args.host}:{port}/ (API docs: /docs)", flush=True)
+    writes = f"; writes: on, up to {args.max_added_items} items per run" if token else "; read only"
+    print(f"lmrec serve: {', '.join(runs)} on http://{args.host}:{port}/ (API docs: /docs{writes})", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def read_token(allow_writes: bool, token_file: str | None) -> str | None:
+    """The bearer token writes need: from ``token_file``, else ``$LMREC_SERVE_TOKEN``; None without
+    ``allow_writes``. A missing, empty or short token is an error naming where it was read from."""
+    if not allow_writes:
+        if token_file:
+            raise LmrecError("--token-file goes with --allow-writes (without it the server takes no writes)")
+        return None
+    if token_file:
+        try:
+            token, where = Path(token_file).read_text(encoding="utf-8").strip(), f"--token-file {token_file}"
+        except OSError as exc:
+            raise LmrecError(f"--token-file {token_file}: cannot read it ({exc.strerror or exc})") from None
+    elif os.environ.get(TOKEN_VARIABLE) is not None:
+        token, where = os.environ[TOKEN_VARIABLE].strip(), TOKEN_VARIABLE
+    else:
+        raise LmrecError(f"--allow-writes needs a token: --token-file PATH, or the environment variable "
+                         f"{TOKEN_VARIABLE}")
+    if len(token) < MIN_TOKEN or any(c.isspace() for c in token):
+        raise LmrecError(f"{where}: expected a token of at least {MIN_TOKEN} characters without spaces, e.g. from "
+                         "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    return token
 
 
 def listen(host: str, port: int) -> socket.socket:

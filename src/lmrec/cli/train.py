@@ -78,7 +78,8 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     rec.add_argument("--out", help="with --all-users / --users: write user, rank, item, title, score to this .csv or "
                      ".parquet file")
     rec.add_argument("--intent", help="a sentence stating what the user wants now (AlphaRec models)")
-    rec.add_argument("--alpha", type=float, default=0.5, help="weight of the intention: (1-a)*user + a*intention")
+    rec.add_argument("--alpha", type=float, default=None,
+                     help="weight of the intention (with --intent; default 0.5): (1-a)*user + a*intention")
     rec.add_argument("-k", type=_positive, default=10)
     rec.add_argument("--exclude", action="append", default=[], metavar="ID", help="an item id to leave out (repeat)")
     rec.add_argument("--keep-seen", dest="keep_seen", action="store_true",
@@ -288,13 +289,13 @@ def cmd_recommend(args: argparse.Namespace) -> None:
         print(f"user {args.user}: {len(history)} training items"
               + (", e.g. " + "; ".join(run.catalog.titles[i] for i in history[:3]) if len(history) else ""))
     if args.intent is not None:
-        print(f"intention (alpha {args.alpha}): {args.intent}")
+        print(f"intention (alpha {0.5 if args.alpha is None else args.alpha}): {args.intent}")
     top = run.recommend(args.user, items=args.items, titles=args.titles, intent=args.intent, alpha=args.alpha,
                         conversation=conversation, k=args.k, exclude=args.exclude, exclude_seen=not args.keep_seen)
     for match in top.matched:
         print(f"matched: {match}")
     for r in top:
-        print(f"{r.rank:3d}. {r.title}  [{r.item_id}]  {r.score:.4f}")
+        print(f"{r.rank:3d}. {r.title}  [{r.item_id}]  {r.score:.4f}  ({r.reason})")
 
 
 def _recommend_to_file(run, args: argparse.Namespace) -> None:

@@ -290,21 +290,29 @@ class MentionFinder:
         self.longest = max((len(k) for k in self.keys), default=0)
 
     def find(self, text: str) -> list[int]:
-        original = _WORDS.findall(text)
+        """The items ``text`` names, each once, in the order first named."""
+        return list(dict.fromkeys(item for _, _, item in self.spans(text)))
+
+    def spans(self, text: str) -> list[tuple[int, int, int]]:
+        """(start, end, item) of every mention in ``text``, left to right (character offsets)."""
+        tokens = list(_WORDS.finditer(text))
+        original = [t.group() for t in tokens]
         words = [w.lower() for w in original]
-        found: dict[int, None] = {}
+        found: list[tuple[int, int, int]] = []
         i = 0
         while i < len(words):
             for n in range(min(self.longest, len(words) - i), 0, -1):
                 hit = self.keys.get(tuple(words[i : i + n]))
                 written = _capitalized(original[i]) and _capitalized(original[i + n - 1])
                 if hit is not None and (not hit[1] or written):
-                    found[hit[0]] = None
+                    start, end = tokens[i].start(), tokens[i + n - 1].end()
+                    end += text[start:end].count("(") > text[start:end].count(")") and text[end : end + 1] == ")"
+                    found.append((start, end, hit[0]))
                     i += n
                     break
             else:
                 i += 1
-        return list(found)
+        return found
 
 
 def _capitalized(word: str) -> bool:

@@ -174,6 +174,12 @@ class Model:
         does not score by a dot product (then only exact ranking through :meth:`score` serves it)."""
         return None
 
+    def item_space(self) -> torch.Tensor | None:
+        """(n_items, d) vectors whose cosine says how alike two items are to this model: why an item is recommended
+        is the history items nearest to it there (:mod:`lmrec.run.reasons`). Default: :meth:`item_vectors`; None:
+        the model has no item space (then no item is named as a reason)."""
+        return self.item_vectors()
+
     def user_vectors(self) -> torch.Tensor | None:
         """(n_users, d) vectors of the training users against :meth:`item_vectors` (None: not a dot-product model)."""
         return None

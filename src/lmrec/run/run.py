@@ -35,6 +35,7 @@ from lmrec.run.folder import (
     claim_folder,
     read_manifest,
 )
+from lmrec.run.reasons import Because, nearest, reason
 from lmrec.settings import SettingsError, build
 from lmrec.tensorfile import load_tensors, save_tensors, tensor_dict, with_prefix
 from lmrec.train.trainer import (
@@ -47,12 +48,17 @@ from lmrec.train.trainer import (
 
 @dataclass(frozen=True)
 class Recommendation:
-    """One recommended item: its external id, title, score and rank (1 = best)."""
+    """One recommended item: its external id, title, score and rank (1 = best), and why (:mod:`lmrec.run.reasons`):
+    ``because``, the history items nearest to it in the model's item space (up to 3); ``intent``, the stated
+    intention where it brought the item in; ``reason``, a sentence saying so."""
 
     rank: int
     item_id: str
     title: str
     score: float
+    because: tuple[Because, ...] = ()
+    intent: str | None = None
+    reason: str = ""
 
 
 class Recommendations(list):
@@ -199,7 +205,7 @@ class Run:
         items: Sequence[str | int] | None = None,
         titles: Sequence[str] | None = None,
         intent: str | None = None,
-        alpha: float = 0.5,
+        alpha: float | None = None,
         conversation: str | Sequence[str] | Sequence[Turn] | CRSSample | None = None,
         k: int = 10,
         exclude: Sequence[str | int] = (),
@@ -211,30 +217,73 @@ class Run:
         - ``items`` (external item ids) and / or ``titles`` (matched to the catalog): a user the model was not
           trained on, scored without retraining (AlphaRec, linear mapping, MultVAE, Pop); those items left out;
         - ``intent`` (AlphaRec family, with ``user`` or ``items``): a sentence mixed into the user's layer-0
-          embedding with weight ``alpha`` ∈ [0, 1];
+          embedding with weight ``alpha`` ∈ [0, 1] (default 0.5; ``alpha`` without ``intent`` is an error);
         - ``conversation`` (CRS runs): the text so far (lines ``User: ...`` / ``System: ...``, or turns); the movies
           it mentions are left out.
 
         ``exclude``: more external item ids to leave out. The list returned also says what each title was matched to
         (``.matched``); a title that names no item, or several, is an error listing the closest ones
-        (:mod:`lmrec.data.titles`).
+        (:mod:`lmrec.data.titles`). Each recommendation says why (``because``, ``intent``, ``reason``:
+        :mod:`lmrec.run.reasons`); with an intention the request is ranked a second time without it, to tell which
+        items it brought in.
         """
+        if alpha is not None and intent is None:
+            raise ArgumentError(Argument("alpha", alpha), " weighs a stated intention: pass ", Argument("intent"),
+                                " with it, or leave alpha out")
+        alpha = 0.5 if alpha is None else alpha
         matched = self.resolve_titles(titles or [])
         items = [*(items or []), *(m.item_id for m in matched)]
         query, seen = self.query(user, items, intent, alpha, conversation)
-        with torch.no_grad():
-            scores = self.model.score(query)[0]
         n_items = len(self.catalog)
         if not 1 <= int(k) <= n_items:
             raise SettingsError(Argument("k", k), f": expected an integer between 1 and the catalog size {n_items}")
-        scores = scores.detach().to("cpu", torch.float32).clone()
         left_out = [self.catalog.index(i) for i in exclude] + (list(seen) if exclude_seen else [])
+        top, values = self._top(query, left_out, int(k))
+        brought: set[int] = set()
+        if intent is not None:
+            plain, _ = self.query(user, items, None, alpha, conversation)
+            brought = set(top) - set(self._top(plain, left_out, int(k))[0])
+        why = self.reasons(self.history(query), top, intent, brought, conversation is not None)
+        return Recommendations([Recommendation(r, self.catalog.ids[i], self.catalog.titles[i], s, *why[r - 1])
+                                for r, (i, s) in enumerate(zip(top, values, strict=True), start=1)], matched)
+
+    def _top(self, query: Query, left_out: Sequence[int], k: int) -> tuple[list[int], list[float]]:
+        """(indices, scores) of the ``k`` best items for one query, ``left_out`` left out, best first."""
+        with torch.no_grad():
+            scores = self.model.score(query)[0].detach().to("cpu", torch.float32).clone()
         if left_out:
-            scores[torch.as_tensor(left_out, dtype=torch.long)] = -torch.inf
-        top = torch.topk(scores, min(int(k), int(torch.isfinite(scores).sum())))
-        return Recommendations([Recommendation(r, self.catalog.ids[i], self.catalog.titles[i], float(s))
-                                for r, (i, s) in enumerate(zip(top.indices.tolist(), top.values.tolist()), start=1)],
-                               matched)
+            scores[torch.as_tensor(list(left_out), dtype=torch.long)] = -torch.inf
+        top = torch.topk(scores, min(k, int(torch.isfinite(scores).sum())))
+        return top.indices.tolist(), top.values.tolist()
+
+    def history(self, query: Query) -> list[int]:
+        """The items a query's user is known by (dense indices): a known user's training items, a new user's items,
+        a conversation's mentioned items. Reasons name the nearest of them."""
+        if isinstance(query, KnownUsers):
+            return self.data.train_items(int(query.users[0])).tolist()  # type: ignore[union-attr]
+        if isinstance(query, NewUser):
+            return list(query.items)
+        return list(query.samples[0].mentioned)
+
+    def reasons(self, history: Sequence[int], items: Sequence[int], intent: str | None = None,
+                brought: set[int] | frozenset[int] = frozenset(), conversation: bool = False,
+                space: np.ndarray | None = None) -> list[tuple[tuple[Because, ...], str | None, str]]:
+        """(because, intent, reason) of each of ``items`` (dense indices; :mod:`lmrec.run.reasons`): ``brought``,
+        those the intention brought in; ``space``: the item space to use (default: the model's
+        :meth:`~lmrec.models.base.Model.item_space`; the service passes its item vectors, with the items it added).
+        History items are catalog items."""
+        if space is None:
+            vectors = self.model.item_space()
+            space = vectors.detach().to("cpu", torch.float32).numpy() if vectors is not None else None
+        ids, titles = self.catalog.ids, self.catalog.titles
+        near = nearest(space, history, items) if space is not None else [[] for _ in items]
+        out = []
+        for item, pairs in zip(items, near, strict=True):
+            because = tuple(Because(ids[j], titles[j], round(c, 4)) for j, c in pairs)
+            said = intent if item in brought else None
+            out.append((because, said, reason(because, said, has_space=space is not None, model=self.model.name,
+                                              conversation=conversation)))
+        return out
 
     def recommend_many(self, users: Sequence[str | int] | None = None, k: int = 10, exclude_seen: bool = True,
                        batch_size: int = 1024) -> Any:
@@ -322,6 +371,13 @@ class Run:
         if self._finder is None:
             self._finder = MentionFinder(self.catalog.titles)
         return conversation_sample(turns, self._finder)
+
+    def mentions(self, text: str) -> list[tuple[int, int, int]]:
+        """(start, end, item index) of each catalog item ``text`` names, as conversations find them
+        (:class:`lmrec.data.conversations.MentionFinder`): character offsets into ``text``."""
+        if self._finder is None:
+            self._finder = MentionFinder(self.catalog.titles)
+        return self._finder.spans(text)
 
     @property
     def titles(self) -> TitleIndex:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 MAX_TEXT = 2000  # characters of a message or an intention
 MAX_TITLE = 300
@@ -13,6 +13,7 @@ MAX_LIST = 500
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE)]
 ItemId = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+AnyId = ItemId | StrictInt  # ids as strings or integers, as the Python API takes them ("42" and 42 are one id)
 Retrieval = Literal["auto", "exact", "faiss"]
 
 
@@ -22,6 +23,7 @@ class Strict(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: str = Field(description="what was wrong with the request")
+    field: str | None = Field(None, description="the request field it was about, where one was")
 
 
 class Health(BaseModel):
@@ -40,6 +42,8 @@ class ModelInfo(BaseModel):
     retrieval: Literal["exact", "faiss"]
     features: list[str] = Field(description="what this run answers: user, new_user, intent, similar, add_item, "
                                             "conversation")
+    writes: bool = Field(False, description="whether this server takes new items (lmrec serve --allow-writes; "
+                                            "POST /models/{name}/items needs its bearer token)")
 
 
 class Item(BaseModel):
@@ -47,19 +51,31 @@ class Item(BaseModel):
     title: str
 
 
+class Because(Item):
+    similarity: float = Field(description="cosine of the two items in the model's item space")
+
+
 class Recommendation(Item):
     rank: int
-    score: float
+    score: float = Field(description="the model's score of the item for this request: higher ranks first; its "
+                                     "scale is the model's own (AlphaRec: a cosine; Pop: a count of users)")
+    because: list[Because] = Field(default_factory=list, description="up to 3 of the user's items (history, or "
+                                   "the items a conversation mentions) nearest to it in the model's item space; "
+                                   "empty for a model without one")
+    intent: str | None = Field(None, description="the stated intention, where it brought this item in (the item "
+                                                 "is not in the top k of the same request without it)")
+    reason: str = Field("", description="why, in a sentence")
 
 
 class RecommendRequest(Strict):
-    user: ItemId | None = Field(None, description="a known user's id")
-    items: list[ItemId] = Field(default_factory=list, max_length=MAX_LIST, description="a new user's item ids")
+    user: AnyId | None = Field(None, description="a known user's id (a string or an integer)")
+    items: list[AnyId] = Field(default_factory=list, max_length=MAX_LIST, description="a new user's item ids")
     titles: list[Title] = Field(default_factory=list, max_length=50, description="a new user's titles")
     intent: Text | None = Field(None, description="a sentence stating what the user wants now (AlphaRec)")
-    alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the intention")
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="weight of the intention (default 0.5); only "
+                                                                  "with intent")
     k: int = Field(10, ge=1, le=1000)
-    exclude: list[ItemId] = Field(default_factory=list, max_length=MAX_LIST)
+    exclude: list[AnyId] = Field(default_factory=list, max_length=MAX_LIST)
     exclude_seen: bool = True
     retrieval: Retrieval = "auto"
 
@@ -87,6 +103,14 @@ class SimilarResponse(BaseModel):
     similar: list[Recommendation]
 
 
+class ItemDetails(Item):
+    model: str
+    fields: dict[str, str] = Field(description="the item's other text in the catalog (genres, description, ...)")
+    popularity: int | None = Field(description="how popular it is in the run's training data (see popularity_of)")
+    popularity_of: str = Field(description="what popularity counts")
+    added: bool = Field(description="added through the service (POST /models/{name}/items)")
+
+
 class AddItemRequest(Strict):
     title: Title
     item_id: ItemId | None = Field(None, description="default: a new id derived from the title")
@@ -104,7 +128,16 @@ class ItemsResponse(BaseModel):
 
 class UsersResponse(BaseModel):
     users: list[str]
-    total: int
+    total: int = Field(description="users with training items whose id contains q")
+
+
+class UserHistory(BaseModel):
+    model: str
+    user_id: str
+    history: list[Item] = Field(description="the user's training items (what the model learned them from), the "
+                                            "first `limit`")
+    total: int = Field(description="how many training items the user has")
+    held_out: int = Field(description="how many more the valid and test splits hold back from the model")
 
 
 class SessionResponse(BaseModel):
@@ -124,8 +157,15 @@ class Turn(BaseModel):
     text: str
 
 
+class Mention(Item):
+    start: int = Field(description="offset of the first character in the message")
+    end: int = Field(description="offset after the last character")
+
+
 class MessageResponse(BaseModel):
     session_id: str
+    mentions: list[Mention] = Field(default_factory=list, description="the catalog items this message names, "
+                                                                      "where it names them")
     mentioned: list[Item] = Field(description="catalog items named in the conversation so far")
     recommendations: list[Recommendation]
     turns: int

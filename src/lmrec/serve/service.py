@@ -6,6 +6,10 @@ as asked). "exact" goes through :meth:`lmrec.Run.recommend` (new users joined to
 exactly) and scores added items with the same query vector. "faiss" searches the index with the user's vector
 (for a new user, AlphaRec's vector on the graph with that user; the item vectors are those of the training graph).
 
+Every recommendation says why (:mod:`lmrec.run.reasons`, the same as :meth:`lmrec.Run.recommend`; here over the
+item vectors, added items included). A request the run cannot serve as asked is an error naming it: "faiss" on a
+run served exactly, ``alpha`` without an intention.
+
 Items added by title (AlphaRec models) are placed from their LM embedding alone (exact: a new item has no edge),
 rankable at once, and kept in ``added-items.safetensors`` inside the run folder: written atomically under an
 exclusive file lock after re-reading the file, so a restart keeps them and concurrent additions, from threads or
@@ -15,6 +19,7 @@ processes, lose none (a server process sees the items another process added when
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import threading
@@ -25,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lmrec.data.conversations import training_mentions
 from lmrec.data.interactions import SplitData
 from lmrec.data.titles import TitleIndex, TitleMatch
-from lmrec.errors import LmrecError, UnknownIdError
+from lmrec.errors import Argument, ArgumentError, LmrecError, UnknownIdError
 from lmrec.models.base import Model
 from lmrec.run import Recommendation, Run
 from lmrec.serve.index import FAISS_THRESHOLD, ExactIndex, FaissIndex, build_index
@@ -37,11 +43,17 @@ ADDED = "added-items.safetensors"
 ADDED_LOCK = ".added-items.lock"
 
 
-class ServedRun:
-    """One loaded run and what the service keeps for it (index, added items)."""
+class WriteRefused(LmrecError):
+    """A write the server does not allow (the service answers 403)."""
 
-    def __init__(self, name: str, run: Run, retrieval: str = "auto", faiss_options: dict | None = None):
-        self.name, self.run = name, run
+
+class ServedRun:
+    """One loaded run and what the service keeps for it (index, added items; at most ``max_added_items`` of them
+    in its folder)."""
+
+    def __init__(self, name: str, run: Run, retrieval: str = "auto", faiss_options: dict | None = None,
+                 max_added_items: int = 1000):
+        self.name, self.run, self.max_added_items = name, run, max_added_items
         self.lock = threading.Lock()  # additions; and every use of a FAISS index (not thread-safe)
         self.model = run.model
         # readers take these without the lock: an addition assigns the new ids and titles before it grows the
@@ -50,6 +62,8 @@ class ServedRun:
         self.added_titles: list[str] = []
         self.index: ExactIndex | FaissIndex | None = None
         self._unit: np.ndarray | None = None  # the item vectors normalized, for similar items (cached)
+        self._active: list[str] | None = None  # ids of the users with training items (cached)
+        self._counts: tuple[np.ndarray | None, str] | None = None  # popularity per item and what it counts
         vectors = self.model.item_vectors()
         if vectors is not None:
             added = self._read_added()
@@ -111,14 +125,24 @@ class ServedRun:
                                  f"{self.name}") from None
 
     # -- recommendation ------------------------------------------------------------------------------------
-    def recommend(self, user: str | None, items: list[str], titles: list[str], intent: str | None, alpha: float,
-                  k: int, exclude: list[str], exclude_seen: bool, retrieval: str
+    def recommend(self, user: str | int | None, items: list[str], titles: list[str], intent: str | None,
+                  alpha: float | None, k: int, exclude: list[str], exclude_seen: bool, retrieval: str
                   ) -> tuple[list[Recommendation], str, list[TitleMatch]]:
-        """(the top ``k``, the retrieval used, what each title was matched to)."""
+        """(the top ``k`` with their reasons, the retrieval used, what each title was matched to); ``alpha``: the
+        intention's weight (default 0.5), an error without ``intent``; "faiss" on a run served exactly, an error."""
         if "user" not in self.features and "new_user" not in self.features:
             raise LmrecError(f"{self.name} is a conversational run: open a session and post messages")
         if k > self.n_items:
             raise LmrecError(f"k={k}: the catalog of {self.name} has {self.n_items} items")
+        if alpha is not None and intent is None:
+            raise ArgumentError(Argument("alpha", alpha), " weighs a stated intention: pass ", Argument("intent"),
+                                " with it, or leave alpha out")
+        if retrieval == "faiss" and self.index is not None and self.retrieval != "faiss":
+            raise ArgumentError(Argument("retrieval", "faiss"), f": {self.name} is served with exact retrieval "
+                                f"({self.n_items} items, below {FAISS_THRESHOLD:,} or `lmrec serve --retrieval exact`)"
+                                "; ask for exact or auto, or serve it with --retrieval faiss")
+        user = str(user) if user is not None else None
+        items, exclude = [str(i) for i in items], [str(i) for i in exclude]
         matched = [self.titles.match(title) for title in titles]
         items = [*items, *(m.item_id for m in matched)]
         added = next((i for i in items if i not in self.run.catalog and i in self.added_ids), None)
@@ -133,10 +157,27 @@ class ServedRun:
         with torch.no_grad():
             if not use_index:
                 return self._exact(user, u, history, intent, alpha, k, left_out, exclude_seen), "exact", matched
-            query = self._query(u, history, intent, alpha)
-            with self.lock if isinstance(self.index, FaissIndex) else _nothing():
-                top, scores = self.index.search(query, k, [*left_out, *(seen if exclude_seen else [])])
-        return self._recommendations(top, scores), self.index.kind, matched
+            leave = [*left_out, *(seen if exclude_seen else [])]
+            top, scores = self._search(self._query(u, history, intent, 0.5 if alpha is None else alpha), k, leave)
+            brought: set[int] = set()
+            if intent is not None:  # which items the intention brought in: ranked again without it
+                plain = self._search(self._query(u, history, None, 0.5), k, leave)[0]
+                brought = set(top.tolist()) - set(plain.tolist())
+        recommendations = self._recommendations(top, scores)
+        return self._explained(recommendations, u, history, intent, brought), self.index.kind, matched
+
+    def _search(self, query: np.ndarray, k: int, leave: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock if isinstance(self.index, FaissIndex) else _nothing():
+            return self.index.search(query, k, leave)
+
+    def _explained(self, top: list[Recommendation], u: int | None, history: list[int], intent: str | None,
+                   brought: set[int]) -> list[Recommendation]:
+        """``top`` with the reasons of :meth:`lmrec.Run.reasons` over the served item vectors (added items too)."""
+        if u is not None:
+            history = self.run.data.train_items(u).tolist()
+        indices = [self.index_of(r.item_id) for r in top]
+        why = self.run.reasons(history, indices, intent, brought, space=self.vectors)
+        return [dataclasses.replace(r, because=b, intent=i, reason=s) for r, (b, i, s) in zip(top, why, strict=True)]
 
     def _query(self, user: int | None, history: list[int], intent: str | None, alpha: float) -> np.ndarray:
         """The query vector of a known user (dense index) or of a new user's items (see :meth:`Run.who`)."""
@@ -144,8 +185,21 @@ class ServedRun:
             return self.model.user_vector(user, intent, alpha).cpu().numpy()
         return self.model.new_user_vector(history, intent, alpha).cpu().numpy()
 
-    def _exact(self, user: str | None, u: int | None, history: list[int], intent: str | None, alpha: float, k: int,
-               left_out: list[int], exclude_seen: bool) -> list[Recommendation]:
+    def _exact(self, user: str | None, u: int | None, history: list[int], intent: str | None, alpha: float | None,
+               k: int, left_out: list[int], exclude_seen: bool) -> list[Recommendation]:
+        """:meth:`lmrec.Run.recommend` (its reasons), merged with the added items scored by the same query; with
+        added items, the reasons are given again over the merged list."""
+        top = self._merged(user, u, history, intent, alpha, k, left_out, exclude_seen)
+        if not self.added_ids:
+            return top
+        brought: set[int] = set()
+        if intent is not None:
+            plain = self._merged(user, u, history, None, None, k, left_out, exclude_seen)
+            brought = {self.index_of(r.item_id) for r in top} - {self.index_of(r.item_id) for r in plain}
+        return self._explained(top, u, history, intent, brought)
+
+    def _merged(self, user: str | None, u: int | None, history: list[int], intent: str | None, alpha: float | None,
+                k: int, left_out: list[int], exclude_seen: bool) -> list[Recommendation]:
         n = len(self.run.catalog)
         exclude = [self.run.catalog.ids[i] for i in left_out if i < n]
         items = [self.run.catalog.ids[i] for i in history]
@@ -154,7 +208,7 @@ class ServedRun:
         ids, titles = self.added_ids, self.added_titles
         if not ids:
             return top
-        query = self._query(u, history, intent, alpha)
+        query = self._query(u, history, intent, 0.5 if alpha is None else alpha)
         added = self.vectors[n : n + len(ids)] @ query  # new items are isolated nodes: these scores are exact
         extra = [Recommendation(0, ids[j], titles[j], float(s)) for j, s in enumerate(added) if n + j not in left_out]
         merged = sorted([*top, *extra], key=lambda r: -r.score)[:k]
@@ -191,6 +245,9 @@ class ServedRun:
                                                                                          np.float32))
             if item_id in self.run.catalog or item_id in ids:
                 raise LmrecError(f"item id {item_id!r} exists already in {self.name}")
+            if len(ids) >= self.max_added_items:
+                raise WriteRefused(f"{self.name} has {len(ids)} added items, the most this server allows "
+                                   f"(lmrec serve --max-added-items {self.max_added_items})")
             ids, titles = [*ids, item_id], [*titles, title]
             vectors = np.concatenate([vectors, vector]).astype(np.float32)
             if self.run.folder is not None:
@@ -232,12 +289,47 @@ class ServedRun:
         matcher as titles in requests, added items included)."""
         return [(self.titles.ids[i], self.titles.titles[i]) for i in self.titles.search(query, limit)]
 
-    def users(self, limit: int, offset: int) -> tuple[list[str], int]:
+    def users(self, limit: int, offset: int, q: str = "") -> tuple[list[str], int]:
+        """(the ids of users with training items whose id contains ``q`` (any case), from ``offset``, at most
+        ``limit``; how many there are)."""
         data = self.run.data
         if not isinstance(data, SplitData):  # conversational data: no users
             return [], 0
-        active = np.flatnonzero(np.diff(data.train.indptr) > 0)
-        return [data.user_ids[u] for u in active[offset : offset + limit]], len(active)
+        if self._active is None:
+            self._active = [data.user_ids[u] for u in np.flatnonzero(np.diff(data.train.indptr) > 0)]
+        found = [u for u in self._active if q.casefold() in u.casefold()] if q else self._active
+        return found[offset : offset + limit], len(found)
+
+    def history(self, user_id: str, limit: int) -> tuple[list[int], int, int]:
+        """(a known user's first ``limit`` training items, as dense indices; how many they have; how many more the
+        run's valid and test splits hold back from the model)."""
+        data = self.run.data
+        if not isinstance(data, SplitData):
+            raise LmrecError(f"{self.name} is a conversational run: it has no users")
+        u = data.user_index(user_id)
+        train = data.user_items(u, ("train",))
+        return train[:limit].tolist(), len(train), len(data.user_items(u, ("valid", "test")))
+
+    def details(self, item_id: str) -> dict[str, object]:
+        """What the service knows of an item: id, title, its other text fields, popularity (``popularity_of`` says
+        what is counted; None where nothing is), whether it was added through the service."""
+        i, n = self.index_of(item_id), len(self.run.catalog)
+        fields = {name: str(values[i]) for name, values in self.run.catalog.fields.items() if i < n and values[i]}
+        counts, what = self._popularity()
+        return {"item_id": self.item_id(i), "title": self.title(i), "fields": fields, "added": i >= n,
+                "popularity": int(counts[i]) if counts is not None and i < n else None, "popularity_of": what}
+
+    def _popularity(self) -> tuple[np.ndarray | None, str]:
+        if self._counts is None:
+            data = self.run.data
+            if isinstance(data, SplitData):
+                self._counts = (data.item_popularity(), "training users who have the item")
+            elif data.train:
+                self._counts = (training_mentions(data.train, len(data.catalog)),
+                                "training conversation turns that mention the item")
+            else:  # a CRS run served from its snapshot: the catalog without the conversations
+                self._counts = (None, "not known: the run was served without its training conversations")
+        return self._counts
 
 
 def _nothing() -> contextlib.AbstractContextManager:

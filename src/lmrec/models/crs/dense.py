@@ -82,6 +82,9 @@ class DenseRetriever(CRSRecommender):
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.items = state["items"]
 
+    def item_space(self) -> torch.Tensor | None:
+        return self.items
+
     def context_text(self, sample: CRSSample) -> str:
         """The part of the context that is encoded."""
         return truncate_context(sample.context.split("\n"), self.config.context_chars)

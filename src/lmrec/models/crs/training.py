@@ -215,6 +215,11 @@ class HistoryRecommender(CRSRecommender):
         with torch.no_grad():
             return self.module(*self.inputs(query.samples))
 
+    def item_space(self) -> torch.Tensor | None:
+        """The module's item embeddings (FISM, SASRec: ``embedding``, its catalog rows)."""
+        embedding = getattr(self.module, "embedding", None)
+        return embedding.weight[: self.n_items].detach() if embedding is not None else None
+
     def state(self) -> dict[str, torch.Tensor]:
         if self.module is None:
             raise LmrecError(f"{self.name}: nothing to save before fit")

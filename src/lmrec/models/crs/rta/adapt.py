@@ -224,6 +224,9 @@ class RTAAdapt(CRSRecommender):
                                   groups=self.module.param_groups)
         return self.log
 
+    def item_space(self) -> torch.Tensor | None:
+        return self.module.item_table().detach() if self.module is not None else None
+
     def score_conversations(self, query: Conversations) -> torch.Tensor:
         if self.module is None:
             raise LmrecError("rta_adapt: call fit before score")

@@ -271,6 +271,9 @@ class RTAReindex(CRSRecommender):
             self.table = self.indexer.item_table()
         return self.table
 
+    def item_space(self) -> torch.Tensor:
+        return self.item_table()
+
     def score_conversations(self, query: Conversations) -> torch.Tensor:
         return self.indexer.center(self.q(query.samples)) @ self.item_table().T
 
