@@ -21,6 +21,15 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     serve.add_argument("--session-ttl", dest="session_ttl", type=float, default=1800.0,
                        help="seconds a conversation session lives without a message")
     serve.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
+    serve.add_argument("--max-batch", dest="max_batch", type=int, default=32,
+                       help="concurrent top-k requests to one model answered by one product (1: no batching)")
+    serve.add_argument("--batch-window-ms", dest="batch_window_ms", type=float, default=2.0,
+                       help="ms a batch waits for more requests while they arrive together (0: only those waiting)")
+    serve.add_argument("--kv-cache-mb", dest="kv_cache_mb", type=float, default=512.0,
+                       help="MB of LLM KV cache kept across a conversation's messages, least recently used "
+                            "sessions dropped first (0: none; each message reads the whole conversation)")
+    serve.add_argument("--kv-sessions", dest="kv_sessions", type=int, default=256,
+                       help="conversation sessions whose KV cache is kept at most")
     add_threads(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -29,11 +38,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from lmrec.serve.app import create_app, load_runs
+    from lmrec.serve.batching import ServeOptions
 
     set_threads(args)
+    options = ServeOptions(window_ms=args.batch_window_ms, max_batch=args.max_batch, kv_cache_mb=args.kv_cache_mb,
+                           kv_sessions=args.kv_sessions)
     runs = load_runs(args.runs, args.name, args.device)
     app = create_app(runs, session_ttl=args.session_ttl, retrieval=args.retrieval,
-                     faiss_options={"nprobe": args.nprobe})
+                     faiss_options={"nprobe": args.nprobe}, options=options)
     sock = listen(args.host, args.port)
     port = sock.getsockname()[1]
     print(f"lmrec serve: {', '.join(runs)} on http://{args.host}:{port}/ (API docs: /docs)", flush=True)

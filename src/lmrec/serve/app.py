@@ -22,6 +22,7 @@ from lmrec.data.conversations import parse_conversation
 from lmrec.errors import LmrecError, UnknownIdError
 from lmrec.run import Run
 from lmrec.serve import schemas as S
+from lmrec.serve.batching import ServeOptions
 from lmrec.serve.service import ServedRun
 from lmrec.serve.sessions import SessionNotFound, SessionStore
 
@@ -35,9 +36,10 @@ class UnknownModel(UnknownIdError):
 
 
 def create_app(runs: Mapping[str, Run | ServedRun], session_ttl: float = 1800.0, retrieval: str = "auto",
-               faiss_options: dict | None = None) -> FastAPI:
-    """The app serving ``runs`` (``{name: Run}``, e.g. ``{"alpharec": Run.load("runs/ar")}``)."""
-    served = {name: r if isinstance(r, ServedRun) else ServedRun(name, r, retrieval, faiss_options)
+               faiss_options: dict | None = None, options: ServeOptions | None = None) -> FastAPI:
+    """The app serving ``runs`` (``{name: Run}``, e.g. ``{"alpharec": Run.load("runs/ar")}``); ``options``: batching
+    and the conversations' KV cache (:class:`lmrec.serve.batching.ServeOptions`)."""
+    served = {name: r if isinstance(r, ServedRun) else ServedRun(name, r, retrieval, faiss_options, options)
               for name, r in runs.items()}
     sessions = SessionStore(ttl=session_ttl)
     app = FastAPI(title="lmrec", version=_version(), description=__doc__, responses=ERRORS)

@@ -30,6 +30,7 @@ from lmrec.data.titles import TitleIndex, TitleMatch
 from lmrec.errors import LmrecError, UnknownIdError
 from lmrec.models.base import Model
 from lmrec.run import Recommendation, Run
+from lmrec.serve.batching import Ask, MicroBatcher, ServeOptions, answer_batch, keep_kv_cache
 from lmrec.serve.index import FAISS_THRESHOLD, ExactIndex, FaissIndex, build_index
 from lmrec.tensorfile import load_tensors, save_tensors
 
@@ -40,8 +41,16 @@ ADDED_LOCK = ".added-items.lock"
 class ServedRun:
     """One loaded run and what the service keeps for it (index, added items)."""
 
-    def __init__(self, name: str, run: Run, retrieval: str = "auto", faiss_options: dict | None = None):
+    def __init__(self, name: str, run: Run, retrieval: str = "auto", faiss_options: dict | None = None,
+                 options: ServeOptions | None = None):
         self.name, self.run = name, run
+        self.options = options = options or ServeOptions()
+        # top-k requests answered by one product per batch (lmrec.serve.batching); None: one thread each
+        self.batcher: MicroBatcher[Ask, tuple[np.ndarray, np.ndarray]] | None = None
+        if options.max_batch > 1:
+            self.batcher = MicroBatcher(lambda asks: answer_batch(self, asks), options.window_ms, options.max_batch,
+                                        name=f"lmrec-batcher-{name}")
+        keep_kv_cache(run.model, options)
         self.lock = threading.Lock()  # additions; and every use of a FAISS index (not thread-safe)
         self.model = run.model
         # readers take these without the lock: an addition assigns the new ids and titles before it grows the
@@ -134,8 +143,12 @@ class ServedRun:
             if not use_index:
                 return self._exact(user, u, history, intent, alpha, k, left_out, exclude_seen), "exact", matched
             query = self._query(u, history, intent, alpha)
-            with self.lock if isinstance(self.index, FaissIndex) else _nothing():
-                top, scores = self.index.search(query, k, [*left_out, *(seen if exclude_seen else [])])
+            exclude = [*left_out, *(seen if exclude_seen else [])]
+            if self.batcher is not None:
+                top, scores = self.batcher(Ask(None, query, k, exclude))
+            else:
+                with self.lock if isinstance(self.index, FaissIndex) else _nothing():
+                    top, scores = self.index.search(query, k, exclude)
         return self._recommendations(top, scores), self.index.kind, matched
 
     def _query(self, user: int | None, history: list[int], intent: str | None, alpha: float) -> np.ndarray:
@@ -149,8 +162,12 @@ class ServedRun:
         n = len(self.run.catalog)
         exclude = [self.run.catalog.ids[i] for i in left_out if i < n]
         items = [self.run.catalog.ids[i] for i in history]
-        top = self.run.recommend(user, items=items, intent=intent, alpha=alpha, k=min(k, n), exclude=exclude,
-                                 exclude_seen=exclude_seen)
+        if self.batcher is not None and u is not None and intent is None:  # Run.recommend's ranking, batched
+            left = [i for i in left_out if i < n] + (self.run.data.user_items(u).tolist() if exclude_seen else [])
+            top = self._recommendations(*self.batcher(Ask(u, None, min(k, n), left)))
+        else:
+            top = self.run.recommend(user, items=items, intent=intent, alpha=alpha, k=min(k, n), exclude=exclude,
+                                     exclude_seen=exclude_seen)
         ids, titles = self.added_ids, self.added_titles
         if not ids:
             return top
