@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -247,3 +248,36 @@ def test_a_model_that_answers_by_generation_is_evaluated_on_the_answered_turns()
     assert [s.turn_id for s in evaluation_turns(zero_shot, None, "valid")] == [1]
     reindexed = SimpleNamespace(context=context, answers_by_generation=False)
     assert len(evaluation_turns(reindexed, None, "test")) == 4
+
+
+def test_served_conversations_keep_the_kv_cache_and_answer_as_without(tiny_runs: dict[str, Path]) -> None:
+    """Two sessions of six messages through `lmrec serve`'s app, with the KV cache kept and without (each a run of
+    its own, nothing from the embedding cache): the same recommendations, and fewer tokens run with the cache."""
+    from fastapi.testclient import TestClient
+
+    from lmrec.serve import create_app
+    from lmrec.serve.batching import ServeOptions
+
+    answers = {}
+    for kv_mb in (64.0, 0.0):
+        run = lmrec.Run.load(tiny_runs["adapt"])
+        run.model.context.cache = False
+        client = TestClient(create_app({"rta": run}, options=ServeOptions(kv_cache_mb=kv_mb)))
+        got = []
+        for conversation in range(2):
+            sid = client.post("/models/rta/sessions").json()["session_id"]
+            for text in ["I like Toy Story (1995)", "something with action", "what about Heat (1995)?",
+                         "maybe older", "I like Jaws (1975) too", "more please"]:
+                text = f"{text} {'!' * conversation}"  # new contexts in either conversation (none from memory)
+                body = client.post(f"/models/rta/sessions/{sid}/messages", json={"text": text, "k": 3}).json()
+                got.append(body["recommendations"])
+        answers[kv_mb] = got
+        store = run.model.context.kv
+        if kv_mb:
+            assert store.stats["messages"] == 12 and store.stats["computed"] < 0.5 * store.stats["tokens"]
+            assert len(store) == 2
+        else:
+            assert store is None
+    for kept, plain in zip(answers[64.0], answers[0.0], strict=True):
+        assert [r["item_id"] for r in kept] == [r["item_id"] for r in plain]
+        np.testing.assert_allclose([r["score"] for r in kept], [r["score"] for r in plain], rtol=1e-4, atol=1e-4)

@@ -294,10 +294,10 @@ def _capitalized(word: str) -> bool:
     return word[:1].isupper() or word[:1].isdigit()
 
 
-def conversation_sample(turns: Sequence[Turn], finder: MentionFinder) -> CRSSample:
+def conversation_sample(turns: Sequence[Turn], finder: MentionFinder, conv_id: str = "user") -> CRSSample:
     """A sample for the next system turn: context = the rendered turns, mentioned = the items named in them."""
     mentioned: dict[int, None] = {}
     for turn in turns:
         mentioned.update(dict.fromkeys(finder.find(turn.text)))
     context = "\n".join(render_turn(t) for t in turns)
-    return CRSSample("user", len(turns), context, list(mentioned), [], [])
+    return CRSSample(conv_id, len(turns), context, list(mentioned), [], [])

@@ -312,8 +312,10 @@ class Run:
             written.append(out / f"{name}.parquet")
         return written
 
-    def conversation_sample(self, conversation: str | Sequence[str] | Sequence[Turn]) -> CRSSample:
-        """The turn to recommend for, after ``conversation``: its context and the catalog items it mentions."""
+    def conversation_sample(self, conversation: str | Sequence[str] | Sequence[Turn], conv_id: str = "user"
+                            ) -> CRSSample:
+        """The turn to recommend for, after ``conversation``: its context and the catalog items it mentions;
+        ``conv_id`` names the conversation (a service's session: the LLM's KV cache is kept per conversation)."""
         if isinstance(conversation, str):
             conversation = conversation.splitlines()
         turns = [t for t in conversation if isinstance(t, Turn)]
@@ -321,7 +323,7 @@ class Run:
             turns = parse_conversation([str(line) for line in conversation])
         if self._finder is None:
             self._finder = MentionFinder(self.catalog.titles)
-        return conversation_sample(turns, self._finder)
+        return conversation_sample(turns, self._finder, conv_id)
 
     @property
     def titles(self) -> TitleIndex:
