@@ -156,3 +156,40 @@ def test_a_bad_request_in_a_batch_fails_alone(app_runs, tmp_path):
         codes = list(pool.map(lambda u: client.post("/models/a/recommend", json={"user": u, "k": 3}).status_code,
                               ["u1", "nobody", "u2", "u3", "u4", "nobody", "u5", "u6"]))
     assert codes == [200, 404, 200, 200, 200, 404, 200, 200]
+
+
+@pytest.mark.parametrize("name", ["fism", "crs-pop"])
+def test_a_batch_of_conversations_ranks_as_run_recommend_does(name, app_runs, tmp_path):
+    run = app_runs(name, tmp_path)
+    texts = ["User: I like Heat (1995) and Alien (1979)", "User: hi", "User: Jaws (1975) please\nSystem: Up (2009)?",
+             "User: The Matrix (1999), Toy Story (1995), Fargo (1996), Ronin (1998), Titanic (1997)"]
+    samples = [run.conversation_sample(t) for t in texts]
+    asks = [Ask(None, None, k, list(s.mentioned), s) for s, k in zip(samples, [3, 10, 5, 10], strict=True)]
+    with torch.no_grad():
+        batch = model_top_k(run.model, asks)
+    for a, (items, scores) in zip(asks, batch, strict=True):
+        direct = run.recommend(conversation=a.sample, k=a.k)
+        assert [run.catalog.ids[i] for i in items] == [r.item_id for r in direct]
+        np.testing.assert_allclose(scores, [r.score for r in direct], rtol=1e-5, atol=1e-6)
+    assert len(batch[3][0]) == 5  # ten movies, five mentioned
+
+
+def test_concurrent_messages_answer_as_unbatched(app_runs, tmp_path):
+    run = app_runs("fism", tmp_path)
+    served = ServedRun("c", run, options=ServeOptions(window_ms=20, max_batch=8))
+    texts = [f"I like {m}" for m in ("Heat (1995)", "Alien (1979)", "Jaws (1975)", "Up (2009)", "Fargo (1996)")] * 3
+    with TestClient(create_app({"c": served})) as fast, \
+            TestClient(create_app({"c": run}, options=ServeOptions(max_batch=1))) as slow:
+        def talk(client, text):
+            sid = client.post("/models/c/sessions").json()["session_id"]
+            return client.post(f"/models/c/sessions/{sid}/messages", json={"text": text, "k": 4}).json()
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda t: talk(fast, t), texts))
+        for text, answer in zip(texts, answers, strict=True):
+            expected = talk(slow, text)
+            got, want = answer["recommendations"], expected["recommendations"]
+            assert [r["item_id"] for r in got] == [r["item_id"] for r in want] and answer["mentioned"] == \
+                expected["mentioned"]
+            np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in want], rtol=1e-5, atol=1e-6)
+    assert served.batcher is not None and served.batcher.requests == len(texts)

@@ -140,7 +140,7 @@ def create_app(runs: Mapping[str, Run | ServedRun], session_ttl: float = 1800.0,
         session = sessions.get(session_id, name)
         turn = parse_conversation([f"{body.role}: {body.text}"], "message")[0]
         sample = run.run.conversation_sample(sessions.add(session, turn), conv_id=session_id)
-        top = run.run.recommend(conversation=sample, k=min(body.k, len(run.run.catalog)))
+        top = run.converse(sample, body.k)
         return S.MessageResponse(session_id=session_id, mentioned=[item(run, i) for i in sample.mentioned],
                                  recommendations=[_rec(r) for r in top], turns=len(session.turns))
 

@@ -1,7 +1,8 @@
 """Micro-batching of concurrent requests to one served model, and the service's options (:class:`ServeOptions`).
 
-A top-k request that the service can answer from one product (a known user's exact scores through the model, or
-a query vector searched in the item index) is handed to the run's :class:`MicroBatcher`: one worker thread takes
+A top-k request that the service can answer from one product (a known user's exact scores through the model, a
+conversation's scores, or a query vector searched in the item index) is handed to the run's :class:`MicroBatcher`:
+one worker thread takes
 the first waiting request, gathers the others that are waiting (and, while requests arrive together, those that
 come within ``window_ms``) up to ``max_batch``, and answers them at once with :func:`answer_batch`: one score
 product (or one FAISS search) for the batch, then each request's own exclusions and top k, and resolves each
@@ -13,7 +14,8 @@ paired with itself), so a row's scores do not depend on the batch (BLAS multipli
 whose rounding differs in the last bits), and each row's top k is ``torch.topk`` of that row with the request's own
 k, as :meth:`lmrec.Run.recommend` takes it (tested, ties included). The scores agree with ``Run.recommend``'s
 (one row) to float rounding. A FAISS batch equals single searches but for exact ties (one search asks for the
-batch's largest k; FAISS's coarse step for 20+ queries goes through BLAS).
+batch's largest k; FAISS's coarse step for 20+ queries goes through BLAS). Conversations read through an LLM
+without the KV cache are encoded in one padded batch, whose q agree with one-at-a-time ones to float rounding.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 import torch
 
+from lmrec.data.conversations import CRSSample
 from lmrec.errors import LmrecError
-from lmrec.models.queries import KnownUsers
+from lmrec.models.queries import Conversations, KnownUsers
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -147,13 +150,15 @@ class MicroBatcher(Generic[T, R]):
 
 @dataclass(frozen=True)
 class Ask:
-    """One top-k request in a batch: a known ``user`` (dense index) whose exact scores the model gives, or a
-    ``query`` vector searched in the run's item index; ``exclude``: item indices left out."""
+    """One top-k request in a batch: a known ``user`` (dense index) or a conversation turn (``sample``) whose exact
+    scores the model gives, or a ``query`` vector searched in the run's item index; ``exclude``: item indices left
+    out."""
 
     user: int | None
     query: np.ndarray | None
     k: int
     exclude: Sequence[int] = ()
+    sample: CRSSample | None = None
 
 
 class Served(Protocol):
@@ -168,16 +173,19 @@ Top = tuple[np.ndarray, np.ndarray]  # (item indices, scores), best first
 
 
 def answer_batch(served: Served, asks: Sequence[Ask]) -> list[Top | BaseException]:
-    """The top k of each request: those with a user from one ``model.score`` product over the batch's users (as
-    :meth:`lmrec.Run.recommend` ranks them), those with a query vector from one search of ``served.index``."""
+    """The top k of each request: those with a user, or a conversation, from one ``model.score`` over the batch's
+    users (conversations), as :meth:`lmrec.Run.recommend` ranks them; those with a query vector from one search of
+    ``served.index``."""
     out: list[Top | BaseException] = [LmrecError("not answered")] * len(asks)
-    by_user = [i for i, a in enumerate(asks) if a.query is None]
+    by_user = [i for i, a in enumerate(asks) if a.user is not None]
+    by_sample = [i for i, a in enumerate(asks) if a.sample is not None]
     by_query = [i for i, a in enumerate(asks) if a.query is not None]
-    if by_user:
-        with torch.no_grad():  # grad mode is per thread
-            tops = model_top_k(served.model, [asks[i] for i in by_user])
-        for i, top in zip(by_user, tops, strict=True):
-            out[i] = top
+    for group in (by_user, by_sample):
+        if group:
+            with torch.no_grad():  # grad mode is per thread
+                tops = model_top_k(served.model, [asks[i] for i in group])
+            for i, top in zip(group, tops, strict=True):
+                out[i] = top
     if by_query:
         queries = np.stack([np.asarray(asks[i].query, dtype=np.float32) for i in by_query])
         with served.lock:  # an addition grows the index meanwhile; a FAISS index is not thread-safe
@@ -189,10 +197,16 @@ def answer_batch(served: Served, asks: Sequence[Ask]) -> list[Top | BaseExceptio
 
 
 def model_top_k(model: Any, asks: Sequence[Ask]) -> list[Top]:
-    """Each known user's top ``k`` of ``model.score``, ``exclude`` left out and fewer when fewer items are left:
-    one (at least two-row) product, then ``torch.topk`` per row with its own k."""
-    users = np.array([a.user for a in asks] * (2 if len(asks) == 1 else 1), dtype=np.int64)
-    scores = model.score(KnownUsers(users)).detach().to("cpu", torch.float32).clone()  # (rows, n_items)
+    """Each request's top ``k`` of ``model.score`` (all known users, or all conversations), ``exclude`` left out and
+    fewer when fewer items are left: one (at least two-row) product, then ``torch.topk`` per row with its own k."""
+    rows_of = list(asks) * (2 if len(asks) == 1 else 1)
+    if all(a.user is not None for a in asks):
+        query: Any = KnownUsers(np.array([a.user for a in rows_of], dtype=np.int64))
+    elif all(a.sample is not None for a in asks):
+        query = Conversations(tuple(a.sample for a in rows_of))
+    else:
+        raise LmrecError("a batch scores known users or conversations, not both")
+    scores = model.score(query).detach().to("cpu", torch.float32).clone()  # (rows, n_items)
     rows = np.repeat(np.arange(len(asks)), [len(a.exclude) for a in asks])
     if len(rows):
         cols = np.concatenate([np.asarray(a.exclude, dtype=np.int64) for a in asks])

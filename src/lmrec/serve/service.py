@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lmrec.data.conversations import CRSSample
 from lmrec.data.interactions import SplitData
 from lmrec.data.titles import TitleIndex, TitleMatch
 from lmrec.errors import LmrecError, UnknownIdError
@@ -150,6 +151,14 @@ class ServedRun:
                 with self.lock if isinstance(self.index, FaissIndex) else _nothing():
                     top, scores = self.index.search(query, k, exclude)
         return self._recommendations(top, scores), self.index.kind, matched
+
+    def converse(self, sample: CRSSample, k: int) -> list[Recommendation]:
+        """The top ``k`` (at most the catalog) for a conversation turn, its mentioned items left out, as
+        ``Run.recommend(conversation=sample)`` answers; batched with concurrent ones."""
+        k = min(k, len(self.run.catalog))
+        if self.batcher is None:
+            return self.run.recommend(conversation=sample, k=k)
+        return self._recommendations(*self.batcher(Ask(None, None, k, list(sample.mentioned), sample)))
 
     def _query(self, user: int | None, history: list[int], intent: str | None, alpha: float) -> np.ndarray:
         """The query vector of a known user (dense index) or of a new user's items (see :meth:`Run.who`)."""
