@@ -185,6 +185,31 @@ def test_mention_finder() -> None:
     assert finder.find("Scary Movie was fun, so was The Matrix") == [1, 2]
 
 
+def test_mention_finder_takes_a_bare_title_that_names_one_item() -> None:
+    """'Inception' without its year is a mention when one item has that title, written as the catalog writes it
+    and not opening a sentence (one-word titles are often plain words); a bare title of several items is none, and
+    is reported with its candidates."""
+    from lmrec.data.conversations import MentionFinder
+
+    titles = ["Heat (1995)", "Heat (1986)", "Inception (2010)", "It (2017)", "Up (2009)", "Us (2019)",
+              "The Thing (1982)", "The Thing (2011)", "Toy Story"]
+    finder = MentionFinder(titles)
+    assert finder.find("I loved Inception and Up, also \"It\"") == [2, 4, 3]
+    assert finder.find("Inception was great. It was long. Up next: a movie") == []  # sentence openers
+    assert finder.find("i loved inception, we live in the US, I saw INCEPTION") == []  # not as the catalog writes it
+    assert finder.find("I liked Heat and The Thing, not Heat (1986)") == [1]
+    assert finder.ambiguous("I liked Heat and The Thing, not Heat (1986)") == [("Heat", [0, 1]),
+                                                                              ("The Thing", [6, 7])]
+    assert finder.find("the matrix, then Toy Story") == [8]  # a title without a year is its bare title
+    assert MentionFinder(["Heat (1995)", "Heat (1995)"]).ambiguous("Heat (1995)") == [("Heat (1995)", [0, 1])]
+
+
+def test_chat_names_a_title_without_its_year(tiny_runs: dict[str, Path], monkeypatch, capsys) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("I loved Inception and Heat (1995)\n/quit\n"))
+    assert main(["crs", "chat", str(tiny_runs["reindex"]), "-k", "2"]) == 0
+    assert "mentioned: Inception (2010); Heat (1995)" in capsys.readouterr().out
+
+
 def test_fitted_and_loaded_runs_score_the_same(tiny_runs: dict[str, Path], tmp_path: Path) -> None:
     """The Python API: lmrec.fit on a prepared folder with a loaded reindex run as base, then Run.load."""
     data = lmrec.load_dataset("inspired")

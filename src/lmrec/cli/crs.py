@@ -108,6 +108,8 @@ def cmd_chat(args: argparse.Namespace) -> None:
         if not interactive:
             print(f"> {turn.text}")
         sample = run.conversation_sample(turns, conv_id=f"chat-{conversation}")
+        for written, candidates in run.ambiguous_mentions(turn.text):
+            print(f"{written!r} is not taken as a mention: it could be {'; '.join(candidates[:5])} (write the year)")
         if sample.mentioned:
             print("mentioned: " + "; ".join(run.catalog.titles[i] for i in sample.mentioned))
         top = run.recommend(conversation=sample, k=args.k, exclude_seen=not args.keep_mentioned)

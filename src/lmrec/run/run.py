@@ -325,6 +325,13 @@ class Run:
             self._finder = MentionFinder(self.catalog.titles)
         return conversation_sample(turns, self._finder, conv_id)
 
+    def ambiguous_mentions(self, text: str) -> list[tuple[str, list[str]]]:
+        """(what was written, the catalog titles it could be) for each title in ``text`` that names several items,
+        which :meth:`conversation_sample` therefore does not take as a mention (the year tells them apart)."""
+        if self._finder is None:
+            self._finder = MentionFinder(self.catalog.titles)
+        return [(written, [self.catalog.titles[i] for i in items]) for written, items in self._finder.ambiguous(text)]
+
     @property
     def titles(self) -> TitleIndex:
         """The catalog's titles for matching and search (:class:`lmrec.data.titles.TitleIndex`)."""
