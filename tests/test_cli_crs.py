@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,7 +91,9 @@ def test_recommend_reads_a_conversation_from_stdin(tiny_runs: dict[str, Path], m
     assert "mentioned: Heat (1995); The Matrix (1999)" in out
     ranked = [line for line in out.splitlines() if line.strip()[:2] in ("1.", "2.", "3.")]
     assert len(ranked) == 3
-    assert not any("Heat (1995)" in line or "The Matrix" in line for line in ranked)  # mentioned items left out
+    titles = [line.split("[")[0] for line in ranked]  # a line: rank. title  [id]  score  (reason)
+    assert not any("Heat (1995)" in t or "The Matrix" in t for t in titles)  # mentioned items left out
+    assert all(line.split("]")[-1].rstrip().endswith(")") for line in ranked)  # each with its reason
 
 
 def test_recommend_from_a_file_with_the_adapted_model(tiny_runs: dict[str, Path], tmp_path: Path, capsys) -> None:
@@ -184,6 +187,31 @@ def test_mention_finder() -> None:
     assert finder.find("Scary Movie was fun, so was The Matrix") == [1, 2]
 
 
+def test_mention_finder_takes_a_bare_title_that_names_one_item() -> None:
+    """'Inception' without its year is a mention when one item has that title, written as the catalog writes it
+    and not opening a sentence (one-word titles are often plain words); a bare title of several items is none, and
+    is reported with its candidates."""
+    from lmrec.data.conversations import MentionFinder
+
+    titles = ["Heat (1995)", "Heat (1986)", "Inception (2010)", "It (2017)", "Up (2009)", "Us (2019)",
+              "The Thing (1982)", "The Thing (2011)", "Toy Story"]
+    finder = MentionFinder(titles)
+    assert finder.find("I loved Inception and Up, also \"It\"") == [2, 4, 3]
+    assert finder.find("Inception was great. It was long. Up next: a movie") == []  # sentence openers
+    assert finder.find("i loved inception, we live in the US, I saw INCEPTION") == []  # not as the catalog writes it
+    assert finder.find("I liked Heat and The Thing, not Heat (1986)") == [1]
+    assert finder.ambiguous("I liked Heat and The Thing, not Heat (1986)") == [("Heat", [0, 1]),
+                                                                              ("The Thing", [6, 7])]
+    assert finder.find("the matrix, then Toy Story") == [8]  # a title without a year is its bare title
+    assert MentionFinder(["Heat (1995)", "Heat (1995)"]).ambiguous("Heat (1995)") == [("Heat (1995)", [0, 1])]
+
+
+def test_chat_names_a_title_without_its_year(tiny_runs: dict[str, Path], monkeypatch, capsys) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("I loved Inception and Heat (1995)\n/quit\n"))
+    assert main(["crs", "chat", str(tiny_runs["reindex"]), "-k", "2"]) == 0
+    assert "mentioned: Inception (2010); Heat (1995)" in capsys.readouterr().out
+
+
 def test_fitted_and_loaded_runs_score_the_same(tiny_runs: dict[str, Path], tmp_path: Path) -> None:
     """The Python API: lmrec.fit on a prepared folder with a loaded reindex run as base, then Run.load."""
     data = lmrec.load_dataset("inspired")
@@ -247,3 +275,36 @@ def test_a_model_that_answers_by_generation_is_evaluated_on_the_answered_turns()
     assert [s.turn_id for s in evaluation_turns(zero_shot, None, "valid")] == [1]
     reindexed = SimpleNamespace(context=context, answers_by_generation=False)
     assert len(evaluation_turns(reindexed, None, "test")) == 4
+
+
+def test_served_conversations_keep_the_kv_cache_and_answer_as_without(tiny_runs: dict[str, Path]) -> None:
+    """Two sessions of six messages through `lmrec serve`'s app, with the KV cache kept and without (each a run of
+    its own, nothing from the embedding cache): the same recommendations, and fewer tokens run with the cache."""
+    from fastapi.testclient import TestClient
+
+    from lmrec.serve import create_app
+    from lmrec.serve.batching import ServeOptions
+
+    answers = {}
+    for kv_mb in (64.0, 0.0):
+        run = lmrec.Run.load(tiny_runs["adapt"])
+        run.model.context.cache = False
+        client = TestClient(create_app({"rta": run}, options=ServeOptions(kv_cache_mb=kv_mb)))
+        got = []
+        for conversation in range(2):
+            sid = client.post("/models/rta/sessions").json()["session_id"]
+            for text in ["I like Toy Story (1995)", "something with action", "what about Heat (1995)?",
+                         "maybe older", "I like Jaws (1975) too", "more please"]:
+                text = f"{text} {'!' * conversation}"  # new contexts in either conversation (none from memory)
+                body = client.post(f"/models/rta/sessions/{sid}/messages", json={"text": text, "k": 3}).json()
+                got.append(body["recommendations"])
+        answers[kv_mb] = got
+        store = run.model.context.kv
+        if kv_mb:
+            assert store.stats["messages"] == 12 and store.stats["computed"] < 0.5 * store.stats["tokens"]
+            assert len(store) == 2
+        else:
+            assert store is None
+    for kept, plain in zip(answers[64.0], answers[0.0], strict=True):
+        assert [r["item_id"] for r in kept] == [r["item_id"] for r in plain]
+        np.testing.assert_allclose([r["score"] for r in kept], [r["score"] for r in plain], rtol=1e-4, atol=1e-4)

@@ -63,7 +63,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 def cmd_chat(args: argparse.Namespace) -> None:
     """Each input line is a user turn (``System: ...`` adds a system turn); top-k titles after each user turn,
-    and a system turn naming the first three is added to the conversation. ``/reset`` clears it, ``/quit`` ends."""
+    and a system turn naming the first three is added to the conversation. ``/reset`` clears it, ``/quit`` ends.
+    The LLM's KV cache is kept between turns: a turn runs only its own tokens, not the whole conversation again."""
     from lmrec import Run
     from lmrec.data.conversations import Turn, parse_conversation
 
@@ -72,6 +73,10 @@ def cmd_chat(args: argparse.Namespace) -> None:
     if run.task != "crs":
         raise LmrecError(f"{args.run} is a {run.model.name} run (collaborative filtering); chat needs a conversational "
                          "run (lmrec train rta_adapt / sasrec / ... on inspired or redial)")
+    context = getattr(run.model, "context", None)
+    if context is not None:
+        context.keep_kv(max_sessions=1)
+    conversation = 0  # which conversation (a new one after /reset)
     interactive = sys.stdin.isatty()
     print(f"lmrec crs chat ({run.model.name} on {run.data.name}): type what you like; /reset, /quit")
     turns: list[Turn] = []
@@ -88,6 +93,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
             break
         if text == "/reset":
             turns = []
+            conversation += 1
             print("(conversation cleared)")
             continue
         if text.startswith("/"):
@@ -101,10 +107,12 @@ def cmd_chat(args: argparse.Namespace) -> None:
             continue
         if not interactive:
             print(f"> {turn.text}")
-        sample = run.conversation_sample(turns)
+        sample = run.conversation_sample(turns, conv_id=f"chat-{conversation}")
+        for written, candidates in run.ambiguous_mentions(turn.text):
+            print(f"{written!r} is not taken as a mention: it could be {'; '.join(candidates[:5])} (write the year)")
         if sample.mentioned:
             print("mentioned: " + "; ".join(run.catalog.titles[i] for i in sample.mentioned))
-        top = run.recommend(conversation=turns, k=args.k, exclude_seen=not args.keep_mentioned)
+        top = run.recommend(conversation=sample, k=args.k, exclude_seen=not args.keep_mentioned)
         for r in top:
             print(f"{r.rank:3d}. {r.title}  {r.score:.3f}")
         sys.stdout.flush()

@@ -37,6 +37,15 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
                        help=f"the file holding that token (default: the environment variable {TOKEN_VARIABLE})")
     serve.add_argument("--max-added-items", dest="max_added_items", type=int, default=1000,
                        help="items that may be added to each run, in all (default 1000)")
+    serve.add_argument("--max-batch", dest="max_batch", type=int, default=32,
+                       help="concurrent top-k requests to one model answered by one product (1: no batching)")
+    serve.add_argument("--batch-window-ms", dest="batch_window_ms", type=float, default=2.0,
+                       help="ms a batch waits for more requests while they arrive together (0: only those waiting)")
+    serve.add_argument("--kv-cache-mb", dest="kv_cache_mb", type=float, default=512.0,
+                       help="MB of LLM KV cache kept across a conversation's messages, least recently used "
+                            "sessions dropped first (0: none; each message reads the whole conversation)")
+    serve.add_argument("--kv-sessions", dest="kv_sessions", type=int, default=256,
+                       help="conversation sessions whose KV cache is kept at most")
     add_threads(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -45,14 +54,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from lmrec.serve.app import create_app, load_runs
+    from lmrec.serve.batching import ServeOptions
 
     set_threads(args)
     token = read_token(args.allow_writes, args.token_file)
     if args.max_added_items < 0:
         raise LmrecError(f"--max-added-items {args.max_added_items}: expected 0 or more")
+    options = ServeOptions(window_ms=args.batch_window_ms, max_batch=args.max_batch, kv_cache_mb=args.kv_cache_mb,
+                           kv_sessions=args.kv_sessions)
     runs = load_runs(args.runs, args.name, args.device)
     app = create_app(runs, session_ttl=args.session_ttl, retrieval=args.retrieval,
-                     faiss_options={"nprobe": args.nprobe}, token=token, max_added_items=args.max_added_items)
+                     faiss_options={"nprobe": args.nprobe}, token=token, max_added_items=args.max_added_items,
+                     options=options)
     sock = listen(args.host, args.port)
     port = sock.getsockname()[1]
     writes = f"; writes: on, up to {args.max_added_items} items per run" if token else "; read only"

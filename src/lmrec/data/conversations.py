@@ -273,56 +273,89 @@ def parse_conversation(lines: Iterable[str], source: str = "<conversation>") -> 
 
 class MentionFinder:
     """Catalog items named in free text, matched on words (punctuation ignored), longest match first, left to right:
-    ``"Title (Year)"`` in any case, or the bare title when it has two or more words and is written capitalized
-    (first and last word start with a capital or a digit: "The Conjuring", not "a scary movie"). One-word bare
-    titles ("Heat", "Up") are too often plain words and need their year."""
+
+    - ``"Title (Year)"`` in any case;
+    - the bare title (without its year) when exactly one catalog item has it, written capitalized (first and last
+      word start with a capital or a digit: "The Conjuring", not "a scary movie"); a one-word bare title
+      ("Inception") must also be written exactly as the catalog writes it and not open a sentence, since one-word
+      titles ("It", "Up", "Heat") are often plain words;
+    - a title that names several items (two movies called "Heat" written without a year; two catalog entries with
+      the same title and year) names none: :meth:`ambiguous` lists it with its candidates.
+    """
 
     def __init__(self, titles: Sequence[str]):
-        self.keys: dict[tuple[str, ...], tuple[int, bool]] = {}  # words -> (item, must be capitalized)
-        for item, title in enumerate(titles):
+        self.titles = list(titles)
+        self.full: dict[tuple[str, ...], list[int]] = {}  # words of "title (year)" -> items
+        self.bare: dict[tuple[str, ...], list[int]] = {}  # words of the title without its year -> items
+        self.written: dict[int, str] = {}  # the bare title of each one-word title, as the catalog writes it
+        for item, title in enumerate(self.titles):
             title = " ".join(title.split())
+            bare_title = _YEAR.sub("", title)
             words = tuple(_WORDS.findall(title.lower()))
-            bare = tuple(_WORDS.findall(_YEAR.sub("", title).lower()))
-            if words:
-                self.keys.setdefault(words, (item, words == bare))
-            if len(bare) >= 2:
-                self.keys.setdefault(bare, (item, True))
-        self.longest = max((len(k) for k in self.keys), default=0)
+            bare = tuple(_WORDS.findall(bare_title.lower()))
+            if words and words != bare:
+                self.full.setdefault(words, []).append(item)
+            if bare:
+                self.bare.setdefault(bare, []).append(item)
+                if len(bare) == 1:
+                    self.written[item] = _WORDS.findall(bare_title)[0]
+        self.longest = max((len(k) for k in [*self.full, *self.bare]), default=0)
 
     def find(self, text: str) -> list[int]:
         """The items ``text`` names, each once, in the order first named."""
         return list(dict.fromkeys(item for _, _, item in self.spans(text)))
 
     def spans(self, text: str) -> list[tuple[int, int, int]]:
-        """(start, end, item) of every mention in ``text``, left to right (character offsets)."""
-        tokens = list(_WORDS.finditer(text))
-        original = [t.group() for t in tokens]
+        """(start, end, item) of every mention in ``text`` that names one item, left to right (character offsets)."""
+        return [(start, end, item) for start, end, item, _ in self._scan(text) if item is not None]
+
+    def ambiguous(self, text: str) -> list[tuple[str, list[int]]]:
+        """(what was written, the items it could name) for each title in ``text`` that names several items."""
+        return [(text[start:end], candidates) for start, end, item, candidates in self._scan(text) if item is None]
+
+    def _scan(self, text: str) -> list[tuple[int, int, int | None, list[int]]]:
+        """(start, end, the item or None when ambiguous, the candidates) of each title found, left to right."""
+        spans = list(_WORDS.finditer(text))
+        original = [m.group() for m in spans]
         words = [w.lower() for w in original]
-        found: list[tuple[int, int, int]] = []
+        out: list[tuple[int, int, int | None, list[int]]] = []
         i = 0
         while i < len(words):
             for n in range(min(self.longest, len(words) - i), 0, -1):
-                hit = self.keys.get(tuple(words[i : i + n]))
-                written = _capitalized(original[i]) and _capitalized(original[i + n - 1])
-                if hit is not None and (not hit[1] or written):
-                    start, end = tokens[i].start(), tokens[i + n - 1].end()
+                key = tuple(words[i : i + n])
+                items = self.full.get(key)
+                if items is None:
+                    items = [item for item in self.bare.get(key, []) if self._bare_written(original, spans, text, i,
+                                                                                            n, item)]
+                if items:
+                    start, end = spans[i].start(), spans[i + n - 1].end()
                     end += text[start:end].count("(") > text[start:end].count(")") and text[end : end + 1] == ")"
-                    found.append((start, end, hit[0]))
+                    out.append((start, end, items[0] if len(items) == 1 else None, items))
                     i += n
                     break
             else:
                 i += 1
-        return found
+        return out
+
+    def _bare_written(self, original: list[str], spans: list[re.Match], text: str, i: int, n: int,
+                      item: int) -> bool:
+        """Whether words ``i .. i+n-1`` of the text are written as the bare title of ``item`` may be."""
+        if not (_capitalized(original[i]) and _capitalized(original[i + n - 1])):
+            return False
+        if n > 1:
+            return True
+        before = text[: spans[i].start()].rstrip(" \t\"'“‘(*_-")
+        return original[i] == self.written.get(item) and bool(before) and before[-1] not in ".!?\n"
 
 
 def _capitalized(word: str) -> bool:
     return word[:1].isupper() or word[:1].isdigit()
 
 
-def conversation_sample(turns: Sequence[Turn], finder: MentionFinder) -> CRSSample:
+def conversation_sample(turns: Sequence[Turn], finder: MentionFinder, conv_id: str = "user") -> CRSSample:
     """A sample for the next system turn: context = the rendered turns, mentioned = the items named in them."""
     mentioned: dict[int, None] = {}
     for turn in turns:
         mentioned.update(dict.fromkeys(finder.find(turn.text)))
     context = "\n".join(render_turn(t) for t in turns)
-    return CRSSample("user", len(turns), context, list(mentioned), [], [])
+    return CRSSample(conv_id, len(turns), context, list(mentioned), [], [])

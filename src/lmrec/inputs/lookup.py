@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -15,6 +15,9 @@ from lmrec.data.conversations import CRSSample
 from lmrec.errors import LmrecError
 from lmrec.inputs.config import PrepareConfig, prepare_config
 from lmrec.inputs.store import LLMFeatures
+
+if TYPE_CHECKING:
+    from lmrec.llm.kv_sessions import KVSessions
 
 
 def context_features(features: LLMFeatures | None, config: PrepareConfig | None = None,
@@ -39,6 +42,7 @@ class ContextFeatures:
     :class:`lmrec.llm.CausalLM` (e.g. ``lambda: CausalLM.load(name, dtype)``). ``cache``: an
     :class:`lmrec.text.EmbeddingCache` for new q vectors; None = the default cache root; False = no cache (every
     new context runs the LLM, as for timing). ``samples``: the prepared turns per split (what a run is evaluated on).
+    ``kv``: the LLM's KV cache kept per conversation (:meth:`keep_kv`; None: every new context runs whole).
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class ContextFeatures:
         self.config = config or PrepareConfig()
         self.cache = cache
         self._lm: Any = None
+        self.kv: KVSessions | None = None
         self._lock = threading.RLock()  # one LLM load, one LLM call at a time (a server answers from many threads)
 
     @property
@@ -68,12 +73,26 @@ class ContextFeatures:
                 self._lm = self.lm_loader()
             return self._lm
 
-    def q(self, contexts: Sequence[str]) -> torch.Tensor:
-        """(len(contexts), d) float32; safe to call from several threads (the LLM runs one call at a time)."""
-        with self._lock:
-            return self._q(contexts)
+    def keep_kv(self, max_mb: float = 512.0, max_sessions: int = 256, max_tokens: int | None = None) -> KVSessions:
+        """Keep the LLM's KV cache per conversation from now on (:class:`lmrec.llm.kv_sessions.KVSessions`, with
+        these bounds): a new context of a conversation (``keys`` of :meth:`q`) then runs only the tokens its
+        conversation's last context did not have (the same q up to float rounding)."""
+        from lmrec.llm.kv_sessions import KVSessions
 
-    def _q(self, contexts: Sequence[str]) -> torch.Tensor:
+        with self._lock:
+            self.kv = KVSessions(max_mb, max_sessions, max_tokens)
+            return self.kv
+
+    def q(self, contexts: Sequence[str], keys: Sequence[str] | None = None) -> torch.Tensor:
+        """(len(contexts), d) float32; safe to call from several threads (the LLM runs one call at a time).
+        ``keys``: the conversation of each context (e.g. a service's session id), for the KV cache kept per
+        conversation (:meth:`keep_kv`); without it, or without keys, new contexts are encoded in batches."""
+        if keys is not None and len(keys) != len(contexts):
+            raise LmrecError(f"{len(contexts)} contexts but {len(keys)} conversation keys")
+        with self._lock:
+            return self._q(contexts, keys)
+
+    def _q(self, contexts: Sequence[str], keys: Sequence[str] | None = None) -> torch.Tensor:
         missing = list(dict.fromkeys(c for c in contexts if c not in self.q_table))
         if missing:
             cfg = self.config
@@ -81,9 +100,15 @@ class ContextFeatures:
             from lmrec.text.cache import EmbeddingCache
 
             cache = None if self.cache is False else self.cache if self.cache is not None else EmbeddingCache()
-            vectors = self.lm.encode_contexts(missing, batch_size=cfg.encode_batch_size, max_length=cfg.max_length,
-                                              completions=completions, cache=cache, domain=cfg.domain,
-                                              n_items=cfg.n_titles, reuse_kv=cfg.reuse_kv)
+            options = {"batch_size": cfg.encode_batch_size, "max_length": cfg.max_length, "cache": cache,
+                       "domain": cfg.domain, "n_items": cfg.n_titles}
+            if self.kv is not None and keys is not None:  # one conversation at a time, on top of its KV cache
+                key_of = dict(zip(contexts, keys, strict=True))
+                vectors = torch.cat([self.lm.encode_contexts(
+                    [c], completions=None if completions is None else [completions[i]], session=(self.kv, key_of[c]),
+                    **options) for i, c in enumerate(missing)])
+            else:
+                vectors = self.lm.encode_contexts(missing, completions=completions, reuse_kv=cfg.reuse_kv, **options)
             self.q_table.update(zip(missing, vectors.float()))
         return torch.stack([self.q_table[c] for c in contexts]) if contexts else torch.empty(0, 0)
 

@@ -21,9 +21,10 @@ from lmrec.llm.prompts import ANSWER_PREFIX, MAX_CONTEXT_CHARS, build_prompt, cu
 from lmrec.progress import shown
 
 if TYPE_CHECKING:
+    from lmrec.llm.kv_sessions import KVSessions
     from lmrec.text.cache import EmbeddingCache
 
-__all__ = ["CausalLM", "resolve_dtype"]
+__all__ = ["CausalLM", "kv_reuse_supported", "resolve_dtype"]
 
 _DTYPES = {
     "float32": torch.float32,
@@ -228,11 +229,8 @@ class CausalLM:
 
         Returns (float32 ``(len(texts), hidden)``, ``{"tokens": tokens of all texts, "computed": tokens run}``).
         """
-        import transformers
-        from transformers import DynamicCache
-
         texts = list(texts)
-        if int(transformers.__version__.split(".")[0]) < 5:  # DynamicCache(config=...) and crop(-n) are 5.x's API
+        if not kv_reuse_supported():  # DynamicCache(config=...) and crop(-n) are transformers 5's API
             n_tokens = self._n_tokens(texts, max_length)
             return (self.encode_texts(texts, max_length=max_length, progress=progress),
                     {"tokens": n_tokens, "computed": n_tokens})
@@ -240,8 +238,6 @@ class CausalLM:
         stats = {"tokens": 0, "computed": 0}
         if not texts:
             return out, stats
-        base, device = self.model.base_model, self.device
-        cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         cache: Any = None
         previous: list[int] = []
         rows: Any = enumerate(self._ids(texts, max_length))
@@ -249,22 +245,38 @@ class CausalLM:
             from tqdm.auto import tqdm
 
             rows = tqdm(rows, total=len(texts), desc="encoding contexts (KV reuse)", unit="text")
-        with torch.inference_mode():
-            for row, ids in rows:
-                common = min(_common_prefix(previous, ids), len(ids) - 1)
-                if cache is None or common == 0:
-                    cache, common = DynamicCache(config=self.model.config), 0
-                else:
-                    cache.crop(common - cache.get_seq_length())  # keep the shared prefix's keys and values
-                new = torch.tensor([ids[common:]], dtype=torch.long, device=device)
-                positions = torch.arange(common, len(ids), device=device)[None]
-                hidden = base(input_ids=new, position_ids=positions, use_cache=True, **{cache_arg: cache},
-                              attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=device))
-                out[row] = hidden.last_hidden_state[0, -1].float().cpu()
-                previous = ids
-                stats["tokens"] += len(ids)
-                stats["computed"] += len(ids) - common
+        for row, ids in rows:
+            out[row], cache, computed = self.extend(cache, previous, ids)
+            previous = ids
+            stats["tokens"] += len(ids)
+            stats["computed"] += computed
         return out, stats
+
+    def extend(self, cache: Any, previous: Sequence[int], ids: Sequence[int]) -> tuple[torch.Tensor, Any, int]:
+        """The final hidden state at the last of the token ``ids`` (float32 ``(hidden,)``, as :meth:`encode_texts`
+        gives it up to float rounding), run on top of ``cache``: the KV cache of the tokens ``previous`` (None:
+        nothing). Their longest common prefix is kept, the rest of ``ids`` runs (at least its last token); a cache
+        that shares nothing is replaced. Returns (the vector, the cache now holding ``ids``, the tokens run). The
+        cache is changed in place. Needs transformers 5 (:func:`kv_reuse_supported`)."""
+        from transformers import DynamicCache
+
+        ids = list(ids)
+        if not ids:
+            raise LmrecError(f"{self.identity}: nothing to encode (no tokens)")
+        base, device = self.model.base_model, self.device
+        cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        common = min(_common_prefix(previous, ids), len(ids) - 1)
+        with torch.inference_mode():
+            if cache is None or common == 0:
+                cache, common = DynamicCache(config=self.model.config), 0
+            else:
+                cache.crop(common - cache.get_seq_length())  # keep the shared prefix's keys and values
+            new = torch.tensor([ids[common:]], dtype=torch.long, device=device)
+            positions = torch.arange(common, len(ids), device=device)[None]
+            hidden = base(input_ids=new, position_ids=positions, use_cache=True, **{cache_arg: cache},
+                          attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=device))
+            vector = hidden.last_hidden_state[0, -1].float().cpu()
+        return vector, cache, len(ids) - common
 
     def encode_contexts(
         self,
@@ -277,6 +289,7 @@ class CausalLM:
         n_items: int = 20,
         domain: str = "movie",
         reuse_kv: bool = False,
+        session: tuple[KVSessions, str] | None = None,
     ) -> torch.Tensor:
         """RTA's context encoding q, float32 ``(len(contexts), hidden)``.
 
@@ -286,12 +299,13 @@ class CausalLM:
         for padding and truncation. ``cache``: an ``lmrec.text.EmbeddingCache``; vectors are stored per (identity +
         max_length, input text) and only missing texts are encoded. ``reuse_kv``: encode with
         :meth:`encode_sequential` (give the contexts in conversation order); ``self.last_encoding`` then says how many
-        tokens were computed of how many.
+        tokens were computed of how many. ``session``: (a :class:`lmrec.llm.kv_sessions.KVSessions`, the
+        conversation's key): the contexts are of that conversation, run on top of its kept KV cache, one at a time.
         """
         from lmrec.text.cache import CachedEncoder
 
         texts = self.encoding_texts(contexts, completions, n_items=n_items, domain=domain)
-        encoder = _TextEncoderView(self, max_length, reuse_kv)
+        encoder = _TextEncoderView(self, max_length, reuse_kv, session)
         if cache is None:
             vectors = encoder.encode(texts, batch_size=batch_size, progress=progress)
         else:
@@ -400,6 +414,13 @@ class CausalLM:
         return out
 
 
+def kv_reuse_supported() -> bool:
+    """Whether the installed transformers keeps a KV cache the way :meth:`CausalLM.extend` uses it (5.x)."""
+    import transformers
+
+    return int(transformers.__version__.split(".")[0]) >= 5
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two token id lists."""
     n = min(len(a), len(b))
@@ -413,17 +434,27 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class _TextEncoderView:
     """``lmrec.text.TextEncoder`` over ``CausalLM.encode_texts`` (numpy out), so the embedding cache can wrap it."""
 
-    def __init__(self, lm: CausalLM, max_length: int | None, reuse_kv: bool = False):
+    def __init__(self, lm: CausalLM, max_length: int | None, reuse_kv: bool = False,
+                 session: tuple[KVSessions, str] | None = None):
         self.lm = lm
         self.max_length = max_length
         self.reuse_kv = reuse_kv
+        self.session = session if session is not None and kv_reuse_supported() else None
         # one identity for both ways: they give the same vectors up to float rounding (tested)
         self.identity = f"{lm.identity}:last-token:max_length={max_length}"
         self.dim = lm.hidden_size
         self.stats = {"tokens": 0, "computed": 0}
 
     def encode(self, texts: Sequence[str], batch_size: int = 8, progress: bool = False) -> np.ndarray:
-        if self.reuse_kv:
+        if self.session is not None:
+            store, key = self.session
+            vectors = torch.empty((len(texts), self.dim), dtype=torch.float32)
+            stats = {"tokens": 0, "computed": 0}
+            for row, ids in enumerate(self.lm._ids(texts, self.max_length) if texts else []):
+                vectors[row], computed = store.encode(self.lm, key, ids)
+                stats["tokens"] += len(ids)
+                stats["computed"] += computed
+        elif self.reuse_kv:
             vectors, stats = self.lm.encode_sequential(texts, max_length=self.max_length, progress=progress)
         else:
             n_tokens = self.lm._n_tokens(texts, self.max_length)

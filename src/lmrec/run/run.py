@@ -361,8 +361,10 @@ class Run:
             written.append(out / f"{name}.parquet")
         return written
 
-    def conversation_sample(self, conversation: str | Sequence[str] | Sequence[Turn]) -> CRSSample:
-        """The turn to recommend for, after ``conversation``: its context and the catalog items it mentions."""
+    def conversation_sample(self, conversation: str | Sequence[str] | Sequence[Turn], conv_id: str = "user"
+                            ) -> CRSSample:
+        """The turn to recommend for, after ``conversation``: its context and the catalog items it mentions;
+        ``conv_id`` names the conversation (a service's session: the LLM's KV cache is kept per conversation)."""
         if isinstance(conversation, str):
             conversation = conversation.splitlines()
         turns = [t for t in conversation if isinstance(t, Turn)]
@@ -370,7 +372,14 @@ class Run:
             turns = parse_conversation([str(line) for line in conversation])
         if self._finder is None:
             self._finder = MentionFinder(self.catalog.titles)
-        return conversation_sample(turns, self._finder)
+        return conversation_sample(turns, self._finder, conv_id)
+
+    def ambiguous_mentions(self, text: str) -> list[tuple[str, list[str]]]:
+        """(what was written, the catalog titles it could be) for each title in ``text`` that names several items,
+        which :meth:`conversation_sample` therefore does not take as a mention (the year tells them apart)."""
+        if self._finder is None:
+            self._finder = MentionFinder(self.catalog.titles)
+        return [(written, [self.catalog.titles[i] for i in items]) for written, items in self._finder.ambiguous(text)]
 
     def mentions(self, text: str) -> list[tuple[int, int, int]]:
         """(start, end, item index) of each catalog item ``text`` names, as conversations find them

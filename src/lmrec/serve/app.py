@@ -29,6 +29,7 @@ from lmrec.data.conversations import parse_conversation
 from lmrec.errors import UNSET, Argument, LmrecError, UnknownIdError
 from lmrec.run import Run
 from lmrec.serve import schemas as S
+from lmrec.serve.batching import ServeOptions
 from lmrec.serve.service import ServedRun, WriteRefused
 from lmrec.serve.sessions import SessionNotFound, SessionStore
 
@@ -50,10 +51,13 @@ class Unauthorized(LmrecError):
 
 
 def create_app(runs: Mapping[str, Run | ServedRun], session_ttl: float = 1800.0, retrieval: str = "auto",
-               faiss_options: dict | None = None, token: str | None = None, max_added_items: int = 1000) -> FastAPI:
+               faiss_options: dict | None = None, token: str | None = None, max_added_items: int = 1000,
+               options: ServeOptions | None = None) -> FastAPI:
     """The app serving ``runs`` (``{name: Run}``, e.g. ``{"alpharec": Run.load("runs/ar")}``); ``token``: the bearer
-    token that adding items needs (None: the app takes no writes), ``max_added_items`` per run."""
-    served = {name: r if isinstance(r, ServedRun) else ServedRun(name, r, retrieval, faiss_options, max_added_items)
+    token that adding items needs (None: the app takes no writes), ``max_added_items`` per run; ``options``: batching
+    and the conversations' KV cache (:class:`lmrec.serve.batching.ServeOptions`)."""
+    served = {name: r if isinstance(r, ServedRun) else ServedRun(name, r, retrieval, faiss_options, max_added_items,
+                                                                 options)
               for name, r in runs.items()}
     sessions = SessionStore(ttl=session_ttl)
     app = FastAPI(title="lmrec", version=_version(), description=__doc__, responses=ERRORS)
@@ -187,8 +191,8 @@ def create_app(runs: Mapping[str, Run | ServedRun], session_ttl: float = 1800.0,
         run = get(name)
         session = sessions.get(session_id, name)
         turn = parse_conversation([f"{body.role}: {body.text}"], "message")[0]
-        sample = run.run.conversation_sample(sessions.add(session, turn))
-        top = run.run.recommend(conversation=sample, k=min(body.k, len(run.run.catalog)))
+        sample = run.run.conversation_sample(sessions.add(session, turn), conv_id=session_id)
+        top = run.converse(sample, body.k)
         mentions = [S.Mention(start=s, end=e, item_id=run.item_id(i), title=run.title(i))
                     for s, e, i in run.run.mentions(body.text)]
         return S.MessageResponse(session_id=session_id, mentions=mentions,

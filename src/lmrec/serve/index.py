@@ -40,6 +40,11 @@ class ExactIndex:
         top = top[np.argsort(-scores[top], kind="stable")]
         return top, scores[top]
 
+    def search_batch(self, queries: np.ndarray, ks: Sequence[int], excludes: Sequence[Sequence[int]]
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`search` of each row of ``queries`` (one at a time: the reference)."""
+        return [self.search(q, k, ex) for q, k, ex in zip(queries, ks, excludes, strict=True)]
+
 
 class FaissIndex:
     """``faiss.IndexIVFFlat`` (inner product): ``nlist`` k-means lists (default ≈ 4·√n), ``nprobe`` searched."""
@@ -83,6 +88,26 @@ class FaissIndex:
             self.index.nprobe = min(self.nlist, 2 * self.index.nprobe)
         self.index.nprobe = nprobe
         return np.array([i for i, _ in keep], dtype=np.int64), np.array([s for _, s in keep], dtype=np.float32)
+
+    def search_batch(self, queries: np.ndarray, ks: Sequence[int], excludes: Sequence[Sequence[int]]
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`search` of each row of ``queries`` (``ks[i]``, ``excludes[i]``) through one FAISS search for the
+        batch's largest ``k`` + exclusions; a row whose probed lists held too few allowed items is searched again
+        alone (as :meth:`search` does, probing more lists). The same answers as one search per row, but for items
+        whose scores tie exactly."""
+        excluded = [set(int(i) for i in ex) for ex in excludes]
+        want = min(max(k + len(ex) for k, ex in zip(ks, excluded, strict=True)), len(self))
+        scores, indices = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), want)
+        out = []
+        for row, (k, ex) in enumerate(zip(ks, excluded, strict=True)):
+            keep = [(int(i), float(s)) for i, s in zip(indices[row], scores[row], strict=True)
+                    if i >= 0 and int(i) not in ex][:k]
+            if len(keep) < k and self.index.nprobe < self.nlist:
+                out.append(self.search(queries[row], k, ex))
+                continue
+            out.append((np.array([i for i, _ in keep], dtype=np.int64),
+                        np.array([s for _, s in keep], dtype=np.float32)))
+        return out
 
 
 def build_index(vectors: np.ndarray, kind: str = "auto", **options) -> ExactIndex | FaissIndex:

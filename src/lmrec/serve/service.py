@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmrec.data.conversations import training_mentions
+from lmrec.data.conversations import CRSSample, training_mentions
 from lmrec.data.interactions import SplitData
 from lmrec.data.titles import TitleIndex, TitleMatch
 from lmrec.errors import Argument, ArgumentError, LmrecError, UnknownIdError
 from lmrec.models.base import Model
 from lmrec.run import Recommendation, Run
+from lmrec.serve.batching import Ask, MicroBatcher, ServeOptions, answer_batch, keep_kv_cache
 from lmrec.serve.index import FAISS_THRESHOLD, ExactIndex, FaissIndex, build_index
 from lmrec.tensorfile import load_tensors, save_tensors
 
@@ -48,12 +49,19 @@ class WriteRefused(LmrecError):
 
 
 class ServedRun:
-    """One loaded run and what the service keeps for it (index, added items; at most ``max_added_items`` of them
-    in its folder)."""
+    """One loaded run and what the service keeps for it (index, added items: at most ``max_added_items`` of them
+    in its folder; ``options``: batching and the conversations' KV cache)."""
 
     def __init__(self, name: str, run: Run, retrieval: str = "auto", faiss_options: dict | None = None,
-                 max_added_items: int = 1000):
+                 max_added_items: int = 1000, options: ServeOptions | None = None):
         self.name, self.run, self.max_added_items = name, run, max_added_items
+        self.options = options = options or ServeOptions()
+        # top-k requests answered by one product per batch (lmrec.serve.batching); None: one thread each
+        self.batcher: MicroBatcher[Ask, tuple[np.ndarray, np.ndarray]] | None = None
+        if options.max_batch > 1:
+            self.batcher = MicroBatcher(lambda asks: answer_batch(self, asks), options.window_ms, options.max_batch,
+                                        name=f"lmrec-batcher-{name}")
+        keep_kv_cache(run.model, options)
         self.lock = threading.Lock()  # additions; and every use of a FAISS index (not thread-safe)
         self.model = run.model
         # readers take these without the lock: an addition assigns the new ids and titles before it grows the
@@ -64,10 +72,11 @@ class ServedRun:
         self._unit: np.ndarray | None = None  # the item vectors normalized, for similar items (cached)
         self._active: list[str] | None = None  # ids of the users with training items (cached)
         self._counts: tuple[np.ndarray | None, str] | None = None  # popularity per item and what it counts
+        self.vectors: np.ndarray | None = None  # the catalog's item vectors, then the added items' (dot models)
         vectors = self.model.item_vectors()
         if vectors is not None:
             added = self._read_added()
-            self.vectors = vectors.detach().cpu().numpy()  # the catalog's, then the added items'
+            self.vectors = vectors.detach().cpu().numpy()
             if added is not None:
                 self.vectors = np.concatenate([self.vectors, added[2]])
                 self.added_ids, self.added_titles = added[0], added[1]
@@ -167,6 +176,9 @@ class ServedRun:
         return self._explained(recommendations, u, history, intent, brought), self.index.kind, matched
 
     def _search(self, query: np.ndarray, k: int, leave: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` of ``query`` in the item index, ``leave`` left out; batched with concurrent searches."""
+        if self.batcher is not None:
+            return self.batcher(Ask(None, query, k, leave))
         with self.lock if isinstance(self.index, FaissIndex) else _nothing():
             return self.index.search(query, k, leave)
 
@@ -176,8 +188,17 @@ class ServedRun:
         if u is not None:
             history = self.run.data.train_items(u).tolist()
         indices = [self.index_of(r.item_id) for r in top]
-        why = self.run.reasons(history, indices, intent, brought, space=self.vectors)
-        return [dataclasses.replace(r, because=b, intent=i, reason=s) for r, (b, i, s) in zip(top, why, strict=True)]
+        return _with_reasons(top, self.run.reasons(history, indices, intent, brought, space=self.vectors))
+
+    def converse(self, sample: CRSSample, k: int) -> list[Recommendation]:
+        """The top ``k`` (at most the catalog) for a conversation turn, its mentioned items left out, as
+        ``Run.recommend(conversation=sample)`` answers; batched with concurrent ones."""
+        k = min(k, len(self.run.catalog))
+        if self.batcher is None:
+            return self.run.recommend(conversation=sample, k=k)
+        top = self._recommendations(*self.batcher(Ask(None, None, k, list(sample.mentioned), sample)))
+        why = self.run.reasons(list(sample.mentioned), [self.index_of(r.item_id) for r in top], conversation=True)
+        return _with_reasons(top, why)
 
     def _query(self, user: int | None, history: list[int], intent: str | None, alpha: float) -> np.ndarray:
         """The query vector of a known user (dense index) or of a new user's items (see :meth:`Run.who`)."""
@@ -203,8 +224,13 @@ class ServedRun:
         n = len(self.run.catalog)
         exclude = [self.run.catalog.ids[i] for i in left_out if i < n]
         items = [self.run.catalog.ids[i] for i in history]
-        top = self.run.recommend(user, items=items, intent=intent, alpha=alpha, k=min(k, n), exclude=exclude,
-                                 exclude_seen=exclude_seen)
+        if self.batcher is not None and u is not None and intent is None:  # Run.recommend's ranking, batched
+            left = [i for i in left_out if i < n] + (self.run.data.user_items(u).tolist() if exclude_seen else [])
+            top = self._explained(self._recommendations(*self.batcher(Ask(u, None, min(k, n), left))), u, history,
+                                  None, set())
+        else:
+            top = self.run.recommend(user, items=items, intent=intent, alpha=alpha, k=min(k, n), exclude=exclude,
+                                     exclude_seen=exclude_seen)
         ids, titles = self.added_ids, self.added_titles
         if not ids:
             return top
@@ -334,3 +360,8 @@ class ServedRun:
 
 def _nothing() -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
+
+
+def _with_reasons(top: list[Recommendation], why: list[tuple]) -> list[Recommendation]:
+    """``top`` with the (because, intent, reason) of :meth:`lmrec.Run.reasons`, one per recommendation."""
+    return [dataclasses.replace(r, because=b, intent=i, reason=s) for r, (b, i, s) in zip(top, why, strict=True)]

@@ -47,10 +47,12 @@ class CRSRecommender(Model):
         self.load_state(state)
 
     def q(self, samples: Sequence[CRSSample]) -> torch.Tensor:
-        """(len(samples), d) LLM context vectors."""
+        """(len(samples), d) LLM context vectors (a sample's ``conv_id`` names its conversation for the KV cache the
+        context may keep per conversation: :meth:`lmrec.inputs.lookup.ContextFeatures.keep_kv`)."""
         if self.context is None:
             raise LmrecError(f"{self.name} needs LLM features: fit it with features=..., or load its run folder")
-        return self.context.q([s.context for s in samples]).float().to(self.device)
+        keys = [s.conv_id for s in samples] if getattr(self.context, "kv", None) is not None else None
+        return self.context.q([s.context for s in samples], keys=keys).float().to(self.device)
 
 
 def split_samples(data: CRSData, features: LLMFeatures | None, split: str) -> list[CRSSample]:
