@@ -117,3 +117,47 @@ def test_bring_your_own_data_runs_as_written(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0].startswith("kept ") and lines[1].startswith("normalized [")
     assert re.fullmatch(r"\(\d+, 5\)", lines[2])
+
+
+def test_the_conversational_quick_start_runs_as_written(tmp_path, real_dataset):
+    """README's "Conversational recommendation in a minute", line by line in an empty folder: chat reads two lines
+    from stdin, the server runs on a free port and answers one message over HTTP, then stops."""
+    import os
+
+    import httpx
+
+    data = real_dataset("inspired").parent
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Conversational recommendation in a minute"):]
+    shell = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
+    env = {**os.environ, "LMREC_DATA": str(data), "LMREC_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "2"}
+    printed = {}
+    for line in shell.splitlines():
+        argv = shlex.split(line, comments=True)
+        if argv[0] != "lmrec":
+            subprocess.run(["bash", "-c", line], cwd=tmp_path, check=True)
+            continue
+        if argv[1] == "serve":
+            server = subprocess.Popen([sys.executable, "-m", "lmrec", *argv[1:], "--port", "0"], cwd=tmp_path,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                url = re.search(r" on (http://[^/]+)/ ", server.stdout.readline()).group(1)
+                session = httpx.post(f"{url}/models/fism/sessions", timeout=30).json()["session_id"]
+                answer = httpx.post(f"{url}/models/fism/sessions/{session}/messages",
+                                    json={"text": "I loved Inception", "k": 3}, timeout=30)
+                assert answer.status_code == 200, answer.text
+                assert [m["title"] for m in answer.json()["mentions"]] == ["Inception (2010)"]
+                assert len(answer.json()["recommendations"]) == 3
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+            continue
+        stdin = "I loved Inception and Heat (1995)\n/quit\n" if argv[1:3] == ["crs", "chat"] else None
+        result = subprocess.run([sys.executable, "-m", "lmrec", *argv[1:]], cwd=tmp_path, env=env, input=stdin,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{line}\n{result.stderr[-3000:]}"
+        printed[argv[1]] = result.stdout
+    assert "mentioned: Inception (2010); The Matrix (1999)" in printed["recommend"]
+    ranked = [line for line in printed["recommend"].splitlines() if re.match(r"\s+\d+\. ", line)]
+    assert len(ranked) == 5 and all("because you mentioned" in line for line in ranked)
+    assert "Inception (2010); Heat (1995)" in printed["crs"]
