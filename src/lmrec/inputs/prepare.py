@@ -38,10 +38,10 @@ from lmrec.inputs.store import (
     FEATURES_FILE,
     GenerationRecord,
     LLMFeatures,
-    TitleTokens,
     _read_records,
     _save_payload,
     _write_records,
+    title_tokens,
 )
 from lmrec.io import write_json
 from lmrec.progress import progress_bars
@@ -57,16 +57,6 @@ def item_text_features(catalog: ItemCatalog, encoder: str, fields: Sequence[str]
     from lmrec.text import encode_catalog, get_encoder
 
     return encode_catalog(catalog.text(tuple(fields)), get_encoder(encoder, device=device))
-
-
-def title_tokens(lm: Any, titles: Sequence[str], max_tokens: int = 32) -> TitleTokens:
-    """Tokenize titles with ``lm.tokenize_titles`` and gather only the embedding rows they use."""
-    ids, lengths = lm.tokenize_titles(list(titles), max_tokens=max_tokens)
-    mask = torch.arange(ids.shape[1])[None, :] < lengths[:, None]
-    vocab = torch.unique(ids[mask])
-    local = torch.searchsorted(vocab, ids).clamp(max=len(vocab) - 1).masked_fill(~mask, 0)
-    table = lm.token_embeddings()[vocab].clone().float()
-    return TitleTokens(local, lengths, table, vocab)
 
 
 _YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
