@@ -113,7 +113,9 @@ def test_added_items_are_found_by_search_and_by_title_matching_alike(movie_data,
     features = np.random.default_rng(0).normal(size=(movie_data.n_items, 8)).astype(np.float32)
     lmrec.fit(lmrec.get_model("alpharec")(features=features, n_negatives=8, mlp_ratio=1.0), movie_data,
                     {"epochs": 1, "progress": False}, out=tmp_path / "ar")
-    client = TestClient(create_app({"ar": lmrec.Run.load(tmp_path / "ar")}))
+    token = "a-token-of-16-characters-or-more"
+    client = TestClient(create_app({"ar": lmrec.Run.load(tmp_path / "ar")}, token=token),
+                        headers={"Authorization": f"Bearer {token}"})
     import torch
 
     from lmrec.models.cf.alpharec import AlphaRec
