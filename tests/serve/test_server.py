@@ -60,6 +60,32 @@ def test_a_busy_port_is_one_clear_error_and_port_0_picks_a_free_one():
         assert free.getsockname()[1] > 0
 
 
+def test_connections_accepted_on_the_listening_socket_send_without_delay():
+    """asyncio (under uvicorn) turns Nagle's algorithm off (TCP_NODELAY) on the connections it accepts only from a
+    socket made with IPPROTO_TCP; without it each answer on a kept-alive connection waited for a delayed ACK."""
+    import asyncio
+
+    from lmrec.cli.serve import listen
+
+    async def accepted_nodelay() -> int:
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        with listen("127.0.0.1", 0) as sock:
+            server = await asyncio.start_server(connected, sock=sock)
+            async with server:
+                _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+                value = await asyncio.wait_for(seen, 30)
+                writer.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0
+
+
 def test_writes_on_a_real_server_need_its_token_and_reads_do_not(server):
     url, token = server["url"], server["token"]
     assert "writes: on, up to 5 items per run" in server["started"]
