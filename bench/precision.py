@@ -104,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from common import machine, write_lines
+    from common import dataset_path, machine, write_lines
 
     from lmrec.allocator import keep_freed_memory
     from lmrec.data.registry import load_dataset
@@ -132,7 +132,7 @@ def main() -> None:
                   "| dataset | users | items | train edges | users' first layer fp32 / bf16 | fp32 ms | bf16 ms | "
                   "bf16 / fp32 | loss fp32 | loss bf16 |", "|---|---|---|---|---|---|---|---|---|---|"]
         for name in args.datasets.split(","):
-            data = load_dataset(name)
+            data = load_dataset(dataset_path(name))
             r = step(data, args.repeats)
             lines.append(f"| {data.name} | {data.n_users} | {data.n_items} | {data.train.nnz} | "
                          f"{r['route fp32']} / {r['route bf16']} | {r['fp32']:.0f} | {r['bf16']:.0f} | "

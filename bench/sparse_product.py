@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "sparse_product.md")
     args = parser.parse_args()
 
-    from common import machine, write_lines
+    from common import dataset_path, machine, write_lines
 
     from lmrec.allocator import keep_freed_memory
     from lmrec.data.registry import load_dataset
@@ -159,7 +159,7 @@ def main() -> None:
               "|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for name in args.datasets.split(","):
-        data = load_dataset(name)
+        data = load_dataset(dataset_path(name))
         for label, m, cols in matrices(data, args.width):
             m.sort_indices()
             x = torch.randn(m.shape[1], cols)
