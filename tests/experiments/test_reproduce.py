@@ -187,6 +187,22 @@ def test_reproduce_writes_a_report_and_publishes_it(tmp_path, planted, capsys):
     assert "## Comparison" in (out / "report" / "report.md").read_text(encoding="utf-8")
 
 
+def tiny_inspired_and_llm(tmp_path, monkeypatch) -> None:
+    """A tiny INSPIRED under tmp_path/data and a tiny LLM under tmp_path/llm, found through the environment."""
+    write_inspired(tmp_path / "data")
+    write_tiny_llm(tmp_path / "llm")
+    monkeypatch.setenv("LMREC_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("LMREC_CACHE", str(tmp_path / "cache"))
+
+
+TINY_PREPARE = '''[run.prepare]
+llm = "{llm}"
+dtype = "float32"
+max_new_tokens = 6
+max_samples = {{ train = 8 }}
+max_generate = {{ test = 3 }}
+'''  # the tiny LLM answers a few turns: every RTA table test prepares the same way
+
 RTA_TABLE = '''title = "Tiny INSPIRED"
 experiment = "crs"
 [run]
@@ -197,20 +213,11 @@ reindex = {{ aggregator = "weighted", label_source = "both", train = {{ lr = 1e-
 adapt = {{ "+ gate FISM" = {{ variant = "gate-fism", train = {{ epochs = 2 }} }} }}
 reindex_variants = {{ "real labels" = {{ label_source = "ground_truth", valid_labels = "ground_truth" }} }}
 probe = {{ models = ["reindexed (weighted)", "best reindexed", "fism (24 train turns)"], modes = ["mask"] }}
-[run.prepare]
-llm = "{llm}"
-dtype = "float32"
-max_new_tokens = 6
-max_samples = {{ train = 8 }}
-max_generate = {{ test = 3 }}
-'''
+''' + TINY_PREPARE
 
 
 def test_reproduce_rta_table_on_a_tiny_llm(tmp_path, monkeypatch):
-    write_inspired(tmp_path / "data")
-    write_tiny_llm(tmp_path / "llm")
-    monkeypatch.setenv("LMREC_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("LMREC_CACHE", str(tmp_path / "cache"))
+    tiny_inspired_and_llm(tmp_path, monkeypatch)
     write_config(tmp_path / "configs" / "rta", "01-inspired.toml", RTA_TABLE.format(llm=tmp_path / "llm"))
     out = tmp_path / "out"
     lines: list[str] = []
@@ -290,13 +297,7 @@ train = {{ lr = 1e-2, epochs = 2, eval_every = 1 }}
 [run.adapt]
 "+ b" = {{ variant = "b", train = {{ epochs = 1 }} }}
 "+ b, trainable" = {{ variant = "b", freeze_aggregator = false, train = {{ epochs = 1 }} }}
-[run.prepare]
-llm = "{llm}"
-dtype = "float32"
-max_new_tokens = 6
-max_samples = {{ train = 8 }}
-max_generate = {{ test = 3 }}
-'''
+''' + TINY_PREPARE
 
 
 def test_rta_paper_pipeline_tables_per_target_definition(tmp_path, monkeypatch):
@@ -306,10 +307,7 @@ def test_rta_paper_pipeline_tables_per_target_definition(tmp_path, monkeypatch):
     from lmrec.data.registry import load_dataset
     from lmrec.inputs.store import load_features
 
-    write_inspired(tmp_path / "data")
-    write_tiny_llm(tmp_path / "llm")
-    monkeypatch.setenv("LMREC_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("LMREC_CACHE", str(tmp_path / "cache"))
+    tiny_inspired_and_llm(tmp_path, monkeypatch)
     write_config(tmp_path / "configs" / "rta", "01-inspired.toml", PAPER_PIPELINE.format(llm=tmp_path / "llm"))
     out = tmp_path / "out"
     reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
