@@ -63,9 +63,11 @@ def bench_model(name: str, data, epochs: int, features: np.ndarray | None, **set
             optimizer.step()
         times.append(time.perf_counter() - start)
     model.set_training(False)
-    evaluate(model.score, data, "test")  # warm-up: builds the inference embeddings once, as a server would
+    from common import user_scores
+
+    evaluate(user_scores(model), data, "test")  # warm-up: builds the inference embeddings once, as a server would
     start = time.perf_counter()
-    result = evaluate(model.score, data, "test")
+    result = evaluate(user_scores(model), data, "test")
     seconds = time.perf_counter() - start
     return {"precision": model.precision, "epoch s (median)": statistics.median(times), "eval s": seconds,
             "users/s": result.protocol["users"] / seconds, "peak MB": peak_rss_mb()}

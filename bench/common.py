@@ -1,11 +1,14 @@
-"""What every bench script shares: the machine line of a result file and writing it."""
+"""What every bench script shares: the machine line of a result file, writing it, the datasets, the scorer."""
 
 from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from lmrec.environment import cpu_name
 from lmrec.io import atomic_write
@@ -38,3 +41,13 @@ def write_lines(path: Path, lines: Sequence[str]) -> None:
     text = "\n".join(lines)
     atomic_write(path, lambda f: f.write(text))
     print(text)
+
+
+def user_scores(model: Any) -> Callable[[np.ndarray], Any]:
+    """Evaluation's scorer of known users from a fitted CF model: ``user_scorer(model.score)`` on the one model
+    contract; ``model.score`` itself on lmrec's code before it (a before/after bench runs on both)."""
+    try:
+        from lmrec.models.queries import user_scorer
+    except ImportError:
+        return model.score
+    return user_scorer(model.score)

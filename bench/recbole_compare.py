@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 from bench_cf import peak_rss_mb
-from common import dataset_path, machine
+from common import dataset_path, machine, user_scores
 
 from lmrec.allocator import keep_freed_memory
 from lmrec.data.interactions import SplitData
@@ -133,7 +133,7 @@ def lmrec_worker(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.eval_repeats):
         model.set_training(False)  # drops the cached propagated embeddings
         t0, c0 = time.perf_counter(), time.process_time()
-        result = evaluate(model.score, data, "test", ks=(20,), metrics=("recall", "ndcg"), seed=args.seed)
+        result = evaluate(user_scores(model), data, "test", ks=(20,), metrics=("recall", "ndcg"), seed=args.seed)
         eval_seconds.append(time.perf_counter() - t0)
         eval_cpu.append(time.process_time() - c0)
     test = {name: est.mean for name, est in result.summary().items()}

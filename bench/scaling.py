@@ -48,6 +48,7 @@ def worker(model_name: str, folder: Path, batches: int, threads: int) -> dict[st
     """Time ``batches`` training batches and one full-ranking evaluation of one model on one folder."""
     import torch
     from bench_cf import peak_rss_mb, train_stream
+    from common import user_scores
 
     from lmrec.data.registry import DataRef
     from lmrec.eval.ranking import evaluate
@@ -75,7 +76,7 @@ def worker(model_name: str, folder: Path, batches: int, threads: int) -> dict[st
     model.set_training(False)
     per_epoch = max(1, round(data.train.nnz / config.batch_size))
     start = time.perf_counter()
-    result = evaluate(model.score, data, "test", batch_size=1024)
+    result = evaluate(user_scores(model), data, "test", batch_size=1024)
     eval_seconds = time.perf_counter() - start
     return {"model": model_name, "users": data.n_users, "items": data.n_items, "train nnz": int(data.train.nnz),
             "batch s": statistics.median(times), "batches / epoch": per_epoch,
