@@ -68,7 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
                      options=options)
     sock = listen(args.host, args.port)
     port = sock.getsockname()[1]
-    writes = f"; writes: on, up to {args.max_added_items} items per run" if token else "; read only"
+    writes = f"; writes: on, up to {args.max_added_items} items per run" if token and args.max_added_items else \
+        "; read only"
     print(f"lmrec serve: {', '.join(runs)} on http://{args.host}:{port}/ (API docs: /docs{writes})", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 

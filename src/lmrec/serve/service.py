@@ -3,7 +3,8 @@
 Retrieval: models that score by a dot product (every trained CF model) answer from an item index over their item
 vectors (:mod:`lmrec.serve.index`): exact below :data:`~lmrec.serve.index.FAISS_THRESHOLD` items, FAISS above (or
 as asked). "exact" goes through :meth:`lmrec.Run.recommend` (new users joined to the graph, intentions propagated
-exactly) and scores added items with the same query vector. "faiss" searches the index with the user's vector
+exactly; known users' plain requests are micro-batched into one product, :mod:`lmrec.serve.batching`) and scores
+added items with the same query vector. "faiss" searches the index with the user's vector
 (for a new user, AlphaRec's vector on the graph with that user; the item vectors are those of the training graph).
 
 Every recommendation says why (:mod:`lmrec.run.reasons`, the same as :meth:`lmrec.Run.recommend`; here over the
@@ -251,10 +252,12 @@ class ServedRun:
         if k >= self.n_items:
             raise LmrecError(f"k={k}: the catalog of {self.name} has {self.n_items} items (the item itself excluded)")
         i = self.index_of(item_id)
+        vectors = self.vectors  # read once: an addition gives the new item its id before its vector
         unit = self._unit
-        if unit is None or len(unit) != len(self.vectors):
-            vectors = self.vectors
+        if unit is None or len(unit) != len(vectors):
             unit = self._unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        if i >= len(unit):
+            raise LmrecError(f"item {item_id!r} is being added to {self.name}: ask again in a moment")
         return self._recommendations(*ExactIndex(unit).search(unit[i], k, [i]))
 
     # -- items added by title ----------------------------------------------------------------------------
