@@ -168,19 +168,29 @@ def make_samples(conv: Conversation, max_context_chars: int | None = None, targe
     lines: list[str] = []
     mentioned: dict[int, None] = {}
     for turn_id, turn in enumerate(conv.turns):
-        items = [t for t in _distinct(turn.items) if targets == "all" or t not in mentioned]
+        items = _distinct(turn.items)
         if turn.role == "system" and items and lines:
-            samples.append(CRSSample(
+            sample = CRSSample(
                 conv_id=conv.conv_id,
                 turn_id=turn_id,
                 context=truncate_context(lines, max_context_chars),
                 mentioned=list(mentioned),
                 targets=items,
                 target_is_new=[t not in mentioned for t in items],
-            ))
+            )
+            if targets == "new":
+                sample = new_targets_only(sample)
+            if sample.targets:
+                samples.append(sample)
         lines.append(render_turn(turn))
         mentioned.update(dict.fromkeys(turn.items))
     return samples
+
+
+def new_targets_only(sample: CRSSample) -> CRSSample:
+    """``sample`` with only its new targets (those its context has not mentioned); the ``"new"`` target definition."""
+    new = [t for t, is_new in zip(sample.targets, sample.target_is_new, strict=True) if is_new]
+    return dataclasses.replace(sample, targets=new, target_is_new=[True] * len(new))
 
 
 def expand_pairs(samples: Sequence[CRSSample]) -> list[Pair]:

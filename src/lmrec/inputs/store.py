@@ -14,7 +14,6 @@ the LLM's identity and the settings its generations were made with.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,7 @@ from typing import Any
 
 import torch
 
-from lmrec.data.conversations import CRSData, CRSSample, Targets
+from lmrec.data.conversations import CRSData, CRSSample, Targets, new_targets_only
 from lmrec.errors import LmrecError
 from lmrec.inputs.config import SPLITS, generation_settings, prepare_config
 from lmrec.io import atomic_write
@@ -195,7 +194,7 @@ class LLMFeatures:
         view.samples, view.q = {}, {}
         for split, samples in self.samples.items():
             rows = [i for i, s in enumerate(samples) if targets == "all" or any(s.target_is_new)]
-            view.samples[split] = [_only_new(samples[i]) if targets == "new" else samples[i] for i in rows]
+            view.samples[split] = [new_targets_only(samples[i]) if targets == "new" else samples[i] for i in rows]
             view.q[split] = self.q[split][torch.as_tensor(rows, dtype=torch.long)]
         return view
 
@@ -251,11 +250,6 @@ class LLMFeatures:
             self._matchers[title_match] = title_matcher(self.data.catalog.titles, title_match)
         return self._matchers[title_match].map(record.titles, ground_truth).indices
 
-
-def _only_new(sample: CRSSample) -> CRSSample:
-    """``sample`` with only its new targets (those its context has not mentioned)."""
-    new = [t for t, is_new in zip(sample.targets, sample.target_is_new) if is_new]
-    return dataclasses.replace(sample, targets=new, target_is_new=[True] * len(new))
 
 
 _TOKEN_FIELDS = {"title_ids": "ids", "title_lengths": "lengths", "token_table": "table", "vocab": "vocab"}
