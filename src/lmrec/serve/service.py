@@ -225,14 +225,15 @@ class ServedRun:
         n = len(self.run.catalog)
         exclude = [self.run.catalog.ids[i] for i in left_out if i < n]
         items = [self.run.catalog.ids[i] for i in history]
+        ids, titles = self.added_ids, self.added_titles
         if self.batcher is not None and u is not None and intent is None:  # Run.recommend's ranking, batched
             left = [i for i in left_out if i < n] + (self.run.data.user_items(u).tolist() if exclude_seen else [])
-            top = self._explained(self._recommendations(*self.batcher(Ask(u, None, min(k, n), left))), u, history,
-                                  None, set())
+            top = self._recommendations(*self.batcher(Ask(u, None, min(k, n), left)))
+            if not ids:  # with added items, _exact gives the reasons over the merged list
+                top = self._explained(top, u, history, None, set())
         else:
             top = self.run.recommend(user, items=items, intent=intent, alpha=alpha, k=min(k, n), exclude=exclude,
                                      exclude_seen=exclude_seen)
-        ids, titles = self.added_ids, self.added_titles
         if not ids:
             return top
         query = self._query(u, history, intent, 0.5 if alpha is None else alpha)
