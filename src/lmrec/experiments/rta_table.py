@@ -76,6 +76,7 @@ class Row:
 
 
 Log = Callable[[str], None]
+ZERO_SHOT_ROW = "zero-shot LLM"  # the one row scored on the answered test turns only
 
 
 def _silent(line: str) -> None:
@@ -170,7 +171,7 @@ def llm_rows(features: LLMFeatures, folder: Path, settings: Mapping[str, Any],
         spec = {**inputs, "zero_shot": options} if options else inputs
         cached_step(out, spec, lambda: fit("zero_shot_llm", data, features=features, out=out, resume=True,
                                            **options))
-        rows.append(_run_row("zero-shot LLM", out, spec, features, log=log))
+        rows.append(_run_row(ZERO_SHOT_ROW, out, spec, features, log=log))
     reindex_runs: dict[str, tuple[Path, dict[str, Any], bool]] = {}  # variant -> (folder, spec, item prompts)
     names: dict[str, str] = {}  # row name -> variant ("reindex": the [run.reindex] row)
     for variant, variant_options in reindex_variants(settings).items():
@@ -306,7 +307,7 @@ def _definition_table(dataset: str, features: LLMFeatures, folder: Path, setting
     rows += llm_rows(features, folder, settings, settings.get("zero_shot", True), log)
     test = features.samples["test"]
     n_items = features.n_items
-    results = {r.name: r.results["test"] for r in rows if r.name != "zero-shot LLM"}  # every test turn
+    results = {r.name: r.results["test"] for r in rows if r.name != ZERO_SHOT_ROW}  # every test turn
     counts = training_mentions(features.data.train, n_items)
     buckets = popularity_buckets(results, counts)
     bounds = quantile_bounds(counts, next(iter(results.values())).pairs[:, 1])
@@ -359,7 +360,7 @@ def _by_dialogue(row: Row, features: LLMFeatures) -> dict[str, Any] | None:
     result = row.results.get("test")
     if result is None:
         return None
-    samples = features.generated_samples("test") if row.name == "zero-shot LLM" else features.samples["test"]
+    samples = features.generated_samples("test") if row.name == ZERO_SHOT_ROW else features.samples["test"]
     dialogues = _pair_dialogues(result, samples)
     return {m: cluster_bootstrap(result.per_pair[m], dialogues).as_dict() for m in DIALOGUE_METRICS}
 
@@ -486,7 +487,7 @@ def _generated_test(table: Mapping[str, Any]) -> str:
 
 def markdown(table: Mapping[str, Any], buckets_md: str, quantile_md: str = "") -> str:
     turns = table["turns"]
-    first = next(row for name, row in table["rows"].items() if name != "zero-shot LLM")
+    first = next(row for name, row in table["rows"].items() if name != ZERO_SHOT_ROW)
     lines = [
         f"Dataset {table['dataset']}: {table['catalog']} items; prepared turns "
         + ", ".join(f"{k} {v}" for k, v in turns.items())
@@ -508,8 +509,8 @@ def markdown(table: Mapping[str, Any], buckets_md: str, quantile_md: str = "") -
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in table["rows"].items():
-        test = row.get("test") if name != "zero-shot LLM" else None
-        generated = row.get("test_generated") or (row.get("test") if name == "zero-shot LLM" else None)
+        test = row.get("test") if name != ZERO_SHOT_ROW else None
+        generated = row.get("test_generated") or (row.get("test") if name == ZERO_SHOT_ROW else None)
         by_dialogue = row.get("test_by_dialogue") if test else None
         lines.append(f"| {name} | {row.get('train_turns') if row.get('train_turns') is not None else '–'} | "
                      f"{_cell(test, 'hr@10')} | {_cell(by_dialogue, 'hr@10')} | {_cell(test, 'ndcg@10')} | "
