@@ -41,11 +41,13 @@ import torch
 from common import machine
 
 from lmrec.eval.report import text_table as format_table
+from lmrec.inputs import ModelInputs
 from lmrec.inputs.lookup import ContextFeatures
 from lmrec.inputs.store import load_features
 from lmrec.io import atomic_write, write_json
 from lmrec.llm import CausalLM
 from lmrec.models.crs.zero_shot_llm import ZeroShotLLM
+from lmrec.models.queries import Conversations
 from lmrec.run import Run
 
 BENCH = Path(__file__).resolve().parent
@@ -92,11 +94,11 @@ class RSSPeak:
             self.growth[name] = max(self.growth.get(name, 0), top - base)
 
 
-def timed(fn: Callable[[Sequence[str]], Any], calls: list[tuple[float, float]]) -> Callable[[Sequence[str]], Any]:
+def timed(fn: Callable[..., Any], calls: list[tuple[float, float]]) -> Callable[..., Any]:
     """``fn`` that appends (start, end) perf_counter of each call to ``calls``."""
-    def call(contexts: Sequence[str]) -> Any:
+    def call(contexts: Sequence[str], **kwargs: Any) -> Any:
         start = time.perf_counter()
-        out = fn(contexts)
+        out = fn(contexts, **kwargs)
         calls.append((start, time.perf_counter()))
         return out
     return call
@@ -104,7 +106,7 @@ def timed(fn: Callable[[Sequence[str]], Any], calls: list[tuple[float, float]]) 
 
 def recommend(model: Any, sample: Any, k: int) -> list[int]:
     """Top-k items for one conversation turn, the mentioned items left out (what `lmrec recommend` does)."""
-    scores = model.score([sample])[0].clone()
+    scores = model.score(Conversations((sample,)))[0].clone()
     if sample.mentioned:
         scores[torch.as_tensor(sample.mentioned)] = -torch.inf
     return torch.topk(scores, k).indices.tolist()
@@ -156,11 +158,11 @@ def main() -> None:
         timed_q.q = timed(q_source.q, q_calls)  # type: ignore[method-assign]
         run.model.context = timed_q
         zero_shot = ZeroShotLLM(n_titles=cfg.n_titles, completions=timed(gen_source.completions, gen_calls))
-        zero_shot.restore({}, run.data, None)
+        zero_shot.restore({}, ModelInputs(), run.data)
         return run.model, zero_shot, q_source, gen_source
 
     reindexed_run, zero_shot_run, q_source, gen_source = models(cfg)
-    run.model.score(warmup[:1])  # builds what the model keeps between requests (the item table), once
+    run.model.score(Conversations(tuple(warmup[:1])))  # builds the item table the model keeps between requests
     mem = RSSPeak()
     rss_loaded = mem.rss()
     for sample in warmup:
@@ -241,7 +243,7 @@ def main() -> None:
         for path, path_run in zip(PATHS, models(config)[:2]):
             with mem.phase(f"{path} batched"):
                 start = time.perf_counter()
-                torch.topk(path_run.score(samples), args.k, dim=1)
+                torch.topk(path_run.score(Conversations(tuple(samples))), args.k, dim=1)
                 seconds = time.perf_counter() - start
             batched.append({"path": path, "batch size": args.batch_size, "conversations": len(samples),
                             "s": f"{seconds:.3g}", "conversations/s": f"{len(samples) / seconds:.3g}",
@@ -261,7 +263,7 @@ def main() -> None:
         f"{f' --batch-size {args.batch_size}' if args.batch_size > 1 else ''}`",
         f"Machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} thread(s). "
         f"**Load average (1 min) {load_start:.2f} at start, {load_end:.2f} at end.**",
-        f"LLM {lm.identity}; dataset {run.data.name} ({len(run.catalog)} items), run {run.config['kind']} "
+        f"LLM {lm.identity}; dataset {run.data.name} ({len(run.catalog)} items), run {run.model.name} "
         f"({args.run}); {args.n} prepared test conversations (seed {args.seed}), {args.warmup} warm-up, batch 1, "
         f"top-{args.k}; max_length {cfg.max_length}, max_new_tokens {cfg.max_new_tokens}, answer prefix "
         f"{cfg.answer_prefix!r}.",

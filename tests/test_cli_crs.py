@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -308,3 +310,17 @@ def test_served_conversations_keep_the_kv_cache_and_answer_as_without(tiny_runs:
     for kept, plain in zip(answers[64.0], answers[0.0], strict=True):
         assert [r["item_id"] for r in kept] == [r["item_id"] for r in plain]
         np.testing.assert_allclose([r["score"] for r in kept], [r["score"] for r in plain], rtol=1e-4, atol=1e-4)
+
+
+def test_the_rta_speed_bench_runs_on_a_reindex_run(tiny_runs: dict[str, Path], tmp_path: Path) -> None:
+    """bench/bench_rta_speed.py goes through the one scoring contract: on a tiny reindex run it times both paths,
+    checks that the LLM really ran (q as prepared, the same completions) and writes its table."""
+    bench = Path(__file__).resolve().parents[1] / "bench" / "bench_rta_speed.py"
+    out = tmp_path / "speed"
+    done = subprocess.run([sys.executable, str(bench), "--run", str(tiny_runs["reindex"]), "--n", "2",
+                           "--batch-size", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["q_max_abs_diff"] < 1e-4 and result["same_completions"] == 2
+    assert [row["zero-shot forwards"] for row in result["rows"]] == [6, 6]  # --max-new-tokens 6: really generated
+    assert "reindexed" in out.with_suffix(".md").read_text()
