@@ -90,6 +90,56 @@ def test_stopwords_may_be_shared_with_the_title():
     assert I.leaks_title("something like schindler's", "Schindler's List (1993)")
 
 
+def _products(titles: list[str], categories: list[str], descriptions: list[str]) -> ItemCatalog:
+    fields = {"brand": [""] * len(titles), "categories": categories, "description": descriptions}
+    return ItemCatalog([str(i) for i in range(len(titles))], titles, fields)
+
+
+def test_a_product_is_described_by_its_own_categories_and_description_without_title_words():
+    catalog = _products(
+        ["Stanley Sharpshooter Staples, Steel (1000 Count)", "Capacitor", "Steel Staples"],
+        ["Industrial & Scientific,Fasteners,Collated Fasteners,Staples", "Industrial & Scientific,Capacitors",
+         "Industrial & Scientific,Staples"],
+        ["Heavy-duty staples are ideal for jobs such as insulation. Sturdy plastic packaging.", "",
+         "Steel staples."])
+    assert I.intention_kind(catalog) == "product"
+    # the root category left out, the most specific first; 'staples' (a title word) dropped everywhere
+    assert I.intention_sentence(catalog, 0) == ("I'm looking for collated fasteners and fasteners: heavy-duty are "
+                                                "ideal for jobs such as insulation.")
+    assert I.intention_sentence(catalog, 1) is None  # its one category is its title, and no description
+    assert I.intention_sentence(catalog, 2) is None  # every word names it
+    assert not I.leaks_title(I.intention_sentence(catalog, 0), catalog.titles[0])
+
+
+def test_a_plural_or_singular_of_a_title_word_names_the_title():
+    catalog = _products(["Nyalox Cup Brush", "Lithium Batteries", "Utility Knife", "Looking Glass Brushes"],
+                        ["Industrial & Scientific,Abrasive Brushes,Scratch Brushes", "Industrial & Scientific,Battery",
+                         "Industrial & Scientific,Knives", "Industrial & Scientific,Mirrors"],
+                        ["Brushes that last.", "", "Knives for cutting.", "Polished mirrors."])
+    assert I.intention_sentence(catalog, 0) == "I'm looking for something: that last."
+    assert I.intention_sentence(catalog, 1) is None and I.intention_sentence(catalog, 2) == (
+        "I'm looking for something: for cutting.")
+    assert I.intention_sentence(catalog, 3) == "Show me mirrors: polished mirrors."  # 'looking' names this one
+
+
+def test_a_catalog_without_describing_fields_gives_no_intentions():
+    catalog = ItemCatalog(["a", "b"], ["Fire Emblem", "Mega Man"], {})
+    assert I.intention_kind(catalog) is None and I.intention_sentence(catalog, 0) is None
+
+
+def test_the_best_alpha_is_the_highest_hr_then_ndcg_then_the_smaller_alpha():
+    m = lambda hr, ndcg: {"hr@5": {"mean": hr}, "ndcg@5": {"mean": ndcg}}  # noqa: E731
+    assert I.best_alpha({0.0: m(0.1, 0.1), 0.5: m(0.3, 0.1), 1.0: m(0.2, 0.9)}) == 0.5
+    assert I.best_alpha({0.0: m(0.1, 0.1), 0.5: m(0.3, 0.1), 1.0: m(0.3, 0.2)}) == 1.0
+    assert I.best_alpha({0.3: m(0.3, 0.2), 0.7: m(0.3, 0.2)}) == 0.3
+
+
+def test_validation_cases_hold_out_validation_items(data):
+    cases = I.make_cases(data, split="valid")
+    assert cases and len(cases) == len(np.flatnonzero(np.diff(data.valid.indptr)))
+    assert all(c.target in data.valid[c.user].indices for c in cases)
+
+
 def test_cases_one_per_user_target_in_test_and_never_named(data):
     cases = I.make_cases(data)
     assert len(cases) == len(np.flatnonzero(np.diff(data.test.indptr)))
@@ -151,6 +201,21 @@ def test_run_intention_writes_json_markdown_and_plot(model, data, tmp_path):
     assert (tmp_path / "alpha.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_alpha_chosen_on_validation_reads_the_test_cases_once(model, data, tmp_path):
+    encode = encode_targets(data)
+    result = I.run_intention(model, data, tmp_path, alpha="valid", alphas=(0.0, 0.3, 1.0), encode=encode)
+    valid_cases = I.make_cases(data, seed=2024, split="valid")
+    valid = I.per_alpha_metrics(I.evaluate_intention(model, data, valid_cases, encode, (0.0, 0.3, 1.0), seed=2024))
+    chosen = I.best_alpha(valid)
+    assert result["alpha"] == result["selection"]["alpha"] == chosen
+    assert result["selection"]["per_alpha"] == {str(a): v for a, v in valid.items()}  # the curve is validation's
+    assert result["selection"]["users"] == len(valid_cases)
+    assert list(result["per_alpha"]) == sorted({"0.0", str(chosen)})  # the test cases at α = 0 and the chosen α only
+    text = (tmp_path / "intention.md").read_text(encoding="utf-8")
+    assert "chosen on validation cases" in text and "optimistic" not in text
+    assert (tmp_path / "alpha.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_a_model_without_lm_inputs_is_refused(data):
     from lmrec.models.cf.pop import Popularity
 
@@ -182,6 +247,15 @@ def test_cli_recommend_with_intent(patched_run, data, capsys):
     # the same through the API: Run.recommend(user=..., intent=..., alpha=...)
     recs = lmrec.Run.load(patched_run).recommend(user="u0", intent=text, alpha=1.0, k=5)
     assert [r.title for r in recs] == top and [r.rank for r in recs] == [1, 2, 3, 4, 5]
+
+
+def test_cli_intention_alpha_on_validation_and_a_bad_alpha(patched_run, tmp_path, capsys):
+    assert cli.main(["intention", patched_run, "--alpha", "valid", "--out", str(tmp_path), "--users", "12"]) == 0
+    assert "chosen on validation cases" in capsys.readouterr().out
+    assert json.loads((tmp_path / "intention.json").read_text())["selection"]["users"] == 12
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["intention", patched_run, "--alpha", "2", "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and "expected a number from 0 to 1, or 'valid'" in capsys.readouterr().err
 
 
 def test_cli_intention(patched_run, tmp_path, capsys):

@@ -52,7 +52,9 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
 
     it = sub.add_parser("intention", help="HR@5/NDCG@5 of held-out targets with and without a stated intention")
     it.add_argument("run", help="an AlphaRec run folder")
-    it.add_argument("--alpha", type=float, default=0.5, help="the alpha reported as 'with intention'")
+    it.add_argument("--alpha", type=alpha_choice, default=0.5,
+                    help="the alpha reported as 'with intention', or 'valid': the best of the grid on validation "
+                    "cases, the test cases read once (default 0.5)")
     it.add_argument("--users", type=int, help="evaluate this many users drawn at random (default: all)")
     it.add_argument("--seed", type=int, default=2024)
     it.add_argument("--out", required=True)
@@ -111,6 +113,19 @@ def cmd_zeroshot(args: argparse.Namespace) -> None:
                                        target_ref=target, source_refs=sources)
     print(zeroshot.markdown(comparison))
     print(f"wrote {args.out}/metrics.json and comparison.md")
+
+
+def alpha_choice(text: str) -> float | str:
+    """``--alpha``: a weight in [0, 1], or ``valid``."""
+    if text == "valid":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, or 'valid'; got {text!r}")
+    return value
 
 
 def cmd_intention(args: argparse.Namespace) -> None:

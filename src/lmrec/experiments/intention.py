@@ -10,12 +10,20 @@ mixing the final user vector). Scores are cosines of the final vectors, as in Al
 
 Evaluation (the paper's intention data and generation scripts were not released): for every user with test
 items, one held-out test item is the target and an intention sentence describing it WITHOUT naming it is made
-by a template from the item's catalog fields (MovieLens genres, decade from the title's year, and tags where the
-catalog has them); any descriptor sharing a non-stopword token with the title is dropped, and a sentence that
-still shares one is rejected. (The paper's intentions were probably LLM-written; an LLM-generated version is a
-later extension.) The target is ranked over the full catalog with the user's train, valid and OTHER test items
-masked; HR@5 = 1[rank < 5], NDCG@5 = 1/log₂(rank + 2) for rank < 5 (rank 0 = top), mean ± SE over users,
-for α = 0 (no intention) and each α of a grid.
+from the item's own catalog fields (:func:`intention_sentence`):
+
+- movies (genres / tags): a template over the genres, the decade from the title's year, and tags;
+- products (Amazon categories / description): the most specific categories and the first words of the
+  description (:func:`item_text_sentence`).
+
+Any descriptor or word sharing a non-stopword token with the title is dropped, and a sentence that still shares
+one is rejected. (The paper's intentions were probably LLM-written.) The target is ranked over the full catalog
+with the user's other items of every split masked; HR@5 = 1[rank < 5], NDCG@5 = 1/log₂(rank + 2) for rank < 5
+(rank 0 = top), mean ± SE over users, for α = 0 (no intention) and the α reported.
+
+α is either given, and then the α grid is read on the test cases (an optimistic curve), or chosen on validation
+(``alpha="valid"``): the same construction with one held-out VALIDATION item per user picks the α of the grid
+with the highest HR@5 (ties: NDCG@5, then the smaller α), and the test cases are read once, at α = 0 and that α.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ STOPWORDS = frozenset(
 )
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 _TEMPLATES = ("I'm in the mood for {desc} movie{extra}.", "Recommend me {desc} film{extra}.")
+_PRODUCT_TEMPLATES = ("I'm looking for {what}{extra}.", "Show me {what}{extra}.")
 
 
 # -- intention sentences -----------------------------------------------------------------------------------
@@ -66,7 +75,73 @@ def _split_list(text: str) -> list[str]:
     return list(dict.fromkeys(v.strip().lower() for v in text.split(",") if v.strip()))
 
 
-def intention_sentence(catalog: ItemCatalog, item: int, max_tags: int = 3) -> str | None:
+#: what intentions are written from, per kind of catalog (:func:`intention_kind`)
+SOURCES = {"movie": "a template over genres, decade and tags",
+           "product": "the item's own text (its most specific categories and the first words of its description)"}
+
+
+def intention_kind(catalog: ItemCatalog) -> str | None:
+    """``"movie"`` where the catalog has genres or tags, ``"product"`` where it has categories or a description
+    (Amazon), else None."""
+    if "genres" in catalog.fields or "tags" in catalog.fields:
+        return "movie"
+    if "categories" in catalog.fields or "description" in catalog.fields:
+        return "product"
+    return None
+
+
+def intention_sentence(catalog: ItemCatalog, item: int) -> str | None:
+    """A sentence describing ``item`` from its own catalog fields, never containing a title word
+    (:func:`movie_sentence` or :func:`item_text_sentence`, by :func:`intention_kind`); None where nothing does."""
+    kind = intention_kind(catalog)
+    if kind == "movie":
+        return movie_sentence(catalog, item)
+    return item_text_sentence(catalog, item) if kind == "product" else None
+
+
+def _forms(token: str) -> set[str]:
+    """The token and, for a plural, its singular forms: 'brushes' -> brush, 'batteries' -> battery, 'knives' ->
+    knife (so that a plural names the title's singular, and the other way round)."""
+    if len(token) <= 3 or not token.endswith("s") or token.endswith("ss"):
+        return {token}
+    forms = {token, token[:-1]}
+    if token.endswith("es"):
+        forms.add(token[:-2])
+    if token.endswith("ies"):
+        forms.add(token[:-3] + "y")
+    if token.endswith("ves"):
+        forms |= {token[:-3] + "f", token[:-3] + "fe"}
+    return forms
+
+
+def item_text_sentence(catalog: ItemCatalog, item: int, n_categories: int = 2, max_words: int = 16) -> str | None:
+    """A product described by its own text, title words removed: the ``n_categories`` most specific categories
+    (the root category, which every item shares, left out) and the first ``max_words`` words of the description's
+    first sentence that share no non-stopword token with the title (singular and plural alike).
+
+    ``"I'm looking for abrasive & finishing products: maintains shape & will not rust."`` (title: "Dico
+    Nyalox Cup Brush 21/2-Inch Grey 80 Grit.")
+    None when nothing is left once title words are removed.
+    """
+    title = catalog.titles[item]
+    banned = set().union(*map(_forms, title_tokens(title)))
+    names = lambda text: any(_forms(t) & banned for t in title_tokens(text))  # noqa: E731
+    field = lambda name: catalog.fields[name][item] if name in catalog.fields else ""  # noqa: E731
+    categories = [c for c in reversed(_split_list(field("categories"))[1:]) if not names(c)][:n_categories]
+    first = re.split(r"(?<=[.!?])\s", field("description").strip(), maxsplit=1)[0]
+    words = [w for w in re.findall(r"[\w'&%-]+", first.lower()) if not names(w)][:max_words]
+    if not categories and not words:
+        return None
+    what = " and ".join(categories) if categories else "something"
+    extra = f": {' '.join(words)}" if words else ""
+    for template in _PRODUCT_TEMPLATES:
+        sentence = template.format(what=what, extra=extra)
+        if not leaks_title(sentence, title):
+            return sentence
+    return None
+
+
+def movie_sentence(catalog: ItemCatalog, item: int, max_tags: int = 3) -> str | None:
     """A sentence describing ``item`` from its genres, decade and tags, never containing a title word.
 
     ``"I'm in the mood for a 1990s adventure, animation and comedy movie, something people call pixar, fun."``
@@ -94,23 +169,24 @@ def intention_sentence(catalog: ItemCatalog, item: int, max_tags: int = 3) -> st
 
 @dataclass
 class Case:
-    """One evaluation case: a user, one held-out test item of theirs, the intention describing it."""
+    """One evaluation case: a user, one held-out (test or validation) item of theirs, the intention describing it."""
 
     user: int
     target: int
     text: str
 
 
-def make_cases(data: SplitData, n_users: int | None = None, seed: int = 2024) -> list[Case]:
-    """One case per user (all users with test items, or ``n_users`` of them drawn at random): a test item
-    drawn at random among those with an intention sentence; users without any such item are skipped."""
+def make_cases(data: SplitData, n_users: int | None = None, seed: int = 2024, split: str = "test") -> list[Case]:
+    """One case per user (all users with items in ``split``, or ``n_users`` of them drawn at random): an item of
+    theirs in ``split`` drawn at random among those with an intention sentence; users without one are skipped."""
     rng = np.random.default_rng(seed)
-    users = np.flatnonzero(np.diff(data.test.indptr) > 0)
+    held_out = data.split(split)
+    users = np.flatnonzero(np.diff(held_out.indptr) > 0)
     if n_users is not None and n_users < len(users):
         users = np.sort(rng.choice(users, n_users, replace=False))
     cases = []
     for u in users:
-        items = rng.permutation(data.test.indices[data.test.indptr[u] : data.test.indptr[u + 1]])
+        items = rng.permutation(held_out.indices[held_out.indptr[u] : held_out.indptr[u + 1]])
         for item in items:
             text = intention_sentence(data.catalog, int(item))
             if text is not None:
@@ -128,7 +204,7 @@ def target_ranks(scores: torch.Tensor, target: int, masked: np.ndarray, priority
 
 def evaluate_intention(model: AlphaRec, data: SplitData, cases: Sequence[Case], encode: Encode,
                        alphas: Sequence[float] = ALPHAS, seed: int = 0) -> dict[float, np.ndarray]:
-    """{α: (n_cases,) 0-based rank of each case's target}, train + valid + the user's other test items masked."""
+    """{α: (n_cases,) 0-based rank of each case's target}, the user's other items of every split masked."""
     scorer = IntentScorer(model)
     e_intent = scorer.map_intent(encode([c.text for c in cases])) if cases else torch.zeros(0)
     priority = torch.rand(data.n_items, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -164,27 +240,55 @@ def lm_encoder(model: AlphaRec) -> Encode:
     return lambda texts: model.encode_texts(list(texts)).cpu().numpy()
 
 
-def run_intention(model: AlphaRec, data: SplitData, out: Path, alpha: float = 0.5, alphas: Sequence[float] = ALPHAS,
-                  n_users: int | None = None, seed: int = 2024, encode: Encode | None = None,
-                  run: str = "") -> dict[str, Any]:
-    """HR@5/NDCG@5 with and without intention, and over ``alphas``; writes intention.{json,md} and alpha.png."""
+def per_alpha_metrics(ranks: dict[float, np.ndarray]) -> dict[float, dict[str, Any]]:
+    """{α: {"hr@5", "ndcg@5"}: mean ± SE over the cases}."""
+    out = {}
+    for a, r in ranks.items():
+        hit, ndcg = hit_and_ndcg(r)
+        out[a] = {"hr@5": estimate(hit).as_dict(), "ndcg@5": estimate(ndcg).as_dict()}
+    return out
+
+
+def best_alpha(per_alpha: dict[float, dict[str, Any]]) -> float:
+    """The α with the highest HR@5 (ties: the higher NDCG@5, then the smaller α)."""
+    return max(per_alpha, key=lambda a: (per_alpha[a]["hr@5"]["mean"], per_alpha[a]["ndcg@5"]["mean"], -a))
+
+
+def run_intention(model: AlphaRec, data: SplitData, out: Path, alpha: float | str = 0.5,
+                  alphas: Sequence[float] = ALPHAS, n_users: int | None = None, seed: int = 2024,
+                  encode: Encode | None = None, run: str = "") -> dict[str, Any]:
+    """HR@5/NDCG@5 with and without intention; writes intention.{json,md} and alpha.png (HR@5 and NDCG@5 over α).
+
+    ``alpha``: the α reported as "with intention", its grid ``alphas`` read on the test cases; or ``"valid"``: the
+    α of the grid that is best on validation cases, the test cases read once at α = 0 and that α."""
     encode = encode or lm_encoder(model)
-    alphas = sorted({float(a) for a in (*alphas, 0.0, alpha)})
+    kind = intention_kind(data.catalog)
+    on_valid = alpha == "valid"
+    grid = sorted({float(a) for a in (*alphas, 0.0, *(() if on_valid else (alpha,)))})
+    result: dict[str, Any] = {"run": run, "dataset": data.name, "seed": seed,
+                              "intentions": SOURCES[kind] if kind else None}
+    if on_valid:
+        valid_cases = make_cases(data, n_users, seed, split="valid")
+        if not valid_cases:
+            raise LmrecError(f"{data.name}: no validation item has text to build an intention from")
+        valid = per_alpha_metrics(evaluate_intention(model, data, valid_cases, encode, grid, seed))
+        alpha = best_alpha(valid)
+        result["selection"] = {"on": "valid", "users": len(valid_cases), "alpha": alpha,
+                               "per_alpha": {str(a): v for a, v in valid.items()}}
+        grid = sorted({0.0, alpha})
     cases = make_cases(data, n_users, seed)
     if not cases:
-        raise LmrecError(f"{data.name}: no test item has text to build an intention from (genres/tags)")
-    ranks = evaluate_intention(model, data, cases, encode, alphas, seed)
-    per_alpha = {}
-    for a in alphas:
-        hit, ndcg = hit_and_ndcg(ranks[a])
-        per_alpha[a] = {"hr@5": estimate(hit).as_dict(), "ndcg@5": estimate(ndcg).as_dict()}
+        raise LmrecError(f"{data.name}: no test item has text to build an intention from "
+                         "(genres/tags, or categories/description)")
+    ranks = evaluate_intention(model, data, cases, encode, grid, seed)
+    per_alpha = per_alpha_metrics(ranks)
     base_hit, base_ndcg = hit_and_ndcg(ranks[0.0])
     hit, ndcg = hit_and_ndcg(ranks[float(alpha)])
-    result = {
-        "run": run, "dataset": data.name, "users": len(cases), "alpha": alpha, "seed": seed,
+    result |= {
+        "users": len(cases), "alpha": alpha,
         "method": "ẽ_u⁽⁰⁾ = (1 − α)·MLP(z_u) + α·MLP(LM(intention)), exact propagation of the changed row",
-        "protocol": "one held-out test target per user; full ranking; train, valid and the user's other test "
-                    "items masked; intention by template from genres/decade/tags, title words removed",
+        "protocol": "one held-out test target per user; full ranking; the user's other train, valid and test "
+                    f"items masked; intention from {result['intentions']}, title words removed",
         "without": per_alpha[0.0], "with": per_alpha[float(alpha)],
         "paired_with_minus_without": {"hr@5": paired_difference(base_hit, hit),
                                       "ndcg@5": paired_difference(base_ndcg, ndcg)},
@@ -206,7 +310,7 @@ def markdown(r: dict[str, Any]) -> str:
     lines = [
         f"### User intention on {r['dataset']}", "",
         f"Run {r['run'] or '(in memory)'}; {r['users']} users; {r['protocol']}. Mixing: {r['method']}. "
-        "Intentions are template sentences (an LLM-written version is a later extension).", "",
+        "The intentions are written by rule from the catalog, not by an LLM.", "",
         "| | HR@5 | NDCG@5 |", "|---|---|---|",
         f"| AlphaRec without intention | {cell(r['without']['hr@5'])} | {cell(r['without']['ndcg@5'])} |",
         f"| AlphaRec with intention (α = {r['alpha']}) | {cell(r['with']['hr@5'])} | {cell(r['with']['ndcg@5'])} |",
@@ -214,33 +318,48 @@ def markdown(r: dict[str, Any]) -> str:
         f"Paired difference (with − without): HR@5 {estimate_cell(p['hr@5'], signed=True)} "
         f"(t p = {p['hr@5']['t_pvalue']:.2g}), NDCG@5 {estimate_cell(p['ndcg@5'], signed=True)} "
         f"(t p = {p['ndcg@5']['t_pvalue']:.2g}).", "",
-        "Effect of α (the α grid is evaluated on the same test cases: its best value is an optimistic choice):", "",
-        "| α | HR@5 | NDCG@5 |", "|---|---|---|",
     ]
-    lines += [f"| {a} | {cell(v['hr@5'])} | {cell(v['ndcg@5'])} |" for a, v in r["per_alpha"].items()]
+    selection = r.get("selection")
+    if selection:
+        none = " (no weight on the intention: the 'with' row is the model alone)" if r["alpha"] == 0 else ""
+        lines += [f"α = {r['alpha']} was chosen on validation cases{none} ({selection['users']} users, one "
+                  "held-out validation item each), the highest HR@5 of the grid; the test cases were read once. The "
+                  "grid on the validation cases:", ""]
+    else:
+        lines += ["Effect of α (the α grid is evaluated on the same test cases: its best value is an optimistic "
+                  "choice):", ""]
+    lines += ["| α | HR@5 | NDCG@5 |", "|---|---|---|"]
+    lines += [f"| {a} | {cell(v['hr@5'])} | {cell(v['ndcg@5'])} |" for a, v in alpha_curve(r).items()]
     lines += ["", "Examples:", "", "| user | target | intention | rank without | rank with |", "|---|---|---|---|---|"]
     lines += [f"| {e['user']} | {e['target']} | {e['intention']} | {e['rank_without'] + 1} | {e['rank_with'] + 1} |"
               for e in r["examples"]]
     return "\n".join(lines) + "\n"
 
 
+def alpha_curve(r: dict[str, Any]) -> dict[str, Any]:
+    """The α grid's metrics: on the validation cases where α was chosen there, else on the test cases."""
+    return r["selection"]["per_alpha"] if r.get("selection") else r["per_alpha"]
+
+
 def plot_alpha(r: dict[str, Any], path: Path) -> None:
-    """HR@5 and NDCG@5 (± SE) against α."""
+    """HR@5 and NDCG@5 (± SE) against α (:func:`alpha_curve`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    alphas = [float(a) for a in r["per_alpha"]]
+    curve = alpha_curve(r)
+    alphas = [float(a) for a in curve]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for metric in ("hr@5", "ndcg@5"):
-        mean = np.array([v[metric]["mean"] for v in r["per_alpha"].values()])
-        se = np.array([v[metric]["se"] for v in r["per_alpha"].values()])
+        mean = np.array([v[metric]["mean"] for v in curve.values()])
+        se = np.array([v[metric]["se"] for v in curve.values()])
         ax.plot(alphas, mean, marker="o", label=metric.upper())
         ax.fill_between(alphas, mean - se, mean + se, alpha=0.2)
     ax.set_xlabel("α (weight of the intention in the user's layer-0 embedding)")
     ax.set_ylabel("mean over users (± SE)")
-    ax.set_title(f"User intention on {r['dataset']} ({r['users']} users)")
+    cases = f"{r['selection']['users']} validation users" if r.get("selection") else f"{r['users']} users"
+    ax.set_title(f"User intention on {r['dataset']} ({cases})")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -6,7 +6,7 @@ experiment (:mod:`lmrec.settings`): unknown keys and values of the wrong type ar
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt
 
@@ -109,7 +109,7 @@ class IntentionSettings:
     """Stated intentions on a finished run (:mod:`lmrec.experiments.intention`)."""
 
     run: str
-    alpha: float = Field(0.5, ge=0, le=1)
+    alpha: Annotated[float, Field(ge=0, le=1)] | Literal["valid"] = 0.5  # "valid": chosen on validation cases
     alphas: list[float] | None = None
     n_users: PositiveInt | None = None
     seed: int = 2024
