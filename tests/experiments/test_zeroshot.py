@@ -4,6 +4,7 @@ the ``lmrec zeroshot`` command, on planted data with injected features (no LM is
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -133,6 +134,14 @@ def _features(data, config):
     return planted_features()
 
 
+def test_titles_in_sources_counts_target_titles_any_source_has_after_normalizing():
+    catalog = lambda *titles: SimpleNamespace(catalog=SimpleNamespace(titles=list(titles)))  # noqa: E731
+    sources = [catalog("Heat (1995)", "Jaws"), catalog("Toy Story (1995)")]
+    # case, punctuation and a trailing year do not matter: "Toy Story" (a game) meets "Toy Story (1995)"
+    assert Z.titles_in_sources(sources, catalog("heat 1995", "JAWS!", "Alien", "Toy Story")) == 3
+    assert Z.titles_in_sources(sources, catalog("Fire Emblem", "Mega Man")) == 0
+
+
 def test_run_zeroshot_writes_metrics_and_comparison(tmp_path):
     sources = [planted_data(0, name="a"), planted_data(1, name="b")]
     target = planted_data(2, name="c")
@@ -147,6 +156,8 @@ def test_run_zeroshot_writes_metrics_and_comparison(tmp_path):
     assert names[:3] == ["AlphaRec zero-shot", "Pop (target train)", "Random"] and names[3].startswith("LightGCN")
     text = (out / "comparison.md").read_text(encoding="utf-8")
     assert "a + b -> c" in text and "±" in text and "LightGCN" in text
+    shared = comparison["target"]["titles_in_sources"]  # the planted sets share their titles
+    assert shared == N_ITEMS and f"{shared} of its {N_ITEMS} item titles (100%) are also titles of source items" in text
     training = comparison["training"]  # both trainings in the table's "best / run" form, † when best is last
     assert f"best / run {training['best_epoch']} / {training['epochs_run']}" in text
     assert (" †" in text.split("\n")[2]) == (not training["converged"])

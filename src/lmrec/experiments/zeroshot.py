@@ -17,6 +17,7 @@ Random scorer (uniform noise).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import scipy.sparse as sp
 import torch
 
 from lmrec import clock
-from lmrec.data.catalog import ItemCatalog
+from lmrec.data.catalog import ItemCatalog, normalize_title
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import DataRef
 from lmrec.environment import versions
@@ -46,6 +47,7 @@ from lmrec.tensorfile import save_tensors, tensor_dict
 from lmrec.train import TrainConfig, Trainer, TrainLog
 from lmrec.train.trainer import CHECKPOINT_FILE
 
+_TRAILING_YEAR = re.compile(r" \d{4}$")
 FeatureFn = Callable[[SplitData, AlphaRecConfig], np.ndarray]  # dataset -> (n_items, d) LM item features
 COLUMNS = ("recall@20", "ndcg@20", "hr@20")
 
@@ -289,6 +291,16 @@ def run_zeroshot(
     return comparison
 
 
+def titles_in_sources(sources: Sequence[SplitData], target: SplitData) -> int:
+    """How many of the target's items have a title that some source item has, compared after
+    :func:`normalize_title` with a trailing year removed (a film's and its game's titles meet; so do "Blade Runner
+    2049" and "Blade Runner", which only over-counts): 0 for a target that shares no title with its sources, as the
+    paper's."""
+    key = lambda title: _TRAILING_YEAR.sub("", normalize_title(title))  # noqa: E731
+    seen = {key(t) for s in sources for t in s.catalog.titles}
+    return sum(key(t) in seen for t in target.catalog.titles)
+
+
 def _comparison(rows: dict[str, RankingResult], target: SplitData, mixed: MixedData, log: TrainLog,
                 train_config: TrainConfig, apply_seconds: float) -> dict[str, Any]:
     """Test mean ± SE per row and the paired Recall@20 difference of the zero-shot model against each baseline."""
@@ -301,7 +313,7 @@ def _comparison(rows: dict[str, RankingResult], target: SplitData, mixed: MixedD
                             "wilcoxon_pvalue": test.wilcoxon_pvalue}
     best = next(r.valid for r in log.records if r.epoch == log.best_epoch) if log.best_epoch else {}
     return {
-        "target": target.stats(),
+        "target": target.stats() | {"titles_in_sources": titles_in_sources(mixed.sources, target)},
         "sources": [s.stats() for s in mixed.sources],
         "training": {"epochs_run": len(log.records), "max_epochs": train_config.epochs,
                      "eval_every": train_config.eval_every, "best_epoch": log.best_epoch,
@@ -311,6 +323,15 @@ def _comparison(rows: dict[str, RankingResult], target: SplitData, mixed: MixedD
         "rows": {name: r.to_dict() for name, r in rows.items()},
         "paired_recall@20_vs": paired,
     }
+
+
+def shared_titles_note(target: dict[str, Any]) -> str:
+    """The sentence saying how many target item titles are also source titles (:func:`titles_in_sources`); empty
+    for a result saved before they were counted."""
+    if "titles_in_sources" not in target:
+        return ""
+    k, n = target["titles_in_sources"], target["items"]
+    return f" {k} of its {n} item titles ({k / n:.0%}) are also titles of source items."
 
 
 def markdown(c: dict[str, Any]) -> str:
@@ -326,7 +347,7 @@ def markdown(c: dict[str, Any]) -> str:
         f"({per_source}), {tr['fit_seconds']:.0f} s.",
         f"Applied to {t['name']} ({t['users']} users, {t['items']} items; {t['protocol']}) with no training there "
         f"({tr['zero_shot_apply_seconds']:.1f} s). Test split, full ranking, train+valid masked, mean ± SE over "
-        f"{n} users.", "",
+        f"{n} users.{shared_titles_note(t)}", "",
         "| model | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS),
     ]
     for name, row in c["rows"].items():
