@@ -506,3 +506,12 @@ def test_records_from_before_a_setting_existed_match_only_what_they_did(tmp_path
     assert settings_differ(old, saved) == ["train_config"]  # written before streams: they were shared
     shared = {**saved, "train_config": {**saved["train_config"], "streams": "shared"}}
     assert settings_differ(old, shared) == []  # a model setting added since is at its default
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*/*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_table_config_is_valid_in_full_and_quick(path: Path) -> None:
+    for quick in (False, True):
+        assert reproduce.load_table(path, quick=quick).settings is not None
