@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,18 @@ from lmrec.io import atomic_write
 ROOT = Path(__file__).resolve().parent.parent
 # synthetic datasets the benches name: MovieLens-1M-sized (6,040 users, 3,260 items, 1M pairs asked: 502k training)
 SYNTH = {"synth-ml1m": (ROOT / "runs" / "bench-ml1m", dict(interactions=1_000_000, users=6040, items=3260, seed=1))}
+
+
+def commit() -> str:
+    """The checked-out lmrec commit, with "+" when ``src`` has changes; "unknown" outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+" if dirty else "")
 
 
 def machine() -> str:

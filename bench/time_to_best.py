@@ -12,6 +12,11 @@ batch's layer-0 rows, one uniform negative, xavier init. The split is lmrec's (G
 2024; the synthetic set: its files), written as RecBole atomic files (recbole_compare.py's machinery). Each run is a
 process of its own with ``--threads`` torch threads; the test metrics are of the best state.
 
+Each finished run is kept as ``<out>.runs/<dataset>-<library>-<model>.json`` with the settings it ran under (the
+machine's description among them), and a later call with the same settings reads it back instead of training again:
+a long table (Games) can be made over several sittings, one run at a time (a run that is cut off starts again from
+its first epoch).
+
 Datasets: registered names or folders; ``synth-ml1m`` is MovieLens-1M-sized synthetic data (6,040 users, 3,260
 items, 1M pairs asked: 502k training pairs), written to runs/bench-ml1m on first use. Set-up once:
 ``bash bench/setup_recbole.sh``. Run alone: a run takes hours (AlphaRec on Games: ~20 s per epoch on two cores).
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -32,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import dataset_path, machine
+from common import commit, dataset_path, machine
 from recbole_compare import (
     RECBOLE_PYTHON,
     RESULTS,
@@ -83,7 +89,10 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     print(f"torch {torch.__version__}, RecBole {recbole}, {args.threads} thread(s); load average {load_start:.2f} "
           f"on {os.cpu_count()} cores", flush=True)
-    rows, runs = [], []
+    settings = {k: v for k, v in vars(args).items() if k not in ("recbole_python", "out", "datasets", "libraries")}
+    # a kept run is read back only on the same kind of machine, with the same libraries and lmrec code
+    settings |= {"machine": machine(), "torch": torch.__version__, "lmrec_commit": commit()}
+    rows, runs, reused = [], [], []
     with tempfile.TemporaryDirectory(prefix="time-to-best-") as tmp:
         for name in args.datasets:
             path = dataset_path(name)
@@ -94,16 +103,24 @@ def main() -> None:
             for library, model in RUNS:
                 if library not in libraries:
                     continue
-                command = (lmrec_command(args, path, model, args.budget, args.eval_every) if library == "lmrec" else
-                           recbole_command(args, Path(tmp), label, model, args.budget, args.eval_every))
-                run = run_child(command, args.threads, Path(tmp))
+                kept = args.out.parent / f"{args.out.name}.runs" / f"{label}-{library}-{model}.json"
+                run_settings = settings | ({"recbole": recbole} if library == "recbole" else {})
+                run = json.loads(kept.read_text()) if kept.exists() else None
+                if run is None or run.get("settings") != run_settings:
+                    command = (lmrec_command(args, path, model, args.budget, args.eval_every) if library == "lmrec"
+                               else recbole_command(args, Path(tmp), label, model, args.budget, args.eval_every))
+                    run = run_child(command, args.threads, Path(tmp)) | {"settings": run_settings,
+                                                                         "date": datetime.date.today().isoformat()}
+                    write_json(kept, run)
+                else:
+                    reused.append(f"{label} / {library} {model}: kept from {run['date']}")
+                    print(f"{kept}: kept from an earlier call with the same settings", flush=True)
                 runs.append({"dataset": name, **run})
                 rows.append(row(name, run))
                 print(text_table(rows[-1:], COLUMNS), flush=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("recbole_python", "out")}
     report = {"date": datetime.date.today().isoformat(), "machine": machine(), "torch": torch.__version__,
-              "recbole": recbole, "settings": settings, "load_start": load_start, "load_end": os.getloadavg()[0],
-              "runs": runs}
+              "recbole": recbole, "settings": {**settings, "datasets": args.datasets, "libraries": args.libraries},
+              "load_start": load_start, "load_end": os.getloadavg()[0], "runs": runs}
     lines = [f"# Time to the best validation Recall@20 — {report['date']}", "",
              f"Machine: {report['machine']}. torch {report['torch']}, RecBole {recbole}, {args.threads} thread(s) in "
              f"every process. Load average (1 min) at start {load_start:.2f}, at end {report['load_end']:.2f}.",
@@ -113,6 +130,9 @@ def main() -> None:
              "", "```", text_table(rows, COLUMNS), "```", "",
              "s to best: training + validation seconds until the best validation ended; total s: until training "
              "stopped; epoch s: median training seconds of an epoch.", ""]
+    if reused:
+        lines += ["Runs read back from an earlier call (same settings, machine, libraries and lmrec commit): "
+                  + "; ".join(reused) + ".", ""]
     if not {"lmrec", "recbole"} <= libraries:
         lines.append(f"Libraries run: {args.libraries} only (no comparison).")
     write_json(args.out.with_suffix(".json"), report)
