@@ -6,9 +6,10 @@
 #   bench_cf.py         LightGCN and AlphaRec seconds per epoch and per evaluation
 # on Amazon Video Games and MovieLens-1M-sized synthetic data (runs/bench-ml1m, written on first use).
 # Results: bench/results/before_after/{recbole_compare,bench_cf}-{before,after}-t{1,2}.{md,json}. Run alone
-# (about an hour and a half on two cores); needs bench/setup_recbole.sh once and LMREC_DATA for Games.
+# (about an hour and a half on two cores, 40 min with THREADS=2); needs bench/setup_recbole.sh once and LMREC_DATA
+# for Games. THREADS: the torch thread counts to run (default "1 2").
 #
-#   LMREC_DATA=../shared/data bash bench/before_after.sh [BASE] [DATASET ...]
+#   LMREC_DATA=../shared/data [THREADS=2] bash bench/before_after.sh [BASE] [DATASET ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE="${1:-6c169a6}"  # the commit this work started from
@@ -23,7 +24,7 @@ BEFORE="$(mktemp -d -t lmrec-before-XXXXXX)"
 trap 'rm -rf "$BEFORE"' EXIT
 git archive "$BASE" src | tar -x -C "$BEFORE"  # lmrec's code at BASE, no checkout touched
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-for threads in 1 2; do
+for threads in ${THREADS:-1 2}; do
   for side in before after; do
     src="$PWD/src"
     [ "$side" = before ] && src="$BEFORE/src"
