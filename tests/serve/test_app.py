@@ -336,6 +336,12 @@ def test_an_integer_user_id_is_the_string_id(app_runs, tmp_path):
     as_str = client.post("/models/pop/recommend", json={"user": "5", "k": 3, "exclude": ["i1"]})
     assert as_int.status_code == 200 and as_int.json() == as_str.json()
     assert client.get("/models/pop/users/5").json()["user_id"] == "5"
+    # JSON Schema's integer includes 5.0 (schemathesis sends it); 5.5 and true are not ids
+    as_float = client.post("/models/pop/recommend", json={"user": 5.0, "k": 3, "exclude": ["i1"]})
+    assert as_float.status_code == 200 and as_float.json() == as_str.json()
+    for bad in (5.5, True):
+        refused = client.post("/models/pop/recommend", json={"user": bad, "k": 3})
+        assert refused.status_code == 422 and refused.json()["field"] == "user"
 
 
 def test_faiss_is_refused_where_the_run_is_served_exactly(client):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 MAX_TEXT = 2000  # characters of a message or an intention
 MAX_TITLE = 300
@@ -13,7 +13,15 @@ MAX_LIST = 500
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE)]
 ItemId = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
-AnyId = ItemId | StrictInt  # ids as strings or integers, as the Python API takes them ("42" and 42 are one id)
+
+
+def _integral(value: object) -> object:
+    """2.0 -> 2: JSON Schema counts a number with a zero fraction as an integer (bools and 2.5 stay refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+AnyId = ItemId | JsonInt  # ids as strings or integers, as the Python API takes them ("42" and 42 are one id)
 Retrieval = Literal["auto", "exact", "faiss"]
 
 
