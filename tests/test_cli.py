@@ -284,6 +284,9 @@ def test_format_detection_and_split_errors_name_the_flags(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("lmrec: error: --split ratio:0.5: expected three non-negative ratios")
     assert main(["data", "stats", str(FIXTURES / "lightgcn"), "--format", "csv"]) == 2
     assert capsys.readouterr().err.startswith("lmrec: error: --format csv: expected one of lightgcn, ")
+    assert main(["data", "stats", str(FIXTURES / "recbole-rows"), "--split", "fixed"]) == 2  # said "split=" before
+    err = capsys.readouterr().err
+    assert err.endswith("the files carry no split; choose one with --split (e.g. ratio:0.8,0.1,0.1)\n"), err
 
 
 def test_recommend_errors_name_the_flags(run, capsys):

@@ -34,7 +34,7 @@ import numpy as np
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.interactions import Interactions, SplitData, to_csr
 from lmrec.data.loaders.lightgcn_txt import iter_lines, shown
-from lmrec.errors import DataFormatError
+from lmrec.errors import Argument, ArgumentError, DataFormatError
 
 TYPES = ("token", "token_seq", "float", "float_seq")
 SPLIT_NAMES = ("train", "valid", "test")
@@ -265,8 +265,8 @@ def load_recbole_split(folder: str | Path, name: str | None = None) -> SplitData
     """The split the files carry (see the module docstring); an error without a valid or test file."""
     files = AtomicFiles.find(folder)
     if not {"valid", "test"} & set(files.inter):
-        raise ValueError(f"{files.folder}: no {files.prefix}.valid.inter or .test.inter: the files carry no split; "
-                         "choose one (e.g. split='ratio:0.8,0.1,0.1')")
+        raise ArgumentError(f"{files.folder}: no {files.prefix}.valid.inter or .test.inter: the files carry no split; "
+                            "choose one with ", Argument("split"), " (e.g. ratio:0.8,0.1,0.1)")
     log, sequences = _read_rows(files)
     data, part = _indexed(files, log, name)
     masks = [part == s for s in SPLIT_NAMES]
