@@ -28,9 +28,10 @@ import scipy.sparse as sp
 import torch
 
 from lmrec import clock
-from lmrec.data.catalog import ItemCatalog, normalize_title
+from lmrec.data.catalog import ItemCatalog
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import DataRef
+from lmrec.data.titles import title_words
 from lmrec.environment import versions
 from lmrec.eval.model import REPORT_KS, REPORT_METRICS
 from lmrec.eval.ranking import RankingResult, Scorer, evaluate
@@ -292,11 +293,11 @@ def run_zeroshot(
 
 
 def titles_in_sources(sources: Sequence[SplitData], target: SplitData) -> int:
-    """How many of the target's items have a title that some source item has, compared after
-    :func:`normalize_title` with a trailing year removed (a film's and its game's titles meet; so do "Blade Runner
-    2049" and "Blade Runner", which only over-counts): 0 for a target that shares no title with its sources, as the
-    paper's."""
-    key = lambda title: _TRAILING_YEAR.sub("", normalize_title(title))  # noqa: E731
+    """How many of the target's items have a title that some source item has, compared as the title matcher
+    compares them (:func:`lmrec.data.titles.title_words`: case, punctuation, articles and a "(yyyy)" ignored) and
+    with a bare trailing year dropped too (a film's and its game's titles meet; so do "Blade Runner 2049" and
+    "Blade Runner", which only over-counts): 0 for a target that shares no title with its sources, as the paper's."""
+    key = lambda title: _TRAILING_YEAR.sub("", title_words(title)[0])  # noqa: E731
     seen = {key(t) for s in sources for t in s.catalog.titles}
     return sum(key(t) in seen for t in target.catalog.titles)
 
