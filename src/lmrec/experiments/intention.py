@@ -71,6 +71,12 @@ def leaks_title(sentence: str, title: str) -> bool:
     return bool(title_tokens(sentence) & title_tokens(title))
 
 
+def first_not_naming(title: str, templates: Sequence[str], **fields: str) -> str | None:
+    """The first of ``templates`` filled with ``fields`` that does not leak ``title`` (:func:`leaks_title`), else
+    None."""
+    return next((s for s in (t.format(**fields) for t in templates) if not leaks_title(s, title)), None)
+
+
 def _split_list(text: str) -> list[str]:
     return list(dict.fromkeys(v.strip().lower() for v in text.split(",") if v.strip()))
 
@@ -134,11 +140,7 @@ def item_text_sentence(catalog: ItemCatalog, item: int, n_categories: int = 2, m
         return None
     what = " and ".join(categories) if categories else "something"
     extra = f": {' '.join(words)}" if words else ""
-    for template in _PRODUCT_TEMPLATES:
-        sentence = template.format(what=what, extra=extra)
-        if not leaks_title(sentence, title):
-            return sentence
-    return None
+    return first_not_naming(title, _PRODUCT_TEMPLATES, what=what, extra=extra)
 
 
 def movie_sentence(catalog: ItemCatalog, item: int, max_tags: int = 3) -> str | None:
@@ -160,11 +162,7 @@ def movie_sentence(catalog: ItemCatalog, item: int, max_tags: int = 3) -> str | 
     desc = " ".join(words)
     desc = ("an " if desc[:1] in "aeiou" else "a ") + desc if desc else "a"
     extra = ", something people call " + ", ".join(tags) if tags else ""
-    for template in _TEMPLATES:
-        sentence = template.format(desc=desc, extra=extra)
-        if not leaks_title(sentence, title):
-            return sentence
-    return None
+    return first_not_naming(title, _TEMPLATES, desc=desc, extra=extra)
 
 
 @dataclass
