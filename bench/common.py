@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lmrec.environment import cpu_name
+from lmrec.environment import cpu_name, git_state
 from lmrec.io import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,15 +19,10 @@ SYNTH = {"synth-ml1m": (ROOT / "runs" / "bench-ml1m", dict(interactions=1_000_00
 
 
 def commit() -> str:
-    """The checked-out lmrec commit, with "+" when ``src`` has changes; "unknown" outside git."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+" if dirty else "")
+    """The checked-out lmrec commit (short), with "+" when ``src`` has changes (new files too); "unknown" outside
+    git."""
+    state = git_state(ROOT, ("src",), untracked=True)
+    return f"{state['commit'][:7]}{'+' if state['dirty'] else ''}" if state["commit"] else "unknown"
 
 
 def machine() -> str:

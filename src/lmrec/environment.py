@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import platform
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -25,3 +27,17 @@ def cpu_name() -> str:
         lines = []
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
     return names[0] if names else platform.processor()
+
+
+def git_state(folder: Path | None = None, paths: Sequence[str] = (), untracked: bool = False) -> dict[str, object]:
+    """``{"commit": HEAD's hash, "dirty": whether files under ``paths`` (all when empty) have changes}`` of the git
+    checkout at ``folder`` (the working folder when None), untracked files counted with ``untracked``;
+    ``{"commit": None}`` outside git."""
+    status = ["git", "status", "--porcelain", *(() if untracked else ("--untracked-files=no",)), "--", *paths]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = bool(subprocess.run(status, cwd=folder, capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None}
+    return {"commit": commit, "dirty": dirty}

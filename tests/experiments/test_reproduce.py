@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -515,3 +516,23 @@ SHIPPED = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*/*.tom
 def test_every_shipped_table_config_is_valid_in_full_and_quick(path: Path) -> None:
     for quick in (False, True):
         assert reproduce.load_table(path, quick=quick).settings is not None
+
+
+def test_git_state_names_the_commit_and_what_changed(tmp_path: Path) -> None:
+    from lmrec.environment import git_state
+
+    assert git_state(tmp_path) == {"commit": None}  # not a checkout
+    git = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("x = 1\n")
+    (tmp_path / "notes.md").write_text("n\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    clean = git_state(tmp_path)
+    assert len(str(clean["commit"])) == 40 and clean["dirty"] is False
+    (tmp_path / "notes.md").write_text("changed\n")
+    assert git_state(tmp_path)["dirty"] is True and git_state(tmp_path, ("src",))["dirty"] is False
+    (tmp_path / "src" / "new.py").write_text("y = 2\n")  # untracked: counted only when asked
+    assert git_state(tmp_path, ("src",))["dirty"] is False
+    assert git_state(tmp_path, ("src",), untracked=True)["dirty"] is True

@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 
 from lmrec import clock
 from lmrec.data.registry import DEFAULT_SEED, DataRef
-from lmrec.environment import cpu_name, versions
+from lmrec.environment import cpu_name, git_state, versions
 from lmrec.errors import LmrecError
 from lmrec.experiments.records import pack_records, unpack_records
 from lmrec.experiments.schemas import (
@@ -242,7 +241,7 @@ def environment(tables: list[Table], out: Path, quick: bool, reuse: Path | None 
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "torch_threads": _torch_threads(), "load_average": list(os.getloadavg())},
         "versions": versions(),
-        "git": _git(),
+        "git": git_state(),
         "split_seeds": {t.key: t.settings.seed for t in tables if hasattr(t.settings, "seed")},
         "training_seed": "each model's TrainConfig.seed (default 2024; in each run's manifest.json)",
         "data_checksums": checksums,
@@ -254,16 +253,6 @@ def _torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
-
-
-def _git() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, check=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None}
-    return {"commit": commit, "dirty": dirty}
 
 
 def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: list[str] | None = None,
