@@ -125,7 +125,7 @@ def lmrec_worker(args: argparse.Namespace) -> dict[str, Any]:
         train = {"lr": args.lr, "batch_size": 4096}
     epochs = args.epochs
     train |= {"epochs": epochs, "eval_every": args.eval_every or epochs, "patience": args.patience,
-              "seed": args.seed, "progress": False}
+              "seed": args.seed, "progress": args.progress}
     epoch_cpu: list[float] = []
     time_batches(model, epoch_cpu)
     log = model.fit(data, train)
@@ -159,20 +159,21 @@ def lmrec_worker(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- orchestration ------------------------------------------------------------------------------------
 def run_child(command: list[str], threads: int, cwd: Path) -> dict[str, Any]:
-    """Run a worker process (same thread count for both libraries) and parse its last stdout line."""
+    """Run a worker process (same thread count for both libraries) and parse its last stdout line; its stderr
+    (progress, warnings, a traceback) passes through to ours."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}); its messages are above")
     return json.loads(lines[-1])
 
 
 def lmrec_command(args: argparse.Namespace, dataset: str, model: str, epochs: int, eval_every: int) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), dataset, "--worker", model, "--epochs", str(epochs),
             "--eval-every", str(eval_every), "--patience", str(args.patience), "--threads", str(args.threads),
-            "--lr", str(args.lr), "--reg", str(args.reg), "--seed", str(args.seed)]
+            "--lr", str(args.lr), "--reg", str(args.reg), "--seed", str(args.seed)] + progress_flag(args)
 
 
 def recbole_command(args: argparse.Namespace, data_path: Path, dataset: str, model: str, epochs: int,
@@ -180,7 +181,12 @@ def recbole_command(args: argparse.Namespace, data_path: Path, dataset: str, mod
     return [str(args.recbole_python), str(BENCH / "recbole_worker.py"), "--data-path", str(data_path),
             "--dataset", dataset, "--model", model, "--epochs", str(epochs), "--eval-every", str(eval_every),
             "--patience", str(args.patience), "--threads", str(args.threads), "--lr", str(args.lr),
-            "--reg", str(args.reg), "--seed", str(args.seed)]
+            "--reg", str(args.reg), "--seed", str(args.seed)] + progress_flag(args)
+
+
+def progress_flag(args: argparse.Namespace) -> list[str]:
+    """``--progress`` for a worker when the call asked for it: each validation reported on stderr."""
+    return ["--progress"] if args.progress else []
 
 
 def table_row(dataset: str, model: str, run: dict[str, Any]) -> dict[str, Any]:
@@ -276,6 +282,7 @@ def main() -> None:
     parser.add_argument("--eval-repeats", type=int, default=3)
     parser.add_argument("--recbole-python", type=Path, default=RECBOLE_PYTHON)
     parser.add_argument("--out", type=Path, default=RESULTS / "recbole_compare")
+    parser.add_argument("--progress", action="store_true", help="workers report each epoch and validation on stderr")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one lmrec model, print JSON
     args = parser.parse_args()
     # a folder is passed on to the worker processes, which run elsewhere: made absolute (synth-ml1m: written once)

@@ -16,6 +16,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-users", type=int, default=1024, help="users per full-ranking batch")
     parser.add_argument("--eval-repeats", type=int, default=3)
+    parser.add_argument("--progress", action="store_true", help="report each validation on stderr")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
@@ -118,8 +120,12 @@ def main() -> None:
                 bad = 0
             else:
                 bad += 1
-                if bad >= args.patience:
-                    break
+            if args.progress:
+                print(f"RecBole {args.model} epoch {epoch + 1}: valid recall@20 {result['recall@20']:.4f}, best "
+                      f"{best['score']:.4f} at {best['epoch']}, {time.perf_counter() - start:.0f} s", file=sys.stderr,
+                      flush=True)
+            if bad >= args.patience:
+                break
     total_seconds = time.perf_counter() - start
     if best_state is not None:
         model.load_state_dict(best_state)

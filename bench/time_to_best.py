@@ -15,7 +15,7 @@ process of its own with ``--threads`` torch threads; the test metrics are of the
 Each finished run is kept as ``<out>.runs/<dataset>-<library>-<model>.json`` with the settings it ran under (the
 machine's description among them), and a later call with the same settings reads it back instead of training again:
 a long table (Games) can be made over several sittings, one run at a time (a run that is cut off starts again from
-its first epoch).
+its first epoch). Each run reports its epochs and validations on stderr while it trains (``--quiet``: not).
 
 Datasets: registered names or folders; ``synth-ml1m`` is MovieLens-1M-sized synthetic data (6,040 users, 3,260
 items, 1M pairs asked: 502k training pairs), written to runs/bench-ml1m on first use. Set-up once:
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--libraries", default="lmrec,recbole")
     parser.add_argument("--recbole-python", type=Path, default=RECBOLE_PYTHON)
     parser.add_argument("--out", type=Path, default=RESULTS / "time_to_best")
+    parser.add_argument("--quiet", dest="progress", action="store_false", help="no per-epoch progress from the runs")
     args = parser.parse_args()
     libraries = set(args.libraries.split(","))
     if "recbole" in libraries and not args.recbole_python.exists():
@@ -89,7 +90,8 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     print(f"torch {torch.__version__}, RecBole {recbole}, {args.threads} thread(s); load average {load_start:.2f} "
           f"on {os.cpu_count()} cores", flush=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("recbole_python", "out", "datasets", "libraries")}
+    not_settings = ("recbole_python", "out", "datasets", "libraries", "progress")
+    settings = {k: v for k, v in vars(args).items() if k not in not_settings}
     # a kept run is read back only on the same kind of machine, with the same libraries and lmrec code
     settings |= {"machine": machine(), "torch": torch.__version__, "lmrec_commit": commit()}
     rows, runs, reused = [], [], []
