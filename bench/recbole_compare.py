@@ -285,11 +285,13 @@ def main() -> None:
     parser.add_argument("--progress", action="store_true", help="workers report each epoch and validation on stderr")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one lmrec model, print JSON
     args = parser.parse_args()
-    # a folder is passed on to the worker processes, which run elsewhere: made absolute (synth-ml1m: written once)
-    args.datasets = [dataset_path(d) for d in args.datasets]
-    if args.worker:
+    if args.worker:  # given a registered name or an absolute folder: its working folder holds RecBole's copies
         print(json.dumps(lmrec_worker(args)))
         return
+    # a folder is passed on to the worker processes, which run elsewhere: made absolute (synth-ml1m: written once);
+    # only here, as a worker's working folder has a folder of a registered dataset's name (RecBole's atomic files,
+    # without titles), which the worker would take for the dataset
+    args.datasets = [dataset_path(d) for d in args.datasets]
     if not args.recbole_python.exists():
         sys.exit(f"{args.recbole_python} not found: run `bash bench/setup_recbole.sh` first")
     recbole_version = subprocess.run([str(args.recbole_python), "-c", "import recbole; print(recbole.__version__)"],

@@ -3,6 +3,7 @@ written, and a second call with the same settings reads the finished runs back i
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,22 @@ from pathlib import Path
 from lmrec.data.synth import synthesize
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "time_to_best.py"
+sys.path.insert(0, str(BENCH.parent))
+from time_to_best import common_scores, seconds_to_reach  # noqa: E402
+
+
+def test_seconds_to_reach_counts_each_epoch_and_each_validation_before_the_score() -> None:
+    run = {"epoch_s_all": [1.0, 2.0, 3.0, 4.0], "eval_s": 0.5,
+           "valid_log": [{"epoch": 2, "recall@20": 0.1}, {"epoch": 4, "recall@20": 0.3}]}
+    assert seconds_to_reach(run, 0.1) == 1 + 2 + 0.5  # two epochs, one validation
+    assert seconds_to_reach(run, 0.2) == 1 + 2 + 3 + 4 + 2 * 0.5  # first reached at the second validation
+    assert seconds_to_reach(run, 0.31) is None
+
+
+def test_the_common_score_is_the_lowest_best_of_each_dataset() -> None:
+    runs = [{"dataset": "a", "best_valid_recall@20": 0.3}, {"dataset": "a", "best_valid_recall@20": 0.2},
+            {"dataset": "b", "best_valid_recall@20": 0.4}]
+    assert common_scores(runs) == {"a": 0.2, "b": 0.4}
 
 
 def test_time_to_best_shows_progress_and_keeps_its_runs(tmp_path: Path) -> None:
@@ -25,7 +42,7 @@ def test_time_to_best_shows_progress_and_keeps_its_runs(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     assert "train alpharec" in first.stderr and "train lightgcn" in first.stderr  # each run's progress passes through
     table = out.with_suffix(".md").read_text()
-    assert "alpharec" in table and "lightgcn" in table and "kept from" not in table
+    assert "alpharec" in table and "lightgcn" in table and "s to common" in table and "kept from" not in table
     assert sorted(p.name for p in out.with_name("ttb.runs").iterdir()) == ["tiny-lmrec-alpharec.json",
                                                                           "tiny-lmrec-lightgcn.json"]
 
@@ -34,3 +51,21 @@ def test_time_to_best_shows_progress_and_keeps_its_runs(tmp_path: Path) -> None:
     assert "train alpharec" not in again.stderr  # nothing trained again
     assert again.stdout.count("kept from an earlier call with the same settings") == 2
     assert "Runs read back from an earlier call" in out.with_suffix(".md").read_text()
+
+
+def test_a_worker_loads_the_registered_dataset_not_the_folder_of_its_name_beside_it(tmp_path: Path) -> None:
+    """The benches run their workers in a folder that holds RecBole's copy of the data under the dataset's name
+    (ids only, no titles): a worker given a registered name must load the registered dataset."""
+    decoy = tmp_path / "tiny"
+    synthesize(decoy, interactions=300, users=20, items=15, seed=1)
+    from recbole_compare import write_atomic_files
+
+    from lmrec.data.registry import load_dataset
+
+    write_atomic_files(load_dataset(decoy), tmp_path / "movielens-latest-small", "movielens-latest-small")
+    command = [sys.executable, str(BENCH.with_name("recbole_compare.py")), "movielens-latest-small", "--worker",
+               "lightgcn", "--epochs", "1", "--eval-repeats", "1", "--threads", "1"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    assert run["dataset"] == "movielens-latest-small" and run["users"] == 610  # not the 20 users beside it
