@@ -78,10 +78,10 @@ def common_scores(runs: list[dict[str, Any]]) -> dict[str, float]:
     return common
 
 
-def row(dataset: str, run: dict[str, Any], common: float | None = None) -> dict[str, Any]:
+def row(run: dict[str, Any], common: float | None = None) -> dict[str, Any]:
     epochs = run.get("epoch_s_all") or [run["epoch_s"]]
     reach = None if common is None else seconds_to_reach(run, common)
-    return {"dataset": dataset, "model": run["model"], "library": run["library"],
+    return {"dataset": run["dataset"], "model": run["model"], "library": run["library"],
             "precision": run.get("precision", "fp32"), "best epoch": run["best_epoch"],
             "epochs run": run["epochs_run"], "valid recall@20": f"{run['best_valid_recall@20']:.4f}",
             "s to best": f"{run['seconds_to_best']:.4g}", "s to common": "-" if reach is None else f"{reach:.4g}",
@@ -141,9 +141,9 @@ def main() -> None:
                     reused.append(f"{label} / {library} {model}: kept from {run['date']}")
                     print(f"{kept}: kept from an earlier call with the same settings", flush=True)
                 runs.append({**run, "dataset": name})  # the name asked for, not the worker's folder
-                print(text_table([row(name, run)], COLUMNS), flush=True)
+                print(text_table([row(runs[-1])], COLUMNS), flush=True)
     common = common_scores(runs)
-    rows = [row(run["dataset"], run, common[run["dataset"]]) for run in runs]
+    rows = [row(run, common[run["dataset"]]) for run in runs]
     report = {"date": datetime.date.today().isoformat(), "machine": machine(), "torch": torch.__version__,
               "recbole": recbole, "settings": {**settings, "datasets": args.datasets, "libraries": args.libraries},
               "load_start": load_start, "load_end": os.getloadavg()[0], "common_scores": common, "runs": runs}

@@ -1,5 +1,6 @@
 """bench/time_to_best.py on a tiny synthetic dataset: its runs report progress while they train, the table is
-written, and a second call with the same settings reads the finished runs back instead of training again."""
+written, and a second call with the same settings reads the finished runs back instead of training again; its
+seconds to a common score by hand; and the workers it shares with recbole_compare.py load the dataset they are given."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lmrec.data.registry import load_dataset
 from lmrec.data.synth import synthesize
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "time_to_best.py"
 sys.path.insert(0, str(BENCH.parent))
+from recbole_compare import write_atomic_files  # noqa: E402
 from time_to_best import common_scores, seconds_to_reach  # noqa: E402
 
 
@@ -58,10 +61,6 @@ def test_a_worker_loads_the_registered_dataset_not_the_folder_of_its_name_beside
     (ids only, no titles): a worker given a registered name must load the registered dataset."""
     decoy = tmp_path / "tiny"
     synthesize(decoy, interactions=300, users=20, items=15, seed=1)
-    from recbole_compare import write_atomic_files
-
-    from lmrec.data.registry import load_dataset
-
     write_atomic_files(load_dataset(decoy), tmp_path / "movielens-latest-small", "movielens-latest-small")
     command = [sys.executable, str(BENCH.with_name("recbole_compare.py")), "movielens-latest-small", "--worker",
                "lightgcn", "--epochs", "1", "--eval-repeats", "1", "--threads", "1"]
