@@ -128,7 +128,9 @@ def lmrec_worker(args: argparse.Namespace) -> dict[str, Any]:
               "seed": args.seed, "progress": args.progress}
     epoch_cpu: list[float] = []
     time_batches(model, epoch_cpu)
-    log = model.fit(data, train)
+    if args.folder is not None:  # the per-epoch log and a checkpoint every 5 epochs; resumed from when there
+        args.folder.mkdir(parents=True, exist_ok=True)
+    log = model.fit(data, train, folder=args.folder, resume=args.folder is not None)
     eval_seconds, eval_cpu = [], []
     for _ in range(args.eval_repeats):
         model.set_training(False)  # drops the cached propagated embeddings
@@ -150,6 +152,7 @@ def lmrec_worker(args: argparse.Namespace) -> dict[str, Any]:
         "recall@20": test["recall@20"], "ndcg@20": test["ndcg@20"],
         "best_epoch": log.best_epoch, "best_valid_recall@20": log.best_score,
         "seconds_to_best": log.seconds_to_best, "total_seconds": log.total_seconds,
+        "resumed_at": log.resumed_at, "seconds_before_resume": log.seconds_before_resume,
         "valid_log": [{"epoch": r.epoch, **r.valid} for r in log.records if r.valid],
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "precision": getattr(model, "precision", "fp32"),  # lmrec before 2026-12-06 had fp32 only
@@ -170,10 +173,13 @@ def run_child(command: list[str], threads: int, cwd: Path) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def lmrec_command(args: argparse.Namespace, dataset: str, model: str, epochs: int, eval_every: int) -> list[str]:
+def lmrec_command(args: argparse.Namespace, dataset: str, model: str, epochs: int, eval_every: int,
+                  folder: Path | None = None) -> list[str]:
+    """The worker's command line; with ``folder`` it trains there, resuming from the checkpoint it finds."""
     return [sys.executable, str(Path(__file__).resolve()), dataset, "--worker", model, "--epochs", str(epochs),
             "--eval-every", str(eval_every), "--patience", str(args.patience), "--threads", str(args.threads),
-            "--lr", str(args.lr), "--reg", str(args.reg), "--seed", str(args.seed)] + progress_flag(args)
+            "--lr", str(args.lr), "--reg", str(args.reg), "--seed", str(args.seed)] + progress_flag(args) + (
+            [] if folder is None else ["--folder", str(folder)])
 
 
 def recbole_command(args: argparse.Namespace, data_path: Path, dataset: str, model: str, epochs: int,
@@ -284,6 +290,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "recbole_compare")
     parser.add_argument("--progress", action="store_true", help="workers report each epoch and validation on stderr")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one lmrec model, print JSON
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)  # internal: the worker's resumable run folder
     args = parser.parse_args()
     if args.worker:  # given a registered name or an absolute folder: its working folder holds RecBole's copies
         print(json.dumps(lmrec_worker(args)))

@@ -16,8 +16,11 @@ process of its own with ``--threads`` torch threads; the test metrics are of the
 
 Each finished run is kept as ``<out>.runs/<dataset>-<library>-<model>.json`` with the settings it ran under (the
 machine's description among them), and a later call with the same settings reads it back instead of training again:
-a long table (Games) can be made over several sittings, one run at a time (a run that is cut off starts again from
-its first epoch). Each run reports its epochs and validations on stderr while it trains (``--quiet``: not).
+a long table (Games) can be made over several sittings. An lmrec run not yet finished trains in
+``<out>.runs/<dataset>-lmrec-<model>.partial/`` and checkpoints every 5 epochs: cut off, it goes on from its last
+checkpoint at the next call with the same settings, its clock going on from the checkpoint's (the seconds of the
+epochs after it are lost, not counted); ``resumed_at`` in its record says so. A cut RecBole run starts again.
+Each run reports its epochs and validations on stderr while it trains (``--quiet``: not).
 
 Datasets: registered names or folders; ``synth-ml1m`` is MovieLens-1M-sized synthetic data (6,040 users, 3,260
 items, 1M pairs asked: 502k training pairs), written to runs/bench-ml1m on first use. Set-up once:
@@ -33,6 +36,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,7 +58,7 @@ from lmrec.data.registry import load_dataset
 from lmrec.eval.report import text_table
 from lmrec.io import atomic_write, write_json
 
-RUNS = (("lmrec", "alpharec"), ("lmrec", "lightgcn"), ("recbole", "LightGCN"))
+RUNS = (("lmrec", "lightgcn"), ("recbole", "LightGCN"), ("lmrec", "alpharec"))  # the longest last
 COLUMNS = ["dataset", "model", "library", "precision", "best epoch", "epochs run", "valid recall@20", "s to best",
            "s to common", "total s", "epoch s", "test recall@20", "test ndcg@20", "load"]
 
@@ -68,6 +72,18 @@ def seconds_to_reach(run: dict[str, Any], target: float) -> float | None:
         if validation["recall@20"] >= target:
             return sum(run["epoch_s_all"][: validation["epoch"]]) + n * run["eval_s"]
     return None
+
+
+def partial_folder(kept: Path, settings: dict[str, Any]) -> Path:
+    """The run folder of an lmrec run not yet kept (``<kept>.partial``): its checkpoint, taken every 5 epochs, lets a
+    cut run go on where it was; one made under other settings is removed first."""
+    folder = kept.with_suffix(".partial")
+    stamp = folder / "settings.json"
+    if folder.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != settings):
+        shutil.rmtree(folder)
+    if not stamp.exists():
+        write_json(stamp, settings)
+    return folder
 
 
 def common_scores(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -132,11 +148,15 @@ def main() -> None:
                 run_settings = settings | ({"recbole": recbole} if library == "recbole" else {})
                 run = json.loads(kept.read_text()) if kept.exists() else None
                 if run is None or run.get("settings") != run_settings:
-                    command = (lmrec_command(args, path, model, args.budget, args.eval_every) if library == "lmrec"
-                               else recbole_command(args, Path(tmp), label, model, args.budget, args.eval_every))
+                    if library == "lmrec":
+                        folder = partial_folder(kept, run_settings)
+                        command = lmrec_command(args, path, model, args.budget, args.eval_every, folder)
+                    else:
+                        command = recbole_command(args, Path(tmp), label, model, args.budget, args.eval_every)
                     run = run_child(command, args.threads, Path(tmp)) | {"settings": run_settings,
                                                                          "date": datetime.date.today().isoformat()}
                     write_json(kept, run)
+                    shutil.rmtree(kept.with_suffix(".partial"), ignore_errors=True)
                 else:
                     reused.append(f"{label} / {library} {model}: kept from {run['date']}")
                     print(f"{kept}: kept from an earlier call with the same settings", flush=True)
@@ -159,6 +179,12 @@ def main() -> None:
              + ", ".join(f"{name} {score:.4f}" for name, score in common.items())
              + "; training seconds measured per epoch, plus one measured evaluation per validation); total s: until "
              "training stopped; epoch s: median training seconds of an epoch.", ""]
+    resumed = [f"{Path(run['dataset']).name} / {run['library']} {run['model']}: from the checkpoint of epoch "
+               f"{run['resumed_at']} ({run['seconds_before_resume']:.0f} s before)"
+               for run in runs if run.get("resumed_at")]
+    if resumed:
+        lines += ["Runs resumed after a cut (their clock goes on from the checkpoint's): " + "; ".join(resumed) + ".",
+                  ""]
     if reused:
         lines += ["Runs read back from an earlier call (same settings, machine, libraries and lmrec commit): "
                   + "; ".join(reused) + ".", ""]

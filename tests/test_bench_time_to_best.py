@@ -1,6 +1,7 @@
 """bench/time_to_best.py on a tiny synthetic dataset: its runs report progress while they train, the table is
 written, and a second call with the same settings reads the finished runs back instead of training again; its
-seconds to a common score by hand; and the workers it shares with recbole_compare.py load the dataset they are given."""
+seconds to a common score by hand; a cut lmrec run goes on from its checkpoint as if never cut; and the workers it
+shares with recbole_compare.py load the dataset they are given."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from lmrec.data.synth import synthesize
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "time_to_best.py"
 sys.path.insert(0, str(BENCH.parent))
 from recbole_compare import write_atomic_files  # noqa: E402
-from time_to_best import common_scores, seconds_to_reach  # noqa: E402
+from time_to_best import common_scores, partial_folder, seconds_to_reach  # noqa: E402
 
 
 def test_seconds_to_reach_counts_each_epoch_and_each_validation_before_the_score() -> None:
@@ -68,3 +69,37 @@ def test_a_worker_loads_the_registered_dataset_not_the_folder_of_its_name_beside
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads(done.stdout.strip().splitlines()[-1])
     assert run["dataset"] == "movielens-latest-small" and run["users"] == 610  # not the 20 users beside it
+
+
+def worker_run(data: Path, epochs: int, folder: Path) -> dict:
+    command = [sys.executable, str(BENCH.with_name("recbole_compare.py")), str(data), "--worker", "lightgcn",
+               "--epochs", str(epochs), "--eval-every", "1", "--eval-repeats", "1", "--threads", "1",
+               "--folder", str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_cut_worker_run_goes_on_from_its_checkpoint_as_if_never_cut(tmp_path: Path) -> None:
+    """A run cut after 3 epochs (its budget then) and called again with 6 resumes at epoch 3 and validates as a
+    6-epoch run that was never cut; its clock goes on from the checkpoint's."""
+    data = tmp_path / "tiny"
+    synthesize(data, interactions=1500, users=60, items=50, seed=3)
+    cut = worker_run(data, 3, tmp_path / "cut")
+    resumed = worker_run(data, 6, tmp_path / "cut")
+    whole = worker_run(data, 6, tmp_path / "whole")
+    assert cut["resumed_at"] is None and whole["resumed_at"] is None and resumed["resumed_at"] == 3
+    assert resumed["seconds_before_resume"] > 0 and resumed["total_seconds"] > resumed["seconds_before_resume"]
+    assert [v["epoch"] for v in resumed["valid_log"]] == list(range(1, 7))
+    assert resumed["valid_log"] == whole["valid_log"] and resumed["recall@20"] == whole["recall@20"]
+    assert resumed["epoch_s_all"][:3] == cut["epoch_s_all"]  # the cut run's epochs, as they were measured
+
+
+def test_a_partial_run_folder_made_under_other_settings_is_removed(tmp_path: Path) -> None:
+    kept = tmp_path / "ttb.runs" / "tiny-lmrec-alpharec.json"
+    folder = partial_folder(kept, {"budget": 500})
+    (folder / "checkpoint").write_text("epoch 5")
+    assert partial_folder(kept, {"budget": 500}) == folder and (folder / "checkpoint").exists()  # same: kept
+    partial_folder(kept, {"budget": 400})
+    assert not (folder / "checkpoint").exists()
+    assert json.loads((folder / "settings.json").read_text()) == {"budget": 400}
