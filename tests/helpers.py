@@ -128,7 +128,8 @@ MOVIES = ["Toy Story (1995)", "Heat (1995)", "The Matrix (1999)", "Alien (1979)"
 WORDS = ["User", "System", "I", "like", "watch", "try", "movies", "action", "you", "should", "what", "about"]
 
 
-def dialog(k: int) -> list[dict]:
+def dialog(k: int, repeat: bool = False) -> list[dict]:
+    """A tiny INSPIRED dialogue; ``repeat``: a last recommending turn that names only an item mentioned before."""
     a, b, c = MOVIES[k % 10], MOVIES[(k + 3) % 10], MOVIES[(k + 5) % 10]
     return [
         {"text": "Hi! what movies do you like?", "role": "RECOMMENDER", "movie": []},
@@ -136,16 +137,19 @@ def dialog(k: int) -> list[dict]:
         {"text": f"you should watch {b}", "role": "RECOMMENDER", "movie": [b]},
         {"text": "what about another?", "role": "SEEKER", "movie": []},
         {"text": f"try {c} or {a}", "role": "RECOMMENDER", "movie": [c, a]},
-    ]
+    ] + ([{"text": "which one?", "role": "SEEKER", "movie": []},
+          {"text": f"{b}, really", "role": "RECOMMENDER", "movie": [b]}] if repeat else [])
 
 
-def write_inspired(root: Path) -> None:
+def write_inspired(root: Path, repeat: bool = False) -> None:
+    """Tiny INSPIRED (12 / 3 / 3 dialogues); ``repeat``: every other dialogue ends on a turn naming only an item
+    mentioned before (a sample under "all" targets, none under "new")."""
     folder = root / "inspired" / "unicrs_processed"
     folder.mkdir(parents=True)
     for split, ks in (("train", range(12)), ("valid", range(12, 15)), ("test", range(15, 18))):
         with open(folder / f"{split}_data_dbpedia.jsonl", "w", encoding="utf-8") as f:
             for k in ks:
-                f.write(json.dumps(dialog(k)) + "\n")
+                f.write(json.dumps(dialog(k, repeat and k % 2 == 0)) + "\n")
 
 
 def write_tiny_llm(folder: Path) -> None:

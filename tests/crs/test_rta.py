@@ -498,6 +498,32 @@ def test_prepare_keeps_the_titles_with_and_without_the_year(tmp_path) -> None:
         LLMFeatures(tmp_path, data, {**payload, "tokens": year}, {"config": {}}).title_tokens(year=False)
 
 
+def test_a_folder_opens_under_new_targets_when_a_system_turn_only_repeats_items(tmp_path) -> None:
+    """A system turn naming only items already mentioned is a sample under "all" targets and none under "new"; the
+    folder, which indexes the turns of every target, opens under both (prepared under either), "new" keeping the
+    turns that name something new with their own q rows."""
+    from lmrec.data.conversations import Conversation, Turn
+    from lmrec.inputs.config import PrepareConfig
+    from lmrec.inputs.prepare import prepare_features
+    from lmrec.inputs.store import load_features
+    from lmrec.text.cache import EmbeddingCache
+
+    turns = [Turn("user", "I like t0", [0]), Turn("system", "try t1", [1]), Turn("user", "more?"),
+             Turn("system", "t0 again", [0]), Turn("user", "and?"), Turn("system", "t2", [2])]
+    every = CRSData("repeats", ItemCatalog(["a", "b", "c"], ["t0", "t1", "t2"]), [Conversation("c", turns)], [], [])
+    new = every.with_targets("new")
+    for prepared_with in (every, new):
+        folder = tmp_path / prepared_with.targets
+        made = prepare_features(prepared_with, PromptLM(), folder, PrepareConfig(generate_splits=()),
+                                cache=EmbeddingCache(tmp_path / "cache"), progress=False)
+        assert [s.turn_id for s in made.samples["train"]] == [s.turn_id for s in prepared_with.samples("train")]
+        for data, turn_ids in ((every, [1, 3, 5]), (new, [1, 5])):
+            features = load_features(folder, data)
+            samples = features.samples["train"]
+            assert [s.turn_id for s in samples] == turn_ids and features.data.targets == data.targets
+            assert features.q["train"][:, 0].tolist() == [len(s.context) for s in samples]  # PromptLM: q = length
+
+
 def test_strip_year() -> None:
     from lmrec.inputs.prepare import strip_year
 

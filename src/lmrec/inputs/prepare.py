@@ -140,6 +140,7 @@ def prepare_features(
     from lmrec.llm import TitleMatcher
     from lmrec.text.cache import EmbeddingCache
 
+    targets, data = data.targets, data.with_targets("all")  # the folder indexes the turns of every target
     cfg = config or PrepareConfig()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -203,7 +204,7 @@ def prepare_features(
                "item_prompt_q": item_prompt_q}
     _save_payload(folder / FEATURES_FILE, payload)
     write_json(folder / "prepare.json", meta)
-    return LLMFeatures(folder, data, payload, meta)
+    return LLMFeatures.open(folder, data.with_targets(targets), payload, meta)
 
 
 def prepare_dataset(dataset: str | Path, out: str | Path, config: PrepareConfig | None = None,

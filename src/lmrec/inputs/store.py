@@ -185,6 +185,13 @@ class LLMFeatures:
         contexts = item_prompt_contexts(self.item_prompt, self.data.catalog.titles)
         return [CRSSample("item-prompt", i, context, [], [i], [True]) for i, context in enumerate(contexts)]
 
+    @classmethod
+    def open(cls, folder: Path, data: CRSData, payload: dict[str, Any], meta: dict[str, Any]) -> LLMFeatures:
+        """The folder under ``data``'s target definition: its indices count the turns of every target ("all"), of
+        which "new" is a view (:meth:`with_targets`)."""
+        features = cls(folder, data.with_targets("all"), payload, meta)
+        return features if data.targets == "all" else features.with_targets(data.targets)
+
     def with_targets(self, targets: Targets) -> LLMFeatures:
         """The same folder under another target definition (:class:`lmrec.data.conversations.CRSData`): with
         ``"new"``, each kept turn keeps the targets its context has not mentioned, and a turn left with none is
@@ -285,7 +292,8 @@ def _load_payload(path: Path) -> dict[str, Any]:
 
 
 def load_features(folder: str | Path, data: CRSData) -> LLMFeatures:
-    """Open a folder written by :func:`prepare_features` for ``data`` (the same dataset and split)."""
+    """Open a folder written by :func:`prepare_features` for ``data`` (the same dataset and split), under ``data``'s
+    target definition (:meth:`LLMFeatures.open`)."""
     folder = Path(folder)
     path = folder / FEATURES_FILE
     if not path.exists():
@@ -294,6 +302,6 @@ def load_features(folder: str | Path, data: CRSData) -> LLMFeatures:
     meta = json.loads((folder / "prepare.json").read_text(encoding="utf-8"))
     if meta.get("dataset") not in (None, data.name):
         raise LmrecError(f"{folder} was prepared for dataset {meta.get('dataset')!r}, not {data.name!r}")
-    return LLMFeatures(folder, data, payload, meta)
+    return LLMFeatures.open(folder, data, payload, meta)
 
 
