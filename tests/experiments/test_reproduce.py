@@ -188,9 +188,10 @@ def test_reproduce_writes_a_report_and_publishes_it(tmp_path, planted, capsys):
     assert "## Comparison" in (out / "report" / "report.md").read_text(encoding="utf-8")
 
 
-def tiny_inspired_and_llm(tmp_path, monkeypatch) -> None:
-    """A tiny INSPIRED under tmp_path/data and a tiny LLM under tmp_path/llm, found through the environment."""
-    write_inspired(tmp_path / "data")
+def tiny_inspired_and_llm(tmp_path, monkeypatch, repeat: bool = False) -> None:
+    """A tiny INSPIRED under tmp_path/data (``repeat``: with turns that only repeat an item) and a tiny LLM under
+    tmp_path/llm, found through the environment."""
+    write_inspired(tmp_path / "data", repeat)
     write_tiny_llm(tmp_path / "llm")
     monkeypatch.setenv("LMREC_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("LMREC_CACHE", str(tmp_path / "cache"))
@@ -298,17 +299,22 @@ train = {{ lr = 1e-2, epochs = 2, eval_every = 1 }}
 [run.adapt]
 "+ b" = {{ variant = "b", train = {{ epochs = 1 }} }}
 "+ b, trainable" = {{ variant = "b", freeze_aggregator = false, train = {{ epochs = 1 }} }}
+[run.paper_hr10]
+pop = ".103 ± .021"
+"+ b, trainable" = ".174"
+"UniCRS" = ".132 ± .019"
 ''' + TINY_PREPARE
 
 
 def test_rta_paper_pipeline_tables_per_target_definition(tmp_path, monkeypatch):
     """One prepare, a table per target definition (new targets first); the reindex on LLM labels mapped to the
     nearest title learns from every answered training turn that names anything; adapt builds on it as asked;
-    dialogue-bootstrap SEs beside the per-pair ones."""
+    dialogue-bootstrap SEs beside the per-pair ones (the zero-shot row's over its generated turns); the paper's HR@10
+    beside ours. Some training turns name only an item mentioned before: samples under "all", none under "new"."""
     from lmrec.data.registry import load_dataset
     from lmrec.inputs.store import load_features
 
-    tiny_inspired_and_llm(tmp_path, monkeypatch)
+    tiny_inspired_and_llm(tmp_path, monkeypatch, repeat=True)
     write_config(tmp_path / "configs" / "rta", "01-inspired.toml", PAPER_PIPELINE.format(llm=tmp_path / "llm"))
     out = tmp_path / "out"
     reproduce.reproduce("rta", tmp_path / "configs", out, log=lambda _: None)
@@ -343,6 +349,13 @@ def test_rta_paper_pipeline_tables_per_target_definition(tmp_path, monkeypatch):
     text = (folder / "table.md").read_text(encoding="utf-8")
     assert text.index("#### Targets: only the items") < text.index("#### Targets: every item")
     assert "HR@10 by dialogue" in text and "bootstrap over the" in text
+    assert new["turns"]["test"] < every["turns"]["test"]  # a test turn only repeats an item
+    zero_shot = every["rows"]["zero-shot LLM"]["test_by_dialogue"]["hr@10"]
+    assert zero_shot["n"] == len({s.conv_id for s in features.generated_samples("test")})
+    assert every["zero_shot_mapping"]["title_match"] == "nearest"
+    assert "by nearest matching" in text and "| paper HR@10 |" in text
+    pop_line = next(line for line in text.splitlines() if line.startswith("| pop |"))
+    assert "| .103 ± .021 |" in pop_line and "Paper rows that name no row of this table: UniCRS." in text
 
 
 def test_distinct_top_items_counts_catalog_coverage():

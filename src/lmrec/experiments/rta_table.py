@@ -68,6 +68,7 @@ class Row:
     train_turns: int | None = None  # training turns it learned from (None: fitted without training turns)
     reindex: bool = False  # a reindex row (the adapt rows build on the one best on validation)
     run: tuple[Path, dict[str, Any]] | None = None  # its run folder and the settings it was made with (spec.json)
+    mapping: dict[str, Any] | None = None  # the zero-shot LLM's title mapping as it ran (ZeroShotLLM.stats)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -245,6 +246,8 @@ def _run_row(name: str, run: Path, spec: dict[str, Any], features: LLMFeatures, 
     scorer = turn_scorer(loaded.model.score)
     row = Row(name, "llm", scorer, crs_results(scorer, features, generated_only), train_turns,
               run=(run, spec))
+    if generated_only:  # how its titles mapped with its own title_match, over the turns just scored
+        row.mapping = {**loaded.model.stats(), "title_match": loaded.model.config.title_match}
     log(_progress_line(row, loaded))
     return row
 
@@ -325,7 +328,8 @@ def _definition_table(dataset: str, features: LLMFeatures, folder: Path, setting
         "generated_test_turns": len(answered),
         "generated_test_contexts": len({s.context for s in answered}),
         "test_dialogues": len({s.conv_id for s in test}),
-        "zero_shot_mapped_share": generation.get("mapped_share"),
+        "zero_shot_mapped_share": generation.get("mapped_share"),  # at prepare, fuzzy matching
+        "zero_shot_mapping": next((r.mapping for r in rows if r.mapping), None),  # the row's own matching
         "catalog": n_items,
         "llm_label_turns": _llm_label_turns(features, settings),
         "rows": {r.name: {"kind": r.kind, "train_turns": r.train_turns,
@@ -338,6 +342,7 @@ def _definition_table(dataset: str, features: LLMFeatures, folder: Path, setting
         "buckets": [b.as_dict() for b in buckets],
         "buckets_quantile": [b.as_dict() for b in quantile],
         "probe": probe,
+        "paper_hr10": dict(settings.get("paper_hr10", {})),
     }
     write_json(folder / "table.json", table)
     atomic_write(folder / "table.md", lambda f: f.write(markdown(table, buckets_table(buckets),
@@ -469,6 +474,25 @@ def _cell(block: Mapping[str, Any] | None, metric: str) -> str:
     return estimate_cell(block[metric])
 
 
+def _paper_key(paper: Mapping[str, str], name: str) -> str | None:
+    """The ``paper_hr10`` key of the row ``name``: the name itself, or a baseline's name in the config (its row's name
+    adds the turns it trained on, "fism (2061 train turns)")."""
+    return next((key for key in (name, name.split(" (")[0]) if key in paper), None)
+
+
+def _mapping_sentence(table: Mapping[str, Any]) -> str:
+    """How the zero-shot LLM's titles mapped to the catalog: with the row's own matching (``title_match``), and the
+    fuzzy share of prepare beside it when the row matched otherwise."""
+    mapping, fuzzy = table.get("zero_shot_mapping"), table.get("zero_shot_mapped_share")
+    fuzzy_text = "" if fuzzy is None else f"{100 * fuzzy:.1f}% of its titles map with fuzz.ratio ≥ 80"
+    if not mapping:
+        return f" Zero-shot LLM: {fuzzy_text}." if fuzzy_text else ""
+    text = (f" Zero-shot LLM ({ZERO_SHOT_ROW!r} row, generated turns only; its HR@10 by dialogue bootstraps their "
+            f"dialogues): {mapping['titles_per_turn']:.1f} titles per answer, "
+            f"{100 * mapping['mapped_share']:.1f}% mapped to a catalog item by {mapping['title_match']} matching")
+    return text + (f" ({fuzzy_text})." if fuzzy_text and mapping["title_match"] != "fuzzy" else ".")
+
+
 def _label_turns_sentence(counts: Mapping[str, int] | None) -> str:
     if not counts or not counts["answered"]:
         return ""
@@ -488,6 +512,7 @@ def _generated_test(table: Mapping[str, Any]) -> str:
 def markdown(table: Mapping[str, Any], buckets_md: str, quantile_md: str = "") -> str:
     turns = table["turns"]
     first = next(row for name, row in table["rows"].items() if name != ZERO_SHOT_ROW)
+    paper = table.get("paper_hr10") or {}
     lines = [
         f"Dataset {table['dataset']}: {table['catalog']} items; prepared turns "
         + ", ".join(f"{k} {v}" for k, v in turns.items())
@@ -499,23 +524,28 @@ def markdown(table: Mapping[str, Any], buckets_md: str, quantile_md: str = "") -
         + (", ".join(f"{n} {reason}" for reason, n in table.get("loader_skipped", {}).items()) or "nothing") + ". "
         + "Recommendations that open a conversation (nothing to condition on) are not turns: "
         + (", ".join(f"{split} {n}" for split, n in table.get("empty_context_turns", {}).items()) or "none") + "."
-        + ("" if table.get("zero_shot_mapped_share") is None else
-           f" {100 * table['zero_shot_mapped_share']:.1f}% of the titles the zero-shot LLM wrote map to a catalog "
-           "item.")
+        + _mapping_sentence(table)
         + _label_turns_sentence(table.get("llm_label_turns")),
         "",
-        f"| model | train turns | HR@10 ({first['test']['hr@10']['n']} pairs) | HR@10 by dialogue | NDCG@10 "
-        f"| HR@50 | HR@10 new, mentioned removed | HR@10 on the generated turns | distinct items in the top-10 lists |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| model | train turns | HR@10 ({first['test']['hr@10']['n']} pairs) | HR@10 by dialogue "
+        + ("| paper HR@10 " if paper else "")
+        + "| NDCG@10 | HR@50 | HR@10 new, mentioned removed | HR@10 on the generated turns "
+          "| distinct items in the top-10 lists |",
+        "|---|---|---|---|" + ("---|" if paper else "") + "---|---|---|---|---|",
     ]
     for name, row in table["rows"].items():
         test = row.get("test") if name != ZERO_SHOT_ROW else None
         generated = row.get("test_generated") or (row.get("test") if name == ZERO_SHOT_ROW else None)
-        by_dialogue = row.get("test_by_dialogue") if test else None
+        by_dialogue = row.get("test_by_dialogue")  # the zero-shot row's: over the dialogues of its generated turns
+        paper_cell = f"{paper.get(_paper_key(paper, name), '–')} | " if paper else ""
         lines.append(f"| {name} | {row.get('train_turns') if row.get('train_turns') is not None else '–'} | "
-                     f"{_cell(test, 'hr@10')} | {_cell(by_dialogue, 'hr@10')} | {_cell(test, 'ndcg@10')} | "
+                     f"{_cell(test, 'hr@10')} | {_cell(by_dialogue, 'hr@10')} | " + paper_cell
+                     + f"{_cell(test, 'ndcg@10')} | "
                      f"{_cell(test, 'hr@50')} | {_cell(row.get('test_new') if test else None, 'hr@10')} | "
                      f"{_cell(generated, 'hr@10')} | {row.get('distinct_top10') or '–'} |")
+    unmatched = sorted(set(paper) - {_paper_key(paper, name) for name in table["rows"]})
+    if unmatched:
+        lines += ["", "Paper rows that name no row of this table: " + ", ".join(unmatched) + "."]
     for key, what in (("matched_vs_best", "trained on the same turns"), ("best_vs_best", "of all")):
         best = table.get(key)
         if best:

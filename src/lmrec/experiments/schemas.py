@@ -145,6 +145,7 @@ class CRSTableSettings:
     adapt_base: str = "best"  # the reindex row adapt builds on: "best" on validation, "reindex", or a variant name
     targets: Literal["all", "new"] | list[Literal["all", "new"]] = "all"  # a list: one table per definition
     probe: ProbeSettings = Field(default_factory=ProbeSettings)
+    paper_hr10: dict[str, str] = Field(default_factory=dict)  # row name -> the paper's HR@10, a column beside ours
 
     def check(self) -> None:
         from lmrec.experiments.rta_table import reindex_variants
