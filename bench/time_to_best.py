@@ -15,12 +15,16 @@ batch's layer-0 rows, one uniform negative, xavier init. The split is lmrec's (G
 process of its own with ``--threads`` torch threads; the test metrics are of the best state.
 
 Each finished run is kept as ``<out>.runs/<dataset>-<library>-<model>.json`` with the settings it ran under (the
-machine's description among them), and a later call with the same settings reads it back instead of training again:
+machine's description among them, and a hash of the code that makes a run: lmrec's package and the workers, not this
+script), and a later call with the same settings reads it back instead of training again:
 a long table (Games) can be made over several sittings. An lmrec run not yet finished trains in
 ``<out>.runs/<dataset>-lmrec-<model>.partial/`` and checkpoints every 5 epochs: cut off, it goes on from its last
 checkpoint at the next call with the same settings, its clock going on from the checkpoint's (the seconds of the
 epochs after it are lost, not counted); ``resumed_at`` in its record says so. A cut RecBole run starts again.
 Each run reports its epochs and validations on stderr while it trains (``--quiet``: not).
+
+Output: ``<out>.md`` (the table), ``<out>.json`` (every run, its validation curve included) and ``<out>.png``
+(validation Recall@20 against seconds, a panel per dataset).
 
 Datasets: registered names or folders; ``synth-ml1m`` is MovieLens-1M-sized synthetic data (6,040 users, 3,260
 items, 1M pairs asked: 502k training pairs), written to runs/bench-ml1m on first use. Set-up once:
@@ -34,17 +38,19 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import commit, dataset_path, machine
+from common import ROOT, commit, dataset_path, machine
 from recbole_compare import (
     RECBOLE_PYTHON,
     RESULTS,
@@ -58,20 +64,66 @@ from lmrec.data.registry import load_dataset
 from lmrec.eval.report import text_table
 from lmrec.io import atomic_write, write_json
 
+RUN_CODE = ("src/lmrec", "bench/recbole_compare.py", "bench/recbole_worker.py", "bench/common.py", "bench/bench_cf.py")
 RUNS = (("lmrec", "lightgcn"), ("recbole", "LightGCN"), ("lmrec", "alpharec"))  # the longest last
 COLUMNS = ["dataset", "model", "library", "precision", "best epoch", "epochs run", "valid recall@20", "s to best",
            "s to common", "total s", "epoch s", "test recall@20", "test ndcg@20", "load"]
 
 
+def code_hash(root: Path = ROOT) -> str:
+    """sha256 (16 hex digits) of the files that make a run, as they are on disk (:data:`RUN_CODE`: lmrec's package
+    and the bench's workers): a kept run is read back while they are unchanged, whatever else changed (this script's
+    table and plot, tests)."""
+    digest = hashlib.sha256()
+    for name in RUN_CODE:
+        path = root / name
+        files = sorted(f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts) \
+            if path.is_dir() else [path]
+        for file in files:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def validation_curve(run: dict[str, Any]) -> list[tuple[float, float]]:
+    """(seconds, validation Recall@20) at each of the run's validations: the measured training seconds of every
+    epoch up to it, plus one full-ranking evaluation per validation so far at the run's measured evaluation seconds
+    (``eval_s``, the test evaluation: the same cost). At the best epoch this is within 1% of the measured
+    ``seconds_to_best`` (Amazon Games, both libraries)."""
+    elapsed = [0.0, *accumulate(run["epoch_s_all"])]
+    return [(elapsed[v["epoch"]] + n * run["eval_s"], v["recall@20"])
+            for n, v in enumerate(run["valid_log"], start=1)]
+
+
 def seconds_to_reach(run: dict[str, Any], target: float) -> float | None:
-    """Seconds until the run's validation Recall@20 first reached ``target`` (None if it never did): the measured
-    training seconds of every epoch up to that validation, plus one full-ranking evaluation per validation so far
-    at the run's measured evaluation seconds (``eval_s``, the test evaluation: the same cost). At the best epoch
-    this estimate is within 1% of the measured ``seconds_to_best`` (Amazon Games, both libraries)."""
-    for n, validation in enumerate(run["valid_log"], start=1):
-        if validation["recall@20"] >= target:
-            return sum(run["epoch_s_all"][: validation["epoch"]]) + n * run["eval_s"]
-    return None
+    """Seconds until the run's validation Recall@20 first reached ``target`` (None if it never did), on
+    :func:`validation_curve`'s clock."""
+    return next((seconds for seconds, score in validation_curve(run) if score >= target), None)
+
+
+def plot(runs: list[dict[str, Any]], common: dict[str, float], path: Path) -> None:
+    """Validation Recall@20 against seconds (:func:`validation_curve`), a panel per dataset and a line per run, its
+    best marked; the dashed line is the dataset's common score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(common)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for run in (r for r in runs if r["dataset"] == dataset):
+            seconds, scores = zip(*validation_curve(run), strict=True)
+            best = scores.index(max(scores))
+            line, = ax.plot(seconds, scores, label=f"{run['library']} {run['model']}")
+            ax.plot(seconds[best], scores[best], "o", color=line.get_color())
+        ax.axhline(common[dataset], color="grey", linestyle="--", linewidth=0.8, label="common score")
+        ax.set_xscale("log")
+        ax.set(title=Path(dataset).name, xlabel="seconds (training + validation, log scale)",
+               ylabel="validation Recall@20")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def partial_folder(kept: Path, settings: dict[str, Any]) -> Path:
@@ -131,8 +183,8 @@ def main() -> None:
           f"on {os.cpu_count()} cores", flush=True)
     not_settings = ("recbole_python", "out", "datasets", "libraries", "progress")
     settings = {k: v for k, v in vars(args).items() if k not in not_settings}
-    # a kept run is read back only on the same kind of machine, with the same libraries and lmrec code
-    settings |= {"machine": machine(), "torch": torch.__version__, "lmrec_commit": commit()}
+    # a kept run is read back only on the same kind of machine, with the same libraries, lmrec and workers
+    settings |= {"machine": machine(), "torch": torch.__version__, "code": code_hash()}
     runs, reused = [], []
     with tempfile.TemporaryDirectory(prefix="time-to-best-") as tmp:
         for name in args.datasets:
@@ -153,12 +205,12 @@ def main() -> None:
                         command = lmrec_command(args, path, model, args.budget, args.eval_every, folder)
                     else:
                         command = recbole_command(args, Path(tmp), label, model, args.budget, args.eval_every)
-                    run = run_child(command, args.threads, Path(tmp)) | {"settings": run_settings,
-                                                                         "date": datetime.date.today().isoformat()}
+                    run = run_child(command, args.threads, Path(tmp)) | {
+                        "settings": run_settings, "date": datetime.date.today().isoformat(), "commit": commit()}
                     write_json(kept, run)
                     shutil.rmtree(kept.with_suffix(".partial"), ignore_errors=True)
                 else:
-                    reused.append(f"{label} / {library} {model}: kept from {run['date']}")
+                    reused.append(f"{label} / {library} {model}: kept from {run['date']} (commit {run.get('commit')})")
                     print(f"{kept}: kept from an earlier call with the same settings", flush=True)
                 runs.append({**run, "dataset": name})  # the name asked for, not the worker's folder
                 print(text_table([row(runs[-1])], COLUMNS), flush=True)
@@ -169,7 +221,8 @@ def main() -> None:
               "load_start": load_start, "load_end": os.getloadavg()[0], "common_scores": common, "runs": runs}
     lines = [f"# Time to the best validation Recall@20 — {report['date']}", "",
              f"Machine: {report['machine']}. torch {report['torch']}, RecBole {recbole}, {args.threads} thread(s) in "
-             f"every process. Load average (1 min) at start {load_start:.2f}, at end {report['load_end']:.2f}.",
+             f"every process. Load average (1 min) at start {load_start:.2f}, at end {report['load_end']:.2f}. "
+             f"lmrec and worker code {settings['code']} (commit {commit()}).",
              f"Rule: validation every {args.eval_every} epochs, stop after {args.patience} validations without "
              f"improvement or at {args.budget} epochs, best state kept. LightGCN (both): 64-d, 2 layers, batch 4096, "
              f"Adam lr {args.lr}, L2 {args.reg}. AlphaRec: its paper's settings, precision auto. Seed {args.seed}.",
@@ -178,7 +231,8 @@ def main() -> None:
              "validation Recall@20 first reached the dataset's common score, the lowest best among its runs ("
              + ", ".join(f"{name} {score:.4f}" for name, score in common.items())
              + "; training seconds measured per epoch, plus one measured evaluation per validation); total s: until "
-             "training stopped; epoch s: median training seconds of an epoch.", ""]
+             "training stopped; epoch s: median training seconds of an epoch.", "",
+             f"![validation Recall@20 against seconds]({args.out.with_suffix('.png').name})", ""]
     resumed = [f"{Path(run['dataset']).name} / {run['library']} {run['model']}: from the checkpoint of epoch "
                f"{run['resumed_at']} ({run['seconds_before_resume']:.0f} s before)"
                for run in runs if run.get("resumed_at")]
@@ -186,11 +240,12 @@ def main() -> None:
         lines += ["Runs resumed after a cut (their clock goes on from the checkpoint's): " + "; ".join(resumed) + ".",
                   ""]
     if reused:
-        lines += ["Runs read back from an earlier call (same settings, machine, libraries and lmrec commit): "
+        lines += ["Runs read back from an earlier call (same settings, machine, libraries, lmrec and worker code): "
                   + "; ".join(reused) + ".", ""]
     if not {"lmrec", "recbole"} <= libraries:
         lines.append(f"Libraries run: {args.libraries} only (no comparison).")
     write_json(args.out.with_suffix(".json"), report)
+    plot(runs, common, args.out.with_suffix(".png"))
     atomic_write(args.out.with_suffix(".md"), lambda f: f.write("\n".join(lines) + "\n"))
     print("\n" + "\n".join(lines))
 

@@ -17,7 +17,14 @@ from lmrec.data.synth import synthesize
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "time_to_best.py"
 sys.path.insert(0, str(BENCH.parent))
 from recbole_compare import write_atomic_files  # noqa: E402
-from time_to_best import common_scores, partial_folder, seconds_to_reach  # noqa: E402
+from time_to_best import (  # noqa: E402
+    RUN_CODE,
+    code_hash,
+    common_scores,
+    partial_folder,
+    seconds_to_reach,
+    validation_curve,
+)
 
 
 def test_seconds_to_reach_counts_each_epoch_and_each_validation_before_the_score() -> None:
@@ -26,6 +33,24 @@ def test_seconds_to_reach_counts_each_epoch_and_each_validation_before_the_score
     assert seconds_to_reach(run, 0.1) == 1 + 2 + 0.5  # two epochs, one validation
     assert seconds_to_reach(run, 0.2) == 1 + 2 + 3 + 4 + 2 * 0.5  # first reached at the second validation
     assert seconds_to_reach(run, 0.31) is None
+    assert validation_curve(run) == [(1 + 2 + 0.5, 0.1), (1 + 2 + 3 + 4 + 2 * 0.5, 0.3)]
+
+
+def test_the_code_hash_follows_the_code_that_makes_a_run_and_nothing_else(tmp_path: Path) -> None:
+    for name in RUN_CODE:
+        path = tmp_path / name / "__init__.py" if name == "src/lmrec" else tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# {name}\n")
+    (tmp_path / "bench" / "time_to_best.py").write_text("# the table\n")
+    first = code_hash(tmp_path)
+    (tmp_path / "bench" / "time_to_best.py").write_text("# another table\n")
+    (tmp_path / "src" / "lmrec" / "__pycache__").mkdir()
+    (tmp_path / "src" / "lmrec" / "__pycache__" / "x.pyc").write_bytes(b"compiled")
+    assert code_hash(tmp_path) == first
+    (tmp_path / "src" / "lmrec" / "models.py").write_text("# a new module\n")
+    second = code_hash(tmp_path)
+    (tmp_path / "bench" / "recbole_worker.py").write_text("# another worker\n")
+    assert len({first, second, code_hash(tmp_path)}) == 3
 
 
 def test_the_common_score_is_the_lowest_best_of_each_dataset() -> None:
@@ -47,6 +72,7 @@ def test_time_to_best_shows_progress_and_keeps_its_runs(tmp_path: Path) -> None:
     assert "train alpharec" in first.stderr and "train lightgcn" in first.stderr  # each run's progress passes through
     table = out.with_suffix(".md").read_text()
     assert "alpharec" in table and "lightgcn" in table and "s to common" in table and "kept from" not in table
+    assert out.with_suffix(".png").stat().st_size > 10_000 and "ttb.png" in table
     assert sorted(p.name for p in out.with_name("ttb.runs").iterdir()) == ["tiny-lmrec-alpharec.json",
                                                                           "tiny-lmrec-lightgcn.json"]
 
