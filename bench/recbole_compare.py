@@ -183,11 +183,14 @@ def lmrec_command(args: argparse.Namespace, dataset: str, model: str, epochs: in
 
 
 def recbole_command(args: argparse.Namespace, data_path: Path, dataset: str, model: str, epochs: int,
-                    eval_every: int) -> list[str]:
+                    eval_every: int, folder: Path | None = None) -> list[str]:
+    """recbole_worker.py's command line; with ``folder`` it checkpoints there, resuming from the checkpoint it
+    finds."""
     return [str(args.recbole_python), str(BENCH / "recbole_worker.py"), "--data-path", str(data_path),
             "--dataset", dataset, "--model", model, "--epochs", str(epochs), "--eval-every", str(eval_every),
             "--patience", str(args.patience), "--threads", str(args.threads), "--lr", str(args.lr),
-            "--reg", str(args.reg), "--seed", str(args.seed)] + progress_flag(args)
+            "--reg", str(args.reg), "--seed", str(args.seed)] + progress_flag(args) + (
+            [] if folder is None else ["--folder", str(folder)])
 
 
 def progress_flag(args: argparse.Namespace) -> list[str]:

@@ -5,7 +5,12 @@ atomic files and starts it. RecBole's own checkpoint reload (``Trainer.evaluate(
 fails on torch >= 2.6, so this script drives ``Trainer._train_epoch`` and ``Trainer.evaluate`` directly,
 keeps the best state in memory and reads the results it returns.
 
-    python bench/recbole_worker.py --data-path DIR --dataset NAME --model LightGCN --epochs 20
+With ``--folder`` the run writes ``checkpoint.safetensors`` there at every validation (the model, the best state
+and Adam's state as tensors; the epoch, the loop's bookkeeping, the seconds so far and every random stream RecBole
+draws from as JSON in the file's metadata: the training loader's generator, numpy's, torch's and Python's) and a
+later call goes on from it: a run cut off continues as one never cut, its clock from the checkpoint's.
+
+    python bench/recbole_worker.py --data-path DIR --dataset NAME --model LightGCN --epochs 20 [--folder DIR]
 """
 
 from __future__ import annotations
@@ -14,16 +19,21 @@ import argparse
 import copy
 import json
 import os
+import random
 import resource
 import statistics
 import sys
 import time
 from typing import Any
 
+import numpy as np
 import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, get_trainer, init_seed
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT = "checkpoint.safetensors"
 
 
 def recbole_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -66,6 +76,52 @@ def clear_cache(model: torch.nn.Module) -> None:
         model.restore_user_e, model.restore_item_e = None, None
 
 
+def save_checkpoint(folder: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator, best_state: dict[str, torch.Tensor] | None,
+                    loop: dict[str, Any]) -> None:
+    """Write the run's whole state to ``folder/checkpoint.safetensors`` through a temporary file and a rename: a
+    cut never leaves half a checkpoint."""
+    optim = optimizer.state_dict()
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors |= {f"best.{k}": v for k, v in (best_state or {}).items()}
+    tensors |= {f"optim.{pid}.{k}": v for pid, state in optim["state"].items() for k, v in state.items()}
+    tensors["rng.loader"], tensors["rng.torch"] = generator.get_state(), torch.get_rng_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, python_gauss = random.getstate()
+    meta = {**loop, "param_groups": optim["param_groups"], "optim_ids": sorted(optim["state"]),
+            "rng_numpy": [kind, keys.tolist(), pos, has_gauss, gauss], "rng_python": [version, state, python_gauss]}
+    tmp = os.path.join(folder, CHECKPOINT + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"state": json.dumps(meta)})
+    os.replace(tmp, os.path.join(folder, CHECKPOINT))
+
+
+def load_checkpoint(folder: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
+    """Restore what :func:`save_checkpoint` wrote (None if there is no checkpoint): the model, Adam, every random
+    stream; returns the loop's bookkeeping and the best state."""
+    path = os.path.join(folder, CHECKPOINT)
+    if not os.path.exists(path):
+        return None
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        meta = json.loads(f.metadata()["state"])
+    tensors = load_file(path)
+    part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+    model.load_state_dict(part("model."))
+    optim = part("optim.")
+    optimizer.load_state_dict({"param_groups": meta.pop("param_groups"), "state": {
+        pid: {k.split(".", 1)[1]: v for k, v in optim.items() if k.split(".", 1)[0] == str(pid)}
+        for pid in meta.pop("optim_ids")}})
+    generator.set_state(tensors["rng.loader"])
+    torch.set_rng_state(tensors["rng.torch"])
+    kind, keys, pos, has_gauss, gauss = meta.pop("rng_numpy")
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, state, gauss = meta.pop("rng_python")
+    random.setstate((version, tuple(state), gauss))
+    return meta, part("best.") or None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-path", required=True, help="folder holding DATASET/DATASET.{train,valid,test}.inter")
@@ -81,6 +137,7 @@ def main() -> None:
     parser.add_argument("--eval-users", type=int, default=1024, help="users per full-ranking batch")
     parser.add_argument("--eval-repeats", type=int, default=3)
     parser.add_argument("--progress", action="store_true", help="report each validation on stderr")
+    parser.add_argument("--folder", help="checkpoint at every validation here, and resume from the one found")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
@@ -97,14 +154,24 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     eval_every = args.eval_every or args.epochs
-    epoch_seconds: list[float] = []
-    epoch_cpu: list[float] = []  # process CPU seconds: less distorted than wall time on a loaded machine
-    valid_log: list[dict[str, float]] = []
-    best = {"score": -1.0, "epoch": 0, "seconds": 0.0}
+    loop: dict[str, Any] = {
+        "epoch": 0, "seconds": 0.0, "bad": 0, "best": {"score": -1.0, "epoch": 0, "seconds": 0.0},
+        "epoch_seconds": [], "epoch_cpu": [],  # process CPU seconds: less distorted than wall time on a loaded machine
+        "valid_log": []}
     best_state = None
-    bad = 0
-    start = time.perf_counter()
-    for epoch in range(args.epochs):
+    resumed_at, seconds_before_resume = None, None
+    if args.folder:
+        os.makedirs(args.folder, exist_ok=True)
+        restored = load_checkpoint(args.folder, model, trainer.optimizer, train_data.generator)
+        if restored is not None:
+            loop, best_state = restored
+            resumed_at, seconds_before_resume = loop["epoch"], loop["seconds"]
+    epoch_seconds, epoch_cpu, valid_log = loop["epoch_seconds"], loop["epoch_cpu"], loop["valid_log"]
+    best, bad = loop["best"], loop["bad"]
+    start = time.perf_counter() - loop["seconds"]
+    for epoch in range(loop["epoch"], args.epochs):
+        if bad >= args.patience:  # a resumed run that had already stopped
+            break
         t0, c0 = time.perf_counter(), time.process_time()
         trainer._train_epoch(train_data, epoch, show_progress=False)
         epoch_seconds.append(time.perf_counter() - t0)
@@ -120,6 +187,9 @@ def main() -> None:
                 bad = 0
             else:
                 bad += 1
+            if args.folder:
+                loop |= {"epoch": epoch + 1, "seconds": time.perf_counter() - start, "bad": bad, "best": best}
+                save_checkpoint(args.folder, model, trainer.optimizer, train_data.generator, best_state, loop)
             if args.progress:
                 print(f"RecBole {args.model} epoch {epoch + 1}: valid recall@20 {result['recall@20']:.4f}, best "
                       f"{best['score']:.4f} at {best['epoch']}, {time.perf_counter() - start:.0f} s", file=sys.stderr,
@@ -154,7 +224,7 @@ def main() -> None:
         "recall@20": float(test["recall@20"]), "ndcg@20": float(test["ndcg@20"]),
         "best_epoch": best["epoch"], "best_valid_recall@20": best["score"],
         "seconds_to_best": best["seconds"], "total_seconds": total_seconds,
-        "valid_log": valid_log,
+        "valid_log": valid_log, "resumed_at": resumed_at, "seconds_before_resume": seconds_before_resume,
         "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": "fp32",
         "load_start": load_start, "load_end": os.getloadavg()[0],
     }

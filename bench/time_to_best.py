@@ -15,13 +15,14 @@ batch's layer-0 rows, one uniform negative, xavier init. The split is lmrec's (G
 process of its own with ``--threads`` torch threads; the test metrics are of the best state.
 
 Each finished run is kept as ``<out>.runs/<dataset>-<library>-<model>.json`` with the settings it ran under (the
-machine's description among them, and a hash of the code that makes a run: lmrec's package and the workers, not this
+machine's description among them, and a hash of the code that makes that library's runs: :data:`RUN_CODE`, not this
 script), and a later call with the same settings reads it back instead of training again:
-a long table (Games) can be made over several sittings. An lmrec run not yet finished trains in
-``<out>.runs/<dataset>-lmrec-<model>.partial/`` and checkpoints every 5 epochs: cut off, it goes on from its last
-checkpoint at the next call with the same settings, its clock going on from the checkpoint's (the seconds of the
-epochs after it are lost, not counted); ``resumed_at`` in its record says so. A cut RecBole run starts again.
-Each run reports its epochs and validations on stderr while it trains (``--quiet``: not).
+a long table (Games) can be made over several sittings. A run not yet finished trains in
+``<out>.runs/<dataset>-<library>-<model>.partial/`` and checkpoints at every validation (lmrec's trainer every 5
+epochs, recbole_worker.py at each validation): cut off, it goes on from its last checkpoint at the next call with the
+same settings, its clock going on from the checkpoint's (the seconds of the epochs after it are lost, not counted);
+``resumed_at`` in its record says so. Each run reports its epochs and validations on stderr while it trains
+(``--quiet``: not).
 
 Output: ``<out>.md`` (the table), ``<out>.json`` (every run, its validation curve included) and ``<out>.png``
 (validation Recall@20 against seconds, a panel per dataset).
@@ -64,18 +65,20 @@ from lmrec.data.registry import load_dataset
 from lmrec.eval.report import text_table
 from lmrec.io import atomic_write, write_json
 
-RUN_CODE = ("src/lmrec", "bench/recbole_compare.py", "bench/recbole_worker.py", "bench/common.py", "bench/bench_cf.py")
+SHARED_CODE = ("src/lmrec", "bench/recbole_compare.py", "bench/common.py", "bench/bench_cf.py")  # data, split, lmrec
+RUN_CODE = {"lmrec": SHARED_CODE, "recbole": (*SHARED_CODE, "bench/recbole_worker.py")}  # what makes a library's runs
 RUNS = (("lmrec", "lightgcn"), ("recbole", "LightGCN"), ("lmrec", "alpharec"))  # the longest last
-COLUMNS = ["dataset", "model", "library", "precision", "best epoch", "epochs run", "valid recall@20", "s to best",
-           "s to common", "total s", "epoch s", "test recall@20", "test ndcg@20", "load"]
+COLUMNS = ["dataset", "model", "library", "precision", "best epoch", "epochs run", "stopped by", "valid recall@20",
+           "s to best", "s to common", "total s", "epoch s", "test recall@20", "test ndcg@20", "load"]
 
 
-def code_hash(root: Path = ROOT) -> str:
-    """sha256 (16 hex digits) of the files that make a run, as they are on disk (:data:`RUN_CODE`: lmrec's package
-    and the bench's workers): a kept run is read back while they are unchanged, whatever else changed (this script's
-    table and plot, tests)."""
+def code_hash(library: str, root: Path = ROOT) -> str:
+    """sha256 (16 hex digits) of the files that make a library's runs, as they are on disk (:data:`RUN_CODE`:
+    lmrec's package, which loads and splits the data for both, and the bench's workers): a kept run is read back
+    while they are unchanged, whatever else changed (this script's table and plot, tests, the other library's
+    worker)."""
     digest = hashlib.sha256()
-    for name in RUN_CODE:
+    for name in RUN_CODE[library]:
         path = root / name
         files = sorted(f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts) \
             if path.is_dir() else [path]
@@ -127,15 +130,15 @@ def plot(runs: list[dict[str, Any]], common: dict[str, float], path: Path) -> No
 
 
 def partial_folder(kept: Path, settings: dict[str, Any]) -> Path:
-    """The run folder of an lmrec run not yet kept (``<kept>.partial``): its checkpoint, taken every 5 epochs, lets a
-    cut run go on where it was; one made under other settings is removed first."""
+    """The run folder of a run not yet kept (``<kept>.partial``): its checkpoint lets a cut run go on where it was;
+    one made under other settings is removed first."""
     folder = kept.with_suffix(".partial")
     stamp = folder / "settings.json"
     if folder.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != settings):
         shutil.rmtree(folder)
     if not stamp.exists():
         write_json(stamp, settings)
-    return folder
+    return folder.resolve()  # the workers run in a folder of their own
 
 
 def common_scores(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -146,12 +149,19 @@ def common_scores(runs: list[dict[str, Any]]) -> dict[str, float]:
     return common
 
 
+def stopped_by(run: dict[str, Any]) -> str:
+    """"patience" when the run stopped after ``patience`` validations without improvement: converged by the rule;
+    "budget (unconverged)" when the epoch budget ended it first, its best among its last validations."""
+    return "patience" if run["epochs_run"] < run["settings"]["budget"] else "budget (unconverged)"
+
+
 def row(run: dict[str, Any], common: float | None = None) -> dict[str, Any]:
     epochs = run.get("epoch_s_all") or [run["epoch_s"]]
     reach = None if common is None else seconds_to_reach(run, common)
     return {"dataset": run["dataset"], "model": run["model"], "library": run["library"],
             "precision": run.get("precision", "fp32"), "best epoch": run["best_epoch"],
-            "epochs run": run["epochs_run"], "valid recall@20": f"{run['best_valid_recall@20']:.4f}",
+            "epochs run": run["epochs_run"], "stopped by": stopped_by(run),
+            "valid recall@20": f"{run['best_valid_recall@20']:.4f}",
             "s to best": f"{run['seconds_to_best']:.4g}", "s to common": "-" if reach is None else f"{reach:.4g}",
             "total s": f"{run['total_seconds']:.4g}",
             "epoch s": f"{sorted(epochs)[len(epochs) // 2]:.3g}", "test recall@20": f"{run['recall@20']:.4f}",
@@ -184,7 +194,7 @@ def main() -> None:
     not_settings = ("recbole_python", "out", "datasets", "libraries", "progress")
     settings = {k: v for k, v in vars(args).items() if k not in not_settings}
     # a kept run is read back only on the same kind of machine, with the same libraries, lmrec and workers
-    settings |= {"machine": machine(), "torch": torch.__version__, "code": code_hash()}
+    settings |= {"machine": machine(), "torch": torch.__version__}
     runs, reused = [], []
     with tempfile.TemporaryDirectory(prefix="time-to-best-") as tmp:
         for name in args.datasets:
@@ -197,14 +207,14 @@ def main() -> None:
                 if library not in libraries:
                     continue
                 kept = args.out.parent / f"{args.out.name}.runs" / f"{label}-{library}-{model}.json"
-                run_settings = settings | ({"recbole": recbole} if library == "recbole" else {})
+                run_settings = settings | {"code": code_hash(library)} | (
+                    {"recbole": recbole} if library == "recbole" else {})
                 run = json.loads(kept.read_text()) if kept.exists() else None
                 if run is None or run.get("settings") != run_settings:
-                    if library == "lmrec":
-                        folder = partial_folder(kept, run_settings)
-                        command = lmrec_command(args, path, model, args.budget, args.eval_every, folder)
-                    else:
-                        command = recbole_command(args, Path(tmp), label, model, args.budget, args.eval_every)
+                    folder = partial_folder(kept, run_settings)
+                    command = (lmrec_command(args, path, model, args.budget, args.eval_every, folder)
+                               if library == "lmrec" else
+                               recbole_command(args, Path(tmp), label, model, args.budget, args.eval_every, folder))
                     run = run_child(command, args.threads, Path(tmp)) | {
                         "settings": run_settings, "date": datetime.date.today().isoformat(), "commit": commit()}
                     write_json(kept, run)
@@ -222,7 +232,8 @@ def main() -> None:
     lines = [f"# Time to the best validation Recall@20 — {report['date']}", "",
              f"Machine: {report['machine']}. torch {report['torch']}, RecBole {recbole}, {args.threads} thread(s) in "
              f"every process. Load average (1 min) at start {load_start:.2f}, at end {report['load_end']:.2f}. "
-             f"lmrec and worker code {settings['code']} (commit {commit()}).",
+             "Code that makes the runs (hashes): " + ", ".join(
+                 f"{library} {code_hash(library)}" for library in sorted(libraries)) + f" (commit {commit()}).",
              f"Rule: validation every {args.eval_every} epochs, stop after {args.patience} validations without "
              f"improvement or at {args.budget} epochs, best state kept. LightGCN (both): 64-d, 2 layers, batch 4096, "
              f"Adam lr {args.lr}, L2 {args.reg}. AlphaRec: its paper's settings, precision auto. Seed {args.seed}.",
@@ -231,7 +242,8 @@ def main() -> None:
              "validation Recall@20 first reached the dataset's common score, the lowest best among its runs ("
              + ", ".join(f"{name} {score:.4f}" for name, score in common.items())
              + "; training seconds measured per epoch, plus one measured evaluation per validation); total s: until "
-             "training stopped; epoch s: median training seconds of an epoch.", "",
+             "training stopped; epoch s: median training seconds of an epoch; stopped by: patience (converged under "
+             "the rule) or the epoch budget (unconverged: its best may lie beyond).", "",
              f"![validation Recall@20 against seconds]({args.out.with_suffix('.png').name})", ""]
     resumed = [f"{Path(run['dataset']).name} / {run['library']} {run['model']}: from the checkpoint of epoch "
                f"{run['resumed_at']} ({run['seconds_before_resume']:.0f} s before)"

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lmrec.data.registry import load_dataset
 from lmrec.data.synth import synthesize
 
@@ -23,6 +25,7 @@ from time_to_best import (  # noqa: E402
     common_scores,
     partial_folder,
     seconds_to_reach,
+    stopped_by,
     validation_curve,
 )
 
@@ -36,21 +39,29 @@ def test_seconds_to_reach_counts_each_epoch_and_each_validation_before_the_score
     assert validation_curve(run) == [(1 + 2 + 0.5, 0.1), (1 + 2 + 3 + 4 + 2 * 0.5, 0.3)]
 
 
-def test_the_code_hash_follows_the_code_that_makes_a_run_and_nothing_else(tmp_path: Path) -> None:
-    for name in RUN_CODE:
+def test_the_code_hash_follows_the_code_that_makes_a_librarys_runs_and_nothing_else(tmp_path: Path) -> None:
+    for name in RUN_CODE["recbole"]:
         path = tmp_path / name / "__init__.py" if name == "src/lmrec" else tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# {name}\n")
     (tmp_path / "bench" / "time_to_best.py").write_text("# the table\n")
-    first = code_hash(tmp_path)
+    first = {library: code_hash(library, tmp_path) for library in RUN_CODE}
     (tmp_path / "bench" / "time_to_best.py").write_text("# another table\n")
     (tmp_path / "src" / "lmrec" / "__pycache__").mkdir()
     (tmp_path / "src" / "lmrec" / "__pycache__" / "x.pyc").write_bytes(b"compiled")
-    assert code_hash(tmp_path) == first
-    (tmp_path / "src" / "lmrec" / "models.py").write_text("# a new module\n")
-    second = code_hash(tmp_path)
-    (tmp_path / "bench" / "recbole_worker.py").write_text("# another worker\n")
-    assert len({first, second, code_hash(tmp_path)}) == 3
+    assert {library: code_hash(library, tmp_path) for library in RUN_CODE} == first
+    (tmp_path / "src" / "lmrec" / "models.py").write_text("# a new module\n")  # the data and lmrec: both
+    second = {library: code_hash(library, tmp_path) for library in RUN_CODE}
+    (tmp_path / "bench" / "recbole_worker.py").write_text("# another worker\n")  # RecBole's runs only
+    third = {library: code_hash(library, tmp_path) for library in RUN_CODE}
+    assert len({first["lmrec"], second["lmrec"]}) == 2 and third["lmrec"] == second["lmrec"]
+    assert len({first["recbole"], second["recbole"], third["recbole"]}) == 3
+
+
+def test_a_run_that_the_budget_ended_is_marked_unconverged() -> None:
+    settings = {"budget": 500, "patience": 20}
+    assert stopped_by({"epochs_run": 500, "settings": settings}) == "budget (unconverged)"
+    assert stopped_by({"epochs_run": 180, "settings": settings}) == "patience"
 
 
 def test_the_common_score_is_the_lowest_best_of_each_dataset() -> None:
@@ -119,6 +130,37 @@ def test_a_cut_worker_run_goes_on_from_its_checkpoint_as_if_never_cut(tmp_path: 
     assert [v["epoch"] for v in resumed["valid_log"]] == list(range(1, 7))
     assert resumed["valid_log"] == whole["valid_log"] and resumed["recall@20"] == whole["recall@20"]
     assert resumed["epoch_s_all"][:3] == cut["epoch_s_all"]  # the cut run's epochs, as they were measured
+
+
+RECBOLE_PYTHON = BENCH.parents[1] / ".venv-recbole" / "bin" / "python"
+
+
+def recbole_run(data_path: Path, epochs: int, folder: Path) -> dict:
+    command = [str(RECBOLE_PYTHON), str(BENCH.with_name("recbole_worker.py")), "--data-path", str(data_path),
+               "--dataset", "tiny", "--model", "LightGCN", "--epochs", str(epochs), "--eval-every", "1",
+               "--eval-repeats", "1", "--threads", "1", "--folder", str(folder)]
+    done = subprocess.run(command, cwd=data_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not RECBOLE_PYTHON.exists(), reason="RecBole's environment is not set up (bash "
+                    "bench/setup_recbole.sh): the RecBole worker cannot run")
+def test_a_cut_recbole_run_goes_on_from_its_checkpoint_as_if_never_cut(tmp_path: Path) -> None:
+    """recbole_worker.py restores the model, Adam and every random stream RecBole draws from (its loader's
+    generator, numpy's negatives): cut at 3 epochs and resumed to 6, it validates as a 6-epoch run never cut."""
+    data = tmp_path / "tiny"
+    synthesize(data, interactions=1500, users=60, items=50, seed=3)
+    write_atomic_files(load_dataset(data), tmp_path / "atomic" / "tiny", "tiny")
+    cut = recbole_run(tmp_path / "atomic", 3, tmp_path / "cut")
+    resumed = recbole_run(tmp_path / "atomic", 6, tmp_path / "cut")
+    whole = recbole_run(tmp_path / "atomic", 6, tmp_path / "whole")
+    assert cut["resumed_at"] is None and whole["resumed_at"] is None and resumed["resumed_at"] == 3
+    assert resumed["seconds_before_resume"] > 0 and resumed["total_seconds"] > resumed["seconds_before_resume"]
+    assert [v["epoch"] for v in resumed["valid_log"]] == list(range(1, 7))
+    assert resumed["valid_log"] == whole["valid_log"] and resumed["recall@20"] == whole["recall@20"]
+    assert resumed["epoch_s_all"][:3] == cut["epoch_s_all"]
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["checkpoint.safetensors"]  # no temporary file
 
 
 def test_a_partial_run_folder_made_under_other_settings_is_removed(tmp_path: Path) -> None:
