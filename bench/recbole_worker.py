@@ -34,6 +34,12 @@ from recbole.utils import get_model, get_trainer, init_seed
 from safetensors.torch import load_file, save_file
 
 CHECKPOINT = "checkpoint.safetensors"
+NOT_RUN_SETTINGS = ("epochs", "progress", "folder", "eval_repeats", "eval_users")  # may differ on resume
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments a checkpoint must have been made under to be resumed (all but the budget and reporting)."""
+    return {k: v for k, v in vars(args).items() if k not in NOT_RUN_SETTINGS}
 
 
 def recbole_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -165,6 +171,12 @@ def main() -> None:
         restored = load_checkpoint(args.folder, model, trainer.optimizer, train_data.generator)
         if restored is not None:
             loop, best_state = restored
+            made_under, asked = loop.pop("settings", {}), run_settings(args)
+            if made_under != asked:
+                differ = sorted(k for k in made_under.keys() | asked.keys() if made_under.get(k) != asked.get(k))
+                sys.exit(f"{os.path.join(args.folder, CHECKPOINT)}: made under other settings ({', '.join(differ)}: "
+                         f"{[made_under.get(k) for k in differ]}, asked {[asked.get(k) for k in differ]}); "
+                         "remove the folder or give its settings")
             resumed_at, seconds_before_resume = loop["epoch"], loop["seconds"]
     epoch_seconds, epoch_cpu, valid_log = loop["epoch_seconds"], loop["epoch_cpu"], loop["valid_log"]
     best, bad = loop["best"], loop["bad"]
@@ -188,7 +200,8 @@ def main() -> None:
             else:
                 bad += 1
             if args.folder:
-                loop |= {"epoch": epoch + 1, "seconds": time.perf_counter() - start, "bad": bad, "best": best}
+                loop |= {"epoch": epoch + 1, "seconds": time.perf_counter() - start, "bad": bad, "best": best,
+                         "settings": run_settings(args)}
                 save_checkpoint(args.folder, model, trainer.optimizer, train_data.generator, best_state, loop)
             if args.progress:
                 print(f"RecBole {args.model} epoch {epoch + 1}: valid recall@20 {result['recall@20']:.4f}, best "

@@ -59,9 +59,14 @@ def test_the_code_hash_follows_the_code_that_makes_a_librarys_runs_and_nothing_e
 
 
 def test_a_run_that_the_budget_ended_is_marked_unconverged() -> None:
-    settings = {"budget": 500, "patience": 20}
-    assert stopped_by({"epochs_run": 500, "settings": settings}) == "budget (unconverged)"
-    assert stopped_by({"epochs_run": 180, "settings": settings}) == "patience"
+    def run(best: int, last: int) -> dict:
+        return {"best_epoch": best, "valid_log": [{"epoch": e} for e in range(5, last + 1, 5)],
+                "settings": {"budget": 500, "patience": 20}}
+
+    assert stopped_by(run(495, 500)) == "budget (unconverged)"
+    assert stopped_by(run(80, 180)) == "patience"  # 20 validations after the best
+    assert stopped_by(run(400, 500)) == "patience"  # patience ran out at the budget's last epoch
+    assert stopped_by(run(405, 500)) == "budget (unconverged)"  # 19 after the best
 
 
 def test_the_common_score_is_the_lowest_best_of_each_dataset() -> None:
@@ -135,11 +140,15 @@ def test_a_cut_worker_run_goes_on_from_its_checkpoint_as_if_never_cut(tmp_path: 
 RECBOLE_PYTHON = BENCH.parents[1] / ".venv-recbole" / "bin" / "python"
 
 
-def recbole_run(data_path: Path, epochs: int, folder: Path) -> dict:
+def recbole_process(data_path: Path, epochs: int, folder: Path, *flags: str) -> subprocess.CompletedProcess:
     command = [str(RECBOLE_PYTHON), str(BENCH.with_name("recbole_worker.py")), "--data-path", str(data_path),
                "--dataset", "tiny", "--model", "LightGCN", "--epochs", str(epochs), "--eval-every", "1",
-               "--eval-repeats", "1", "--threads", "1", "--folder", str(folder)]
-    done = subprocess.run(command, cwd=data_path, capture_output=True, text=True, timeout=600)
+               "--eval-repeats", "1", "--threads", "1", "--folder", str(folder), *flags]
+    return subprocess.run(command, cwd=data_path, capture_output=True, text=True, timeout=600)
+
+
+def recbole_run(data_path: Path, epochs: int, folder: Path) -> dict:
+    done = recbole_process(data_path, epochs, folder)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -161,6 +170,8 @@ def test_a_cut_recbole_run_goes_on_from_its_checkpoint_as_if_never_cut(tmp_path:
     assert resumed["valid_log"] == whole["valid_log"] and resumed["recall@20"] == whole["recall@20"]
     assert resumed["epoch_s_all"][:3] == cut["epoch_s_all"]
     assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["checkpoint.safetensors"]  # no temporary file
+    other = recbole_process(tmp_path / "atomic", 8, tmp_path / "cut", "--lr", "0.01")  # not this checkpoint's run
+    assert other.returncode != 0 and "made under other settings (lr: [0.001], asked [0.01])" in other.stderr
 
 
 def test_a_partial_run_folder_made_under_other_settings_is_removed(tmp_path: Path) -> None:
