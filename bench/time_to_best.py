@@ -21,7 +21,8 @@ a long table (Games) can be made over several sittings. A run not yet finished t
 ``<out>.runs/<dataset>-<library>-<model>.partial/`` and checkpoints at every validation (lmrec's trainer every 5
 epochs, recbole_worker.py at each validation): cut off, it goes on from its last checkpoint at the next call with the
 same settings, its clock going on from the checkpoint's (the seconds of the epochs after it are lost, not counted);
-``resumed_at`` in its record says so. Each run reports its epochs and validations on stderr while it trains
+``resumed_at`` in its record says so. The seconds spent writing checkpoints count in a run's clock (s to best,
+total s) as any other work of the run. Each run reports its epochs and validations on stderr while it trains
 (``--quiet``: not).
 
 Output: ``<out>.md`` (the table), ``<out>.json`` (every run, its validation curve included) and ``<out>.png``
@@ -150,9 +151,11 @@ def common_scores(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def stopped_by(run: dict[str, Any]) -> str:
-    """"patience" when the run stopped after ``patience`` validations without improvement: converged by the rule;
-    "budget (unconverged)" when the epoch budget ended it first, its best among its last validations."""
-    return "patience" if run["epochs_run"] < run["settings"]["budget"] else "budget (unconverged)"
+    """"patience" when ``patience`` validations without improvement followed the best one: converged by the rule
+    (also when that happened at the budget's last epoch); "budget (unconverged)" when the epoch budget ended the
+    run first."""
+    after_best = sum(v["epoch"] > run["best_epoch"] for v in run["valid_log"])
+    return "patience" if after_best >= run["settings"]["patience"] else "budget (unconverged)"
 
 
 def row(run: dict[str, Any], common: float | None = None) -> dict[str, Any]:
@@ -228,12 +231,13 @@ def main() -> None:
     rows = [row(run, common[run["dataset"]]) for run in runs]
     report = {"date": datetime.date.today().isoformat(), "machine": machine(), "torch": torch.__version__,
               "recbole": recbole, "settings": {**settings, "datasets": args.datasets, "libraries": args.libraries},
+              "code": {library: code_hash(library) for library in sorted(libraries)},
               "load_start": load_start, "load_end": os.getloadavg()[0], "common_scores": common, "runs": runs}
     lines = [f"# Time to the best validation Recall@20 — {report['date']}", "",
              f"Machine: {report['machine']}. torch {report['torch']}, RecBole {recbole}, {args.threads} thread(s) in "
              f"every process. Load average (1 min) at start {load_start:.2f}, at end {report['load_end']:.2f}. "
              "Code that makes the runs (hashes): " + ", ".join(
-                 f"{library} {code_hash(library)}" for library in sorted(libraries)) + f" (commit {commit()}).",
+                 f"{library} {code}" for library, code in report["code"].items()) + f" (commit {commit()}).",
              f"Rule: validation every {args.eval_every} epochs, stop after {args.patience} validations without "
              f"improvement or at {args.budget} epochs, best state kept. LightGCN (both): 64-d, 2 layers, batch 4096, "
              f"Adam lr {args.lr}, L2 {args.reg}. AlphaRec: its paper's settings, precision auto. Seed {args.seed}.",
