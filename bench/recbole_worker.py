@@ -31,7 +31,8 @@ import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, get_trainer, init_seed
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 CHECKPOINT = "checkpoint.safetensors"
 NOT_RUN_SETTINGS = ("epochs", "progress", "folder", "eval_repeats", "eval_users")  # may differ on resume
@@ -108,11 +109,9 @@ def load_checkpoint(folder: str, model: torch.nn.Module, optimizer: torch.optim.
     path = os.path.join(folder, CHECKPOINT)
     if not os.path.exists(path):
         return None
-    from safetensors import safe_open
-
-    with safe_open(path, "pt") as f:
+    with safe_open(path, "pt") as f:  # one read: the metadata and every tensor
         meta = json.loads(f.metadata()["state"])
-    tensors = load_file(path)
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has keys(), no iteration)
     part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
     model.load_state_dict(part("model."))
     optim = part("optim.")
