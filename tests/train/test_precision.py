@@ -40,21 +40,46 @@ def data():
     return planted_data()
 
 
+@pytest.fixture
+def speedup(monkeypatch):
+    """Set what this machine's bf16 probe measures: ``speedup(2.0)`` (fp32 time / bf16 time)."""
+
+    def set_speedup(value: float) -> None:
+        monkeypatch.setattr(P, "cpu_bf16_speedup", lambda: value)
+
+    return set_speedup
+
+
 # -- the rule ----------------------------------------------------------------------------------------------------
-def test_auto_takes_bf16_on_a_cpu_with_amx_only(cpu):
+def test_auto_takes_bf16_on_a_cpu_with_bf16_instructions_whose_probe_runs_fast(cpu, speedup):
     cpu(AMX)
+    speedup(5.0)
     assert P.cpu_flags() >= {"amx_bf16", "avx512_bf16"}
     choice = P.choose("auto", "cpu", bf16_path=True)
-    assert (choice.used, choice.auto) == ("bf16", "bf16") and "AMX" in choice.why
-    cpu(AVX512_BF16)  # this kind of Xeon: bf16 instructions, no AMX: slower than fp32 (bench/precision.py)
+    assert (choice.used, choice.auto) == ("bf16", "bf16") and "AMX" in choice.why and "5.00x" in choice.why
+    cpu(AVX512_BF16)  # a Xeon with bf16 instructions and no AMX: slower than fp32 (bench/results/precision.md)
+    speedup(0.55)
     choice = P.choose("auto", "cpu", bf16_path=True)
-    assert (choice.used, choice.auto) == ("fp32", "fp32") and "no amx_bf16" in choice.why
-    cpu("fpu sse avx2")
+    assert (choice.used, choice.auto) == ("fp32", "fp32") and "without AMX" in choice.why and "0.55x" in choice.why
+    speedup(2.2)  # an AMD EPYC with the same flag: 2-3x faster (bench/results/precision-epyc.md)
+    assert P.choose("auto", "cpu", bf16_path=True).used == "bf16"
+    speedup(P.MIN_SPEEDUP - 0.01)
     assert P.choose("auto", "cpu", bf16_path=True).used == "fp32"
+    cpu("fpu sse avx2")  # no bf16 instructions: fp32 whatever a probe would say
+    speedup(9.0)
+    choice = P.choose("auto", "cpu", bf16_path=True)
+    assert choice.used == "fp32" and "emulated" in choice.why
 
 
-def test_an_explicit_choice_is_kept_and_a_model_without_dense_products_runs_fp32(cpu):
+def test_the_probe_measures_this_cpu_once_per_thread_count():
+    threads = torch.get_num_threads()
+    first = P._probe(threads)  # the real measurement (the suite's conftest pins what cpu_bf16_speedup reads)
+    assert 0.01 < first < 100 and P._probe(threads) == first  # cached: the same figure
+
+
+def test_an_explicit_choice_is_kept_and_a_model_without_dense_products_runs_fp32(cpu, speedup):
     cpu(AVX512_BF16)
+    speedup(0.55)
     assert P.choose("bf16", "cpu", bf16_path=True) == P.PrecisionChoice("bf16", "fp32", P.fast_bf16("cpu")[1])
     cpu(AMX)
     assert P.choose("fp32", "cpu", bf16_path=True).used == "fp32"
@@ -78,8 +103,9 @@ def test_no_cpuinfo_means_no_flags(monkeypatch, tmp_path):
     assert P.cpu_flags() == frozenset() and P.choose("auto", "cpu", bf16_path=True).used == "fp32"
 
 
-def test_a_models_training_config_holds_the_choice_never_auto(cpu):
+def test_a_models_training_config_holds_the_choice_never_auto(cpu, speedup):
     cpu(AMX)
+    speedup(5.0)
     assert TrainConfig().precision == "auto"
     assert get_model("alpharec").train_config({}).precision == "bf16"
     assert get_model("linear_map").train_config({}).precision == "bf16"
@@ -87,6 +113,7 @@ def test_a_models_training_config_holds_the_choice_never_auto(cpu):
     assert get_model("lightgcn").train_config({}).precision == "fp32"
     assert get_model("alpharec").train_config(TrainConfig(precision="auto")).precision == "bf16"
     cpu(AVX512_BF16)
+    speedup(0.55)
     assert get_model("alpharec").train_config({}).precision == "fp32"
     assert get_model("alpharec").train_config({"precision": "bf16"}).precision == "bf16"
 
@@ -99,7 +126,8 @@ def test_precision_is_not_a_stream_setting():
 
 
 # -- bf16 training -----------------------------------------------------------------------------------------------
-def test_bf16_runs_the_mlp_in_bf16_and_the_loss_sums_and_vectors_in_fp32(data):
+def test_bf16_runs_the_mlp_in_bf16_and_the_loss_sums_and_vectors_in_fp32(data, speedup):
+    speedup(5.0)
     model = AlphaRec(features=planted_features(dim=512), n_negatives=16)  # wide: users through the items
     model.precision = "bf16"
     model.prepare(data, seed=0)
@@ -146,8 +174,9 @@ def test_kar_and_rlmrec_train_in_bf16(data):
 
 
 # -- the manifest and matching records ---------------------------------------------------------------------------
-def test_the_manifest_records_the_choice_and_auto_is_resolved_before_matching(cpu, data):
+def test_the_manifest_records_the_choice_and_auto_is_resolved_before_matching(cpu, speedup, data):
     cpu(AVX512_BF16)
+    speedup(0.55)
     here, _ = planned_manifest("alpharec", data, {"epochs": 1})
     assert here["train_config"]["precision"] == "fp32"
     assert here["precision"]["used"] == "fp32" and "AMX" in here["precision"]["why"]
@@ -156,6 +185,7 @@ def test_the_manifest_records_the_choice_and_auto_is_resolved_before_matching(cp
     del older["precision"]
     assert settings_differ(older, here) == []  # recorded before the setting: fp32, what auto means here
     cpu(AMX)
+    speedup(5.0)
     there, _ = planned_manifest("alpharec", data, {"epochs": 1})
     assert there["train_config"]["precision"] == "bf16" and there["precision"]["auto"] == "bf16"
     assert settings_differ(older, there) == ["train_config"]  # a bf16 run never matches an fp32 record

@@ -7,14 +7,19 @@ because bf16 keeps 8 bits of mantissa: cosines near the top of a ranking would t
 tie-break, not the model, would order them. A model without such products (``Model.bf16_path`` false) always runs
 in fp32.
 
-``"auto"`` picks bf16 where bf16 products are fast: a CPU with AMX (``amx_bf16`` in /proc/cpuinfo: ~5x fp32 for a
-50,546 x 384 by 384 x 768 product) or a CUDA GPU with bf16; fp32 elsewhere. AVX512-BF16 alone does not count: on
-such a Xeon (no AMX) the MLP's bf16 products ran 1.2-2.7x slower than fp32 (``bench/precision.py``).
+``"auto"`` picks bf16 where bf16 products are fast: a CUDA GPU with bf16, or a CPU with bf16 instructions (AMX or
+AVX512-BF16) on which a probe product (:func:`cpu_bf16_speedup`) runs at least :data:`MIN_SPEEDUP` times fp32's
+speed; fp32 elsewhere. The flags alone do not tell: on a 2-core Xeon with AVX512-BF16 and no AMX the MLP's bf16
+products ran 1.4-2.0x *slower* than fp32, on a 2-core AMD EPYC with the same flag 2.0-2.4x faster, and with AMX
+~5x faster (``bench/results/precision*.md``). CPUs without either flag emulate bf16 and are not probed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import statistics
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +28,8 @@ import torch
 
 Precision = Literal["auto", "fp32", "bf16"]
 CPUINFO = Path("/proc/cpuinfo")
+MIN_SPEEDUP = 1.5  # auto takes bf16 on a CPU whose probe product runs at least this many times fp32's speed
+PROBE_SHAPE = (2048, 384, 768)  # m, k, n: AlphaRec's first MLP layer over a block of rows of 384-d LM vectors
 
 
 @dataclass(frozen=True)
@@ -59,11 +66,37 @@ def fast_bf16(device: str) -> tuple[bool, str]:
     if device != "cpu":
         return False, f"{device}: lmrec runs fp32 there"
     flags = cpu_flags()
-    if "amx_bf16" in flags:
-        return True, "CPU with AMX (amx_bf16)"
-    if "avx512_bf16" in flags:
-        return False, "CPU without AMX (no amx_bf16 flag); AVX512-BF16 alone runs these products slower than fp32"
-    return False, "CPU without AMX (no amx_bf16 flag): bf16 products are slower than fp32"
+    if not flags & {"amx_bf16", "avx512_bf16"}:
+        return False, "CPU without bf16 instructions (no amx_bf16 or avx512_bf16 flag): bf16 is emulated, slower"
+    kind = "AMX" if "amx_bf16" in flags else "AVX512-BF16 without AMX"
+    speedup = cpu_bf16_speedup()
+    m, k, n = PROBE_SHAPE
+    return speedup >= MIN_SPEEDUP, (f"CPU with {kind}: a {m}x{k} by {k}x{n} bf16 product ran at {speedup:.2f}x "
+                                    f"fp32's speed (bf16 from {MIN_SPEEDUP}x)")
+
+
+def cpu_bf16_speedup() -> float:
+    """fp32 seconds / bf16 seconds of one :data:`PROBE_SHAPE` product on this CPU at torch's present thread count
+    (bf16 through autocast, as training runs it); measured once per process and thread count, in about 0.1 s."""
+    return _probe(torch.get_num_threads())
+
+
+@functools.cache
+def _probe(threads: int, repeats: int = 5) -> float:
+    m, k, n = PROBE_SHAPE
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+
+    def seconds(precision: str) -> float:
+        times = []
+        for _ in range(repeats + 1):  # the first is a warm-up
+            start = time.perf_counter()
+            with autocast(precision, "cpu"):
+                x @ w
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[1:])
+
+    return seconds("fp32") / seconds("bf16")
 
 
 def choose(asked: str, device: str, bf16_path: bool, model: str = "the model") -> PrecisionChoice:
