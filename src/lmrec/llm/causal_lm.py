@@ -19,6 +19,7 @@ import torch
 from lmrec.errors import LmrecError
 from lmrec.llm.prompts import ANSWER_PREFIX, MAX_CONTEXT_CHARS, build_prompt, cut_after_first_item
 from lmrec.progress import shown
+from lmrec.train.precision import fast_bf16
 
 if TYPE_CHECKING:
     from lmrec.llm.kv_sessions import KVSessions
@@ -36,32 +37,17 @@ _DTYPES = {
 }
 
 
-def _cpu_has_fast_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AMX or AVX512-BF16); elsewhere bf16 is emulated and slower."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool({"amx_bf16", "avx512_bf16"} & flags)
-    except OSError:
-        pass
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> torch.dtype:
-    """``"auto"``: bfloat16 on a CUDA device that supports it or a CPU with AMX / AVX512-BF16, float32 otherwise
-    (on an AVX2-only CPU bf16 matmuls are emulated and ~4x slower than fp32). Otherwise the named dtype."""
+    """``"auto"``: bfloat16 on a CUDA device that supports it (else float16), and on a CPU where bf16 products run
+    fast, the same rule as training's (:func:`lmrec.train.precision.fast_bf16`: bf16 instructions and a timed
+    product at least 1.5x fp32's speed), float32 otherwise. Otherwise the named dtype."""
     if isinstance(dtype, torch.dtype):
         return dtype
     name = str(dtype).lower().removeprefix("torch.")
     if name == "auto":
         if str(device).startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+        return torch.bfloat16 if fast_bf16("cpu")[0] else torch.float32
     if name not in _DTYPES:
         raise LmrecError(f"unknown dtype {dtype!r}; expected auto, float32, bfloat16 or float16")
     return _DTYPES[name]
