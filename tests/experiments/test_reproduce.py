@@ -188,6 +188,27 @@ def test_reproduce_writes_a_report_and_publishes_it(tmp_path, planted, capsys):
     assert "## Comparison" in (out / "report" / "report.md").read_text(encoding="utf-8")
 
 
+def test_models_splits_a_table_between_calls_and_the_whole_table_reuses_the_part(tmp_path, planted, capsys):
+    for name, text in ALPHAREC_TABLES.items():
+        write_config(tmp_path / "configs" / "alpharec", name, text)
+    configs, part = tmp_path / "configs", tmp_path / "part"
+    assert cli.main(["reproduce", "alpharec", "--quick", "--configs", str(configs), "--out", str(part),
+                     "--models", "lightgcn"]) == 0
+    printed = capsys.readouterr().out
+    assert "1/1 p / lightgcn" in printed and "mf" not in printed and "[02-convergence]" not in printed  # no entries
+    report = (part / "report" / "report.md").read_text(encoding="utf-8")
+    assert "Partial run: 1 of its 3 models (lightgcn)" in report and "| lightgcn |" in report
+    assert [p.name for p in (part / "01-comparison" / "p").iterdir() if p.is_dir()] == ["lightgcn"]
+    # another machine: the whole table, going on from the part's report; lightgcn is not trained again
+    whole = tmp_path / "whole"
+    reproduce.reproduce("alpharec", configs, whole, quick=True, reuse=part / "report", log=lambda _: None)
+    trained = {p.name for p in (whole / "01-comparison" / "p").iterdir() if (p / "manifest.json").exists()}
+    assert len(trained) == 2 and "pop" in trained and "lightgcn" not in trained, trained
+    assert "| lightgcn |" in (whole / "report" / "report.md").read_text(encoding="utf-8")
+    with pytest.raises(LmrecError, match=r"--models \['nothing'\]: no such model entry"):
+        reproduce.reproduce("alpharec", configs, whole, quick=True, models=["nothing"], log=lambda _: None)
+
+
 def tiny_inspired_and_llm(tmp_path, monkeypatch, repeat: bool = False) -> None:
     """A tiny INSPIRED under tmp_path/data (``repeat``: with turns that only repeat an item) and a tiny LLM under
     tmp_path/llm, found through the environment."""

@@ -36,6 +36,8 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     rep.add_argument("--jobs", type=int, default=1, help="independent runs of a comparison table at once")
     rep.add_argument("--reuse", help="a report folder made earlier (e.g. published, on another machine): its recorded "
                                      "runs count as finished where their settings and data match")
+    rep.add_argument("--models", help="comma-separated [run.models] entries: run only these of the comparison tables "
+                                      "(a long table split between calls; the whole table later reuses their runs)")
     rep.set_defaults(func=cmd_reproduce)
 
     zs = sub.add_parser("zeroshot", help="train AlphaRec on mixed sources, apply it untrained to a target dataset")
@@ -90,8 +92,9 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         raise LmrecError(f"--publish {args.publish}: exists; publish into a new folder")
     only = [o for o in (args.only or "").split(",") if o]
     start = clock.now()
+    models = [m for m in (args.models or "").split(",") if m]
     report = reproduce(args.paper, Path(args.configs), out, args.quick, only, jobs=args.jobs,
-                       reuse=Path(args.reuse) if args.reuse else None)
+                       reuse=Path(args.reuse) if args.reuse else None, models=models)
     print(f"report: {report / 'report.md'} ({(clock.now() - start) / 60:.1f} min)")
     if args.publish:
         print(f"published to {publish(report, Path(args.publish))}")

@@ -14,7 +14,8 @@ data checksums, ``configs/`` as run, ``figures/``, ``tables/``, ``records/``: ev
 weights, written as it finishes; small enough to commit, see ``--publish``) and one work folder per table with the
 run folders. Finished runs are reused when their settings match (an interrupted reproduction resumes); a folder
 made with other settings is an error naming it. ``--reuse REPORT`` goes on from another report's records (a
-reproduction longer than one machine's session: publish or copy the report folder, then reuse it).
+reproduction longer than one machine's session: publish or copy the report folder, then reuse it); ``--models``
+runs only some model entries of the comparison tables, so that a long table can be split between calls.
 """
 
 from __future__ import annotations
@@ -107,6 +108,28 @@ def select(tables: list[Table], only: list[str] | None) -> list[Table]:
     if missing:
         raise LmrecError(f"--only {missing}: no such table (tables: {[t.key for t in tables]})")
     return [t for t in tables if any(matches(t, o) for o in only)]
+
+
+def restrict(tables: list[Table], models: list[str] | None) -> list[Table]:
+    """The tables with model entries (``[run.models]``: comparison and density tables) cut to the entries named in
+    ``models``, and without the tables that have none of them; all tables whole when ``models`` is empty. The runs
+    are the same as the whole table's (same names, settings and seeds), so a later call of the whole table, here or
+    with ``--reuse``, finds them finished. A name that no selected table has is an error."""
+    if not models:
+        return tables
+    entries = {name for t in tables for name in getattr(t.settings, "models", {})}
+    missing = [m for m in models if m not in entries]
+    if missing:
+        raise LmrecError(f"--models {missing}: no such model entry in the selected tables (entries: "
+                         f"{sorted(entries)})")
+    cut = []
+    for table in tables:
+        kept = {n: e for n, e in getattr(table.settings, "models", {}).items() if n in models}
+        if kept:
+            part = f"{len(kept)} of its {len(table.settings.models)} models ({', '.join(kept)})"
+            cut.append(dataclasses.replace(table, settings=dataclasses.replace(table.settings, models=kept),
+                                           notes=f"**Partial run: {part}.**\n\n{table.notes}"))
+    return cut
 
 
 # -- one runner per experiment kind: (settings, work folder, output root, context) -> markdown -------------------
@@ -256,12 +279,14 @@ def _torch_threads() -> int:
 
 
 def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: list[str] | None = None,
-              log: Callable[[str], None] = print, jobs: int = 1, reuse: Path | None = None) -> Path:
+              log: Callable[[str], None] = print, jobs: int = 1, reuse: Path | None = None,
+              models: list[str] | None = None) -> Path:
     """Run the tables of ``configs/<paper>`` into ``out``; returns the report folder ``out/report``. ``reuse``: a
     report folder made earlier (its ``records/``), whose finished runs count where their settings and data match."""
     if paper not in PAPERS:
         raise LmrecError(f"unknown paper {paper!r}; expected one of {sorted(PAPERS)}")
     tables = load_tables(Path(configs) / paper, quick)
+    chosen = restrict(select(tables, only), models)
     if reuse is not None and not (Path(reuse) / RECORDS).is_dir():
         raise LmrecError(f"--reuse {reuse}: no {RECORDS}/ folder there (expected a report folder of lmrec reproduce)")
     report = out / "report"
@@ -270,7 +295,7 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
     _move_folder_records(report / RECORDS, out / RECORDS)
     reused = None if reuse is None else unpack_records(Path(reuse) / RECORDS, out / ".reused-records")
     context = Context(out / RECORDS, jobs, log, reused)
-    for table in select(tables, only):
+    for table in chosen:
         log(f"[{table.key}] {table.title} ...")
         start = clock.now()
         folder = out / table.key
