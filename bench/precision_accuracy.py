@@ -7,8 +7,9 @@ Recall@20 and NDCG@20, best epoch and seconds to the best validation, then per d
 bf16 − fp32 difference with its standard error and a paired t-test over seeds. Runs are folders under ``--runs``
 (a finished run is read back, an interrupted one resumed), so the script can be stopped and started again.
 
-bf16 is slow on CPUs without AMX (they compute it, but slower than fp32: bench/precision.py), so on such a machine
-this measures accuracy only; the seconds mean something where ``precision=auto`` picks bf16.
+bf16 is slow on some CPUs (an Intel Xeon with AVX512-BF16 and no AMX computes it slower than fp32:
+bench/precision.py), so on such a machine this measures accuracy only; the seconds mean something where
+``precision=auto`` picks bf16.
 
     LMREC_DATA=../shared/data python bench/precision_accuracy.py [--datasets movielens-100k] [--seeds 1,2,3]
 """

@@ -49,12 +49,10 @@ def suite_cache(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.C
 
 @pytest.fixture(scope="session", autouse=True)
 def fp32_under_auto() -> Iterator[None]:
-    """``precision="auto"`` picks fp32 in the suite on every machine: the bf16 probe (lmrec.train.precision) reads
-    "no faster" here, so results compared across tests do not depend on the CPU the suite runs on. The tests of the
-    rule set the probe's figure themselves; bf16 training is tested by asking for it."""
-    from lmrec.train import precision
-
+    """``precision="auto"`` (and the LLM's ``dtype="auto"``) means fp32 in the suite on every machine, in this
+    process and the commands it starts (``LMREC_AUTO_PRECISION``), so results compared across tests do not depend
+    on the CPU. The tests of the hardware rule unset it; bf16 training is tested by asking for it."""
     mp = pytest.MonkeyPatch()
-    mp.setattr(precision, "cpu_bf16_speedup", lambda: 1.0)
+    mp.setenv("LMREC_AUTO_PRECISION", "fp32")
     yield
     mp.undo()

@@ -28,7 +28,7 @@ class PrepareConfig:
     turns (generation is the slow part)."""
 
     llm: str = "smollm2-135m"  # registered name, local folder, .gguf file or hub id
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 only with AMX / AVX512-BF16
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: lmrec.train.precision's rule
     max_samples: Annotated[dict[Split, NonNegativeInt | None], Field(
         description="turns kept per split, a seeded subsample, e.g. train=200,valid=50 (a split not named: all)",
     )] = field(default_factory=dict)

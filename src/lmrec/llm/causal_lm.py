@@ -19,7 +19,6 @@ import torch
 from lmrec.errors import LmrecError
 from lmrec.llm.prompts import ANSWER_PREFIX, MAX_CONTEXT_CHARS, build_prompt, cut_after_first_item
 from lmrec.progress import shown
-from lmrec.train.precision import fast_bf16
 
 if TYPE_CHECKING:
     from lmrec.llm.kv_sessions import KVSessions
@@ -38,15 +37,17 @@ _DTYPES = {
 
 
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> torch.dtype:
-    """``"auto"``: bfloat16 on a CUDA device that supports it (else float16), and on a CPU where bf16 products run
-    fast, the same rule as training's (:func:`lmrec.train.precision.fast_bf16`: bf16 instructions and a timed
-    product at least 1.5x fp32's speed), float32 otherwise. Otherwise the named dtype."""
+    """``"auto"``: bfloat16 on a CUDA device that supports it (else float16), and on a CPU where bf16 products are
+    fast by training's rule (:func:`lmrec.train.precision.fast_bf16`: AMX, or an AMD CPU with AVX512-BF16), float32
+    otherwise (``$LMREC_AUTO_PRECISION`` decides where set). Otherwise the named dtype."""
     if isinstance(dtype, torch.dtype):
         return dtype
     name = str(dtype).lower().removeprefix("torch.")
     if name == "auto":
         if str(device).startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        from lmrec.train.precision import fast_bf16  # not at import: lmrec.train loads the trainer
+
         return torch.bfloat16 if fast_bf16("cpu")[0] else torch.float32
     if name not in _DTYPES:
         raise LmrecError(f"unknown dtype {dtype!r}; expected auto, float32, bfloat16 or float16")

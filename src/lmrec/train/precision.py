@@ -7,29 +7,31 @@ because bf16 keeps 8 bits of mantissa: cosines near the top of a ranking would t
 tie-break, not the model, would order them. A model without such products (``Model.bf16_path`` false) always runs
 in fp32.
 
-``"auto"`` picks bf16 where bf16 products are fast: a CUDA GPU with bf16, or a CPU with bf16 instructions (AMX or
-AVX512-BF16) on which a probe product (:func:`cpu_bf16_speedup`) runs at least :data:`MIN_SPEEDUP` times fp32's
-speed; fp32 elsewhere. The flags alone do not tell: on a 2-core Xeon with AVX512-BF16 and no AMX the MLP's bf16
-products ran 1.4-2.0x *slower* than fp32, on a 2-core AMD EPYC with the same flag 2.0-2.4x faster, and with AMX
-~5x faster (``bench/results/precision*.md``). CPUs without either flag emulate bf16 and are not probed.
+``"auto"`` picks bf16 where bf16 products are fast, a rule from measured CPU kinds (``bench/precision.py``, 2
+threads): a CUDA GPU with bf16; a CPU with AMX (``amx_bf16`` in /proc/cpuinfo: ~5x fp32 for a 50,546 x 384 by
+384 x 768 product); an AMD CPU with AVX512-BF16 (a 2-core EPYC: the MLP's products 1.8-2.5x faster than fp32,
+``bench/results/precision-epyc.md``); fp32 elsewhere: an Intel CPU with AVX512-BF16 and no AMX (a 2-core Xeon: the
+same products 1.4-2.0x *slower*, ``bench/results/precision.md``) and CPUs without bf16 instructions, which emulate
+it. The rule reads the CPU's flags and vendor, never a timing, so a run resumes, and its ranks and its records
+match, in the precision it started with. ``LMREC_AUTO_PRECISION=fp32`` (or ``bf16``) makes ``auto`` mean that on
+any machine, for the process and its children (the test suite sets fp32, so its numbers do not depend on the CPU).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import statistics
-import time
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 
+from lmrec.errors import LmrecError
+
 Precision = Literal["auto", "fp32", "bf16"]
 CPUINFO = Path("/proc/cpuinfo")
-MIN_SPEEDUP = 1.5  # auto takes bf16 on a CPU whose probe product runs at least this many times fp32's speed
-PROBE_SHAPE = (2048, 384, 768)  # m, k, n: AlphaRec's first MLP layer over a block of rows of 384-d LM vectors
+AUTO_ENV = "LMREC_AUTO_PRECISION"  # "fp32" or "bf16": what auto means, whatever the hardware
 
 
 @dataclass(frozen=True)
@@ -45,58 +47,50 @@ class PrecisionChoice:
         return asdict(self)
 
 
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags /proc/cpuinfo lists (empty where there is no such file, e.g. not Linux)."""
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (``flags``, ``vendor_id``, ...); empty where there is no such
+    file (e.g. not Linux)."""
     try:
         text = CPUINFO.read_text(encoding="ascii", errors="replace")
     except OSError:
-        return frozenset()
+        return {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
+        if not line.strip():
+            break
         key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return frozenset(value.split())
-    return frozenset()
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags /proc/cpuinfo lists (empty where there is no such file)."""
+    return frozenset(cpu_info().get("flags", "").split())
 
 
 def fast_bf16(device: str) -> tuple[bool, str]:
-    """(whether bf16 products are faster than fp32 on ``device`` ("cpu", "cuda", "mps"), the reason in words)."""
+    """(whether bf16 products are faster than fp32 on ``device`` ("cpu", "cuda", "mps"), the reason in words); where
+    ``$LMREC_AUTO_PRECISION`` is set, what it says."""
+    forced = os.environ.get(AUTO_ENV)
+    if forced:
+        if forced not in ("fp32", "bf16"):
+            raise LmrecError(f"{AUTO_ENV}={forced!r}: expected 'fp32' or 'bf16'")
+        return forced == "bf16", f"set by {AUTO_ENV}={forced}"
     if device == "cuda":
         ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         return ok, "CUDA GPU with bf16" if ok else "CUDA GPU without bf16 support"
     if device != "cpu":
         return False, f"{device}: lmrec runs fp32 there"
-    flags = cpu_flags()
-    if not flags & {"amx_bf16", "avx512_bf16"}:
+    info = cpu_info()
+    flags = frozenset(info.get("flags", "").split())
+    if "amx_bf16" in flags:
+        return True, "CPU with AMX (amx_bf16): bf16 products ~5x fp32's speed"
+    if "avx512_bf16" not in flags:
         return False, "CPU without bf16 instructions (no amx_bf16 or avx512_bf16 flag): bf16 is emulated, slower"
-    kind = "AMX" if "amx_bf16" in flags else "AVX512-BF16 without AMX"
-    speedup = cpu_bf16_speedup()
-    m, k, n = PROBE_SHAPE
-    return speedup >= MIN_SPEEDUP, (f"CPU with {kind}: a {m}x{k} by {k}x{n} bf16 product ran at {speedup:.2f}x "
-                                    f"fp32's speed (bf16 from {MIN_SPEEDUP}x)")
-
-
-def cpu_bf16_speedup() -> float:
-    """fp32 seconds / bf16 seconds of one :data:`PROBE_SHAPE` product on this CPU at torch's present thread count
-    (bf16 through autocast, as training runs it); measured once per process and thread count, in about 0.1 s."""
-    return _probe(torch.get_num_threads())
-
-
-@functools.cache
-def _probe(threads: int, repeats: int = 5) -> float:
-    m, k, n = PROBE_SHAPE
-    gen = torch.Generator().manual_seed(0)
-    x, w = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
-
-    def seconds(precision: str) -> float:
-        times = []
-        for _ in range(repeats + 1):  # the first is a warm-up
-            start = time.perf_counter()
-            with autocast(precision, "cpu"):
-                x @ w
-            times.append(time.perf_counter() - start)
-        return statistics.median(times[1:])
-
-    return seconds("fp32") / seconds("bf16")
+    if info.get("vendor_id") == "AuthenticAMD":
+        return True, "AMD CPU with AVX512-BF16: bf16 products 1.8-2.5x fp32's speed (2-core EPYC)"
+    return False, ("CPU with AVX512-BF16 but no AMX (no amx_bf16 flag): bf16 products 1.4-2.0x slower than fp32 "
+                   "(2-core Xeon)")
 
 
 def choose(asked: str, device: str, bf16_path: bool, model: str = "the model") -> PrecisionChoice:

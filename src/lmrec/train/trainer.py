@@ -77,7 +77,8 @@ class TrainConfig:
         "epochs, eval_every and patience count the same steps on data of any size")] = None
     precision: Annotated[Precision, Field(
         description="float type of the dense products over LM vectors (AlphaRec's MLP, KAR / RLMRec projections): "
-        "'auto' takes bf16 where it is fast (CPU with AMX, CUDA with bf16) and fp32 elsewhere; losses, sums and "
+        "'auto' takes bf16 where it is fast (CUDA with bf16, a CPU with AMX, an AMD CPU with AVX512-BF16) and fp32 "
+        "elsewhere; losses, sums and "
         "optimizer state stay fp32. A model's training config holds the choice, never 'auto'")] = "auto"
 
     @classmethod

@@ -25,7 +25,6 @@ from lmrec.models.queries import KnownUsers, NewUser
 from lmrec.models.torch_base import TorchRecommender
 from lmrec.search_space import FloatRange
 from lmrec.settings import settings
-from lmrec.train.precision import cpu_bf16_speedup
 
 # The paper picks the MLP width per LM to keep ~4.7M MLP parameters: hidden = m·d with m = 1/2 for
 # text-embedding-3-large (3072-d), 2 for ada-002 (1536-d), 8 for BERT (768-d), 9/32 for 4096-d LLMs.
@@ -33,19 +32,20 @@ PAPER_MLP_RATIO = {3072: 0.5, 1536: 2.0, 768: 8.0, 4096: 9 / 32}
 _ENCODER_LOCK = threading.Lock()
 # FLOPs of a dense fp32 product per byte a sparse product moves in the same time, on CPU (2-core Xeon, one thread:
 # dense fp32 ~110 GFLOP/s; torch's CSR products of P and Pᵀ 5.5 GB/s on Amazon Games, 16 GB/s on ML-1M-sized data,
-# bench/sparse_product.py); bf16 products run this many times the CPU's measured bf16 speed-up
-DENSE_PER_SPARSE = 10.0
+# bench/sparse_product.py)
+DENSE_PER_SPARSE = 10
 
 
-def users_via_items(n_users: int, n_items: int, nnz: int, d: int, dense_per_sparse: float = DENSE_PER_SPARSE
-                    ) -> bool:
+def users_via_items(n_users: int, n_items: int, nnz: int, d: int) -> bool:
     """Whether the users' first MLP layer is cheaper through their items' means (:meth:`_Mapper.of_profiles`) than
     dense over their mean inputs. Per hidden unit, the dense layer over the users costs 4·users·d FLOPs (forward and
     weight gradient); the two sparse products (P·X forward, Pᵀ·G backward) move about 4·(2·nnz + users + items)
-    bytes (a row of X read per non-zero, the output rows written), at ``dense_per_sparse`` FLOPs per byte
-    (:data:`DENSE_PER_SPARSE` in fp32). Amazon Games (50,546 users, 173,545 edges, 384-d) and Industrial go through
-    the items, MovieLens 100k / latest-small / ML-1M-sized data dense, in fp32."""
-    return n_users * d > dense_per_sparse * (2 * nnz + n_users + n_items)
+    bytes (a row of X read per non-zero, the output rows written), at :data:`DENSE_PER_SPARSE` FLOPs per byte.
+    Amazon Games (50,546 users, 173,545 edges, 384-d) and Industrial go through the items, MovieLens 100k /
+    latest-small / ML-1M-sized data dense. The rule is fp32's in bf16 too: bf16's faster dense products would move
+    the line toward the dense layer (on AMX Games sits at it), but the route depends on the data's shape only, so
+    a run loads and resumes on the route it trained on, on any machine."""
+    return n_users * d > DENSE_PER_SPARSE * (2 * nnz + n_users + n_items)
 
 
 @settings
@@ -133,11 +133,7 @@ class AlphaRec(LMFeatures, TorchRecommender):
         self.empty_users = torch.from_numpy(np.flatnonzero(np.diff(data.train.indptr) == 0))  # their z_u is 0
         # Amazon Industrial (8,317 users, 22,824 edges) 1.52x per step through the items, MovieLens latest-small
         # (610 users) 0.87x (bench/alpharec_step.py, CPU)
-        # in bf16 on CPU dense products run at the measured speed-up; elsewhere the fp32 line (not measured on GPUs)
-        bf16_cpu = self.precision == "bf16" and self.device.type == "cpu"
-        per_byte = DENSE_PER_SPARSE * (cpu_bf16_speedup() if bf16_cpu else 1.0)
-        self.users_via_items = users_via_items(data.n_users, data.n_items, data.train.nnz, self.z_items.shape[1],
-                                               per_byte)
+        self.users_via_items = users_via_items(data.n_users, data.n_items, data.train.nnz, self.z_items.shape[1])
         self.adj = normalized_adjacency(data.train)
         self.sampler = Sampler(data.train)
         return _Mapper(self.z_items.shape[1], self.config)
