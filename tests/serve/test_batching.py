@@ -89,8 +89,9 @@ def test_options_are_checked():
 @pytest.mark.parametrize("name", ["alpharec", "pop"])
 def test_a_batch_ranks_as_run_recommend_does(name, app_runs, tmp_path):
     """Every user of the planted data, with exclusions and several k, in one batch: the same items as
-    Run.recommend one at a time (Pop: ties everywhere), the same scores to rounding; and each row exactly what the
-    request gets alone (its scores do not depend on the batch)."""
+    Run.recommend one at a time (Pop: ties everywhere), the same scores to rounding; and each row what the request
+    gets alone: the same items, the same scores to the last bits (MKL on an AMD EPYC rounds a row differently in a
+    product with another number of rows; on a Xeon they are equal to the bit)."""
     run = app_runs(name, tmp_path)
     data = run.data
     users = [u for u in range(data.n_users) if len(data.train_items(u))]
@@ -107,7 +108,8 @@ def test_a_batch_ranks_as_run_recommend_does(name, app_runs, tmp_path):
         assert [run.catalog.ids[i] for i in items] == [r.item_id for r in direct]
         np.testing.assert_allclose(scores, [r.score for r in direct], rtol=1e-5, atol=1e-6)
         if single is not None:
-            assert np.array_equal(items, single[0]) and np.array_equal(scores, single[1])
+            assert np.array_equal(items, single[0])
+            np.testing.assert_allclose(scores, single[1], rtol=1e-6, atol=0)
     assert len(batch[-1][0]) == 2
 
 

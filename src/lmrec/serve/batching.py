@@ -10,12 +10,14 @@ caller's future. A request's threads do the rest (parsing, validation, the respo
 the batchable requests runs in the one worker thread instead of one thread per request.
 
 Results are those of the requests answered one at a time: every product has at least two rows (a lone request is
-paired with itself), so a row's scores do not depend on the batch (BLAS multiplies one row through another kernel
-whose rounding differs in the last bits), and each row's top k is ``torch.topk`` of that row with the request's own
-k, as :meth:`lmrec.Run.recommend` takes it (tested, ties included). The scores agree with ``Run.recommend``'s
-(one row) to float rounding. A FAISS batch equals single searches but for exact ties (one search asks for the
-batch's largest k; FAISS's coarse step for 20+ queries goes through BLAS). Conversations read through an LLM
-without the KV cache are encoded in one padded batch, whose q agree with one-at-a-time ones to float rounding.
+paired with itself: BLAS multiplies one row through another kernel), and each row's top k is ``torch.topk`` of that
+row with the request's own k, as :meth:`lmrec.Run.recommend` takes it (tested, ties included). A row's scores agree
+with the same request's alone, and with ``Run.recommend``'s, to float rounding: on a Xeon they are equal to the bit,
+but MKL on an AMD EPYC sums a row in another order for another number of rows (last-bit differences), so items
+whose scores differ by less than that could swap places. A FAISS batch equals single searches but for exact ties
+(one search asks for the batch's largest k; FAISS's coarse step for 20+ queries goes through BLAS). Conversations
+read through an LLM without the KV cache are encoded in one padded batch, whose q agree with one-at-a-time ones to
+float rounding.
 """
 
 from __future__ import annotations
