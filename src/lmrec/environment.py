@@ -19,14 +19,28 @@ def versions() -> dict[str, str]:
             "numpy": numpy.__version__, "scipy": scipy.__version__, "machine": platform.machine()}
 
 
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (``model name``, ``vendor_id``, ``flags``, ...); empty where
+    there is no such file (e.g. not Linux)."""
+    try:
+        text = CPUINFO.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo (e.g. 'AMD EPYC'), else ``platform.processor()``."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        lines = []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor()
+    return cpu_info().get("model name") or platform.processor()
 
 
 def git_state(folder: Path | None = None, paths: Sequence[str] = (), untracked: bool = False) -> dict[str, object]:

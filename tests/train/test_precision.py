@@ -9,6 +9,7 @@ import torch
 
 import lmrec
 from helpers import planted_data, planted_features, random_level, single_thread  # noqa: F401
+from lmrec import environment
 from lmrec.errors import LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.llm import resolve_dtype
@@ -33,7 +34,7 @@ def cpu(monkeypatch, tmp_path):
         info = tmp_path / "cpuinfo"
         info.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: a CPU\nflags\t\t: {flags}\n\n"
                         "processor\t: 1\nvendor_id\t: SomeoneElse\n", "ascii")
-        monkeypatch.setattr(P, "CPUINFO", info)
+        monkeypatch.setattr(environment, "CPUINFO", info)
         monkeypatch.delenv(P.AUTO_ENV, raising=False)  # the suite's pin (conftest) off: the hardware decides
 
     return set_flags
@@ -91,7 +92,7 @@ def test_cuda_counts_when_it_has_bf16(monkeypatch):
 
 
 def test_no_cpuinfo_means_no_flags(monkeypatch, tmp_path):
-    monkeypatch.setattr(P, "CPUINFO", tmp_path / "absent")
+    monkeypatch.setattr(environment, "CPUINFO", tmp_path / "absent")
     monkeypatch.delenv(P.AUTO_ENV)
     assert P.cpu_info() == {}
     assert P.cpu_flags() == frozenset() and P.choose("auto", "cpu", bf16_path=True).used == "fp32"

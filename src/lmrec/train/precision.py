@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
 
+from lmrec.environment import cpu_info
 from lmrec.errors import LmrecError
 
 Precision = Literal["auto", "fp32", "bf16"]
-CPUINFO = Path("/proc/cpuinfo")
 AUTO_ENV = "LMREC_AUTO_PRECISION"  # "fp32" or "bf16": what auto means, whatever the hardware
 
 
@@ -47,25 +47,10 @@ class PrecisionChoice:
         return asdict(self)
 
 
-def cpu_info() -> dict[str, str]:
-    """The first processor's fields of /proc/cpuinfo (``flags``, ``vendor_id``, ...); empty where there is no such
-    file (e.g. not Linux)."""
-    try:
-        text = CPUINFO.read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return {}
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            break
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
-    return fields
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags /proc/cpuinfo lists (empty where there is no such file)."""
-    return frozenset(cpu_info().get("flags", "").split())
+def cpu_flags(info: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The CPU feature flags of /proc/cpuinfo (of ``info``, :func:`lmrec.environment.cpu_info`, when given); empty
+    where there is no such file."""
+    return frozenset((cpu_info() if info is None else info).get("flags", "").split())
 
 
 def fast_bf16(device: str) -> tuple[bool, str]:
@@ -82,7 +67,7 @@ def fast_bf16(device: str) -> tuple[bool, str]:
     if device != "cpu":
         return False, f"{device}: lmrec runs fp32 there"
     info = cpu_info()
-    flags = frozenset(info.get("flags", "").split())
+    flags = cpu_flags(info)
     if "amx_bf16" in flags:
         return True, "CPU with AMX (amx_bf16): bf16 products ~5x fp32's speed"
     if "avx512_bf16" not in flags:

@@ -78,8 +78,8 @@ class TrainConfig:
     precision: Annotated[Precision, Field(
         description="float type of the dense products over LM vectors (AlphaRec's MLP, KAR / RLMRec projections): "
         "'auto' takes bf16 where it is fast (CUDA with bf16, a CPU with AMX, an AMD CPU with AVX512-BF16) and fp32 "
-        "elsewhere; losses, sums and "
-        "optimizer state stay fp32. A model's training config holds the choice, never 'auto'")] = "auto"
+        "elsewhere; losses, sums and optimizer state stay fp32. A model's training config holds the choice, never "
+        "'auto'")] = "auto"
 
     @classmethod
     def with_overrides(cls, defaults: dict[str, Any] | None, overrides: TrainConfig | dict[str, Any] | None
