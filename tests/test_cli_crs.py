@@ -18,6 +18,7 @@ import torch
 import lmrec
 from helpers import write_inspired, write_tiny_llm
 from lmrec.cli import main
+from lmrec.inputs.store import read_generations
 from lmrec.models.queries import Conversations
 
 
@@ -51,7 +52,8 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_runs_write_metrics_like_lmrec_train(tiny_runs: dict[str, Path]) -> None:
     prepared = json.loads((tiny_runs["prep"] / "prepare.json").read_text())
-    assert prepared["splits"]["test"]["kept"] == 6 and prepared["splits"]["train"]["generation"]["generated_now"] == 24
+    # 24 training turns, 20 distinct contexts: a context that several turns share is answered once
+    assert prepared["splits"]["test"]["kept"] == 6 and prepared["splits"]["train"]["generation"]["generated_now"] == 20
     for run in ("zero", "reindex", "adapt"):
         metrics = json.loads((tiny_runs[run] / "metrics.json").read_text())
         assert {"valid", "test"} <= set(metrics)
@@ -141,6 +143,30 @@ def test_prepare_with_no_answers_and_plain_per_split_values(tiny_runs: dict[str,
     assert main(["crs", "prepare", "--dataset", "inspired", *llm, "--max-generate", '{"train": 0, "valid": 0, '
                  '"test": 0}', "--max-samples", '{"train": 5, "valid": null}', "--out", str(json_form)]) == 0
     assert json.loads((json_form / "prepare.json").read_text())["config"] == prepared["config"]
+
+
+def test_prepare_takes_answers_made_elsewhere(tiny_runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """--answers-from: the answers of another prepared folder (same LLM, settings and prompts) are taken, not
+    generated again; the answers made with other settings are not."""
+    llm = ["--llm", str(tiny_runs["root"] / "llm"), "--dtype", "float32", "--no-progress"]
+    earlier = [str(tiny_runs["prep"] / "generations-train.jsonl")]
+    out = tmp_path / "elsewhere"
+    assert main(["crs", "prepare", "--dataset", "inspired", *llm, "--max-new-tokens", "6", "--answers-from",
+                 *earlier, "--out", str(out)]) == 0
+    splits = json.loads((out / "prepare.json").read_text())["splits"]
+    assert (splits["train"]["generation"]["taken_from_earlier"], splits["train"]["generation"]["generated_now"]) \
+        == (20, 0)
+    assert "generated 0 new (all cached), 20 taken from --answers-from" in capsys.readouterr().out
+    taken, made = (read_generations(f / "generations-train.jsonl") for f in (out, tiny_runs["prep"]))
+    assert taken == made
+    longer = tmp_path / "longer-answers"  # another max_new_tokens: another key, generated
+    assert main(["crs", "prepare", "--dataset", "inspired", *llm, "--max-new-tokens", "5", "--max-generate",
+                 "valid=0,test=0", "--answers-from", *earlier, "--out", str(longer)]) == 0
+    train = json.loads((longer / "prepare.json").read_text())["splits"]["train"]["generation"]
+    assert (train["taken_from_earlier"], train["generated_now"]) == (0, 20)
+    assert main(["crs", "prepare", "--dataset", "inspired", *llm, "--answers-from", str(tmp_path / "none.jsonl"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--answers-from: no such file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("flags", "error"), [

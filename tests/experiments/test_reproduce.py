@@ -570,3 +570,82 @@ def test_git_state_names_the_commit_and_what_changed(tmp_path: Path) -> None:
     (tmp_path / "src" / "new.py").write_text("y = 2\n")  # untracked: counted only when asked
     assert git_state(tmp_path, ("src",))["dirty"] is False
     assert git_state(tmp_path, ("src",), untracked=True)["dirty"] is True
+
+
+RTA_ANSWERING = '''title = "Tiny INSPIRED: the reindex on the LLM's answers and the real targets"
+experiment = "crs"
+[run]
+dataset = "inspired"
+zero_shot = false
+reindex = {{ aggregator = "weighted", label_source = "both", train = {{ epochs = 1, eval_every = 1 }} }}
+''' + TINY_PREPARE + "generate_batch_size = 2\n"
+
+
+def test_an_rta_table_stopped_while_answering_keeps_its_answers_and_another_machine_goes_on(tmp_path, monkeypatch):
+    """The LLM's answers are the long part of an RTA table: what a stopped reproduction answered reaches its report,
+    and a reproduction elsewhere with --reuse on that report generates only the rest, with the same answers."""
+    from lmrec.inputs.store import read_generations
+    from lmrec.llm import CausalLM
+
+    tiny_inspired_and_llm(tmp_path, monkeypatch)
+    configs = tmp_path / "configs"
+    write_config(configs / "rta", "01-inspired.toml", RTA_ANSWERING.format(llm=tmp_path / "llm"))
+    generate = CausalLM.generate
+    asked: list[str] = []
+
+    def stopped_after_two_batches(self, prompts, *args, **kwargs):
+        if len(asked) == 4:
+            raise KeyboardInterrupt  # the session ends
+        asked.extend(prompts)
+        return generate(self, prompts, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(CausalLM, "generate", stopped_after_two_batches)
+        with pytest.raises(KeyboardInterrupt):
+            reproduce.reproduce("rta", configs, tmp_path / "first", log=lambda _: None)
+    answers = tmp_path / "first" / "report" / "answers" / "01-inspired"
+    assert [p.name for p in answers.iterdir()] == ["generations-train.jsonl.gz"]
+    first = read_generations(answers / "generations-train.jsonl.gz")
+    assert len(first) == 4  # the two batches that finished of the 8 training turns
+
+    again: list[str] = []
+
+    def counted(self, prompts, *args, **kwargs):
+        again.extend(prompts)
+        return generate(self, prompts, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(CausalLM, "generate", counted)
+        reproduce.reproduce("rta", configs, tmp_path / "second", reuse=tmp_path / "first" / "report",
+                            log=lambda _: None)
+    prepared = json.loads((tmp_path / "second" / "01-inspired" / "prepare" / "prepare.json").read_text())
+    train = prepared["splits"]["train"]["generation"]
+    assert (train["taken_from_earlier"], train["generated_now"]) == (4, 3)  # 8 turns, 7 distinct contexts
+    assert not set(asked) & set(again)  # no turn answered twice
+    # the answers taken are those the LLM gives: a reproduction answering every turn itself has the same ones
+    reproduce.reproduce("rta", configs, tmp_path / "third", log=lambda _: None)
+    answered = {}
+    for out in ("second", "third"):
+        packed = tmp_path / out / "report" / "answers" / "01-inspired"
+        answered[out] = {split: {k: (r.completion, r.items) for k, r in read_generations(
+            packed / f"generations-{split}.jsonl.gz").items()} for split in ("train", "valid", "test")}
+    assert answered["second"] == answered["third"]
+    assert {k: (r.completion, r.items) for k, r in first.items()}.items() <= answered["second"]["train"].items()
+    with pytest.raises(LmrecError, match="no records/ or answers/ folder"):
+        reproduce.reproduce("rta", configs, tmp_path / "fourth", reuse=tmp_path, log=lambda _: None)
+
+
+def test_sigterm_stops_lmrec_reproduce_through_its_finally_blocks(tmp_path):
+    """``kill`` (SIGTERM) at the end of a session: the process exits through ``finally`` as on Ctrl-C (where a
+    reproduction packs its records and answers), with status 143."""
+    import signal
+    import sys
+
+    script = ("import pathlib, sys, time\nfrom lmrec.cli.experiments import stop_like_ctrl_c\nstop_like_ctrl_c()\n"
+              f"try:\n    print('ready', flush=True)\n    time.sleep(60)\nfinally:\n"
+              f"    pathlib.Path({str(tmp_path / 'packed')!r}).write_text('yes')\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert (tmp_path / "packed").read_text() == "yes"

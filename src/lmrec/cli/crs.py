@@ -25,6 +25,9 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     prep.add_argument("--cache", help="embedding cache root (default $LMREC_CACHE/embeddings)")
     prep.add_argument("--no-progress", dest="progress", action="store_false")
     prep.add_argument("--out", required=True)
+    prep.add_argument("--answers-from", dest="answers_from", nargs="+", default=[], metavar="FILE",
+                      help="generations-<split>.jsonl[.gz] files made elsewhere (another folder, a report's answers/): "
+                           "an answer of the same LLM, settings and prompt is taken from them instead of generated")
     add_threads(prep)
     add_settings(prep, PrepareConfig, "prepare settings")
     prep.set_defaults(func=cmd_prepare)
@@ -44,14 +47,19 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
     set_threads(args)
     config = build(PrepareConfig, given(args, PrepareConfig), what="prepare setting")
-    features = prepare_dataset(args.dataset, Path(args.out), config, cache_root=args.cache, progress=args.progress)
+    missing = [f for f in args.answers_from if not Path(f).is_file()]
+    if missing:
+        raise LmrecError(f"--answers-from: no such file {missing[0]} (expected a generations-<split>.jsonl[.gz] file)")
+    features = prepare_dataset(args.dataset, Path(args.out), config, cache_root=args.cache, progress=args.progress,
+                               answers_from=[Path(f) for f in args.answers_from])
     for split, info in features.meta["splits"].items():
         gen = info.get("generation")
         encode = info["encoding"]["seconds_per_sample"]
         line = f"{split}: {info['kept']}/{info['samples']} turns, encode {encode:.2f} s/turn"
         if gen:
             per = f"{gen['seconds_per_sample']:.1f} s/turn" if gen["seconds_per_sample"] else "all cached"
-            line += (f"; generated {gen['generated_now']} new ({per}), "
+            taken = f", {gen['taken_from_earlier']} taken from --answers-from" if gen.get("taken_from_earlier") else ""
+            line += (f"; generated {gen['generated_now']} new ({per}){taken}, "
                      f"{100 * gen['mapped_share']:.1f}% of {gen['titles_per_turn']:.1f} titles/turn mapped")
         elif split in config.generate_splits and info["kept"]:
             line += "; no answers generated (--max-generate)"

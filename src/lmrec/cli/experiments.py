@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from pathlib import Path
 
 from lmrec import clock
@@ -35,7 +37,8 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
     rep.add_argument("--publish", help="also copy the report folder here, e.g. docs/results/<date>-<paper>")
     rep.add_argument("--jobs", type=int, default=1, help="independent runs of a comparison table at once")
     rep.add_argument("--reuse", help="a report folder made earlier (e.g. published, on another machine): its recorded "
-                                     "runs count as finished where their settings and data match")
+                                     "runs count as finished where their settings and data match, and its LLM "
+                                     "answers are taken where the LLM, settings and prompt match")
     rep.add_argument("--models", help="comma-separated [run.models] entries: run only these of the comparison tables "
                                       "(a long table split between calls; the whole table later reuses their runs)")
     rep.set_defaults(func=cmd_reproduce)
@@ -84,9 +87,16 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(markdown(results))
 
 
+def stop_like_ctrl_c() -> None:
+    """SIGTERM (``kill``, a machine's shutdown) ends the process through its ``finally`` blocks as Ctrl-C does, so a
+    reproduction packs what it finished before it exits (status 128 + 15)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from lmrec.experiments.reproduce import publish, reproduce
 
+    stop_like_ctrl_c()
     out = Path(args.out or f"runs/reproduce/{args.paper}{'-quick' if args.quick else ''}")
     if args.publish and Path(args.publish).exists():  # known before hours of training, not after
         raise LmrecError(f"--publish {args.publish}: exists; publish into a new folder")

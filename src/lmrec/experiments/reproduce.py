@@ -11,17 +11,20 @@ A paper's tables are ``configs/<paper>/*.toml``, one file per table, run in file
 
 Output ``OUT/``: ``report/`` (``report.md``, ``environment.json`` with machine, versions, git commit, seeds and
 data checksums, ``configs/`` as run, ``figures/``, ``tables/``, ``records/``: every finished comparison run less its
-weights, written as it finishes; small enough to commit, see ``--publish``) and one work folder per table with the
-run folders. Finished runs are reused when their settings match (an interrupted reproduction resumes); a folder
-made with other settings is an error naming it. ``--reuse REPORT`` goes on from another report's records (a
-reproduction longer than one machine's session: publish or copy the report folder, then reuse it); ``--models``
-runs only some model entries of the comparison tables, so that a long table can be split between calls.
+weights, ``answers/<table>/``: the LLM answers a conversational table's prepare has made so far, both packed as
+each table finishes and when a reproduction stops early (an error, Ctrl-C, SIGTERM); small enough to commit, see
+``--publish``) and one work folder per table with the run folders. Finished runs are reused when their settings
+match (an interrupted reproduction resumes); a folder made with other settings is an error naming it. ``--reuse
+REPORT`` goes on from another report's records and answers (a reproduction longer than one machine's session:
+publish or copy the report folder, then reuse it); ``--models`` runs only some model entries of the comparison
+tables, so that a long table can be split between calls.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gzip
 import json
 import os
 import platform
@@ -45,11 +48,12 @@ from lmrec.experiments.schemas import (
     ZeroShotSettings,
 )
 from lmrec.experiments.steps import cached_step
-from lmrec.io import atomic_write, write_json
+from lmrec.io import atomic_write, write_bytes, write_json
 from lmrec.settings import as_dict
 
 SECTION = "section.md"  # a finished table's report section, kept in its work folder
 RECORDS = "records"  # the report's folder of finished runs' records
+ANSWERS = "answers"  # the report's folder of LLM answers (conversational tables' generations, gzip-compressed)
 PAPERS = {"alpharec": "AlphaRec (Sheng et al., 2024): language representations for collaborative filtering",
           "rta": "Reindex-Then-Adapt (RTA): LLM-based conversational recommendation"}
 
@@ -139,12 +143,14 @@ class Context:
     independent runs), ``log`` a line per finished step (a run, a chunk of prepared turns) so long tables show
     progress, ``records`` the folder that gets the record of every finished comparison run
     (:mod:`lmrec.experiments.records`, as ``<runs folder>/<dataset>/<run>``), ``reuse`` records made earlier (e.g.
-    on another machine) that count as finished runs where their settings and data match."""
+    on another machine) that count as finished runs where their settings and data match, ``answers`` LLM answers
+    made earlier (generation files) that a conversational table's prepare takes where their key matches."""
 
     records: Path
     jobs: int = 1
     log: Callable[[str], None] = print
     reuse: Path | None = None
+    answers: tuple[Path, ...] = ()
 
 
 def _compare(s: CompareSettings, folder: Path, root: Path, context: Context) -> str:
@@ -229,7 +235,7 @@ def _convergence(s: ConvergenceSettings, folder: Path, root: Path, context: Cont
 def _crs(s: CRSTableSettings, folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments.rta_table import run_rta_table
 
-    run_rta_table(s.dataset, folder, as_dict(s), progress=True, log=context.log)
+    run_rta_table(s.dataset, folder, as_dict(s), progress=True, log=context.log, answers_from=context.answers)
     return (folder / "table.md").read_text(encoding="utf-8")
 
 
@@ -287,22 +293,28 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
         raise LmrecError(f"unknown paper {paper!r}; expected one of {sorted(PAPERS)}")
     tables = load_tables(Path(configs) / paper, quick)
     chosen = restrict(select(tables, only), models)
-    if reuse is not None and not (Path(reuse) / RECORDS).is_dir():
-        raise LmrecError(f"--reuse {reuse}: no {RECORDS}/ folder there (expected a report folder of lmrec reproduce)")
+    if reuse is not None and not any((Path(reuse) / sub).is_dir() for sub in (RECORDS, ANSWERS)):
+        raise LmrecError(f"--reuse {reuse}: no {RECORDS}/ or {ANSWERS}/ folder there (expected a report folder of "
+                         "lmrec reproduce)")
     report = out / "report"
     for sub in ("configs", "figures", "tables", RECORDS):
         (report / sub).mkdir(parents=True, exist_ok=True)
     _move_folder_records(report / RECORDS, out / RECORDS)
-    reused = None if reuse is None else unpack_records(Path(reuse) / RECORDS, out / ".reused-records")
-    context = Context(out / RECORDS, jobs, log, reused)
+    reused = None if reuse is None or not (Path(reuse) / RECORDS).is_dir() else \
+        unpack_records(Path(reuse) / RECORDS, out / ".reused-records")
+    answers = () if reuse is None else tuple(sorted((Path(reuse) / ANSWERS).glob(f"*/*{PACKED_ANSWERS}")))
+    context = Context(out / RECORDS, jobs, log, reused, answers)
     for table in chosen:
         log(f"[{table.key}] {table.title} ...")
         start = clock.now()
         folder = out / table.key
         folder.mkdir(parents=True, exist_ok=True)
         runner = EXPERIMENTS[table.experiment]
-        ours = runner(table.settings, folder, out,
-                      dataclasses.replace(context, log=lambda line, key=table.key: log(f"[{key}] {line}")))
+        try:
+            ours = runner(table.settings, folder, out,
+                          dataclasses.replace(context, log=lambda line, key=table.key: log(f"[{key}] {line}")))
+        finally:  # what is finished reaches the report even when the table stops early
+            _pack(out, report)
         seconds = clock.now() - start
         log(f"[{table.key}] done in {seconds / 60:.1f} min")
         assert table.source is not None
@@ -310,13 +322,25 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
         figures = _collect(folder, report, table.key)
         section = _section(table, ours, seconds, figures)
         atomic_write(folder / SECTION, lambda f, section=section: f.write(section))
-        if (out / RECORDS).is_dir():  # the report's records, packed as each table finishes
-            pack_records(out / RECORDS, report / RECORDS)
     sections = [(out / t.key / SECTION).read_text(encoding="utf-8") for t in tables if (out / t.key / SECTION).exists()]
     env = environment(tables, out, quick, reuse)
     write_json(report / "environment.json", env)
     atomic_write(report / "report.md", lambda f: f.write(_report(paper, env, sections)))
     return report
+
+
+PACKED_ANSWERS = ".jsonl.gz"
+
+
+def _pack(out: Path, report: Path) -> None:
+    """The work folder's finished runs into ``report/records/`` (:func:`pack_records`) and the LLM answers of its
+    conversational tables (``<table>/prepare/generations-<split>.jsonl``) into ``report/answers/<table>/``, gzipped;
+    every file written atomically."""
+    if (out / RECORDS).is_dir():
+        pack_records(out / RECORDS, report / RECORDS)
+    for path in sorted(out.glob("*/prepare/generations-*.jsonl")):
+        packed = gzip.compress(path.read_bytes(), mtime=0)
+        write_bytes(report / ANSWERS / path.parent.parent.name / f"{path.stem}{PACKED_ANSWERS}", packed)
 
 
 def _move_folder_records(report_records: Path, work_records: Path) -> None:

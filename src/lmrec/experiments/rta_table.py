@@ -97,10 +97,11 @@ def prepare_spec(dataset: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     return {"dataset": dataset, **as_dict(prepare_config(settings))}
 
 
-def _prepare(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool, log: Log) -> LLMFeatures:
+def _prepare(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool, log: Log,
+             answers_from: Sequence[Path] = ()) -> LLMFeatures:
     config = prepare_config(settings)
-    cached_step(folder, prepare_spec(dataset, settings), lambda: prepare_dataset(dataset, folder, config,
-                                                                              progress=progress, log=log))
+    cached_step(folder, prepare_spec(dataset, settings), lambda: prepare_dataset(
+        dataset, folder, config, progress=progress, log=log, answers_from=answers_from))
     return load_features(folder, load_dataset(dataset))
 
 
@@ -269,17 +270,18 @@ def _progress_line(row: Row, run: Run) -> str:
 
 
 def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool = False,
-                  log: Log = _silent) -> dict[str, Any]:
+                  log: Log = _silent, answers_from: Sequence[Path] = ()) -> dict[str, Any]:
     """Prepare, fit / reuse every model, then write ``table.{json,md}`` and ``buckets.png``; returns the table.
     ``progress``: prepare prints how many turns it has answered and encoded (a line per chunk); ``log`` gets a
-    line per row as it is fitted or found fitted.
+    line per row as it is fitted or found fitted; ``answers_from``: generation files made elsewhere whose answers
+    prepare takes instead of generating them again (:func:`lmrec.inputs.prepare.prepare_features`).
 
     ``settings["targets"]``: the target definition (:class:`lmrec.data.conversations.CRSData`), ``"all"`` or
     ``"new"``, or a list of them: one prepare, then every model of each definition in ``targets-<t>/`` and one
     table per definition (the first is the headline; ``table.json`` holds them under ``"targets"``)."""
     folder.mkdir(parents=True, exist_ok=True)
     features_dir = (folder / "prepare").resolve()
-    features = _prepare(dataset, features_dir, settings.get("prepare", {}), progress, log)
+    features = _prepare(dataset, features_dir, settings.get("prepare", {}), progress, log, answers_from)
     targets = settings.get("targets", "all")
     if isinstance(targets, str):
         return _definition_table(dataset, features.with_targets(targets), folder, settings, log)

@@ -12,7 +12,9 @@ same input and a new conversation is one forward pass.
 Generation is greedy with the answer forced to start with ``answer_prefix="1."`` (the paper: no prefix, 512 new tokens;
 without the prefix SmolLM2-135M mostly continues the dialogue instead of listing titles) and ``max_new_tokens=160``.
 Generations are cached in the jsonl files by ``key = sha256(identity, max_new_tokens, answer_prefix, prompt)``:
-a rerun generates only the missing turns (each batch is written atomically as it finishes).
+a rerun generates only the missing turns (each batch is written atomically as it finishes). ``answers_from``:
+generation files made elsewhere (another folder or machine, e.g. a report's ``answers/``) whose records of the same
+key are taken instead of generated again; their titles are mapped to the catalog again here.
 ``max_samples`` limits each split to a seeded random subsample (sorted, reported) because generation on a CPU takes
 seconds per turn.
 """
@@ -38,10 +40,10 @@ from lmrec.inputs.store import (
     FEATURES_FILE,
     GenerationRecord,
     LLMFeatures,
-    _read_records,
     _save_payload,
-    _write_records,
+    read_generations,
     title_tokens,
+    write_generations,
 )
 from lmrec.io import write_json
 from lmrec.progress import progress_bars
@@ -131,11 +133,13 @@ def prepare_features(
     cache: Any = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    answers_from: Sequence[Path] = (),
 ) -> LLMFeatures:
     """Encode q for the (sub)sampled turns of every split, generate for ``generate_splits``, tokenize titles.
 
     ``lm``: a :class:`lmrec.llm.CausalLM`; ``cache``: an :class:`lmrec.text.EmbeddingCache` for q (None: the
-    default cache root). Writes the folder described in the module docstring and returns it opened.
+    default cache root); ``answers_from``: generation files whose answers are taken where their key matches (the
+    module docstring). Writes the folder described in the module docstring and returns it opened.
     """
     from lmrec.llm import TitleMatcher
     from lmrec.text.cache import EmbeddingCache
@@ -166,7 +170,7 @@ def prepare_features(
         if len(answer):  # max_generate 0 for a split: nothing generated there
             records, info["generation"] = _generate(lm, [kept[int(i)] for i in answer],
                                                     folder / f"generations-{split}.jsonl", cfg, matcher, progress,
-                                                    log, split)
+                                                    log, split, answers_from)
             info["generation"]["turns"] = len(answer)
             if cfg.q_mode == "completion":
                 completions = [records[s.context].completion for s in kept]
@@ -209,7 +213,7 @@ def prepare_features(
 
 def prepare_dataset(dataset: str | Path, out: str | Path, config: PrepareConfig | None = None,
                     cache_root: str | Path | None = None, progress: bool = True,
-                    log: Callable[[str], None] = print) -> LLMFeatures:
+                    log: Callable[[str], None] = print, answers_from: Sequence[Path] = ()) -> LLMFeatures:
     """Load a conversational dataset (registered name or folder) and the LLM, then :func:`prepare_features` into
     ``out`` (its lines to ``log``); ``prepare.json`` also records the LLM's load time, the loader's skip counts and
     the torch threads."""
@@ -226,7 +230,7 @@ def prepare_dataset(dataset: str | Path, out: str | Path, config: PrepareConfig 
         lm = CausalLM.load(cfg.llm, dtype=cfg.dtype, device=cfg.device)
         load_seconds = clock.now() - start
         features = prepare_features(data, lm, out, cfg, EmbeddingCache(cache_root) if cache_root else None,
-                                    progress, log)
+                                    progress, log, answers_from)
     features.meta.update(llm_load_seconds=load_seconds, loader_skipped=dict(data.skipped),
                          torch_threads=torch.get_num_threads())
     write_json(Path(out) / "prepare.json", features.meta)
@@ -235,18 +239,37 @@ def prepare_dataset(dataset: str | Path, out: str | Path, config: PrepareConfig 
 
 def _generate(
     lm: Any, samples: Sequence[CRSSample], path: Path, cfg: PrepareConfig, matcher: Any, progress: bool,
-    log: Callable[[str], None], split: str,
+    log: Callable[[str], None], split: str, answers_from: Sequence[Path] = (),
 ) -> tuple[dict[str, GenerationRecord], dict[str, Any]]:
-    """Generations for ``samples`` (cached in ``path``), keyed by context; and timing / mapping statistics."""
-    cached = _read_records(path)
+    """Generations for ``samples`` (cached in ``path``; a key missing there is taken from the files of
+    ``answers_from`` that hold it), keyed by context; and timing / mapping statistics."""
+    cached = read_generations(path)
     prompts = [lm.prompt(s.context, n_items=cfg.n_titles, domain=cfg.domain) for s in samples]
     keys = [generation_key(lm.identity, cfg.max_new_tokens, cfg.answer_prefix, p) for p in prompts]
     settings = generation_settings(lm.identity, cfg)
-    for key in keys:  # the key hashes these settings and the prompt: a cached record of it was made with them
+
+    def record(i: int, completion: str) -> GenerationRecord:
+        titles, items, n_mapped = map_completion(completion, matcher, cfg.n_titles)
+        s = samples[i]
+        return GenerationRecord(keys[i], s.context, completion, titles, items, len(titles), n_mapped, s.conv_id,
+                                s.turn_id, settings)
+
+    taken = 0
+    for source in answers_from:  # the key hashes the settings and the prompt: a record of it was made with them
+        earlier = read_generations(Path(source))
+        for i, key in enumerate(keys):
+            if key not in cached and key in earlier:
+                cached[key] = record(i, earlier[key].completion)
+                taken += 1
+    for key in keys:
         if key in cached:
             cached[key].settings = settings
-    # longest prompts first, so each batch pads little and the slowest batch is known early
-    todo = sorted((i for i, key in enumerate(keys) if key not in cached), key=lambda i: -len(prompts[i]))
+    if samples:  # the settings stored with cached records, and the answers taken, kept before anything is generated
+        write_generations(path, list(cached.values()))
+    # each missing key once (turns can share a context), longest prompts first, so each batch pads little and the
+    # slowest batch is known early
+    first = {key: i for i, key in reversed(list(enumerate(keys))) if key not in cached}
+    todo = sorted(first.values(), key=lambda i: -len(prompts[i]))
     chunk = max(cfg.generate_batch_size, 1)
     seconds = 0.0
     for start in range(0, len(todo), chunk):
@@ -257,25 +280,20 @@ def _generate(
                             progress=False)
         seconds += clock.now() - t0
         for i, text in zip(rows, texts):
-            titles, items, n_mapped = map_completion(text, matcher, cfg.n_titles)
-            s = samples[i]
-            cached[keys[i]] = GenerationRecord(keys[i], s.context, text, titles, items, len(titles), n_mapped,
-                                               s.conv_id, s.turn_id, settings)
-        _write_records(path, list(cached.values()))
+            cached[keys[i]] = record(i, text)
+        write_generations(path, list(cached.values()))
         if progress:
             done = start + len(rows)
             log(f"  generated {done}/{len(todo)} {split} turns ({seconds / done:.1f} s/turn)")
-    if not todo and samples:
-        _write_records(path, list(cached.values()))  # the settings now stored with reused records
     records = {samples[i].context: cached[key] for i, key in enumerate(keys)}
     n_titles = sum(r.n_titles for r in records.values())
     n_mapped = sum(r.n_mapped for r in records.values())
-    stats = {"generated_now": len(todo), "cached": len(samples) - len(todo), "seconds": seconds,
-             "seconds_per_sample": seconds / len(todo) if todo else None,
+    stats = {"generated_now": len(todo), "cached": len(samples) - len(todo), "taken_from_earlier": taken,
+             "seconds": seconds, "seconds_per_sample": seconds / len(todo) if todo else None,
              "titles_per_turn": n_titles / len(records), "mapped_share": n_mapped / n_titles if n_titles else 0.0,
              "items_per_turn": sum(len(r.items) for r in records.values()) / len(records)}
-    log(f"{split}: {len(records)} generations ({len(todo)} new), {stats['titles_per_turn']:.1f} titles/turn, "
-        f"{100 * stats['mapped_share']:.1f}% mapped to the catalog")
+    log(f"{split}: {len(records)} generations ({len(todo)} new, {taken} from earlier answers), "
+        f"{stats['titles_per_turn']:.1f} titles/turn, {100 * stats['mapped_share']:.1f}% mapped to the catalog")
     return records, stats
 
 

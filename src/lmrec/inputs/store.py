@@ -81,11 +81,15 @@ def title_tokens(lm: Any, titles: Sequence[str], max_tokens: int = 32) -> TitleT
     return TitleTokens(local, lengths, table, vocab)
 
 
-def _read_records(path: Path) -> dict[str, GenerationRecord]:
+def read_generations(path: Path) -> dict[str, GenerationRecord]:
+    """The generation records of a ``generations-<split>.jsonl`` file (gzip-compressed where its name ends in
+    ``.gz``) by key; none where the file does not exist. A line that is not a record is an error naming it."""
+    import gzip
+
     out: dict[str, GenerationRecord] = {}
     if not path.exists():
         return out
-    with open(path, encoding="utf-8") as f:
+    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -97,7 +101,7 @@ def _read_records(path: Path) -> dict[str, GenerationRecord]:
     return out
 
 
-def _write_records(path: Path, records: Sequence[GenerationRecord]) -> None:
+def write_generations(path: Path, records: Sequence[GenerationRecord]) -> None:
     atomic_write(path, lambda f: f.writelines(json.dumps(asdict(r)) + "\n" for r in records))
 
 
@@ -142,7 +146,7 @@ class LLMFeatures:
         for split in SPLITS:
             path = self.folder / f"generations-{split}.jsonl"
             if path.exists():
-                records = list(_read_records(path).values())
+                records = list(read_generations(path).values())
                 self.generations[split] = {r.context: r for r in records if r.settings == wanted}
                 self.other_generations[split] = sum(r.settings != wanted for r in records)
                 if records and not self.generations[split]:
