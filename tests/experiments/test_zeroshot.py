@@ -12,6 +12,7 @@ import torch
 
 from helpers import N_ITEMS, N_USERS, planted_data, planted_features, random_level, single_thread  # noqa: F401
 from lmrec import cli
+from lmrec.errors import LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.experiments import zeroshot as Z
 from lmrec.models.nn.lm_inputs import user_profiles
@@ -170,6 +171,63 @@ def test_run_zeroshot_writes_metrics_and_comparison(tmp_path):
     assert (out / "lightgcn" / "metrics.json").exists() and (out / "lightgcn" / "manifest.json").exists()
     with pytest.raises(ValueError, match="unseen"):
         Z.run_zeroshot([target], target, tmp_path / "x", FAST, features=_features)
+
+
+def test_transfers_from_the_same_sources_train_the_mixed_model_once(tmp_path, monkeypatch):
+    """A mixed folder keeps the mixed training's finished checkpoint: a second target from the same sources gets
+    the same model (its best state) without a training step."""
+    from lmrec.tensorfile import load_tensors
+
+    sources = [planted_data(0, name="a"), planted_data(1, name="b")]
+    lightgcn = {"epochs": 2, "eval_every": 1, "batch_size": 64}
+    mixed = tmp_path / "mixed"
+    first = Z.run_zeroshot(sources, planted_data(2, name="c"), tmp_path / "c", FAST, {"n_negatives": 16}, lightgcn,
+                           features=_features, mixed_folder=mixed)
+    assert (mixed / "log.jsonl").exists() and not (tmp_path / "c" / "log.jsonl").exists()
+    monkeypatch.setattr(Z.MixedAlphaRec, "loss", lambda *a: pytest.fail("the mixed model was trained again"))
+    second = Z.run_zeroshot(sources, planted_data(3, name="d"), tmp_path / "d", FAST, {"n_negatives": 16}, lightgcn,
+                            features=_features, mixed_folder=mixed)
+    untimed = lambda training: {k: v for k, v in training.items() if "seconds" not in k}  # noqa: E731
+    assert untimed(second["training"]) == untimed(first["training"])
+    weights = [load_tensors(tmp_path / t / "model.safetensors")[0] for t in ("c", "d")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+ZEROSHOT_TABLE = """title = "Zero-shot"
+experiment = "zeroshot"
+[run]
+train = { epochs = 4, eval_every = 2, batch_size = 64, lr = 1e-2 }
+set = { n_negatives = 16 }
+lightgcn = { epochs = 2, eval_every = 1, batch_size = 64 }
+transfers = [{ train = ["p"], target = "q" }, { train = ["p"], target = "r" }]
+"""
+
+
+def test_reproduce_trains_one_mixed_model_for_the_transfers_from_the_same_sources(tmp_path, monkeypatch):
+    from lmrec.data.registry import DataRef
+    from lmrec.experiments import reproduce
+
+    datasets = {name: planted_data(k, name=name) for k, name in enumerate("pqr")}
+    monkeypatch.setattr(DataRef, "load", lambda self: datasets[self.dataset])
+    monkeypatch.setattr(Z, "lm_features", _features)
+    trained = set()
+    loss = Z.MixedAlphaRec.loss
+    monkeypatch.setattr(Z.MixedAlphaRec, "loss", lambda self, batch: trained.add(id(self)) or loss(self, batch))
+    (tmp_path / "configs" / "alpharec").mkdir(parents=True)
+    (tmp_path / "configs" / "alpharec" / "01-zeroshot.toml").write_text(ZEROSHOT_TABLE)
+    out = tmp_path / "out"
+    reproduce.reproduce("alpharec", tmp_path / "configs", out, log=lambda _: None)
+    assert len(trained) == 1  # the second transfer's model took the first one's finished training
+    folder = out / "01-zeroshot"
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["mixed-p", "q-from-p", "r-from-p"]
+    report = (out / "report" / "report.md").read_text(encoding="utf-8")
+    assert "p -> q" in report and "p -> r" in report
+    (tmp_path / "configs" / "alpharec" / "01-zeroshot.toml").write_text(ZEROSHOT_TABLE.replace(
+        'transfers = [{ train = ["p"], target = "q" }, ', "seed = 7\ntransfers = [").replace(
+        '"r" }]', '"r" }]\n'))
+    with pytest.raises(LmrecError, match="mixed-p was made with other settings"):  # not a model of other settings
+        reproduce.reproduce("alpharec", tmp_path / "configs", out, log=lambda _: None)
 
 
 def test_cli_zeroshot(tmp_path, monkeypatch, capsys):

@@ -190,9 +190,12 @@ def _zeroshot(s: ZeroShotSettings, folder: Path, root: Path, context: Context) -
         out = folder / f"{transfer.target}-from-{'+'.join(transfer.train)}"
         spec = {"transfer": {"train": transfer.train, "target": transfer.target}, "train": s.train, "set": s.set,
                 "lightgcn": s.lightgcn, "seed": s.seed}
-        cached_step(out, spec, lambda out=out, sources=sources, target=target: zeroshot.run_zeroshot(
+        # one mixed training per sources and settings, whatever the target (its folder claimed for them up front)
+        mixed = folder / f"mixed-{'+'.join(transfer.train)}"
+        cached_step(mixed, {"train": transfer.train, "settings": s.train, "set": s.set, "seed": s.seed}, lambda: None)
+        cached_step(out, spec, lambda out=out, sources=sources, target=target, mixed=mixed: zeroshot.run_zeroshot(
             [r.load() for r in sources], target.load(), out, {"progress": False, **s.train}, s.set, s.lightgcn,
-            features=zeroshot.lm_features, target_ref=target, source_refs=sources))
+            features=zeroshot.lm_features, target_ref=target, source_refs=sources, mixed_folder=mixed))
         parts.append((out / "comparison.md").read_text(encoding="utf-8"))
     return "\n".join(parts)
 

@@ -220,13 +220,16 @@ def run_zeroshot(
     features: FeatureFn | None = None,
     target_ref: DataRef | None = None,
     source_refs: Sequence[DataRef] | None = None,
+    mixed_folder: Path | None = None,
 ) -> dict[str, Any]:
     """Train mixed AlphaRec on ``sources``, apply it zero-shot to ``target``, compare with target-side baselines.
 
     Writes ``out/metrics.json`` ({"valid", "test"} of the zero-shot model on the target), ``out/experiment.json``,
-    ``out/log.jsonl`` and ``out/model.safetensors`` (mixed training), ``out/comparison.{json,md}`` and the baseline
-    run folders ``out/pop``, ``out/lightgcn``. ``features(dataset, config)`` gives item LM features (default: the
-    config's encoder on the config's text fields). Returns the comparison.
+    ``out/model.safetensors`` (mixed training), ``out/comparison.{json,md}`` and the baseline run folders
+    ``out/pop``, ``out/lightgcn``. The mixed training's ``log.jsonl`` and checkpoint go to ``mixed_folder``, kept
+    there so that transfers from the same sources and settings train it once (the caller keeps one folder per
+    sources and settings); without it to ``out``, the checkpoint removed when done. ``features(dataset, config)``
+    gives item LM features (default: the config's encoder on the config's text fields). Returns the comparison.
     """
     if target.name in {s.name for s in sources}:
         raise ValueError(f"target {target.name!r} is one of the sources: zero-shot needs an unseen dataset")
@@ -237,10 +240,11 @@ def run_zeroshot(
     source_features = np.concatenate([features(s, config) for s in sources])
     model = MixedAlphaRec(mixed, config, features=source_features)
     train_config = AlphaRec.train_config(train_overrides)
-    log = fit_mixed(model, train_config, out)
+    log = fit_mixed(model, train_config, mixed_folder or out)  # a finished checkpoint there: its best state
     save_tensors(out / "model.safetensors", {**tensor_dict(model.state(), "state."),
                                              **tensor_dict(model.artifacts(), "artifacts.")})
-    (out / CHECKPOINT_FILE).unlink(missing_ok=True)
+    if mixed_folder is None:
+        (out / CHECKPOINT_FILE).unlink(missing_ok=True)
 
     start = clock.now()
     scorer = zero_shot_scorer(model, target, features(target, config))
