@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -18,7 +19,7 @@ import torch
 import lmrec
 from helpers import write_inspired, write_tiny_llm
 from lmrec.cli import main
-from lmrec.inputs.store import read_generations
+from lmrec.inputs.store import read_generations, write_generations
 from lmrec.models.queries import Conversations
 
 
@@ -71,7 +72,8 @@ def test_prepare_rerun_encodes_and_generates_nothing(tiny_runs: dict[str, Path],
     assert main(["crs", "prepare", "--dataset", "inspired", "--llm", str(tiny_runs["root"] / "llm"), "--dtype",
                  "float32", "--max-new-tokens", "6", "--no-progress", "--out", str(tiny_runs["prep"])]) == 0
     prepared = json.loads((tiny_runs["prep"] / "prepare.json").read_text())
-    assert all(info["generation"]["generated_now"] == 0 for info in prepared["splits"].values())
+    generations = [info["generation"] for info in prepared["splits"].values()]
+    assert all(g["generated_now"] == 0 and g["cached"] == g["answers"] for g in generations)
     assert prepared["loader_skipped"] == {"empty_conversation": 0, "empty_title": 0}
     printed = capsys.readouterr().out
     assert "all cached" in printed and "loader skipped: 0 empty_conversation" in printed
@@ -149,7 +151,10 @@ def test_prepare_takes_answers_made_elsewhere(tiny_runs: dict[str, Path], tmp_pa
     """--answers-from: the answers of another prepared folder (same LLM, settings and prompts) are taken, not
     generated again; the answers made with other settings are not."""
     llm = ["--llm", str(tiny_runs["root"] / "llm"), "--dtype", "float32", "--no-progress"]
-    earlier = [str(tiny_runs["prep"] / "generations-train.jsonl")]
+    made = read_generations(tiny_runs["prep"] / "generations-train.jsonl")
+    earlier = [str(tmp_path / "copied.jsonl")]  # made elsewhere, and its mapping is not trusted: it is redone here
+    wrong = [dataclasses.replace(r, items=[*r.items, 0, 1], titles=["Elsewhere"]) for r in made.values()]
+    write_generations(Path(earlier[0]), wrong)
     out = tmp_path / "elsewhere"
     assert main(["crs", "prepare", "--dataset", "inspired", *llm, "--max-new-tokens", "6", "--answers-from",
                  *earlier, "--out", str(out)]) == 0
@@ -157,8 +162,7 @@ def test_prepare_takes_answers_made_elsewhere(tiny_runs: dict[str, Path], tmp_pa
     assert (splits["train"]["generation"]["taken_from_earlier"], splits["train"]["generation"]["generated_now"]) \
         == (20, 0)
     assert "generated 0 new (all cached), 20 taken from --answers-from" in capsys.readouterr().out
-    taken, made = (read_generations(f / "generations-train.jsonl") for f in (out, tiny_runs["prep"]))
-    assert taken == made
+    assert read_generations(out / "generations-train.jsonl") == made
     longer = tmp_path / "longer-answers"  # another max_new_tokens: another key, generated
     assert main(["crs", "prepare", "--dataset", "inspired", *llm, "--max-new-tokens", "5", "--max-generate",
                  "valid=0,test=0", "--answers-from", *earlier, "--out", str(longer)]) == 0

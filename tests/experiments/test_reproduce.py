@@ -607,6 +607,13 @@ def test_an_rta_table_stopped_while_answering_keeps_its_answers_and_another_mach
     assert [p.name for p in answers.iterdir()] == ["generations-train.jsonl.gz"]
     first = read_generations(answers / "generations-train.jsonl.gz")
     assert len(first) == 4  # the two batches that finished of the 8 training turns
+    # the report's answers are merged, not replaced: a prepare folder made again loses none of them
+    shutil.rmtree(tmp_path / "first" / "01-inspired" / "prepare")
+    with monkeypatch.context() as patched:
+        patched.setattr(CausalLM, "generate", stopped_after_two_batches)  # stops before its first batch now
+        with pytest.raises(KeyboardInterrupt):
+            reproduce.reproduce("rta", configs, tmp_path / "first", log=lambda _: None)
+    assert read_generations(answers / "generations-train.jsonl.gz") == first
 
     again: list[str] = []
 
@@ -620,7 +627,8 @@ def test_an_rta_table_stopped_while_answering_keeps_its_answers_and_another_mach
                             log=lambda _: None)
     prepared = json.loads((tmp_path / "second" / "01-inspired" / "prepare" / "prepare.json").read_text())
     train = prepared["splits"]["train"]["generation"]
-    assert (train["taken_from_earlier"], train["generated_now"]) == (4, 3)  # 8 turns, 7 distinct contexts
+    # 8 turns, 7 distinct contexts: 4 answers taken, 3 generated, none in the new folder before
+    assert (train["answers"], train["cached"], train["taken_from_earlier"], train["generated_now"]) == (7, 0, 4, 3)
     assert not set(asked) & set(again)  # no turn answered twice
     # the answers taken are those the LLM gives: a reproduction answering every turn itself has the same ones
     reproduce.reproduce("rta", configs, tmp_path / "third", log=lambda _: None)
@@ -641,11 +649,17 @@ def test_sigterm_stops_lmrec_reproduce_through_its_finally_blocks(tmp_path):
     import signal
     import sys
 
-    script = ("import pathlib, sys, time\nfrom lmrec.cli.experiments import stop_like_ctrl_c\nstop_like_ctrl_c()\n"
-              f"try:\n    print('ready', flush=True)\n    time.sleep(60)\nfinally:\n"
-              f"    pathlib.Path({str(tmp_path / 'packed')!r}).write_text('yes')\n")
+    script = ("import pathlib, time\nfrom lmrec.cli.experiments import stop_like_ctrl_c\n"
+              "with stop_like_ctrl_c():\n    try:\n        print('ready', flush=True)\n        time.sleep(60)\n"
+              f"    finally:\n        pathlib.Path({str(tmp_path / 'packed')!r}).write_text('yes')\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert (tmp_path / "packed").read_text() == "yes"
+    from lmrec.cli.experiments import stop_like_ctrl_c
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_like_ctrl_c():
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before  # in-process callers (tests, notebooks) get theirs back

@@ -57,7 +57,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         encode = info["encoding"]["seconds_per_sample"]
         line = f"{split}: {info['kept']}/{info['samples']} turns, encode {encode:.2f} s/turn"
         if gen:
-            per = f"{gen['seconds_per_sample']:.1f} s/turn" if gen["seconds_per_sample"] else "all cached"
+            per = f"{gen['seconds_per_answer']:.1f} s each" if gen["seconds_per_answer"] else "all cached"
             taken = f", {gen['taken_from_earlier']} taken from --answers-from" if gen.get("taken_from_earlier") else ""
             line += (f"; generated {gen['generated_now']} new ({per}){taken}, "
                      f"{100 * gen['mapped_share']:.1f}% of {gen['titles_per_turn']:.1f} titles/turn mapped")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from lmrec import clock
@@ -87,24 +89,29 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(markdown(results))
 
 
-def stop_like_ctrl_c() -> None:
-    """SIGTERM (``kill``, a machine's shutdown) ends the process through its ``finally`` blocks as Ctrl-C does, so a
-    reproduction packs what it finished before it exits (status 128 + 15)."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+@contextlib.contextmanager
+def stop_like_ctrl_c() -> Iterator[None]:
+    """Within it, SIGTERM (``kill``, a machine's shutdown) ends the process through its ``finally`` blocks as Ctrl-C
+    does, so a reproduction packs what it finished before it exits (status 128 + 15); the previous handler after."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from lmrec.experiments.reproduce import publish, reproduce
 
-    stop_like_ctrl_c()
     out = Path(args.out or f"runs/reproduce/{args.paper}{'-quick' if args.quick else ''}")
     if args.publish and Path(args.publish).exists():  # known before hours of training, not after
         raise LmrecError(f"--publish {args.publish}: exists; publish into a new folder")
     only = [o for o in (args.only or "").split(",") if o]
     start = clock.now()
     models = [m for m in (args.models or "").split(",") if m]
-    report = reproduce(args.paper, Path(args.configs), out, args.quick, only, jobs=args.jobs,
-                       reuse=Path(args.reuse) if args.reuse else None, models=models)
+    with stop_like_ctrl_c():
+        report = reproduce(args.paper, Path(args.configs), out, args.quick, only, jobs=args.jobs,
+                           reuse=Path(args.reuse) if args.reuse else None, models=models)
     print(f"report: {report / 'report.md'} ({(clock.now() - start) / 60:.1f} min)")
     if args.publish:
         print(f"published to {publish(report, Path(args.publish))}")

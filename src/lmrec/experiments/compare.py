@@ -359,8 +359,13 @@ def _run_tasks(tasks: list[tuple[DatasetEntry, RunSpec]], runs_dir: Path, jobs: 
         try:
             for future in as_completed(futures):
                 yield *futures[future], future.result()
-        except BaseException:  # a failed run (or ^C) stops the table: the queued runs are not started
+        except Exception:  # a failed run stops the table: the runs under way finish, the queued ones do not start
             pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        except BaseException:  # ^C, SIGTERM, or the table abandoned: the runs stop now (each resumes from its
+            for process in list(getattr(pool, "_processes", {}).values()):  # checkpoint); no public way before 3.14
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
 
 

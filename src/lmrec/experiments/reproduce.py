@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import gzip
 import json
 import os
 import platform
@@ -48,7 +47,7 @@ from lmrec.experiments.schemas import (
     ZeroShotSettings,
 )
 from lmrec.experiments.steps import cached_step
-from lmrec.io import atomic_write, write_bytes, write_json
+from lmrec.io import atomic_write, write_json
 from lmrec.settings import as_dict
 
 SECTION = "section.md"  # a finished table's report section, kept in its work folder
@@ -337,13 +336,16 @@ PACKED_ANSWERS = ".jsonl.gz"
 
 def _pack(out: Path, report: Path) -> None:
     """The work folder's finished runs into ``report/records/`` (:func:`pack_records`) and the LLM answers of its
-    conversational tables (``<table>/prepare/generations-<split>.jsonl``) into ``report/answers/<table>/``, gzipped;
-    every file written atomically."""
+    conversational tables (``<table>/prepare/generations-<split>.jsonl``) into ``report/answers/<table>/``, gzipped
+    and merged with the answers packed there before (the work folder's answer wins for a key in both); every file
+    written atomically."""
+    from lmrec.inputs.store import read_generations, write_generations
+
     if (out / RECORDS).is_dir():
         pack_records(out / RECORDS, report / RECORDS)
     for path in sorted(out.glob("*/prepare/generations-*.jsonl")):
-        packed = gzip.compress(path.read_bytes(), mtime=0)
-        write_bytes(report / ANSWERS / path.parent.parent.name / f"{path.stem}{PACKED_ANSWERS}", packed)
+        packed = report / ANSWERS / path.parent.parent.name / f"{path.stem}{PACKED_ANSWERS}"
+        write_generations(packed, list({**read_generations(packed), **read_generations(path)}.values()))
 
 
 def _move_folder_records(report_records: Path, work_records: Path) -> None:

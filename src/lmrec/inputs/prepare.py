@@ -247,6 +247,7 @@ def _generate(
     prompts = [lm.prompt(s.context, n_items=cfg.n_titles, domain=cfg.domain) for s in samples]
     keys = [generation_key(lm.identity, cfg.max_new_tokens, cfg.answer_prefix, p) for p in prompts]
     settings = generation_settings(lm.identity, cfg)
+    found = len(set(keys) & cached.keys())
 
     def record(i: int, completion: str) -> GenerationRecord:
         titles, items, n_mapped = map_completion(completion, matcher, cfg.n_titles)
@@ -284,12 +285,14 @@ def _generate(
         write_generations(path, list(cached.values()))
         if progress:
             done = start + len(rows)
-            log(f"  generated {done}/{len(todo)} {split} turns ({seconds / done:.1f} s/turn)")
+            log(f"  generated {done}/{len(todo)} {split} answers ({seconds / done:.1f} s each)")
     records = {samples[i].context: cached[key] for i, key in enumerate(keys)}
     n_titles = sum(r.n_titles for r in records.values())
     n_mapped = sum(r.n_mapped for r in records.values())
-    stats = {"generated_now": len(todo), "cached": len(samples) - len(todo), "taken_from_earlier": taken,
-             "seconds": seconds, "seconds_per_sample": seconds / len(todo) if todo else None,
+    # answers are counted once per distinct prompt (turns can share a context): found in the folder's file, taken
+    # from answers_from, or generated now
+    stats = {"answers": len(set(keys)), "cached": found, "taken_from_earlier": taken, "generated_now": len(todo),
+             "seconds": seconds, "seconds_per_answer": seconds / len(todo) if todo else None,
              "titles_per_turn": n_titles / len(records), "mapped_share": n_mapped / n_titles if n_titles else 0.0,
              "items_per_turn": sum(len(r.items) for r in records.values()) / len(records)}
     log(f"{split}: {len(records)} generations ({len(todo)} new, {taken} from earlier answers), "
