@@ -639,7 +639,7 @@ def test_an_rta_table_stopped_while_answering_keeps_its_answers_and_another_mach
             packed / f"generations-{split}.jsonl.gz").items()} for split in ("train", "valid", "test")}
     assert answered["second"] == answered["third"]
     assert {k: (r.completion, r.items) for k, r in first.items()}.items() <= answered["second"]["train"].items()
-    with pytest.raises(LmrecError, match="no records/ or answers/ folder"):
+    with pytest.raises(LmrecError, match="no records/, answers/ or rta-tables/ folder"):
         reproduce.reproduce("rta", configs, tmp_path / "fourth", reuse=tmp_path, log=lambda _: None)
 
 
@@ -663,3 +663,50 @@ def test_sigterm_stops_lmrec_reproduce_through_its_finally_blocks(tmp_path):
     with stop_like_ctrl_c():
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before  # in-process callers (tests, notebooks) get theirs back
+
+
+def test_a_finished_definition_table_is_carried_to_another_machine(tmp_path, monkeypatch):
+    """A table per target definition is hours of fitting on a CPU: one finished before a reproduction stopped
+    reaches the report (rta-tables/), and --reuse on that report takes it elsewhere instead of fitting it again."""
+    tiny_inspired_and_llm(tmp_path, monkeypatch, repeat=True)
+    configs = tmp_path / "configs"
+    write_config(configs / "rta", "01-inspired.toml", PAPER_PIPELINE.format(llm=tmp_path / "llm"))
+    definition_table = rta_table._definition_table
+    fitted: list[str] = []
+
+    def stopped_at_all(dataset, features, folder, settings, log):
+        fitted.append(features.data.targets)
+        if features.data.targets == "all":
+            raise KeyboardInterrupt  # the session ends while the second definition is being fitted
+        return definition_table(dataset, features, folder, settings, log)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(rta_table, "_definition_table", stopped_at_all)
+        with pytest.raises(KeyboardInterrupt):
+            reproduce.reproduce("rta", configs, tmp_path / "first", log=lambda _: None)
+    carried = tmp_path / "first" / "report" / "rta-tables" / "01-inspired"
+    assert sorted(p.name for p in (carried / "targets-new").iterdir()) == sorted(rta_table.FINISHED_FILES)
+    assert not (carried / "targets-all").exists()
+    fitted.clear()
+    lines: list[str] = []
+    with monkeypatch.context() as patched:
+        patched.setattr(rta_table, "_definition_table", lambda *a: fitted.append(a[1].data.targets)
+                        or definition_table(*a))
+        reproduce.reproduce("rta", configs, tmp_path / "second", reuse=tmp_path / "first" / "report",
+                            log=lines.append)
+    assert fitted == ["all"]  # "new" was taken from the first machine's report
+    assert any("the table finished in" in line for line in lines)
+    table = json.loads((tmp_path / "second" / "01-inspired" / "table.json").read_text())
+    first_new = json.loads((carried / "targets-new" / "table.json").read_text())
+    assert table["targets"]["new"] == first_new and list(table["targets"]) == ["new", "all"]
+    assert (tmp_path / "second" / "report" / "rta-tables" / "01-inspired" / "targets-all" / "table-spec.json").exists()
+    # other settings: the carried table is not taken
+    config = configs / "rta" / "01-inspired.toml"
+    config.write_text(config.read_text().replace('pop = ".103 ± .021"', 'pop = ".104 ± .021"'))
+    fitted.clear()
+    with monkeypatch.context() as patched:
+        patched.setattr(rta_table, "_definition_table", lambda *a: fitted.append(a[1].data.targets)
+                        or definition_table(*a))
+        reproduce.reproduce("rta", configs, tmp_path / "third", reuse=tmp_path / "first" / "report",
+                            log=lambda _: None)
+    assert fitted == ["new", "all"]

@@ -11,13 +11,14 @@ A paper's tables are ``configs/<paper>/*.toml``, one file per table, run in file
 
 Output ``OUT/``: ``report/`` (``report.md``, ``environment.json`` with machine, versions, git commit, seeds and
 data checksums, ``configs/`` as run, ``figures/``, ``tables/``, ``records/``: every finished comparison run less its
-weights, ``answers/<table>/``: the LLM answers a conversational table's prepare has made so far, both packed as
-each table finishes and when a reproduction stops early (an error, Ctrl-C, SIGTERM); small enough to commit, see
-``--publish``) and one work folder per table with the run folders. Finished runs are reused when their settings
-match (an interrupted reproduction resumes); a folder made with other settings is an error naming it. ``--reuse
-REPORT`` goes on from another report's records and answers (a reproduction longer than one machine's session:
-publish or copy the report folder, then reuse it); ``--models`` runs only some model entries of the comparison
-tables, so that a long table can be split between calls.
+weights; ``answers/<table>/``: the LLM answers a conversational table's prepare has made so far; ``rta-tables/``:
+each conversational table's finished target-definition tables; all three packed as each table finishes and when a
+reproduction stops early (an error, Ctrl-C, SIGTERM); small enough to commit, see ``--publish``) and one work
+folder per table with the run folders. Finished runs are reused when their settings match (an interrupted
+reproduction resumes); a folder made with other settings is an error naming it. ``--reuse REPORT`` goes on from
+another report's records, answers and finished tables (a reproduction longer than one machine's session: publish
+or copy the report folder, then reuse it); ``--models`` runs only some model entries of the comparison tables, so
+that a long table can be split between calls.
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ from lmrec.experiments.schemas import (
     ZeroShotSettings,
 )
 from lmrec.experiments.steps import cached_step
-from lmrec.io import atomic_write, write_json
+from lmrec.io import atomic_write, write_bytes, write_json
 from lmrec.settings import as_dict
 
 SECTION = "section.md"  # a finished table's report section, kept in its work folder
 RECORDS = "records"  # the report's folder of finished runs' records
 ANSWERS = "answers"  # the report's folder of LLM answers (conversational tables' generations, gzip-compressed)
+RTA_TABLES = "rta-tables"  # the report's folder of finished conversational definition tables
 PAPERS = {"alpharec": "AlphaRec (Sheng et al., 2024): language representations for collaborative filtering",
           "rta": "Reindex-Then-Adapt (RTA): LLM-based conversational recommendation"}
 
@@ -143,13 +145,16 @@ class Context:
     progress, ``records`` the folder that gets the record of every finished comparison run
     (:mod:`lmrec.experiments.records`, as ``<runs folder>/<dataset>/<run>``), ``reuse`` records made earlier (e.g.
     on another machine) that count as finished runs where their settings and data match, ``answers`` LLM answers
-    made earlier (generation files) that a conversational table's prepare takes where their key matches."""
+    made earlier (generation files) that a conversational table's prepare takes where their key matches,
+    ``finished`` conversational tables finished earlier (``<table>/[targets-<t>/]``), taken where their settings and
+    inputs match."""
 
     records: Path
     jobs: int = 1
     log: Callable[[str], None] = print
     reuse: Path | None = None
     answers: tuple[Path, ...] = ()
+    finished: Path | None = None
 
 
 def _compare(s: CompareSettings, folder: Path, root: Path, context: Context) -> str:
@@ -237,7 +242,8 @@ def _convergence(s: ConvergenceSettings, folder: Path, root: Path, context: Cont
 def _crs(s: CRSTableSettings, folder: Path, root: Path, context: Context) -> str:
     from lmrec.experiments.rta_table import run_rta_table
 
-    run_rta_table(s.dataset, folder, as_dict(s), progress=True, log=context.log, answers_from=context.answers)
+    run_rta_table(s.dataset, folder, as_dict(s), progress=True, log=context.log, answers_from=context.answers,
+                  finished=context.finished / folder.name if context.finished else None)
     return (folder / "table.md").read_text(encoding="utf-8")
 
 
@@ -295,9 +301,9 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
         raise LmrecError(f"unknown paper {paper!r}; expected one of {sorted(PAPERS)}")
     tables = load_tables(Path(configs) / paper, quick)
     chosen = restrict(select(tables, only), models)
-    if reuse is not None and not any((Path(reuse) / sub).is_dir() for sub in (RECORDS, ANSWERS)):
-        raise LmrecError(f"--reuse {reuse}: no {RECORDS}/ or {ANSWERS}/ folder there (expected a report folder of "
-                         "lmrec reproduce)")
+    if reuse is not None and not any((Path(reuse) / sub).is_dir() for sub in (RECORDS, ANSWERS, RTA_TABLES)):
+        raise LmrecError(f"--reuse {reuse}: no {RECORDS}/, {ANSWERS}/ or {RTA_TABLES}/ folder there (expected a "
+                         "report folder of lmrec reproduce)")
     report = out / "report"
     for sub in ("configs", "figures", "tables", RECORDS):
         (report / sub).mkdir(parents=True, exist_ok=True)
@@ -305,7 +311,8 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
     reused = None if reuse is None or not (Path(reuse) / RECORDS).is_dir() else \
         unpack_records(Path(reuse) / RECORDS, out / ".reused-records")
     answers = () if reuse is None else tuple(sorted((Path(reuse) / ANSWERS).glob(f"*/*{PACKED_ANSWERS}")))
-    context = Context(out / RECORDS, jobs, log, reused, answers)
+    finished = Path(reuse) / RTA_TABLES if reuse is not None and (Path(reuse) / RTA_TABLES).is_dir() else None
+    context = Context(out / RECORDS, jobs, log, reused, answers, finished)
     for table in chosen:
         log(f"[{table.key}] {table.title} ...")
         start = clock.now()
@@ -337,8 +344,9 @@ PACKED_ANSWERS = ".jsonl.gz"
 def _pack(out: Path, report: Path) -> None:
     """The work folder's finished runs into ``report/records/`` (:func:`pack_records`) and the LLM answers of its
     conversational tables (``<table>/prepare/generations-<split>.jsonl``) into ``report/answers/<table>/``, gzipped
-    and merged with the answers packed there before (the work folder's answer wins for a key in both); every file
-    written atomically."""
+    and merged with the answers packed there before (the work folder's answer wins for a key in both), and their
+    finished definition tables into ``report/rta-tables/<table>/[targets-<t>/]``; every file written atomically."""
+    from lmrec.experiments.rta_table import FINISHED_FILES, TABLE_SPEC
     from lmrec.inputs.store import read_generations, write_generations
 
     if (out / RECORDS).is_dir():
@@ -346,6 +354,11 @@ def _pack(out: Path, report: Path) -> None:
     for path in sorted(out.glob("*/prepare/generations-*.jsonl")):
         packed = report / ANSWERS / path.parent.parent.name / f"{path.stem}{PACKED_ANSWERS}"
         write_generations(packed, list({**read_generations(packed), **read_generations(path)}.values()))
+    for spec in sorted([*out.glob(f"*/{TABLE_SPEC}"), *out.glob(f"*/targets-*/{TABLE_SPEC}")]):
+        dest = report / RTA_TABLES / spec.parent.relative_to(out)
+        for name in FINISHED_FILES:  # the spec last: a table is complete once it is there
+            if (spec.parent / name).exists():
+                write_bytes(dest / name, (spec.parent / name).read_bytes())
 
 
 def _move_folder_records(report_records: Path, work_records: Path) -> None:

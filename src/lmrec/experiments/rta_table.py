@@ -8,6 +8,8 @@ Folder::
                                                            rta_reindex / rta_adapt)
     probe.json                            the masking probe of the named rows (and what it was computed from)
     table.json table.md buckets.png       the results
+    table-spec.json                       what they were made from (written last; see run_rta_table's finished)
+    targets-<t>/                          all of the above but prepare, per target definition (targets a list)
 
 Steps whose ``spec.json`` equals the requested settings and inputs are reused; a folder with other settings is an
 error naming it (see :func:`lmrec.experiments.steps.cached_step`).
@@ -27,6 +29,7 @@ import functools
 import hashlib
 import json
 import re
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -270,11 +273,15 @@ def _progress_line(row: Row, run: Run) -> str:
 
 
 def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progress: bool = False,
-                  log: Log = _silent, answers_from: Sequence[Path] = ()) -> dict[str, Any]:
+                  log: Log = _silent, answers_from: Sequence[Path] = (), finished: Path | None = None
+                  ) -> dict[str, Any]:
     """Prepare, fit / reuse every model, then write ``table.{json,md}`` and ``buckets.png``; returns the table.
     ``progress``: prepare prints how many turns it has answered and encoded (a line per chunk); ``log`` gets a
     line per row as it is fitted or found fitted; ``answers_from``: generation files made elsewhere whose answers
-    prepare takes instead of generating them again (:func:`lmrec.inputs.prepare.prepare_features`).
+    prepare takes instead of generating them again (:func:`lmrec.inputs.prepare.prepare_features`); ``finished``:
+    this table's folder as another machine finished it (its ``table-spec.json``, ``table.{json,md}``,
+    ``buckets.png``, and those of each ``targets-<t>/``): a definition table finished there with the same settings
+    and inputs is taken instead of fitted here, unless this folder has its own.
 
     ``settings["targets"]``: the target definition (:class:`lmrec.data.conversations.CRSData`), ``"all"`` or
     ``"new"``, or a list of them: one prepare, then every model of each definition in ``targets-<t>/`` and one
@@ -284,17 +291,50 @@ def run_rta_table(dataset: str, folder: Path, settings: Mapping[str, Any], progr
     features = _prepare(dataset, features_dir, settings.get("prepare", {}), progress, log, answers_from)
     targets = settings.get("targets", "all")
     if isinstance(targets, str):
-        return _definition_table(dataset, features.with_targets(targets), folder, settings, log)
+        return _definition_or_finished(dataset, features.with_targets(targets), folder, settings, log, finished)
     tables = {}
     for definition in targets:
         log(f"targets = {definition!r}")
-        tables[definition] = _definition_table(dataset, features.with_targets(definition),
-                                               folder / f"targets-{definition}", settings, log)
+        tables[definition] = _definition_or_finished(
+            dataset, features.with_targets(definition), folder / f"targets-{definition}", settings, log,
+            None if finished is None else finished / f"targets-{definition}")
     table = {"dataset": dataset, "targets": tables}
     write_json(folder / "table.json", table)
     atomic_write(folder / "table.md", lambda f: f.write("\n".join(
         f"#### Targets: {TARGETS_TITLE[d]}\n\n" + (folder / f"targets-{d}" / "table.md").read_text(encoding="utf-8")
         for d in tables)))
+    return table
+
+
+TABLE_SPEC = "table-spec.json"  # what a finished definition table was made from (written last)
+FINISHED_FILES = ("table.json", "table.md", "buckets.png", TABLE_SPEC)  # a finished definition table, to carry
+
+
+def table_spec(dataset: str, features: LLMFeatures, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What a definition table's numbers depend on: the dataset, its target definition, the table's settings and
+    the prepared inputs (LLM, samples, prepare settings)."""
+    return normalised({"dataset": dataset, "targets": features.data.targets,
+                       "settings": {k: v for k, v in settings.items() if k != "targets"}, **_inputs(features),
+                       "features": None})  # the folder's path differs from machine to machine
+
+
+def _definition_or_finished(dataset: str, features: LLMFeatures, folder: Path, settings: Mapping[str, Any],
+                            log: Log, finished: Path | None) -> dict[str, Any]:
+    """:func:`_definition_table` in ``folder``, or the table ``finished`` holds when it was made with the same
+    :func:`table_spec` and ``folder`` has no table of its own (copied in; nothing is fitted)."""
+    spec = table_spec(dataset, features, settings)
+    done = finished is not None and (finished / TABLE_SPEC).exists() and not (folder / TABLE_SPEC).exists()
+    if done and json.loads((finished / TABLE_SPEC).read_text(encoding="utf-8")) == spec:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in FINISHED_FILES:  # the spec last: a table is complete once it is there
+            if (finished / name).exists():
+                shutil.copyfile(finished / name, folder / name)
+        log(f"targets = {features.data.targets!r}: the table finished in {finished} (same settings and inputs)")
+        return json.loads((folder / "table.json").read_text(encoding="utf-8"))
+    if done:
+        log(f"targets = {features.data.targets!r}: {finished} was made with other settings or inputs; fitting here")
+    table = _definition_table(dataset, features, folder, settings, log)
+    write_json(folder / TABLE_SPEC, spec)
     return table
 
 
