@@ -104,7 +104,7 @@ def test_a_reproduction_goes_on_from_the_records_of_another(tmp_path, planted, m
                      "--publish", str(published)]) == 2
     assert "report: exists; publish into a new folder" in capsys.readouterr().err
     assert not (tmp_path / "m4").exists()  # refused before anything ran
-    with pytest.raises(LmrecError, match=r"--reuse .*configs: no records/ folder"):
+    with pytest.raises(LmrecError, match=r"--reuse .*configs: no records/, answers/ or rta-tables/ folder"):
         reproduce.reproduce("alpharec", tmp_path / "configs", tmp_path / "x", reuse=tmp_path / "configs",
                             log=lambda _: None)
 

@@ -158,7 +158,7 @@ def test_a_new_user_built_by_keyboard_alone(page):
     title = page.evaluate("document.activeElement.textContent")
     page.keyboard.press("Enter")
     expect(page.locator("#details-title")).to_have_text(title)
-    assert page.evaluate("document.activeElement.id") == "details"  # the focus follows to what opened
+    expect(page.locator("#details")).to_be_focused()  # the focus follows to what opened, once it is filled
 
 
 def test_an_error_shows_next_to_its_field_and_no_old_results_beside_it(page):
