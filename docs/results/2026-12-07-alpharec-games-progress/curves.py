@@ -1,0 +1,44 @@
+"""Validation Recall@20 on Amazon Games against epochs: AlphaRec with the paper's sampler (per-row negatives, τ 0.2,
+training seed 2024; the run still in progress, from its folder) beside LightGCN at the authors' settings (seeds
+2024-2026, from the records of the published reproduction). Written: curves.png.
+
+    python docs/results/2026-12-07-alpharec-games-progress/curves.py
+"""
+import gzip
+import json
+from pathlib import Path
+
+HERE = Path(__file__).parent
+ALPHAREC = HERE / "unfinished" / "games" / "amazon-video-games-2018" / "alpharec"
+RECORDS = HERE / "reproduction" / "records" / "games.jsonl.gz"
+
+
+def curve(log: list[dict]) -> tuple[list[int], list[float]]:
+    points = [(e["epoch"], e["valid"]["recall@20"]) for e in log if e.get("valid")]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def main() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    log = [json.loads(line) for line in (ALPHAREC / "log.jsonl").read_text().splitlines() if line.strip()]
+    ax.plot(*curve(log), color="C0", label=f"AlphaRec, per-row negatives, seed 2024 (to epoch {log[-1]['epoch']})")
+    for line in gzip.decompress(RECORDS.read_bytes()).decode().splitlines():
+        record = json.loads(line) if line.strip() else None
+        if record and record["manifest"]["model"] == "lightgcn" and record["log"]:
+            seed = record["manifest"]["train_config"]["seed"]
+            ax.plot(*curve(record["log"]), color="C1", alpha=0.5 + 0.25 * (seed == 2024),
+                    label="LightGCN, lr 5e-4, seeds 2024-2026" if seed == 2024 else None)
+    ax.set(xlabel="epoch (42 optimizer steps each)", ylabel="validation Recall@20",
+           title="Amazon Games, full ranking, 2-core AMD EPYC, fp32")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(HERE / "curves.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
