@@ -688,10 +688,10 @@ def test_a_finished_definition_table_is_carried_to_another_machine(tmp_path, mon
     assert sorted(p.name for p in (carried / "targets-new").iterdir()) == sorted(rta_table.FINISHED_FILES)
     assert not (carried / "targets-all").exists()
     fitted.clear()
+    counted = lambda *a: fitted.append(a[1].data.targets) or definition_table(*a)  # noqa: E731
     lines: list[str] = []
     with monkeypatch.context() as patched:
-        patched.setattr(rta_table, "_definition_table", lambda *a: fitted.append(a[1].data.targets)
-                        or definition_table(*a))
+        patched.setattr(rta_table, "_definition_table", counted)
         reproduce.reproduce("rta", configs, tmp_path / "second", reuse=tmp_path / "first" / "report",
                             log=lines.append)
     assert fitted == ["all"]  # "new" was taken from the first machine's report
@@ -705,8 +705,7 @@ def test_a_finished_definition_table_is_carried_to_another_machine(tmp_path, mon
     config.write_text(config.read_text().replace('pop = ".103 ± .021"', 'pop = ".104 ± .021"'))
     fitted.clear()
     with monkeypatch.context() as patched:
-        patched.setattr(rta_table, "_definition_table", lambda *a: fitted.append(a[1].data.targets)
-                        or definition_table(*a))
+        patched.setattr(rta_table, "_definition_table", counted)
         reproduce.reproduce("rta", configs, tmp_path / "third", reuse=tmp_path / "first" / "report",
                             log=lambda _: None)
     assert fitted == ["new", "all"]

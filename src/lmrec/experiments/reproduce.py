@@ -48,12 +48,13 @@ from lmrec.experiments.schemas import (
     ZeroShotSettings,
 )
 from lmrec.experiments.steps import cached_step
-from lmrec.io import atomic_write, write_bytes, write_json
+from lmrec.io import atomic_write, write_json
 from lmrec.settings import as_dict
 
 SECTION = "section.md"  # a finished table's report section, kept in its work folder
 RECORDS = "records"  # the report's folder of finished runs' records
 ANSWERS = "answers"  # the report's folder of LLM answers (conversational tables' generations, gzip-compressed)
+PACKED_ANSWERS = ".jsonl.gz"  # answers/<table>/generations-<split>.jsonl.gz
 RTA_TABLES = "rta-tables"  # the report's folder of finished conversational definition tables
 PAPERS = {"alpharec": "AlphaRec (Sheng et al., 2024): language representations for collaborative filtering",
           "rta": "Reindex-Then-Adapt (RTA): LLM-based conversational recommendation"}
@@ -338,15 +339,12 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
     return report
 
 
-PACKED_ANSWERS = ".jsonl.gz"
-
-
 def _pack(out: Path, report: Path) -> None:
     """The work folder's finished runs into ``report/records/`` (:func:`pack_records`) and the LLM answers of its
     conversational tables (``<table>/prepare/generations-<split>.jsonl``) into ``report/answers/<table>/``, gzipped
     and merged with the answers packed there before (the work folder's answer wins for a key in both), and their
     finished definition tables into ``report/rta-tables/<table>/[targets-<t>/]``; every file written atomically."""
-    from lmrec.experiments.rta_table import FINISHED_FILES, TABLE_SPEC
+    from lmrec.experiments.rta_table import TABLE_SPEC, copy_finished_table
     from lmrec.inputs.store import read_generations, write_generations
 
     if (out / RECORDS).is_dir():
@@ -355,10 +353,7 @@ def _pack(out: Path, report: Path) -> None:
         packed = report / ANSWERS / path.parent.parent.name / f"{path.stem}{PACKED_ANSWERS}"
         write_generations(packed, list({**read_generations(packed), **read_generations(path)}.values()))
     for spec in sorted([*out.glob(f"*/{TABLE_SPEC}"), *out.glob(f"*/targets-*/{TABLE_SPEC}")]):
-        dest = report / RTA_TABLES / spec.parent.relative_to(out)
-        for name in FINISHED_FILES:  # the spec last: a table is complete once it is there
-            if (spec.parent / name).exists():
-                write_bytes(dest / name, (spec.parent / name).read_bytes())
+        copy_finished_table(spec.parent, report / RTA_TABLES / spec.parent.relative_to(out))
 
 
 def _move_folder_records(report_records: Path, work_records: Path) -> None:

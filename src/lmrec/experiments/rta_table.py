@@ -29,7 +29,6 @@ import functools
 import hashlib
 import json
 import re
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from lmrec.experiments.steps import cached_step, normalised
 from lmrec.inputs.config import PrepareConfig
 from lmrec.inputs.prepare import prepare_dataset
 from lmrec.inputs.store import LLMFeatures, load_features
-from lmrec.io import atomic_write, write_json
+from lmrec.io import atomic_write, write_bytes, write_json
 from lmrec.models.base import get_model
 from lmrec.models.queries import turn_scorer
 from lmrec.run import MANIFEST, WEIGHTS, Run, fit
@@ -310,6 +309,14 @@ TABLE_SPEC = "table-spec.json"  # what a finished definition table was made from
 FINISHED_FILES = ("table.json", "table.md", "buckets.png", TABLE_SPEC)  # a finished definition table, to carry
 
 
+def copy_finished_table(source: Path, dest: Path) -> None:
+    """The :data:`FINISHED_FILES` of a finished definition table in ``source`` to ``dest``, each atomically and the
+    spec last: a table is complete once its spec is there."""
+    for name in FINISHED_FILES:
+        if (source / name).exists():
+            write_bytes(dest / name, (source / name).read_bytes())
+
+
 def table_spec(dataset: str, features: LLMFeatures, settings: Mapping[str, Any]) -> dict[str, Any]:
     """What a definition table's numbers depend on: the dataset, its target definition, the table's settings and
     the prepared inputs (LLM, samples, prepare settings)."""
@@ -325,10 +332,7 @@ def _definition_or_finished(dataset: str, features: LLMFeatures, folder: Path, s
     spec = table_spec(dataset, features, settings)
     done = finished is not None and (finished / TABLE_SPEC).exists() and not (folder / TABLE_SPEC).exists()
     if done and json.loads((finished / TABLE_SPEC).read_text(encoding="utf-8")) == spec:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in FINISHED_FILES:  # the spec last: a table is complete once it is there
-            if (finished / name).exists():
-                shutil.copyfile(finished / name, folder / name)
+        copy_finished_table(finished, folder)
         log(f"targets = {features.data.targets!r}: the table finished in {finished} (same settings and inputs)")
         return json.loads((folder / "table.json").read_text(encoding="utf-8"))
     if done:

@@ -101,16 +101,11 @@ def read_generations(path: Path) -> dict[str, GenerationRecord]:
     return out
 
 
-def generations_text(records: Sequence[GenerationRecord]) -> str:
-    """Generation records as the lines of a ``generations-<split>.jsonl`` file."""
-    return "".join(json.dumps(asdict(r)) + "\n" for r in records)
-
-
 def write_generations(path: Path, records: Sequence[GenerationRecord]) -> None:
-    """Write ``records`` to ``path`` atomically (gzip-compressed where its name ends in ``.gz``)."""
+    """Write ``records`` to ``path`` atomically, a JSON line each (gzip-compressed where its name ends in ``.gz``)."""
     import gzip
 
-    text = generations_text(records)
+    text = "".join(json.dumps(asdict(r)) + "\n" for r in records)
     if Path(path).suffix == ".gz":
         data = gzip.compress(text.encode("utf-8"), mtime=0)
         atomic_write(path, lambda f: f.write(data), binary=True)
