@@ -530,6 +530,43 @@ def test_seeds_replicate_each_chosen_point_and_widening_leaves_no_edge(tmp_path,
     assert again["models"] == rows  # every run finished already: the same decisions, nothing trained
 
 
+def test_finished_only_reports_the_finished_seeds_lists_the_rest_and_trains_nothing(tmp_path, planted, monkeypatch):
+    specs = [RunSpec("lgcn", "lightgcn", {"emb_dim": 8}, FAST), RunSpec("mf", "mf", {"emb_dim": 8}, FAST)]
+    run_comparison(specs[:1], ["p"], tmp_path, focus="lgcn", seeds=[1])  # one seed of one model, finished
+    (tmp_path / "p" / "mf").mkdir(parents=True)  # begun elsewhere and not finished: not read, not resumed
+    monkeypatch.setattr(TorchRecommender, "fit", lambda *a, **k: pytest.fail("--finished-only trained a run"))
+    lines = []
+    block = run_comparison(specs, ["p"], tmp_path, focus="lgcn", seeds=[1, 2], finished_only=True,
+                           log=lines.append)["p"]
+    assert list(block["models"]) == ["lgcn"] and block["replicates"] == {"lgcn": ["lgcn"]}
+    assert block["missing"] == ["mf", "lgcn~seed=2"] and "focus" not in block  # mf's seed 2 never planned: no mf row
+    assert "p / mf: not finished, left out (nothing is trained)" in lines
+    text = markdown({"p": block})
+    assert "| lgcn |" in text and "Not finished yet, so left out (2 planned runs): mf, lgcn~seed=2." in text
+    nothing = run_comparison(specs[1:], ["p"], tmp_path / "other", focus=None, finished_only=True)["p"]
+    assert nothing["models"] == {} and "### p\n\nNot finished yet, so left out (1 planned runs): mf." in markdown(
+        {"p": nothing})
+
+
+def test_reproduce_finished_only_reports_a_partial_table_from_another_machine(tmp_path, planted, capsys):
+    for name, text in ALPHAREC_TABLES.items():
+        write_config(tmp_path / "configs" / "alpharec", name, text)
+    configs, part = tmp_path / "configs", tmp_path / "part"
+    reproduce.reproduce("alpharec", configs, part, quick=True, models=["lightgcn"], log=lambda _: None)
+    progress = tmp_path / "progress"
+    assert cli.main(["reproduce", "alpharec", "--quick", "--configs", str(configs), "--out", str(progress),
+                     "--reuse", str(part / "report"), "--finished-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "[02-convergence]" not in printed  # not a comparison: left out
+    report = (progress / "report" / "report.md").read_text(encoding="utf-8")
+    assert "**Finished runs only** (`--finished-only`)" in report and "| lightgcn |" in report
+    assert "(2 planned runs): pop, mf (8-d)." in report and "## Convergence" not in report
+    assert not any((progress / "01-comparison" / "p").glob("*/manifest.json"))  # nothing trained here
+    with pytest.raises(LmrecError, match="--finished-only reports comparison tables"):
+        reproduce.reproduce("alpharec", configs, progress, quick=True, only=["convergence"], finished_only=True,
+                            log=lambda _: None)
+
+
 def test_records_from_before_a_setting_existed_match_only_what_they_did(tmp_path, planted):
     from lmrec.run import settings_differ
 

@@ -1,6 +1,6 @@
 """Validation Recall@20 on Amazon Games against epochs: AlphaRec with the paper's sampler (per-row negatives, τ 0.2,
-training seed 2024; the run still in progress, from its folder) beside LightGCN at the authors' settings (seeds
-2024-2026, from the records of the published reproduction). Written: curves.png.
+training seed 2024) beside LightGCN at the authors' settings (seeds 2024-2026), both from the records of the
+published reproduction. Written: curves.png.
 
     python docs/results/2026-12-07-alpharec-games-progress/curves.py
 """
@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ALPHAREC = HERE / "unfinished" / "games" / "amazon-video-games-2018" / "alpharec"
 RECORDS = HERE / "reproduction" / "records" / "games.jsonl.gz"
 
 
@@ -25,11 +24,14 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    log = [json.loads(line) for line in (ALPHAREC / "log.jsonl").read_text().splitlines() if line.strip()]
-    ax.plot(*curve(log), color="C0", label=f"AlphaRec, per-row negatives, seed 2024 (to epoch {log[-1]['epoch']})")
-    for line in gzip.decompress(RECORDS.read_bytes()).decode().splitlines():
-        record = json.loads(line) if line.strip() else None
-        if record and record["manifest"]["model"] == "lightgcn" and record["log"]:
+    records = [json.loads(line) for line in gzip.decompress(RECORDS.read_bytes()).decode().splitlines() if line.strip()]
+    for record in records:
+        if record["manifest"]["model"] == "alpharec":
+            best = record["manifest"]["fit"]["best_epoch"]
+            ax.plot(*curve(record["log"]), color="C0",
+                    label=f"AlphaRec, per-row negatives, seed 2024 (best epoch {best}, budget 500)")
+    for record in records:
+        if record["manifest"]["model"] == "lightgcn" and record["log"]:
             seed = record["manifest"]["train_config"]["seed"]
             ax.plot(*curve(record["log"]), color="C1", alpha=0.5 + 0.25 * (seed == 2024),
                     label="LightGCN, lr 5e-4, seeds 2024-2026" if seed == 2024 else None)

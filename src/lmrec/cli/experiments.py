@@ -43,6 +43,9 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
                                      "answers are taken where the LLM, settings and prompt match")
     rep.add_argument("--models", help="comma-separated [run.models] entries: run only these of the comparison tables "
                                       "(a long table split between calls; the whole table later reuses their runs)")
+    rep.add_argument("--finished-only", dest="finished_only", action="store_true",
+                     help="train nothing: report the comparison tables' finished runs (here or in --reuse) and list "
+                          "the planned runs still missing (a long table's progress)")
     rep.set_defaults(func=cmd_reproduce)
 
     zs = sub.add_parser("zeroshot", help="train AlphaRec on mixed sources, apply it untrained to a target dataset")
@@ -111,7 +114,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     models = [m for m in (args.models or "").split(",") if m]
     with stop_like_ctrl_c():
         report = reproduce(args.paper, Path(args.configs), out, args.quick, only, jobs=args.jobs,
-                           reuse=Path(args.reuse) if args.reuse else None, models=models)
+                           reuse=Path(args.reuse) if args.reuse else None, models=models,
+                           finished_only=args.finished_only)
     print(f"report: {report / 'report.md'} ({(clock.now() - start) / 60:.1f} min)")
     if args.publish:
         print(f"published to {publish(report, Path(args.publish))}")

@@ -20,6 +20,10 @@ The stages, each deterministic given the finished runs (so a resumed comparison 
 The table reports test mean ± SE over the seeds (per-user SE beside it), the epoch selected on validation, and the
 difference of a chosen family against the best other one (both chosen on validation): per seed and pooled (paired
 tests over users), and Welch's t over the seeds' means.
+
+With ``finished_only`` nothing is trained: the stages run on the runs already finished (in the runs folder or as
+records), and each dataset's block lists the planned runs it lacks (``missing``). That is a long table's progress,
+e.g. one seed of five; its decisions (widening, the best other family) are those of the finished runs so far.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import numpy as np
 from lmrec.data.registry import DataRef
 from lmrec.eval.report import epochs_summary, estimate_cell, progress_line
 from lmrec.eval.stats import estimate, paired_test
-from lmrec.experiments.records import matching_record, save_record
+from lmrec.experiments.records import is_complete, matching_record, save_record
 from lmrec.io import atomic_write, write_json
 from lmrec.run import (
     MANIFEST,
@@ -216,6 +220,7 @@ def run_comparison(
     seeds: Sequence[int] | None = None,
     focus_seeds: Sequence[int] | None = None,
     widen: bool = False,
+    finished_only: bool = False,
 ) -> dict[str, Any]:
     """Run every spec on every dataset (a name or path, or ``{"name": label, "dataset": name or path, "split":
     split}``, see :class:`DatasetEntry`) through the stages of the module docstring. Training settings, later ones
@@ -228,7 +233,8 @@ def run_comparison(
     among the runs planned so far, its validation score and epochs. ``reuse``: a folder of records
     (:mod:`lmrec.experiments.records`, laid out as the run folders); a run not yet in ``runs_dir`` whose record
     there has the same settings and data is taken from it, not trained. ``records``: each finished run's record is
-    written there as it finishes."""
+    written there as it finishes. ``finished_only``: only finished runs count, the others are listed in ``missing``
+    (module docstring)."""
     runs_dir = Path(runs_dir or out)
     specs = [RunSpec.of(r) for r in runs]
     names = [s.name for s in specs]
@@ -250,6 +256,7 @@ def run_comparison(
                          "them distinct names")
     by_label = {e.label: e for e in entries}
     board, planned = _Board(), 0
+    missing: dict[str, list[str]] = {e.label: [] for e in entries}
 
     def train_of(entry: DatasetEntry, spec: RunSpec) -> RunSpec:
         train = {**(train_overrides or {}), **(dataset_train_overrides or {}).get(entry.label, {}),
@@ -264,8 +271,13 @@ def run_comparison(
         planned += len(tasks)
         for entry, spec in tasks:
             board.specs[entry.label, spec.name] = spec
-        outcome = _run_tasks(tasks, runs_dir, jobs, reuse, records)
+        outcome = _run_tasks(tasks, runs_dir, jobs, reuse, records, finished_only)
         for entry, spec, row in outcome:
+            if row is None:
+                missing[entry.label].append(spec.name)
+                if log is not None:
+                    log(f"{entry.label} / {spec.name}: not finished, left out (nothing is trained)")
+                continue
             board.rows[entry.label, spec.name] = row = {**row, "family": spec.row}
             if log is not None:
                 log(f"{len(board.rows)}/{planned} "
@@ -290,7 +302,7 @@ def run_comparison(
                                   and family in _focus_pair(focus, chosen, board.tuning(entry.label))]
             replicate += [(entry, board.specs[entry.label, name].at_seed(s)) for s in wanted]
     run_stage(replicate)
-    return _results(entries, board, focus, runs_dir, out)
+    return _results(entries, board, focus, runs_dir, out, missing)
 
 
 def _widenings(board: _Board, label: str) -> list[RunSpec]:
@@ -346,11 +358,13 @@ def _focus_pair(focus: str | None, chosen: Mapping[str, str], rows: Mapping[str,
 
 
 def _run_tasks(tasks: list[tuple[DatasetEntry, RunSpec]], runs_dir: Path, jobs: int, reuse: Path | None,
-               records: Path | None) -> Iterator[tuple[DatasetEntry, RunSpec, dict[str, Any]]]:
-    """Fit (or reuse) each task, in processes of their own when ``jobs`` > 1; each row as soon as its run is done."""
-    if jobs == 1:
+               records: Path | None, finished_only: bool = False
+               ) -> Iterator[tuple[DatasetEntry, RunSpec, dict[str, Any] | None]]:
+    """Fit (or reuse) each task, in processes of their own when ``jobs`` > 1; each row as soon as its run is done
+    (None: not finished, and ``finished_only``)."""
+    if jobs == 1 or finished_only:  # reading finished runs needs no processes
         for entry, spec in tasks:
-            yield entry, spec, _fit_row(entry, spec, runs_dir, None, reuse, records)
+            yield entry, spec, _fit_row(entry, spec, runs_dir, None, reuse, records, finished_only)
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -370,7 +384,7 @@ def _run_tasks(tasks: list[tuple[DatasetEntry, RunSpec]], runs_dir: Path, jobs: 
 
 
 def _results(entries: Sequence[DatasetEntry], board: _Board, focus: str | None, runs_dir: Path,
-             out: Path) -> dict[str, Any]:
+             out: Path, missing: Mapping[str, list[str]]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for entry in entries:
         data = entry.ref.load()
@@ -382,6 +396,8 @@ def _results(entries: Sequence[DatasetEntry], board: _Board, focus: str | None, 
                             "seed": spec.train_overrides.get("seed"), "grid_edges": list(_edges(board, entry.label,
                                                                                                   spec))}
         block = results[entry.label] = {"stats": data.stats(), "checksum": data.checksum(), "models": models}
+        if missing.get(entry.label):
+            block["missing"] = list(missing[entry.label])
         block["selected"] = select_per_family({n: r for n, r in models.items() if r["point"] == n})
         block["replicates"] = {family: [n for n, r in models.items() if r["point"] == name]
                                for family, name in block["selected"].items()}
@@ -436,11 +452,13 @@ class DatasetEntry:
 
 
 def _fit_row(entry: DatasetEntry, spec: RunSpec, out: Path, threads: int | None = None,
-             reuse: Path | None = None, records: Path | None = None) -> dict[str, Any]:
+             reuse: Path | None = None, records: Path | None = None, finished_only: bool = False
+             ) -> dict[str, Any] | None:
     """Fit (or reuse) one run and return its table row, with ``source``: the folder its numbers come from.
     ``resume=True``: a finished run with the same settings is reused, an interrupted one continues, one with other
     settings is an error naming the folder. A run not begun in ``out`` is taken from a matching record in
-    ``reuse``; its record is written to ``records``."""
+    ``reuse``; its record is written to ``records``. ``finished_only``: None for a run not finished (nothing fitted);
+    a finished run's settings are checked as when training."""
     if threads is not None:  # in a worker process of its own
         import torch
 
@@ -459,6 +477,8 @@ def _fit_row(entry: DatasetEntry, spec: RunSpec, out: Path, threads: int | None 
         elif why != "no record":
             note = f"its record not used: {why}"
     if source == out / where:
+        if finished_only and not is_complete(source):
+            return None
         fit(spec.model, data, train, ref=ref, out=source, resume=True, label=spec.name, **spec.model_overrides)
     if records is not None:
         save_record(source, records / where)
@@ -540,6 +560,11 @@ def markdown(results: dict[str, Any]) -> str:
     lines = []
     for dataset, block in results.items():
         s, rows = block["stats"], block["models"]
+        missing = block.get("missing", [])
+        unfinished = f"Not finished yet, so left out ({len(missing)} planned runs): {', '.join(missing)}."
+        if not rows:
+            lines += [f"### {dataset}", "", unfinished, ""]
+            continue
         selected = block.get("selected") or {name: name for name in rows}
         seeded = any(len(v) > 1 for v in block.get("replicates", {}).values())
         n_users = next(iter(rows.values()))["test"][SELECT_ON]["n"]
@@ -566,6 +591,8 @@ def markdown(results: dict[str, Any]) -> str:
             steps = f"{row.get('steps_to_best') or '-'} / {row.get('steps_run') or '-'}"
             lines.append(f"| {label} | " + " | ".join(cells) + (f" | {n_seeds}" if seeded else "")
                          + f" | {epochs_summary(row)} | {steps} | {row['fit_seconds']:.0f} |")
+        if missing:
+            lines += ["", unfinished]
         if "focus" in block:
             f = block["focus"]
             seeds = f" over {len(f['seeds'])} seeds (users' values averaged over seeds)" if len(f.get(

@@ -156,6 +156,7 @@ class Context:
     reuse: Path | None = None
     answers: tuple[Path, ...] = ()
     finished: Path | None = None
+    finished_only: bool = False
 
 
 def _compare(s: CompareSettings, folder: Path, root: Path, context: Context) -> str:
@@ -182,7 +183,7 @@ def _comparison(s: CompareSettings, folder: Path, root: Path, context: Context) 
                           dataset_train_overrides=s.train_by_dataset, jobs=context.jobs, runs_dir=root / runs,
                           log=context.log, records=context.records / runs,
                           reuse=context.reuse / runs if context.reuse else None, seeds=s.seeds,
-                          focus_seeds=s.focus_seeds, widen=s.widen)
+                          focus_seeds=s.focus_seeds, widen=s.widen, finished_only=context.finished_only)
 
 
 def _zeroshot(s: ZeroShotSettings, folder: Path, root: Path, context: Context) -> str:
@@ -295,13 +296,20 @@ def _torch_threads() -> int:
 
 def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: list[str] | None = None,
               log: Callable[[str], None] = print, jobs: int = 1, reuse: Path | None = None,
-              models: list[str] | None = None) -> Path:
+              models: list[str] | None = None, finished_only: bool = False) -> Path:
     """Run the tables of ``configs/<paper>`` into ``out``; returns the report folder ``out/report``. ``reuse``: a
-    report folder made earlier (its ``records/``), whose finished runs count where their settings and data match."""
+    report folder made earlier (its ``records/``), whose finished runs count where their settings and data match.
+    ``finished_only``: train nothing; the comparison tables show their finished runs and list the others (a long
+    table's progress), the other tables are left out."""
     if paper not in PAPERS:
         raise LmrecError(f"unknown paper {paper!r}; expected one of {sorted(PAPERS)}")
     tables = load_tables(Path(configs) / paper, quick)
     chosen = restrict(select(tables, only), models)
+    if finished_only:
+        chosen = [_finished_only(t) for t in chosen if t.experiment in FINISHED_ONLY_KINDS]
+        if not chosen:
+            raise LmrecError(f"--finished-only reports comparison tables ({', '.join(FINISHED_ONLY_KINDS)}); none of "
+                             "the selected tables is one")
     if reuse is not None and not any((Path(reuse) / sub).is_dir() for sub in (RECORDS, ANSWERS, RTA_TABLES)):
         raise LmrecError(f"--reuse {reuse}: no {RECORDS}/, {ANSWERS}/ or {RTA_TABLES}/ folder there (expected a "
                          "report folder of lmrec reproduce)")
@@ -313,7 +321,7 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
         unpack_records(Path(reuse) / RECORDS, out / ".reused-records")
     answers = () if reuse is None else tuple(sorted((Path(reuse) / ANSWERS).glob(f"*/*{PACKED_ANSWERS}")))
     finished = Path(reuse) / RTA_TABLES if reuse is not None and (Path(reuse) / RTA_TABLES).is_dir() else None
-    context = Context(out / RECORDS, jobs, log, reused, answers, finished)
+    context = Context(out / RECORDS, jobs, log, reused, answers, finished, finished_only)
     for table in chosen:
         log(f"[{table.key}] {table.title} ...")
         start = clock.now()
@@ -354,6 +362,17 @@ def _pack(out: Path, report: Path) -> None:
         write_generations(packed, list({**read_generations(packed), **read_generations(path)}.values()))
     for spec in sorted([*out.glob(f"*/{TABLE_SPEC}"), *out.glob(f"*/targets-*/{TABLE_SPEC}")]):
         copy_finished_table(spec.parent, report / RTA_TABLES / spec.parent.relative_to(out))
+
+
+FINISHED_ONLY_KINDS = ("compare", "density")  # the tables whose runs --finished-only can leave out
+
+
+def _finished_only(table: Table) -> Table:
+    """``table`` with a note that its report shows only the runs finished so far."""
+    note = ("**Finished runs only** (`--finished-only`): nothing was trained for this report; the planned runs not "
+            "finished yet are listed under each table, and the choices (widening, the best other model) are those of "
+            "the finished runs.")
+    return dataclasses.replace(table, notes=f"{note}\n\n{table.notes}")
 
 
 def _move_folder_records(report_records: Path, work_records: Path) -> None:
