@@ -539,10 +539,15 @@ def test_finished_only_reports_the_finished_seeds_lists_the_rest_and_trains_noth
     block = run_comparison(specs, ["p"], tmp_path, focus="lgcn", seeds=[1, 2], finished_only=True,
                            log=lines.append)["p"]
     assert list(block["models"]) == ["lgcn"] and block["replicates"] == {"lgcn": ["lgcn"]}
-    assert block["missing"] == ["mf", "lgcn~seed=2"] and "focus" not in block  # mf's seed 2 never planned: no mf row
+    lgcn_seconds = block["models"]["lgcn"]["fit_seconds"]
+    assert block["missing"] == [{"run": "mf", "family": "mf", "estimated_seconds": None},  # no finished mf run
+                                {"run": "lgcn~seed=2", "family": "lgcn", "estimated_seconds": lgcn_seconds}]
+    assert "focus" not in block  # mf's seed 2 is never planned: mf has no row to choose
     assert "p / mf: not finished, left out (nothing is trained)" in lines
     text = markdown({"p": block})
-    assert "| lgcn |" in text and "Not finished yet, so left out (2 planned runs): mf, lgcn~seed=2." in text
+    assert "| lgcn |" in text and (f"Not finished yet, so left out (2 planned runs; ≈ {lgcn_seconds / 3600:.1f} h for "
+                                   f"the 1 whose model has finished runs, at their mean fit time): mf, lgcn~seed=2 "
+                                   f"(≈ {lgcn_seconds / 3600:.1f} h).") in text
     nothing = run_comparison(specs[1:], ["p"], tmp_path / "other", focus=None, finished_only=True)["p"]
     assert nothing["models"] == {} and "### p\n\nNot finished yet, so left out (1 planned runs): mf." in markdown(
         {"p": nothing})

@@ -22,7 +22,8 @@ difference of a chosen family against the best other one (both chosen on validat
 tests over users), and Welch's t over the seeds' means.
 
 With ``finished_only`` nothing is trained: the stages run on the runs already finished (in the runs folder or as
-records), and each dataset's block lists the planned runs it lacks (``missing``). That is a long table's progress,
+records), and each dataset's block lists the planned runs it lacks (``missing``, each with the mean fit time of its
+family's finished runs as an estimate, where there are some). That is a long table's progress,
 e.g. one seed of five; its decisions (widening, the best other family) are those of the finished runs so far.
 """
 
@@ -197,6 +198,11 @@ class _Board:
 
     def family_rows(self, label: str) -> dict[str, dict[str, Any]]:
         return {name: row for (lab, name), row in self.rows.items() if lab == label}
+
+    def family_of(self, label: str, name: str) -> str:
+        """The table row a run counts for (a seed replicate: its grid point's)."""
+        spec = self.specs[label, name]
+        return self.specs[label, spec.point].row if spec.point else spec.row
 
     def tuning(self, label: str) -> dict[str, dict[str, Any]]:
         """The rows of the tuning stage (not seed replicates) of one dataset."""
@@ -397,7 +403,11 @@ def _results(entries: Sequence[DatasetEntry], board: _Board, focus: str | None, 
                                                                                                   spec))}
         block = results[entry.label] = {"stats": data.stats(), "checksum": data.checksum(), "models": models}
         if missing.get(entry.label):
-            block["missing"] = list(missing[entry.label])
+            seconds: dict[str, list[float]] = {}
+            for name, row in board.family_rows(entry.label).items():
+                seconds.setdefault(board.family_of(entry.label, name), []).append(row["fit_seconds"])
+            block["missing"] = [_missing_run(name, family, seconds.get(family, [])) for name in missing[entry.label]
+                                for family in [board.family_of(entry.label, name)]]
         block["selected"] = select_per_family({n: r for n, r in models.items() if r["point"] == n})
         block["replicates"] = {family: [n for n, r in models.items() if r["point"] == name]
                                for family, name in block["selected"].items()}
@@ -408,6 +418,22 @@ def _results(entries: Sequence[DatasetEntry], board: _Board, focus: str | None, 
     write_json(out / "results.json", results)
     atomic_write(out / "results.md", lambda f: f.write(markdown(results)))
     return results
+
+
+def _missing_run(name: str, family: str, seconds: Sequence[float]) -> dict[str, Any]:
+    """A planned run not finished: its name, family and estimated seconds (the mean of ``seconds``, the fit times of
+    the family's finished runs; None when it has none)."""
+    return {"run": name, "family": family, "estimated_seconds": float(np.mean(seconds)) if seconds else None}
+
+
+def _unfinished_line(missing: Sequence[Mapping[str, Any]]) -> str:
+    """The sentence under a table that lists its planned runs not finished yet, with their estimated hours."""
+    known = [m["estimated_seconds"] for m in missing if m["estimated_seconds"] is not None]
+    cost = (f"; ≈ {sum(known) / 3600:.1f} h for the {len(known)} whose model has finished runs, at their mean fit "
+            "time" if known else "")
+    runs = ", ".join(m["run"] + (f" (≈ {m['estimated_seconds'] / 3600:.1f} h)" if m["estimated_seconds"] is not None
+                                 else "") for m in missing)
+    return f"Not finished yet, so left out ({len(missing)} planned runs{cost}): {runs}."
 
 
 def _edges(board: _Board, label: str, spec: RunSpec) -> tuple[str, ...]:
@@ -561,7 +587,7 @@ def markdown(results: dict[str, Any]) -> str:
     for dataset, block in results.items():
         s, rows = block["stats"], block["models"]
         missing = block.get("missing", [])
-        unfinished = f"Not finished yet, so left out ({len(missing)} planned runs): {', '.join(missing)}."
+        unfinished = _unfinished_line(missing)
         if not rows:
             lines += [f"### {dataset}", "", unfinished, ""]
             continue
