@@ -24,6 +24,7 @@ from lmrec.errors import Argument, ArgumentError, LmrecError
 from lmrec.settings import as_dict, build, settings
 from lmrec.train import checkpoint as ckpt
 from lmrec.train import distributed
+from lmrec.train.determinism import deterministic_kernels
 from lmrec.train.precision import Precision, PrecisionChoice, choose
 
 Device = Literal["cpu", "cuda", "mps"]
@@ -281,7 +282,15 @@ class Trainer:
         With ``cfg.steps_per_epoch`` an epoch is that many batches, drawn from ``model.batches`` called afresh as
         often as needed (the rest of a pass is not carried over: an epoch starts from the saved random state, so a
         resumed run equals an unbroken one). ``on_validation(epoch, metrics)``: called after each validation, once
-        the epoch is logged; an exception it raises ends training and propagates (no end checkpoint is written)."""
+        the epoch is logged; an exception it raises ends training and propagates (no end checkpoint is written).
+        On CPU it trains in torch's deterministic kernels (:mod:`.determinism`): one seed and thread count give the
+        same numbers on every run."""
+        with deterministic_kernels(resolve_device(self.config.device)):
+            return self._run(model, validate, resume, seed, on_validation)
+
+    def _run(self, model: Trainable, validate: Validate | None, resume: bool, seed: int | None,
+             on_validation: OnValidation | None) -> TrainLog:
+        """:meth:`run`'s epochs (in deterministic kernels on CPU)."""
         cfg = self.config
         world = distributed.current()
         if world.active and not model.supports_distributed:
