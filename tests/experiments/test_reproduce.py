@@ -565,6 +565,8 @@ def test_reproduce_finished_only_reports_a_partial_table_from_another_machine(tm
     assert "[02-convergence]" not in printed  # not a comparison: left out
     report = (progress / "report" / "report.md").read_text(encoding="utf-8")
     assert "**Finished runs only** (`--finished-only`)" in report and "| lightgcn |" in report
+    assert "(quick, finished runs only)" in report and "made without training on" in report
+    assert "torch threads" not in report  # this process trained nothing: its thread count says nothing of the runs
     assert "(2 planned runs): pop, mf (8-d)." in report and "## Convergence" not in report
     assert not any((progress / "01-comparison" / "p").glob("*/manifest.json"))  # nothing trained here
     with pytest.raises(LmrecError, match="--finished-only reports comparison tables"):

@@ -256,7 +256,8 @@ EXPERIMENTS: dict[str, Callable[[Any, Path, Path, Context], str]] = {
 
 
 # -- the report ----------------------------------------------------------------------------------------------
-def environment(tables: list[Table], out: Path, quick: bool, reuse: Path | None = None) -> dict[str, Any]:
+def environment(tables: list[Table], out: Path, quick: bool, reuse: Path | None = None,
+                finished_only: bool = False) -> dict[str, Any]:
     """Machine, library versions, git commit, seeds and the data checksums found in the run folders."""
     checksums: dict[str, str] = {}
     for path in sorted([*out.rglob("manifest.json"), *out.rglob("experiment.json")]):
@@ -277,6 +278,7 @@ def environment(tables: list[Table], out: Path, quick: bool, reuse: Path | None 
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",
+        "trained_here": not finished_only,  # False: a --finished-only report of runs trained elsewhere
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "torch_threads": _torch_threads(), "load_average": list(os.getloadavg())},
         "versions": versions(),
@@ -341,7 +343,7 @@ def reproduce(paper: str, configs: Path, out: Path, quick: bool = False, only: l
         section = _section(table, ours, seconds, figures)
         atomic_write(folder / SECTION, lambda f, section=section: f.write(section))
     sections = [(out / t.key / SECTION).read_text(encoding="utf-8") for t in tables if (out / t.key / SECTION).exists()]
-    env = environment(tables, out, quick, reuse)
+    env = environment(tables, out, quick, reuse, finished_only)
     write_json(report / "environment.json", env)
     atomic_write(report / "report.md", lambda f: f.write(_report(paper, env, sections)))
     return report
@@ -421,8 +423,12 @@ def _section(table: Table, ours: str, seconds: float, figures: list[str]) -> str
 def _report(paper: str, env: Mapping[str, Any], sections: list[str]) -> str:
     m = env["machine"]
     git = env["git"]
-    head = [f"# {PAPERS[paper]}: lmrec reproduction ({env['mode']})", "",
-            f"{env['date']} on {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads), "
+    trained = env.get("trained_here", True)
+    where = (f"on {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads)" if trained else
+             f"made without training on {m['cpu']} (the runs trained elsewhere: their settings, versions and fit "
+             "times are in their records, `records/`)")
+    head = [f"# {PAPERS[paper]}: lmrec reproduction ({env['mode']}{'' if trained else ', finished runs only'})", "",
+            f"{env['date']} {where}, "
             f"{m['platform']}; lmrec {env['versions']['lmrec']}, torch {env['versions']['torch']}, "
             f"git {git.get('commit') or 'unknown'}{' (dirty)' if git.get('dirty') else ''}. "
             "Seeds, data checksums and versions: `environment.json`; the configs as run: `configs/`.", "",
