@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -753,3 +754,16 @@ def test_a_finished_definition_table_is_carried_to_another_machine(tmp_path, mon
         reproduce.reproduce("rta", configs, tmp_path / "third", reuse=tmp_path / "first" / "report",
                             log=lambda _: None)
     assert fitted == ["new", "all"]
+
+
+def test_an_intention_table_takes_the_grid_point_its_comparison_selected(tmp_path):
+    (tmp_path / "01-comparison").mkdir()
+    (tmp_path / "01-comparison" / "results.json").write_text(json.dumps(
+        {"p": {"selected": {"alpharec": "alpharec~tau=0.3", "mf": "mf"}}}))
+    logged: list[str] = []
+    pick = functools.partial(reproduce.selected_run, tmp_path, log=logged.append)
+    assert pick("01-comparison/p/alpharec") == "01-comparison/p/alpharec~tau=0.3"  # the family: its selected point
+    assert pick("01-comparison/p/alpharec~tau=0.15") == "01-comparison/p/alpharec~tau=0.15"  # a point: itself
+    assert pick("01-comparison/q/alpharec") == "01-comparison/q/alpharec"  # no selection for that dataset
+    assert not logged
+    assert pick("02-other/p/alpharec") == "02-other/p/alpharec" and "selection is unknown" in logged[0]

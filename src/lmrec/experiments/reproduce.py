@@ -211,25 +211,42 @@ def _intention(s: IntentionSettings, folder: Path, root: Path, context: Context)
     from lmrec.experiments.records import is_complete, train_again
     from lmrec.run import Run, read_manifest
 
-    run = root / s.run
-    records = [r / s.run for r in (context.records, context.reuse) if r is not None and is_complete(r / s.run)]
+    name = selected_run(root, s.run, context.log)
+    run = root / name
+    records = [r / name for r in (context.records, context.reuse) if r is not None and is_complete(r / name)]
     if not is_complete(run) and records:  # its record only, and the model is needed
-        context.log(f"{s.run} is a record without weights: training it again with its recorded settings")
+        context.log(f"{name} is a record without weights: training it again with its recorded settings")
         train_again(records[0], run)
     if not is_complete(run):
         raise LmrecError(f"intention: {run} is not a finished run (configure the table that trains it first)")
     saved = read_manifest(run)
-    spec = {"run": s.run, "alpha": s.alpha, "alphas": s.alphas or list(intention.ALPHAS), "n_users": s.n_users,
+    spec = {"run": name, "alpha": s.alpha, "alphas": s.alphas or list(intention.ALPHAS), "n_users": s.n_users,
             "seed": s.seed, "run_config": {k: saved.get(k) for k in ("model_config", "train_config", "data_checksum",
                                                                       "fit")}}
 
     def go() -> None:
         loaded = Run.load(run)
         intention.run_intention(loaded.model, loaded.data, folder, spec["alpha"], spec["alphas"], spec["n_users"],
-                                spec["seed"], run=s.run)
+                                spec["seed"], run=name)
 
     cached_step(folder, spec, go)
     return (folder / "intention.md").read_text(encoding="utf-8")
+
+
+def selected_run(root: Path, run: str, log: Callable[[str], None]) -> str:
+    """``run`` (``<table>/<dataset>/<name>``) where ``name`` is a model family of comparison table ``<table>``: the
+    grid point that table selected on validation for ``<dataset>`` (its ``results.json``), so that "the AlphaRec of
+    the comparison" is the one the comparison reports; otherwise ``run`` itself (a run named by its grid point, or a
+    table whose selection is not known here, which is logged)."""
+    parts = run.split("/")
+    results = root / parts[0] / "results.json"
+    if len(parts) != 3 or not results.exists():
+        if len(parts) == 3:
+            log(f"{run}: {results} not found, so the comparison's selection is unknown here: the run of that name "
+                "is used")
+        return run
+    selected = json.loads(results.read_text(encoding="utf-8")).get(parts[1], {}).get("selected", {})
+    return "/".join([*parts[:2], selected[parts[2]]]) if parts[2] in selected else run
 
 
 def _convergence(s: ConvergenceSettings, folder: Path, root: Path, context: Context) -> str:

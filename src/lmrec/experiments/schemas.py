@@ -108,6 +108,7 @@ class ZeroShotSettings:
 class IntentionSettings:
     """Stated intentions on a finished run (:mod:`lmrec.experiments.intention`)."""
 
+    # <table>/<dataset>/<run>; a model family of a comparison table stands for the grid point it selected
     run: str
     alpha: Annotated[float, Field(ge=0, le=1)] | Literal["valid"] = 0.5  # "valid": chosen on validation cases
     alphas: list[float] | None = None
