@@ -531,6 +531,14 @@ def test_seeds_replicate_each_chosen_point_and_widening_leaves_no_edge(tmp_path,
     assert again["models"] == rows  # every run finished already: the same decisions, nothing trained
 
 
+def test_every_family_reaches_the_tables_seeds_before_the_focus_pair_gets_its_extra_seeds(tmp_path, planted):
+    specs = [RunSpec("lgcn", "lightgcn", {"emb_dim": 8}, FAST), RunSpec("mf", "mf", {"emb_dim": 8}, FAST)]
+    lines: list[str] = []
+    run_comparison(specs, ["p"], tmp_path, focus="lgcn", seeds=[1, 2], focus_seeds=[3], log=lines.append)
+    order = [re.search(r"p / (\w+)~seed=(\d)", line).groups() for line in lines if "~seed=" in line]
+    assert order == [("lgcn", "2"), ("mf", "2"), ("lgcn", "3"), ("mf", "3")]
+
+
 def test_finished_only_reports_the_finished_seeds_lists_the_rest_and_trains_nothing(tmp_path, planted, monkeypatch):
     specs = [RunSpec("lgcn", "lightgcn", {"emb_dim": 8}, FAST), RunSpec("mf", "mf", {"emb_dim": 8}, FAST)]
     run_comparison(specs[:1], ["p"], tmp_path, focus="lgcn", seeds=[1])  # one seed of one model, finished

@@ -15,7 +15,8 @@ The stages, each deterministic given the finished runs (so a resumed comparison 
    within 10% of the best family's, gets the next point past that edge (:func:`next_value`), until its choice is
    inside its grid (at most :data:`MAX_WIDENING` points added): one tuning rule for every model;
 3. each family's chosen point at the other ``seeds`` (training seeds: sampling and initialisation; the data split is
-   the dataset's own), and the focus family and the best other family at ``focus_seeds`` too.
+   the dataset's own), and then the focus family and the best other family at ``focus_seeds`` too (every family
+   reaches the table's seeds before any focus seed is trained).
 
 The table reports test mean ± SE over the seeds (per-user SE beside it), the epoch selected on validation, and the
 difference of a chosen family against the best other one (both chosen on validation): per seed and pooled (paired
@@ -298,16 +299,17 @@ def run_comparison(
         if not extra:
             break
         run_stage(extra)
-    replicate = []
-    for entry in entries:
+    replicate, more = [], []  # every family at the table's seeds first, then the focus pair's extra seeds: a table
+    for entry in entries:  # stopped between the two has every model at the same seeds
         chosen = select_per_family(board.tuning(entry.label))
         for family, name in chosen.items():
             if not _trains(board.specs[entry.label, name].model):
                 continue  # nothing random to replicate
-            wanted = seeds[1:] + [s for s in focus_seeds if s not in seeds
-                                  and family in _focus_pair(focus, chosen, board.tuning(entry.label))]
-            replicate += [(entry, board.specs[entry.label, name].at_seed(s)) for s in wanted]
-    run_stage(replicate)
+            spec = board.specs[entry.label, name]
+            replicate += [(entry, spec.at_seed(s)) for s in seeds[1:]]
+            if family in _focus_pair(focus, chosen, board.tuning(entry.label)):
+                more += [(entry, spec.at_seed(s)) for s in focus_seeds if s not in seeds]
+    run_stage(replicate + more)
     return _results(entries, board, focus, runs_dir, out, missing)
 
 
