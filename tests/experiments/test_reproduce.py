@@ -20,7 +20,7 @@ from lmrec.data.splits import thin_train
 from lmrec.errors import LmrecError
 from lmrec.eval.crs_analysis import probe_delta
 from lmrec.experiments import reproduce, rta_table
-from lmrec.experiments.compare import RunSpec, grid_specs, markdown, run_comparison
+from lmrec.experiments.compare import RunSpec, grid_specs, markdown, run_comparison, slug
 from lmrec.experiments.schemas import table_settings
 from lmrec.experiments.steps import cached_step
 from lmrec.models.cf.pop import Popularity
@@ -764,14 +764,14 @@ def test_a_finished_definition_table_is_carried_to_another_machine(tmp_path, mon
     assert fitted == ["new", "all"]
 
 
-def test_an_intention_table_takes_the_grid_point_its_comparison_selected(tmp_path):
-    (tmp_path / "01-comparison").mkdir()
-    (tmp_path / "01-comparison" / "results.json").write_text(json.dumps(
-        {"p": {"selected": {"alpharec": "alpharec~tau=0.3", "mf": "mf"}}}))
+def test_an_intention_table_takes_the_grid_point_its_comparison_selected(tmp_path, planted):
+    specs = grid_specs("lgcn", "lightgcn", {"emb_dim": 8}, FAST, {"lr": [1e-4, 2e-4, 4e-4]})
+    chosen = run_comparison(specs, ["p"], tmp_path / "01-comparison", focus="lgcn")["p"]["selected"]["lgcn"]
     logged: list[str] = []
     pick = functools.partial(reproduce.selected_run, tmp_path, log=logged.append)
-    assert pick("01-comparison/p/alpharec") == "01-comparison/p/alpharec~tau=0.3"  # the family: its selected point
-    assert pick("01-comparison/p/alpharec~tau=0.15") == "01-comparison/p/alpharec~tau=0.15"  # a point: itself
-    assert pick("01-comparison/q/alpharec") == "01-comparison/q/alpharec"  # no selection for that dataset
+    run = pick("01-comparison/p/lgcn")  # the family: the folder of its selected point
+    assert run == f"01-comparison/p/{slug(chosen)}" and (tmp_path / run / "manifest.json").exists()
+    assert pick("01-comparison/p/lgcn_lr-0.0001") == "01-comparison/p/lgcn_lr-0.0001"  # a point: itself
+    assert pick("01-comparison/q/lgcn") == "01-comparison/q/lgcn"  # no selection for that dataset
     assert not logged
-    assert pick("02-other/p/alpharec") == "02-other/p/alpharec" and "selection is unknown" in logged[0]
+    assert pick("02-other/p/lgcn") == "02-other/p/lgcn" and "selection is unknown" in logged[0]

@@ -234,10 +234,12 @@ def _intention(s: IntentionSettings, folder: Path, root: Path, context: Context)
 
 
 def selected_run(root: Path, run: str, log: Callable[[str], None]) -> str:
-    """``run`` (``<table>/<dataset>/<name>``) where ``name`` is a model family of comparison table ``<table>``: the
-    grid point that table selected on validation for ``<dataset>`` (its ``results.json``), so that "the AlphaRec of
-    the comparison" is the one the comparison reports; otherwise ``run`` itself (a run named by its grid point, or a
-    table whose selection is not known here, which is logged)."""
+    """``run`` (``<table>/<dataset>/<name>``, folder names) where ``name`` is a model family of comparison table
+    ``<table>``: the folder of the grid point that table selected on validation for ``<dataset>`` (its
+    ``results.json``), so that "the AlphaRec of the comparison" is the one the comparison reports; otherwise ``run``
+    itself (a run named by its grid point, or a table whose selection is not known here, which is logged)."""
+    from lmrec.experiments.compare import slug
+
     parts = run.split("/")
     results = root / parts[0] / "results.json"
     if len(parts) != 3 or not results.exists():
@@ -245,8 +247,10 @@ def selected_run(root: Path, run: str, log: Callable[[str], None]) -> str:
             log(f"{run}: {results} not found, so the comparison's selection is unknown here: the run of that name "
                 "is used")
         return run
-    selected = json.loads(results.read_text(encoding="utf-8")).get(parts[1], {}).get("selected", {})
-    return "/".join([*parts[:2], selected[parts[2]]]) if parts[2] in selected else run
+    blocks = json.loads(results.read_text(encoding="utf-8"))
+    selected = next((b.get("selected", {}) for label, b in blocks.items() if slug(label) == parts[1]), {})
+    chosen = next((name for family, name in selected.items() if slug(family) == parts[2]), None)
+    return "/".join([*parts[:2], slug(chosen)]) if chosen else run
 
 
 def _convergence(s: ConvergenceSettings, folder: Path, root: Path, context: Context) -> str:
