@@ -408,8 +408,8 @@ def _results(entries: Sequence[DatasetEntry], board: _Board, focus: str | None, 
             seconds: dict[str, list[float]] = {}
             for name, row in board.family_rows(entry.label).items():
                 seconds.setdefault(board.family_of(entry.label, name), []).append(row["fit_seconds"])
-            block["missing"] = [_missing_run(name, family, seconds.get(family, [])) for name in missing[entry.label]
-                                for family in [board.family_of(entry.label, name)]]
+            block["missing"] = [_missing_run(name, board.family_of(entry.label, name), seconds)
+                                for name in missing[entry.label]]
         block["selected"] = select_per_family({n: r for n, r in models.items() if r["point"] == n})
         block["replicates"] = {family: [n for n, r in models.items() if r["point"] == name]
                                for family, name in block["selected"].items()}
@@ -422,10 +422,11 @@ def _results(entries: Sequence[DatasetEntry], board: _Board, focus: str | None, 
     return results
 
 
-def _missing_run(name: str, family: str, seconds: Sequence[float]) -> dict[str, Any]:
-    """A planned run not finished: its name, family and estimated seconds (the mean of ``seconds``, the fit times of
-    the family's finished runs; None when it has none)."""
-    return {"run": name, "family": family, "estimated_seconds": float(np.mean(seconds)) if seconds else None}
+def _missing_run(name: str, family: str, seconds: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """A planned run not finished: its name, family and estimated seconds (the mean of ``seconds[family]``, the fit
+    times of the family's finished runs; None when it has none)."""
+    known = seconds.get(family)
+    return {"run": name, "family": family, "estimated_seconds": float(np.mean(known)) if known else None}
 
 
 def _unfinished_line(missing: Sequence[Mapping[str, Any]]) -> str:
