@@ -83,6 +83,7 @@ def _yes(flag: bool) -> str:
 def _step(model_name: str, settings: dict[str, Any], data: Any, repeats: int) -> tuple[dict, dict]:
     """Median ms of a training step in each mode, and whether each mode's gradients repeated exactly."""
     from lmrec.models.base import MODELS as REGISTRY
+    from lmrec.train.determinism import deterministic_kernels
 
     model = REGISTRY.get(model_name, "cf")(**settings)
     model.prepare(data, seed=0)
@@ -90,13 +91,16 @@ def _step(model_name: str, settings: dict[str, Any], data: Any, repeats: int) ->
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step(mode: str) -> tuple[float, list[torch.Tensor]]:
-        torch.use_deterministic_algorithms(mode == "deterministic", warn_only=True)
         for p in params:
             p.grad = None
         torch.manual_seed(0)  # the same noise at every call (XSimGCL and the models on it perturb embeddings)
-        start = time.perf_counter()
-        model.loss(batch).backward()
-        return time.perf_counter() - start, [p.grad.clone() for p in params if p.grad is not None]
+        # the deterministic mode as the trainer sets it (lmrec.train.determinism), the default one as torch's
+        kernels = deterministic_kernels(torch.device("cpu")) if mode == "deterministic" else contextlib.nullcontext()
+        with kernels:
+            start = time.perf_counter()
+            model.loss(batch).backward()
+            seconds = time.perf_counter() - start
+        return seconds, [p.grad.clone() for p in params if p.grad is not None]
 
     first = {mode: step(mode)[1] for mode in MODES}  # warm-up, and the gradients the repeats are compared with
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
@@ -106,7 +110,6 @@ def _step(model_name: str, settings: dict[str, Any], data: Any, repeats: int) ->
             seconds, grads = step(mode)
             times[mode].append(seconds)
             same[mode] &= all(torch.equal(a, b) for a, b in zip(first[mode], grads))
-    torch.use_deterministic_algorithms(False)
     return {mode: 1000 * statistics.median(t) for mode, t in times.items()}, same
 
 

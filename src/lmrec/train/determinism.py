@@ -3,9 +3,9 @@
 On CPU with two or more threads, torch's default backward of an index (``E[idx]``: ``index_put_`` with
 ``accumulate=True``) adds the gradient rows of repeated indices in whatever order the threads reach them, so two runs
 of one seed drift apart from their first step, and a resumed run is not the unbroken one. ``bench/determinism.py``
-(2-core AMD EPYC, 2 threads): AlphaRec on MovieLens-100k, 10 epochs, seed 2024, validation Recall@20 .22062 and
-.22058 in two runs with the default kernels, .22079 in both with the deterministic ones, whose training steps cost
-the same within noise (0.84x to 1.09x over nine CF models on Amazon Industrial). :class:`~lmrec.train.Trainer`
+(2-core AMD EPYC, 2 threads): AlphaRec on MovieLens-100k, 10 epochs, seed 2024, validation Recall@20 .22045 and
+.22050 in two runs with the default kernels, .22079 in both with the deterministic ones, whose training steps cost
+the same within noise (0.92x to 1.02x over nine CF models on Amazon Industrial). :class:`~lmrec.train.Trainer`
 trains in them on CPU. On CUDA they need ``CUBLAS_WORKSPACE_CONFIG`` set before CUDA starts, which is the user's
 environment, so GPU training keeps torch's defaults (atomic adds: runs differ in the last bits).
 """
