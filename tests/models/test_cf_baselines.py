@@ -140,6 +140,21 @@ def test_view_info_nce_formula():
     torch.testing.assert_close(view_info_nce(eye, eye, 0.5), torch.tensor(math.log(1 + 3 * math.exp(-2.0))))
 
 
+@pytest.mark.parametrize("tau", [0.2, 0.01])  # one shift for every row; below τ 0.025 each row's own maximum
+def test_view_info_nce_gradients_match_autograd_of_the_formula(tau):
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(6, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    c = torch.randn(9, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    targets = torch.tensor([0, 3, 3, 8, 1, 3])  # a candidate that is several rows' positive
+    ours = torch.autograd.grad(view_info_nce(a, c, tau, targets), (a, c))
+    norm = torch.nn.functional.normalize
+    logits = norm(a, dim=-1) @ norm(c, dim=-1).T / tau
+    expected = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, targets), (a, c))
+    for got, want in zip(ours, expected):
+        torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(lambda x, y: view_info_nce(x, y, tau, targets), (a, c))
+
+
 def test_uniform_noise_has_norm_eps_and_sign_of_x():
     x = torch.randn(50, 8)
     noise = uniform_noise(x, 0.2)
