@@ -9,6 +9,7 @@ import scipy.sparse as sp
 import torch
 
 import lmrec
+import lmrec.models.nn.lm_inputs as lm_inputs
 from helpers import (  # noqa: F401
     N_ITEMS,
     all_scores,
@@ -22,10 +23,10 @@ from helpers import (  # noqa: F401
 from lmrec.errors import EmbeddingError, LmrecError
 from lmrec.eval.ranking import evaluate
 from lmrec.models.base import get_model, list_models
-from lmrec.models.cf.alpharec import AlphaRec, IntentScorer, LinearMap, users_via_items
+from lmrec.models.cf.alpharec import AlphaRec, IntentScorer, LinearMap
 from lmrec.models.cf.lightgcn import MF, LightGCN
 from lmrec.models.cf.pop import Popularity
-from lmrec.models.nn.lm_inputs import user_profiles
+from lmrec.models.nn.lm_inputs import user_profiles, users_via_items
 from lmrec.models.queries import KnownUsers, user_scorer
 from lmrec.settings import SettingsError
 
@@ -186,34 +187,54 @@ def test_alpharec_user_inputs_use_train_only(data):
     np.testing.assert_allclose(model.z_users.numpy(), expected)
 
 
-@pytest.mark.parametrize("mapping", ["mlp", "linear"])
-def test_alpharec_embeds_users_through_the_items_first_layer(mapping, data):
-    """The first (affine) layer on the items only (embed() with many users per edge): equal to MLP(z_users) with
-    z_users = P z_items, in value and in gradient, users without training items (z_u = 0: the bias alone) included."""
+@pytest.mark.parametrize("name, settings", [("alpharec", {"mapping": "mlp", "n_negatives": 8}),
+                                            ("alpharec", {"mapping": "linear", "n_negatives": 8}),
+                                            ("kar", {}), ("rlmrec", {})])
+def test_users_layers_through_the_items_equal_the_dense_ones(name, settings, data, monkeypatch):
+    """Every LM-input model's users' affine layers on the items only (users_affine, many users per edge): the same
+    loss and gradients as the dense layers over z_users = P z_items, users without training items (z_u = 0: the
+    bias alone) included."""
     train = data.train.tolil()
     train[3, :] = 0  # a user without training items
     data = dataclasses.replace(data, train=train.tocsr())
-    model = AlphaRec(features=planted_features(), mapping=mapping, n_negatives=8)
-    model.prepare(data)
+    model = get_model(name, "cf")(features=planted_features(), **settings)
+    model.prepare(data, seed=0)
     assert not data.train[3].nnz and model.z_users[3].abs().sum() == 0
-    torch.nn.init.normal_(model.net.f[0].bias if mapping == "mlp" else model.net.f.weight)  # a nonzero bias
+    for module in model.net.modules():  # nonzero biases (the default zero would hide a missing one)
+        if isinstance(module, torch.nn.Linear) and module.bias is not None:
+            torch.nn.init.normal_(module.bias)
+    batch = next(iter(model.batches(np.random.default_rng(0), 64)))
+    products = []
+    sparse_product = lm_inputs.sparse_product
+    monkeypatch.setattr(lm_inputs, "sparse_product", lambda *args: products.append(1) or sparse_product(*args))
 
-    def grads(embed):
+    def loss_and_grads(via_items: bool):
+        model.users_via_items = via_items
         model.net.zero_grad()
-        users, items = embed()
-        ((users * torch.arange(users.numel()).reshape(users.shape).sin()).sum() + items.square().sum()).backward()
-        return users.detach(), items.detach(), [p.grad.clone() for p in model.net.parameters()]
+        torch.manual_seed(0)  # XSimGCL's noise (KAR, RLMRec) the same both ways
+        loss = model.loss(batch)
+        users = model.embed()[0]  # every user's vector, user 3 included
+        (loss + (users * torch.arange(users.numel()).reshape(users.shape).sin()).sum()).backward()
+        return loss.detach(), users.detach(), [p.grad.clone() for p in model.net.parameters() if p.grad is not None]
 
-    routed = []
-    of_profiles = model.net.of_profiles
-    model.net.of_profiles = lambda *args: routed.append(True) or of_profiles(*args)
-    model.users_via_items = True
-    fast = grads(model.embed)
-    model.users_via_items = False
-    dense = grads(model.embed)
-    assert routed == [True]  # the items' route once, then the dense one
+    # the affine layers that read z_users, compared alone too: KAR's final vectors leave out layer 0, so an
+    # isolated user's input layers reach neither its vector nor the loss
+    layers = {"alpharec": lambda: [model.net.first_and_rest()[0]], "kar": lambda: model.net.adaptor.input_layers(0),
+              "rlmrec": lambda: [model.net.mlp[0]]}[name]()
+    with torch.no_grad():
+        outputs = {}
+        for via_items in (True, False):
+            model.users_via_items = via_items
+            outputs[via_items] = torch.cat(model.users_affine(layers), dim=1)
+    torch.testing.assert_close(outputs[True], outputs[False], rtol=1e-5, atol=1e-5)
+    fast = loss_and_grads(True)
+    assert products  # the items' route took the sparse product
+    products.clear()
+    dense = loss_and_grads(False)
+    assert not products
     for a, b in zip(fast[:2], dense[:2], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert len(fast[2]) == len(dense[2])
     for a, b in zip(fast[2], dense[2], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
@@ -229,6 +250,12 @@ def test_users_via_items_rule():
     assert not users_via_items(**ml1m) and not users_via_items(**ml100k)
     wide = dict(n_users=50546, n_items=16859, nnz=400000, d=384)
     assert users_via_items(**wide) and not users_via_items(**{**wide, "nnz": 1_000_000})
+    # a model that does not compute the items' layer anyway (KAR, RLMRec) pays for it: ML-1M-sized wide data
+    # goes through the items only when they are
+    mid = dict(n_users=20000, n_items=16000, nnz=150000, d=384)
+    assert users_via_items(**mid) and not users_via_items(**mid, items_at_hand=False)
+    assert users_via_items(**games, items_at_hand=False)
+    assert users_via_items(n_users=8317, n_items=4344, nnz=22824, d=384, items_at_hand=False)  # Industrial
 
 
 def test_alpharec_takes_the_items_route_with_many_users_per_edge(fitted):

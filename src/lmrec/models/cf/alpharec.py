@@ -17,8 +17,8 @@ from torch import nn
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.models.base import ModelConfig, register
-from lmrec.models.nn.graph import csr_tensor, normalized_adjacency, propagate, sparse_product
-from lmrec.models.nn.lm_inputs import LMFeatures, profile_matrix
+from lmrec.models.nn.graph import normalized_adjacency, propagate
+from lmrec.models.nn.lm_inputs import LMFeatures
 from lmrec.models.nn.losses import info_nce
 from lmrec.models.nn.sampling import Sampler
 from lmrec.models.queries import KnownUsers, NewUser
@@ -30,24 +30,6 @@ from lmrec.settings import settings
 # text-embedding-3-large (3072-d), 2 for ada-002 (1536-d), 8 for BERT (768-d), 9/32 for 4096-d LLMs.
 PAPER_MLP_RATIO = {3072: 0.5, 1536: 2.0, 768: 8.0, 4096: 9 / 32}
 _ENCODER_LOCK = threading.Lock()
-# FLOPs of a dense fp32 product per byte a sparse product moves in the same time, on CPU (2-core Xeon, one thread:
-# dense fp32 ~110 GFLOP/s; torch's CSR products of P and Pᵀ 5.5 GB/s on Amazon Games, 16 GB/s on ML-1M-sized data,
-# bench/sparse_product.py)
-DENSE_PER_SPARSE = 10
-
-
-def users_via_items(n_users: int, n_items: int, nnz: int, d: int) -> bool:
-    """Whether the users' first MLP layer is cheaper through their items' means (:meth:`_Mapper.of_profiles`) than
-    dense over their mean inputs. Per hidden unit, the dense layer over the users costs 4·users·d FLOPs (forward and
-    weight gradient); the two sparse products (P·X forward, Pᵀ·G backward) move about 4·(2·nnz + users + items)
-    bytes (a row of X read per non-zero, the output rows written), at :data:`DENSE_PER_SPARSE` FLOPs per byte.
-    Amazon Games (50,546 users, 173,545 edges, 384-d) and Industrial go through the items, MovieLens 100k /
-    latest-small / ML-1M-sized data dense. The rule is fp32's in bf16 too: bf16's faster dense products would move
-    the line toward the dense layer (on AMX Games sits at it), but the route depends on the data's shape only, so
-    a run loads and resumes on the route it trained on, on any machine."""
-    return n_users * d > DENSE_PER_SPARSE * (2 * nnz + n_users + n_items)
-
-
 @settings
 class AlphaRecConfig(ModelConfig):
     encoder: str = "minilm"  # text encoder spec (lmrec.text.get_encoder)
@@ -79,19 +61,9 @@ class _Mapper(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x)
 
-    def of_profiles(self, profile: torch.Tensor, profile_t: torch.Tensor, z_items: torch.Tensor,
-                    empty: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f(P z_items), f(z_items)) for a profile matrix P (rows: weights summing to 1, or empty; ``profile_t`` =
-        Pᵀ; ``empty``: the indices of the empty rows). The first layer is affine, so it runs on the items only:
-        W(P z) + b = P(W z + b) for every non-empty row, and b for an empty one (z_u = 0); equal up to float32
-        rounding. Users then cost a sparse product instead of a dense layer (in fp32 whatever the autocast: a sum),
-        and no pass over the users' rows adds the bias."""
-        first, rest = (self.f[0], self.f[1:]) if isinstance(self.f, nn.Sequential) else (self.f, nn.Identity())
-        items = F.linear(z_items, first.weight, first.bias)
-        users = sparse_product(profile, profile_t, items)
-        if first.bias is not None and empty is not None and len(empty):
-            users = users.index_add_(0, empty, first.bias.to(users.dtype).expand(len(empty), -1))
-        return rest(users), rest(items)
+    def first_and_rest(self) -> tuple[nn.Linear, nn.Module]:
+        """(the first, affine layer; what follows it) of the mapping."""
+        return (self.f[0], self.f[1:]) if isinstance(self.f, nn.Sequential) else (self.f, nn.Identity())
 
 
 @register("alpharec")
@@ -124,16 +96,13 @@ class AlphaRec(LMFeatures, TorchRecommender):
     # docs/results/2026-12-03-alpharec-epyc-2core); lr around 5e-4 (AlphaRec parse.py:44). linear_map inherits it.
     search_space = {"tau": FloatRange(0.05, 0.5, log=True), "lr": FloatRange(1e-4, 5e-3, log=True)}
     bf16_path = True  # the MLP's products (TrainConfig.precision)
+    items_at_hand = True  # one MLP for users and items: the items' first layer is computed anyway
 
     # -- model -----------------------------------------------------------------------------------------
     def build(self, data: SplitData) -> nn.Module:
+        # through the items (users_affine): Amazon Industrial (8,317 users, 22,824 edges) 1.52x per step, MovieLens
+        # latest-small (610 users) 0.87x (bench/users_route.py, CPU)
         self.z_users, self.z_items = self.lm_inputs(data)
-        profile = profile_matrix(data.train)  # z_users = P z_items
-        self.profile, self.profile_t = csr_tensor(profile), csr_tensor(profile.T)
-        self.empty_users = torch.from_numpy(np.flatnonzero(np.diff(data.train.indptr) == 0))  # their z_u is 0
-        # Amazon Industrial (8,317 users, 22,824 edges) 1.52x per step through the items, MovieLens latest-small
-        # (610 users) 0.87x (bench/alpharec_step.py, CPU)
-        self.users_via_items = users_via_items(data.n_users, data.n_items, data.train.nnz, self.z_items.shape[1])
         self.adj = normalized_adjacency(data.train)
         self.sampler = Sampler(data.train)
         return _Mapper(self.z_items.shape[1], self.config)
@@ -156,12 +125,18 @@ class AlphaRec(LMFeatures, TorchRecommender):
         return F.normalize(users, dim=-1), F.normalize(items, dim=-1)
 
     def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`represent` of the training users and items; with many users per edge, MLP(z_users) computed as
-        :meth:`_Mapper.of_profiles` (z_users = P z_items: the same values, one dense layer over the items only)."""
+        """:meth:`represent` of the training users and items; with many users per edge, the users' first layer
+        through the items' (:meth:`users_affine`: the same values, one dense layer over the items only)."""
         if self.users_via_items:
-            return self.propagated(*self.dense(self.net.of_profiles, self.profile, self.profile_t, self.z_items,
-                                               self.empty_users), self.adj)
+            return self.propagated(*self.dense(self._mapped_via_items), self.adj)
         return self.represent(self.z_users, self.z_items, self.adj)
+
+    def _mapped_via_items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MLP(z_users), MLP(z_items)), the users' first layer taken from the items'."""
+        first, rest = self.net.first_and_rest()
+        items = first(self.z_items)
+        (users,) = self.users_affine([first], of_items=[items])
+        return rest(users), rest(items)
 
     def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
         n_neg, n = self.config.n_negatives, self.data.train.nnz

@@ -13,7 +13,7 @@ from lmrec.data.interactions import SplitData
 from lmrec.errors import Argument
 from lmrec.models.base import register
 from lmrec.models.cf.xsimgcl import XSimGCL, XSimGCLConfig
-from lmrec.models.nn.lm_inputs import LMFeatures
+from lmrec.models.nn.lm_inputs import LMFeatures, affine_outputs
 from lmrec.settings import SettingsError, settings
 
 
@@ -40,7 +40,8 @@ def _expert(dim_in: int, arch: tuple[int, ...], dropout: float) -> nn.Sequential
 class HybridExpertAdaptor(nn.Module):
     """KAR's hybrid-expert adaptor for two inputs (user-side and item-side knowledge):
     r_s = Σ_k g_{s,k}(x_s)·expert_k(x_s) over the shared experts and side s's own experts, with the gate
-    g_s = softmax(W_s x_s + b_s) (one gate per side)."""
+    g_s = softmax(W_s x_s + b_s) (one gate per side). Every layer that reads x_s is affine
+    (:meth:`input_layers`), so a caller may compute them its own way and :meth:`combine` the outputs."""
 
     def __init__(self, dim_in: int, n_shared: int, n_specific: int, arch: tuple[int, ...], dropout: float):
         super().__init__()
@@ -49,13 +50,23 @@ class HybridExpertAdaptor(nn.Module):
             nn.ModuleList(_expert(dim_in, arch, dropout) for _ in range(n_specific)) for _ in range(2))
         self.gates = nn.ModuleList(nn.Linear(dim_in, n_shared + n_specific) for _ in range(2))
 
+    def _experts(self, side: int) -> list[nn.Sequential]:
+        return [*self.shared, *self.specific[side]]
+
+    def input_layers(self, side: int) -> list[nn.Linear]:
+        """The layers that read side ``side``'s input x (0: users, 1: items): each expert's first, then the gate."""
+        return [expert[0] for expert in self._experts(side)] + [self.gates[side]]
+
+    def combine(self, side: int, firsts: list[torch.Tensor]) -> torch.Tensor:
+        """r_s from the outputs of :meth:`input_layers` on x_s."""
+        *hidden, gate = firsts
+        experts = torch.stack([expert[1:](h) for expert, h in zip(self._experts(side), hidden, strict=True)], 1)
+        return (torch.softmax(gate, dim=-1).unsqueeze(-1) * experts).sum(dim=1)  # (n, k, out) → (n, out)
+
     def forward(self, user_x: torch.Tensor, item_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = []
-        for side, x in enumerate((user_x, item_x)):
-            experts = torch.stack([f(x) for f in (*self.shared, *self.specific[side])], dim=1)  # (n, k, out)
-            gate = torch.softmax(self.gates[side](x), dim=-1)  # (n, k)
-            out.append((gate.unsqueeze(-1) * experts).sum(dim=1))
-        return out[0], out[1]
+        r_users, r_items = (self.combine(side, [layer(x) for layer in self.input_layers(side)])
+                            for side, x in enumerate((user_x, item_x)))
+        return r_users, r_items
 
 
 @register("kar")
@@ -96,7 +107,14 @@ class KAR(LMFeatures, XSimGCL):
         return net
 
     def _ego(self) -> torch.Tensor:
-        r_users, r_items = self.dense(self.net.adaptor, self.z_users, self.z_items)
+        r_users, r_items = self.dense(self._knowledge)
         if self.config.fusion == "concat":
             return torch.cat([torch.cat([self.net.users, r_users], 1), torch.cat([self.net.items, r_items], 1)])
         return torch.cat([self.net.users + r_users, self.net.items + r_items])
+
+    def _knowledge(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """HEA(z_users, z_items), the users' input layers through the items where that is cheaper
+        (:meth:`LMFeatures.users_affine`: Amazon data; the same values)."""
+        adaptor = self.net.adaptor
+        return (adaptor.combine(0, self.users_affine(adaptor.input_layers(0))),
+                adaptor.combine(1, affine_outputs(adaptor.input_layers(1), self.z_items)))

@@ -74,9 +74,15 @@ class RLMRec(LMFeatures, XSimGCL):
         users, pos, neg = whole
         user_emb, item_emb = self._last
         tau, mlp = self.config.kd_tau, lambda z: self.dense(self.net.mlp, z)
-        s_users = mlp(self.z_users)
+        s_users = self.dense(self._users_mapped)
         u, i, j = torch.unique(users), torch.unique(pos), torch.unique(neg)
         kd = (view_info_nce(user_emb[u], s_users, tau, targets=u)
               + view_info_nce(item_emb[i], mlp(self.z_items[i]), tau)
               + view_info_nce(item_emb[j], mlp(self.z_items[j]), tau))
         return main, backbone + self.config.kd_weight * kd
+
+    def _users_mapped(self) -> torch.Tensor:
+        """MLP(z_users), its first layer through the items where that is cheaper (:meth:`LMFeatures.users_affine`:
+        Amazon data; the same values)."""
+        (first,) = self.users_affine([self.net.mlp[0]])
+        return self.net.mlp[1:](first)
