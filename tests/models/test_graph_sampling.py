@@ -7,10 +7,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import lmrec.models.nn.losses as losses
 from helpers import planted_data, single_thread  # noqa: F401
 from lmrec.errors import LmrecError
 from lmrec.models.nn.graph import normalized_adjacency, propagate
-from lmrec.models.nn.losses import bpr_loss, info_nce
+from lmrec.models.nn.losses import bpr_loss, info_nce, row_scores
 from lmrec.models.nn.sampling import Sampler
 
 R = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1]], dtype=np.float32))  # 2 users x 3 items
@@ -182,6 +183,28 @@ def test_info_nce_by_hand_and_mask():
     assert masked.item() == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + 1)))
     none = info_nce(pos, neg, tau, torch.tensor([[False, False]]))
     assert none.item() == pytest.approx(0.0)
+
+
+def test_row_scores_equal_the_gathered_score_table_in_value_and_gradient(monkeypatch):
+    """Each row against its own items (the items' gradient added in chunks of rows: here 3 rows a chunk, the last
+    one short), with items repeated within and across rows: the values and gradients of gather(u·Eᵀ, index)."""
+    monkeypatch.setattr(losses, "ROW_CHUNK_BYTES", 3 * 4 * 5 * 8)  # 3 rows of 4 items × 5 float64 dims
+    gen = torch.Generator().manual_seed(0)
+    users = torch.randn(8, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    items = torch.randn(6, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    index = torch.randint(0, 6, (8, 4), generator=gen)
+    index[0] = torch.tensor([2, 2, 5, 2])
+    weights = torch.randn(8, 4, dtype=torch.float64, generator=gen)
+
+    def value_and_grads(scores):
+        s = scores()
+        return (s.detach(), *torch.autograd.grad((s * weights).sum(), (users, items)))
+
+    ours = value_and_grads(lambda: row_scores(users, items, index))
+    expected = value_and_grads(lambda: torch.gather(users @ items.T, 1, index))
+    for got, want in zip(ours, expected, strict=True):
+        torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(lambda u, e: row_scores(u, e, index), (users, items))
 
 
 def test_bitset_membership_equals_the_sorted_key_search():

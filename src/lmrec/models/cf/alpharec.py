@@ -19,7 +19,7 @@ from lmrec.errors import LmrecError
 from lmrec.models.base import ModelConfig, register
 from lmrec.models.nn.graph import normalized_adjacency, propagate
 from lmrec.models.nn.lm_inputs import LMFeatures
-from lmrec.models.nn.losses import info_nce
+from lmrec.models.nn.losses import info_nce, row_scores
 from lmrec.models.nn.sampling import Sampler
 from lmrec.models.queries import KnownUsers, NewUser
 from lmrec.models.torch_base import TorchRecommender
@@ -77,7 +77,7 @@ class AlphaRec(LMFeatures, TorchRecommender):
 
     Negatives: ``shared`` (default) draws one set per batch and masks, per row, the negatives that are training
     items of that user (so the positive never counts as a negative); ``per_row`` draws each row's own set, as
-    the official sampler does, and gathers their scores from one (batch, n_items) product.
+    the official sampler does, and scores each row against its own items only (:func:`row_scores`).
 
     New users (:meth:`score_new_user`, no retraining): the user joins the training graph with edges to the given
     items, z_u = mean of their z_i, and the graph is propagated again (exact for the new graph). User intention
@@ -161,7 +161,7 @@ class AlphaRec(LMFeatures, TorchRecommender):
         u = user_emb[users]  # (b, d)
         pos_scores = (u * item_emb[pos]).sum(-1)  # (b,)
         if keep is None:
-            neg_scores = torch.gather(u @ item_emb.T, 1, neg)  # (b, n_neg): gather scores, not embeddings
+            neg_scores = row_scores(u, item_emb, neg)  # (b, n_neg)
         else:
             neg_scores = u @ item_emb[neg].T  # (b, n_neg) against the shared set
         return info_nce(pos_scores, neg_scores, self.config.tau, keep)
