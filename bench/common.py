@@ -1,9 +1,12 @@
-"""What every bench script shares: the machine line of a result file, writing it, the datasets, the scorer."""
+"""What every bench script shares: the machine line of a result file, writing it, the datasets, the scorer, timing
+ways against each other."""
 
 from __future__ import annotations
 
 import os
 import platform
+import statistics
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,3 +61,16 @@ def user_scores(model: Any) -> Callable[[np.ndarray], Any]:
     except ImportError:
         return model.score
     return user_scorer(model.score)
+
+
+def median_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median ms of each function, alternating, after one warm-up each."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}

@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import dataset_path, machine, median_ms, write_lines
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # (what, m, k, n, with the weight gradient): y = x (m, k) @ w (k, n)
@@ -36,19 +35,6 @@ PRODUCTS = (
     ("evaluation scores, 1,024 users x 50,546 items", 1024, 64, 50546, False),
     ("loss, 4,096 rows x 256 negatives", 4096, 64, 256, False),
 )
-
-
-def median_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median ms of each function, alternating, after one warm-up each."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
 def product(m: int, k: int, n: int, grad: bool, precision: str) -> Callable[[], object]:
@@ -104,7 +90,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from common import dataset_path, machine, write_lines
 
     from lmrec.allocator import keep_freed_memory
     from lmrec.data.registry import load_dataset

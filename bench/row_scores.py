@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import commit, machine, median_ms, write_lines
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ("amazon-video-games-2018", "amazon-industrial-scientific-2018", "movielens-100k")
@@ -38,8 +37,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "row_scores.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-
-    from common import commit, machine, write_lines
 
     import lmrec.models.cf.alpharec as alpharec
     import lmrec.models.nn.losses as losses
@@ -93,7 +90,7 @@ def _scores_alone(losses, n_items: int, repeats: int) -> tuple[dict[str, float],
 
     same = all(torch.allclose(a, b, rtol=1e-4, atol=1e-4)
                for a, b in zip(run(_gathered), run(losses.row_scores), strict=True))
-    return _alternating({"gather": lambda: run(_gathered), "row_scores": lambda: run(losses.row_scores)}, repeats), same
+    return median_ms({"gather": lambda: run(_gathered), "row_scores": lambda: run(losses.row_scores)}, repeats), same
 
 
 def _alpharec_step(alpharec, data, repeats: int) -> dict[str, float]:
@@ -110,22 +107,9 @@ def _alpharec_step(alpharec, data, repeats: int) -> dict[str, float]:
 
     original = alpharec.row_scores
     try:
-        return _alternating({"gather": lambda: step(_gathered), "row_scores": lambda: step(original)}, repeats)
+        return median_ms({"gather": lambda: step(_gathered), "row_scores": lambda: step(original)}, repeats)
     finally:
         alpharec.row_scores = original
-
-
-def _alternating(ways: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median ms of each way, after one warm-up each, the ways alternating."""
-    for fn in ways.values():
-        fn()
-    times: dict[str, list[float]] = {way: [] for way in ways}
-    for _ in range(repeats):
-        for way, fn in ways.items():
-            start = time.perf_counter()
-            fn()
-            times[way].append(time.perf_counter() - start)
-    return {way: 1000 * statistics.median(t) for way, t in times.items()}
 
 
 if __name__ == "__main__":
