@@ -16,7 +16,7 @@ from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.models.base import register
 from lmrec.models.cf.lightgcn import LightGCN, LightGCNConfig
-from lmrec.models.nn.losses import info_nce
+from lmrec.models.nn.losses import info_nce, row_scores
 from lmrec.search_space import FloatRange
 from lmrec.settings import settings
 
@@ -136,11 +136,11 @@ class BCLoss(LightGCN):
         with torch.no_grad():
             pop_pos, _, pop_dot = self.popularity_cosines(users, pos, neg)
         user_emb, item_emb = self._propagated()
-        cos = F.normalize(user_emb[users], dim=-1) @ F.normalize(item_emb, dim=-1).T  # (b, n_items)
-        cos_pos, cos_neg = cos.gather(1, pos[:, None])[:, 0], cos.gather(1, neg)
+        unit_users, unit_items = F.normalize(user_emb[users], dim=-1), F.normalize(item_emb, dim=-1)
+        cos_pos, cos_neg = (unit_users * unit_items[pos]).sum(-1), row_scores(unit_users, unit_items, neg)
         theta = torch.arccos(cos_pos.clamp(-_CLAMP, _CLAMP))
         biased = torch.cos(theta + self.margin(theta, pop_pos, pop_dot))
-        counts = torch.bincount(torch.cat([pos, neg.reshape(-1)]), minlength=self.data.n_items).to(cos.dtype)
+        counts = torch.bincount(torch.cat([pos, neg.reshape(-1)]), minlength=self.data.n_items).to(cos_neg.dtype)
         ego = self.net.users[users].pow(2).sum() + (counts * self.net.items.pow(2).sum(-1)).sum()
         return (1 - cfg.w_lambda) * info_nce(biased, cos_neg, cfg.tau1) + cfg.reg * ego / (2 * len(users))
 
