@@ -135,7 +135,7 @@ class AlphaRec(LMFeatures, TorchRecommender):
         """(MLP(z_users), MLP(z_items)), the users' first layer taken from the items'."""
         first, rest = self.net.first_and_rest()
         items = first(self.z_items)
-        (users,) = self.users_affine([first], of_items=[items])
+        (users,) = self.users_affine([first], of_items=items)
         return rest(users), rest(items)
 
     def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:

@@ -51,12 +51,19 @@ def users_via_items(n_users: int, n_items: int, nnz: int, d: int, items_at_hand:
     return n_users * d > through_items
 
 
+def stacked(layers: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight, bias) of the one layer whose outputs are the ``layers``' outputs side by side (a zero bias for a
+    layer without one; None when none has one)."""
+    weight = torch.cat([layer.weight for layer in layers])
+    if all(layer.bias is None for layer in layers):
+        return weight, None
+    return weight, torch.cat([layer.weight.new_zeros(layer.out_features) if layer.bias is None else layer.bias
+                              for layer in layers])
+
+
 def affine_outputs(layers: Sequence[nn.Linear], x: torch.Tensor) -> list[torch.Tensor]:
     """[layer(x) for each layer], in one product with the layers' weights side by side."""
-    weight = torch.cat([layer.weight for layer in layers])
-    bias = None if all(layer.bias is None for layer in layers) else torch.cat(
-        [layer.weight.new_zeros(layer.out_features) if layer.bias is None else layer.bias for layer in layers])
-    return list(F.linear(x, weight, bias).split([layer.out_features for layer in layers], dim=1))
+    return list(F.linear(x, *stacked(layers)).split([layer.out_features for layer in layers], dim=1))
 
 
 def check_features(features: np.ndarray, data: SplitData) -> np.ndarray:
@@ -104,20 +111,18 @@ class LMFeatures:
                                                self.items_at_hand)
         return torch.from_numpy(np.asarray(profile @ items, dtype=np.float32)), torch.from_numpy(items)
 
-    def users_affine(self, layers: Sequence[nn.Linear], of_items: Sequence[torch.Tensor] | None = None
-                     ) -> list[torch.Tensor]:
+    def users_affine(self, layers: Sequence[nn.Linear], of_items: torch.Tensor | None = None) -> list[torch.Tensor]:
         """[layer(z_u) for each layer] over every user, in one product. With :attr:`users_via_items` (many users
         per edge) the layers run on the items only: W(P z) + b = P(W z + b) for a user with training items (P's
         row sums to 1), and b for one without (z_u = 0); equal up to float32 rounding, at the cost of a sparse
         product (in fp32 whatever the autocast: a sum) instead of a dense layer over the users. ``of_items``: the
-        layers' outputs on z_items when the caller has them."""
+        layers' outputs on z_items side by side, when the caller has them."""
         if not self.users_via_items:
             return affine_outputs(layers, self.z_users)
-        items = torch.cat(list(of_items) if of_items is not None else affine_outputs(layers, self.z_items), dim=1)
+        weight, bias = stacked(layers)
+        items = F.linear(self.z_items, weight, bias) if of_items is None else of_items
         users = sparse_product(self.profile, self.profile_t, items)
-        if len(self.empty_users) and any(layer.bias is not None for layer in layers):
-            bias = torch.cat([layer.weight.new_zeros(layer.out_features) if layer.bias is None else layer.bias
-                              for layer in layers])
+        if bias is not None and len(self.empty_users):
             users = users.index_add_(0, self.empty_users, bias.to(users.dtype).expand(len(self.empty_users), -1))
         return list(users.split([layer.out_features for layer in layers], dim=1))
 
