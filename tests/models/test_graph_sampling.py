@@ -205,6 +205,8 @@ def test_row_scores_equal_the_gathered_score_table_in_value_and_gradient(monkeyp
     for got, want in zip(ours, expected, strict=True):
         torch.testing.assert_close(got, want)
     assert torch.autograd.gradcheck(lambda u, e: row_scores(u, e, index), (users, items))
+    many = torch.randint(0, 6, (8, 9), generator=gen)  # more draws a row than items: from the score table
+    torch.testing.assert_close(row_scores(users, items, many), torch.gather(users @ items.T, 1, many))
 
 
 def test_bitset_membership_equals_the_sorted_key_search():

@@ -71,7 +71,11 @@ def _rows_matrix(index: torch.Tensor, values: torch.Tensor, n_columns: int) -> t
 def row_scores(users: torch.Tensor, items: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """(b, n) scores s[r, j] = users_r · items_{index[r, j]}: each row's own sampled items (``users`` (b, d),
     ``items`` (n_items, d), ``index`` (b, n)), without the b × n_items score table of gather(u·Eᵀ, index) (whose
-    backward zero-fills and reads that table again: 0.28 GB on Games) or a b × n × d one (bench/row_scores.py)."""
+    backward zero-fills and reads that table again: 0.28 GB on Games) or a b × n × d one (bench/row_scores.py).
+    With more draws a row than items (tiny catalogs) the table is the smaller, and the sparse matrix could not
+    hold them (torch keeps at most b × n_items entries): gathered from the table then."""
+    if index.shape[1] > len(items):
+        return torch.gather(users @ items.T, 1, index)
     return _RowScores.apply(users, items, index)
 
 
