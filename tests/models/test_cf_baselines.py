@@ -333,6 +333,8 @@ def test_kar_adaptor_output_is_fused_into_layer0(data):
     model.prepare(data)
     r_users, r_items = model.net.adaptor(model.z_users, model.z_items)
     assert r_users.shape == (data.n_users, 32) and r_items.shape == (data.n_items, 32)
+    for ours, plain in zip(model._knowledge(), (r_users, r_items), strict=True):  # stacked input layers, same HEA
+        torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-6)
     model.set_training(False)
     users, items = model.embed()
     assert users.shape == (data.n_users, 8 + 32)
