@@ -155,6 +155,21 @@ def test_view_info_nce_gradients_match_autograd_of_the_formula(tau):
     assert torch.autograd.gradcheck(lambda x, y: view_info_nce(x, y, tau, targets), (a, c))
 
 
+def test_view_info_nce_runs_in_float32_under_autocast():
+    """Inside a bf16 autocast region (a model's dense products) the loss and its gradients are float32's."""
+    gen = torch.Generator().manual_seed(2)
+    a, c = (torch.randn(7, 4, generator=gen, requires_grad=True) for _ in range(2))
+    expected = view_info_nce(a, c, 0.2)
+    expected_grads = torch.autograd.grad(expected, (a, c))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = view_info_nce(a.to(torch.bfloat16), c, 0.2)
+        grads = torch.autograd.grad(loss, (a, c))
+    assert loss.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
+    torch.testing.assert_close(loss, expected, rtol=1e-2, atol=1e-2)  # a's bf16 copy rounds the input
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=5e-2, atol=5e-2)
+
+
 def test_uniform_noise_has_norm_eps_and_sign_of_x():
     x = torch.randn(50, 8)
     noise = uniform_noise(x, 0.2)
@@ -333,7 +348,11 @@ def test_kar_adaptor_output_is_fused_into_layer0(data):
     model.prepare(data)
     r_users, r_items = model.net.adaptor(model.z_users, model.z_items)
     assert r_users.shape == (data.n_users, 32) and r_items.shape == (data.n_items, 32)
-    for ours, plain in zip(model._knowledge(), (r_users, r_items), strict=True):  # stacked input layers, same HEA
+    adaptor = model.net.adaptor
+    for side, (ours, x) in enumerate(zip(model._knowledge(), (model.z_users, model.z_items), strict=True)):
+        # HEA written out: r = Σ_k softmax(W x + b)_k · expert_k(x), each expert run whole
+        experts = torch.stack([expert(x) for expert in (*adaptor.shared, *adaptor.specific[side])], dim=1)
+        plain = (torch.softmax(adaptor.gates[side](x), dim=-1)[:, :, None] * experts).sum(1)
         torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-6)
     model.set_training(False)
     users, items = model.embed()

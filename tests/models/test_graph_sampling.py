@@ -206,7 +206,20 @@ def test_row_scores_equal_the_gathered_score_table_in_value_and_gradient(monkeyp
         torch.testing.assert_close(got, want)
     assert torch.autograd.gradcheck(lambda u, e: row_scores(u, e, index), (users, items))
     many = torch.randint(0, 6, (8, 9), generator=gen)  # more draws a row than items: from the score table
+    monkeypatch.setattr(losses._RowScores, "apply", None)  # the sparse form must not be called
     torch.testing.assert_close(row_scores(users, items, many), torch.gather(users @ items.T, 1, many))
+
+
+def test_row_scores_run_in_float32_under_autocast():
+    gen = torch.Generator().manual_seed(1)
+    users = torch.randn(5, 4, generator=gen, requires_grad=True)
+    items = torch.randn(9, 4, generator=gen, requires_grad=True)
+    index = torch.randint(0, 9, (5, 3), generator=gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = row_scores(users, items, index)
+        grads = torch.autograd.grad(scores.sum(), (users, items))
+    assert scores.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
+    torch.testing.assert_close(scores, torch.gather(users @ items.T, 1, index).detach())
 
 
 def test_bitset_membership_equals_the_sorted_key_search():

@@ -23,7 +23,8 @@ class KARConfig(XSimGCLConfig):
     text_fields: tuple[str, ...] = ("title",)
     n_shared_experts: NonNegativeInt = 2  # KAR run_ctr.py: export_num
     n_specific_experts: NonNegativeInt = 5  # per side (user / item): specific_export_num
-    expert_arch: tuple[PositiveInt, ...] = (128, 32)  # convert_arch: each expert is Linear-ReLU per width
+    # convert_arch: each expert is Linear-ReLU per width (at least one: the adaptor's input layers are the first)
+    expert_arch: Annotated[tuple[PositiveInt, ...], Field(min_length=1)] = (128, 32)
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # convert_dropout
     # "concat": e⁰ = [cf ‖ r]; "add": e⁰ = cf + r (needs expert_arch[-1] == emb_dim)
     fusion: Literal["concat", "add"] = "concat"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from lmrec.models.nn.graph import full_precision
 
 #: exp(x − 1/τ) of a cosine logit x ∈ [−1/τ, 1/τ] stays a normal fp32 number down to e^−80; below that τ each row
 #: is shifted by its own maximum instead
@@ -17,7 +20,8 @@ class _ProductCrossEntropy(torch.autograd.Function):
         ∂/∂a = (E c) / (b s) − c_t / b,   ∂/∂c = Eᵀ (a / (b s)) − Σ_{r: t_r = c} a_r / b,   s = E·1 (row sums).
 
     ``cross_entropy(a @ c.T)`` makes three b × m tables (logits, log-softmax, its gradient); at Games' 3,600 × 50,546
-    users (RLMRec's alignment term) each is 0.7 GB (bench/view_nce.py).
+    users (RLMRec's alignment term) each is 0.7 GB (bench/view_nce.py). Float32 or float64, autocast off (both ways);
+    not differentiable twice.
     """
 
     @staticmethod
@@ -34,11 +38,15 @@ class _ProductCrossEntropy(torch.autograd.Function):
         return (shift.squeeze(1) + sums.log().squeeze(1) - positive).mean()
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         a, c, targets, table, sums = ctx.saved_tensors
-        weight = grad / len(a)
-        grad_a = (table @ c) * (weight / sums) - weight * c[targets]
-        grad_c = (table.T @ (a * (weight / sums))).index_add_(0, targets, a, alpha=-float(weight))
+        weight = grad.to(a.dtype) / len(a)
+        with torch.autocast(a.device.type, enabled=False):
+            grad_a = (table @ c) * (weight / sums) - weight * c[targets] if ctx.needs_input_grad[0] else None
+            grad_c = None
+            if ctx.needs_input_grad[1]:
+                grad_c = (table.T @ (a * (weight / sums))).index_add_(0, targets, a * -weight)
         return grad_a, grad_c, None, None
 
 
@@ -56,4 +64,5 @@ def view_info_nce(anchor: torch.Tensor, candidates: torch.Tensor, tau: float,
     c = F.normalize(candidates, dim=-1)
     if targets is None:
         targets = torch.arange(len(a), device=a.device)
-    return _ProductCrossEntropy.apply(a, c, targets, 1 / tau)
+    with torch.autocast(a.device.type, enabled=False):
+        return _ProductCrossEntropy.apply(full_precision(a), full_precision(c), targets, 1 / tau)

@@ -6,6 +6,9 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from lmrec.models.nn.graph import full_precision
 
 
 def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -37,7 +40,8 @@ class _RowScores(torch.autograd.Function):
 
         s = S ⊙ (u·Eᵀ) (torch.sparse.sampled_addmm),   ∂/∂u = G E,   ∂/∂e_i = Σ_{(r, j): index[r, j] = i} g[r, j] u_r,
 
-    with G = S carrying the incoming gradient g; the last is an index_add_ over chunks of rows.
+    with G = S carrying the incoming gradient g; the last is an index_add_ over chunks of rows. CPU, float32 or
+    float64, autocast off (both ways); not differentiable twice.
     """
 
     @staticmethod
@@ -47,15 +51,21 @@ class _RowScores(torch.autograd.Function):
         return torch.sparse.sampled_addmm(pattern, users, items.T).values().reshape(index.shape)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         users, items, index = ctx.saved_tensors
-        grad_users = _rows_matrix(index, grad.reshape(-1), len(items)) @ items
-        grad_items = torch.zeros_like(items)
-        chunk = max(1, ROW_CHUNK_BYTES // max(1, index.shape[1] * items.shape[1] * items.element_size()))
-        for start in range(0, len(index), chunk):
-            rows = slice(start, start + chunk)
-            products = (grad[rows, :, None] * users[rows, None, :]).flatten(0, 1)  # (c·n, d)
-            grad_items.index_add_(0, index[rows].reshape(-1), products)
+        grad = grad.to(users.dtype)
+        grad_users = grad_items = None
+        with torch.autocast(users.device.type, enabled=False):
+            if ctx.needs_input_grad[0]:
+                grad_users = _rows_matrix(index, grad.reshape(-1), len(items)) @ items
+            if ctx.needs_input_grad[1]:
+                grad_items = torch.zeros_like(items)
+                chunk = max(1, ROW_CHUNK_BYTES // max(1, index.shape[1] * items.shape[1] * items.element_size()))
+                for start in range(0, len(index), chunk):
+                    rows = slice(start, start + chunk)
+                    products = (grad[rows, :, None] * users[rows, None, :]).flatten(0, 1)  # (c·n, d)
+                    grad_items.index_add_(0, index[rows].reshape(-1), products)
         return grad_users, grad_items, None
 
 
@@ -72,11 +82,14 @@ def row_scores(users: torch.Tensor, items: torch.Tensor, index: torch.Tensor) ->
     """(b, n) scores s[r, j] = users_r · items_{index[r, j]}: each row's own sampled items (``users`` (b, d),
     ``items`` (n_items, d), ``index`` (b, n)), without the b × n_items score table of gather(u·Eᵀ, index) (whose
     backward zero-fills and reads that table again: 0.28 GB on Games) or a b × n × d one (bench/row_scores.py).
-    With more draws a row than items (tiny catalogs) the table is the smaller, and the sparse matrix could not
-    hold them (torch keeps at most b × n_items entries): gathered from the table then."""
-    if index.shape[1] > len(items):
+    Gathered from the table instead where that form is the one to use: with more draws a row than items (tiny
+    catalogs) the table is the smaller, and the sparse matrix could not hold them (torch keeps at most b × n_items
+    entries); off the CPU, where sparse kernels do not promise anything for the matrix's repeated, unsorted
+    entries (cuSPARSE's CSR has each entry once)."""
+    if index.shape[1] > len(items) or users.device.type != "cpu":
         return torch.gather(users @ items.T, 1, index)
-    return _RowScores.apply(users, items, index)
+    with torch.autocast(users.device.type, enabled=False):
+        return _RowScores.apply(full_precision(users), full_precision(items), index)
 
 
 def sampled_softmax(pos: torch.Tensor, neg: torch.Tensor, collisions: torch.Tensor | None = None) -> torch.Tensor:
