@@ -210,6 +210,19 @@ def test_row_scores_equal_the_gathered_score_table_in_value_and_gradient(monkeyp
     torch.testing.assert_close(row_scores(users, items, many), torch.gather(users @ items.T, 1, many))
 
 
+def test_row_scores_and_view_info_nce_refuse_a_second_derivative():
+    """Their backwards are written by hand once: a gradient of a gradient through them raises (torch checks where the
+    gradient coming in depends on the inputs, as here; a constant one, a loss's own, is not caught)."""
+    from lmrec.models.nn.contrastive import view_info_nce
+
+    users, items = torch.randn(4, 3, requires_grad=True), torch.randn(6, 3, requires_grad=True)
+    index = torch.randint(0, 6, (4, 2))
+    for loss in (row_scores(users, items, index).square().sum(), view_info_nce(users, items, 0.2).square()):
+        (grad,) = torch.autograd.grad(loss, users, create_graph=True)
+        with pytest.raises(RuntimeError, match="once_differentiable"):
+            grad.sum().backward()
+
+
 def test_row_scores_run_in_float32_under_autocast():
     gen = torch.Generator().manual_seed(1)
     users = torch.randn(5, 4, generator=gen, requires_grad=True)

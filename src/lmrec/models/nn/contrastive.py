@@ -21,7 +21,7 @@ class _ProductCrossEntropy(torch.autograd.Function):
 
     ``cross_entropy(a @ c.T)`` makes three b × m tables (logits, log-softmax, its gradient); at Games' 3,600 × 50,546
     users (RLMRec's alignment term) each is 0.7 GB (bench/view_nce.py). Float32 or float64, autocast off (both ways);
-    not differentiable twice.
+    not differentiable twice (torch raises on it where the incoming gradient depends on the inputs).
     """
 
     @staticmethod

@@ -41,7 +41,8 @@ class _RowScores(torch.autograd.Function):
         s = S ⊙ (u·Eᵀ) (torch.sparse.sampled_addmm),   ∂/∂u = G E,   ∂/∂e_i = Σ_{(r, j): index[r, j] = i} g[r, j] u_r,
 
     with G = S carrying the incoming gradient g; the last is an index_add_ over chunks of rows. CPU, float32 or
-    float64, autocast off (both ways); not differentiable twice.
+    float64, autocast off (both ways); not differentiable twice (torch raises on it where the incoming gradient
+    depends on the inputs).
     """
 
     @staticmethod
