@@ -90,7 +90,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-
     from lmrec.allocator import keep_freed_memory
     from lmrec.data.registry import load_dataset
     from lmrec.train.precision import choose, cpu_flags

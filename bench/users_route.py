@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -77,23 +76,17 @@ def main() -> None:
 
 def _median_ms(model: Any, batch_size: int, repeats: int) -> dict[str, float]:
     """Median ms of a training step (the loss on one batch, forward and backward) for each way."""
+    from common import median_ms
+
     batch = next(iter(model.batches(np.random.default_rng(0), batch_size)))
     model.set_training(True)
 
-    def step(via_items: bool) -> float:
+    def step(via_items: bool) -> None:
         model.users_via_items = via_items
         model.net.zero_grad()
-        start = time.perf_counter()
         model.loss(batch).backward()
-        return time.perf_counter() - start
 
-    for via_items in WAYS.values():
-        step(via_items)
-    times: dict[str, list[float]] = {way: [] for way in WAYS}
-    for _ in range(repeats):  # alternating, so load changes hit both
-        for way, via_items in WAYS.items():
-            times[way].append(step(via_items))
-    return {way: 1000 * statistics.median(t) for way, t in times.items()}
+    return median_ms({way: functools.partial(step, via_items) for way, via_items in WAYS.items()}, repeats)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,7 +49,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    from common import machine, write_lines
+    from common import machine, median_ms, write_lines
 
     from lmrec.allocator import keep_freed_memory
     from lmrec.models.nn.contrastive import view_info_nce
@@ -73,14 +72,12 @@ def main() -> None:
             "lmrec": lambda: view_info_nce(anchor, candidates, 0.2, targets),  # noqa: B023
         }
         values = {way: float(loss()) for way, loss in ways.items()}
-        times: dict[str, list[float]] = {way: [] for way in ways}
-        for _ in range(args.repeats + 1):
-            for way, loss in ways.items():
-                anchor.grad = candidates.grad = None
-                start = time.perf_counter()
-                loss().backward()
-                times[way].append(time.perf_counter() - start)
-        ms = {way: 1000 * statistics.median(t[1:]) for way, t in times.items()}
+
+        def backward(loss: Callable[[], torch.Tensor]) -> None:
+            anchor.grad = candidates.grad = None  # noqa: B023
+            loss().backward()
+
+        ms = median_ms({way: functools.partial(backward, loss) for way, loss in ways.items()}, args.repeats)
         same = all(abs(v - values["lmrec"]) <= 1e-5 * abs(values["lmrec"]) for v in values.values())
         lines.append(f"| {what} | {b} × {m} | {ms['logsumexp']:.0f} | {ms['cross_entropy']:.0f} | {ms['lmrec']:.0f} | "
                      f"{ms['cross_entropy'] / ms['lmrec']:.2f}x | {'yes' if same else 'NO'} ({values['lmrec']:.5f}) |")

@@ -346,7 +346,7 @@ def test_lm_inputs_use_train_only(cls, data):
 def test_kar_adaptor_output_is_fused_into_layer0(data):
     model = KAR(emb_dim=8, features=RANDOM_FEATURES)
     model.prepare(data)
-    r_users, r_items = model.net.adaptor(model.z_users, model.z_items)
+    r_users, r_items = model._knowledge()
     assert r_users.shape == (data.n_users, 32) and r_items.shape == (data.n_items, 32)
     adaptor = model.net.adaptor
     for side, (ours, x) in enumerate(zip(model._knowledge(), (model.z_users, model.z_items), strict=True)):

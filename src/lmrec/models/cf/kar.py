@@ -42,7 +42,8 @@ class HybridExpertAdaptor(nn.Module):
     """KAR's hybrid-expert adaptor for two inputs (user-side and item-side knowledge):
     r_s = Σ_k g_{s,k}(x_s)·expert_k(x_s) over the shared experts and side s's own experts, with the gate
     g_s = softmax(W_s x_s + b_s) (one gate per side). Every layer that reads x_s is affine
-    (:meth:`input_layers`), so a caller may compute them its own way and :meth:`combine` the outputs."""
+    (:meth:`input_layers`): the model computes them its own way (:meth:`KAR._knowledge`) and :meth:`combine`
+    merges the outputs."""
 
     def __init__(self, dim_in: int, n_shared: int, n_specific: int, arch: tuple[int, ...], dropout: float):
         super().__init__()
@@ -63,11 +64,6 @@ class HybridExpertAdaptor(nn.Module):
         *hidden, gate = firsts
         experts = torch.stack([expert[1:](h) for expert, h in zip(self._experts(side), hidden, strict=True)], 1)
         return (torch.softmax(gate, dim=-1).unsqueeze(-1) * experts).sum(dim=1)  # (n, k, out) → (n, out)
-
-    def forward(self, user_x: torch.Tensor, item_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r_users, r_items = (self.combine(side, [layer(x) for layer in self.input_layers(side)])
-                            for side, x in enumerate((user_x, item_x)))
-        return r_users, r_items
 
 
 @register("kar")

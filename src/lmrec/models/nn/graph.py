@@ -58,11 +58,15 @@ def csr_tensor(matrix: sp.spmatrix) -> torch.Tensor:
     m = sp.csr_matrix(matrix, dtype=np.float32)
     m.sort_indices()
     index = np.int32 if max(m.nnz, *m.shape) < np.iinfo(np.int32).max else np.int64
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product we use is stable
+    return csr_from_parts(torch.from_numpy(m.indptr.astype(index)), torch.from_numpy(m.indices.astype(index)),
+                          torch.from_numpy(m.data), m.shape)
+
+
+def csr_from_parts(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A torch CSR tensor from its row pointers, column indices and values, not checked (the caller builds them)."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the products we use are stable
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(index)),
-                                       torch.from_numpy(m.indices.astype(index)), torch.from_numpy(m.data),
-                                       size=m.shape, check_invariants=False)
+        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
 
 
 def propagate(adj: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from lmrec.models.nn.graph import full_precision
+from lmrec.models.nn.graph import csr_from_parts, full_precision
 
 
 def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -73,10 +71,8 @@ class _RowScores(torch.autograd.Function):
 def _rows_matrix(index: torch.Tensor, values: torch.Tensor, n_columns: int) -> torch.Tensor:
     """The (b, n_columns) CSR matrix with row r's n entries at columns index[r] (unsorted, repeats allowed)."""
     b, n = index.shape
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are stable
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.arange(0, b * n + 1, n, device=index.device), index.reshape(-1),
-                                       values.contiguous(), size=(b, n_columns), check_invariants=False)
+    return csr_from_parts(torch.arange(0, b * n + 1, n, device=index.device), index.reshape(-1), values.contiguous(),
+                          (b, n_columns))
 
 
 def row_scores(users: torch.Tensor, items: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
