@@ -4,6 +4,7 @@ single-target HR@5/NDCG@5, the report files and the CLI, on planted data (no LM 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,3 +264,152 @@ def test_cli_intention(patched_run, tmp_path, capsys):
     assert "HR@5" in capsys.readouterr().out
     assert json.loads((tmp_path / "intention.json").read_text())["users"] == 12
 
+
+
+# -- intentions an LLM writes from the title ----------------------------------------------------------------
+class ScriptedLM:
+    """A stand-in for lmrec.llm.CausalLM: answers each intention request with the sentence scripted for the title
+    it quotes, and counts the prompts of each call."""
+
+    identity = "scripted"
+    tokenizer = None
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers, self.calls = answers, []
+
+    def generate(self, prompts, formatted, answer_prefix, progress, max_new_tokens, batch_size):
+        assert formatted and answer_prefix == "I'm looking for"
+        self.calls.append(len(prompts))
+        return [answer_prefix + next(a for t, a in self.answers.items() if f'"{t}"' in p) for p in prompts]
+
+
+def test_words_not_naming_drop_title_words_their_plurals_and_punctuation():
+    assert I.words_not_naming("A racing wheel, with pedals!", "Logitech G27 Racing Wheels") == ["a", "with", "pedals"]
+    assert I.words_not_naming("one two three", "Nothing", max_words=2) == ["one", "two"]
+
+
+def test_the_llm_writer_keeps_the_first_sentence_without_title_words(tmp_path):
+    titles = ["Imagine Party Babyz - Nintendo Wii", "Party Game", "Tomba!"]
+    lm = ScriptedLM({titles[0]: " a game that combines the excitement of a Nintendo Wii with the fun of a party. "
+                                "I'm hoping to find it.",
+                     titles[1]: " a party game.", titles[2]: " a platformer\nwith a pink-haired hero."})
+    writer = I.LLMWriter(lm, ItemCatalog(["0", "1", "2"], titles, {}), tmp_path / "cache.json")
+    assert writer([0, 1, 2]) == ["I'm looking for a game that combines the excitement of a with the fun of a.",
+                                 None,  # only stopwords left
+                                 "I'm looking for a platformer."]  # the first line only
+    assert "scripted" in writer.source
+
+
+def test_the_llm_writer_writes_each_item_once_and_resumes_from_its_cache(tmp_path):
+    catalog = ItemCatalog(["0", "1"], ["Alpha", "Beta"], {})
+    script = {"Alpha": " a space shooter.", "Beta": " a racing game."}
+    lm = ScriptedLM(script)
+    first = I.LLMWriter(lm, catalog, tmp_path / "out" / "cache.json", chunk=1)
+    assert first([0, 1, 0]) == ["I'm looking for a space shooter.", "I'm looking for a racing game.",
+                                "I'm looking for a space shooter."]
+    assert first([1]) == ["I'm looking for a racing game."] and lm.calls == [1, 1]  # a batch a chunk, each once
+    saved = json.loads((tmp_path / "out" / "cache.json").read_text())
+    assert saved["answers"] == {"0": "I'm looking for a space shooter.", "1": "I'm looking for a racing game."}
+    again = ScriptedLM(script)
+    assert I.LLMWriter(again, catalog, tmp_path / "out" / "cache.json")([0, 1])[1].endswith("racing game.")
+    assert again.calls == []  # read from the cache
+    other = ScriptedLM(script)
+    I.LLMWriter(other, catalog, tmp_path / "out" / "cache.json", domain="video game")([0])
+    assert other.calls == [1]  # another request: the cache is not read
+
+
+def _cases_one_item_at_a_time(data, n_users, seed, split, write):
+    """make_cases as written before the writers took batches: each user's items in their drawn order, one by one."""
+    rng = np.random.default_rng(seed)
+    held_out = data.split(split)
+    users = np.flatnonzero(np.diff(held_out.indptr) > 0)
+    if n_users is not None and n_users < len(users):
+        users = np.sort(rng.choice(users, n_users, replace=False))
+    cases = []
+    for u in users:
+        for item in rng.permutation(held_out.indices[held_out.indptr[u] : held_out.indptr[u + 1]]):
+            text = write([int(item)])[0]
+            if text is not None:
+                cases.append(I.Case(int(u), int(item), text))
+                break
+    return cases
+
+
+def test_cases_are_drawn_as_before_and_fall_to_the_users_next_item(data):
+    by_rule = I.catalog_writer(data.catalog)
+    for n_users, split in ((None, "test"), (9, "valid")):
+        assert I.make_cases(data, n_users, 3, split) == _cases_one_item_at_a_time(data, n_users, 3, split, by_rule)
+    rounds: list[int] = []
+
+    def odd_only(items):
+        rounds.append(len(items))
+        return [f"item {i}" if i % 2 else None for i in items]
+
+    cases = I.make_cases(data, seed=3, write=odd_only)
+    assert cases == _cases_one_item_at_a_time(data, None, 3, "test", odd_only)
+    assert cases and all(c.target % 2 for c in cases)
+    assert len(rounds) > 1 and rounds == sorted(rounds, reverse=True)  # each round asks only for users still open
+
+
+def test_run_intention_with_an_llm_writer_says_so(model, data, tmp_path):
+    lm = ScriptedLM({t: " something like it." for t in data.catalog.titles})
+    writer = I.LLMWriter(lm, data.catalog, tmp_path / I.LLMWriter.CACHE)
+    encode = lambda texts: np.repeat(planted_features()[:1], len(texts), axis=0)  # noqa: E731
+    result = I.run_intention(model, data, tmp_path, alpha=0.5, alphas=(0.0, 0.5), n_users=6, encode=encode,
+                             writer=writer)
+    assert result["written_by"] == "llm" and "scripted" in result["intentions"] and result["users"] == 6
+    assert result["examples"][0]["intention"] == "I'm looking for something like it."
+    text = (tmp_path / "intention.md").read_text(encoding="utf-8")
+    assert "scripted writing from each target's title" in text and "by rule" not in text
+    assert sum(lm.calls) == 6
+
+
+def test_an_intention_table_with_an_llm_writer_records_it(patched_run, tmp_path, monkeypatch):
+    from lmrec.experiments import reproduce
+    from lmrec.experiments.schemas import IntentionSettings
+    from lmrec.settings import build
+
+    loaded: list[tuple] = []
+
+    def load(folder, catalog, llm, dtype, **options):
+        loaded.append((llm, dtype, options))
+        return I.LLMWriter(ScriptedLM({t: " something like it." for t in catalog.titles}), catalog,
+                           folder / I.LLMWriter.CACHE, **options)
+
+    monkeypatch.setattr(I.LLMWriter, "load", staticmethod(load))
+    first = torch.from_numpy(planted_features()[:1])
+    monkeypatch.setattr(AlphaRec, "encode_texts", lambda self, texts: first.repeat(len(texts), 1))
+    root, folder = Path(patched_run).parent, tmp_path / "05-intention"
+    settings = {"run": Path(patched_run).name, "alpha": 0.5, "alphas": [0.0, 0.5], "n_users": 5,
+                "writer": {"domain": "video game product", "max_new_tokens": 30}}
+    context = reproduce.Context(records=tmp_path / "records", log=lambda _: None)
+    text = reproduce._intention(build(IntentionSettings, settings), folder, root, context)
+    assert "writing from each target's title" in text
+    assert loaded == [("smollm2-135m", "float32", {"domain": "video game product", "max_new_tokens": 30,
+                                                  "batch_size": 16})]
+    spec = json.loads((folder / "spec.json").read_text())
+    assert spec["writer"]["domain"] == "video game product"
+    assert len(json.loads((folder / I.LLMWriter.CACHE).read_text())["answers"]) == 5
+    rule = tmp_path / "by-rule"
+    reproduce._intention(build(IntentionSettings, {**settings, "writer": None}), rule, root, context)
+    assert "writer" not in json.loads((rule / "spec.json").read_text())  # the records made before stay as they were
+    with pytest.raises(Exception, match="writer.lm"):
+        build(IntentionSettings, {**settings, "writer": {"lm": "x"}}, what="[run] setting")
+
+
+def test_cli_intention_with_an_llm_writer(patched_run, tmp_path, monkeypatch, capsys):
+    asked: list[tuple] = []
+
+    def load(folder, catalog, llm, **options):
+        asked.append((llm, options))
+        return I.LLMWriter(ScriptedLM({t: " a film." for t in catalog.titles}), catalog, folder / "c.json", **options)
+
+    monkeypatch.setattr(I.LLMWriter, "load", staticmethod(load))
+    first = torch.from_numpy(planted_features()[:1])
+    monkeypatch.setattr(AlphaRec, "encode_texts", lambda self, texts: first.repeat(len(texts), 1))
+    out = tmp_path / "new-folder"
+    assert cli.main(["intention", patched_run, "--out", str(out), "--users", "4", "--llm", "smollm2-135m",
+                     "--domain", "movie"]) == 0
+    assert asked == [("smollm2-135m", {"domain": "movie"})]
+    assert "I'm looking for a film." in capsys.readouterr().out
+    assert json.loads((out / "intention.json").read_text())["written_by"] == "llm"

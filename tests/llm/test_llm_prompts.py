@@ -1,9 +1,13 @@
-"""RTA's prompt: the paper's wording, the 2,000-character cut, the chat template and the Llama-2 fallback."""
+"""RTA's prompt: the paper's wording, the 2,000-character cut, the chat template and the Llama-2 fallback; the
+request that has an LLM write a user's intention."""
 
 from lmrec.llm.prompts import (
     ANSWER_PREFIX,
+    INTENTION_PREFIX,
     build_prompt,
+    chat_prompt,
     cut_after_first_item,
+    intention_prompt,
     llama2_prompt,
     system_prompt,
     user_prompt,
@@ -69,3 +73,20 @@ def test_cut_after_first_item():
     assert cut_after_first_item(prompt, completion) == "PROMPT Sure, here are 20 movies from 2021.\n\n1."
     assert cut_after_first_item(prompt, "1. Heat\n2. Ronin") == "PROMPT 1."
     assert cut_after_first_item(prompt, "Heat, Ronin") == "PROMPT "  # official: right after "[/INST] "
+
+
+def test_the_intention_request_is_one_user_turn_quoting_the_title(smollm2):
+    assert intention_prompt("Tomba!", domain="video game product") == (
+        '<s>[INST] A shopper wants this video game product: "Tomba!". Without naming it, write one sentence the '
+        "shopper would say about what they are looking for (its kind, genre, platform, features). [/INST]")
+    prompt = intention_prompt("Tomba!", smollm2.tokenizer)
+    assert 'A shopper wants this product: "Tomba!"' in prompt and PAPER_SYSTEM not in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+    assert chat_prompt(user_prompt("USER: hi"), smollm2.tokenizer, system_prompt()) == build_prompt(
+        "USER: hi", smollm2.tokenizer)
+
+
+def test_the_llm_writes_an_intention_that_continues_the_prefix(smollm2):
+    [answer] = smollm2.generate([intention_prompt("Mario Kart 8 - Nintendo Wii U", smollm2.tokenizer)],
+                                formatted=True, answer_prefix=INTENTION_PREFIX, max_new_tokens=12, progress=False)
+    assert answer.startswith("I'm looking for") and len(answer) > len("I'm looking for ")

@@ -67,6 +67,11 @@ def add_commands(sub: argparse._SubParsersAction, argv: list[str]) -> None:
                     "cases, the test cases read once (default 0.5)")
     it.add_argument("--users", type=int, help="evaluate this many users drawn at random (default: all)")
     it.add_argument("--seed", type=int, default=2024)
+    it.add_argument("--llm", help="a registered causal LM (e.g. smollm2-135m) that writes each target's intention from "
+                    "its title, title words removed (default: written by rule from the catalog's genres, tags, "
+                    "categories or description)")
+    it.add_argument("--domain", default="product",
+                    help="with --llm: the request's word for an item, e.g. 'video game product' (default: product)")
     it.add_argument("--out", required=True)
     it.set_defaults(func=cmd_intention)
 
@@ -154,11 +159,12 @@ def alpha_choice(text: str) -> float | str:
 
 def cmd_intention(args: argparse.Namespace) -> None:
     from lmrec import Run
-    from lmrec.experiments.intention import markdown, run_intention
+    from lmrec.experiments.intention import LLMWriter, markdown, run_intention
 
     run = Run.load(args.run)
+    writer = LLMWriter.load(Path(args.out), run.data.catalog, args.llm, domain=args.domain) if args.llm else None
     result = run_intention(run.model, run.data, Path(args.out), args.alpha, n_users=args.users,  # type: ignore
-                           seed=args.seed, run=args.run)
+                           seed=args.seed, run=args.run, writer=writer)
     print(markdown(result))
     print(f"wrote {args.out}/intention.json, intention.md, alpha.png")
 

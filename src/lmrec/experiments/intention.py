@@ -14,10 +14,12 @@ from the item's own catalog fields (:func:`intention_sentence`):
 
 - movies (genres / tags): a template over the genres, the decade from the title's year, and tags;
 - products (Amazon categories / description): the most specific categories and the first words of the
-  description (:func:`item_text_sentence`).
+  description (:func:`item_text_sentence`);
+- or, for a catalog of titles only, an LLM writes it from the title (:class:`LLMWriter`; the paper's intentions were
+  probably LLM-written).
 
 Any descriptor or word sharing a non-stopword token with the title is dropped, and a sentence that still shares
-one is rejected. (The paper's intentions were probably LLM-written.) The target is ranked over the full catalog
+one is rejected. The target is ranked over the full catalog
 with the user's other items of every split masked; HR@5 = 1[rank < 5], NDCG@5 = 1/log₂(rank + 2) for rank < 5
 (rank 0 = top), mean ± SE over users, for α = 0 (no intention) and the α reported.
 
@@ -28,6 +30,7 @@ with the highest HR@5 (ties: NDCG@5, then the smaller α), and the test cases ar
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,10 +80,16 @@ def first_not_naming(title: str, templates: Sequence[str], **fields: str) -> str
     return next((s for s in (t.format(**fields) for t in templates) if not leaks_title(s, title)), None)
 
 
+def first_sentence(text: str) -> str:
+    """``text`` up to the end of its first sentence (a ``.``, ``!`` or ``?`` followed by white space)."""
+    return re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
+
+
 def _split_list(text: str) -> list[str]:
     return list(dict.fromkeys(v.strip().lower() for v in text.split(",") if v.strip()))
 
 
+NO_TEXT_HINT = "genres/tags, or categories/description; for titles only, an LLM can write them: [run.writer]"
 #: what intentions are written from, per kind of catalog (:func:`intention_kind`)
 SOURCES = {"movie": "a template over genres, decade and tags",
            "product": "the item's own text (its most specific categories and the first words of its description)"}
@@ -105,6 +114,84 @@ def intention_sentence(catalog: ItemCatalog, item: int) -> str | None:
     return item_text_sentence(catalog, item) if kind == "product" else None
 
 
+Writer = Callable[[Sequence[int]], list[str | None]]
+"""Items -> an intention sentence for each, never naming the item; None where there is none."""
+
+
+def catalog_writer(catalog: ItemCatalog) -> Writer:
+    """Intentions written by rule from each item's own catalog fields (:func:`intention_sentence`)."""
+    return lambda items: [intention_sentence(catalog, int(i)) for i in items]
+
+
+class LLMWriter:
+    """Intentions an LLM writes from each item's title, for catalogs of titles only (:class:`Writer`).
+
+    The LLM is asked, greedily, what a shopper wanting the item would say without naming it
+    (:func:`lmrec.llm.prompts.intention_prompt`); its answer starts with "I'm looking for", and the first sentence is
+    kept with every word naming the title removed (:func:`words_not_naming`): for "Imagine Party Babyz - Nintendo
+    Wii" SmolLM2-135M answers "I'm looking for a game that combines the excitement of a Nintendo Wii with the fun of
+    a party.", kept as "I'm looking for a game that combines the excitement of a with the fun of a." None when only
+    stopwords are left.
+
+    Each item is written once; the LLM's answers are kept in ``cache`` (JSON: the writer's identity and the answer per
+    item, rewritten whole after each batch), so an interrupted run resumes; a cache written by another LLM or request
+    is not read.
+    """
+
+    CACHE = "intentions-llm.json"  # the cache's name in an output folder (:meth:`load`)
+
+    def __init__(self, lm: Any, catalog: ItemCatalog, cache: Path, domain: str = "product",
+                 max_new_tokens: int = 40, batch_size: int = 16, chunk: int = 256):
+        from lmrec.llm.prompts import INTENTION_REQUEST
+
+        self.lm, self.catalog, self.cache, self.domain = lm, catalog, Path(cache), domain
+        self.max_new_tokens, self.batch_size, self.chunk = max_new_tokens, batch_size, chunk
+        self.identity = {"llm": getattr(lm, "identity", repr(lm)), "request": INTENTION_REQUEST, "domain": domain,
+                         "max_new_tokens": max_new_tokens}
+        saved = json.loads(self.cache.read_text(encoding="utf-8")) if self.cache.exists() else {}
+        self.answers: dict[int, str] = (
+            {int(k): v for k, v in saved["answers"].items()} if saved.get("writer") == self.identity else {})
+
+    @classmethod
+    def load(cls, folder: Path, catalog: ItemCatalog, llm: str = "smollm2-135m", dtype: str = "float32",
+             **options: Any) -> LLMWriter:
+        """A writer with the registered causal LM ``llm`` (:meth:`lmrec.llm.CausalLM.load`) and its cache in
+        ``folder``; ``options``: ``domain``, ``max_new_tokens``, ``batch_size``."""
+        from lmrec.llm import CausalLM
+
+        return cls(CausalLM.load(llm, dtype=dtype), catalog, Path(folder) / cls.CACHE, **options)
+
+    @property
+    def source(self) -> str:
+        """What the intentions are written from, for reports."""
+        return (f"{self.identity['llm']} writing from each target's title (greedy, at most "
+                f"{self.max_new_tokens} new tokens, the first sentence kept)")
+
+    def __call__(self, items: Sequence[int]) -> list[str | None]:
+        from lmrec.llm.prompts import INTENTION_PREFIX, intention_prompt
+
+        todo = sorted({int(i) for i in items} - set(self.answers))
+        for start in range(0, len(todo), self.chunk):
+            part = todo[start : start + self.chunk]
+            prompts = [intention_prompt(self.catalog.titles[i], self.lm.tokenizer, self.domain) for i in part]
+            answers = self.lm.generate(prompts, formatted=True, answer_prefix=INTENTION_PREFIX, progress=False,
+                                       max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+            self.answers.update(zip(part, answers, strict=True))
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.cache, {"writer": self.identity, "answers": {str(k): v for k, v in self.answers.items()}})
+        return [self.sentence(int(i)) for i in items]
+
+    def sentence(self, item: int) -> str | None:
+        """The kept intention for ``item`` from the LLM's answer (the first sentence, title words removed)."""
+        from lmrec.llm.prompts import INTENTION_PREFIX
+
+        answer = self.answers[item].strip().split("\n", 1)[0].removeprefix(INTENTION_PREFIX)
+        words = words_not_naming(first_sentence(answer), self.catalog.titles[item])
+        if not set(words) - STOPWORDS:
+            return None
+        return f"{INTENTION_PREFIX} {' '.join(words)}."
+
+
 def _forms(token: str) -> set[str]:
     """The token and, for a plural, its singular forms: 'brushes' -> brush, 'batteries' -> battery, 'knives' ->
     knife (so that a plural names the title's singular, and the other way round)."""
@@ -120,6 +207,20 @@ def _forms(token: str) -> set[str]:
     return forms
 
 
+def naming(title: str) -> Callable[[str], bool]:
+    """A test of whether a text names ``title``: it shares a non-stopword token with it, singular and plural alike
+    (:func:`_forms`)."""
+    banned = set().union(*map(_forms, title_tokens(title)))
+    return lambda text: any(_forms(t) & banned for t in title_tokens(text))
+
+
+def words_not_naming(text: str, title: str, max_words: int | None = None) -> list[str]:
+    """The lower-cased words of ``text`` (punctuation dropped) that do not name ``title`` (:func:`naming`), the first
+    ``max_words`` of them."""
+    names = naming(title)
+    return [w for w in re.findall(r"[\w'&%-]+", text.lower()) if not names(w)][:max_words]
+
+
 def item_text_sentence(catalog: ItemCatalog, item: int, n_categories: int = 2, max_words: int = 16) -> str | None:
     """A product described by its own text, title words removed: the ``n_categories`` most specific categories
     (the root category, which every item shares, left out) and the first ``max_words`` words of the description's
@@ -130,12 +231,10 @@ def item_text_sentence(catalog: ItemCatalog, item: int, n_categories: int = 2, m
     None when nothing is left once title words are removed.
     """
     title = catalog.titles[item]
-    banned = set().union(*map(_forms, title_tokens(title)))
-    names = lambda text: any(_forms(t) & banned for t in title_tokens(text))  # noqa: E731
+    names = naming(title)
     field = lambda name: catalog.fields[name][item] if name in catalog.fields else ""  # noqa: E731
     categories = [c for c in reversed(_split_list(field("categories"))[1:]) if not names(c)][:n_categories]
-    first = re.split(r"(?<=[.!?])\s", field("description").strip(), maxsplit=1)[0]
-    words = [w for w in re.findall(r"[\w'&%-]+", first.lower()) if not names(w)][:max_words]
+    words = words_not_naming(first_sentence(field("description")), title, max_words)
     if not categories and not words:
         return None
     what = " and ".join(categories) if categories else "something"
@@ -174,23 +273,29 @@ class Case:
     text: str
 
 
-def make_cases(data: SplitData, n_users: int | None = None, seed: int = 2024, split: str = "test") -> list[Case]:
+def make_cases(data: SplitData, n_users: int | None = None, seed: int = 2024, split: str = "test",
+               write: Writer | None = None) -> list[Case]:
     """One case per user (all users with items in ``split``, or ``n_users`` of them drawn at random): an item of
-    theirs in ``split`` drawn at random among those with an intention sentence; users without one are skipped."""
+    theirs in ``split`` drawn at random among those with an intention sentence (``write``, by default
+    :func:`catalog_writer`); users without one are skipped. Each round asks ``write`` for the next item of every user
+    still without one, so an LLM writes in batches and only for the items a case needs."""
+    write = write or catalog_writer(data.catalog)
     rng = np.random.default_rng(seed)
     held_out = data.split(split)
     users = np.flatnonzero(np.diff(held_out.indptr) > 0)
     if n_users is not None and n_users < len(users):
         users = np.sort(rng.choice(users, n_users, replace=False))
-    cases = []
-    for u in users:
-        items = rng.permutation(held_out.indices[held_out.indptr[u] : held_out.indptr[u + 1]])
-        for item in items:
-            text = intention_sentence(data.catalog, int(item))
+    queues = {int(u): list(rng.permutation(held_out.indices[held_out.indptr[u] : held_out.indptr[u + 1]]))
+              for u in users}
+    cases: dict[int, Case] = {}
+    while queues:
+        heads = {u: int(queue.pop(0)) for u, queue in queues.items()}
+        for (u, item), text in zip(heads.items(), write(list(heads.values())), strict=True):
             if text is not None:
-                cases.append(Case(int(u), int(item), text))
-                break
-    return cases
+                cases[u] = Case(u, item, text)
+            if text is not None or not queues[u]:
+                del queues[u]
+    return [cases[u] for u in sorted(cases)]
 
 
 def target_ranks(scores: torch.Tensor, target: int, masked: np.ndarray, priority: torch.Tensor) -> np.ndarray:
@@ -254,30 +359,33 @@ def best_alpha(per_alpha: dict[float, dict[str, Any]]) -> float:
 
 def run_intention(model: AlphaRec, data: SplitData, out: Path, alpha: float | str = 0.5,
                   alphas: Sequence[float] = ALPHAS, n_users: int | None = None, seed: int = 2024,
-                  encode: Encode | None = None, run: str = "") -> dict[str, Any]:
+                  encode: Encode | None = None, run: str = "", writer: LLMWriter | None = None) -> dict[str, Any]:
     """HR@5/NDCG@5 with and without intention; writes intention.{json,md} and alpha.png (HR@5 and NDCG@5 over α).
 
     ``alpha``: the α reported as "with intention", its grid ``alphas`` read on the test cases; or ``"valid"``: the
-    α of the grid that is best on validation cases, the test cases read once at α = 0 and that α."""
+    α of the grid that is best on validation cases, the test cases read once at α = 0 and that α. ``writer``: an
+    LLM writes the intentions (:class:`LLMWriter`); None: they are written by rule from the catalog."""
     encode = encode or lm_encoder(model)
     kind = intention_kind(data.catalog)
     on_valid = alpha == "valid"
     grid = sorted({float(a) for a in (*alphas, 0.0, *(() if on_valid else (alpha,)))})
     result: dict[str, Any] = {"run": run, "dataset": data.name, "seed": seed,
-                              "intentions": SOURCES[kind] if kind else None}
+                              "intentions": writer.source if writer else SOURCES[kind] if kind else None}
+    if writer:
+        result["written_by"] = "llm"
     if on_valid:
-        valid_cases = make_cases(data, n_users, seed, split="valid")
+        valid_cases = make_cases(data, n_users, seed, split="valid", write=writer)
         if not valid_cases:
-            raise LmrecError(f"{data.name}: no validation item has text to build an intention from")
+            raise LmrecError(f"{data.name}: no validation item has text to build an intention from ({NO_TEXT_HINT})")
         valid = per_alpha_metrics(evaluate_intention(model, data, valid_cases, encode, grid, seed))
         alpha = best_alpha(valid)
         result["selection"] = {"on": "valid", "users": len(valid_cases), "alpha": alpha,
                                "per_alpha": {str(a): v for a, v in valid.items()}}
         grid = sorted({0.0, alpha})
-    cases = make_cases(data, n_users, seed)
+    cases = make_cases(data, n_users, seed, write=writer)
     if not cases:
         raise LmrecError(f"{data.name}: no test item has text to build an intention from "
-                         "(genres/tags, or categories/description)")
+                         f"({NO_TEXT_HINT})")
     ranks = evaluate_intention(model, data, cases, encode, grid, seed)
     per_alpha = per_alpha_metrics(ranks)
     base_hit, base_ndcg = hit_and_ndcg(ranks[0.0])
@@ -305,10 +413,11 @@ def run_intention(model: AlphaRec, data: SplitData, out: Path, alpha: float | st
 def markdown(r: dict[str, Any]) -> str:
     cell = estimate_cell
     p = r["paired_with_minus_without"]
+    by_rule = "" if r.get("written_by") == "llm" else (
+        " The intentions are written by rule from the catalog, not by an LLM.")
     lines = [
         f"### User intention on {r['dataset']}", "",
-        f"Run {r['run'] or '(in memory)'}; {r['users']} users; {r['protocol']}. Mixing: {r['method']}. "
-        "The intentions are written by rule from the catalog, not by an LLM.", "",
+        f"Run {r['run'] or '(in memory)'}; {r['users']} users; {r['protocol']}. Mixing: {r['method']}.{by_rule}", "",
         "| | HR@5 | NDCG@5 |", "|---|---|---|",
         f"| AlphaRec without intention | {cell(r['without']['hr@5'])} | {cell(r['without']['ndcg@5'])} |",
         f"| AlphaRec with intention (α = {r['alpha']}) | {cell(r['with']['hr@5'])} | {cell(r['with']['ndcg@5'])} |",

@@ -223,11 +223,14 @@ def _intention(s: IntentionSettings, folder: Path, root: Path, context: Context)
     spec = {"run": name, "alpha": s.alpha, "alphas": s.alphas or list(intention.ALPHAS), "n_users": s.n_users,
             "seed": s.seed, "run_config": {k: saved.get(k) for k in ("model_config", "train_config", "data_checksum",
                                                                       "fit")}}
+    if s.writer is not None:  # only then, so that the records of rule-written intentions stay as they were
+        spec["writer"] = as_dict(s.writer)
 
     def go() -> None:
         loaded = Run.load(run)
+        writer = intention.LLMWriter.load(folder, loaded.data.catalog, **spec["writer"]) if s.writer else None
         intention.run_intention(loaded.model, loaded.data, folder, spec["alpha"], spec["alphas"], spec["n_users"],
-                                spec["seed"], run=name)
+                                spec["seed"], run=name, writer=writer)
 
     cached_step(folder, spec, go)
     return (folder / "intention.md").read_text(encoding="utf-8")

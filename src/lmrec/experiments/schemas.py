@@ -105,6 +105,17 @@ class ZeroShotSettings:
 
 
 @settings
+class IntentionWriterSettings:
+    """An LLM that writes the intentions from each target's title (:class:`lmrec.experiments.intention.LLMWriter`)."""
+
+    llm: str = "smollm2-135m"  # a registered causal LM (lmrec.llm.CausalLM.load)
+    dtype: str = "float32"
+    domain: str = "product"  # the request's word for an item: 'A shopper wants this {domain}: "{title}". ...'
+    max_new_tokens: PositiveInt = 40
+    batch_size: PositiveInt = 16
+
+
+@settings
 class IntentionSettings:
     """Stated intentions on a finished run (:mod:`lmrec.experiments.intention`)."""
 
@@ -114,6 +125,7 @@ class IntentionSettings:
     alphas: list[float] | None = None
     n_users: PositiveInt | None = None
     seed: int = 2024
+    writer: IntentionWriterSettings | None = None  # an LLM writes the intentions; None: by rule from the catalog
 
 
 @settings

@@ -1,4 +1,6 @@
-"""RTA's zero-shot recommendation prompt (tools/1_bulk_inference.py) and the answer prefix where q is taken.
+"""RTA's zero-shot recommendation prompt (tools/1_bulk_inference.py) and the answer prefix where q is taken; the
+request that has an LLM write a user's intention for an item (AlphaRec's user intention,
+:mod:`lmrec.experiments.intention`).
 
 With ``n_items=20, domain="movie"`` the system and user texts are the paper's, character for character. The prompt is
 built with the tokenizer's chat template (generation prompt appended, so it ends exactly where the answer starts); a
@@ -14,8 +16,12 @@ from typing import Any
 __all__ = [
     "ANSWER_PREFIX",
     "MAX_CONTEXT_CHARS",
+    "INTENTION_PREFIX",
+    "INTENTION_REQUEST",
     "build_prompt",
+    "chat_prompt",
     "cut_after_first_item",
+    "intention_prompt",
     "llama2_prompt",
     "system_prompt",
     "user_prompt",
@@ -61,18 +67,42 @@ def build_prompt(
     template (or tokenizer) the Llama-2 format is used. The text already holds the template's special tokens (BOS...):
     tokenize it with ``add_special_tokens=False``.
     """
-    system, user = system_prompt(n_items, domain), user_prompt(context, max_chars)
+    return chat_prompt(user_prompt(context, max_chars), tokenizer, system_prompt(n_items, domain))
+
+
+def chat_prompt(user: str, tokenizer: Any = None, system: str | None = None) -> str:
+    """One user turn (after an optional system text) in the tokenizer's chat format, ending where the answer starts.
+
+    See :func:`build_prompt` for the formats: the chat template, the system text merged into the user turn where the
+    template rejects the system role, Llama-2's format without a template (``"<s>[INST] {user} [/INST]"`` without a
+    system text)."""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        return llama2_prompt(system, user)
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return llama2_prompt(system, user) if system is not None else f"<s>[INST] {user} [/INST]"
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+        {"role": "user", "content": user}]
     try:
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     except Exception as exc:  # jinja2 TemplateError ("System role not supported") and kin
-        if "system" not in str(exc).lower():
+        if system is None or "system" not in str(exc).lower():
             raise
         merged = [{"role": "user", "content": f"{system}\n{user}"}]
         text = tokenizer.apply_chat_template(merged, add_generation_prompt=True, tokenize=False)
     return str(text)
+
+
+INTENTION_REQUEST = ('A shopper wants this {domain}: "{title}". Without naming it, write one sentence the shopper '
+                     "would say about what they are looking for (its kind, genre, platform, features).")
+"""What an LLM is asked to write a user's intention from (:func:`intention_prompt`)."""
+
+INTENTION_PREFIX = "I'm looking for"
+"""Where every intention starts: appended to the prompt, so the model only continues it."""
+
+
+def intention_prompt(title: str, tokenizer: Any = None, domain: str = "product") -> str:
+    """The request to state, without naming it, what a user wanting item ``title`` looks for
+    (:data:`INTENTION_REQUEST`), as a chat prompt (:func:`chat_prompt`); the answer starts with
+    :data:`INTENTION_PREFIX`."""
+    return chat_prompt(INTENTION_REQUEST.format(domain=domain, title=title), tokenizer)
 
 
 _FIRST_ITEM = re.compile(r"(?m)^[ \t]*1\.")
