@@ -289,27 +289,29 @@ def test_words_not_naming_drop_title_words_their_plurals_and_punctuation():
 
 
 def test_the_llm_writer_keeps_the_first_sentence_without_title_words(tmp_path):
-    titles = ["Imagine Party Babyz - Nintendo Wii", "Party Game", "Tomba!"]
+    titles = ["Imagine Party Babyz - Nintendo Wii", "Party Game", "Tomba!", "Looking Glass"]
     lm = ScriptedLM({titles[0]: " a game that combines the excitement of a Nintendo Wii with the fun of a party. "
                                 "I'm hoping to find it.",
-                     titles[1]: " a party game.", titles[2]: " a platformer\nwith a pink-haired hero."})
-    writer = I.LLMWriter(lm, ItemCatalog(["0", "1", "2"], titles, {}), tmp_path / "cache.json")
-    assert writer([0, 1, 2]) == ["I'm looking for a game that combines the excitement of a with the fun of a.",
-                                 None,  # only stopwords left
-                                 "I'm looking for a platformer."]  # the first line only
+                     titles[1]: " a party game.", titles[2]: " a platformer\nwith a pink-haired hero.",
+                     titles[3]: " a mirror."})
+    writer = I.LLMWriter(lm, ItemCatalog(["0", "1", "2", "3"], titles, {}), tmp_path / "cache.json")
+    assert writer([0, 1, 2, 3]) == ["I'm looking for a game that combines the excitement of a with the fun of a.",
+                                    None,  # only stopwords left
+                                    "I'm looking for a platformer.",  # the first line only
+                                    None]  # the prefix names the title
     assert "scripted" in writer.source
 
 
-def test_the_llm_writer_writes_each_item_once_and_resumes_from_its_cache(tmp_path):
-    catalog = ItemCatalog(["0", "1"], ["Alpha", "Beta"], {})
+def test_the_llm_writer_writes_each_title_once_and_resumes_from_its_cache(tmp_path):
+    catalog = ItemCatalog(["0", "1", "2"], ["Alpha", "Beta", "Alpha"], {})
     script = {"Alpha": " a space shooter.", "Beta": " a racing game."}
     lm = ScriptedLM(script)
     first = I.LLMWriter(lm, catalog, tmp_path / "out" / "cache.json", chunk=1)
-    assert first([0, 1, 0]) == ["I'm looking for a space shooter.", "I'm looking for a racing game.",
+    assert first([0, 1, 2]) == ["I'm looking for a space shooter.", "I'm looking for a racing game.",
                                 "I'm looking for a space shooter."]
-    assert first([1]) == ["I'm looking for a racing game."] and lm.calls == [1, 1]  # a batch a chunk, each once
+    assert first([1]) == ["I'm looking for a racing game."] and lm.calls == [1, 1]  # a batch a chunk, each title once
     saved = json.loads((tmp_path / "out" / "cache.json").read_text())
-    assert saved["answers"] == {"0": "I'm looking for a space shooter.", "1": "I'm looking for a racing game."}
+    assert saved["answers"] == {"Alpha": "I'm looking for a space shooter.", "Beta": "I'm looking for a racing game."}
     again = ScriptedLM(script)
     assert I.LLMWriter(again, catalog, tmp_path / "out" / "cache.json")([0, 1])[1].endswith("racing game.")
     assert again.calls == []  # read from the cache

@@ -131,11 +131,11 @@ class LLMWriter:
     kept with every word naming the title removed (:func:`words_not_naming`): for "Imagine Party Babyz - Nintendo
     Wii" SmolLM2-135M answers "I'm looking for a game that combines the excitement of a Nintendo Wii with the fun of
     a party.", kept as "I'm looking for a game that combines the excitement of a with the fun of a." None when only
-    stopwords are left.
+    stopwords are left, or when the sentence still names the title (:func:`leaks_title`: a title with "looking").
 
-    Each item is written once; the LLM's answers are kept in ``cache`` (JSON: the writer's identity and the answer per
-    item, rewritten whole after each batch), so an interrupted run resumes; a cache written by another LLM or request
-    is not read.
+    Each title is written once; the LLM's answers are kept in ``cache`` (JSON: the writer's identity and the answer
+    per title, rewritten whole after each batch), so an interrupted run resumes; a cache written by another LLM or
+    request is not read.
     """
 
     CACHE = "intentions-llm.json"  # the cache's name in an output folder (:meth:`load`)
@@ -149,8 +149,7 @@ class LLMWriter:
         self.identity = {"llm": getattr(lm, "identity", repr(lm)), "request": INTENTION_REQUEST, "domain": domain,
                          "max_new_tokens": max_new_tokens}
         saved = json.loads(self.cache.read_text(encoding="utf-8")) if self.cache.exists() else {}
-        self.answers: dict[int, str] = (
-            {int(k): v for k, v in saved["answers"].items()} if saved.get("writer") == self.identity else {})
+        self.answers: dict[str, str] = saved["answers"] if saved.get("writer") == self.identity else {}
 
     @classmethod
     def load(cls, folder: Path, catalog: ItemCatalog, llm: str = "smollm2-135m", dtype: str = "float32",
@@ -170,26 +169,27 @@ class LLMWriter:
     def __call__(self, items: Sequence[int]) -> list[str | None]:
         from lmrec.llm.prompts import INTENTION_PREFIX, intention_prompt
 
-        todo = sorted({int(i) for i in items} - set(self.answers))
+        titles = [self.catalog.titles[int(i)] for i in items]
+        todo = sorted(set(titles) - set(self.answers))
         for start in range(0, len(todo), self.chunk):
             part = todo[start : start + self.chunk]
-            prompts = [intention_prompt(self.catalog.titles[i], self.lm.tokenizer, self.domain) for i in part]
+            prompts = [intention_prompt(title, self.lm.tokenizer, self.domain) for title in part]
             answers = self.lm.generate(prompts, formatted=True, answer_prefix=INTENTION_PREFIX, progress=False,
                                        max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
             self.answers.update(zip(part, answers, strict=True))
             self.cache.parent.mkdir(parents=True, exist_ok=True)
-            write_json(self.cache, {"writer": self.identity, "answers": {str(k): v for k, v in self.answers.items()}})
-        return [self.sentence(int(i)) for i in items]
+            write_json(self.cache, {"writer": self.identity, "answers": self.answers})
+        return [self.sentence(title) for title in titles]
 
-    def sentence(self, item: int) -> str | None:
-        """The kept intention for ``item`` from the LLM's answer (the first sentence, title words removed)."""
+    def sentence(self, title: str) -> str | None:
+        """The kept intention for the item ``title`` from the LLM's answer (the first sentence, title words
+        removed)."""
         from lmrec.llm.prompts import INTENTION_PREFIX
 
-        answer = self.answers[item].strip().split("\n", 1)[0].removeprefix(INTENTION_PREFIX)
-        words = words_not_naming(first_sentence(answer), self.catalog.titles[item])
-        if not set(words) - STOPWORDS:
-            return None
-        return f"{INTENTION_PREFIX} {' '.join(words)}."
+        answer = self.answers[title].strip().split("\n", 1)[0].removeprefix(INTENTION_PREFIX)
+        words = words_not_naming(first_sentence(answer), title)
+        sentence = f"{INTENTION_PREFIX} {' '.join(words)}."
+        return None if not set(words) - STOPWORDS or leaks_title(sentence, title) else sentence
 
 
 def _forms(token: str) -> set[str]:
