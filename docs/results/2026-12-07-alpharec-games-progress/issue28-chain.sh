@@ -3,8 +3,12 @@
 #   1. the Games table (configs/alpharec/01-games-contenders.toml) at its three seeds, without the focus pair's extra
 #      seeds (a copy of the config with focus_seeds = []; the runs are the same folders);
 #   2. RTA's own pipeline on INSPIRED, then on ReDIAL (configs/rta);
-#   3. the intention table on Games (configs/alpharec/14-intention-games.toml: SmolLM2 writes the intentions; ~45 min);
-#   4. the Games table again, whole: the focus seeds 2027 and 2028.
+#   3. the intention table on Games (14-intention-games: SmolLM2 writes the intentions; ~45 min);
+#   4. the Games table again, whole: the focus seeds 2027 and 2028;
+#   5. the rest of Games: every other model at three seeds (15-games-all, on the same run folders);
+#   6. the seeds and the widened grids on the other datasets (01-comparison);
+#   7. the density table at the full data's step budget (13-density-steps);
+#   8. zero-shot (04-zeroshot: MovieLens -> Amazon Industrial and -> Games) and the MLP width (12-mlp-width).
 # Code: the worktree $WT (a detached checkout of lmrec); output under $OUT; logs $OUT/games.log and $OUT/rta.log.
 WT=${WT:-/work/wt/run}
 OUT=${OUT:-/work/longruns}
@@ -13,20 +17,28 @@ GAMES_REUSE=$MAIN/docs/results/2026-12-07-alpharec-games-progress/reproduction
 export LMREC_DATA=${LMREC_DATA:-/work/shared/data} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=2 PYTHONPATH=src
 cd "$WT" || exit 1
 say() { local log=$1; shift; echo "[issue28-chain] $(date -u +%FT%TZ) $*" >> "$OUT/$log.log"; }
+# step LOG WHAT ARGS...: say WHAT, run `lmrec reproduce ARGS...` into LOG, stop the chain where it fails
+step() {
+  local log=$1 what=$2; shift 2
+  say "$log" "$what ($(git rev-parse --short HEAD))"
+  .venv/bin/python -m lmrec reproduce "$@" >> "$OUT/$log.log" 2>&1 || { say "$log" "failed: $what"; exit 1; }
+}
 mkdir -p "$OUT/configs-table-seeds/alpharec"
 sed 's/^focus_seeds = \[2027, 2028\]$/focus_seeds = []  # the table seeds first (issue 28: 3 seeds, RTA, focus seeds)/' \
   configs/alpharec/01-games-contenders.toml > "$OUT/configs-table-seeds/alpharec/01-games-contenders.toml"
-say games "step 1: the Games table at its three seeds ($(git rev-parse --short HEAD))"
-.venv/bin/python -m lmrec reproduce alpharec --configs "$OUT/configs-table-seeds" --only games-contenders \
-  --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 1 >> "$OUT/games.log" 2>&1 || { say games "step 1 failed"; exit 1; }
-say rta "step 2: RTA's pipeline on INSPIRED"
-.venv/bin/python -m lmrec reproduce rta --only inspired --out "$OUT/rta" >> "$OUT/rta.log" 2>&1 || { say rta "INSPIRED failed"; exit 1; }
-say rta "step 2: RTA's pipeline on ReDIAL"
-.venv/bin/python -m lmrec reproduce rta --only redial --reuse "$MAIN/docs/results/2026-12-02-rta-redial-epyc-2core" \
-  --out "$OUT/rta" >> "$OUT/rta.log" 2>&1 || { say rta "ReDIAL failed"; exit 1; }
-say games "step 3: the intention table on Games"
-.venv/bin/python -m lmrec reproduce alpharec --only intention-games --reuse "$GAMES_REUSE" --out "$OUT/alpharec" \
-  >> "$OUT/games.log" 2>&1 || { say games "the intention table failed"; exit 1; }
-say games "step 4: the Games table, whole (the focus seeds)"
-exec .venv/bin/python -m lmrec reproduce alpharec --only games-contenders --reuse "$GAMES_REUSE" --out "$OUT/alpharec" \
-  --jobs 1 >> "$OUT/games.log" 2>&1
+step games "step 1: the Games table at its three seeds" alpharec --configs "$OUT/configs-table-seeds" \
+  --only games-contenders --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 1
+step rta "step 2: RTA's pipeline on INSPIRED" rta --only inspired --out "$OUT/rta"
+step rta "step 2: RTA's pipeline on ReDIAL" rta --only redial \
+  --reuse "$MAIN/docs/results/2026-12-02-rta-redial-epyc-2core" --out "$OUT/rta"
+step games "step 3: the intention table on Games" alpharec --only intention-games --reuse "$GAMES_REUSE" \
+  --out "$OUT/alpharec"
+step games "step 4: the Games table, whole (the focus seeds)" alpharec --only games-contenders \
+  --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 1
+step games "step 5: the rest of Games (every other model)" alpharec --only games-all --reuse "$GAMES_REUSE" \
+  --out "$OUT/alpharec" --jobs 1
+step games "step 6: seeds and widened grids on the other datasets" alpharec --only comparison \
+  --out "$OUT/alpharec" --jobs 1
+step games "step 7: the density table at a step budget" alpharec --only density-steps --out "$OUT/alpharec" --jobs 1
+step games "step 8: zero-shot and the MLP width" alpharec --only zeroshot,mlp-width --out "$OUT/alpharec" --jobs 1
+say games "the chain is done"
