@@ -14,7 +14,7 @@ from lmrec.experiments import convergence as C
 
 def write_run(folder: Path, valid: dict[int, float], seconds: float = 2.0, n_epochs: int | None = None,
               finished: bool = True, model: str | None = None, dataset: str | None = None,
-              train: dict | None = None) -> None:
+              train: dict | None = None, label: str | None = None) -> None:
     folder.mkdir(parents=True)
     lines = [json.dumps({"epoch": e, "loss": 1.0, "seconds": seconds, "steps": 4,
                          "valid": {"recall@20": valid[e], "ndcg@20": 0.0} if e in valid else None})
@@ -23,7 +23,7 @@ def write_run(folder: Path, valid: dict[int, float], seconds: float = 2.0, n_epo
     manifest = {"format": "lmrec-run", "version": 1, "status": "complete" if finished else "training",
                 "model": model or folder.name, "data": {"dataset": dataset or folder.parent.name},
                 "train_config": {"metric": "recall@20", "epochs": 100, "eval_every": 5, "patience": 2,
-                                 "max_minutes": None, **(train or {})}}
+                                 "max_minutes": None, **(train or {})}} | ({"label": label} if label else {})
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -105,3 +105,33 @@ def test_reads_a_run_folder_written_by_fit(tmp_path):
     row = curve.summary()
     assert (curve.dataset, curve.model, row["finished"], row["epochs_run"]) == ("planted", "mf", True, 4)
     assert row["epoch_to_best"] == run.manifest["fit"]["best_epoch"] and row["stop"] == "max epochs"
+
+
+def test_a_runs_setting_is_its_label_without_the_training_seed():
+    assert C.setting("alpharec~tau=0.2,seed=2025") == "alpharec~tau=0.2"
+    assert C.setting("alpharec~seed=2025") == "alpharec"
+    assert C.setting("alpharec~tau=0.2") == "alpharec~tau=0.2" and C.setting("seedless") == "seedless"
+
+
+def test_runs_of_one_setting_at_several_seeds_get_a_row_over_the_seeds(tmp_path):
+    root = tmp_path / "table"
+    for folder, label, best in (("alpharec_tau-0.2", "alpharec~tau=0.2", 10),
+                                ("alpharec_tau-0.2_seed-2025", "alpharec~tau=0.2,seed=2025", 15),
+                                ("alpharec_tau-0.2_seed-2026", "alpharec~tau=0.2,seed=2026", 20),
+                                ("alpharec", "alpharec", 5),  # a grid point the comparison did not choose
+                                ("lightgcn", "lightgcn", 5), ("lightgcn_seed-2025", "lightgcn~seed=2025", 10)):
+        write_run(root / "ds" / folder, {5: 0.1, best: 0.3}, label=label)  # 2 s and 4 steps an epoch
+    (root / "results.json").write_text(json.dumps(
+        {"ds": {"selected": {"alpharec": "alpharec~tau=0.2", "lightgcn": "lightgcn"}}}))
+    rows = [c.summary() for c in C.find_curves(root)]
+    assert sorted(r["model"] for r in rows) == ["alpharec~tau=0.2", "alpharec~tau=0.2,seed=2025",
+                                                "alpharec~tau=0.2,seed=2026", "lightgcn", "lightgcn~seed=2025"]
+    seeds = {r["model"]: r for r in C.over_seeds(rows)}
+    a = seeds["alpharec~tau=0.2"]
+    assert a["seeds"] == 3 and a["epoch_to_best"]["mean"] == 15
+    assert a["epoch_to_best"]["se"] == pytest.approx(5 / 3**0.5)  # epochs 10, 15, 20: SD 5
+    assert (a["steps_to_best"]["mean"], a["seconds_to_best"]["mean"]) == (60, 30)
+    assert seeds["lightgcn"]["epoch_to_best"] == pytest.approx({"mean": 7.5, "se": 2.5, "n": 2})
+    text = C.markdown(rows)
+    assert "| alpharec~tau=0.2 | 3 | 0.3000 ± 0.0000 | 15 ± 3 | 60 ± 12 | 30 ± 6 |" in text
+    assert "| lightgcn | 2 | 0.3000 ± 0.0000 | 8 ± 2 | 30 ± 10 | 15 ± 5 |" in text

@@ -5,8 +5,9 @@
 #   2. RTA's own pipeline on INSPIRED, then on ReDIAL (configs/rta);
 #   3. the intention table on Games (14-intention-games: SmolLM2 writes the intentions; ~45 min);
 #   4. the Games table again, whole: the focus seeds 2027 and 2028;
-#   5. the rest of Games: every other model at three seeds (15-games-all, on the same run folders);
-#   6. the seeds and the widened grids on the other datasets (01-comparison);
+#   5. the rest of Games: every other model at three seeds (15-games-all, on the same run folders), and the
+#      convergence table of every Games run (16-games-convergence);
+#   6. the seeds and the widened grids on the other datasets (01-comparison), and their convergence (06);
 #   7. the density table at the full data's step budget (13-density-steps);
 #   8. zero-shot (04-zeroshot: MovieLens -> Amazon Industrial and -> Games) and the MLP width (12-mlp-width).
 # Code: the worktree $WT (a detached checkout of lmrec); output under $OUT; logs $OUT/games.log and $OUT/rta.log.
@@ -35,9 +36,10 @@ step games "step 3: the intention table on Games" alpharec --only intention-game
   --out "$OUT/alpharec"
 step games "step 4: the Games table, whole (the focus seeds)" alpharec --only games-contenders \
   --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 1
-step games "step 5: the rest of Games (every other model)" alpharec --only games-all --reuse "$GAMES_REUSE" \
+step games "step 5: the rest of Games (every other model)" alpharec --only games-all,games-convergence \
+  --reuse "$GAMES_REUSE" \
   --out "$OUT/alpharec" --jobs 1
-step games "step 6: seeds and widened grids on the other datasets" alpharec --only comparison \
+step games "step 6: seeds and widened grids on the other datasets" alpharec --only comparison,convergence \
   --out "$OUT/alpharec" --jobs 1
 step games "step 7: the density table at a step budget" alpharec --only density-steps --out "$OUT/alpharec" --jobs 1
 step games "step 8: zero-shot and the MLP width" alpharec --only zeroshot,mlp-width --out "$OUT/alpharec" --jobs 1

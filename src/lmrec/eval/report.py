@@ -9,19 +9,21 @@ from typing import Any
 MISSING = "–"
 
 
-def estimate_cell(value: Any, signed: bool = False) -> str:
+def estimate_cell(value: Any, signed: bool = False, digits: int = 4) -> str:
     """``"0.1234 ± 0.0056"`` for an :class:`~lmrec.eval.stats.Estimate` or a ``{"mean", "se"}`` dict (``signed``:
-    ``"+0.0123 ± 0.0045"`` for differences); ``"0.1234"`` for a value without SE (se None or NaN: a catalog-level
-    metric such as coverage); ``"–"`` for nothing or an estimate of no values."""
+    ``"+0.0123 ± 0.0045"`` for differences; ``digits`` after the point, e.g. 0 for epochs: ``"165 ± 5"``);
+    ``"0.1234"`` for a value without SE (se None or NaN: a catalog-level metric such as coverage); ``"–"`` for
+    nothing or an estimate of no values."""
     if value is None:
         return MISSING
     mean, se = (value["mean"], value["se"]) if isinstance(value, Mapping) else (value.mean, value.se)
     n = value.get("n", 1) if isinstance(value, Mapping) else value.n
     if not n or mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return MISSING
+    sign = "+" if signed else ""
     if se is None or (isinstance(se, float) and math.isnan(se)):
-        return f"{mean:{'+' if signed else ''}.4f}"
-    return f"{mean:{'+' if signed else ''}.4f} ± {se:.4f}"
+        return f"{mean:{sign}.{digits}f}"
+    return f"{mean:{sign}.{digits}f} ± {se:.{digits}f}"
 
 
 def cell(value: Any) -> str:

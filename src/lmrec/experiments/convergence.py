@@ -11,12 +11,15 @@ For each run, from the validation points in its log:
 
 The selection metric is the run's own (``train_config.metric``, Recall@20 by default). A run whose manifest is not
 complete is still training and is marked as such (its numbers may change). Models without a training
-loop (Pop) have no log and no row.
+loop (Pop) have no log and no row. The runs of one setting at several training seeds (``name~...,seed=S`` beside
+``name``) also get one row over the seeds: mean ± SE (ddof 1) of the epochs, steps and seconds to the best
+(:func:`over_seeds`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +27,19 @@ from typing import Any
 import numpy as np
 
 from lmrec.errors import LmrecError
+from lmrec.eval.report import estimate_cell
+from lmrec.eval.stats import estimate
 from lmrec.io import atomic_write, write_json
 from lmrec.train.trainer import EARLY_STOP, MAX_EPOCHS, TIME_BUDGET
 
 FOCUS = "alpharec"
+_SEED = re.compile(r"[~,]seed=\d+$")
+
+
+def setting(label: str) -> str:
+    """A run's label without its training seed: ``alpharec~tau=0.2,seed=2025`` -> ``alpharec~tau=0.2``,
+    ``alpharec~seed=2025`` -> ``alpharec`` (the run at the tuning seed carries none)."""
+    return _SEED.sub("", label)
 
 
 @dataclass
@@ -104,7 +116,7 @@ def read_run(folder: Path) -> Curve | None:
 def find_curves(root: Path, comparison: Path | None = None) -> list[Curve]:
     """Every run under ``root`` (any depth) that has a log, sorted by dataset then model (the run folder's name).
     Under a comparison (its ``results.json``: ``comparison``, default ``root/results.json``) only each model's run
-    chosen on validation is kept."""
+    chosen on validation is kept, with that setting's runs at the other training seeds."""
     if not root.is_dir():
         raise LmrecError(f"{root}: not a folder of runs")
     logs = [log for log in sorted(root.rglob("log.jsonl"))
@@ -117,14 +129,31 @@ def find_curves(root: Path, comparison: Path | None = None) -> list[Curve]:
 
         chosen = {(slug(d), slug(name)) for d, block in results.items()
                   for name in (block.get("selected") or {}).values()}
-        curves = [c for c in curves if (c.folder.parent.name, c.folder.name) in chosen] if chosen else curves
+        names = lambda c: {(c.folder.parent.name, c.folder.name), (c.folder.parent.name, slug(setting(c.model)))}  # noqa: E731
+        curves = [c for c in curves if names(c) & chosen] if chosen else curves
     if not curves:
         raise LmrecError(f"{root}: no run folder with a log.jsonl below it")
     return sorted(curves, key=lambda c: (c.dataset, c.model.partition("~")[0] != FOCUS, c.model))
 
 
+SEED_COLUMNS = ("best_valid", "epoch_to_best", "steps_to_best", "seconds_to_best")
+
+
+def over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row for each setting (:func:`setting`) of a dataset with finished, evaluated runs at two or more training
+    seeds: ``seeds`` and the mean ± SE over them of :data:`SEED_COLUMNS`."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["finished"] and r["evaluations"]:
+            groups.setdefault((r["dataset"], setting(r["model"])), []).append(r)
+    return [{"dataset": dataset, "model": name, "seeds": len(runs),
+             **{k: estimate(np.array([r[k] for r in runs], dtype=float)).as_dict() for k in SEED_COLUMNS}}
+            for (dataset, name), runs in groups.items() if len(runs) > 1]
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = []
+    seeds = over_seeds(rows)
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         block = [r for r in rows if r["dataset"] == dataset]
         metric = next((r["metric"] for r in block if "metric" in r), "recall@20")
@@ -143,6 +172,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                 f"{r['epoch_to_95pct']} | {r['seconds_to_95pct']:.0f} | {r['epochs_run']} | {r['stop']} | "
                 f"{r['seconds_per_epoch']:.2f} |")
         lines.append("")
+        block_seeds = [r for r in seeds if r["dataset"] == dataset]
+        if block_seeds:
+            whole = lambda v: estimate_cell(v, digits=0)  # noqa: E731
+            lines += ["Over training seeds (finished runs; mean ± SE):", "",
+                      "| model | seeds | best valid | epoch to best | steps to best | s to best |",
+                      "|---|---|---|---|---|---|"]
+            lines += [f"| {r['model']} | {r['seeds']} | {estimate_cell(r['best_valid'])} | "
+                      f"{whole(r['epoch_to_best'])} | {whole(r['steps_to_best'])} | {whole(r['seconds_to_best'])} |"
+                      for r in block_seeds]
+            lines.append("")
     return "\n".join(lines)
 
 
