@@ -111,6 +111,8 @@ def test_a_runs_setting_is_its_label_without_the_training_seed():
     assert C.setting("alpharec~tau=0.2,seed=2025") == "alpharec~tau=0.2"
     assert C.setting("alpharec~seed=2025") == "alpharec"
     assert C.setting("alpharec~tau=0.2") == "alpharec~tau=0.2" and C.setting("seedless") == "seedless"
+    assert C.setting("alpharec_tau-0.2_seed-2025") == "alpharec_tau-0.2"  # a folder name (no label)
+    assert C.setting("alpharec~data_seed=3") == "alpharec~data_seed=3"
 
 
 def test_runs_of_one_setting_at_several_seeds_get_a_row_over_the_seeds(tmp_path):
@@ -120,7 +122,9 @@ def test_runs_of_one_setting_at_several_seeds_get_a_row_over_the_seeds(tmp_path)
                                 ("alpharec_tau-0.2_seed-2026", "alpharec~tau=0.2,seed=2026", 20),
                                 ("alpharec", "alpharec", 5),  # a grid point the comparison did not choose
                                 ("lightgcn", "lightgcn", 5), ("lightgcn_seed-2025", "lightgcn~seed=2025", 10)):
-        write_run(root / "ds" / folder, {5: 0.1, best: 0.3}, label=label)  # 2 s and 4 steps an epoch
+        # 2 s and 4 steps an epoch; lightgcn's runs stop at their epoch budget (the last validation)
+        write_run(root / "ds" / folder, {5: 0.1, best: 0.3}, label=label,
+                  train={"epochs": best} if folder.startswith("lightgcn") else None)
     (root / "results.json").write_text(json.dumps(
         {"ds": {"selected": {"alpharec": "alpharec~tau=0.2", "lightgcn": "lightgcn"}}}))
     rows = [c.summary() for c in C.find_curves(root)]
@@ -130,8 +134,12 @@ def test_runs_of_one_setting_at_several_seeds_get_a_row_over_the_seeds(tmp_path)
     a = seeds["alpharec~tau=0.2"]
     assert a["seeds"] == 3 and a["epoch_to_best"]["mean"] == 15
     assert a["epoch_to_best"]["se"] == pytest.approx(5 / 3**0.5)  # epochs 10, 15, 20: SD 5
-    assert (a["steps_to_best"]["mean"], a["seconds_to_best"]["mean"]) == (60, 30)
+    assert (a["steps_to_best"]["mean"], a["seconds_to_best"]["mean"]) == (60, 30) and a["at_budget"] == 0
+    assert seeds["lightgcn"]["at_budget"] == 2
     assert seeds["lightgcn"]["epoch_to_best"] == pytest.approx({"mean": 7.5, "se": 2.5, "n": 2})
     text = C.markdown(rows)
-    assert "| alpharec~tau=0.2 | 3 | 0.3000 ± 0.0000 | 15 ± 3 | 60 ± 12 | 30 ± 6 |" in text
-    assert "| lightgcn | 2 | 0.3000 ± 0.0000 | 8 ± 2 | 30 ± 10 | 15 ± 5 |" in text
+    assert "| alpharec~tau=0.2 | 3 | 0 | 0.3000 ± 0.0000 | 15 ± 3 | 60 ± 12 | 30 ± 6 |" in text
+    assert "| lightgcn | 2 | 2 | 0.3000 ± 0.0000 | 8 ± 2 | 30 ± 10 | 15 ± 5 |" in text
+    C.run_convergence(root, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "convergence-seeds.json").read_text()) == json.loads(
+        json.dumps(C.over_seeds(rows)))

@@ -17,6 +17,7 @@ from lmrec import cli
 from lmrec.data.catalog import ItemCatalog
 from lmrec.data.interactions import SplitData
 from lmrec.data.registry import DataRef
+from lmrec.errors import LmrecError
 from lmrec.experiments import intention as I
 from lmrec.models.cf.alpharec import AlphaRec, IntentScorer
 from lmrec.models.nn.graph import propagate
@@ -289,16 +290,17 @@ def test_words_not_naming_drop_title_words_their_plurals_and_punctuation():
 
 
 def test_the_llm_writer_keeps_the_first_sentence_without_title_words(tmp_path):
-    titles = ["Imagine Party Babyz - Nintendo Wii", "Party Game", "Tomba!", "Looking Glass"]
+    titles = ["Imagine Party Babyz - Nintendo Wii", "Party Game", "Tomba!", "Looking Glass", "Quest"]
     lm = ScriptedLM({titles[0]: " a game that combines the excitement of a Nintendo Wii with the fun of a party. "
                                 "I'm hoping to find it.",
                      titles[1]: " a party game.", titles[2]: " a platformer\nwith a pink-haired hero.",
-                     titles[3]: " a mirror."})
-    writer = I.LLMWriter(lm, ItemCatalog(["0", "1", "2", "3"], titles, {}), tmp_path / "cache.json")
-    assert writer([0, 1, 2, 3]) == ["I'm looking for a game that combines the excitement of a with the fun of a.",
-                                    None,  # only stopwords left
-                                    "I'm looking for a platformer.",  # the first line only
-                                    None]  # the prefix names the title
+                     titles[3]: " a mirror.", titles[4]: " it's a - quest."})
+    writer = I.LLMWriter(lm, ItemCatalog([str(i) for i in range(5)], titles, {}), tmp_path / "cache.json")
+    assert writer([0, 1, 2, 3, 4]) == ["I'm looking for a game that combines the excitement of a with the fun of a.",
+                                       None,  # only stopwords left
+                                       "I'm looking for a platformer.",  # the first line only
+                                       None,  # the prefix names the title
+                                       None]  # "it's" and "-" are no content
     assert "scripted" in writer.source
 
 
@@ -347,10 +349,13 @@ def test_cases_are_drawn_as_before_and_fall_to_the_users_next_item(data):
         rounds.append(len(items))
         return [f"item {i}" if i % 2 else None for i in items]
 
-    cases = I.make_cases(data, seed=3, write=odd_only)
+    cases = I.make_cases(data, seed=3, writer=odd_only)
     assert cases == _cases_one_item_at_a_time(data, None, 3, "test", odd_only)
     assert cases and all(c.target % 2 for c in cases)
-    assert len(rounds) > 1 and rounds == sorted(rounds, reverse=True)  # each round asks only for users still open
+    firsts = _cases_one_item_at_a_time(data, None, 3, "test", lambda items: ["x"] * len(items))  # each user's first
+    sizes = np.diff(data.test.indptr)
+    assert rounds[0] == len(firsts)  # every user once, then only those whose item got none and who have another
+    assert rounds[1] == sum(1 for c in firsts if c.target % 2 == 0 and sizes[c.user] > 1) > 0
 
 
 def test_run_intention_with_an_llm_writer_says_so(model, data, tmp_path):
@@ -415,3 +420,13 @@ def test_cli_intention_with_an_llm_writer(patched_run, tmp_path, monkeypatch, ca
     assert asked == [("smollm2-135m", {"domain": "movie"})]
     assert "I'm looking for a film." in capsys.readouterr().out
     assert json.loads((out / "intention.json").read_text())["written_by"] == "llm"
+
+
+def test_no_intention_at_all_is_an_error_that_says_why(model, data, tmp_path):
+    titles_only = SplitData(data.name, data.user_ids, ItemCatalog(data.catalog.ids, data.catalog.titles, {}),
+                            data.train, data.valid, data.test, "planted")
+    with pytest.raises(LmrecError, match="no test item got an intention .*--llm on the command line"):
+        I.run_intention(model, titles_only, tmp_path, alpha=0.5, n_users=4)
+    naming_it = I.LLMWriter(ScriptedLM({t: f" {t}." for t in data.catalog.titles}), data.catalog, tmp_path / "c")
+    with pytest.raises(LmrecError, match="no validation item got an intention .*named the title"):
+        I.run_intention(model, titles_only, tmp_path, alpha="valid", n_users=4, writer=naming_it)

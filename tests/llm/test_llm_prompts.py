@@ -75,15 +75,25 @@ def test_cut_after_first_item():
     assert cut_after_first_item(prompt, "Heat, Ronin") == "PROMPT "  # official: right after "[/INST] "
 
 
-def test_the_intention_request_is_one_user_turn_quoting_the_title(smollm2):
+def test_the_intention_request_is_one_user_turn_quoting_the_title():
     assert intention_prompt("Tomba!", domain="video game product") == (
         '<s>[INST] A shopper wants this video game product: "Tomba!". Without naming it, write one sentence the '
         "shopper would say about what they are looking for (its kind, genre, platform, features). [/INST]")
+
+    class Template:
+        chat_template = "x"
+
+        def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+            return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    assert chat_prompt("hi", Template()) == "<user>hi<assistant>"  # no system turn without a system text
+    assert chat_prompt("hi", Template(), "sys") == "<system>sys<user>hi<assistant>"
+
+
+def test_the_intention_request_in_smollm2s_chat_format(smollm2):
     prompt = intention_prompt("Tomba!", smollm2.tokenizer)
     assert 'A shopper wants this product: "Tomba!"' in prompt and PAPER_SYSTEM not in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
-    assert chat_prompt(user_prompt("USER: hi"), smollm2.tokenizer, system_prompt()) == build_prompt(
-        "USER: hi", smollm2.tokenizer)
 
 
 def test_the_llm_writes_an_intention_that_continues_the_prefix(smollm2):

@@ -33,12 +33,13 @@ from lmrec.io import atomic_write, write_json
 from lmrec.train.trainer import EARLY_STOP, MAX_EPOCHS, TIME_BUDGET
 
 FOCUS = "alpharec"
-_SEED = re.compile(r"[~,]seed=\d+$")
+_SEED = re.compile(r"([~,]seed=\d+|_seed-\d+)$")  # lmrec.experiments.compare.RunSpec.at_seed, and its slug
 
 
 def setting(label: str) -> str:
     """A run's label without its training seed: ``alpharec~tau=0.2,seed=2025`` -> ``alpharec~tau=0.2``,
-    ``alpharec~seed=2025`` -> ``alpharec`` (the run at the tuning seed carries none)."""
+    ``alpharec~seed=2025`` -> ``alpharec`` (the run at the tuning seed carries none); a folder name alike
+    (``alpharec_seed-2025`` -> ``alpharec``, for a manifest without a label)."""
     return _SEED.sub("", label)
 
 
@@ -129,7 +130,7 @@ def find_curves(root: Path, comparison: Path | None = None) -> list[Curve]:
 
         chosen = {(slug(d), slug(name)) for d, block in results.items()
                   for name in (block.get("selected") or {}).values()}
-        names = lambda c: {(c.folder.parent.name, c.folder.name), (c.folder.parent.name, slug(setting(c.model)))}  # noqa: E731
+        names = lambda c: {(c.folder.parent.name, c.folder.name), (c.folder.parent.name, slug(setting(c.model)))}
         curves = [c for c in curves if names(c) & chosen] if chosen else curves
     if not curves:
         raise LmrecError(f"{root}: no run folder with a log.jsonl below it")
@@ -141,12 +142,14 @@ SEED_COLUMNS = ("best_valid", "epoch_to_best", "steps_to_best", "seconds_to_best
 
 def over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row for each setting (:func:`setting`) of a dataset with finished, evaluated runs at two or more training
-    seeds: ``seeds`` and the mean ± SE over them of :data:`SEED_COLUMNS`."""
+    seeds: ``seeds``, ``at_budget`` (how many of them the epoch budget stopped: their epochs to the best are lower
+    bounds) and the mean ± SE over them of :data:`SEED_COLUMNS`."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         if r["finished"] and r["evaluations"]:
             groups.setdefault((r["dataset"], setting(r["model"])), []).append(r)
     return [{"dataset": dataset, "model": name, "seeds": len(runs),
+             "at_budget": sum(r["stop"] == MAX_EPOCHS for r in runs),
              **{k: estimate(np.array([r[k] for r in runs], dtype=float)).as_dict() for k in SEED_COLUMNS}}
             for (dataset, name), runs in groups.items() if len(runs) > 1]
 
@@ -174,11 +177,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         lines.append("")
         block_seeds = [r for r in seeds if r["dataset"] == dataset]
         if block_seeds:
-            whole = lambda v: estimate_cell(v, digits=0)  # noqa: E731
-            lines += ["Over training seeds (finished runs; mean ± SE):", "",
-                      "| model | seeds | best valid | epoch to best | steps to best | s to best |",
-                      "|---|---|---|---|---|---|"]
-            lines += [f"| {r['model']} | {r['seeds']} | {estimate_cell(r['best_valid'])} | "
+            whole = lambda v: estimate_cell(v, digits=0)
+            lines += ["Over training seeds (finished runs; mean ± SE; at budget: runs the epoch budget stopped, whose "
+                      "epochs to the best are lower bounds):", "",
+                      "| model | seeds | at budget | best valid | epoch to best | steps to best | s to best |",
+                      "|---|---|---|---|---|---|---|"]
+            lines += [f"| {r['model']} | {r['seeds']} | {r['at_budget']} | {estimate_cell(r['best_valid'])} | "
                       f"{whole(r['epoch_to_best'])} | {whole(r['steps_to_best'])} | {whole(r['seconds_to_best'])} |"
                       for r in block_seeds]
             lines.append("")
@@ -216,12 +220,13 @@ def plot(curves: list[Curve], path: Path) -> None:
 
 
 def run_convergence(root: Path, out: Path, comparison: Path | None = None) -> list[dict[str, Any]]:
-    """Write ``out/convergence.{md,json,png}`` for every run under ``root`` (see :func:`find_curves`); returns the
-    table rows."""
+    """Write ``out/convergence.{md,json,png}`` for every run under ``root`` (see :func:`find_curves`), and
+    ``out/convergence-seeds.json`` (:func:`over_seeds`); returns the table rows."""
     curves = find_curves(root, comparison)
     rows = [c.summary() for c in curves]
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "convergence.json", rows)
+    write_json(out / "convergence-seeds.json", over_seeds(rows))
     atomic_write(out / "convergence.md", lambda f: f.write(markdown(rows)))
     plot(curves, out / "convergence.png")
     return rows

@@ -89,7 +89,8 @@ def _split_list(text: str) -> list[str]:
     return list(dict.fromkeys(v.strip().lower() for v in text.split(",") if v.strip()))
 
 
-NO_TEXT_HINT = "genres/tags, or categories/description; for titles only, an LLM can write them: [run.writer]"
+NO_TEXT_HINT = ("genres/tags, or categories/description; for a catalog of titles only an LLM can write them: "
+                "[run.writer] in a table, --llm on the command line")
 #: what intentions are written from, per kind of catalog (:func:`intention_kind`)
 SOURCES = {"movie": "a template over genres, decade and tags",
            "product": "the item's own text (its most specific categories and the first words of its description)"}
@@ -134,20 +135,22 @@ class LLMWriter:
     stopwords are left, or when the sentence still names the title (:func:`leaks_title`: a title with "looking").
 
     Each title is written once; the LLM's answers are kept in ``cache`` (JSON: the writer's identity and the answer
-    per title, rewritten whole after each batch), so an interrupted run resumes; a cache written by another LLM or
-    request is not read.
+    per title, rewritten whole after each ``chunk`` of titles), so an interrupted run resumes. A cache written by
+    another writer (LLM, request, prefix, domain, token budget or batch size) is not read, and the first chunk
+    written replaces it.
     """
 
     CACHE = "intentions-llm.json"  # the cache's name in an output folder (:meth:`load`)
 
     def __init__(self, lm: Any, catalog: ItemCatalog, cache: Path, domain: str = "product",
                  max_new_tokens: int = 40, batch_size: int = 16, chunk: int = 256):
-        from lmrec.llm.prompts import INTENTION_REQUEST
+        from lmrec.llm.prompts import INTENTION_PREFIX, INTENTION_REQUEST
 
         self.lm, self.catalog, self.cache, self.domain = lm, catalog, Path(cache), domain
         self.max_new_tokens, self.batch_size, self.chunk = max_new_tokens, batch_size, chunk
-        self.identity = {"llm": getattr(lm, "identity", repr(lm)), "request": INTENTION_REQUEST, "domain": domain,
-                         "max_new_tokens": max_new_tokens}
+        self.identity = {"llm": getattr(lm, "identity", repr(lm)), "request": INTENTION_REQUEST,
+                         "prefix": INTENTION_PREFIX, "domain": domain, "max_new_tokens": max_new_tokens,
+                         "batch_size": batch_size}  # batches are left-padded: their size can change greedy answers
         saved = json.loads(self.cache.read_text(encoding="utf-8")) if self.cache.exists() else {}
         self.answers: dict[str, str] = saved["answers"] if saved.get("writer") == self.identity else {}
 
@@ -189,7 +192,7 @@ class LLMWriter:
         answer = self.answers[title].strip().split("\n", 1)[0].removeprefix(INTENTION_PREFIX)
         words = words_not_naming(first_sentence(answer), title)
         sentence = f"{INTENTION_PREFIX} {' '.join(words)}."
-        return None if not set(words) - STOPWORDS or leaks_title(sentence, title) else sentence
+        return None if not title_tokens(" ".join(words)) or leaks_title(sentence, title) else sentence
 
 
 def _forms(token: str) -> set[str]:
@@ -274,12 +277,12 @@ class Case:
 
 
 def make_cases(data: SplitData, n_users: int | None = None, seed: int = 2024, split: str = "test",
-               write: Writer | None = None) -> list[Case]:
+               writer: Writer | None = None) -> list[Case]:
     """One case per user (all users with items in ``split``, or ``n_users`` of them drawn at random): an item of
-    theirs in ``split`` drawn at random among those with an intention sentence (``write``, by default
-    :func:`catalog_writer`); users without one are skipped. Each round asks ``write`` for the next item of every user
-    still without one, so an LLM writes in batches and only for the items a case needs."""
-    write = write or catalog_writer(data.catalog)
+    theirs in ``split`` drawn at random among those with an intention sentence (``writer``, by default
+    :func:`catalog_writer`); users without one are skipped. Each round asks ``writer`` for the next item of every
+    user still without one, so an LLM writes in batches and only for the items a case needs."""
+    write = writer or catalog_writer(data.catalog)
     rng = np.random.default_rng(seed)
     held_out = data.split(split)
     users = np.flatnonzero(np.diff(held_out.indptr) > 0)
@@ -373,19 +376,20 @@ def run_intention(model: AlphaRec, data: SplitData, out: Path, alpha: float | st
                               "intentions": writer.source if writer else SOURCES[kind] if kind else None}
     if writer:
         result["written_by"] = "llm"
+    hint = "every answer of the LLM named the title or held only stopwords" if writer else (
+        f"they are written from {NO_TEXT_HINT}")
     if on_valid:
-        valid_cases = make_cases(data, n_users, seed, split="valid", write=writer)
+        valid_cases = make_cases(data, n_users, seed, split="valid", writer=writer)
         if not valid_cases:
-            raise LmrecError(f"{data.name}: no validation item has text to build an intention from ({NO_TEXT_HINT})")
+            raise LmrecError(f"{data.name}: no validation item got an intention ({hint})")
         valid = per_alpha_metrics(evaluate_intention(model, data, valid_cases, encode, grid, seed))
         alpha = best_alpha(valid)
         result["selection"] = {"on": "valid", "users": len(valid_cases), "alpha": alpha,
                                "per_alpha": {str(a): v for a, v in valid.items()}}
         grid = sorted({0.0, alpha})
-    cases = make_cases(data, n_users, seed, write=writer)
+    cases = make_cases(data, n_users, seed, writer=writer)
     if not cases:
-        raise LmrecError(f"{data.name}: no test item has text to build an intention from "
-                         f"({NO_TEXT_HINT})")
+        raise LmrecError(f"{data.name}: no test item got an intention ({hint})")
     ranks = evaluate_intention(model, data, cases, encode, grid, seed)
     per_alpha = per_alpha_metrics(ranks)
     base_hit, base_ndcg = hit_and_ndcg(ranks[0.0])

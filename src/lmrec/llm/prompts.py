@@ -48,8 +48,11 @@ def user_prompt(context: str, max_chars: int | None = MAX_CONTEXT_CHARS) -> str:
     return f"Here is the conversation: {context if max_chars is None else context[:max_chars]}"
 
 
-def llama2_prompt(system: str, user: str) -> str:
-    """Llama-2 chat format of one system + user turn, as exllamav2's ``format_prompt`` writes it (ends at "[/INST]")."""
+def llama2_prompt(system: str | None, user: str) -> str:
+    """Llama-2 chat format of one system + user turn, as exllamav2's ``format_prompt`` writes it (ends at "[/INST]");
+    without a system text (None) the user turn alone: ``"<s>[INST] {user} [/INST]"``."""
+    if system is None:
+        return f"<s>[INST] {user} [/INST]"
     return f"<s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST]"
 
 
@@ -74,10 +77,9 @@ def chat_prompt(user: str, tokenizer: Any = None, system: str | None = None) -> 
     """One user turn (after an optional system text) in the tokenizer's chat format, ending where the answer starts.
 
     See :func:`build_prompt` for the formats: the chat template, the system text merged into the user turn where the
-    template rejects the system role, Llama-2's format without a template (``"<s>[INST] {user} [/INST]"`` without a
-    system text)."""
+    template rejects the system role, Llama-2's format without a template (:func:`llama2_prompt`)."""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        return llama2_prompt(system, user) if system is not None else f"<s>[INST] {user} [/INST]"
+        return llama2_prompt(system, user)
     messages = ([{"role": "system", "content": system}] if system is not None else []) + [
         {"role": "user", "content": user}]
     try:
