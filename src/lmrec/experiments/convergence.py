@@ -190,7 +190,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(curves: list[Curve], path: Path) -> None:
-    """Validation metric against epoch (left) and training seconds (right), one row per dataset."""
+    """Validation metric against epoch (left) and training seconds (right), one row per dataset; the runs of one
+    setting at several training seeds share a colour and a legend entry."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,10 +200,18 @@ def plot(curves: list[Curve], path: Path) -> None:
     datasets = list(dict.fromkeys(c.dataset for c in curves))
     fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 3.4 * len(datasets)), squeeze=False)
     for row, dataset in enumerate(datasets):
-        for curve in (c for c in curves if c.dataset == dataset and len(c.values)):
+        shown = [c for c in curves if c.dataset == dataset and len(c.values)]
+        settings = list(dict.fromkeys(setting(c.model) for c in shown))
+        labelled: set[str] = set()
+        for curve in shown:
+            name = setting(curve.model)
             focus = curve.model.partition("~")[0] == FOCUS
-            style = {"linewidth": 2.5, "color": "black"} if focus else {"linewidth": 1.2}
-            label = curve.model + ("" if curve.finished else " (running)")
+            colour = "black" if focus else f"C{settings.index(name) % 10}"
+            style = {"linewidth": 2.5 if focus else 1.2, "color": colour}
+            n = sum(setting(c.model) == name for c in shown)
+            label = None if name in labelled else name + (f" ({n} seeds)" if n > 1 else "") + (
+                "" if curve.finished else " (running)")
+            labelled.add(name)
             for col, x in enumerate((curve.epochs, curve.seconds)):
                 axes[row, col].plot(x, curve.values, label=label, **style)
                 best = int(np.argmax(curve.values))
