@@ -48,6 +48,7 @@ from lmrec.eval.ranking import MASKED_KEY, tie_break_keys
 from lmrec.eval.report import estimate_cell
 from lmrec.eval.stats import estimate
 from lmrec.io import atomic_write, write_json
+from lmrec.llm.prompts import INTENTION_PREFIX, INTENTION_REQUEST, intention_prompt
 from lmrec.models.cf.alpharec import AlphaRec, IntentScorer
 
 Encode = Callable[[Sequence[str]], np.ndarray]  # texts -> (n, d) LM vectors (the model's encoder)
@@ -144,8 +145,6 @@ class LLMWriter:
 
     def __init__(self, lm: Any, catalog: ItemCatalog, cache: Path, domain: str = "product",
                  max_new_tokens: int = 40, batch_size: int = 16, chunk: int = 256):
-        from lmrec.llm.prompts import INTENTION_PREFIX, INTENTION_REQUEST
-
         self.lm, self.catalog, self.cache, self.domain = lm, catalog, Path(cache), domain
         self.max_new_tokens, self.batch_size, self.chunk = max_new_tokens, batch_size, chunk
         self.identity = {"llm": getattr(lm, "identity", repr(lm)), "request": INTENTION_REQUEST,
@@ -170,8 +169,6 @@ class LLMWriter:
                 f"{self.max_new_tokens} new tokens, the first sentence kept)")
 
     def __call__(self, items: Sequence[int]) -> list[str | None]:
-        from lmrec.llm.prompts import INTENTION_PREFIX, intention_prompt
-
         titles = [self.catalog.titles[int(i)] for i in items]
         todo = sorted(set(titles) - set(self.answers))
         for start in range(0, len(todo), self.chunk):
@@ -187,8 +184,6 @@ class LLMWriter:
     def sentence(self, title: str) -> str | None:
         """The kept intention for the item ``title`` from the LLM's answer (the first sentence, title words
         removed)."""
-        from lmrec.llm.prompts import INTENTION_PREFIX
-
         answer = self.answers[title].strip().split("\n", 1)[0].removeprefix(INTENTION_PREFIX)
         words = words_not_naming(first_sentence(answer), title)
         sentence = f"{INTENTION_PREFIX} {' '.join(words)}."
