@@ -209,6 +209,49 @@ def test_multvae_user_with_empty_training_row(data):
         lmrec.Run(model, split, {}).recommend(split.user_ids[3], k=5)
 
 
+def test_multvae_loss_over_sparse_rows_is_the_dense_form(data):
+    """The loss over the batch's sparse rows: the dense −mean_u Σ_i x_ui log π_ui + β·KL with π from
+    W₄ tanh(W₃μ + b₃) + b₄ and μ from W₁ (x_u/‖x_u‖) + b₁, in value and in every gradient (no dropout, z = μ)."""
+    model = MultVAE(hidden=16, latent=4, dropout=0.0, total_anneal_steps=10)
+    model.prepare(data, seed=0)
+    model.set_training(False)  # z = μ: nothing drawn
+    model.net.updates += 3  # β = 0.3 capped at 0.2: the KL term counts
+    users = torch.tensor([0, 5, 2, 11, 7])
+    net = model.net
+    model.net.zero_grad()
+    model.loss(users).backward()
+    sparse = {name: p.grad.clone() for name, p in net.named_parameters()}
+    x = torch.from_numpy(data.train[users.numpy()].toarray())
+    mu, logvar = net.encode(net.enc_in(torch.nn.functional.normalize(x, dim=1)))
+    log_pi = torch.log_softmax(net.dec_out(net.decoder_hidden(mu)), dim=1)
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1).mean()
+    dense = -(log_pi * x).sum(dim=1).mean() + 0.2 * kl
+    model.net.zero_grad()
+    dense.backward()
+    torch.testing.assert_close(model.loss(users), dense.detach())
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(sparse[name], p.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_multvae_dropout_keeps_or_scales_each_training_item(data):
+    """x̃ = dropout(x/‖x‖) on the rows' items: each is 0 or (x/‖x‖)/(1 − p), about 1 − p of them kept; the
+    transpose holds the same values."""
+    model = MultVAE(hidden=16, latent=4, dropout=0.5)
+    model.prepare(data, seed=0)
+    model.set_training(True)
+    rows = data.train[np.arange(20)]
+    torch.manual_seed(0)
+    m, m_t = model._input_rows(rows)
+    normalized = torch.nn.functional.normalize(torch.from_numpy(rows.toarray()), dim=1)
+    got = m.to_dense()
+    assert torch.equal(got, m_t.to_dense().T)
+    kept = got[normalized > 0] != 0
+    torch.testing.assert_close(got[normalized > 0][kept], 2 * normalized[normalized > 0][kept])
+    assert got[normalized == 0].abs().sum() == 0 and 0.3 < kept.float().mean() < 0.7
+    model.set_training(False)
+    torch.testing.assert_close(model._input_rows(rows)[0].to_dense(), normalized)
+
+
 def test_multvae_kl_annealing(data):
     model = MultVAE(hidden=16, latent=4, total_anneal_steps=10, anneal_cap=0.2)
     model.fit(data, dict(VAE, epochs=3, eval_every=3))  # 2 batches per epoch -> 6 updates

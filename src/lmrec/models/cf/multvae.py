@@ -15,6 +15,7 @@ from torch import nn
 from lmrec.data.interactions import SplitData
 from lmrec.errors import LmrecError
 from lmrec.models.base import ModelConfig, register
+from lmrec.models.nn.graph import csr_from_parts, sparse_product
 from lmrec.models.queries import NewUser
 from lmrec.models.torch_base import TorchRecommender
 from lmrec.search_space import FloatRange
@@ -105,17 +106,41 @@ class MultVAE(TorchRecommender):
             yield torch.from_numpy(users[start : start + batch_size].astype(np.int64))
 
     def loss(self, users: torch.Tensor) -> torch.Tensor:
-        x = torch.from_numpy(self.data.train[users.cpu().numpy()].toarray()).to(self.device)
-        first = self.net.enc_in(self.net.drop(F.normalize(x, dim=1)))
+        """The loss of the class docstring on the batch's training rows, kept sparse: x̃ W₁ᵀ and its gradient
+        x̃ᵀ g run over the rows' items only, dropout is drawn on those items (the zeros of x stay zero under any
+        mask), and the multinomial log-likelihood sums log π over them. The same function as the dense form in
+        values and gradients (tests/models/test_cf_baselines.py); the dropout draws one number per item of the
+        batch, not one per (user, catalog item)."""
+        x = self.data.train[users.cpu().numpy()]
+        x_hat = self._input_rows(x)
+        first = sparse_product(*x_hat, self.net.enc_in.weight.T) + self.net.enc_in.bias
         mu, logvar = self.net.encode(first)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.net.training else mu
-        logits = self.net.dec_out(self.net.decoder_hidden(z))
-        nll = -(F.log_softmax(logits, dim=1) * x).sum(dim=1).mean()
+        log_pi = F.log_softmax(self.net.dec_out(self.net.decoder_hidden(z)), dim=1)
+        rows = torch.from_numpy(np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))).to(self.device)
+        cols = torch.from_numpy(x.indices.astype(np.int64)).to(self.device)
+        values = torch.from_numpy(x.data.astype(np.float32)).to(self.device)
+        nll = -(log_pi[rows, cols] * values).sum() / x.shape[0]
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1).mean()
         loss = nll + self.beta() * kl
         if self.net.training:
             self.net.updates += 1
         return loss
+
+    def _input_rows(self, x: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
+        """x̃ = dropout(x/‖x‖) of CSR rows ``x`` (dropout in training only), as torch CSR with its transpose."""
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1), dtype=np.float64).ravel())
+        scale = np.divide(1.0, np.maximum(norms, 1e-12))  # F.normalize's eps
+        values = torch.from_numpy((x.data * np.repeat(scale, np.diff(x.indptr))).astype(np.float32))
+        values = self.net.drop(values.to(self.device))
+        n_rows, n_items = x.shape
+        by_item = np.argsort(x.indices, kind="stable")  # the transpose's order: by item, then by row
+        crow_t = np.concatenate([[0], np.cumsum(np.bincount(x.indices, minlength=n_items))])
+        row_of = np.repeat(np.arange(n_rows), np.diff(x.indptr))
+        index = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(self.device)  # noqa: E731
+        m = csr_from_parts(index(x.indptr), index(x.indices), values, (n_rows, n_items))
+        m_t = csr_from_parts(index(crow_t), index(row_of[by_item]), values[index(by_item)], (n_items, n_rows))
+        return m, m_t
 
     def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
         first = torch.sparse.mm(self.inputs, self.net.enc_in.weight.T) + self.net.enc_in.bias
