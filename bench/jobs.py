@@ -9,7 +9,9 @@ deterministic kernels, as a comparison table fits it), each fit in a fresh proce
 
 The figure is the fit's own seconds (training and validation; loading and the title vectors not counted). The
 throughput of ``--jobs 2`` against ``--jobs 1`` is 2 × s(alone, T) / s(two at once), the mean of the pair's seconds
-standing for s(two at once): above 1 means more runs an hour with two at once. Run alone: nothing else on the cores.
+standing for s(two at once): above 1 means more runs an hour with two at once. Every fit has the same seed, so the
+table also says whether T threads and one thread trained to bit-identical parameters (a hash of them). Run alone:
+nothing else on the cores.
 
     LMREC_DATA=../shared/data python bench/jobs.py [--datasets ...] [--models ...] [--epochs 10] [--threads 2]
 """
@@ -30,8 +32,10 @@ DATASETS = ("movielens-100k", "movielens-latest-small", "amazon-industrial-scien
 MODELS = ("alpharec", "kar", "rlmrec", "bc_loss", "xsimgcl", "sgl", "multvae")
 
 
-def fit_seconds(dataset: str, model: str, epochs: int) -> float:
-    """One fit of ``model`` on ``dataset`` in this process; its trainer's seconds."""
+def fit(dataset: str, model: str, epochs: int) -> dict[str, float | str]:
+    """One fit of ``model`` on ``dataset`` in this process: its trainer's seconds and a hash of its parameters."""
+    import hashlib
+
     import lmrec
     from lmrec.allocator import keep_freed_memory
 
@@ -39,11 +43,15 @@ def fit_seconds(dataset: str, model: str, epochs: int) -> float:
     data = lmrec.load_dataset(dataset)
     train = {"epochs": epochs, "eval_every": 5, "patience": 1000, "precision": "fp32", "progress": False}
     run = lmrec.fit(model, data, train, test=False)
-    return float(run.manifest["fit"]["seconds"])
+    digest = hashlib.sha256()
+    for parameter in run.model.parameters():
+        digest.update(parameter.detach().cpu().numpy().tobytes())
+    return {"seconds": float(run.manifest["fit"]["seconds"]), "parameters": digest.hexdigest()[:16]}
 
 
-def in_processes(dataset: str, model: str, epochs: int, threads: int, copies: int) -> list[float]:
-    """``copies`` fits started together, each in a fresh process on ``threads`` threads; their seconds."""
+def in_processes(dataset: str, model: str, epochs: int, threads: int, copies: int) -> list[dict[str, float | str]]:
+    """``copies`` fits started together, each in a fresh process on ``threads`` threads; what :func:`fit` says of
+    each."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, __file__, "--worker", dataset, model, str(epochs), str(threads)]
     procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(copies)]
@@ -52,7 +60,7 @@ def in_processes(dataset: str, model: str, epochs: int, threads: int, copies: in
         stdout, _ = proc.communicate()
         if proc.returncode:
             raise SystemExit(f"{model} on {dataset}: the worker failed ({proc.returncode})")
-        out.append(json.loads(stdout.strip().splitlines()[-1])["seconds"])
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
     return out
 
 
@@ -70,7 +78,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(int(threads))
-        print(json.dumps({"seconds": fit_seconds(dataset, model, int(epochs))}))
+        print(json.dumps(fit(dataset, model, int(epochs))))
         return
 
     from common import commit, machine, write_lines
@@ -81,17 +89,17 @@ def main() -> None:
              f"{args.epochs} epochs a fit (validation every 5), fp32, each fit in a fresh process; its trainer's "
              f"seconds. Throughput of two at once = 2 × s(alone, {t}) / mean s(two at once).", "",
              f"| dataset | model | alone, {t} threads s | alone, 1 thread s | two at once, 1 each s | "
-             "throughput of two at once |", "|---|---|---|---|---|---|"]
+             f"throughput of two at once | same parameters at {t} and 1 thread |", "|---|---|---|---|---|---|---|"]
     gains = []
     for dataset in args.datasets:
         for model in args.models:
-            alone = in_processes(dataset, model, args.epochs, t, 1)[0]
-            single = in_processes(dataset, model, args.epochs, 1, 1)[0]
-            pair = in_processes(dataset, model, args.epochs, 1, 2)
-            gain = 2 * alone / (sum(pair) / 2)
+            alone, single = (in_processes(dataset, model, args.epochs, n, 1)[0] for n in (t, 1))
+            pair = [f["seconds"] for f in in_processes(dataset, model, args.epochs, 1, 2)]
+            gain = 2 * float(alone["seconds"]) / (sum(pair) / 2)
             gains.append(gain)
-            lines.append(f"| {dataset} | {model} | {alone:.1f} | {single:.1f} | {pair[0]:.1f}, {pair[1]:.1f} | "
-                         f"{gain:.2f}x |")
+            same = "yes" if alone["parameters"] == single["parameters"] else "no"
+            lines.append(f"| {dataset} | {model} | {alone['seconds']:.1f} | {single['seconds']:.1f} | "
+                         f"{pair[0]:.1f}, {pair[1]:.1f} | {gain:.2f}x | {same} |")
             print(lines[-1], flush=True)
     lines += ["", f"Load average (1 min) at the end {os.getloadavg()[0]:.2f}. Throughput of two at once, over the "
               f"rows: median {sorted(gains)[len(gains) // 2]:.2f}x, range {min(gains):.2f}-{max(gains):.2f}x.", ""]
