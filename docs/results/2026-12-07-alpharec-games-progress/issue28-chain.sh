@@ -1,7 +1,9 @@
 #!/bin/bash
 # Issue 28's long runs in its order, each step resumable (run it again after a restart: finished runs are reused):
 #   1. the Games table (configs/alpharec/01-games-contenders.toml) at its three seeds, without the focus pair's extra
-#      seeds (a copy of the config with focus_seeds = []; the runs are the same folders);
+#      seeds (a copy of the config with focus_seeds = []; the runs are the same folders): first its seed-2024 runs
+#      one at a time (a copy with seeds = [2024]: the last of them has the cores to itself), then the other seeds
+#      two at a time;
 #   2. RTA's own pipeline on INSPIRED, then on ReDIAL (configs/rta);
 #   3. the intention table on Games (14-intention-games: SmolLM2 writes the intentions; ~45 min);
 #   4. the Games table again, whole: the focus seeds 2027 and 2028;
@@ -10,6 +12,9 @@
 #   6. the seeds and the widened grids on the other datasets (01-comparison), and their convergence (06);
 #   7. the density table at the full data's step budget (13-density-steps);
 #   8. zero-shot (04-zeroshot: MovieLens -> Amazon Industrial and -> Games) and the MLP width (12-mlp-width).
+# Tables of independent runs run two at once on one thread each (--jobs 2; bench/results/jobs.md: 1.14-2.45x the
+# runs an hour on this 2-core CPU, one and two threads training to the same bits), so their seconds are those of a
+# run beside another.
 # Code: the worktree $WT (a detached checkout of lmrec); output under $OUT; logs $OUT/games.log and $OUT/rta.log.
 WT=${WT:-/work/wt/run}
 OUT=${OUT:-/work/longruns}
@@ -24,23 +29,28 @@ step() {
   say "$log" "$what ($(git rev-parse --short HEAD))"
   .venv/bin/python -m lmrec reproduce "$@" >> "$OUT/$log.log" 2>&1 || { say "$log" "failed: $what"; exit 1; }
 }
-mkdir -p "$OUT/configs-table-seeds/alpharec"
+mkdir -p "$OUT/configs-table-seeds/alpharec" "$OUT/configs-table-seed-2024/alpharec"
 sed 's/^focus_seeds = \[2027, 2028\]$/focus_seeds = []  # the table seeds first (issue 28: 3 seeds, RTA, focus seeds)/' \
   configs/alpharec/01-games-contenders.toml > "$OUT/configs-table-seeds/alpharec/01-games-contenders.toml"
-step games "step 1: the Games table at its three seeds" alpharec --configs "$OUT/configs-table-seeds" \
+sed 's/^seeds = \[2024, 2025, 2026\]$/seeds = [2024]  # the tuning seed alone, one run at a time/' \
+  "$OUT/configs-table-seeds/alpharec/01-games-contenders.toml" \
+  > "$OUT/configs-table-seed-2024/alpharec/01-games-contenders.toml"
+step games "step 1: the Games table at seed 2024" alpharec --configs "$OUT/configs-table-seed-2024" \
   --only games-contenders --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 1
+step games "step 1: the Games table at its three seeds" alpharec --configs "$OUT/configs-table-seeds" \
+  --only games-contenders --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 2
 step rta "step 2: RTA's pipeline on INSPIRED" rta --only inspired --out "$OUT/rta"
 step rta "step 2: RTA's pipeline on ReDIAL" rta --only redial \
   --reuse "$MAIN/docs/results/2026-12-02-rta-redial-epyc-2core" --out "$OUT/rta"
 step games "step 3: the intention table on Games" alpharec --only intention-games --reuse "$GAMES_REUSE" \
   --out "$OUT/alpharec"
 step games "step 4: the Games table, whole (the focus seeds)" alpharec --only games-contenders \
-  --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 1
+  --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 2
 step games "step 5: the rest of Games (every other model)" alpharec --only games-all,games-convergence \
   --reuse "$GAMES_REUSE" \
-  --out "$OUT/alpharec" --jobs 1
+  --out "$OUT/alpharec" --jobs 2
 step games "step 6: seeds and widened grids on the other datasets" alpharec --only comparison,convergence \
-  --out "$OUT/alpharec" --jobs 1
-step games "step 7: the density table at a step budget" alpharec --only density-steps --out "$OUT/alpharec" --jobs 1
-step games "step 8: zero-shot and the MLP width" alpharec --only zeroshot,mlp-width --out "$OUT/alpharec" --jobs 1
+  --out "$OUT/alpharec" --jobs 2
+step games "step 7: the density table at a step budget" alpharec --only density-steps --out "$OUT/alpharec" --jobs 2
+step games "step 8: zero-shot and the MLP width" alpharec --only zeroshot,mlp-width --out "$OUT/alpharec" --jobs 2
 say games "the chain is done"
