@@ -7,7 +7,8 @@ deterministic kernels, as a comparison table fits it), each fit in a fresh proce
     alone, 1 thread       one fit on one thread
     two at once, 1 each   two fits of the same model started together, one thread each (``--jobs 2`` on 2 cores)
 
-The figure is the fit's own seconds (training and validation; loading and the title vectors not counted). The
+The figure is the fit's own seconds (the model's set-up, its title vectors and graphs, training and validation;
+loading the dataset not counted). The
 throughput of ``--jobs 2`` against ``--jobs 1`` is 2 × s(alone, T) / s(two at once), the mean of the pair's seconds
 standing for s(two at once): above 1 means more runs an hour with two at once. Every fit has the same seed, so the
 table also says whether T threads and one thread trained to bit-identical parameters (a hash of them). Run alone:
@@ -52,6 +53,8 @@ def fit(dataset: str, model: str, epochs: int) -> dict[str, float | str]:
 def in_processes(dataset: str, model: str, epochs: int, threads: int, copies: int) -> list[dict[str, float | str]]:
     """``copies`` fits started together, each in a fresh process on ``threads`` threads; what :func:`fit` says of
     each."""
+    # the worker sets torch's threads as `lmrec reproduce --jobs` does; OMP_NUM_THREADS also caps numpy's BLAS, which
+    # a --jobs worker inherits from the command's environment instead (training runs in torch)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, __file__, "--worker", dataset, model, str(epochs), str(threads)]
     procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(copies)]

@@ -137,7 +137,7 @@ class MultVAE(TorchRecommender):
         by_item = np.argsort(x.indices, kind="stable")  # the transpose's order: by item, then by row
         crow_t = np.concatenate([[0], np.cumsum(np.bincount(x.indices, minlength=n_items))])
         row_of = np.repeat(np.arange(n_rows), np.diff(x.indptr))
-        index = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(self.device)  # noqa: E731
+        index = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(self.device)
         m = csr_from_parts(index(x.indptr), index(x.indices), values, (n_rows, n_items))
         m_t = csr_from_parts(index(crow_t), index(row_of[by_item]), values[index(by_item)], (n_items, n_rows))
         return m, m_t
