@@ -112,12 +112,12 @@ class MultVAE(TorchRecommender):
         values and gradients (tests/models/test_cf_baselines.py); the dropout draws one number per item of the
         batch, not one per (user, catalog item)."""
         x = self.data.train[users.cpu().numpy()]
-        x_hat = self._input_rows(x)
-        first = sparse_product(*x_hat, self.net.enc_in.weight.T) + self.net.enc_in.bias
+        row_of = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))  # the row of each stored item
+        first = sparse_product(*self._input_rows(x, row_of), self.net.enc_in.weight.T) + self.net.enc_in.bias
         mu, logvar = self.net.encode(first)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.net.training else mu
         log_pi = F.log_softmax(self.net.dec_out(self.net.decoder_hidden(z)), dim=1)
-        rows = torch.from_numpy(np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))).to(self.device)
+        rows = torch.from_numpy(row_of).to(self.device)
         cols = torch.from_numpy(x.indices.astype(np.int64)).to(self.device)
         values = torch.from_numpy(x.data.astype(np.float32)).to(self.device)
         nll = -(log_pi[rows, cols] * values).sum() / x.shape[0]
@@ -127,16 +127,16 @@ class MultVAE(TorchRecommender):
             self.net.updates += 1
         return loss
 
-    def _input_rows(self, x: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
-        """x̃ = dropout(x/‖x‖) of CSR rows ``x`` (dropout in training only), as torch CSR with its transpose."""
+    def _input_rows(self, x: sp.csr_matrix, row_of: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """x̃ = dropout(x/‖x‖) of CSR rows ``x`` (dropout in training only), as torch CSR with its transpose;
+        ``row_of``: the row of each stored item."""
         norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1), dtype=np.float64).ravel())
         scale = np.divide(1.0, np.maximum(norms, 1e-12))  # F.normalize's eps
-        values = torch.from_numpy((x.data * np.repeat(scale, np.diff(x.indptr))).astype(np.float32))
+        values = torch.from_numpy((x.data * scale[row_of]).astype(np.float32))
         values = self.net.drop(values.to(self.device))
         n_rows, n_items = x.shape
         by_item = np.argsort(x.indices, kind="stable")  # the transpose's order: by item, then by row
         crow_t = np.concatenate([[0], np.cumsum(np.bincount(x.indices, minlength=n_items))])
-        row_of = np.repeat(np.arange(n_rows), np.diff(x.indptr))
         index = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(self.device)
         m = csr_from_parts(index(x.indptr), index(x.indices), values, (n_rows, n_items))
         m_t = csr_from_parts(index(crow_t), index(row_of[by_item]), values[index(by_item)], (n_items, n_rows))
