@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -407,6 +408,10 @@ def test_compare_with_two_jobs_gives_the_same_table(tmp_path):
         m: {k: v for k, v in row.items() if k != "fit_seconds"} for m, row in r[folder]["models"].items()
     }
     assert strip(one) == strip(two)
+    threads = lambda out: sorted(json.loads(m.read_text())["fit"]["threads"]  # noqa: E731
+                                 for m in out.rglob("manifest.json") if json.loads(m.read_text())["fit"]["trained"])
+    assert threads(tmp_path / "one") == [torch.get_num_threads()] * 2  # mf, lightgcn (pop trains nothing)
+    assert threads(tmp_path / "two") == [max(1, (os.cpu_count() or 1) // 2)] * 2  # each worker's share
 
 
 def test_a_failed_run_stops_a_comparison_with_two_jobs(tmp_path):

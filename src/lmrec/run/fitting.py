@@ -223,12 +223,17 @@ def _evaluation_protocol(data: SplitData | CRSData) -> dict[str, Any]:
 
 
 def _fit_summary(log: TrainLog | None, seconds: float) -> dict[str, Any]:
-    """``seconds``: the fit's wall time in this process, plus, for a resumed run, the seconds spent before."""
+    """``seconds``: the fit's wall time in this process, plus, for a resumed run, the seconds spent before;
+    ``threads``: torch's CPU threads in the process that finished the fit (seconds compare only at equal threads;
+    one and two threads train to the same bits where checked, bench/results/jobs-threads.md)."""
+    import torch  # loaded by the fit already; not at the module's import
+
     if log is None:
         return {"seconds": seconds, "trained": False}
     seconds += log.seconds_before_resume
     best = [r.steps for r in log.records if r.epoch <= log.best_epoch]
-    return {"seconds": seconds, "trained": True, "best_epoch": log.best_epoch, "epochs_run": len(log.records),
+    return {"seconds": seconds, "threads": torch.get_num_threads(), "trained": True, "best_epoch": log.best_epoch,
+            "epochs_run": len(log.records),
             "steps_run": sum(r.steps for r in log.records), "steps_to_best": sum(best),
             "stopped": log.stopped, "converged": log.converged, "resumed_at": log.resumed_at}
 
