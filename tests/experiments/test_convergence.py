@@ -14,7 +14,7 @@ from lmrec.experiments import convergence as C
 
 def write_run(folder: Path, valid: dict[int, float], seconds: float = 2.0, n_epochs: int | None = None,
               finished: bool = True, model: str | None = None, dataset: str | None = None,
-              train: dict | None = None, label: str | None = None) -> None:
+              train: dict | None = None, label: str | None = None, threads: int | None = None) -> None:
     folder.mkdir(parents=True)
     lines = [json.dumps({"epoch": e, "loss": 1.0, "seconds": seconds, "steps": 4,
                          "valid": {"recall@20": valid[e], "ndcg@20": 0.0} if e in valid else None})
@@ -23,7 +23,8 @@ def write_run(folder: Path, valid: dict[int, float], seconds: float = 2.0, n_epo
     manifest = {"format": "lmrec-run", "version": 1, "status": "complete" if finished else "training",
                 "model": model or folder.name, "data": {"dataset": dataset or folder.parent.name},
                 "train_config": {"metric": "recall@20", "epochs": 100, "eval_every": 5, "patience": 2,
-                                 "max_minutes": None, **(train or {})}} | ({"label": label} if label else {})
+                                 "max_minutes": None, **(train or {})}} | ({"label": label} if label else {}) \
+        | ({"fit": {"threads": threads}} if threads else {})
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -38,7 +39,7 @@ def runs(tmp_path: Path) -> Path:
     (root / "ds1" / "pop").mkdir()
     (root / "ds1" / "pop" / "manifest.json").write_text(json.dumps(
         {"format": "lmrec-run", "version": 1, "status": "complete", "model": "pop", "train_config": None}))
-    write_run(root / "ds2" / "alpharec", {1: 0.3, 2: 0.3}, seconds=0.5, train={"epochs": 2})
+    write_run(root / "ds2" / "alpharec", {1: 0.3, 2: 0.3}, seconds=0.5, train={"epochs": 2}, threads=1)
     return root
 
 
@@ -56,6 +57,9 @@ def test_summary_counts_epochs_and_training_seconds(runs):
         == ["early stop", "time budget", "running", "max epochs"]
     assert not rows["ds1", "mf"]["finished"] and rows["ds1", "mf"]["dataset"] == "ds1"
     assert ("ds1", "pop") not in rows  # no training loop, no curve
+    assert rows["ds2", "alpharec"]["threads"] == 1 and rows["ds1", "alpharec"]["threads"] is None  # as recorded
+    table = C.markdown(list(rows.values()))
+    assert "| 0.50 (1 thread) |" in table and "| 3.00 |" in table  # s/epoch, with the threads where recorded
 
 
 def test_focus_model_first_within_a_dataset(runs):

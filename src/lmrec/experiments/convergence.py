@@ -59,6 +59,7 @@ class Curve:
     finished: bool
     folder: Path
     train_config: dict[str, Any] | None = None
+    threads: int | None = None  # torch's CPU threads of the process that finished the fit (None: not recorded)
 
     def stop_reason(self) -> str:
         """'early stop', 'max epochs', 'time budget' (finished runs, from the training settings) or 'running'."""
@@ -88,7 +89,7 @@ class Curve:
             f"seconds_to_{round(100 * fraction)}pct": float(self.seconds[at_frac]),
             "epochs_run": self.epochs_run, "seconds_run": self.seconds_run,
             "seconds_per_epoch": self.seconds_run / max(self.epochs_run, 1), "evaluations": int(len(self.values)),
-            "stop": self.stop_reason(),
+            "stop": self.stop_reason(), "threads": self.threads,
         }
 
 
@@ -111,7 +112,7 @@ def read_run(folder: Path) -> Curve | None:
     dataset = Path((config.get("data") or {}).get("dataset") or folder.parent.name).name
     return Curve(dataset, config.get("label") or folder.name, metric, epochs.astype(int), values.astype(float),
                  secs.astype(float), at_steps.astype(int), len(records), float(seconds[-1]) if len(seconds) else 0.0,
-                 config.get("status") == "complete", folder, train_config)
+                 config.get("status") == "complete", folder, train_config, (config.get("fit") or {}).get("threads"))
 
 
 def find_curves(root: Path, comparison: Path | None = None) -> list[Curve]:
@@ -161,7 +162,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         block = [r for r in rows if r["dataset"] == dataset]
         metric = next((r["metric"] for r in block if "metric" in r), "recall@20")
         lines += [f"### {dataset}", "",
-                  f"Validation {metric}; seconds are training seconds (validation excluded), summed over epochs.", "",
+                  f"Validation {metric}; seconds are training seconds (validation excluded), summed over epochs; "
+                  "beside s/epoch, the CPU threads the fit finished on, where its run recorded them.", "",
                   "| model | best valid | epoch to best | steps to best | s to best | epoch to 95% | s to 95% | "
                   "epochs run | stop | s/epoch |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in block:
@@ -173,7 +175,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                 f"| {name} | {r['best_valid']:.4f} | {r['epoch_to_best']} | {r['steps_to_best']} | "
                 f"{r['seconds_to_best']:.0f} | "
                 f"{r['epoch_to_95pct']} | {r['seconds_to_95pct']:.0f} | {r['epochs_run']} | {r['stop']} | "
-                f"{r['seconds_per_epoch']:.2f} |")
+                f"{r['seconds_per_epoch']:.2f}{_threads(r.get('threads'))} |")
         lines.append("")
         block_seeds = [r for r in seeds if r["dataset"] == dataset]
         if block_seeds:
@@ -187,6 +189,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                       for r in block_seeds]
             lines.append("")
     return "\n".join(lines)
+
+
+def _threads(n: int | None) -> str:
+    return "" if n is None else f" ({n} thread{'s' if n != 1 else ''})"
 
 
 def plot(curves: list[Curve], path: Path) -> None:
