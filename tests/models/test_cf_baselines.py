@@ -242,7 +242,7 @@ def test_multvae_dropout_keeps_or_scales_each_training_item(data):
     rows = data.train[np.arange(20)]
     torch.manual_seed(0)
     row_of = np.repeat(np.arange(20), np.diff(rows.indptr))
-    m, m_t = model._input_rows(rows, row_of)
+    m, m_t = model._input_rows(rows, row_of, model.row_scale[:20])
     normalized = torch.nn.functional.normalize(torch.from_numpy(rows.toarray()), dim=1)
     got = m.to_dense()
     assert torch.equal(got, m_t.to_dense().T)
@@ -250,7 +250,7 @@ def test_multvae_dropout_keeps_or_scales_each_training_item(data):
     torch.testing.assert_close(got[normalized > 0][kept], 2 * normalized[normalized > 0][kept])
     assert got[normalized == 0].abs().sum() == 0 and 0.3 < kept.float().mean() < 0.7
     model.set_training(False)
-    torch.testing.assert_close(model._input_rows(rows, row_of)[0].to_dense(), normalized)
+    torch.testing.assert_close(model._input_rows(rows, row_of, model.row_scale[:20])[0].to_dense(), normalized)
 
 
 def test_multvae_kl_annealing(data):

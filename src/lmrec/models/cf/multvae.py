@@ -84,8 +84,9 @@ class MultVAE(TorchRecommender):
     def build(self, data: SplitData) -> nn.Module:
         rows = sp.csr_matrix(data.train, dtype=np.float32)
         norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1)).ravel())
-        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-        normalized = (sp.diags(scale.astype(np.float32)) @ rows).tocoo()
+        # 1/‖x_u‖ of each user's training row (0 for a user without training items): the encoder's input x_u/‖x_u‖
+        self.row_scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0).astype(np.float32)
+        normalized = (sp.diags(self.row_scale) @ rows).tocoo()
         self.inputs = torch.sparse_coo_tensor(
             torch.from_numpy(np.vstack([normalized.row, normalized.col]).astype(np.int64)),
             torch.from_numpy(normalized.data.astype(np.float32)), size=normalized.shape,
@@ -111,9 +112,11 @@ class MultVAE(TorchRecommender):
         mask), and the multinomial log-likelihood sums log π over them. The same function as the dense form in
         values and gradients (tests/models/test_cf_baselines.py); the dropout draws one number per item of the
         batch, not one per (user, catalog item)."""
-        x = self.data.train[users.cpu().numpy()]
+        batch = users.cpu().numpy()
+        x = self.data.train[batch]
         row_of = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))  # the row of each stored item
-        first = sparse_product(*self._input_rows(x, row_of), self.net.enc_in.weight.T) + self.net.enc_in.bias
+        x_hat = self._input_rows(x, row_of, self.row_scale[batch])
+        first = sparse_product(*x_hat, self.net.enc_in.weight.T) + self.net.enc_in.bias
         mu, logvar = self.net.encode(first)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.net.training else mu
         log_pi = F.log_softmax(self.net.dec_out(self.net.decoder_hidden(z)), dim=1)
@@ -127,13 +130,11 @@ class MultVAE(TorchRecommender):
             self.net.updates += 1
         return loss
 
-    def _input_rows(self, x: sp.csr_matrix, row_of: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _input_rows(self, x: sp.csr_matrix, row_of: np.ndarray, scale: np.ndarray
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """x̃ = dropout(x/‖x‖) of CSR rows ``x`` (dropout in training only), as torch CSR with its transpose;
-        ``row_of``: the row of each stored item."""
-        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1), dtype=np.float64).ravel())
-        scale = np.divide(1.0, np.maximum(norms, 1e-12))  # F.normalize's eps
-        values = torch.from_numpy((x.data * scale[row_of]).astype(np.float32))
-        values = self.net.drop(values.to(self.device))
+        ``row_of``: the row of each stored item, ``scale``: 1/‖x‖ of each row (:attr:`row_scale`)."""
+        values = self.net.drop(torch.from_numpy(x.data * scale[row_of]).to(self.device))
         n_rows, n_items = x.shape
         by_item = np.argsort(x.indices, kind="stable")  # the transpose's order: by item, then by row
         crow_t = np.concatenate([[0], np.cumsum(np.bincount(x.indices, minlength=n_items))])
