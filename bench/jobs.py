@@ -8,11 +8,10 @@ deterministic kernels, as a comparison table fits it), each fit in a fresh proce
     two at once, 1 each   two fits of the same model started together, one thread each (``--jobs 2`` on 2 cores)
 
 The figure is the fit's own seconds (the model's set-up, its title vectors and graphs, training and validation;
-loading the dataset not counted). The
-throughput of ``--jobs 2`` against ``--jobs 1`` is 2 × s(alone, T) / s(two at once), the mean of the pair's seconds
-standing for s(two at once): above 1 means more runs an hour with two at once. Every fit has the same seed, so the
-table also says whether T threads and one thread trained to bit-identical parameters (a hash of them). Run alone:
-nothing else on the cores.
+loading the dataset not counted). The throughput of ``--jobs 2`` against ``--jobs 1`` is 2 × s(alone, T) / s(two at
+once), the mean of the pair's seconds standing for s(two at once): above 1 means more runs an hour with two at
+once. Every fit has the same seed, so the table also says whether T threads and one thread trained to bit-identical
+parameters (a hash of them). Run alone: nothing else on the cores.
 
     LMREC_DATA=../shared/data python bench/jobs.py [--datasets ...] [--models ...] [--epochs 10] [--threads 2]
 """

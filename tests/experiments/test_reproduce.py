@@ -408,8 +408,8 @@ def test_compare_with_two_jobs_gives_the_same_table(tmp_path):
         m: {k: v for k, v in row.items() if k != "fit_seconds"} for m, row in r[folder]["models"].items()
     }
     assert strip(one) == strip(two)
-    threads = lambda out: sorted(json.loads(m.read_text())["fit"]["threads"]  # noqa: E731
-                                 for m in out.rglob("manifest.json") if json.loads(m.read_text())["fit"]["trained"])
+    fits = lambda out: [json.loads(m.read_text())["fit"] for m in out.rglob("manifest.json")]  # noqa: E731
+    threads = lambda out: sorted(fit["threads"] for fit in fits(out) if fit["trained"])  # noqa: E731
     assert threads(tmp_path / "one") == [torch.get_num_threads()] * 2  # mf, lightgcn (pop trains nothing)
     assert threads(tmp_path / "two") == [max(1, (os.cpu_count() or 1) // 2)] * 2  # each worker's share
 

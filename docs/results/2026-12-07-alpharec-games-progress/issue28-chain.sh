@@ -13,8 +13,8 @@
 #   7. the density table at the full data's step budget (13-density-steps);
 #   8. zero-shot (04-zeroshot: MovieLens -> Amazon Industrial and -> Games) and the MLP width (12-mlp-width).
 # Tables of independent runs run two at once on one thread each (--jobs 2; bench/results/jobs.md: 1.14-2.45x the
-# runs an hour on this 2-core CPU; one and two threads trained to the same bits where checked), so their seconds are those of a
-# run beside another.
+# runs an hour on this 2-core CPU; one and two threads trained to the same bits where checked), so their seconds are
+# those of a run beside another.
 # Code: the worktree $WT (a detached checkout of lmrec); output under $OUT; logs $OUT/games.log and $OUT/rta.log.
 WT=${WT:-/work/wt/run}
 OUT=${OUT:-/work/longruns}
