@@ -1,20 +1,23 @@
 #!/bin/bash
 # Issue 28's long runs in its order, each step resumable (run it again after a restart: finished runs are reused):
 #   1. the Games table (configs/alpharec/01-games-contenders.toml) at its three seeds, without the focus pair's extra
-#      seeds (a copy of the config with focus_seeds = []; the runs are the same folders): first its seed-2024 runs
-#      one at a time (a copy with seeds = [2024]: the last of them has the cores to itself), then the other seeds
-#      two at a time;
+#      seeds (a copy of the config with focus_seeds = []; the runs are the same folders), one run at a time with both
+#      cores: first seed 2024, then AlphaRec at seed 2025,
+#   3. the intention table on Games (14-intention-games on AlphaRec seed 2025, SmolLM2 writes the intentions; ~45
+#      min), right after that AlphaRec, while its weights are on this machine (a record keeps no weights),
+#      then the rest of the three seeds;
 #   2. RTA's own pipeline on INSPIRED, then on ReDIAL (configs/rta);
-#   3. the intention table on Games (14-intention-games: SmolLM2 writes the intentions; ~45 min);
 #   4. the Games table again, whole: the focus seeds 2027 and 2028;
 #   5. the rest of Games: every other model at three seeds (15-games-all, on the same run folders), and the
 #      convergence table of every Games run (16-games-convergence);
 #   6. the seeds and the widened grids on the other datasets (01-comparison), and their convergence (06);
 #   7. the density table at the full data's step budget (13-density-steps);
 #   8. zero-shot (04-zeroshot: MovieLens -> Amazon Industrial and -> Games) and the MLP width (12-mlp-width).
-# Tables of independent runs run two at once on one thread each (--jobs 2; bench/results/jobs.md: 1.14-2.45x the
-# runs an hour on this 2-core CPU; one and two threads trained to the same bits where checked), so their seconds are
-# those of a run beside another.
+# A machine may not outlive a session (only git does: publish.sh keeps the finished runs), so the Games runs of
+# steps 1 and 4, each 2.4-4.5 h, run one at a time on both cores: each started early in a session ends in it. The
+# tables of short runs run two at once on one thread each (--jobs 2; bench/results/jobs.md: 1.14-2.45x the runs an
+# hour on this 2-core CPU; one and two threads trained to the same bits where checked), so their seconds are those
+# of a run beside another.
 # Code: the worktree $WT (a detached checkout of lmrec); output under $OUT; logs $OUT/games.log and $OUT/rta.log.
 WT=${WT:-/work/wt/run}
 OUT=${OUT:-/work/longruns}
@@ -29,23 +32,28 @@ step() {
   say "$log" "$what ($(git rev-parse --short HEAD))"
   .venv/bin/python -m lmrec reproduce "$@" >> "$OUT/$log.log" 2>&1 || { say "$log" "failed: $what"; exit 1; }
 }
-mkdir -p "$OUT/configs-table-seeds/alpharec" "$OUT/configs-table-seed-2024/alpharec"
-sed 's/^focus_seeds = \[2027, 2028\]$/focus_seeds = []  # the table seeds first (issue 28: 3 seeds, RTA, focus seeds)/' \
-  configs/alpharec/01-games-contenders.toml > "$OUT/configs-table-seeds/alpharec/01-games-contenders.toml"
-sed 's/^seeds = \[2024, 2025, 2026\]$/seeds = [2024]  # the tuning seed alone, one run at a time/' \
-  "$OUT/configs-table-seeds/alpharec/01-games-contenders.toml" \
-  > "$OUT/configs-table-seed-2024/alpharec/01-games-contenders.toml"
-step games "step 1: the Games table at seed 2024" alpharec --configs "$OUT/configs-table-seed-2024" \
-  --only games-contenders --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 1
-step games "step 1: the Games table at its three seeds" alpharec --configs "$OUT/configs-table-seeds" \
-  --only games-contenders --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 2
+# seeds_config NAME SEEDS: the Games table's config without the focus seeds, at SEEDS, in $OUT/NAME/alpharec
+seeds_config() {
+  mkdir -p "$OUT/$1/alpharec"
+  sed -e 's/^focus_seeds = \[2027, 2028\]$/focus_seeds = []  # the table seeds first (issue 28)/' \
+      -e "s/^seeds = \\[2024, 2025, 2026\\]\$/seeds = $2  # one step of issue 28's chain/" \
+    configs/alpharec/01-games-contenders.toml > "$OUT/$1/alpharec/01-games-contenders.toml"
+}
+seeds_config configs-table-seed-2024 "[2024]"
+seeds_config configs-table-seed-2025 "[2025]"
+seeds_config configs-table-seeds "[2024, 2025, 2026]"
+table() { step games "$1" alpharec --configs "$OUT/$2" --only games-contenders --reuse "$GAMES_REUSE" \
+  --out "$OUT/alpharec" --jobs 1 "${@:3}"; }
+table "step 1: the Games table at seed 2024" configs-table-seed-2024
+table "step 1: AlphaRec on Games at seed 2025" configs-table-seed-2025 --models alpharec
+step games "step 3: the intention table on Games" alpharec --only intention-games --reuse "$GAMES_REUSE" \
+  --out "$OUT/alpharec"
+table "step 1: the Games table at its three seeds" configs-table-seeds
 step rta "step 2: RTA's pipeline on INSPIRED" rta --only inspired --out "$OUT/rta"
 step rta "step 2: RTA's pipeline on ReDIAL" rta --only redial \
   --reuse "$MAIN/docs/results/2026-12-02-rta-redial-epyc-2core" --out "$OUT/rta"
-step games "step 3: the intention table on Games" alpharec --only intention-games --reuse "$GAMES_REUSE" \
-  --out "$OUT/alpharec"
 step games "step 4: the Games table, whole (the focus seeds)" alpharec --only games-contenders \
-  --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 2
+  --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 1
 step games "step 5: the rest of Games (every other model)" alpharec --only games-all,games-convergence \
   --reuse "$GAMES_REUSE" \
   --out "$OUT/alpharec" --jobs 2
