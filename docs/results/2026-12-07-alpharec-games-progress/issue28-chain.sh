@@ -13,7 +13,8 @@
 #   6. the seeds and the widened grids on the other datasets (01-comparison), and their convergence (06);
 #   7. the density table at the full data's step budget (13-density-steps);
 #   8. zero-shot (04-zeroshot: MovieLens -> Amazon Industrial and -> Games) and the MLP width (12-mlp-width).
-# A machine may not outlive a session (only git does: publish.sh keeps the finished runs), so the Games runs of
+# A machine may not outlive a session (only git does: publish.sh keeps the finished runs and RTA's answers, and
+# every step goes on from them with --reuse), so the Games runs of
 # steps 1 and 4, each 2.4-4.5 h, run one at a time on both cores: each started early in a session ends in it. The
 # tables of short runs run two at once on one thread each (--jobs 2; bench/results/jobs.md: 1.14-2.45x the runs an
 # hour on this 2-core CPU; one and two threads trained to the same bits where checked), so their seconds are those
@@ -49,16 +50,23 @@ table "step 1: AlphaRec on Games at seed 2025" configs-table-seed-2025 --models 
 step games "step 3: the intention table on Games" alpharec --only intention-games --reuse "$GAMES_REUSE" \
   --out "$OUT/alpharec"
 table "step 1: the Games table at its three seeds" configs-table-seeds
-step rta "step 2: RTA's pipeline on INSPIRED" rta --only inspired --out "$OUT/rta"
-step rta "step 2: RTA's pipeline on ReDIAL" rta --only redial \
-  --reuse "$MAIN/docs/results/2026-12-02-rta-redial-epyc-2core" --out "$OUT/rta"
+# RTA goes on from what publish.sh kept of it (LLM answers, finished tables); ReDIAL, until it has answers there, from
+# the 2026-12-02 ReDIAL answers
+RTA_PROGRESS=$MAIN/docs/results/2026-12-08-rta-progress
+inspired_reuse=() redial_reuse=(--reuse "$MAIN/docs/results/2026-12-02-rta-redial-epyc-2core")
+[ -d "$RTA_PROGRESS" ] && inspired_reuse=(--reuse "$RTA_PROGRESS")
+[ -d "$RTA_PROGRESS/answers/02-redial" ] && redial_reuse=(--reuse "$RTA_PROGRESS")
+step rta "step 2: RTA's pipeline on INSPIRED" rta --only inspired "${inspired_reuse[@]}" --out "$OUT/rta"
+step rta "step 2: RTA's pipeline on ReDIAL" rta --only redial "${redial_reuse[@]}" --out "$OUT/rta"
 step games "step 4: the Games table, whole (the focus seeds)" alpharec --only games-contenders \
   --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 1
 step games "step 5: the rest of Games (every other model)" alpharec --only games-all,games-convergence \
   --reuse "$GAMES_REUSE" \
   --out "$OUT/alpharec" --jobs 2
 step games "step 6: seeds and widened grids on the other datasets" alpharec --only comparison,convergence \
-  --out "$OUT/alpharec" --jobs 2
-step games "step 7: the density table at a step budget" alpharec --only density-steps --out "$OUT/alpharec" --jobs 2
-step games "step 8: zero-shot and the MLP width" alpharec --only zeroshot,mlp-width --out "$OUT/alpharec" --jobs 2
+  --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 2
+step games "step 7: the density table at a step budget" alpharec --only density-steps \
+  --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 2
+step games "step 8: zero-shot and the MLP width" alpharec --only zeroshot,mlp-width \
+  --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 2
 say games "the chain is done"
