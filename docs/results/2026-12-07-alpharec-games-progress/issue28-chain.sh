@@ -41,12 +41,12 @@ seeds_config() {
     configs/alpharec/01-games-contenders.toml > "$OUT/$1/alpharec/01-games-contenders.toml"
 }
 seeds_config configs-table-seed-2024 "[2024]"
-seeds_config configs-table-seed-2025 "[2025]"
+seeds_config configs-table-seeds-2024-2025 "[2024, 2025]"  # the first seed names the plain folders
 seeds_config configs-table-seeds "[2024, 2025, 2026]"
 table() { step games "$1" alpharec --configs "$OUT/$2" --only games-contenders --reuse "$GAMES_REUSE" \
   --out "$OUT/alpharec" --jobs 1 "${@:3}"; }
 table "step 1: the Games table at seed 2024" configs-table-seed-2024
-table "step 1: AlphaRec on Games at seed 2025" configs-table-seed-2025 --models alpharec
+table "step 1: AlphaRec on Games at seed 2025" configs-table-seeds-2024-2025 --models alpharec
 step games "step 3: the intention table on Games" alpharec --only intention-games --reuse "$GAMES_REUSE" \
   --out "$OUT/alpharec"
 table "step 1: the Games table at its three seeds" configs-table-seeds
