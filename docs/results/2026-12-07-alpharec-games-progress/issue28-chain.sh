@@ -43,12 +43,13 @@ seeds_config() {
 seeds_config configs-table-seed-2024 "[2024]"
 seeds_config configs-table-seeds-2024-2025 "[2024, 2025]"  # the first seed names the plain folders
 seeds_config configs-table-seeds "[2024, 2025, 2026]"
-table() { step games "$1" alpharec --configs "$OUT/$2" --only games-contenders --reuse "$GAMES_REUSE" \
-  --out "$OUT/alpharec" --jobs 1 "${@:3}"; }
+# games WHAT ARGS...: an AlphaRec step into $OUT/alpharec, going on from the published Games runs
+games() { step games "$1" alpharec --reuse "$GAMES_REUSE" --out "$OUT/alpharec" "${@:2}"; }
+# table WHAT CONFIGS ARGS...: the Games table from the config copy $OUT/CONFIGS, one run at a time
+table() { games "$1" --configs "$OUT/$2" --only games-contenders --jobs 1 "${@:3}"; }
 table "step 1: the Games table at seed 2024" configs-table-seed-2024
 table "step 1: AlphaRec on Games at seed 2025" configs-table-seeds-2024-2025 --models alpharec
-step games "step 3: the intention table on Games" alpharec --only intention-games --reuse "$GAMES_REUSE" \
-  --out "$OUT/alpharec"
+games "step 3: the intention table on Games" --only intention-games
 table "step 1: the Games table at its three seeds" configs-table-seeds
 # RTA goes on from what publish.sh kept of it (LLM answers, finished tables); ReDIAL, until it has answers there, from
 # the 2026-12-02 ReDIAL answers
@@ -58,15 +59,9 @@ inspired_reuse=() redial_reuse=(--reuse "$MAIN/docs/results/2026-12-02-rta-redia
 [ -d "$RTA_PROGRESS/answers/02-redial" ] && redial_reuse=(--reuse "$RTA_PROGRESS")
 step rta "step 2: RTA's pipeline on INSPIRED" rta --only inspired "${inspired_reuse[@]}" --out "$OUT/rta"
 step rta "step 2: RTA's pipeline on ReDIAL" rta --only redial "${redial_reuse[@]}" --out "$OUT/rta"
-step games "step 4: the Games table, whole (the focus seeds)" alpharec --only games-contenders \
-  --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 1
-step games "step 5: the rest of Games (every other model)" alpharec --only games-all,games-convergence \
-  --reuse "$GAMES_REUSE" \
-  --out "$OUT/alpharec" --jobs 2
-step games "step 6: seeds and widened grids on the other datasets" alpharec --only comparison,convergence \
-  --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 2
-step games "step 7: the density table at a step budget" alpharec --only density-steps \
-  --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 2
-step games "step 8: zero-shot and the MLP width" alpharec --only zeroshot,mlp-width \
-  --reuse "$GAMES_REUSE" --out "$OUT/alpharec" --jobs 2
+games "step 4: the Games table, whole (the focus seeds)" --only games-contenders --jobs 1
+games "step 5: the rest of Games (every other model)" --only games-all,games-convergence --jobs 2
+games "step 6: seeds and widened grids on the other datasets" --only comparison,convergence --jobs 2
+games "step 7: the density table at a step budget" --only density-steps --jobs 2
+games "step 8: zero-shot and the MLP width" --only zeroshot,mlp-width --jobs 2
 say games "the chain is done"

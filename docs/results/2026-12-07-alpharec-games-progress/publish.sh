@@ -16,6 +16,12 @@ RTA_PROGRESS=docs/results/2026-12-08-rta-progress
 export LMREC_DATA=${LMREC_DATA:-../shared/data} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH=src
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# swap_in SRC DEST: DEST becomes a copy of SRC, swapped in whole (a failed copy leaves the old DEST)
+swap_in() {
+  rm -rf "$2.new" "$2.old" && cp -r "$1" "$2.new"
+  if [ -e "$2" ]; then mv "$2" "$2.old"; fi
+  mv "$2.new" "$2" && rm -rf "$2.old"
+}
 mkdir "$work/pub" "$work/conv"
 ln -s "$(realpath "$OUT/alpharec/games")" "$work/pub/games"  # the chain's Games run folders, read in place
 tables=games-contenders,negatives
@@ -27,10 +33,7 @@ done
 # the convergence of the finished runs (the records just written, reused ones too), in a report of its own
 ln -s "$work/pub/records" "$work/conv/records"
 .venv/bin/python -m lmrec reproduce alpharec --only games-convergence --out "$work/conv"
-# swap in the new report whole (a failed copy leaves the old one)
-cp -r "$work/pub/report" "$HERE/reproduction.new"
-mv "$HERE/reproduction" "$HERE/reproduction.old" && mv "$HERE/reproduction.new" "$HERE/reproduction"
-rm -rf "$HERE/reproduction.old"
+swap_in "$work/pub/report" "$HERE/reproduction"
 cp "$work"/conv/16-games-convergence/convergence{.md,.json,-seeds.json,.png} "$HERE/convergence/"
 .venv/bin/python "$HERE/curves.py"
 .venv/bin/python "$HERE/hr_by_test_size.py" > /dev/null
@@ -39,7 +42,6 @@ if [ -f "$OUT/alpharec/14-intention-games/intention.json" ]; then  # the table a
   cp "$OUT"/alpharec/14-intention-games/{intention.json,intention.md,alpha.png,intentions-llm.json} "$HERE/intention-games/"
 fi
 if [ -d "$OUT/rta/report" ]; then  # what RTA's steps have packed (they pack as each table finishes or stops)
-  rm -rf "$RTA_PROGRESS.new" && cp -r "$OUT/rta/report" "$RTA_PROGRESS.new"
-  rm -rf "$RTA_PROGRESS" && mv "$RTA_PROGRESS.new" "$RTA_PROGRESS"
+  swap_in "$OUT/rta/report" "$RTA_PROGRESS"
 fi
 echo "published into $HERE; git status $HERE shows what changed"
